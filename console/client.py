@@ -1,0 +1,453 @@
+"""Async client for the Protect admin API: the only code that speaks HTTP.
+
+Every method returns the pydantic models of :mod:`console.models` or raises an
+:class:`ApiError` subclass carrying the server's message. Reads (GET) are
+retried with backoff on connection errors, 429 and 5xx; changes are never
+retried blindly, since a lost response may hide a change that happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from .models import (
+    AuditEvent,
+    DeviceEnrollResult,
+    DeviceInfo,
+    DevicePush,
+    DeviceSettingsResult,
+    DiagnosticsAccepted,
+    EnrollmentCode,
+    Page,
+    PrivacyDevice,
+    PrivacySummary,
+    ProtectSettings,
+    ProtectSettingsPatch,
+    PushAttempt,
+    PushCreated,
+    PushEndpoint,
+    SystemUser,
+    SystemUserCreate,
+    SystemUserUpdate,
+    TotpEnrollResult,
+    TotpResetResult,
+    TotpVerifyResult,
+    WhoAmI,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+USER_ID_RE = re.compile(r"^[0-9a-f]{24}$")
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+
+
+class ApiError(Exception):
+    """The server refused a request, or could not be reached."""
+
+    status: int = 0
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BackendUnavailable(ApiError):
+    """No answer: connection refused, timed out, or the reply was not the API's."""
+
+
+class BadRequest(ApiError):
+    status = 400
+
+
+class Unauthorized(ApiError):
+    status = 401
+
+
+class Forbidden(ApiError):
+    status = 403
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+class PreconditionFailed(ApiError):
+    """The resource changed since it was read (stale ETag)."""
+
+    status = 412
+
+
+class ValidationFailed(ApiError):
+    status = 422
+
+
+class RateLimited(ApiError):
+    status = 429
+
+
+class ServerError(ApiError):
+    status = 500
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    412: PreconditionFailed,
+    428: PreconditionFailed,
+    422: ValidationFailed,
+    429: RateLimited,
+}
+
+
+def _error_from_response(response: httpx.Response) -> ApiError:
+    message = ""
+    retry_after: float | None = None
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            message = str(body.get("message") or "")
+            if body.get("retryAfter") is not None:
+                retry_after = float(body["retryAfter"])
+    except ValueError:
+        pass
+    if retry_after is None and response.headers.get("retry-after", "").isdigit():
+        retry_after = float(response.headers["retry-after"])
+    if not message:
+        message = f"HTTP {response.status_code} {response.reason_phrase}".strip()
+    cls = _BY_STATUS.get(response.status_code)
+    if cls is None:
+        cls = ServerError if response.status_code >= 500 else ApiError
+    return cls(message, status=response.status_code, retry_after=retry_after)
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat()
+
+
+class _Http:
+    """Shared request/retry machinery for the admin and device clients."""
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: Mapping[str, str],
+        *,
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        retries: int = 3,
+        backoff: float = 0.25,
+        max_retry_wait: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self.max_retry_wait = max_retry_wait
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"accept": "application/json", "user-agent": "protect-console", **headers},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self):  # noqa: ANN204 - returns the subclass
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Any = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        idempotent = method in ("GET", "HEAD")
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(method, path, params=params, json=json, headers=headers)
+            except (httpx.TransportError,) as exc:
+                if idempotent and attempt < self.retries:
+                    attempt += 1
+                    await asyncio.sleep(self._delay(attempt, None))
+                    continue
+                raise BackendUnavailable(f"cannot reach {self.base_url}: {_describe(exc)}") from exc
+            if response.status_code < 400:
+                return response
+            error = _error_from_response(response)
+            retryable = response.status_code == 429 or response.status_code >= 500
+            if idempotent and retryable and attempt < self.retries:
+                attempt += 1
+                await asyncio.sleep(self._delay(attempt, error.retry_after))
+                continue
+            raise error
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(float(retry_after), self.max_retry_wait)
+        base = self.backoff * (2 ** (attempt - 1))
+        return min(base + random.uniform(0, base / 2), self.max_retry_wait)
+
+    async def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self.request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise BackendUnavailable(f"{self.base_url} answered {path} with something that is not JSON") from exc
+
+    async def model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        return _parse(model, await self.json(method, path, **kwargs), path)
+
+    async def page(self, item: type[M], path: str, method: str = "GET", **kwargs: Any) -> Page[M]:
+        return _parse(Page[item], await self.json(method, path, **kwargs), path)  # type: ignore[valid-type]
+
+
+def _parse(model: Any, data: Any, path: str) -> Any:
+    try:
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return model.model_validate(data)
+        return TypeAdapter(model).validate_python(data)
+    except ValidationError as exc:
+        raise ApiError(f"unexpected answer from {path}: {exc.error_count()} field(s) did not match") from exc
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused"
+    return type(exc).__name__
+
+
+class ProtectClient(_Http):
+    """The admin API, authenticated with an ``x-api-key``."""
+
+    def __init__(self, base_url: str, api_key: str, **kwargs: Any) -> None:
+        super().__init__(base_url, {"x-api-key": api_key}, **kwargs)
+
+    # ------------------------------------------------------------- identity
+    async def whoami(self) -> WhoAmI:
+        return await self.model(WhoAmI, "GET", "/api/v2/protect/whoami")
+
+    # ---------------------------------------------------------------- users
+    async def list_users(
+        self,
+        *,
+        skip: int = 0,
+        limit: int = 100,
+        sort: str | Sequence[str] | None = None,
+        filters: Sequence[str] = (),
+        search: str | None = None,
+    ) -> Page[SystemUser]:
+        """``filters`` are ``field:$op:value`` strings, ANDed; ``sort`` like ``-created username``."""
+        params: list[tuple[str, str | int]] = [("skip", skip), ("limit", limit)]
+        if sort:
+            params.append(("sort", sort if isinstance(sort, str) else " ".join(sort)))
+        params.extend(("filter", f) for f in filters)
+        if search:
+            params.append(("search", search))
+        return await self.page(SystemUser, "/api/systemusers", params=params)
+
+    async def search_users(
+        self,
+        term: str,
+        *,
+        fields: Sequence[str] | None = None,
+        filter: Mapping[str, Any] | None = None,
+        skip: int = 0,
+        limit: int = 100,
+    ) -> Page[SystemUser]:
+        search_filter: dict[str, Any] = {"searchTerm": term}
+        if fields:
+            search_filter["fields"] = list(fields)
+        body: dict[str, Any] = {"searchFilter": search_filter}
+        if filter:
+            body["filter"] = dict(filter)
+        return await self.page(
+            SystemUser, "/api/search/systemusers", method="POST", params={"skip": skip, "limit": limit}, json=body
+        )
+
+    async def get_user(self, user_id: str) -> SystemUser:
+        return await self.model(SystemUser, "GET", f"/api/systemusers/{user_id}")
+
+    async def find_user(self, ref: str) -> SystemUser:
+        """A user by id, email or username (exact), as an admin types it."""
+        ref = ref.strip()
+        if USER_ID_RE.match(ref):
+            try:
+                return await self.get_user(ref)
+            except NotFound:
+                pass
+        field = "email" if "@" in ref else "username"
+        page = await self.list_users(filters=[f"{field}:$eq:{ref}"], limit=1)
+        if page.results:
+            return page.results[0]
+        raise NotFound(f"no user with id, username or email {ref!r}")
+
+    async def create_user(self, user: SystemUserCreate) -> SystemUser:
+        return await self.model(SystemUser, "POST", "/api/systemusers", json=user.model_dump(exclude_none=True))
+
+    async def update_user(self, user_id: str, change: SystemUserUpdate) -> SystemUser:
+        return await self.model(
+            SystemUser, "PUT", f"/api/systemusers/{user_id}", json=change.model_dump(exclude_none=True, mode="json")
+        )
+
+    async def reset_mfa(self, user_id: str, *, grace_days: int | None = None) -> SystemUser:
+        """Reset TOTP and remove the push device; a grace period lets the user enroll again."""
+        body: dict[str, Any] = {"exclusion": bool(grace_days)}
+        if grace_days:
+            body["exclusionDays"] = grace_days
+        return await self.model(SystemUser, "POST", f"/api/systemusers/{user_id}/resetmfa", json=body)
+
+    async def reset_totp(self, user_id: str) -> TotpResetResult:
+        return await self.model(TotpResetResult, "POST", f"/api/v2/protect/users/{user_id}/totp/reset")
+
+    async def create_enrollment(self, user_id: str) -> EnrollmentCode:
+        return await self.model(EnrollmentCode, "POST", f"/api/v2/protect/users/{user_id}/enrollments")
+
+    async def verify_totp(self, user_id: str, code: str) -> TotpVerifyResult:
+        return await self.model(
+            TotpVerifyResult, "POST", "/api/v2/protect/totp/verify", json={"userId": user_id, "code": code}
+        )
+
+    # --------------------------------------------------------- push devices
+    async def push_endpoints(self, user_id: str) -> list[PushEndpoint]:
+        return _parse(list[PushEndpoint], await self.json("GET", f"/api/v2/users/{user_id}/pushendpoints"), "pushendpoints")
+
+    async def get_push_endpoint(self, user_id: str, endpoint_id: str) -> PushEndpoint:
+        return await self.model(PushEndpoint, "GET", f"/api/v2/users/{user_id}/pushendpoints/{endpoint_id}")
+
+    async def update_push_endpoint(
+        self, user_id: str, endpoint_id: str, *, name: str | None = None, state: str | None = None
+    ) -> PushEndpoint:
+        body = {k: v for k, v in {"name": name, "state": state}.items() if v is not None}
+        return await self.model(PushEndpoint, "PATCH", f"/api/v2/users/{user_id}/pushendpoints/{endpoint_id}", json=body)
+
+    async def unenroll_device(self, user_id: str, endpoint_id: str) -> PushEndpoint:
+        return await self.model(PushEndpoint, "DELETE", f"/api/v2/users/{user_id}/pushendpoints/{endpoint_id}")
+
+    # ------------------------------------------------------------- settings
+    async def get_settings(self) -> tuple[ProtectSettings, str]:
+        """The settings and their ETag, to send back with :meth:`update_settings`."""
+        response = await self.request("GET", "/api/v2/protect/settings")
+        return _parse(ProtectSettings, response.json(), "settings"), response.headers.get("etag", "")
+
+    async def update_settings(
+        self, change: ProtectSettingsPatch | Mapping[str, Any], etag: str
+    ) -> tuple[ProtectSettings, str]:
+        """Apply a partial change; raises :class:`PreconditionFailed` if someone changed them first."""
+        body = change.model_dump(exclude_none=True) if isinstance(change, BaseModel) else dict(change)
+        response = await self.request("PATCH", "/api/v2/protect/settings", json=body, headers={"if-match": etag})
+        return _parse(ProtectSettings, response.json(), "settings"), response.headers.get("etag", "")
+
+    # -------------------------------------------------------------- privacy
+    async def privacy_summary(self) -> PrivacySummary:
+        return await self.model(PrivacySummary, "GET", "/api/v2/protect/privacy/summary")
+
+    async def privacy_devices(
+        self, *, opted_out: bool | None = None, skip: int = 0, limit: int = 100
+    ) -> Page[PrivacyDevice]:
+        params: dict[str, Any] = {"skip": skip, "limit": limit}
+        if opted_out is not None:
+            params["optedOut"] = "true" if opted_out else "false"
+        return await self.page(PrivacyDevice, "/api/v2/protect/privacy/devices", params=params)
+
+    # ------------------------------------------------------- activity/audit
+    async def push_attempts(
+        self,
+        *,
+        user_id: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        skip: int = 0,
+        limit: int = 100,
+    ) -> Page[PushAttempt]:
+        params: dict[str, Any] = {"skip": skip, "limit": limit}
+        if user_id:
+            params["userId"] = user_id
+        if status:
+            params["status"] = status
+        if since:
+            params["since"] = _iso(since)
+        return await self.page(PushAttempt, "/api/v2/protect/pushattempts", params=params)
+
+    async def audit(self, *, skip: int = 0, limit: int = 100) -> Page[AuditEvent]:
+        return await self.page(AuditEvent, "/api/v2/protect/audit", params={"skip": skip, "limit": limit})
+
+    # ------------------------------------------------- resource-facing API
+    async def create_push(
+        self, user_id: str, resource: str, *, app: str | None = None, location: str | None = None, ip: str | None = None
+    ) -> PushCreated:
+        body = {"userId": user_id, "resource": resource, "context": {"app": app, "location": location, "ip": ip}}
+        return await self.model(PushCreated, "POST", "/api/v2/protect/push", json=body)
+
+    async def get_push(self, attempt_id: str) -> PushAttempt:
+        return await self.model(PushAttempt, "GET", f"/api/v2/protect/push/{attempt_id}")
+
+
+class DeviceClient(_Http):
+    """What the Protect mobile app calls; used by the demo simulator and tests."""
+
+    def __init__(self, base_url: str, token: str = "", **kwargs: Any) -> None:
+        super().__init__(base_url, {"authorization": f"Bearer {token}"} if token else {}, **kwargs)
+
+    def use_token(self, token: str) -> None:
+        self._http.headers["authorization"] = f"Bearer {token}"
+
+    async def enroll(self, code: str, name: str, device: DeviceInfo) -> DeviceEnrollResult:
+        body = {"code": code, "name": name, "device": device.model_dump()}
+        result = await self.model(DeviceEnrollResult, "POST", "/device/v1/enroll", json=body)
+        self.use_token(result.token)
+        return result
+
+    async def pushes(self) -> list[DevicePush]:
+        return _parse(list[DevicePush], await self.json("GET", "/device/v1/pushes"), "pushes")
+
+    async def respond(
+        self, attempt_id: str, decision: str, *, user_verified: bool = False, report_fraud: bool = False
+    ) -> PushAttempt:
+        body = {"decision": decision, "userVerified": user_verified, "reportFraud": report_fraud}
+        return await self.model(PushAttempt, "POST", f"/device/v1/pushes/{attempt_id}/respond", json=body)
+
+    async def settings(
+        self, *, diagnostics_opt_out: bool | None = None, notifications_enabled: bool | None = None
+    ) -> DeviceSettingsResult:
+        body = {
+            k: v
+            for k, v in {"diagnosticsOptOut": diagnostics_opt_out, "notificationsEnabled": notifications_enabled}.items()
+            if v is not None
+        }
+        return await self.model(DeviceSettingsResult, "PUT", "/device/v1/settings", json=body)
+
+    async def diagnostics(self, report: Mapping[str, Any]) -> DiagnosticsAccepted:
+        return await self.model(DiagnosticsAccepted, "POST", "/device/v1/diagnostics", json=dict(report))
+
+    async def enroll_totp(self) -> TotpEnrollResult:
+        return await self.model(TotpEnrollResult, "POST", "/device/v1/totp")
