@@ -1,0 +1,37 @@
+"""The server clock. Expiry is decided here, never by what a device reports."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+
+class Clock:
+    """Naive-UTC wall clock; tests substitute a :class:`ManualClock`."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC).replace(tzinfo=None)
+
+
+class ManualClock(Clock):
+    """A clock that only moves when told to (time is the one thing tests cannot run)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime.now(UTC).replace(tzinfo=None)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += timedelta(seconds=seconds)
+
+
+def to_wire(value: datetime | None) -> datetime | None:
+    """Stored naive UTC -> aware UTC for the API."""
+    return None if value is None else value.replace(tzinfo=UTC)
+
+
+def from_wire(value: datetime) -> datetime:
+    """Aware (or naive, taken as UTC) -> stored naive UTC."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value

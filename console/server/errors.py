@@ -1,0 +1,91 @@
+"""One error shape for the whole API: ``{"message": "..."}`` with a precise status."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("protect.server")
+
+
+class ApiProblem(Exception):
+    """A refusal the caller can act on."""
+
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+        self.extra = extra
+
+
+def bad_request(message: str) -> ApiProblem:
+    return ApiProblem(400, message)
+
+
+def not_found(what: str) -> ApiProblem:
+    return ApiProblem(404, f"{what} not found")
+
+
+def conflict(message: str) -> ApiProblem:
+    return ApiProblem(409, message)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        source, parts = parts[0], parts[1:]
+        if not parts:
+            return "request body" if source == "body" else source
+        if source != "body":
+            return f"{'.'.join(parts)} ({source})"
+    return ".".join(parts)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, list[dict[str, str]]]:
+    errors = []
+    for err in exc.errors():
+        field = _field(tuple(err.get("loc", ())))
+        msg = str(err.get("msg", "invalid"))
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        elif err.get("type") == "json_invalid":
+            field, msg = "request body", "is not valid JSON"
+        errors.append({"field": field, "message": msg})
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5]) or "invalid request"
+    return summary, errors
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiProblem)
+    async def _problem(_request: Request, exc: ApiProblem) -> JSONResponse:
+        return JSONResponse({"message": exc.message, **exc.extra}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, errors = _validation_message(exc)
+        return JSONResponse({"message": message, "errors": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "request refused"
+        return JSONResponse({"message": message}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse({"message": "internal error"}, status_code=500)
+
+
+class ErrorResponses:
+    """OpenAPI descriptions of the error envelope."""
+
+    rate_limited = {
+        "description": "Concurrency cap reached; retry after `retryAfter` seconds",
+        "content": {"application/json": {"example": {"message": "too many concurrent push attempts", "retryAfter": 42}}},
+    }

@@ -1,0 +1,78 @@
+"""What the Protect mobile app calls (Authorization: Bearer <device token>)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends
+
+from ...models import (
+    DeviceEnrollRequest,
+    DeviceEnrollResult,
+    DevicePush,
+    DeviceSettingsResult,
+    DeviceSettingsUpdate,
+    DiagnosticsAccepted,
+    PushAttempt,
+    PushResponse,
+    TotpEnrollResult,
+)
+from ..auth import current_device, get_clock, get_store
+from ..clock import Clock
+from ..services import devices as device_service
+from ..services import push as push_service
+from ..services import totp as totp_service
+from ..store import Store
+
+router = APIRouter(prefix="/device/v1", tags=["device"])
+
+
+@router.post("/enroll", response_model=DeviceEnrollResult, status_code=201)
+def enroll(body: DeviceEnrollRequest, store: Store = Depends(get_store), clock: Clock = Depends(get_clock)) -> DeviceEnrollResult:
+    """Enrol with a one-time code; replaces the user's existing device. iOS 13+ / Android 8+."""
+    return device_service.enroll_device(store, body, clock.now())
+
+
+@router.get("/pushes", response_model=list[DevicePush])
+def pending_pushes(device: Any = Depends(current_device), store: Store = Depends(get_store), clock: Clock = Depends(get_clock)) -> list[DevicePush]:
+    """Every pending, unexpired push for this device's user (lost notifications included)."""
+    with store.read() as conn:
+        return push_service.pending_for_device(conn, device, clock.now())
+
+
+@router.post("/pushes/{attempt_id}/respond", response_model=PushAttempt)
+def respond(
+    attempt_id: str,
+    body: PushResponse,
+    device: Any = Depends(current_device),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> PushAttempt:
+    return push_service.respond(store, device, attempt_id, body, clock.now())
+
+
+@router.put("/settings", response_model=DeviceSettingsResult)
+def device_settings(
+    body: DeviceSettingsUpdate,
+    device: Any = Depends(current_device),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> DeviceSettingsResult:
+    return device_service.update_device_settings(store, device, body, clock.now())
+
+
+@router.post("/diagnostics", response_model=DiagnosticsAccepted, status_code=202)
+def diagnostics(
+    report: dict[str, Any] = Body(...),
+    device: Any = Depends(current_device),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> DiagnosticsAccepted:
+    """Accepted always; stored only when the device has not opted out (otherwise counted and dropped)."""
+    return DiagnosticsAccepted(stored=device_service.receive_diagnostics(store, device, report, clock.now()))
+
+
+@router.post("/totp", response_model=TotpEnrollResult)
+def enroll_totp(device: Any = Depends(current_device), store: Store = Depends(get_store), clock: Clock = Depends(get_clock)) -> TotpEnrollResult:
+    """Make the app the user's TOTP authenticator. The URI is the only time the secret leaves the server."""
+    return totp_service.enroll(store, device, clock.now())

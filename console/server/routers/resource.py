@@ -1,0 +1,50 @@
+"""What an application's login flow calls: push requests and TOTP checks."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from ...models import ROLE_PERMISSIONS, Permission, PushAttempt, PushCreated, PushRequest, TotpVerifyRequest, TotpVerifyResult
+from ..auth import get_clock, get_store, require
+from ..clock import Clock
+from ..errors import ErrorResponses
+from ..services import push as push_service
+from ..services import totp as totp_service
+from ..services.common import Principal
+from ..store import Store
+
+router = APIRouter(prefix="/api/v2/protect", tags=["resource"])
+
+
+@router.post("/push", response_model=PushCreated, status_code=201, responses={429: ErrorResponses.rate_limited})
+def create_push(
+    body: PushRequest,
+    _: Principal = Depends(require(Permission.PUSH_CREATE)),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> PushCreated:
+    """Send a push to the user's device, unless the concurrency cap refuses it (429, recorded as blocked)."""
+    return push_service.create_attempt(store, body, clock.now())
+
+
+@router.get("/push/{attempt_id}", response_model=PushAttempt)
+def get_push(
+    attempt_id: str,
+    _: Principal = Depends(require(Permission.PUSH_CREATE, Permission.READ)),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> PushAttempt:
+    with store.read() as conn:
+        return push_service.get_attempt(conn, attempt_id, clock.now())
+
+
+@router.post("/totp/verify", response_model=TotpVerifyResult)
+def verify_totp(
+    body: TotpVerifyRequest,
+    actor: Principal = Depends(require(Permission.TOTP_VERIFY)),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> TotpVerifyResult:
+    """Check a code. From a helpdesk/admin key this is the support desk's caller check, and is audited."""
+    audited = Permission.READ in ROLE_PERMISSIONS[actor.role]
+    return totp_service.verify(store, body.userId, body.code, clock.now(), actor=actor, audited=audited)

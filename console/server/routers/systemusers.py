@@ -1,0 +1,97 @@
+"""JumpCloud-shaped user directory: /api/systemusers and /api/search/systemusers."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+
+from ...models import NAME_MAX, Page, Permission, ResetMfaRequest, SystemUser, SystemUserCreate, SystemUserUpdate, UserSearch
+from ..auth import get_clock, get_store, require
+from ..clock import Clock
+from ..services import users as user_service
+from ..services.common import Principal
+from ..store import Store
+
+router = APIRouter(prefix="/api", tags=["users"])
+
+Skip = Query(0, ge=0, le=10_000_000, description="Rows to skip.")
+Limit = Query(10, ge=1, le=100, description="Rows to return (1..100).")
+
+
+@router.get("/systemusers", response_model=Page[SystemUser])
+def list_systemusers(
+    skip: int = Skip,
+    limit: int = Limit,
+    sort: str | None = Query(None, max_length=512, description="Space-separated fields; `-` prefix for descending."),
+    filter: list[str] = Query([], description="Repeatable `field:$op:value`, ANDed."),
+    search: str | None = Query(None, max_length=NAME_MAX, description="Case-insensitive substring over names and email."),
+    _: Principal = Depends(require(Permission.READ)),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> Page[SystemUser]:
+    conditions = user_service.parse_filter_strings(filter)
+    with store.read() as conn:
+        return user_service.list_users(
+            conn, clock.now(), skip=skip, limit=limit, sort=sort, conditions=conditions, search=search
+        )
+
+
+@router.post("/search/systemusers", response_model=Page[SystemUser])
+def search_systemusers(
+    body: UserSearch,
+    skip: int = Skip,
+    limit: int = Limit,
+    sort: str | None = Query(None, max_length=512),
+    _: Principal = Depends(require(Permission.READ)),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> Page[SystemUser]:
+    conditions = user_service.parse_filter_body(body.filter)
+    with store.read() as conn:
+        return user_service.list_users(
+            conn, clock.now(), skip=skip, limit=limit, sort=sort, conditions=conditions,
+            search=body.searchFilter.searchTerm or None, search_fields=body.searchFilter.fields or ["username"],
+        )
+
+
+@router.get("/systemusers/{user_id}", response_model=SystemUser)
+def get_systemuser(
+    user_id: str,
+    _: Principal = Depends(require(Permission.READ)),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> SystemUser:
+    with store.read() as conn:
+        return user_service.get_user(conn, user_id, clock.now())
+
+
+@router.post("/systemusers", response_model=SystemUser, status_code=201)
+def create_systemuser(
+    body: SystemUserCreate,
+    actor: Principal = Depends(require(Permission.USERS_WRITE)),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> SystemUser:
+    return user_service.create_user(store, body, actor, clock.now())
+
+
+@router.put("/systemusers/{user_id}", response_model=SystemUser)
+def update_systemuser(
+    user_id: str,
+    body: SystemUserUpdate,
+    actor: Principal = Depends(require(Permission.USERS_WRITE)),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> SystemUser:
+    return user_service.update_user(store, user_id, body, actor, clock.now())
+
+
+@router.post("/systemusers/{user_id}/resetmfa", response_model=SystemUser)
+def reset_mfa(
+    user_id: str,
+    body: ResetMfaRequest | None = None,
+    actor: Principal = Depends(require(Permission.MFA_RESET)),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> SystemUser:
+    """Reset the TOTP secret, remove the push device and (with ``exclusion``) start a grace period."""
+    return user_service.reset_mfa(store, user_id, body or ResetMfaRequest(), actor, clock.now())

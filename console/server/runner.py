@@ -1,0 +1,64 @@
+"""Run the service in a background thread: for the demo and for tests over real loopback."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import uvicorn
+from fastapi import FastAPI
+
+
+class ServerThread:
+    """uvicorn on ``host:port`` in a daemon thread. Port 0 picks a free port, kept across restarts."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, *, quiet: bool = True) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.quiet = quiet
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> str:
+        config = uvicorn.Config(
+            self.app,
+            host=self.host,
+            port=self.port,
+            access_log=False,
+            # In the demo the terminal belongs to the console: no log lines on it.
+            log_config=None if self.quiet else uvicorn.config.LOGGING_CONFIG,
+            log_level="critical" if self.quiet else "info",
+            lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
+        self._server = server
+        self._thread = threading.Thread(target=server.run, name="protect-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the service did not start on {self.host}:{self.port}")
+            time.sleep(0.01)
+        self.port = server.servers[0].sockets[0].getsockname()[1]
+        return self.url
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> "ServerThread":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

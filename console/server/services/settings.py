@@ -1,0 +1,74 @@
+"""Service-wide settings, versioned for optimistic concurrency (ETag / If-Match)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+
+from ...models import ProtectSettings, ProtectSettingsPatch
+from ..errors import ApiProblem
+from ..store import Store, settings
+from .audit import record
+from .common import Principal, dumps, loads
+
+ROW_ID = 1
+
+
+def etag_for(version: int) -> str:
+    return f'"settings-{version}"'
+
+
+def read_settings(conn: Connection) -> tuple[ProtectSettings, int]:
+    row = conn.execute(select(settings.c.doc, settings.c.version).where(settings.c.id == ROW_ID)).first()
+    if row is None:
+        return ProtectSettings(), 0
+    return ProtectSettings.model_validate(loads(row.doc)), row.version
+
+
+def _merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in change.items():
+        merged[key] = _merge(merged.get(key, {}), value) if isinstance(value, dict) else value
+    return merged
+
+
+def _diff(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> dict[str, dict[str, Any]]:
+    changes: dict[str, dict[str, Any]] = {}
+    for key in after:
+        path = f"{prefix}{key}"
+        if isinstance(after[key], dict):
+            changes.update(_diff(before.get(key, {}), after[key], path + "."))
+        elif before.get(key) != after[key]:
+            changes[path] = {"before": before.get(key), "after": after[key]}
+    return changes
+
+
+def update_settings(
+    store: Store, change: ProtectSettingsPatch, if_match: str | None, actor: Principal, now
+) -> tuple[ProtectSettings, int]:
+    if not if_match:
+        raise ApiProblem(428, "If-Match header is required: read the settings and send back their ETag")
+    with store.write() as conn:
+        current, version = read_settings(conn)
+        if if_match.removeprefix("W/") != etag_for(version) and if_match != "*":
+            raise ApiProblem(412, "settings were changed by someone else since you read them; read them again")
+        before = current.model_dump()
+        try:
+            updated = ProtectSettings.model_validate(_merge(before, change.model_dump(exclude_none=True)))
+        except ValidationError as exc:  # pragma: no cover - the patch model has the same bounds
+            raise ApiProblem(422, str(exc)) from exc
+        after = updated.model_dump()
+        new_version = version + 1
+        if version == 0:
+            conn.execute(insert(settings).values(id=ROW_ID, doc=dumps(after), version=new_version))
+        else:
+            conn.execute(
+                update(settings).where(settings.c.id == ROW_ID, settings.c.version == version).values(
+                    doc=dumps(after), version=new_version
+                )
+            )
+        record(conn, actor, "settings.update", "settings", {"changes": _diff(before, after)}, now)
+    return updated, new_version

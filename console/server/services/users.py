@@ -1,0 +1,428 @@
+"""The user directory: listing, search, filters, profile changes and MFA resets.
+
+Enrollment statuses that depend on time (a grace period or an enrolment code
+running out) are computed in SQL from the stored state and the server clock,
+so that the same rule serves both the filters and the output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from ...models import (
+    EnrollmentStatus,
+    Mfa,
+    MfaEnrollment,
+    Page,
+    ResetMfaRequest,
+    SystemUser,
+    SystemUserCreate,
+    SystemUserUpdate,
+    UserState,
+)
+from ..clock import from_wire, to_wire
+from ..errors import ApiProblem, bad_request, conflict, not_found
+from ..store import Store, devices, enrollment_codes, push_attempts, users
+from .audit import record
+from .common import Principal, new_id
+
+ENROLLED = EnrollmentStatus.ENROLLED.value
+DEFAULT_GRACE_DAYS = 7
+SEARCH_FIELDS = ("username", "email", "firstname", "lastname", "displayname")
+
+
+# ------------------------------------------------------------ status rules
+
+
+def push_status_expr(now: datetime) -> ColumnElement[str]:
+    return case(
+        (
+            and_(users.c.push_status == EnrollmentStatus.PENDING_ACTIVATION.value, users.c.push_pending_until <= now),
+            literal(EnrollmentStatus.ENROLLMENT_EXPIRED.value),
+        ),
+        else_=users.c.push_status,
+    )
+
+
+def overall_status_expr(now: datetime) -> ColumnElement[str]:
+    any_enrolled = or_(
+        users.c.totp_status == ENROLLED, users.c.push_status == ENROLLED, users.c.webauthn_status == ENROLLED
+    )
+    in_grace = and_(
+        users.c.mfa_exclusion == true(),
+        or_(users.c.mfa_exclusion_until.is_(None), users.c.mfa_exclusion_until > now),
+    )
+    grace_over = and_(users.c.mfa_exclusion == true(), users.c.mfa_exclusion_until <= now)
+    return case(
+        (any_enrolled, literal(ENROLLED)),
+        (in_grace, literal(EnrollmentStatus.IN_ENROLLMENT.value)),
+        (grace_over, literal(EnrollmentStatus.ENROLLMENT_EXPIRED.value)),
+        (
+            push_status_expr(now) == EnrollmentStatus.PENDING_ACTIVATION.value,
+            literal(EnrollmentStatus.PENDING_ACTIVATION.value),
+        ),
+        else_=literal(EnrollmentStatus.NOT_ENROLLED.value),
+    )
+
+
+def _user_columns(now: datetime) -> list[Any]:
+    return [
+        users.c.id,
+        users.c.username,
+        users.c.email,
+        users.c.firstname,
+        users.c.lastname,
+        users.c.displayname,
+        users.c.state,
+        users.c.account_locked,
+        users.c.created,
+        users.c.totp_status,
+        users.c.webauthn_status,
+        users.c.mfa_exclusion,
+        users.c.mfa_exclusion_until,
+        push_status_expr(now).label("push_status_now"),
+        overall_status_expr(now).label("overall_status_now"),
+    ]
+
+
+def _to_user(row: Any) -> SystemUser:
+    overall = row.overall_status_now
+    return SystemUser(
+        _id=row.id,
+        username=row.username,
+        email=row.email,
+        firstname=row.firstname,
+        lastname=row.lastname,
+        displayname=row.displayname,
+        state=row.state,
+        account_locked=bool(row.account_locked),
+        created=to_wire(row.created),
+        totp_enabled=row.totp_status == ENROLLED,
+        mfa=Mfa(
+            configured=overall == ENROLLED,
+            exclusion=bool(row.mfa_exclusion),
+            exclusionUntil=to_wire(row.mfa_exclusion_until),
+        ),
+        mfaEnrollment=MfaEnrollment(
+            overallStatus=overall,
+            totpStatus=row.totp_status,
+            pushStatus=row.push_status_now,
+            webAuthnStatus=row.webauthn_status,
+        ),
+    )
+
+
+# ------------------------------------------------------- filters and sorts
+
+_OPS = {
+    "$eq": lambda a, b: a == b,
+    "$ne": lambda a, b: a != b,
+    "$gt": lambda a, b: a > b,
+    "$gte": lambda a, b: a >= b,
+    "$lt": lambda a, b: a < b,
+    "$lte": lambda a, b: a <= b,
+}
+_STATUS_VALUES = {s.value for s in EnrollmentStatus}
+
+
+def _field_expr(field: str, now: datetime) -> tuple[ColumnElement[Any], str]:
+    """(SQL expression, kind) for a filterable/sortable field, or a 400 naming it."""
+    text_ci = {"username": users.c.username, "email": users.c.email}
+    if field in text_ci:
+        return func.lower(text_ci[field]), "text_ci"
+    if field in ("firstname", "lastname", "displayname"):
+        return users.c[field], "text"
+    if field == "state":
+        return users.c.state, "state"
+    if field == "account_locked":
+        return users.c.account_locked, "bool"
+    if field == "totp_enabled":
+        return (users.c.totp_status == ENROLLED), "bool"
+    if field == "created":
+        return users.c.created, "datetime"
+    status_fields = {
+        "mfaEnrollment.overallStatus": overall_status_expr(now),
+        "mfaEnrollment.pushStatus": push_status_expr(now),
+        "mfaEnrollment.totpStatus": users.c.totp_status,
+        "mfaEnrollment.webAuthnStatus": users.c.webauthn_status,
+    }
+    if field in status_fields:
+        return status_fields[field], "status"
+    if field == "_id":
+        return users.c.id, "text"
+    raise bad_request(f"unknown filter field {field!r}")
+
+
+def _coerce(field: str, kind: str, raw: Any) -> Any:
+    if kind == "text_ci":
+        return str(raw).lower()
+    if kind == "text":
+        return str(raw)
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).lower() in ("true", "1"):
+            return True
+        if str(raw).lower() in ("false", "0"):
+            return False
+        raise bad_request(f"filter {field}: {raw!r} is not true or false")
+    if kind == "datetime":
+        try:
+            value = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+        except ValueError:
+            raise bad_request(f"filter {field}: {raw!r} is not an ISO 8601 date-time") from None
+        return from_wire(value)
+    if kind == "state":
+        if str(raw) not in {s.value for s in UserState}:
+            raise bad_request(f"filter {field}: {raw!r} is not one of {', '.join(s.value for s in UserState)}")
+        return str(raw)
+    if kind == "status":
+        if str(raw) not in _STATUS_VALUES:
+            raise bad_request(f"filter {field}: {raw!r} is not an enrollment status")
+        return str(raw)
+    raise bad_request(f"filter {field}: unsupported")  # pragma: no cover
+
+
+def _condition(field: str, op: str, raw: Any, now: datetime) -> ColumnElement[bool]:
+    expr, kind = _field_expr(field, now)
+    if op not in _OPS:
+        raise bad_request(f"unknown filter operator {op!r} for field {field!r} (use one of {', '.join(_OPS)})")
+    return _OPS[op](expr, _coerce(field, kind, raw))
+
+
+def parse_filter_strings(filters: Iterable[str]) -> list[tuple[str, str, str]]:
+    """``field:$op:value`` strings -> triples; the value may itself contain colons."""
+    parsed = []
+    for text in filters:
+        parts = text.split(":", 2)
+        if len(parts) != 3 or not parts[0]:
+            raise bad_request(f"filter {text!r} is not of the form field:$op:value")
+        parsed.append((parts[0], parts[1], parts[2]))
+    return parsed
+
+
+def parse_filter_body(spec: Any) -> list[tuple[str, str, Any]]:
+    """The search body's filter: ``{field: value}``, ``{field: {"$op": value}}`` or ``{"and": [...]}``."""
+    if spec is None:
+        return []
+    if isinstance(spec, list):
+        return [t for item in spec for t in parse_filter_body(item)]
+    if not isinstance(spec, dict):
+        raise bad_request("filter must be an object")
+    triples: list[tuple[str, str, Any]] = []
+    for field, value in spec.items():
+        if field in ("and", "$and"):
+            triples.extend(parse_filter_body(value))
+        elif isinstance(value, dict):
+            for op, operand in value.items():
+                triples.append((field, op, operand))
+        else:
+            triples.append((field, "$eq", value))
+    return triples
+
+
+def _order_by(sort: str | None, now: datetime) -> list[Any]:
+    order: list[Any] = []
+    for token in (sort or "").replace(",", " ").split():
+        descending = token.startswith("-")
+        field = token.lstrip("-+")
+        try:
+            expr, _kind = _field_expr(field, now)
+        except ApiProblem:
+            raise bad_request(f"unknown sort field {field!r}") from None
+        order.append(expr.desc() if descending else expr.asc())
+    order.append(users.c.id.asc())  # a stable tiebreak keeps pages from overlapping
+    return order
+
+
+def _like_pattern(term: str) -> str:
+    escaped = term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+# ------------------------------------------------------------------ reads
+
+
+def list_users(
+    conn: Connection,
+    now: datetime,
+    *,
+    skip: int,
+    limit: int,
+    sort: str | None = None,
+    conditions: Sequence[tuple[str, str, Any]] = (),
+    search: str | None = None,
+    search_fields: Sequence[str] = ("username", "email", "firstname", "lastname"),
+) -> Page[SystemUser]:
+    where = [_condition(f, op, v, now) for f, op, v in conditions]
+    order = _order_by(sort, now)
+    if search:
+        pattern = _like_pattern(search)
+        where.append(or_(*(func.lower(users.c[f]).like(pattern, escape="\\") for f in search_fields)))
+        if not sort:
+            # Prefix matches on the username first: what a support desk types is usually the start.
+            prefix = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            order.insert(0, case((func.lower(users.c.username).like(prefix, escape="\\"), 0), else_=1))
+            order.insert(1, users.c.username.asc())
+    elif not sort:
+        order.insert(0, users.c.username.asc())
+    total = conn.execute(select(func.count()).select_from(users).where(*where)).scalar_one()
+    rows = conn.execute(select(*_user_columns(now)).where(*where).order_by(*order).offset(skip).limit(limit))
+    return Page[SystemUser](totalCount=total, results=[_to_user(r) for r in rows])
+
+
+def get_user(conn: Connection, user_id: str, now: datetime) -> SystemUser:
+    row = conn.execute(select(*_user_columns(now)).where(users.c.id == user_id)).first()
+    if row is None:
+        raise not_found(f"user {user_id}")
+    return _to_user(row)
+
+
+def require_user(conn: Connection, user_id: str, *, lock: bool = False) -> Any:
+    """The raw user row (locked for update on PostgreSQL), or 404."""
+    query = select(users).where(users.c.id == user_id)
+    if lock:
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        raise not_found(f"user {user_id}")
+    return row
+
+
+# ----------------------------------------------------------------- writes
+
+
+def _check_unique(conn: Connection, field: str, value: str, exclude_id: str | None = None) -> None:
+    query = select(users.c.id).where(func.lower(users.c[field]) == value.lower())
+    if exclude_id:
+        query = query.where(users.c.id != exclude_id)
+    if conn.execute(query.limit(1)).first() is not None:
+        raise conflict(f"{field} {value!r} is already taken")
+
+
+def create_user(store: Store, body: SystemUserCreate, actor: Principal, now: datetime) -> SystemUser:
+    user_id = new_id()
+    try:
+        with store.write() as conn:
+            _check_unique(conn, "username", body.username)
+            _check_unique(conn, "email", body.email)
+            conn.execute(insert(users).values(id=user_id, created=now, **body.model_dump()))
+            record(conn, actor, "user.create", user_id, {"after": body.model_dump()}, now)
+            return get_user(conn, user_id, now)
+    except IntegrityError:  # a racing create took the name between check and insert
+        raise conflict("username or email is already taken") from None
+
+
+def update_user(store: Store, user_id: str, body: SystemUserUpdate, actor: Principal, now: datetime) -> SystemUser:
+    change = body.model_dump(exclude_unset=True, exclude_none=True)
+    try:
+        with store.write() as conn:
+            row = require_user(conn, user_id, lock=True)
+            for field in ("username", "email"):
+                if field in change:
+                    _check_unique(conn, field, change[field], exclude_id=user_id)
+            before = {k: row._mapping[k] for k in change}
+            if change:
+                conn.execute(update(users).where(users.c.id == user_id).values(**change))
+                record(conn, actor, "user.update", user_id, {"before": before, "after": change}, now)
+            return get_user(conn, user_id, now)
+    except IntegrityError:
+        raise conflict("username or email is already taken") from None
+
+
+def cancel_pending_pushes(conn: Connection, user_id: str, now: datetime) -> int:
+    """Pending attempts end as expired when the device that could answer them goes away."""
+    result = conn.execute(
+        update(push_attempts)
+        .where(push_attempts.c.user_id == user_id, push_attempts.c.status == "pending", push_attempts.c.expires_at > now)
+        .values(status="expired", expires_at=now)
+    )
+    return result.rowcount or 0
+
+
+def remove_push_device(conn: Connection, user_id: str, now: datetime) -> Any | None:
+    """Delete the user's device (its token dies with the row) and cancel its pending pushes."""
+    device = conn.execute(select(devices).where(devices.c.user_id == user_id)).first()
+    if device is not None:
+        conn.execute(delete(devices).where(devices.c.id == device.id))
+        cancel_pending_pushes(conn, user_id, now)
+    return device
+
+
+def _clear_totp() -> dict[str, Any]:
+    return {"totp_secret": None, "totp_status": "NOT_ENROLLED", "totp_last_step": None, "totp_failures": 0}
+
+
+def reset_totp(store: Store, user_id: str, actor: Principal, now: datetime) -> SystemUser:
+    with store.write() as conn:
+        row = require_user(conn, user_id, lock=True)
+        conn.execute(update(users).where(users.c.id == user_id).values(**_clear_totp()))
+        record(
+            conn, actor, "totp.reset", user_id,
+            {"before": {"totpStatus": row.totp_status, "failures": row.totp_failures},
+             "after": {"totpStatus": "NOT_ENROLLED", "failures": 0}},
+            now,
+        )
+        return get_user(conn, user_id, now)
+
+
+def reset_mfa(store: Store, user_id: str, body: ResetMfaRequest, actor: Principal, now: datetime) -> SystemUser:
+    until: datetime | None = None
+    if body.exclusion:
+        if body.exclusionUntil is not None:
+            until = from_wire(body.exclusionUntil)
+            if until <= now:
+                raise bad_request("exclusionUntil: must be in the future")
+        else:
+            until = now + timedelta(days=body.exclusionDays or DEFAULT_GRACE_DAYS)
+    with store.write() as conn:
+        before = get_user(conn, user_id, now)
+        require_user(conn, user_id, lock=True)
+        device = remove_push_device(conn, user_id, now)
+        conn.execute(delete(enrollment_codes).where(enrollment_codes.c.user_id == user_id))
+        conn.execute(
+            update(users)
+            .where(users.c.id == user_id)
+            .values(
+                **_clear_totp(),
+                push_status="NOT_ENROLLED",
+                push_pending_until=None,
+                mfa_exclusion=bool(body.exclusion),
+                mfa_exclusion_until=until,
+            )
+        )
+        after = get_user(conn, user_id, now)
+        record(
+            conn, actor, "mfa.reset", user_id,
+            {
+                "before": before.mfaEnrollment.model_dump(mode="json"),
+                "after": after.mfaEnrollment.model_dump(mode="json"),
+                "removedDevice": device.id if device is not None else None,
+                "graceUntil": until.isoformat() if until else None,
+            },
+            now,
+        )
+        return after
+
+
+def count_users(conn: Connection) -> int:
+    return conn.execute(select(func.count()).select_from(users)).scalar_one()
+

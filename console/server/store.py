@@ -1,0 +1,228 @@
+"""The service's store: SQLAlchemy Core tables on SQLite (WAL) today, PostgreSQL later.
+
+Only portable SQL is used: expression indexes on lower(), CASE, LIKE with an
+explicit ESCAPE, ``SELECT ... FOR UPDATE`` (dropped by SQLite, honoured by
+PostgreSQL). On SQLite, write transactions start with ``BEGIN IMMEDIATE`` so
+that read-check-write sequences (the push cap, TOTP replay) are serialised.
+All timestamps are naive UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+)
+from sqlalchemy.engine import Connection
+
+metadata = MetaData()
+
+ID = String(24)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("username", Text, nullable=False),
+    Column("email", Text, nullable=False),
+    Column("firstname", Text, nullable=False, default=""),
+    Column("lastname", Text, nullable=False, default=""),
+    Column("displayname", Text, nullable=False, default=""),
+    Column("state", String(16), nullable=False, default="ACTIVATED"),
+    Column("account_locked", Boolean, nullable=False, default=False),
+    Column("created", DateTime, nullable=False),
+    # TOTP: the secret never leaves the server except in the enrolment URI.
+    Column("totp_secret", String(64)),
+    Column("totp_status", String(24), nullable=False, default="NOT_ENROLLED"),
+    Column("totp_last_step", BigInteger),
+    Column("totp_failures", Integer, nullable=False, default=0),
+    Column("push_status", String(24), nullable=False, default="NOT_ENROLLED"),
+    Column("push_pending_until", DateTime),
+    Column("webauthn_status", String(24), nullable=False, default="NOT_ENROLLED"),
+    Column("mfa_exclusion", Boolean, nullable=False, default=False),
+    Column("mfa_exclusion_until", DateTime),
+)
+Index("ux_users_username_lower", func.lower(users.c.username), unique=True)
+Index("ux_users_email_lower", func.lower(users.c.email), unique=True)
+Index("ix_users_created", users.c.created)
+Index("ix_users_push_status", users.c.push_status)
+Index("ix_users_totp_status", users.c.totp_status)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", ID, primary_key=True),
+    # unique: the database itself guarantees one push device per user
+    Column("user_id", ID, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("state", String(16), nullable=False, default="active"),
+    Column("make", Text, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("os", String(16), nullable=False),
+    Column("os_version", String(32), nullable=False),
+    Column("app_version", String(32), nullable=False),
+    Column("uv_enabled", Boolean, nullable=False, default=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("enrolled_at", DateTime, nullable=False),
+    Column("last_used_at", DateTime),
+    Column("diagnostics_opt_out", Boolean, nullable=False, default=False),
+    Column("privacy_updated_at", DateTime),
+    Column("notifications_enabled", Boolean, nullable=False, default=True),
+    Column("diagnostics_dropped", Integer, nullable=False, default=0),
+)
+Index("ix_devices_opt_out", devices.c.diagnostics_opt_out, devices.c.id)
+
+diagnostics = Table(
+    "diagnostics",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("device_id", ID, nullable=False),
+    Column("received_at", DateTime, nullable=False),
+    Column("payload", Text, nullable=False),
+)
+
+enrollment_codes = Table(
+    "enrollment_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("user_id", ID, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("used_at", DateTime),
+)
+Index("ix_enrollment_codes_user", enrollment_codes.c.user_id)
+
+push_attempts = Table(
+    "push_attempts",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("user_id", ID, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("device_id", ID),
+    Column("resource", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("fraud", Boolean, nullable=False, default=False),
+    Column("user_verified", Boolean),
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("responded_at", DateTime),
+    Column("app", Text),
+    Column("location", Text),
+    Column("ip", String(64)),
+)
+Index("ix_push_cap", push_attempts.c.user_id, push_attempts.c.resource, push_attempts.c.status, push_attempts.c.expires_at)
+Index("ix_push_user_created", push_attempts.c.user_id, push_attempts.c.created_at)
+Index("ix_push_created", push_attempts.c.created_at)
+Index("ix_push_status_created", push_attempts.c.status, push_attempts.c.created_at)
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("doc", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("revoked_at", DateTime),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("details", Text, nullable=False),
+)
+Index("ix_audit_at", audit.c.at)
+
+
+class Store:
+    """A database handle: ``read()`` and ``write()`` give transactional connections."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction; on SQLite it holds the write lock from the start."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_engine(path: Path) -> Engine:
+    engine = create_engine(
+        f"sqlite:///{path}",
+        connect_args={"timeout": 30, "check_same_thread": False},
+        # One connection per busy worker thread; SQLite serialises writers itself.
+        pool_size=8,
+        max_overflow=32,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
+        # Let SQLAlchemy's "begin" event decide how transactions start.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def open_store(path: str | Path) -> Store:
+    """Open (creating if needed) the SQLite store at ``path``."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store = Store(_sqlite_engine(path))
+    with store.write() as conn:
+        metadata.create_all(conn)
+    return store
