@@ -12,6 +12,9 @@ from .routers import device, protect, pushendpoints, resource, systemusers
 from .store import Store, open_store
 
 
+ROUTERS = (systemusers.router, pushendpoints.router, protect.router, resource.router, device.router)
+
+
 def create_app(store: Store | str | Path, *, clock: Clock | None = None) -> FastAPI:
     if not isinstance(store, Store):
         store = open_store(store)
@@ -23,6 +26,6 @@ def create_app(store: Store | str | Path, *, clock: Clock | None = None) -> Fast
     app.state.store = store
     app.state.clock = clock or Clock()
     install_error_handlers(app)
-    for router in (systemusers.router, pushendpoints.router, protect.router, resource.router, device.router):
+    for router in ROUTERS:
         app.include_router(router)
     return app

@@ -21,7 +21,7 @@ from sqlalchemy import func, insert, select
 
 from .clock import Clock
 from .services.common import digest
-from .store import Store, devices, push_attempts, users
+from .store import Store, devices, folded, push_attempts, users
 
 FIRST = [
     "James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David", "Elizabeth", "William",
@@ -87,7 +87,7 @@ def seed_directory(store: Store, users_count: int, *, rng_seed: int = 1, clock: 
     taken: set[str] = set()
     with store.read() as conn:
         if conn.execute(select(func.count()).select_from(users)).scalar_one():
-            taken = {u for (u,) in conn.execute(select(func.lower(users.c.username)))}
+            taken = {u for (u,) in conn.execute(select(users.c.username_ci))}
             # Ids come from the seeded RNG: move a re-seed onto a different stream.
             rng = random.Random(f"{rng_seed}:{len(taken)}")
 
@@ -114,6 +114,7 @@ def seed_directory(store: Store, users_count: int, *, rng_seed: int = 1, clock: 
             push_status="NOT_ENROLLED", push_pending_until=None, webauthn_status="NOT_ENROLLED",
             mfa_exclusion=False, mfa_exclusion_until=None,
         )
+        row.update(folded(row))
         has_push = has_totp = has_webauthn = False
         if rng.random() >= 0.15:
             # Conditional on having some MFA: overall shares come out near 60/50/10.

@@ -28,7 +28,6 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
-    func,
 )
 from sqlalchemy.engine import Connection
 
@@ -45,6 +44,12 @@ users = Table(
     Column("firstname", Text, nullable=False, default=""),
     Column("lastname", Text, nullable=False, default=""),
     Column("displayname", Text, nullable=False, default=""),
+    # Case-folded copies for search and uniqueness: SQLite's lower() only knows ASCII.
+    Column("username_ci", Text, nullable=False),
+    Column("email_ci", Text, nullable=False),
+    Column("firstname_ci", Text, nullable=False, default=""),
+    Column("lastname_ci", Text, nullable=False, default=""),
+    Column("displayname_ci", Text, nullable=False, default=""),
     Column("state", String(16), nullable=False, default="ACTIVATED"),
     Column("account_locked", Boolean, nullable=False, default=False),
     Column("created", DateTime, nullable=False),
@@ -59,8 +64,8 @@ users = Table(
     Column("mfa_exclusion", Boolean, nullable=False, default=False),
     Column("mfa_exclusion_until", DateTime),
 )
-Index("ux_users_username_lower", func.lower(users.c.username), unique=True)
-Index("ux_users_email_lower", func.lower(users.c.email), unique=True)
+Index("ux_users_username_ci", users.c.username_ci, unique=True)
+Index("ux_users_email_ci", users.c.email_ci, unique=True)
 Index("ix_users_created", users.c.created)
 Index("ix_users_push_status", users.c.push_status)
 Index("ix_users_totp_status", users.c.totp_status)
@@ -162,6 +167,14 @@ audit = Table(
     Column("details", Text, nullable=False),
 )
 Index("ix_audit_at", audit.c.at)
+
+
+SEARCHABLE = ("username", "email", "firstname", "lastname", "displayname")
+
+
+def folded(values: dict) -> dict:
+    """The case-folded search columns for whichever searchable fields ``values`` sets."""
+    return {f"{k}_ci": str(values[k]).casefold() for k in SEARCHABLE if k in values and values[k] is not None}
 
 
 class Store:

@@ -40,7 +40,7 @@ from ...models import (
 )
 from ..clock import from_wire, to_wire
 from ..errors import ApiProblem, bad_request, conflict, not_found
-from ..store import Store, devices, enrollment_codes, push_attempts, users
+from ..store import Store, devices, enrollment_codes, folded, push_attempts, users
 from .audit import record
 from .common import Principal, new_id
 
@@ -145,9 +145,8 @@ _STATUS_VALUES = {s.value for s in EnrollmentStatus}
 
 def _field_expr(field: str, now: datetime) -> tuple[ColumnElement[Any], str]:
     """(SQL expression, kind) for a filterable/sortable field, or a 400 naming it."""
-    text_ci = {"username": users.c.username, "email": users.c.email}
-    if field in text_ci:
-        return func.lower(text_ci[field]), "text_ci"
+    if field in ("username", "email"):
+        return users.c[f"{field}_ci"], "text_ci"
     if field in ("firstname", "lastname", "displayname"):
         return users.c[field], "text"
     if field == "state":
@@ -173,7 +172,7 @@ def _field_expr(field: str, now: datetime) -> tuple[ColumnElement[Any], str]:
 
 def _coerce(field: str, kind: str, raw: Any) -> Any:
     if kind == "text_ci":
-        return str(raw).lower()
+        return str(raw).casefold()
     if kind == "text":
         return str(raw)
     if kind == "bool":
@@ -253,9 +252,8 @@ def _order_by(sort: str | None, now: datetime) -> list[Any]:
     return order
 
 
-def _like_pattern(term: str) -> str:
-    escaped = term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+def _like_escape(term: str) -> str:
+    return term.casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 # ------------------------------------------------------------------ reads
@@ -275,12 +273,11 @@ def list_users(
     where = [_condition(f, op, v, now) for f, op, v in conditions]
     order = _order_by(sort, now)
     if search:
-        pattern = _like_pattern(search)
-        where.append(or_(*(func.lower(users.c[f]).like(pattern, escape="\\") for f in search_fields)))
+        term = _like_escape(search)
+        where.append(or_(*(users.c[f"{f}_ci"].like(f"%{term}%", escape="\\") for f in search_fields)))
         if not sort:
             # Prefix matches on the username first: what a support desk types is usually the start.
-            prefix = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            order.insert(0, case((func.lower(users.c.username).like(prefix, escape="\\"), 0), else_=1))
+            order.insert(0, case((users.c.username_ci.like(f"{term}%", escape="\\"), 0), else_=1))
             order.insert(1, users.c.username.asc())
     elif not sort:
         order.insert(0, users.c.username.asc())
@@ -311,7 +308,7 @@ def require_user(conn: Connection, user_id: str, *, lock: bool = False) -> Any:
 
 
 def _check_unique(conn: Connection, field: str, value: str, exclude_id: str | None = None) -> None:
-    query = select(users.c.id).where(func.lower(users.c[field]) == value.lower())
+    query = select(users.c.id).where(users.c[f"{field}_ci"] == value.casefold())
     if exclude_id:
         query = query.where(users.c.id != exclude_id)
     if conn.execute(query.limit(1)).first() is not None:
@@ -324,7 +321,8 @@ def create_user(store: Store, body: SystemUserCreate, actor: Principal, now: dat
         with store.write() as conn:
             _check_unique(conn, "username", body.username)
             _check_unique(conn, "email", body.email)
-            conn.execute(insert(users).values(id=user_id, created=now, **body.model_dump()))
+            fields = body.model_dump()
+            conn.execute(insert(users).values(id=user_id, created=now, **fields, **folded(fields)))
             record(conn, actor, "user.create", user_id, {"after": body.model_dump()}, now)
             return get_user(conn, user_id, now)
     except IntegrityError:  # a racing create took the name between check and insert
@@ -341,7 +339,7 @@ def update_user(store: Store, user_id: str, body: SystemUserUpdate, actor: Princ
                     _check_unique(conn, field, change[field], exclude_id=user_id)
             before = {k: row._mapping[k] for k in change}
             if change:
-                conn.execute(update(users).where(users.c.id == user_id).values(**change))
+                conn.execute(update(users).where(users.c.id == user_id).values(**change, **folded(change)))
                 record(conn, actor, "user.update", user_id, {"before": before, "after": change}, now)
             return get_user(conn, user_id, now)
     except IntegrityError:

@@ -1,0 +1,42 @@
+"""Test helpers that go through the real API (no shortcuts into the database)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from console.client import DeviceClient, ProtectClient
+from console.models import DeviceInfo, SystemUserCreate
+
+IPHONE = DeviceInfo(make="Apple", model="iPhone 15", os="iOS", osVersion="17.4", appVersion="2.6.0", uvEnabled=True)
+PIXEL = DeviceInfo(make="Google", model="Pixel 8", os="Android", osVersion="14", appVersion="2.6.0", uvEnabled=False)
+
+
+async def new_user(api: ProtectClient, name: str, **fields: str):
+    return await api.create_user(
+        SystemUserCreate(username=name, email=f"{name}@test.example", firstname=fields.get("first", "Test"),
+                         lastname=fields.get("last", "User"), displayname=fields.get("display", name))
+    )
+
+
+async def enrolled_device(api: ProtectClient, url: str, user_id: str, device: DeviceInfo = IPHONE) -> DeviceClient:
+    """Create an enrolment code as an admin and enrol a device with it, as the app does."""
+    code = await api.create_enrollment(user_id)
+    phone = DeviceClient(url)
+    await phone.enroll(code.code, f"{device.model}", device)
+    return phone
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0, interval: float = 0.05) -> None:
+    """Poll until ``condition`` holds; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+            result = await result  # type: ignore[misc]
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
