@@ -66,7 +66,9 @@ users = Table(
 )
 Index("ux_users_username_ci", users.c.username_ci, unique=True)
 Index("ux_users_email_ci", users.c.email_ci, unique=True)
-Index("ix_users_created", users.c.created)
+# (column, id) pairs match the list's ORDER BY ..., id so paging walks an index.
+Index("ix_users_username_id", users.c.username, users.c.id)
+Index("ix_users_created_id", users.c.created, users.c.id)
 Index("ix_users_push_status", users.c.push_status)
 Index("ix_users_totp_status", users.c.totp_status)
 
