@@ -1,0 +1,163 @@
+"""Privacy: how many devices share diagnostics, and which devices opted out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.binding import Binding
+from textual.widget import Widget
+from textual.widgets import Static
+
+from ...client import ApiError
+from ...models import PrivacyDevice, PrivacySummary
+from ...safe_text import printable
+from ..widgets.virtual_table import Column, VirtualTable
+from .base import ConsoleScreen
+
+# What the app collects, in the FAQ's words: admins answer this question from users.
+COLLECTION_NOTE = (
+    "Collected: diagnostic and usage data (troubleshooting, app improvement). Never collected: user "
+    "information. Users opt out in the app under Settings > Privacy; opted-out devices' reports are "
+    "counted and dropped, never stored."
+)
+
+
+def _opt_out_cell(device: PrivacyDevice) -> Text:
+    if device.privacy.diagnosticsOptOut:
+        return Text("opted out", style="bold")
+    return Text("sharing")
+
+
+def _device_cell(device: PrivacyDevice) -> str:
+    return printable(f"{device.device.make} {device.device.model}")
+
+
+def _os_cell(device: PrivacyDevice) -> str:
+    return printable(f"{device.device.os} {device.device.osVersion}")
+
+
+def _user_cell(device: PrivacyDevice) -> str:
+    return printable(device.user.username or device.user.email)
+
+
+def _changed_cell(device: PrivacyDevice) -> str:
+    at = device.privacy.updatedAt
+    return at.astimezone().strftime("%Y-%m-%d") if at else ""
+
+
+DEVICE_COLUMNS = [
+    Column("optedOut", "Diagnostics", 11, _opt_out_cell),
+    Column("user", "User", 22, _user_cell),
+    Column("device", "Device", 22, _device_cell),
+    Column("os", "OS", 12, _os_cell),
+    Column("app", "App", 8, lambda d: printable(d.device.appVersion)),
+    Column("changed", "Changed", 10, _changed_cell),
+    Column("email", "Email", 30, lambda d: printable(d.user.email)),
+]
+
+
+def summary_text(summary: PrivacySummary) -> Text:
+    """``devices · opted out (share) · diagnostics stored/dropped`` on one line at 80 columns."""
+    share = (summary.optedOut / summary.devices * 100) if summary.devices else 0.0
+    text = Text()
+    text.append(f"{summary.devices:,}", style="bold")
+    text.append(" devices · ")
+    text.append(f"{summary.optedOut:,}", style="bold")
+    text.append(f" opted out ({share:.1f}%) · {summary.optedIn:,} sharing · ")
+    text.append("diagnostics ", style="dim")
+    text.append(f"{summary.diagnosticsStored:,} stored, {summary.diagnosticsDropped:,} dropped", style="dim")
+    return text
+
+
+class PrivacyScreen(ConsoleScreen):
+    """The diagnostics summary and a paged table of devices; `o` shows opted-out devices only."""
+
+    DEFAULT_CSS = """
+    PrivacyScreen #privacy-summary { padding: 0 1; height: auto; }
+    PrivacyScreen #privacy-note { padding: 0 1; color: $text-muted; height: auto; }
+    PrivacyScreen #privacy-filter { padding: 0 1; height: 1; text-style: italic; }
+    PrivacyScreen #privacy-devices { height: 1fr; }
+    """
+
+    BINDINGS = [
+        Binding("o", "toggle_opted_out", "Opted-out only"),
+        Binding("r", "reload", "Reload"),
+    ]
+
+    AUTO_FOCUS = "#privacy-devices"
+    TITLE = "Privacy"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opted_out_only = False
+        self.summary: PrivacySummary | None = None
+        self.device_total: int | None = None  # rows the table's last answer reported
+
+    def compose_body(self) -> Iterable[Widget]:
+        yield Static(Text("Loading privacy summary…"), id="privacy-summary")
+        yield Static(Text(COLLECTION_NOTE), id="privacy-note")
+        yield Static(self._filter_text(), id="privacy-filter")
+        yield VirtualTable(DEVICE_COLUMNS, self.fetch_devices, empty_text="No devices", id="privacy-devices")
+
+    def on_mount(self) -> None:
+        self.load_summary()
+
+    @property
+    def table(self) -> VirtualTable:
+        return self.query_one("#privacy-devices", VirtualTable)
+
+    async def fetch_devices(self, skip: int, limit: int) -> tuple[int, list[Any]]:
+        # Runs in the table's page worker; the filter is read when the page is asked for.
+        page = await self.app.api.privacy_devices(opted_out=True if self.opted_out_only else None, skip=skip, limit=limit)
+        return page.totalCount, page.results
+
+    @work(exclusive=True, group="privacy-summary", exit_on_error=False)
+    async def load_summary(self) -> None:
+        try:
+            summary = await self.app.api.privacy_summary()
+        except ApiError as exc:
+            self.report_error(exc, retry=self.reload_data)
+            return
+        self.summary = summary
+        self.query_one("#privacy-summary", Static).update(summary_text(summary))
+        self._update_filter_line()
+
+    def action_toggle_opted_out(self) -> None:
+        self.opted_out_only = not self.opted_out_only
+        self.device_total = None
+        self._update_filter_line()
+        self.table.set_fetch(self.fetch_devices)
+        self.load_summary()  # the counts the filter is compared against may have moved
+
+    def reload_data(self) -> None:
+        self.load_summary()
+        self.table.reload()
+
+    def action_reload(self) -> None:
+        # `r` is the banner's retry too (this binding replaces the base screen's).
+        if self.error_visible:
+            self.action_retry()
+        else:
+            self.reload_data()
+
+    def _filter_text(self) -> Text:
+        shown = "" if self.device_total is None else f"{self.device_total:,} "
+        if self.opted_out_only:
+            return Text(f"Showing {shown}opted-out devices only (o shows all)")
+        return Text(f"Showing all {shown}devices (o shows opted-out only)")
+
+    def _update_filter_line(self) -> None:
+        self.query_one("#privacy-filter", Static).update(self._filter_text())
+
+    @on(VirtualTable.Loaded, "#privacy-devices")
+    def _devices_loaded(self, event: VirtualTable.Loaded) -> None:
+        self.device_total = event.total
+        self.clear_error()
+        self._update_filter_line()
+
+    @on(VirtualTable.LoadFailed, "#privacy-devices")
+    def _devices_failed(self, event: VirtualTable.LoadFailed) -> None:
+        self.report_error(event.error, retry=self.reload_data)

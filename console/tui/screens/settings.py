@@ -1,0 +1,273 @@
+"""Settings: the push and TOTP policy, each value with its range and what it means."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.binding import Binding
+from textual.widget import Widget
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
+
+from ...client import ApiError, BackendUnavailable, PreconditionFailed
+from ...models import SETTING_RANGES, Permission, ProtectSettings
+from ...safe_text import printable
+from ..widgets.confirm import ConfirmScreen
+from ..widgets.setting_editor import SettingEditor
+from .base import ConsoleScreen
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One editable value: where it lives in the settings document and how to explain it."""
+
+    key: str  # dotted path, e.g. "push.concurrentLimit.max"
+    label: str
+    meaning: str  # plain words, drawn from the Protect FAQ
+    unit: str = ""
+
+    @property
+    def is_bool(self) -> bool:
+        return self.key not in SETTING_RANGES
+
+    @property
+    def range(self) -> tuple[int, int] | None:
+        return SETTING_RANGES.get(self.key)
+
+    def value(self, settings: ProtectSettings) -> Any:
+        node: Any = settings
+        for part in self.key.split("."):
+            node = getattr(node, part)
+        return node
+
+    def patch(self, value: Any) -> dict[str, Any]:
+        """The smallest PATCH body that sets only this value."""
+        body: Any = value
+        for part in reversed(self.key.split(".")):
+            body = {part: body}
+        return body
+
+    def show(self, value: Any) -> str:
+        if self.is_bool:
+            return "on" if value else "off"
+        return f"{value} {self.unit}".strip()
+
+    def allowed(self) -> str:
+        if self.range is None:
+            return "on / off"
+        low, high = self.range
+        return f"{low}-{high} {self.unit}".strip()
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec(
+        "push.concurrentLimit.enabled",
+        "Limit concurrent push attempts",
+        "On: Protect blocks extra push notifications for the same resource while earlier ones are "
+        "still pending, which protects users against push bombing. Off: no limit.",
+    ),
+    SettingSpec(
+        "push.concurrentLimit.max",
+        "Max concurrent push attempts",
+        "Against fraudulent push attempts, Protect blocks more than this many notifications per "
+        "user and resource within the timeout period. The user can try again after the timeout, "
+        "or after approving or denying the first request.",
+        "per resource",
+    ),
+    SettingSpec(
+        "push.timeoutSeconds",
+        "Push timeout",
+        "How long a user has to answer a push notification (sixty seconds by default); after that "
+        "it expires. If a phone's clock is not set automatically, notifications may arrive expired.",
+        "seconds",
+    ),
+    SettingSpec(
+        "push.requireUserVerification",
+        "Require biometric",
+        "Approvals must be confirmed with biometrics (Touch ID, Face ID) or the device passcode. "
+        "Recommended against push bombing: an accidental tap is not enough to approve.",
+    ),
+    SettingSpec(
+        "totp.maxFailures",
+        "TOTP max failures",
+        "Wrong verification (TOTP) codes in a row before the user's TOTP is locked until an admin "
+        "resets it.",
+        "codes",
+    ),
+)
+
+
+def setting_prompt(spec: SettingSpec, settings: ProtectSettings | None) -> Text:
+    """A multi-line option: label, value and range on the first line, the meaning below."""
+    value = spec.show(spec.value(settings)) if settings is not None else "…"
+    line = Text()
+    line.append(f"{spec.label:<32}", style="bold")
+    line.append(f"{value:<18}", style="bold")
+    line.append(f"allowed {spec.allowed()}", style="dim")
+    line.append("\n")
+    line.append(spec.meaning)
+    line.append(f" ({spec.key})", style="dim italic")
+    return line
+
+
+class SettingsScreen(ConsoleScreen):
+    """Read the settings with their ETag; `e` edits one value behind a confirmation."""
+
+    DEFAULT_CSS = """
+    SettingsScreen #settings-title { text-style: bold; padding: 0 1; }
+    SettingsScreen #settings-status { padding: 0 1; color: $text-muted; height: auto; }
+    SettingsScreen #settings-list { height: 1fr; border: none; padding: 0 1; }
+    """
+
+    BINDINGS = [
+        Binding("e", "edit", "Edit"),
+        Binding("r", "reload", "Reload"),
+    ]
+
+    AUTO_FOCUS = "#settings-list"
+    TITLE = "Settings"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settings: ProtectSettings | None = None
+        self.etag = ""
+        self.notice: Text | None = None  # outcome of the last edit, kept across reloads
+
+    def compose_body(self) -> Iterable[Widget]:
+        yield Static(Text("Settings: push and TOTP policy"), id="settings-title")
+        yield Static(Text("Loading settings…"), id="settings-status")
+        yield OptionList(*(Option(setting_prompt(spec, None), id=spec.key) for spec in SETTINGS), id="settings-list")
+
+    def on_mount(self) -> None:
+        # Whether editing is allowed is known only once whoami answers.
+        self.watch(self.app, "whoami", self._update_hint, init=False)
+        self.load_settings()
+
+    def on_screen_resume(self) -> None:
+        # Fresh values when the admin comes back, but not while an edit holds the ETag it read.
+        if self.settings is not None and not self._editing():
+            self.load_settings()
+
+    # ------------------------------------------------------------ permission
+    def can_edit(self) -> bool:
+        return bool(self.app.can(Permission.SETTINGS_WRITE))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "edit":
+            return self.can_edit()  # hidden from the footer for read-only and helpdesk keys
+        return super().check_action(action, parameters)
+
+    # ----------------------------------------------------------------- load
+    def reload_data(self) -> None:
+        self.load_settings()
+
+    def action_reload(self) -> None:
+        # `r` is the banner's retry too (this binding replaces the base screen's).
+        if self.error_visible:
+            self.action_retry()
+        else:
+            self.reload_data()
+
+    @work(exclusive=True, group="settings-load", exit_on_error=False)
+    async def load_settings(self) -> None:
+        options = self.query_one("#settings-list", OptionList)
+        options.loading = self.settings is None
+        try:
+            settings, etag = await self.app.api.get_settings()
+        except ApiError as exc:
+            self.report_error(exc, retry=self.load_settings)
+            self.query_one("#settings-status", Static).update(Text(f"Could not load settings: {printable(exc)}"))
+            return
+        finally:
+            options.loading = False
+        self.clear_error()
+        self._show(settings, etag)
+
+    def _show(self, settings: ProtectSettings, etag: str) -> None:
+        self.settings, self.etag = settings, etag
+        options = self.query_one("#settings-list", OptionList)
+        for spec in SETTINGS:
+            options.replace_option_prompt(spec.key, setting_prompt(spec, settings))
+        if options.highlighted is None:
+            options.highlighted = 0  # `e` works straight away, without an arrow key first
+        self._update_hint()
+
+    def _update_hint(self, *_: object) -> None:
+        if self.settings is None:
+            return
+        if self.can_edit():
+            hint = "e or Enter edits the highlighted value (you confirm old -> new)."
+        else:
+            hint = "Read-only: this key or profile cannot change settings."
+        text = Text(hint)
+        if self.notice is not None:
+            text.append("\n")
+            text.append_text(self.notice)
+        self.query_one("#settings-status", Static).update(text)
+
+    def _status(self, notice: Text) -> None:
+        self.notice = notice
+        self._update_hint()
+
+    # ----------------------------------------------------------------- edit
+    def _editing(self) -> bool:
+        return any(w.group == "settings-edit" and w.is_running for w in self.workers)
+
+    def focused_spec(self) -> SettingSpec | None:
+        index = self.query_one("#settings-list", OptionList).highlighted
+        return SETTINGS[index] if index is not None and 0 <= index < len(SETTINGS) else None
+
+    def action_edit(self) -> None:
+        spec = self.focused_spec()
+        if spec is None or self.settings is None or not self.can_edit():
+            return
+        self.edit_setting(spec)
+
+    @on(OptionList.OptionSelected, "#settings-list")
+    def _enter(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        if self.can_edit():
+            self.action_edit()
+
+    @work(exclusive=True, group="settings-edit", exit_on_error=False)
+    async def edit_setting(self, spec: SettingSpec) -> None:
+        assert self.settings is not None
+        old = spec.value(self.settings)
+        etag = self.etag  # the version the admin is looking at: a change since then is a 412
+        if spec.is_bool:
+            new: Any = not old
+        else:
+            low, high = spec.range  # type: ignore[misc]
+            new = await self.app.push_screen_wait(SettingEditor(spec.label, spec.key, old, low, high, spec.unit))
+            if new is None or new == old:
+                return
+        body = Text()
+        body.append(f"{spec.key}\n", style="dim")
+        body.append(f"{spec.show(old)} -> {spec.show(new)}", style="bold")
+        if not await self.app.push_screen_wait(ConfirmScreen(f"Change {spec.label}?", body, confirm_label="Change (y)")):
+            return
+        try:
+            settings, new_etag = await self.app.api.update_settings(spec.patch(new), etag)
+        except PreconditionFailed:
+            message = f"{spec.label} not changed: the settings were changed by someone else. Reloaded; check and edit again."
+            self.notify(message, severity="warning", markup=False)
+            self._status(Text(message, style="bold"))
+            self.load_settings()
+            return
+        except BackendUnavailable as exc:
+            self.report_error(exc, retry=self.load_settings)
+            return
+        except ApiError as exc:
+            message = f"{spec.label} not changed: {printable(exc)}"
+            self.notify(message, severity="error", markup=False)
+            self._status(Text(message, style="bold"))
+            return
+        self.clear_error()
+        self._show(settings, new_etag)
+        message = f"{spec.label}: {spec.show(old)} -> {spec.show(new)}"
+        self.notify(message, title="Setting changed", markup=False)
+        self._status(Text(f"Saved. {message}"))

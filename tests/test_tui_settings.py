@@ -1,0 +1,190 @@
+"""Settings screen: the real app against the real service on loopback."""
+
+from __future__ import annotations
+
+import pytest
+from .helpers import enrolled_device, new_user, wait_for
+from textual.widgets import OptionList
+
+from console.client import ProtectClient, RateLimited
+from console.config import ConnectionProfile
+from console.models import Role
+from console.tui.app import ProtectConsoleApp
+from console.tui.screens.settings import SETTINGS, SettingsScreen
+from console.tui.widgets.confirm import ConfirmScreen
+from console.tui.widgets.setting_editor import SettingEditor, check_setting_value
+
+SIZE = (100, 30)
+
+
+def console_app(backend, key: str | None = None, *, readonly: bool = False) -> ProtectConsoleApp:
+    profile = ConnectionProfile("test", backend.url, key or backend.admin_key, readonly=readonly)
+    return ProtectConsoleApp(profile)
+
+
+async def open_settings(app: ProtectConsoleApp, pilot) -> SettingsScreen:
+    await pilot.press("3")
+    await wait_for(lambda: isinstance(app.screen, SettingsScreen) and app.screen.settings is not None)
+    await wait_for(lambda: app.whoami is not None)
+    return app.screen  # type: ignore[return-value]
+
+
+async def highlight(screen: SettingsScreen, pilot, key: str) -> None:
+    """Move the highlight with the arrow keys, as an admin would."""
+    options = screen.query_one("#settings-list", OptionList)
+    options.focus()
+    target = [spec.key for spec in SETTINGS].index(key)
+    if options.highlighted is None:
+        await pilot.press("down")
+    while options.highlighted != target:
+        await pilot.press("down" if options.highlighted < target else "up")
+
+
+async def type_value(app: ProtectConsoleApp, pilot, value: str) -> None:
+    await wait_for(lambda: isinstance(app.screen, SettingEditor))
+    field = app.screen.query_one("#editor-input")
+    await pilot.press("end", *(["backspace"] * len(field.value)), *value)
+    assert field.value == value
+
+
+def status_of(screen: SettingsScreen) -> str:
+    return str(screen.query_one("#settings-status").content)
+
+
+async def test_change_max_concurrent_push_attempts_changes_the_server_and_the_push_cap(backend) -> None:
+    app = console_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_settings(app, pilot)
+        assert screen.settings.push.concurrentLimit.max == 1
+        await highlight(screen, pilot, "push.concurrentLimit.max")
+        await pilot.press("e")
+        await type_value(app, pilot, "2")
+        await pilot.press("enter")
+        await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+        confirm_text = " ".join(str(w.content) for w in app.screen.query("Static"))
+        assert "1 per resource -> 2 per resource" in confirm_text
+        await pilot.press("y")
+        await wait_for(lambda: screen.settings.push.concurrentLimit.max == 2)
+        assert "Saved" in status_of(screen)
+
+    # A separate client sees the change...
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        settings, _ = await admin.get_settings()
+        assert settings.push.concurrentLimit.max == 2
+        user = await new_user(admin, "cap-check")
+        phone = await enrolled_device(admin, backend.url, user.id)
+        await phone.aclose()
+    # ...and the push cap now admits two pending attempts per resource, not three.
+    async with ProtectClient(backend.url, backend.key(Role.SERVICE)) as service:
+        first = await service.create_push(user.id, "vpn")
+        second = await service.create_push(user.id, "vpn")
+        assert first.status == second.status == "pending"
+        with pytest.raises(RateLimited):
+            await service.create_push(user.id, "vpn")
+
+
+async def test_bool_setting_toggles_after_confirmation_and_cancel_changes_nothing(backend) -> None:
+    app = console_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_settings(app, pilot)
+        await highlight(screen, pilot, "push.requireUserVerification")
+        await pilot.press("e")
+        await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")  # cancel: nothing is sent
+        await wait_for(lambda: isinstance(app.screen, SettingsScreen))
+        async with ProtectClient(backend.url, backend.admin_key) as admin:
+            assert (await admin.get_settings())[0].push.requireUserVerification is False
+        await pilot.press("e")
+        await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(lambda: screen.settings.push.requireUserVerification is True)
+        async with ProtectClient(backend.url, backend.admin_key) as admin:
+            assert (await admin.get_settings())[0].push.requireUserVerification is True
+
+
+async def test_editor_refuses_out_of_range_values_naming_the_field(backend) -> None:
+    app = console_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_settings(app, pilot)
+        await highlight(screen, pilot, "push.timeoutSeconds")
+        await pilot.press("e")
+        await type_value(app, pilot, "301")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, SettingEditor), "an out-of-range value must not be accepted"
+        error = str(app.screen.query_one("#editor-error").content)
+        assert "push.timeoutSeconds" in error and "30" in error and "300" in error
+        await pilot.press("escape")
+        await wait_for(lambda: isinstance(app.screen, SettingsScreen))
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        assert (await admin.get_settings())[0].push.timeoutSeconds == 60
+
+
+def test_check_setting_value() -> None:
+    assert check_setting_value("totp.maxFailures", " 7 ", 1, 20) == (7, "")
+    assert check_setting_value("totp.maxFailures", "0", 1, 20)[0] is None
+    assert "totp.maxFailures" in check_setting_value("totp.maxFailures", "x", 1, 20)[1]
+
+
+async def test_a_concurrent_change_is_reported_and_reloaded(backend) -> None:
+    app = console_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_settings(app, pilot)
+        # Someone else changes the settings after the screen read them.
+        async with ProtectClient(backend.url, backend.admin_key) as admin:
+            _, etag = await admin.get_settings()
+            await admin.update_settings({"push": {"timeoutSeconds": 90}}, etag)
+        assert screen.settings.push.timeoutSeconds == 60  # the screen still shows what it read
+        await highlight(screen, pilot, "push.concurrentLimit.max")
+        await pilot.press("e")
+        await type_value(app, pilot, "3")
+        await pilot.press("enter")
+        await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(lambda: "changed by someone else" in status_of(screen))
+        assert any("changed by someone else" in n.message for n in app._notifications)
+        # Reloaded: the other admin's change is on screen, ours was not applied.
+        await wait_for(lambda: screen.settings.push.timeoutSeconds == 90)
+        assert screen.settings.push.concurrentLimit.max == 1
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        settings, _ = await admin.get_settings()
+        assert settings.push.concurrentLimit.max == 1 and settings.push.timeoutSeconds == 90
+
+
+@pytest.mark.parametrize("role", [Role.READONLY, Role.HELPDESK])
+async def test_keys_without_settings_write_cannot_edit(backend, role: Role) -> None:
+    app = console_app(backend, backend.key(role))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_settings(app, pilot)
+        assert screen.check_action("edit", ()) is False  # hidden from the footer
+        assert "e" not in {b.key for b in screen.active_bindings.values() if b.binding.action == "edit"}
+        await highlight(screen, pilot, "push.concurrentLimit.max")
+        await pilot.press("e")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, SettingsScreen), "no editor or confirmation may open"
+        assert "Read-only" in status_of(screen)
+
+
+async def test_readonly_profile_cannot_edit_even_with_an_admin_key(backend) -> None:
+    app = console_app(backend, readonly=True)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_settings(app, pilot)
+        await highlight(screen, pilot, "push.timeoutSeconds")
+        await pilot.press("e")
+        await pilot.pause()
+        assert isinstance(app.screen, SettingsScreen)
+        assert screen.check_action("edit", ()) is False
+
+
+async def test_dead_backend_shows_the_banner_and_recovers(backend) -> None:
+    app = console_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_settings(app, pilot)
+        backend.stop()
+        await pilot.press("r")
+        await wait_for(lambda: screen.error_visible, timeout=15)
+        backend.restart()
+        await pilot.press("r")  # the banner's retry
+        await wait_for(lambda: not screen.error_visible, timeout=15)
+        assert screen.settings is not None
