@@ -1,0 +1,92 @@
+"""ctrl+p: every action the current screen offers, the screens, and user lookup on the server.
+
+The palette runs each search in its own (cancelled when superseded) worker, so
+the user lookup simply waits a moment and asks the server; user data shows as
+literal ``Content``, never as markup (the palette parses plain strings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.content import Content
+
+from ..client import ApiError
+from ..safe_text import printable
+from .formatting import user_name
+from .widgets.header import TABS
+
+if TYPE_CHECKING:
+    from .app import ProtectConsoleApp
+
+LOOKUP_DEBOUNCE = 0.25
+LOOKUP_LIMIT = 8
+
+
+class ConsoleCommands(Provider):
+    """Screen actions (respecting permissions), screen switches, and "open user …"."""
+
+    def _commands(self) -> list[tuple[str, Callable[[], object], str]]:
+        app = self.app
+        commands: list[tuple[str, Callable[[], object], str]] = []
+        screen = self.screen
+        seen: set[str] = set()
+        # The screen the palette was opened on: only bindings check_action allows (hidden ones never show).
+        for active in screen.active_bindings.values():
+            binding = active.binding
+            if active.node is not screen or not active.enabled or not binding.show or not binding.description:
+                continue
+            if binding.action in seen or binding.action.startswith("app."):
+                continue
+            seen.add(binding.action)
+            title = getattr(screen, "TITLE", "") or "Screen"
+            commands.append(
+                (f"{title}: {binding.description}", partial(active.node.run_action, binding.action), f"key {binding.key}")
+            )
+        for key, mode, label in TABS:
+            commands.append((f"Go to {label}", partial(app.switch_mode, mode), f"key {key}"))
+        commands.append(("Help: keys for this screen", app.action_help, "key ?"))  # type: ignore[attr-defined]
+        return commands
+
+    async def discover(self) -> Hits:
+        for name, callback, help_text in self._commands():
+            yield DiscoveryHit(name, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, callback, help_text in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, text=name, help=help_text)
+        term = query.strip()
+        if len(term) < 2:
+            return
+        # The palette cancels this search when the query changes: a cheap debounce.
+        await asyncio.sleep(LOOKUP_DEBOUNCE)
+        app: ProtectConsoleApp = self.app  # type: ignore[assignment]
+        try:
+            page = await app.api.list_users(search=term, limit=LOOKUP_LIMIT)
+        except ApiError as exc:
+            message = Content(f"User lookup failed: {printable(str(exc), max_length=120)}")
+            yield Hit(0.01, message, lambda: None, text="User lookup failed")
+            return
+        for rank, user in enumerate(page.results):
+            username = printable(user.username, max_length=60)
+            email = printable(user.email, max_length=60)
+            name = printable(user_name(user), max_length=60)
+            display = Content.assemble(
+                ("Open user ", "dim"), (username, "bold"), f"  {name}  <{email}>" if name else f"  <{email}>"
+            )
+            # `help` is parsed as markup by the palette; Content passes through untouched.
+            help_text = Content(f"push {user.mfaEnrollment.pushStatus.lower()} · totp {user.mfaEnrollment.totpStatus.lower()}")
+            yield Hit(
+                0.9 - rank * 0.01,
+                display,
+                partial(app.open_user, user.id),
+                text=f"Open user {username}",
+                help=help_text,  # type: ignore[arg-type]
+            )

@@ -1,0 +1,74 @@
+"""`?`: the keys that work right now, on this screen, for this key's role."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Static
+
+from ..widgets.header import TABS
+
+GLOBAL_KEYS: list[tuple[str, str]] = [
+    *((key, f"{label} screen") for key, _mode, label in TABS),
+    ("ctrl+p", "Command palette: every action, and user lookup by email or username"),
+    ("?", "This help"),
+    ("Esc", "Back / close"),
+    ("q", "Quit"),
+]
+
+TABLE_KEYS: list[tuple[str, str]] = [
+    ("↑ ↓ / j k", "Move"),
+    ("PgUp PgDn Home End", "Page, first, last"),
+    ("← →", "Scroll wide tables"),
+    ("Enter", "Open"),
+]
+
+
+def _keys_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, title_justify="left", title_style="bold", box=None, show_header=False, padding=(0, 2))
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column()
+    for key, description in rows:
+        table.add_row(Text(key), Text(description))
+    return table
+
+
+class HelpScreen(ModalScreen[None]):
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll {
+        width: 76; max-width: 100%; height: auto; max-height: 100%;
+        border: thick $accent; background: $surface; padding: 0 1;
+    }
+    """
+
+    BINDINGS = [Binding("escape,question_mark,q", "close", "Close")]
+
+    def __init__(self, under: Screen) -> None:
+        super().__init__()
+        # The bindings the screen underneath offers right now (check_action already applied).
+        self._screen_keys: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for key, active in under.active_bindings.items():
+            binding = active.binding
+            if active.node is not under or not active.enabled or not binding.show or not binding.description:
+                continue
+            if binding.action in seen:
+                continue
+            seen.add(binding.action)
+            self._screen_keys.append((under.app.get_key_display(binding), binding.description))
+        self._title = getattr(under, "TITLE", "") or "Screen"
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            if self._screen_keys:
+                yield Static(_keys_table(f"{self._title} keys", self._screen_keys), markup=False)
+            yield Static(_keys_table("Tables", TABLE_KEYS), markup=False)
+            yield Static(_keys_table("Everywhere", GLOBAL_KEYS), markup=False)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

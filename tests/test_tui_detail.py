@@ -1,0 +1,303 @@
+"""User detail: what it shows and what its actions do to the real service."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pyotp
+import pytest
+from textual.command import CommandList, CommandPalette
+from textual.geometry import Region
+from textual.widgets import Input
+
+from console.client import DeviceClient, ProtectClient
+from console.config import ConnectionProfile
+from console.models import (
+    DeviceInfo,
+    EnrollmentStatus,
+    MfaEnrollment,
+    PushAttempt,
+    PushEndpoint,
+    PushStatus,
+    Role,
+    SystemUser,
+)
+from console.tui.app import ProtectConsoleApp
+from console.tui.screens.user_detail import UserDetailScreen, troubleshooting_hints
+from console.tui.widgets.confirm import ConfirmScreen
+from console.tui.widgets.prompt import PromptScreen
+from console.tui.widgets.qr import EnrollmentCodeScreen, QrCode
+
+from .helpers import IPHONE, PIXEL, enrolled_device, new_user, wait_for
+
+SIZE = (100, 30)
+ACTION_KEYS = {"U": "unenroll", "T": "reset_totp", "R": "reset_mfa", "E": "enroll_code", "V": "verify"}
+
+
+def console_app(backend, key: str | None = None, *, readonly: bool = False, open_user: str | None = None):
+    profile = ConnectionProfile("test", backend.url, key or backend.admin_key, readonly=readonly)
+    return ProtectConsoleApp(profile, open_user=open_user)
+
+
+async def detail_ready(app: ProtectConsoleApp, pilot) -> UserDetailScreen:
+    await wait_for(lambda: isinstance(app.screen, UserDetailScreen) and app.screen.user is not None)
+    await wait_for(lambda: app.whoami is not None)
+    await pilot.pause()  # let the loaded sections lay out before reading them
+    return app.screen  # type: ignore[return-value]
+
+
+async def fully_enrolled_user(admin: ProtectClient, url: str, name: str, device: DeviceInfo = IPHONE):
+    """A user with a push device and TOTP on that device, enrolled through the device API."""
+    user = await new_user(admin, name)
+    phone = await enrolled_device(admin, url, user.id, device)
+    totp = await phone.enroll_totp()
+    await phone.aclose()
+    return user, pyotp.parse_uri(totp.otpauthUri)
+
+
+async def palette_prompts(app: ProtectConsoleApp, pilot) -> list[str]:
+    """Open the command palette on the current screen and read what it offers before typing."""
+    screen = app.screen
+    await pilot.press("ctrl+p")
+    await wait_for(lambda: isinstance(app.screen, CommandPalette))
+    options = app.screen.query_one(CommandList)
+    await wait_for(lambda: any("Go to Audit" in str(options.get_option_at_index(i).prompt) for i in range(options.option_count)))
+    prompts = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+    await pilot.press("escape")
+    await wait_for(lambda: app.screen is screen)
+    return prompts
+
+
+def shown_actions(screen: UserDetailScreen) -> set[str]:
+    return {active.binding.action for active in screen.active_bindings.values()} & set(ACTION_KEYS.values())
+
+
+def text_of(screen, selector: str) -> str:
+    """What the widget draws, as plain text (Rich renderables included)."""
+    widget = screen.query_one(selector)
+    strips = widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))
+    return "\n".join("".join(segment.text for segment in strip) for strip in strips)
+
+
+async def test_detail_shows_profile_mfa_device_attempts(backend) -> None:
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        user, _totp = await fully_enrolled_user(admin, backend.url, "dora.detail", PIXEL)
+        await admin.create_push(user.id, "Payroll", app="Workday", location="Lyon, FR", ip="192.0.2.7")
+    app = console_app(backend, open_user="dora.detail")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await detail_ready(app, pilot)
+        assert "dora.detail" in text_of(screen, "#detail-profile")
+        mfa = text_of(screen, "#detail-mfa")
+        assert "Push" in mfa and "TOTP" in mfa and "enrolled" in mfa
+        device = text_of(screen, "#detail-device")
+        for expected in ("Google Pixel 8", "Android 14", "2.6.0", "Biometric", "Diagnostics"):
+            assert expected in device
+        attempts = text_of(screen, "#detail-attempts")
+        assert "Payroll" in attempts and "Workday" in attempts and "Lyon, FR" in attempts and "pending" in attempts
+        hints = text_of(screen, "#detail-hints")
+        assert "Android" in hints and "Biometric is off" in hints
+        assert shown_actions(screen) == set(ACTION_KEYS.values())
+        offered = "\n".join(await palette_prompts(app, pilot))
+        for action in ("Unenroll", "Reset TOTP", "Reset MFA", "Enroll code", "Verify"):
+            assert f"User: {action}" in offered
+
+
+async def test_reset_totp_confirms_then_the_server_shows_not_enrolled(backend) -> None:
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        user, _totp = await fully_enrolled_user(admin, backend.url, "tom.totp")
+        assert (await admin.get_user(user.id)).mfaEnrollment.totpStatus == EnrollmentStatus.ENROLLED
+        app = console_app(backend, open_user=user.id)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await detail_ready(app, pilot)
+            await pilot.press("T")
+            await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("n")  # cancel first: nothing may change
+            await wait_for(lambda: app.screen is screen)
+            assert (await admin.get_user(user.id)).mfaEnrollment.totpStatus == EnrollmentStatus.ENROLLED
+            await pilot.press("T")
+            await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await wait_for(lambda: screen.user.mfaEnrollment.totpStatus == EnrollmentStatus.NOT_ENROLLED)
+            assert (await admin.get_user(user.id)).mfaEnrollment.totpStatus == EnrollmentStatus.NOT_ENROLLED
+            assert any("TOTP reset" in n.message for n in app._notifications)
+            # Nothing left to reset: the action is now shown disabled.
+            assert screen.check_action("reset_totp", ()) is None
+
+
+async def test_reset_all_mfa_asks_for_grace_days(backend) -> None:
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        user, _totp = await fully_enrolled_user(admin, backend.url, "greta.grace")
+        app = console_app(backend, open_user=user.username)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await detail_ready(app, pilot)
+            await pilot.press("R")
+            await wait_for(lambda: isinstance(app.screen, PromptScreen))
+            field = app.screen.query_one(Input)
+            await pilot.press("end", *(["backspace"] * len(field.value)), "9", "9", "9", "enter")
+            assert "0 to 365" in text_of(app.screen, "#prompt-error")  # refused, field named
+            await pilot.press("backspace", "backspace", "backspace", "3", "enter")
+            await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+            assert "3 days" in text_of(app.screen, "#confirm-body")
+            await pilot.press("y")
+            await wait_for(lambda: screen.device is None and screen.user.mfa.exclusion)
+            after = await admin.get_user(user.id)
+            assert after.mfaEnrollment.pushStatus == EnrollmentStatus.NOT_ENROLLED
+            assert after.mfaEnrollment.totpStatus == EnrollmentStatus.NOT_ENROLLED
+            assert after.mfa.exclusion and after.mfa.exclusionUntil is not None
+            left = after.mfa.exclusionUntil - datetime.now(timezone.utc)
+            assert timedelta(days=2, hours=23) < left <= timedelta(days=3, minutes=1)
+            assert await admin.push_endpoints(user.id) == []
+
+
+async def test_enrollment_code_is_shown_with_a_qr_and_works_on_a_device(backend) -> None:
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        user = await new_user(admin, "eric.enroll")
+        app = console_app(backend, open_user=user.id)
+        async with app.run_test(size=SIZE) as pilot:
+            await detail_ready(app, pilot)
+            await pilot.press("E")
+            await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await wait_for(lambda: isinstance(app.screen, EnrollmentCodeScreen))
+            code = app.screen.code
+            assert code.code in text_of(app.screen, "#enroll-code")
+            qr = app.screen.query_one(QrCode)
+            assert qr.data == code.uri
+            qr_lines = text_of(app.screen, "#enroll-qr").splitlines()
+            assert len(qr_lines) >= 10 and set("".join(qr_lines)) <= set(" ▀▄█")
+            await pilot.press("escape")
+            await wait_for(lambda: isinstance(app.screen, UserDetailScreen))
+        # The code the console showed enrolls a real device.
+        async with DeviceClient(backend.url) as phone:
+            await phone.enroll(code.code, "New phone", IPHONE)
+        assert len(await admin.push_endpoints(user.id)) == 1
+
+
+async def test_verify_caller_with_the_code_they_read_out(backend) -> None:
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        user, totp = await fully_enrolled_user(admin, backend.url, "vera.verify")
+    app = console_app(backend, open_user=user.id)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await detail_ready(app, pilot)
+        await pilot.press("V")
+        await wait_for(lambda: isinstance(app.screen, PromptScreen))
+        await pilot.press(*"12ab")  # letters are refused by the field
+        assert app.screen.query_one(Input).value == "12"
+        await pilot.press("enter")
+        assert "6 digits" in text_of(app.screen, "#prompt-error")
+        await pilot.press("backspace", "backspace", *totp.now(), "enter")
+        await wait_for(lambda: screen.caller_check is not None)
+        assert "✓ valid" in screen.caller_check.plain
+        assert any("VALID" in n.message for n in app._notifications)
+        wrong = f"{(int(totp.now()) + 500000) % 1000000:06d}"
+        await pilot.press("V")
+        await wait_for(lambda: isinstance(app.screen, PromptScreen))
+        await pilot.press(*wrong, "enter")
+        await wait_for(lambda: "NOT valid" in screen.caller_check.plain)
+
+
+@pytest.mark.parametrize("how", ["readonly-profile", "readonly-role"])
+async def test_read_only_hides_every_changing_action(backend, how: str) -> None:
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        user, _totp = await fully_enrolled_user(admin, backend.url, f"rita.{how}")
+        before = await admin.get_user(user.id)
+        key = backend.admin_key if how == "readonly-profile" else backend.key(Role.READONLY)
+        app = console_app(backend, key, readonly=how == "readonly-profile", open_user=user.id)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await detail_ready(app, pilot)
+            assert screen.device is not None  # there is something one could unenroll
+            assert shown_actions(screen) == set()
+            footer_keys = {active.binding.key for active in screen.active_bindings.values()}
+            assert not footer_keys & set(ACTION_KEYS)
+            for key_name in ACTION_KEYS:
+                await pilot.press(key_name)
+                await pilot.pause()
+                assert app.screen is screen  # no confirmation, no prompt
+            offered = "\n".join(await palette_prompts(app, pilot))
+            assert "Go to Users" in offered
+            for action in ("Unenroll", "Reset TOTP", "Reset MFA", "Enroll code", "Verify"):
+                assert action not in offered
+            header = text_of(screen, "#console-header")
+            assert "READ-ONLY" in header
+            if how == "readonly-role":
+                assert "role: readonly" in header
+        after = await admin.get_user(user.id)
+        assert after.mfaEnrollment == before.mfaEnrollment
+        assert len(await admin.push_endpoints(user.id)) == 1
+
+
+async def test_helpdesk_sees_support_actions(backend) -> None:
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        user, _totp = await fully_enrolled_user(admin, backend.url, "hank.helpdesk")
+    app = console_app(backend, backend.key(Role.HELPDESK), open_user=user.id)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await detail_ready(app, pilot)
+        assert shown_actions(screen) == set(ACTION_KEYS.values())
+
+
+async def test_seeded_push_bombing_victim_gets_the_warning(backend) -> None:
+    victim = backend.seed_report["bombingVictim"]
+    app = console_app(backend, open_user=victim)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await detail_ready(app, pilot)
+        assert "Possible push bombing" in text_of(screen, "#detail-hints")
+        assert "⚑" in text_of(screen, "#detail-attempts")  # fraud reports flagged
+
+
+def _user(**enrollment: EnrollmentStatus) -> SystemUser:
+    return SystemUser(
+        _id="a" * 24, username="u", email="u@x.example", created=datetime.now(timezone.utc),
+        mfaEnrollment=MfaEnrollment(**enrollment),
+    )
+
+
+def _device(os: str, version: str) -> PushEndpoint:
+    info = DeviceInfo(make="X", model="Y", os=os, osVersion=version, appVersion="1.0", uvEnabled=True)
+    return PushEndpoint(id="d", name="n", state="active", enrollmentDate=datetime.now(timezone.utc), device=info)
+
+
+def _attempt(status: PushStatus, minutes_ago: int) -> PushAttempt:
+    at = datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)
+    return PushAttempt(id="p", userId="u", resource="VPN", status=status, createdAt=at, expiresAt=at)
+
+
+@pytest.mark.parametrize(
+    ("os", "version", "unsupported"),
+    [("iOS", "12.5", True), ("iOS", "13.0", False), ("Android", "7.1", True), ("Android", "8", False)],
+)
+def test_hint_flags_unsupported_os(os: str, version: str, unsupported: bool) -> None:
+    hints = troubleshooting_hints(_user(pushStatus=EnrollmentStatus.ENROLLED), _device(os, version), [], datetime.now(timezone.utc))
+    assert any("unsupported" in text for _style, text in hints) is unsupported
+
+
+def test_hints_for_expiring_pushes_and_bombing() -> None:
+    now = datetime.now(timezone.utc)
+    user = _user(pushStatus=EnrollmentStatus.ENROLLED)
+    expiring = [_attempt(PushStatus.EXPIRED, 5), _attempt(PushStatus.EXPIRED, 50), _attempt(PushStatus.APPROVED, 90)]
+    texts = [t for _s, t in troubleshooting_hints(user, _device("iOS", "17"), expiring, now)]
+    assert any("clock" in t and "notifications" in t for t in texts)
+    assert not any("push bombing" in t for t in texts)
+    bombing = [_attempt(PushStatus.BLOCKED, m) for m in range(5)] + [_attempt(PushStatus.DENIED, 7)]
+    texts = [t for _s, t in troubleshooting_hints(user, _device("iOS", "17"), bombing, now)]
+    assert any("push bombing" in t for t in texts)
+    old = [_attempt(PushStatus.BLOCKED, 120 + m) for m in range(10)]  # long ago: not an ongoing attack
+    texts = [t for _s, t in troubleshooting_hints(user, _device("iOS", "17"), old, now)]
+    assert not any("push bombing" in t for t in texts)
+
+
+def test_qr_half_blocks_carry_exactly_the_qr_modules() -> None:
+    import segno
+
+    from console.tui.widgets.qr import qr_text
+
+    uri = "protect://enroll?code=ABCD-1234&host=127.0.0.1"
+    lines = qr_text(uri).plain.splitlines()
+    top = {"█": True, "▀": True, "▄": False, " ": False}
+    bottom = {"█": True, "▀": False, "▄": True, " ": False}
+    light: list[list[bool]] = []
+    for line in lines:
+        light.append([top[c] for c in line])
+        light.append([bottom[c] for c in line])
+    expected = [[not dark for dark in row] for row in segno.make(uri, error="l", micro=False).matrix_iter(border=2)]
+    assert light[: len(expected)] == expected
+    assert all(all(row) for row in light[len(expected):])  # only light padding after the code

@@ -1,0 +1,274 @@
+"""VirtualTable: a generic widget, so it is tested over an in-test async page source.
+
+The source records every (skip, limit) it is asked for, so the tests can prove
+the table only fetches what is on screen and never asks twice for a page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from rich.text import Text
+from textual.app import App, ComposeResult
+
+from console.tui.widgets.virtual_table import Column, VirtualTable
+
+
+class RowSource:
+    """An API stand-in over a list: counts requests, can be slowed down or broken."""
+
+    def __init__(self, total: int, *, fail: bool = False) -> None:
+        self.total = total
+        self.calls: list[tuple[int, int]] = []
+        self.fail = fail
+        self.gate: asyncio.Event | None = None
+
+    async def __call__(self, skip: int, limit: int) -> tuple[int, list[dict]]:
+        self.calls.append((skip, limit))
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise ConnectionError("backend down")
+        rows = [{"n": i, "name": f"user{i}"} for i in range(skip, min(skip + limit, self.total))]
+        return self.total, rows
+
+
+COLUMNS = [
+    Column("n", "#", 8, lambda r: str(r["n"]), sortable=True),
+    Column("name", "Name", 20, lambda r: r["name"]),
+]
+
+
+class TableApp(App):
+    def __init__(self, source, columns=COLUMNS) -> None:
+        super().__init__()
+        self.source = source
+        self.columns = columns
+        self.messages: list = []
+
+    def compose(self) -> ComposeResult:
+        yield VirtualTable(self.columns, self.source, page_size=100, empty_text="Nothing here")
+
+    def on_virtual_table_row_selected(self, message: VirtualTable.RowSelected) -> None:
+        self.messages.append(message)
+
+    def on_virtual_table_load_failed(self, message: VirtualTable.LoadFailed) -> None:
+        self.messages.append(message)
+
+
+def screen_text(app: App) -> str:
+    """The visible text of the app's screen, line by line."""
+    table = app.query_one(VirtualTable)
+    lines = []
+    for y in range(table.size.height):
+        lines.append("".join(segment.text for segment in table.render_line(y)))
+    return "\n".join(lines)
+
+
+async def wait_for(pilot, condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(0.01)
+
+
+async def test_million_rows_only_visible_pages_fetched() -> None:
+    source = RowSource(1_000_000)
+    app = TableApp(source)
+    async with app.run_test(size=(60, 20)) as pilot:
+        table = app.query_one(VirtualTable)
+        table.focus()
+        await wait_for(pilot, lambda: table.total == 1_000_000)
+        await app.workers.wait_for_complete()
+        assert source.calls == [(0, 100)]
+        assert table.virtual_size.height == 1_000_001  # rows + header
+        await pilot.press("end")
+        await wait_for(pilot, lambda: table.row_at(999_999) is not None)
+        assert table.cursor_row == 999_999
+        assert (999_900, 100) in source.calls
+        assert len(source.calls) == 2  # the first page and the last, nothing in between
+        assert "user999999" in screen_text(app)
+        await pilot.press("home")
+        await pilot.pause()
+        assert table.cursor_row == 0
+        assert len(source.calls) == 2  # page 0 still cached
+
+
+async def test_cursor_moves_are_cheap_at_a_million_rows() -> None:
+    source = RowSource(1_000_000)
+    app = TableApp(source)
+    async with app.run_test(size=(60, 20)) as pilot:
+        table = app.query_one(VirtualTable)
+        table.focus()
+        await wait_for(pilot, lambda: table.row_at(0) is not None)
+        started = time.perf_counter()
+        for _ in range(20):
+            table.action_cursor_down()
+            await pilot.pause()
+        per_move = (time.perf_counter() - started) / 20
+        assert table.cursor_row == 20
+        assert per_move < 0.05, per_move
+
+
+async def test_no_duplicate_requests_while_a_page_is_in_flight() -> None:
+    source = RowSource(500)
+    source.gate = asyncio.Event()
+    app = TableApp(source)
+    async with app.run_test(size=(60, 20)) as pilot:
+        table = app.query_one(VirtualTable)
+        # Many repaints while the first page is pending must not ask again.
+        for _ in range(5):
+            table.refresh()
+            await pilot.pause()
+        assert "loading…" in screen_text(app)
+        assert source.calls == [(0, 100)]
+        source.gate.set()
+        await wait_for(pilot, lambda: table.total == 500)
+        assert source.calls == [(0, 100)]
+        assert "user0" in screen_text(app)
+
+
+async def test_header_shows_labels_and_sort_indicator() -> None:
+    app = TableApp(RowSource(3))
+    async with app.run_test(size=(60, 10)) as pilot:
+        table = app.query_one(VirtualTable)
+        await wait_for(pilot, lambda: table.total == 3)
+        header = screen_text(app).splitlines()[0]
+        assert header.startswith("#") and "Name" in header
+        table.set_sort("name", descending=True)
+        await pilot.pause()
+        assert "Name ▼" in screen_text(app).splitlines()[0]
+
+
+async def test_enter_selects_the_cursor_row_and_keys_move() -> None:
+    app = TableApp(RowSource(250))
+    async with app.run_test(size=(60, 12)) as pilot:
+        table = app.query_one(VirtualTable)
+        table.focus()
+        await wait_for(pilot, lambda: table.total == 250)
+        await pilot.press("j", "j", "down", "k")
+        assert table.cursor_row == 2
+        await pilot.press("pagedown")
+        assert table.cursor_row == 2 + table.size.height - 1
+        await pilot.press("enter")
+        await pilot.pause()
+        selected = [m for m in app.messages if isinstance(m, VirtualTable.RowSelected)]
+        assert selected and selected[-1].index == table.cursor_row
+        assert selected[-1].row["n"] == table.cursor_row
+
+
+async def test_set_fetch_resets_and_reload_keeps_cursor() -> None:
+    first = RowSource(300)
+    app = TableApp(first)
+    async with app.run_test(size=(60, 12)) as pilot:
+        table = app.query_one(VirtualTable)
+        table.focus()
+        await wait_for(pilot, lambda: table.total == 300)
+        await pilot.press("down", "down", "down")
+        table.reload()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert table.cursor_row == 3
+        assert first.calls.count((0, 100)) == 2
+        second = RowSource(7)
+        table.set_fetch(second)
+        await wait_for(pilot, lambda: table.total == 7)
+        assert table.cursor_row == 0
+        assert second.calls == [(0, 100)]
+
+
+async def test_empty_and_failing_sources() -> None:
+    app = TableApp(RowSource(0))
+    async with app.run_test(size=(60, 10)) as pilot:
+        table = app.query_one(VirtualTable)
+        await wait_for(pilot, lambda: table.total == 0)
+        assert "Nothing here" in screen_text(app)
+        broken = RowSource(10, fail=True)
+        table.set_fetch(broken)
+        await wait_for(pilot, lambda: any(isinstance(m, VirtualTable.LoadFailed) for m in app.messages))
+        assert app.is_running
+        assert broken.calls == [(0, 100)]  # a failed page is not hammered on every repaint
+        table.refresh()
+        await pilot.pause()
+        assert broken.calls == [(0, 100)]
+        broken.fail = False
+        table.reload()
+        await wait_for(pilot, lambda: table.total == 10)
+        assert "user8" in screen_text(app)
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["[@click=app.quit]x[/]", "[/x]", "Mallory[/]", "\x1b]0;pwn\x07evil", "界" * 30 + "x", "שלום\u202eabc", "👩‍💻🔥"],
+)
+async def test_cells_are_literal_fixed_width_and_control_free(hostile: str) -> None:
+    columns = [
+        Column("name", "Name", 12, lambda r: r["name"]),
+        Column("styled", "Styled", 12, lambda r: Text(r["name"], style="bold")),
+        Column("n", "#", 4, lambda r: str(r["n"])),
+    ]
+
+    async def fetch(skip: int, limit: int):
+        return 1, [{"n": 7, "name": hostile}]
+
+    app = TableApp(fetch, columns)
+    async with app.run_test(size=(60, 8)) as pilot:
+        table = app.query_one(VirtualTable)
+        await wait_for(pilot, lambda: table.total == 1)
+        line = table.render_line(1)
+        text = "".join(segment.text for segment in line)
+        assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+        if hostile.startswith("["):
+            assert hostile[:10] in text  # literal, not parsed as markup
+        # Fixed widths: the third column starts at the same cell whatever the names hold.
+        from rich.cells import cell_len
+
+        assert cell_len(text[: text.index(" 7")]) == 12 + 1 + 12
+        assert app.is_running
+
+
+async def test_a_late_answer_to_an_older_query_is_discarded() -> None:
+    app = TableApp(RowSource(5))
+    async with app.run_test(size=(60, 12)) as pilot:
+        table = app.query_one(VirtualTable)
+        await wait_for(pilot, lambda: table.total == 5)
+
+        class Uncancellable(RowSource):
+            # Stands for a request already answered by the server when the next query starts.
+            async def __call__(self, skip, limit):
+                try:
+                    return await super().__call__(skip, limit)
+                except asyncio.CancelledError:
+                    return await super().__call__(skip, limit)
+
+        stale = Uncancellable(50)
+        stale.gate = asyncio.Event()
+        table.set_fetch(stale)
+        await wait_for(pilot, lambda: stale.calls == [(0, 100)])
+        fresh = RowSource(3)
+        table.set_fetch(fresh)
+        await wait_for(pilot, lambda: table.total == 3)
+        stale.gate.set()
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        assert table.total == 3
+        assert "user49" not in screen_text(app) and "user2" in screen_text(app)
+
+
+async def test_page_cache_is_bounded() -> None:
+    source = RowSource(100_000)
+    app = TableApp(source)
+    async with app.run_test(size=(60, 12)) as pilot:
+        table = app.query_one(VirtualTable)
+        table.max_pages = 4
+        table.focus()
+        await wait_for(pilot, lambda: table.total == 100_000)
+        for target in (5_000, 20_000, 40_000, 60_000, 80_000, 99_999):
+            table.cursor_row = target
+            await wait_for(pilot, lambda: table.row_at(target) is not None)
+        assert len(table._pages) <= 4
+        assert table.row_at(99_999) is not None
+        assert len(source.calls) == len(set(source.calls))  # never the same page twice in flight
