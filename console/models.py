@@ -340,6 +340,7 @@ class AuditEvent(Wire):
     actor: str
     action: str
     target: str
+    targetName: str | None = None  # the username when the target is a user, for people to read
     details: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -93,6 +93,7 @@ async def test_every_change_is_audited_with_key_action_target_and_before_after(b
         by_action = {e.action: e for e in events}
         for action in ("device.unenroll", "totp.reset", "mfa.reset"):
             assert by_action[action].actor == "desk-anna" and by_action[action].target == user.id
+            assert by_action[action].targetName == "audited"
             assert "before" in by_action[action].details and "after" in by_action[action].details
         change = by_action["settings.update"].details["changes"]["push.timeoutSeconds"]
         assert change == {"before": 60, "after": 90} and by_action["settings.update"].actor == "test-admin"

@@ -20,8 +20,8 @@ import pyotp
 from sqlalchemy import func, insert, select
 
 from .clock import Clock
-from .services.common import digest
-from .store import Store, devices, folded, push_attempts, users
+from .services.common import digest, dumps
+from .store import Store, devices, diagnostics, folded, push_attempts, users
 
 FIRST = [
     "James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David", "Elizabeth", "William",
@@ -117,9 +117,10 @@ def seed_directory(store: Store, users_count: int, *, rng_seed: int = 1, clock: 
         row.update(folded(row))
         has_push = has_totp = has_webauthn = False
         if rng.random() >= 0.15:
-            # Conditional on having some MFA: overall shares come out near 60/50/10.
+            # Conditional on having some MFA (85%). Users who drew nothing fall back to TOTP,
+            # so TOTP's own draw is lower: overall shares come out near 60/50/10.
             has_push = rng.random() < 0.60 / 0.85
-            has_totp = rng.random() < 0.50 / 0.85
+            has_totp = rng.random() < 0.444
             has_webauthn = rng.random() < 0.10 / 0.85
             if not (has_push or has_totp or has_webauthn):
                 has_totp = True
@@ -135,6 +136,9 @@ def seed_directory(store: Store, users_count: int, *, rng_seed: int = 1, clock: 
             push_users.append((user_id, device_rows[-1]["id"]))
         user_rows.append(row)
 
+    report_rows = [
+        _report(rng, d, now) for d in device_rows if not d["diagnostics_opt_out"] and rng.random() < 0.3
+    ]
     for user_id, device_id in push_users:
         for _ in range(rng.choice((0, 1, 1, 2, 3, 4, 6))):
             attempt_rows.append(_attempt(rng, user_id, device_id, now - timedelta(hours=rng.uniform(0.02, 30 * 24))))
@@ -149,10 +153,13 @@ def seed_directory(store: Store, users_count: int, *, rng_seed: int = 1, clock: 
             conn.execute(insert(devices), chunk)
         for chunk in _chunks(attempt_rows):
             conn.execute(insert(push_attempts), chunk)
+        for chunk in _chunks(report_rows):
+            conn.execute(insert(diagnostics), chunk)
     return {
         "users": len(user_rows),
         "devices": len(device_rows),
         "pushAttempts": len(attempt_rows),
+        "diagnosticsReports": len(report_rows),
         "bombingVictim": push_users[0][0] if push_users else None,
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -176,6 +183,16 @@ def _device(rng: random.Random, user_id: str, created: datetime, now: datetime) 
         privacy_updated_at=enrolled if opted_out else None, notifications_enabled=rng.random() > 0.05,
         diagnostics_dropped=rng.randrange(0, 20) if opted_out else 0,
     )
+
+
+def _report(rng: random.Random, device: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """A diagnostics report as the app sends it: app and OS facts, no user information."""
+    payload = {
+        "appVersion": device["app_version"], "os": f'{device["os"]} {device["os_version"]}',
+        "event": rng.choice(["push_received_late", "app_start", "crash", "notification_permission_denied"]),
+        "latencyMs": rng.randrange(80, 4000),
+    }
+    return dict(device_id=device["id"], received_at=now - timedelta(hours=rng.uniform(0, 72)), payload=dumps(payload))
 
 
 def _attempt(

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 
 from ...models import AuditEvent, Page
 from ..clock import to_wire
-from ..store import audit
+from ..store import audit, users
 from .common import Principal, dumps, loads
 
 
@@ -23,13 +23,19 @@ def record(
 
 def list_events(conn: Connection, skip: int, limit: int) -> Page[AuditEvent]:
     total = conn.execute(select(func.count()).select_from(audit)).scalar_one()
-    rows = conn.execute(select(audit).order_by(audit.c.id.desc()).offset(skip).limit(limit)).mappings()
+    rows = conn.execute(
+        select(audit, users.c.username)
+        .select_from(audit.outerjoin(users, users.c.id == audit.c.target))
+        .order_by(audit.c.id.desc())
+        .offset(skip)
+        .limit(limit)
+    ).mappings()
     return Page[AuditEvent](
         totalCount=total,
         results=[
             AuditEvent(
                 id=r["id"], at=to_wire(r["at"]), actor=r["actor"], action=r["action"], target=r["target"],
-                details=loads(r["details"]),
+                targetName=r["username"], details=loads(r["details"]),
             )
             for r in rows
         ],
