@@ -272,3 +272,84 @@ async def test_page_cache_is_bounded() -> None:
         assert len(table._pages) <= 4
         assert table.row_at(99_999) is not None
         assert len(source.calls) == len(set(source.calls))  # never the same page twice in flight
+
+
+# ---------------------------------------------------------------- fitting columns to the width
+from console.tui.widgets.virtual_table import fit_columns  # noqa: E402
+
+
+def _widths(layout) -> dict[str, int]:
+    return {column.key: width for column, width in layout}
+
+
+def test_plain_columns_keep_their_widths_whatever_the_space() -> None:
+    # The original API (no min_width/flex/drop_rank): exactly as before, wide or narrow.
+    assert _widths(fit_columns(COLUMNS, 200)) == {"n": 8, "name": 20}
+    assert _widths(fit_columns(COLUMNS, 10)) == {"n": 8, "name": 20}
+
+
+FLEXIBLE = [
+    Column("id", "Id", 6, str),
+    Column("name", "Name", 20, str, min_width=10, flex=1),
+    Column("email", "Email", 30, str, min_width=16, flex=2),
+    Column("extra", "Extra", 12, str, drop_rank=1),
+    Column("more", "More", 10, str, drop_rank=2),
+]
+
+
+def _span(layout) -> int:
+    return sum(width for _column, width in layout) + len(layout) - 1
+
+
+def test_spare_width_goes_to_flex_columns_by_weight() -> None:
+    layout = fit_columns(FLEXIBLE, 100)  # preferred: 6+20+30+12+10 + 4 separators = 82
+    widths = _widths(layout)
+    assert _span(layout) == 100
+    assert widths["id"] == 6 and widths["extra"] == 12 and widths["more"] == 10
+    assert widths["email"] - 30 == 2 * (widths["name"] - 20)  # 18 spare cells: 6 to name, 12 to email
+
+
+def test_short_space_shrinks_towards_minimums_then_drops_by_rank() -> None:
+    # Preferred 82 cells; minimums 6+10+16+12+10 + 4 separators = 58.
+    assert _widths(fit_columns(FLEXIBLE, 70)) == {"id": 6, "name": 15, "email": 23, "extra": 12, "more": 10}
+    assert list(_widths(fit_columns(FLEXIBLE, 50))) == ["id", "name", "email", "extra"]  # highest rank first
+    assert _widths(fit_columns(FLEXIBLE, 36)) == {"id": 6, "name": 11, "email": 17}
+    # Below the minimums of the columns that are never dropped: minimums, and the table scrolls.
+    assert _widths(fit_columns(FLEXIBLE, 20)) == {"id": 6, "name": 10, "email": 16}
+
+
+RESIZE_COLUMNS = [
+    Column("id", "Id", 6, lambda r: str(r["n"])),
+    Column("name", "Name", 20, lambda r: r["name"], min_width=10, flex=1),
+    Column("email", "Email", 30, lambda r: f"{r['name']}@example.com", min_width=16, flex=2),
+    Column("extra", "Extra", 12, lambda r: "x", drop_rank=1),
+    Column("more", "More", 10, lambda r: "y", drop_rank=2),
+]
+
+
+class ResizeApp(TableApp):
+    def on_virtual_table_columns_changed(self, message: VirtualTable.ColumnsChanged) -> None:
+        self.messages.append(message)
+
+
+async def test_resizing_refits_columns_without_sideways_scrolling() -> None:
+    app = ResizeApp(RowSource(500), RESIZE_COLUMNS)
+    async with app.run_test(size=(120, 12)) as pilot:
+        table = app.query_one(VirtualTable)
+        await wait_for(pilot, lambda: table.total == 500)
+        await pilot.pause()
+        expected = {120: ("id", "name", "email", "extra", "more"), 52: ("id", "name", "email", "extra"),
+                    40: ("id", "name", "email"), 100: ("id", "name", "email", "extra", "more")}
+        for width, keys in expected.items():
+            await pilot.resize_terminal(width, 12)
+            await wait_for(pilot, lambda: table.shown_columns == keys)
+            await pilot.pause()
+            content = table.scrollable_content_region.width
+            assert table.virtual_size.width == content  # flex columns fill the row exactly: no sideways scroll
+            assert not table.show_horizontal_scrollbar
+            lines = screen_text(app).splitlines()
+            for key in keys:
+                assert next(c.label for c in RESIZE_COLUMNS if c.key == key) in lines[0]
+            assert "user1@example.com" in lines[2]
+        changed = [m.keys for m in app.messages if isinstance(m, VirtualTable.ColumnsChanged)]
+        assert changed[-3:] == [expected[52], expected[40], expected[100]]

@@ -24,13 +24,17 @@ _ENROLLMENT_LOOK: dict[str, tuple[str, str]] = {
     EnrollmentStatus.PRE_ENROLLMENT: ("… pre-enroll", "yellow"),
 }
 
-_PUSH_LOOK: dict[str, str] = {
+# The one place push statuses get their colour (Activity, User detail, the push-bombing panel):
+# colour says it at a glance; the word is always there, so it still reads under NO_COLOR.
+PUSH_STATUS_STYLES: dict[str, str] = {
     PushStatus.APPROVED: "green",
     PushStatus.DENIED: "red",
-    PushStatus.BLOCKED: "bold red",
-    PushStatus.EXPIRED: "yellow",
-    PushStatus.PENDING: "cyan",
+    PushStatus.BLOCKED: "bold magenta",
+    PushStatus.EXPIRED: "dim",
+    PushStatus.PENDING: "yellow",
 }
+FRAUD_MARK = " ⚑ fraud"  # appended to a status the user reported as fraud
+FRAUD_STYLE = "bold red"
 
 
 def enrollment_text(status: EnrollmentStatus | str) -> Text:
@@ -55,8 +59,12 @@ def enrollment_short(status: EnrollmentStatus | str) -> Text:
     return Text(_ENROLLMENT_SHORT.get(str(status), printable(status).lower()), style=style, end="")
 
 
-def push_status_text(status: PushStatus | str) -> Text:
-    return Text(printable(status), style=_PUSH_LOOK.get(str(status), ""), end="")
+def push_status_text(status: PushStatus | str, *, fraud: bool = False) -> Text:
+    """``denied``, or ``denied ⚑ fraud`` when the user reported it; styled by :data:`PUSH_STATUS_STYLES`."""
+    text = Text(printable(status), style=PUSH_STATUS_STYLES.get(str(status), ""), end="")
+    if fraud:
+        text.append(FRAUD_MARK, style=FRAUD_STYLE)
+    return text
 
 
 def user_name(user: SystemUser) -> str:
@@ -95,6 +103,14 @@ def ago(when: datetime | None, now: datetime | None = None) -> str:
     else:
         return when.strftime("%Y-%m-%d")
     return f"in {text}" if future else f"{text} ago"
+
+
+def short_age(when: datetime | None, now: datetime | None = None) -> str:
+    """Like :func:`ago` but at most 8 cells (``5m ago``, ``Sep 2025``), for narrow table columns."""
+    text = ago(when, now)
+    if len(text) > 8 and when is not None:
+        return when.strftime("%b %Y")
+    return text
 
 
 def stamp(when: datetime | None) -> str:

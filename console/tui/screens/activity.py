@@ -17,18 +17,13 @@ from textual.widgets import Static
 from ...client import ApiError
 from ...models import PushAttempt, PushStatus
 from ...safe_text import printable
+from ..formatting import PUSH_STATUS_STYLES, push_status_text
 from ..widgets.bombing_panel import BombingPanel, tally_suspects
 from ..widgets.virtual_table import Column, VirtualTable
 from .base import ConsoleScreen
 
-# Colour says it at a glance; the word says it under NO_COLOR and to screen readers.
-STATUS_STYLES: dict[str, str] = {
-    PushStatus.APPROVED: "green",
-    PushStatus.DENIED: "red",
-    PushStatus.BLOCKED: "bold magenta",
-    PushStatus.EXPIRED: "dim",
-    PushStatus.PENDING: "yellow",
-}
+# Colours live in formatting (one source of truth); kept under this name for older imports.
+STATUS_STYLES = PUSH_STATUS_STYLES
 
 STATUS_FILTERS: tuple[str | None, ...] = (None, *(s.value for s in PushStatus))
 
@@ -38,10 +33,7 @@ BOMBING_MAX_PAGES = 3  # per status: bounded, the panel must never walk the whol
 
 
 def status_text(attempt: PushAttempt) -> Text:
-    word = attempt.status.value
-    if attempt.fraud:
-        word += " (fraud)"
-    return Text(word, style=STATUS_STYLES.get(attempt.status, ""))
+    return push_status_text(attempt.status, fraud=attempt.fraud)
 
 
 def _when(at: datetime) -> str:
@@ -51,14 +43,16 @@ def _when(at: datetime) -> str:
     return local.strftime("%m-%d %H:%M")
 
 
+# Preferred widths fill about 106 columns; narrower, the text columns shrink and IP goes first
+# (below ~89 columns), so 80 columns show time, status, user, resource, location and app.
 ATTEMPT_COLUMNS = [
     Column("createdAt", "Time", 11, lambda a: _when(a.createdAt)),
-    Column("status", "Status", 14, status_text),
-    Column("user", "User", 16, lambda a: printable(a.username or a.userId)),
-    Column("resource", "Resource", 16, lambda a: printable(a.resource)),
-    Column("location", "Location", 14, lambda a: printable(a.context.location or "")),
-    Column("app", "App", 14, lambda a: printable(a.context.app or "")),
-    Column("ip", "IP", 15, lambda a: printable(a.context.ip or "")),
+    Column("status", "Status", 14, status_text, min_width=10),
+    Column("user", "User", 16, lambda a: printable(a.username or a.userId), min_width=12, flex=1),
+    Column("resource", "Resource", 16, lambda a: printable(a.resource), min_width=10, flex=1),
+    Column("location", "Location", 14, lambda a: printable(a.context.location or ""), min_width=10, flex=1),
+    Column("app", "App", 14, lambda a: printable(a.context.app or ""), min_width=10, flex=1, drop_rank=1),
+    Column("ip", "IP", 15, lambda a: printable(a.context.ip or ""), drop_rank=2),
 ]
 
 

@@ -9,10 +9,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
 from ..widgets.error_banner import ErrorBanner
+from ..widgets.footer import ConsoleFooter
 from ..widgets.header import ConsoleHeader
 
 
@@ -45,7 +45,7 @@ class ConsoleScreen(Screen):
         yield ConsoleHeader(self.TITLE)
         yield ErrorBanner()
         yield from self.compose_body()
-        yield Footer()
+        yield ConsoleFooter()
 
     def compose_body(self) -> Iterable[Widget]:
         return []

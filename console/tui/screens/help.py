@@ -23,7 +23,7 @@ GLOBAL_KEYS: list[tuple[str, str]] = [
 TABLE_KEYS: list[tuple[str, str]] = [
     ("↑ ↓ / j k", "Move"),
     ("PgUp PgDn Home End", "Page, first, last"),
-    ("← →", "Scroll wide tables"),
+    ("← →", "Scroll sideways (only on terminals too narrow for the columns)"),
     ("Enter", "Open"),
 ]
 

@@ -48,14 +48,16 @@ def _changed_cell(device: PrivacyDevice) -> str:
     return at.astimezone().strftime("%Y-%m-%d") if at else ""
 
 
+# Email (the user column already names the user) shows from about 102 columns; narrower,
+# user and device shrink, and 80 columns still show everything else.
 DEVICE_COLUMNS = [
     Column("optedOut", "Diagnostics", 11, _opt_out_cell),
-    Column("user", "User", 22, _user_cell),
-    Column("device", "Device", 22, _device_cell),
-    Column("os", "OS", 12, _os_cell),
-    Column("app", "App", 8, lambda d: printable(d.device.appVersion)),
-    Column("changed", "Changed", 10, _changed_cell),
-    Column("email", "Email", 30, lambda d: printable(d.user.email)),
+    Column("user", "User", 22, _user_cell, min_width=14, flex=1),
+    Column("device", "Device", 22, _device_cell, min_width=14, flex=1),
+    Column("os", "OS", 12, _os_cell, min_width=10),
+    Column("app", "App", 8, lambda d: printable(d.device.appVersion), min_width=6, drop_rank=1),
+    Column("changed", "Changed", 10, _changed_cell, drop_rank=2),
+    Column("email", "Email", 30, lambda d: printable(d.user.email), flex=1, drop_rank=3),
 ]
 
 

@@ -64,6 +64,14 @@ def troubleshooting_hints(
         )
     if fraud:
         hints.append(("red", f"The user reported {len(fraud)} recent push(es) as fraud."))
+    if device is not None and device.state != "active":
+        hints.append(
+            (
+                "red",
+                f"Device is {printable(device.state)}: pushes to it are refused; reactivate it or re-enroll "
+                "(E creates an enrollment code).",
+            )
+        )
     if device is not None:
         major = os_major(device.device.osVersion)
         minimum = MIN_OS.get(device.device.os)
@@ -127,6 +135,9 @@ def _yes_no(value: bool) -> Text:
     return Text("yes" if value else "no")
 
 
+WIDE_ATTEMPTS = 100  # columns from which the attempts table also shows the IP address
+
+
 class UserDetailScreen(ConsoleScreen):
     TITLE = "User"
 
@@ -146,22 +157,29 @@ class UserDetailScreen(ConsoleScreen):
         self.device: PushEndpoint | None = None
         self.attempts: list[PushAttempt] = []
         self.caller_check: Text | None = None
+        self._wide: bool | None = None  # whether the attempts table was last drawn with its IP column
 
     # ------------------------------------------------------------ layout
     def compose_body(self) -> Iterable[Widget]:
+        # What a support desk needs first comes first (an 80x24 screen shows the hints, MFA and
+        # the device without scrolling); the body scrolls with arrows/PgUp/PgDn/Home/End.
         with VerticalScroll(id="detail-body"):
             yield Static(Text("loading…", style="dim"), id="detail-title", markup=False)
+            yield Static("", id="detail-hints", markup=False)
             with Horizontal(classes="detail-row"):
-                yield Static("", id="detail-profile", classes="detail-panel", markup=False)
                 yield Static("", id="detail-mfa", classes="detail-panel", markup=False)
-            with Horizontal(classes="detail-row"):
                 yield Static("", id="detail-device", classes="detail-panel", markup=False)
-                yield Static("", id="detail-hints", classes="detail-panel", markup=False)
             yield Static("", id="detail-attempts", markup=False)
+            yield Static("", id="detail-profile", markup=False)
 
     def on_mount(self) -> None:
         self.query_one("#detail-body").focus()
         self.load()
+
+    def on_resize(self) -> None:
+        # The attempts table drops its IP column on narrow terminals: redraw when that flips.
+        if self.user is not None and self._wide != (self.size.width >= WIDE_ATTEMPTS):
+            self._show()
 
     def reload_data(self) -> None:
         self.load()
@@ -205,20 +223,25 @@ class UserDetailScreen(ConsoleScreen):
         if name:
             title.append(f"  {printable(user.username)}", style="dim")
         title.append(f"  <{printable(user.email)}>")
+        # An account that cannot log in is the first thing to see, not a row further down.
+        if user.state != "ACTIVATED":
+            title.append(f"  {printable(user.state).lower()}", style="bold yellow")
+        if user.account_locked:
+            title.append("  🔒 locked", style="bold red")
         self.query_one("#detail-title", Static).update(title)
 
-        profile = _grid()
-        profile.add_row("Username", Text(printable(user.username)))
-        profile.add_row("Email", Text(printable(user.email)))
-        profile.add_row("First", Text(printable(user.firstname)))
-        profile.add_row("Last", Text(printable(user.lastname)))
-        profile.add_row("Display", Text(printable(user.displayname)))
-        profile.add_row("ID", Text(user.id, style="dim"))
+        # Two label/value pairs a line: the profile is full width, so this keeps it to four lines.
+        profile = Table.grid(padding=(0, 1), expand=True)
+        for _pair in range(2):
+            profile.add_column(style="bold", no_wrap=True)
+            profile.add_column(overflow="fold", ratio=1)
         state = Text(printable(user.state))
         if user.account_locked:
             state.append("  🔒 locked", style="red")
-        profile.add_row("State", state)
-        profile.add_row("Created", Text(stamp(user.created)))
+        profile.add_row("Username", Text(printable(user.username)), "Email", Text(printable(user.email)))
+        profile.add_row("First", Text(printable(user.firstname)), "Last", Text(printable(user.lastname)))
+        profile.add_row("Display", Text(printable(user.displayname)), "ID", Text(user.id, style="dim"))
+        profile.add_row("State", state, "Created", Text(stamp(user.created)))
         self.query_one("#detail-profile", Static).update(_section("Profile", profile))
 
         mfa = _grid()
@@ -246,15 +269,17 @@ class UserDetailScreen(ConsoleScreen):
             device_grid.add_row("OS", Text(f"{info.os} {printable(info.osVersion)}"))
             device_grid.add_row("App", Text(printable(info.appVersion)))
             device_grid.add_row("Biometric", _yes_no(info.uvEnabled))
-            device_grid.add_row("State", Text(printable(device.state)))
+            active = device.state == "active"
+            device_grid.add_row("State", Text(printable(device.state), style="" if active else "bold red"))
             device_grid.add_row("Enrolled", Text(stamp(device.enrollmentDate)))
             last = device.lastUsedDate
             age = ago(last, now)
-            used = f"{stamp(last)} ({age})" if "ago" in age else stamp(last)
+            # Date only next to the age: the panel is half of an 80-column screen.
+            used = f"{stamp(last)[:10]} ({age})" if "ago" in age else stamp(last)
             device_grid.add_row("Last used", Text(used if last else "never"))
             opt_out = device.privacy.diagnosticsOptOut
             device_grid.add_row(
-                "Diagnostics", Text("opted out (not collected)" if opt_out else "shared (no user information)")
+                "Diagnostics", Text("opted out (not collected)" if opt_out else "shared (no user info)")
             )
         self.query_one("#detail-device", Static).update(_section("Push device", device_grid))
 
@@ -270,25 +295,26 @@ class UserDetailScreen(ConsoleScreen):
         # One Text (not a Group): Static measures a Group's wrapped height one line short.
         self.query_one("#detail-hints", Static).update(hint_text)
 
-        table = Table(box=None, padding=(0, 1), expand=True, show_edge=False, header_style="bold")
+        self._wide = wide = self.size.width >= WIDE_ATTEMPTS
+        table = Table(box=None, padding=(0, 1), pad_edge=False, expand=True, show_edge=False, header_style="bold")
         table.add_column("When", no_wrap=True, width=8)
-        table.add_column("Status", no_wrap=True, width=9)
-        table.add_column("Resource", overflow="ellipsis", no_wrap=True, ratio=2)
+        table.add_column("Status", no_wrap=True, width=len("denied ⚑ fraud"))
+        table.add_column("Resource", overflow="ellipsis", no_wrap=True, ratio=1)
         table.add_column("App", overflow="ellipsis", no_wrap=True, ratio=1)
         table.add_column("Location", overflow="ellipsis", no_wrap=True, ratio=1)
-        table.add_column("IP", no_wrap=True, width=15)
+        if wide:
+            table.add_column("IP", no_wrap=True, width=15)
         for attempt in self.attempts[:SHOWN_ATTEMPTS]:
-            status = push_status_text(attempt.status)
-            if attempt.fraud:
-                status.append(" ⚑", style="bold red")
-            table.add_row(
+            cells = [
                 Text(ago(attempt.createdAt, now)),
-                status,
+                push_status_text(attempt.status, fraud=attempt.fraud),
                 Text(printable(attempt.resource, max_length=200)),
                 Text(printable(attempt.context.app, max_length=100)),
                 Text(printable(attempt.context.location, max_length=100)),
-                Text(printable(attempt.context.ip, max_length=64)),
-            )
+            ]
+            if wide:
+                cells.append(Text(printable(attempt.context.ip, max_length=64)))
+            table.add_row(*cells)
         heading = f"Recent push attempts ({len(self.attempts)}{'+' if len(self.attempts) >= RECENT_ATTEMPTS else ''})"
         body: RenderableType = table if self.attempts else Text("none", style="dim")
         self.query_one("#detail-attempts", Static).update(_section(heading, body))

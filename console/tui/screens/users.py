@@ -17,7 +17,7 @@ from textual.widgets import Input, Static
 from ...client import ApiError
 from ...models import EnrollmentStatus, PushEndpoint, SystemUser
 from ...safe_text import printable
-from ..formatting import ago, enrollment_short, user_name
+from ..formatting import enrollment_short, short_age, user_name
 from ..widgets.virtual_table import Column, VirtualTable
 from .base import ConsoleScreen
 
@@ -79,6 +79,9 @@ class DeviceCache:
 
 class UsersScreen(ConsoleScreen):
     TITLE = "Users"
+    # Without this Textual may focus the first focusable widget (the search box) after
+    # on_mount has focused the table, and keys meant for the table go into the search.
+    AUTO_FOCUS = "#users-table"
 
     BINDINGS = [
         Binding("slash", "focus_search", "Search"),
@@ -114,7 +117,7 @@ class UsersScreen(ConsoleScreen):
 
         def last_used(user: SystemUser) -> str:
             found = self.devices.get(user.id)
-            return ago(found.lastUsedDate) if found else ""
+            return short_age(found.lastUsedDate) if found else ""
 
         def state(user: SystemUser) -> Text:
             if user.account_locked:
@@ -122,17 +125,22 @@ class UsersScreen(ConsoleScreen):
             style = {"ACTIVATED": "", "SUSPENDED": "red", "STAGED": "yellow"}.get(user.state, "")
             return Text(printable(user.state).lower(), style=style, end="")
 
-        # Widths chosen so everything up to WebAuthn fits 100 columns; device and last use scroll in.
+        # Preferred widths fill about 128 columns. Narrower, the flexible columns shrink towards their
+        # minimum and the least needed go: WebAuthn below ~113 columns, Last used below ~104, Device
+        # below ~94, so nothing scrolls sideways. Wider, Name, Email and Device grow.
         return [
-            Column("username", "Username", 16, lambda u: u.username, sortable=True),
-            Column("name", "Name", 16, user_name, sortable=True),
-            Column("email", "Email", 24, lambda u: u.email, sortable=True),
+            Column("username", "Username", 16, lambda u: u.username, sortable=True, min_width=14, flex=1),
+            Column("name", "Name", 16, user_name, sortable=True, min_width=14, flex=1),
+            Column("email", "Email", 24, lambda u: u.email, sortable=True, min_width=20, flex=2),
             Column("state", "State", 9, state, sortable=True),
             Column("push", "Push", 7, lambda u: enrollment_short(u.mfaEnrollment.pushStatus), sortable=True),
             Column("totp", "TOTP", 7, lambda u: enrollment_short(u.mfaEnrollment.totpStatus), sortable=True),
-            Column("webauthn", "WebAuthn", 8, lambda u: enrollment_short(u.mfaEnrollment.webAuthnStatus), sortable=True),
-            Column("device", "Device", 22, device),
-            Column("last_used", "Last used", 10, last_used),
+            Column(
+                "webauthn", "WebAuthn", 8, lambda u: enrollment_short(u.mfaEnrollment.webAuthnStatus),
+                sortable=True, drop_rank=3,
+            ),
+            Column("device", "Device", 22, device, min_width=16, flex=1, drop_rank=1),
+            Column("last_used", "Last used", 9, last_used, drop_rank=2),
         ]
 
     @property
@@ -183,6 +191,10 @@ class UsersScreen(ConsoleScreen):
         if self.table.total is None:
             self.query_one("#users-count", Static).update(Text("not loaded", style="dim"))
 
+    @on(VirtualTable.ColumnsChanged, "#users-table")
+    def _columns_changed(self, event: VirtualTable.ColumnsChanged) -> None:
+        self._schedule_devices()  # widened: the device columns may have just appeared
+
     @on(VirtualTable.RowSelected, "#users-table")
     def _open(self, event: VirtualTable.RowSelected) -> None:
         self.app.open_user(event.row.id)  # type: ignore[attr-defined]
@@ -190,7 +202,8 @@ class UsersScreen(ConsoleScreen):
     def _update_toolbar(self) -> None:
         mfa = MFA_FILTERS[self.filter_index].label
         arrow = "▼" if self.sort_descending else "▲"
-        self.query_one("#users-filter", Static).update(Text(f"MFA: {mfa} (f) · sort {self.sort_key} {arrow} (s/S)"))
+        # Short: the keys (f, s, S) are in the footer, and at 80 columns the search box needs the room.
+        self.query_one("#users-filter", Static).update(Text(f"MFA: {mfa} · by {self.sort_key} {arrow}"))
         total = self.table.total
         if total is None:
             count = "loading…"
@@ -265,6 +278,8 @@ class UsersScreen(ConsoleScreen):
         """Device make/model for the rows on screen only, once the view rests."""
         await asyncio.sleep(DEVICE_DEBOUNCE)
         table = self.table
+        if not (table.shows("device") or table.shows("last_used")):
+            return  # a narrow terminal hides both columns: no request per row for nothing
         wanted: list[str] = []
         for index in table.visible_rows():
             user = table.row_at(index)

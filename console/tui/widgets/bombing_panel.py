@@ -16,6 +16,7 @@ from textual.widgets.option_list import Option
 
 from ...models import PushAttempt, PushStatus
 from ...safe_text import printable
+from ..formatting import FRAUD_STYLE, PUSH_STATUS_STYLES
 
 SUSPECT_THRESHOLD = 5  # blocked + denied attempts in the window that make a user worth a look
 
@@ -61,11 +62,11 @@ def tally_suspects(attempts: Iterable[PushAttempt], threshold: int = SUSPECT_THR
 def suspect_prompt(suspect: Suspect) -> Text:
     line = Text()
     line.append(f"{printable(suspect.username or suspect.user_id, max_length=24):<24} ", style="bold")
-    line.append(f"{suspect.blocked:>3} blocked", style="bold magenta")
+    line.append(f"{suspect.blocked:>3} blocked", style=PUSH_STATUS_STYLES[PushStatus.BLOCKED])
     line.append("  ")
-    line.append(f"{suspect.denied:>3} denied", style="red")
+    line.append(f"{suspect.denied:>3} denied", style=PUSH_STATUS_STYLES[PushStatus.DENIED])
     if suspect.fraud:
-        line.append(f"  {suspect.fraud} reported fraud", style="bold red")
+        line.append(f"  {suspect.fraud} reported fraud", style=FRAUD_STYLE)
     if suspect.resources:
         names = ", ".join(sorted(printable(r, max_length=20) for r in suspect.resources)[:2])
         more = len(suspect.resources) - 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 from textual.widgets import Static
 
@@ -21,6 +22,11 @@ def describe_error(error: BaseException) -> str:
     return message
 
 
+# Cells of message shown: with the retry hint this stays within the banner's three lines at
+# 80 columns (word wrapping included), so "press r to retry" is never the part cut off.
+SHOWN_CELLS = 160
+
+
 class ErrorBanner(Static):
     """Hidden until :meth:`show`; the text is literal (server messages are untrusted)."""
 
@@ -36,7 +42,10 @@ class ErrorBanner(Static):
     def show(self, error: BaseException, *, can_retry: bool = True) -> None:
         self.message = describe_error(error)
         text = Text("⚠ ", style="bold", end="")
-        text.append(self.message)
+        shown = self.message
+        if cell_len(shown) > SHOWN_CELLS:
+            shown = set_cell_size(shown, SHOWN_CELLS - 1) + "…"
+        text.append(shown)
         if can_retry:
             text.append("  — press r to retry", style="bold")
         self.update(text)

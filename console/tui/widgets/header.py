@@ -16,16 +16,25 @@ TABS: list[tuple[str, str, str]] = [
     ("5", "audit", "Audit"),
 ]
 
+_SEP = " · "
+
 
 class ConsoleHeader(Static):
-    """Two lines: ``Protect Console · profile · URL · role · lock`` and the tabs.
+    """Exactly two lines, each cropped with an ellipsis, never wrapped:
 
-    Reads the app's ``profile``, ``whoami`` and ``current_mode``; updates when
-    ``whoami`` arrives (it is fetched in a worker after start-up).
+    ``[🔒 READ-ONLY] Protect Console › Screen · role: admin · profile @ URL · key: name``
+    `` 1 Users  2 Activity  3 Settings  4 Privacy  5 Audit   ? help · ^p palette``
+
+    Most important first, so an 80-column terminal crops only the key's name and the
+    end of the URL. Reads the app's ``profile``, ``whoami`` and ``current_mode``;
+    updates when ``whoami`` arrives (it is fetched in a worker after start-up).
     """
 
     DEFAULT_CSS = """
-    ConsoleHeader { height: 2; background: $panel; color: $text; padding: 0 1; }
+    ConsoleHeader {
+        height: 2; background: $panel; color: $text; padding: 0 1;
+        text-wrap: nowrap; text-overflow: ellipsis;
+    }
     """
 
     def __init__(self, title: str = "", *, id: str | None = "console-header") -> None:
@@ -39,37 +48,45 @@ class ConsoleHeader(Static):
     def _refresh_text(self, *_: object) -> None:
         self.update(self.build_text())
 
-    def build_text(self) -> Text:
+    def identity_line(self) -> Text:
         app = self.app
         profile = getattr(app, "profile", None)
         whoami = getattr(app, "whoami", None)
-        readonly = bool(getattr(app, "readonly", False))
-        line = Text(no_wrap=True, overflow="ellipsis", end="")
-        if readonly:
-            line.append("🔒 READ-ONLY ", style="bold reverse")
+        line = Text(end="")
+        if bool(getattr(app, "readonly", False)):
+            line.append("🔒 READ-ONLY", style="bold reverse")
             line.append(" ")
         line.append("Protect Console", style="bold")
         if self.screen_title:
             line.append(f" › {self.screen_title}", style="bold")
-        # Role before the URL: at 80 columns the URL is what gets cropped.
-        line.append("  ")
+        line.append(_SEP, style="dim")
         if whoami is None:
             line.append("role: …", style="dim")
         else:
             line.append("role: ")
             line.append(printable(whoami.role), style="bold")
-            line.append(f" ({printable(whoami.name, max_length=24)})", style="dim")
         if profile is not None:
-            line.append("  ")
+            line.append(_SEP, style="dim")
             line.append(printable(profile.name, max_length=24), style="italic")
             line.append(" @ ")
-            line.append(printable(profile.url, max_length=48))
-        line.append("\n")
-        current = getattr(app, "current_mode", "")
+            line.append(printable(profile.url, max_length=64))
+        if whoami is not None and whoami.name:
+            line.append(_SEP, style="dim")
+            line.append(f"key: {printable(whoami.name, max_length=32)}", style="dim")
+        return line
+
+    def tabs_line(self) -> Text:
+        current = getattr(self.app, "current_mode", "")
+        line = Text(end="")
         for key, mode, label in TABS:
             style = "bold reverse" if mode == current else "dim"
             line.append(f" {key} {label} ", style=style)
-            line.append(" ")
-        line.append("  ? help  ^p commands", style="dim")
+        line.append("   ? help · ^p palette", style="dim")
         return line
 
+    def build_text(self) -> Text:
+        # Two lines; the CSS (text-wrap: nowrap) crops each one on its own with an ellipsis.
+        line = self.identity_line()
+        line.append("\n")
+        line.append_text(self.tabs_line())
+        return line

@@ -7,7 +7,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
@@ -46,15 +46,27 @@ class QrCode(Static):
 
 
 class EnrollmentCodeScreen(ModalScreen[None]):
-    """The one-time enrollment code, its QR code and when it expires."""
+    """The one-time enrollment code, its QR code and when it expires.
+
+    The QR code sits left of the text, so the whole code fits an 80x24 terminal without
+    scrolling (a QR code half off screen cannot be scanned); below ``SIDE_BY_SIDE`` columns
+    the text goes under the code instead.
+    """
+
+    SIDE_BY_SIDE = 78  # columns
 
     DEFAULT_CSS = """
     EnrollmentCodeScreen { align: center middle; }
     EnrollmentCodeScreen > VerticalScroll {
         width: auto; min-width: 50; max-width: 100%; height: auto; max-height: 100%;
-        border: thick $accent; background: $surface; padding: 0 2;
+        border: thick $accent; background: $surface; padding: 0 1;
     }
-    EnrollmentCodeScreen #enroll-code { text-style: bold; }
+    EnrollmentCodeScreen #enroll-layout { width: auto; height: auto; }
+    EnrollmentCodeScreen #enroll-text { width: 32; height: auto; padding-left: 2; }
+    EnrollmentCodeScreen.-stacked #enroll-layout { layout: vertical; }
+    EnrollmentCodeScreen.-stacked #enroll-text { width: auto; max-width: 60; padding-left: 0; }
+    EnrollmentCodeScreen #enroll-code { text-style: bold; margin: 1 0; }
+    EnrollmentCodeScreen #enroll-uri { margin-top: 1; }
     EnrollmentCodeScreen Button { margin-top: 1; }
     """
 
@@ -69,12 +81,25 @@ class EnrollmentCodeScreen(ModalScreen[None]):
         title = Text("Enrollment code for ")
         title.append(self.user_label, style="bold")
         with VerticalScroll():
-            yield Static(title, markup=False)
-            yield Static(Text(f"Code: {printable(self.code.code)}"), id="enroll-code", markup=False)
-            yield Static(Text(f"Expires {stamp(self.code.expiresAt)} · scan with the Protect app:"), markup=False)
-            yield QrCode(self.code.uri, id="enroll-qr")
-            yield Static(Text(printable(self.code.uri), style="dim"), id="enroll-uri", markup=False)
-            yield Button("Close", id="close", variant="primary")
+            with Horizontal(id="enroll-layout"):
+                yield QrCode(self.code.uri, id="enroll-qr")
+                with Vertical(id="enroll-text"):
+                    yield Static(title, markup=False)
+                    yield Static(Text(f"Code: {printable(self.code.code)}"), id="enroll-code", markup=False)
+                    yield Static(
+                        Text(f"Expires {stamp(self.code.expiresAt)}. Scan the code with the Protect app."), markup=False
+                    )
+                    yield Static(Text(printable(self.code.uri), style="dim"), id="enroll-uri", markup=False)
+                    yield Button("Close", id="close", variant="primary")
+
+    def on_mount(self) -> None:
+        self._fit()
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        self.set_class(self.app.size.width < self.SIDE_BY_SIDE, "-stacked")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()

@@ -4,8 +4,9 @@ Why not ``DataTable``: it measures every cell as rows are added (100k rows
 freeze the UI for ~30 s) and wants every row in memory. This widget uses the
 Line API: ``virtual_size`` comes from the API's ``totalCount``, ``render_line``
 draws one row from an LRU cache of pages, and a miss shows a "loading…"
-placeholder while one worker per missing page fetches it. Columns have fixed
-widths, so nothing is ever measured over all the data.
+placeholder while one worker per missing page fetches it. Column widths come
+from the column definitions and the widget's width only (:func:`fit_columns`,
+recomputed on resize), so nothing is ever measured over the data.
 """
 
 from __future__ import annotations
@@ -41,9 +42,72 @@ _FAILED = Text("not loaded (r retries)", style="dim")
 class Column:
     key: str  # id, also used for sort requests
     label: str
-    width: int  # fixed cell width: cells are padded/cropped, never measured over the data
+    width: int  # preferred cell width: cells are padded/cropped, never measured over the data
     render: Callable[[Any], str | Text]  # row -> cell; a str is cleaned and shown literally
     sortable: bool = False
+    # The optional fields below let a table fit its widget instead of scrolling sideways.
+    # Their defaults keep a column at exactly ``width``, always shown.
+    min_width: int | None = None  # may shrink down to this when space is short (None: never shrinks)
+    flex: int = 0  # share of spare width it grows by (0: never grows)
+    drop_rank: int = 0  # 0: always shown; else hidden when even the minimum widths do not fit, highest first
+
+    @property
+    def narrowest(self) -> int:
+        if self.min_width is None:
+            return self.width
+        return max(1, min(self.min_width, self.width))
+
+
+def fit_columns(columns: list[Column], available: int) -> list[tuple[Column, int]]:
+    """Which columns to show, and how wide, in ``available`` cells. O(columns), no data involved.
+
+    1. Hide droppable columns (highest ``drop_rank`` first, rightmost on ties) until the
+       minimum widths fit.
+    2. If the preferred widths leave room, share it among ``flex`` columns; if they do
+       not fit, shrink columns towards their ``min_width`` in proportion to how far each
+       may shrink. Should even that not fit (a very narrow terminal), the table scrolls.
+    """
+    sep = len(_SEPARATOR)
+
+    def span(widths: list[int]) -> int:
+        return sum(widths) + sep * max(0, len(widths) - 1)
+
+    shown = list(columns)
+    while span([c.narrowest for c in shown]) > available:
+        droppable = [(c.drop_rank, index) for index, c in enumerate(shown) if c.drop_rank > 0]
+        if not droppable:
+            break
+        del shown[max(droppable)[1]]
+    widths = [c.width for c in shown]
+    spare = available - span(widths)
+    if spare > 0:
+        weights = [c.flex for c in shown]
+        total_flex = sum(weights)
+        if total_flex:
+            grown = [spare * weight // total_flex for weight in weights]
+            left = spare - sum(grown)
+            for index, weight in enumerate(weights):  # rounding leftovers, one cell each, left to right
+                if left <= 0:
+                    break
+                if weight:
+                    grown[index] += 1
+                    left -= 1
+            widths = [w + g for w, g in zip(widths, grown)]
+    elif spare < 0:
+        slack = [c.width - c.narrowest for c in shown]
+        total_slack = sum(slack)
+        deficit = min(-spare, total_slack)
+        if deficit:
+            cuts = [deficit * s // total_slack for s in slack]
+            left = deficit - sum(cuts)
+            for index in sorted(range(len(shown)), key=lambda i: -(slack[i] - cuts[i])):
+                if left <= 0:
+                    break
+                if cuts[index] < slack[index]:
+                    cuts[index] += 1
+                    left -= 1
+            widths = [w - c for w, c in zip(widths, cuts)]
+    return list(zip(shown, widths))
 
 
 def _safe_cell(value: str | Text) -> Text:
@@ -84,7 +148,7 @@ class VirtualTable(ScrollView, can_focus=True):
     }
 
     DEFAULT_CSS = """
-    VirtualTable { height: 1fr; background: $surface; }
+    VirtualTable { height: 1fr; background: $surface; scrollbar-size-vertical: 1; }
     VirtualTable > .virtual-table--header { text-style: bold; background: $panel; color: $text; }
     VirtualTable > .virtual-table--cursor { background: $boost; text-style: bold; }
     VirtualTable:focus > .virtual-table--cursor { background: $block-cursor-background; color: $block-cursor-foreground; }
@@ -148,6 +212,18 @@ class VirtualTable(ScrollView, can_focus=True):
         def control(self) -> "VirtualTable":
             return self.table
 
+    class ColumnsChanged(Message):
+        """The set of shown columns changed (the widget was resized); ``keys`` are the shown ones."""
+
+        def __init__(self, table: "VirtualTable", keys: tuple[str, ...]) -> None:
+            super().__init__()
+            self.table = table
+            self.keys = keys
+
+        @property
+        def control(self) -> "VirtualTable":
+            return self.table
+
     # ------------------------------------------------------------ set-up
     def __init__(
         self,
@@ -177,7 +253,10 @@ class VirtualTable(ScrollView, can_focus=True):
         self._failed: set[int] = set()
         self._wanted: set[int] = set()
         self._request_scheduled = False
-        self._row_width = sum(c.width for c in self.columns) + len(_SEPARATOR) * max(0, len(self.columns) - 1)
+        # Laid out for one width at a time; until the widget knows its width, at preferred widths.
+        self._layout: list[tuple[Column, int]] = [(c, c.width) for c in self.columns]
+        self._layout_width: int | None = None
+        self._row_width = self._span(self._layout)
         self._update_virtual_size()
 
     def on_mount(self) -> None:
@@ -240,6 +319,14 @@ class VirtualTable(ScrollView, can_focus=True):
         self.sort_key = key
         self.sort_descending = descending
         self.refresh_line(self.scroll_offset.y)  # the header is always screen line 0
+
+    @property
+    def shown_columns(self) -> tuple[str, ...]:
+        """Keys of the columns on screen at the current width, left to right."""
+        return tuple(column.key for column, _width in self._layout)
+
+    def shows(self, key: str) -> bool:
+        return any(column.key == key for column, _width in self._layout)
 
     def visible_rows(self) -> range:
         """Indexes of the rows currently on screen (for lazy per-row extras)."""
@@ -329,8 +416,41 @@ class VirtualTable(ScrollView, can_focus=True):
                 del self._pages[old]
                 self._page_generation.pop(old, None)
 
+    # ------------------------------------------------------------ layout
+    @staticmethod
+    def _span(layout: list[tuple[Column, int]]) -> int:
+        return sum(width for _column, width in layout) + len(_SEPARATOR) * max(0, len(layout) - 1)
+
+    def _relayout(self) -> bool:
+        """Fit the columns to the current width (cheap; does nothing if the width is unchanged)."""
+        width = self.scrollable_content_region.width
+        if width <= 0 or width == self._layout_width:
+            return False
+        self._layout_width = width
+        before = self.shown_columns
+        self._layout = fit_columns(self.columns, width)
+        row_width = self._span(self._layout)
+        if row_width != self._row_width:
+            self._row_width = row_width
+            self._update_virtual_size()
+        if self.shown_columns != before:
+            # Created in the table's own turn: made here (often inside the compositor's render), the
+            # message's sender would be the screen, and bubbling would stop there.
+            self.call_later(self._post_columns_changed)
+        return True
+
+    def _post_columns_changed(self) -> None:
+        self.post_message(self.ColumnsChanged(self, self.shown_columns))
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._relayout():
+            self.refresh()
+
     # ------------------------------------------------------------ drawing
     def render_line(self, y: int) -> Strip:
+        # A scrollbar appearing narrows the content without a Resize: catch it here (an int compare).
+        if self._relayout():
+            self.call_after_refresh(self.refresh)  # lines already drawn used the old widths
         scroll_x, scroll_y = self.scroll_offset
         width = self.scrollable_content_region.width
         base = self.rich_style
@@ -347,11 +467,11 @@ class VirtualTable(ScrollView, can_focus=True):
     def _render_header(self) -> Text:
         style = self.get_component_rich_style("virtual-table--header")
         cells: list[Text] = []
-        for column in self.columns:
+        for column, width in self._layout:
             label = column.label
             if column.key == self.sort_key:
                 label = f"{label} {'▼' if self.sort_descending else '▲'}"
-            cells.append(_fit(Text(label, end=""), column.width))
+            cells.append(_fit(Text(label, end=""), width))
         line = Text(_SEPARATOR, end="").join(cells)
         line.stylize(style)
         return self._full_width(line, style)
@@ -378,12 +498,12 @@ class VirtualTable(ScrollView, can_focus=True):
             return self._placeholder(_LOADING, cursor=index == self.cursor_row)
         row = rows[offset]
         cells: list[Text] = []
-        for column in self.columns:
+        for column, width in self._layout:  # only the shown columns are rendered
             try:
                 value = column.render(row)
             except Exception:  # noqa: BLE001 - one odd row must not take the table down
                 value = "?"
-            cells.append(_fit(_safe_cell(value if value is not None else ""), column.width))
+            cells.append(_fit(_safe_cell(value if value is not None else ""), width))
         line = Text(_SEPARATOR, end="").join(cells)
         if index == self.cursor_row:
             style = self.get_component_rich_style("virtual-table--cursor")
@@ -430,10 +550,12 @@ class VirtualTable(ScrollView, can_focus=True):
         top = int(self.scroll_offset.y)
         height = self._body_height
         row = self.cursor_row
+        # force: right after the first page lands the scrollbar is not laid out yet, and
+        # without it Textual ignores the scroll (seen as a flaky jump to the end).
         if row < top:
-            self.scroll_to(y=row, animate=False, immediate=True)
+            self.scroll_to(y=row, animate=False, immediate=True, force=True)
         elif row >= top + height:
-            self.scroll_to(y=row - height + 1, animate=False, immediate=True)
+            self.scroll_to(y=row - height + 1, animate=False, immediate=True, force=True)
 
     def _post_highlighted(self) -> None:
         if self._total:
