@@ -305,10 +305,12 @@ class ProtectClient(_Http):
                 return await self.get_user(ref)
             except NotFound:
                 pass
-        field = "email" if "@" in ref else "username"
-        page = await self.list_users(filters=[f"{field}:$eq:{ref}"], limit=1)
-        if page.results:
-            return page.results[0]
+        # Usernames may contain "@" too: an email-looking ref falls back to the username.
+        fields = ("email", "username") if "@" in ref else ("username",)
+        for field in fields:
+            page = await self.list_users(filters=[f"{field}:$eq:{ref}"], limit=1)
+            if page.results:
+                return page.results[0]
         raise NotFound(f"no user with id, username or email {ref!r}")
 
     async def create_user(self, user: SystemUserCreate) -> SystemUser:

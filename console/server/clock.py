@@ -30,8 +30,21 @@ def to_wire(value: datetime | None) -> datetime | None:
     return None if value is None else value.replace(tzinfo=UTC)
 
 
+EARLIEST = datetime(1970, 1, 1)
+LATEST = datetime(9000, 1, 1)
+
+
 def from_wire(value: datetime) -> datetime:
-    """Aware (or naive, taken as UTC) -> stored naive UTC."""
+    """Aware (or naive, taken as UTC) -> stored naive UTC.
+
+    Raises ValueError outside 1970..9000, where offset arithmetic would overflow
+    and no real timestamp lives; callers turn it into a 400 naming the field.
+    """
     if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
+        try:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise ValueError("date-time out of range") from None
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError("date-time out of range (1970..9000)")
     return value

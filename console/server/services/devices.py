@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import re
 import secrets
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,7 +32,7 @@ from ..clock import to_wire
 from ..errors import ApiProblem, bad_request, not_found
 from ..store import Store, devices, diagnostics, enrollment_codes, users
 from .audit import record
-from .common import Principal, digest, dumps, new_id
+from .common import Principal, digest, new_id
 from .users import cancel_pending_pushes, remove_push_device, require_user
 
 ENROLLMENT_CODE_TTL = timedelta(minutes=10)
@@ -136,7 +138,7 @@ def create_enrollment_code(store: Store, user_id: str, actor: Principal, now: da
 def _check_os(device: DeviceInfo) -> None:
     minimum = MIN_OS_MAJOR[device.os]
     head = device.osVersion.split(".")[0]
-    if not head.isdigit():
+    if not re.fullmatch("[0-9]+", head):  # str.isdigit() admits superscripts int() refuses
         raise ApiProblem(422, f"device.osVersion: {device.osVersion!r} is not a version number")
     if int(head) < minimum:
         raise ApiProblem(422, f"device.osVersion: Protect needs {device.os} {minimum} or later")
@@ -202,8 +204,9 @@ def update_device_settings(store: Store, device: Any, body: DeviceSettingsUpdate
 
 def receive_diagnostics(store: Store, device: Any, report: dict[str, Any], now: datetime) -> bool:
     """Store the report unless the device opted out; then only count it. Returns whether stored."""
-    payload = dumps(report)
-    if len(payload.encode()) > DIAGNOSTICS_MAX_BYTES:
+    # ASCII-escaped: a lone surrogate in a JSON string is legal JSON but not encodable UTF-8.
+    payload = json.dumps(report, ensure_ascii=True, separators=(",", ":"))
+    if len(payload) > DIAGNOSTICS_MAX_BYTES:
         raise ApiProblem(422, f"request body: diagnostics report larger than {DIAGNOSTICS_MAX_BYTES} bytes")
     with store.write() as conn:
         # Read the opt-out inside the transaction: a toggle racing this report wins.

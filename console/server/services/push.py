@@ -98,7 +98,10 @@ def list_attempts(
         else:
             where.append(push_attempts.c.status == status.value)
     if since:
-        where.append(push_attempts.c.created_at >= from_wire(since))
+        try:
+            where.append(push_attempts.c.created_at >= from_wire(since))
+        except ValueError:
+            raise bad_request("since: date-time out of range (1970..9000)") from None
     total = conn.execute(select(func.count()).select_from(push_attempts).where(*where)).scalar_one()
     rows = conn.execute(
         _select(now).where(*where).order_by(push_attempts.c.created_at.desc(), push_attempts.c.id.desc()).offset(skip).limit(limit)
@@ -219,11 +222,3 @@ def respond(store: Store, device: Any, attempt_id: str, body: PushResponse, now:
         raise problem
     return result
 
-
-def require_since(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise bad_request(f"since: {value!r} is not an ISO 8601 date-time") from None

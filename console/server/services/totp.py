@@ -18,6 +18,7 @@ from .users import require_user
 
 STEP_SECONDS = 30
 ISSUER = "Protect"
+WRONG_CODE = "code does not match"
 
 
 def enroll(store: Store, device: Any, now: datetime) -> TotpEnrollResult:
@@ -49,7 +50,9 @@ def verify(
         result, step = _check(user, code, now, max_failures)
         if result.valid:
             conn.execute(update(users).where(users.c.id == user.id).values(totp_last_step=step, totp_failures=0))
-        elif user.totp_secret is not None and (user.totp_failures or 0) < max_failures:
+        elif result.reason == WRONG_CODE and (user.totp_failures or 0) < max_failures:
+            # Only wrong codes count toward the lock-out (it is against guessing); a replay of
+            # an accepted code proves the secret, and a double-submitted login must not lock.
             conn.execute(update(users).where(users.c.id == user.id).values(totp_failures=users.c.totp_failures + 1))
         if audited and actor is not None:
             record(conn, actor, "totp.verify", user.id, {"valid": result.valid, "reason": result.reason}, now)
@@ -73,7 +76,7 @@ def _check(user: Any, code: str, now: datetime, max_failures: int) -> tuple[Totp
         return TotpVerifyResult(valid=False, reason=reason), None
     step = _matching_step(user.totp_secret, code, now)
     if step is None:
-        return TotpVerifyResult(valid=False, reason="code does not match"), None
+        return TotpVerifyResult(valid=False, reason=WRONG_CODE), None
     if user.totp_last_step is not None and step <= user.totp_last_step:
         return TotpVerifyResult(valid=False, reason="code was already used"), None
     return TotpVerifyResult(valid=True), step

@@ -46,6 +46,7 @@ from .common import Principal, new_id
 
 ENROLLED = EnrollmentStatus.ENROLLED.value
 DEFAULT_GRACE_DAYS = 7
+MAX_GRACE_DAYS = 365  # same bound as exclusionDays: no open-ended MFA exemptions
 SEARCH_FIELDS = ("username", "email", "firstname", "lastname", "displayname")
 
 
@@ -186,9 +187,9 @@ def _coerce(field: str, kind: str, raw: Any) -> Any:
     if kind == "datetime":
         try:
             value = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+            return from_wire(value)
         except ValueError:
-            raise bad_request(f"filter {field}: {raw!r} is not an ISO 8601 date-time") from None
-        return from_wire(value)
+            raise bad_request(f"filter {field}: {raw!r} is not an ISO 8601 date-time from 1970 to 9000") from None
     if kind == "state":
         if str(raw) not in {s.value for s in UserState}:
             raise bad_request(f"filter {field}: {raw!r} is not one of {', '.join(s.value for s in UserState)}")
@@ -204,7 +205,14 @@ def _condition(field: str, op: str, raw: Any, now: datetime) -> ColumnElement[bo
     expr, kind = _field_expr(field, now)
     if op not in _OPS:
         raise bad_request(f"unknown filter operator {op!r} for field {field!r} (use one of {', '.join(_OPS)})")
-    return _OPS[op](expr, _coerce(field, kind, raw))
+    if kind == "bool" and op not in ("$eq", "$ne"):
+        raise bad_request(f"filter operator {op!r} does not apply to the true/false field {field!r} (use $eq or $ne)")
+    if isinstance(raw, (dict, list)) or raw is None:
+        raise bad_request(f"filter {field}: the value must be a string, number or true/false")
+    value = _coerce(field, kind, raw)
+    if isinstance(value, str) and "\x00" in value:
+        raise bad_request(f"filter {field}: the value must not contain NUL characters")
+    return _OPS[op](expr, value)
 
 
 def parse_filter_strings(filters: Iterable[str]) -> list[tuple[str, str, str]]:
@@ -218,18 +226,27 @@ def parse_filter_strings(filters: Iterable[str]) -> list[tuple[str, str, str]]:
     return parsed
 
 
-def parse_filter_body(spec: Any) -> list[tuple[str, str, Any]]:
+MAX_FILTER_DEPTH = 8
+MAX_FILTER_TERMS = 64
+
+
+def parse_filter_body(spec: Any, _depth: int = 0) -> list[tuple[str, str, Any]]:
     """The search body's filter: ``{field: value}``, ``{field: {"$op": value}}`` or ``{"and": [...]}``."""
+    if _depth > MAX_FILTER_DEPTH:
+        raise bad_request(f"filter: nested more than {MAX_FILTER_DEPTH} levels deep")
     if spec is None:
         return []
     if isinstance(spec, list):
-        return [t for item in spec for t in parse_filter_body(item)]
+        triples = [t for item in spec for t in parse_filter_body(item, _depth + 1)]
+        if len(triples) > MAX_FILTER_TERMS:
+            raise bad_request(f"filter: more than {MAX_FILTER_TERMS} conditions")
+        return triples
     if not isinstance(spec, dict):
         raise bad_request("filter must be an object")
     triples: list[tuple[str, str, Any]] = []
     for field, value in spec.items():
         if field in ("and", "$and"):
-            triples.extend(parse_filter_body(value))
+            triples.extend(parse_filter_body(value, _depth + 1))
         elif isinstance(value, dict):
             for op, operand in value.items():
                 triples.append((field, op, operand))
@@ -272,6 +289,8 @@ def list_users(
 ) -> Page[SystemUser]:
     where = [_condition(f, op, v, now) for f, op, v in conditions]
     order = _order_by(sort, now)
+    if search and "\x00" in search:
+        raise bad_request("search: must not contain NUL characters")
     if search:
         term = _like_escape(search)
         where.append(or_(*(users.c[f"{f}_ci"].like(f"%{term}%", escape="\\") for f in search_fields)))
@@ -386,9 +405,14 @@ def reset_mfa(store: Store, user_id: str, body: ResetMfaRequest, actor: Principa
     until: datetime | None = None
     if body.exclusion:
         if body.exclusionUntil is not None:
-            until = from_wire(body.exclusionUntil)
+            try:
+                until = from_wire(body.exclusionUntil)
+            except ValueError:
+                raise bad_request("exclusionUntil: date-time out of range") from None
             if until <= now:
                 raise bad_request("exclusionUntil: must be in the future")
+            if until > now + timedelta(days=MAX_GRACE_DAYS):
+                raise bad_request(f"exclusionUntil: a grace period can last at most {MAX_GRACE_DAYS} days")
         else:
             until = now + timedelta(days=body.exclusionDays or DEFAULT_GRACE_DAYS)
     with store.write() as conn:
