@@ -5,17 +5,15 @@ from __future__ import annotations
 import time
 
 import pytest
-from .helpers import enrolled_device, new_user, wait_for
 from textual.widgets import OptionList
 
 from console.client import ProtectClient, RateLimited
-from console.config import ConnectionProfile
 from console.models import Role
 from console.tui.app import ProtectConsoleApp
 from console.tui.screens.activity import ActivityScreen
-from console.tui.widgets.virtual_table import VirtualTable
 
-SIZE = (100, 30)
+from .helpers import enrolled_device, new_user, wait_for
+from .tui_helpers import SIZE, console_app, open_screen, table_lines, table_loaded
 
 
 @pytest.fixture
@@ -25,16 +23,8 @@ def fast_refresh(monkeypatch):
     return 0.3
 
 
-def table_lines(table: VirtualTable) -> list[str]:
-    return ["".join(s.text for s in table.render_line(y)) for y in range(table.size.height)]
-
-
 async def open_activity(app: ProtectConsoleApp, pilot) -> ActivityScreen:
-    await pilot.press("2")
-    await wait_for(lambda: isinstance(app.screen, ActivityScreen))
-    screen: ActivityScreen = app.screen  # type: ignore[assignment]
-    await wait_for(lambda: screen.table.total is not None and screen.table.row_at(0) is not None)
-    return screen
+    return await open_screen(app, pilot, "2", ActivityScreen, lambda s: table_loaded(s.table))
 
 
 async def test_attempts_newest_first_and_pause_stops_refresh(backend, fast_refresh) -> None:
@@ -45,7 +35,7 @@ async def test_attempts_newest_first_and_pause_stops_refresh(backend, fast_refre
         await phone.aclose()
     service = ProtectClient(backend.url, backend.key(Role.SERVICE))
 
-    app = ProtectConsoleApp(ConnectionProfile("test", backend.url, backend.admin_key))
+    app = console_app(backend)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_activity(app, pilot)
         assert screen.table.total == total_before
@@ -88,7 +78,7 @@ async def test_attempts_newest_first_and_pause_stops_refresh(backend, fast_refre
 
 
 async def test_status_filter_and_colours(backend) -> None:
-    app = ProtectConsoleApp(ConnectionProfile("test", backend.url, backend.admin_key))
+    app = console_app(backend)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_activity(app, pilot)
         # Blocked is the status filter's sixth stop: all, pending, approved, denied, expired, blocked.
@@ -114,7 +104,7 @@ async def test_push_bombing_panel_lists_the_attacked_user_and_enter_opens_them(b
             with pytest.raises(RateLimited):
                 await service.create_push(victim.id, "vpn")
 
-    app = ProtectConsoleApp(ConnectionProfile("test", backend.url, backend.admin_key))
+    app = console_app(backend)
     opened: list[str] = []
     real_open_user = app.open_user
 
@@ -139,7 +129,7 @@ async def test_push_bombing_panel_lists_the_attacked_user_and_enter_opens_them(b
 
 
 async def test_dead_backend_shows_the_banner_and_recovers(backend, fast_refresh) -> None:
-    app = ProtectConsoleApp(ConnectionProfile("test", backend.url, backend.admin_key))
+    app = console_app(backend)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_activity(app, pilot)
         backend.stop()

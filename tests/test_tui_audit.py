@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-from .helpers import new_user, wait_for
+import re
+from datetime import datetime, timezone
 
 from console.client import ProtectClient
-from console.config import ConnectionProfile
 from console.tui.app import ProtectConsoleApp
-from console.tui.screens.audit import AuditDetailScreen, AuditScreen, summarize_details
+from console.tui.screens.audit import AuditDetailScreen, AuditScreen, summarize, summarize_details
 from console.tui.screens.settings import SettingsScreen
-from console.tui.widgets.virtual_table import VirtualTable
 
-SIZE = (100, 30)
-
-
-def table_lines(table: VirtualTable) -> list[str]:
-    return ["".join(s.text for s in table.render_line(y)) for y in range(table.size.height)]
+from .helpers import PIXEL, enrolled_device, new_user, wait_for
+from .tui_helpers import SIZE, console_app, open_screen, table_lines, table_loaded
 
 
 async def open_audit(app: ProtectConsoleApp, pilot) -> AuditScreen:
-    await pilot.press("5")
-    await wait_for(lambda: isinstance(app.screen, AuditScreen))
-    screen: AuditScreen = app.screen  # type: ignore[assignment]
-    await wait_for(lambda: screen.table.total is not None and screen.table.row_at(0) is not None)
-    return screen
+    return await open_screen(app, pilot, "5", AuditScreen, lambda s: table_loaded(s.table))
 
 
 async def test_audit_shows_a_settings_change_made_in_the_console(backend) -> None:
-    app = ProtectConsoleApp(ConnectionProfile("test", backend.url, backend.admin_key))
+    app = console_app(backend)
     async with app.run_test(size=SIZE) as pilot:
         # Change the push timeout through the Settings screen...
         await pilot.press("3")
@@ -68,7 +60,7 @@ async def test_newest_first_and_hostile_details_render_literally(backend) -> Non
         mallory = await new_user(admin, "mallory", display=hostile)
         expected_total = (await admin.audit(limit=1)).totalCount
 
-    app = ProtectConsoleApp(ConnectionProfile("test", backend.url, backend.admin_key))
+    app = console_app(backend)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_audit(app, pilot)
         assert screen.table.total == expected_total
@@ -89,3 +81,58 @@ async def test_newest_first_and_hostile_details_render_literally(backend) -> Non
         # The target is the new user: `u` opens their detail screen.
         await pilot.press("u")
         await wait_for(lambda: app.screen.__class__.__name__ == "UserDetailScreen")
+
+
+async def test_device_events_read_as_people_say_them(backend) -> None:
+    """Username in Target, model and OS first, times as ``HH:MM UTC``: no raw ISO stamps or leading ids."""
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        user = await new_user(admin, "thomas.thompson")
+        phone = await enrolled_device(admin, backend.url, user.id, PIXEL)
+        await phone.aclose()
+
+    app = console_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_audit(app, pilot)
+        events = [screen.table.row_at(i) for i in range(3)]
+        assert [e.action for e in events] == ["device.enroll", "enrollment.create", "user.create"]
+        enroll, code, _create = events
+        assert enroll.targetName == "thomas.thompson" and enroll.target == user.id
+        assert enroll.actor == "user:thomas.thompson"
+        assert summarize(enroll).startswith("Pixel 8, Android 14; device ")
+        code_summary = summarize(code)
+        assert re.fullmatch(r"expires \d\d:\d\d UTC \(10m\)", code_summary), code_summary
+
+        lines = table_lines(screen.table)
+        assert "Target" in lines[0] and lines[0].index("Target") < lines[0].index("Details")
+        row = lines[1]
+        assert "user:thomas.thompson" in row  # the actor is not cut at 100 columns
+        assert "thomas.thompson " in row.split("device.enroll", 1)[1]  # the target, by name
+        assert "Pixel 8, Android 14" in row and user.id not in row
+        assert not re.search(r"\d{4}-\d\d-\d\dT", "\n".join(lines)), "no raw ISO timestamps"
+        status = str(screen.query_one("#audit-status").content)
+        assert " admin actions · newest first" in status
+
+        await pilot.press("enter")
+        await wait_for(lambda: isinstance(app.screen, AuditDetailScreen))
+        head = str(app.screen.query_one("#audit-detail-head").content)
+        assert f"thomas.thompson  (user {user.id})" in head
+        await pilot.press("escape")
+
+
+def test_summaries_of_the_other_shapes() -> None:
+    at = datetime(2026, 11, 28, 9, 21, tzinfo=timezone.utc)
+    grace = summarize_details(
+        {"before": {"pushStatus": "ENROLLED"}, "after": {"pushStatus": "NOT_ENROLLED"},
+         "removedDevice": "0123456789abcdef01234567", "graceUntil": "2026-12-01T09:21:21.718960"},
+        "mfa.reset", at,
+    )
+    assert grace == "pushStatus: ENROLLED -> NOT_ENROLLED; removedDevice=01234567…; graceUntil=2026-12-01 09:21 UTC"
+    assert summarize_details({"valid": False, "reason": "replayed"}, "totp.verify", at) == "code NOT valid: replayed"
+    removed = summarize_details(
+        {"before": {"id": "0123456789abcdef01234567", "device": {"make": "Apple", "model": "iPhone 13", "os": "iOS",
+                                                              "osVersion": "17.1"}}, "after": None},
+        "device.unenroll", at,
+    )
+    assert removed == "removed Apple iPhone 13 (iOS 17.1); device 01234567…"
+    same_day = summarize_details({"expiresAt": "2026-11-28T09:31:21.718960"}, "user.update", at)
+    assert same_day == "expiresAt=09:31 UTC"

@@ -7,11 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pyotp
 import pytest
 from textual.command import CommandList, CommandPalette
-from textual.geometry import Region
 from textual.widgets import Input
 
-from console.client import DeviceClient, ProtectClient
-from console.config import ConnectionProfile
+from console.client import Conflict, DeviceClient, ProtectClient
 from console.models import (
     DeviceInfo,
     EnrollmentStatus,
@@ -25,25 +23,15 @@ from console.models import (
 from console.tui.app import ProtectConsoleApp
 from console.tui.screens.user_detail import UserDetailScreen, troubleshooting_hints
 from console.tui.widgets.confirm import ConfirmScreen
+from console.tui.widgets.footer import ConsoleFooter
 from console.tui.widgets.prompt import PromptScreen
 from console.tui.widgets.qr import EnrollmentCodeScreen, QrCode
 
 from .helpers import IPHONE, PIXEL, enrolled_device, new_user, wait_for
+from .tui_helpers import SIZE, SMALL, console_app, detail_ready, text_of
 
-SIZE = (100, 30)
 ACTION_KEYS = {"U": "unenroll", "T": "reset_totp", "R": "reset_mfa", "E": "enroll_code", "V": "verify"}
-
-
-def console_app(backend, key: str | None = None, *, readonly: bool = False, open_user: str | None = None):
-    profile = ConnectionProfile("test", backend.url, key or backend.admin_key, readonly=readonly)
-    return ProtectConsoleApp(profile, open_user=open_user)
-
-
-async def detail_ready(app: ProtectConsoleApp, pilot) -> UserDetailScreen:
-    await wait_for(lambda: isinstance(app.screen, UserDetailScreen) and app.screen.user is not None)
-    await wait_for(lambda: app.whoami is not None)
-    await pilot.pause()  # let the loaded sections lay out before reading them
-    return app.screen  # type: ignore[return-value]
+DEVICE_ACTIONS = {"deactivate_device", "activate_device"}  # both on `A`, admins only (devices.write)
 
 
 async def fully_enrolled_user(admin: ProtectClient, url: str, name: str, device: DeviceInfo = IPHONE):
@@ -70,13 +58,6 @@ async def palette_prompts(app: ProtectConsoleApp, pilot) -> list[str]:
 
 def shown_actions(screen: UserDetailScreen) -> set[str]:
     return {active.binding.action for active in screen.active_bindings.values()} & set(ACTION_KEYS.values())
-
-
-def text_of(screen, selector: str) -> str:
-    """What the widget draws, as plain text (Rich renderables included)."""
-    widget = screen.query_one(selector)
-    strips = widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))
-    return "\n".join("".join(segment.text for segment in strip) for strip in strips)
 
 
 async def test_detail_shows_profile_mfa_device_attempts(backend) -> None:
@@ -208,14 +189,15 @@ async def test_read_only_hides_every_changing_action(backend, how: str) -> None:
             assert screen.device is not None  # there is something one could unenroll
             assert shown_actions(screen) == set()
             footer_keys = {active.binding.key for active in screen.active_bindings.values()}
-            assert not footer_keys & set(ACTION_KEYS)
-            for key_name in ACTION_KEYS:
+            assert not footer_keys & (set(ACTION_KEYS) | {"A"})
+            assert not {active.binding.action for active in screen.active_bindings.values()} & DEVICE_ACTIONS
+            for key_name in [*ACTION_KEYS, "A"]:
                 await pilot.press(key_name)
                 await pilot.pause()
                 assert app.screen is screen  # no confirmation, no prompt
             offered = "\n".join(await palette_prompts(app, pilot))
             assert "Go to Users" in offered
-            for action in ("Unenroll", "Reset TOTP", "Reset MFA", "Enroll code", "Verify"):
+            for action in ("Unenroll", "Reset TOTP", "Reset MFA", "Enroll code", "Verify", "push device"):
                 assert action not in offered
             header = text_of(screen, "#console-header")
             assert "READ-ONLY" in header
@@ -223,7 +205,8 @@ async def test_read_only_hides_every_changing_action(backend, how: str) -> None:
                 assert "role: readonly" in header
         after = await admin.get_user(user.id)
         assert after.mfaEnrollment == before.mfaEnrollment
-        assert len(await admin.push_endpoints(user.id)) == 1
+        endpoints = await admin.push_endpoints(user.id)
+        assert len(endpoints) == 1 and endpoints[0].state == "active"
 
 
 async def test_helpdesk_sees_support_actions(backend) -> None:
@@ -233,6 +216,62 @@ async def test_helpdesk_sees_support_actions(backend) -> None:
     async with app.run_test(size=SIZE) as pilot:
         screen = await detail_ready(app, pilot)
         assert shown_actions(screen) == set(ACTION_KEYS.values())
+        # Turning a device off and on needs devices.write, which the help desk does not have.
+        active = screen.active_bindings
+        assert "A" not in active and not {b.binding.action for b in active.values()} & DEVICE_ACTIONS
+        await pilot.press("A")
+        await pilot.pause()
+        assert app.screen is screen
+        assert "push device" not in "\n".join(await palette_prompts(app, pilot))
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        assert (await admin.push_endpoints(user.id))[0].state == "active"
+
+
+async def test_admin_deactivates_and_reactivates_the_push_device(backend) -> None:
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        user, _totp = await fully_enrolled_user(admin, backend.url, "dana.device", PIXEL)
+    service = ProtectClient(backend.url, backend.key(Role.SERVICE))
+    app = console_app(backend, open_user=user.username)
+    async with ProtectClient(backend.url, backend.admin_key) as admin, service:
+        async with app.run_test(size=SMALL) as pilot:
+            screen = await detail_ready(app, pilot)
+            assert screen.active_bindings["A"].binding.action == "deactivate_device"
+            assert "A" in screen.query_one(ConsoleFooter).shown_keys  # fits at 80 columns with the others
+            offered = "\n".join(await palette_prompts(app, pilot))
+            assert "User: Deactivate the push device" in offered
+
+            # The confirmation names the user and the device and says what happens; n changes nothing.
+            await pilot.press("A")
+            await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+            question = text_of(app.screen, "#confirm-title")
+            body = " ".join(text_of(app.screen, "#confirm-body").split())
+            assert "Deactivate the push device of" in question and "dana.device" in question
+            assert "Google Pixel 8 (Android 14)" in body
+            assert "Deactivate: pushes to this device are refused until reactivated" in body
+            await pilot.press("n")
+            await wait_for(lambda: app.screen is screen)
+            assert (await admin.push_endpoints(user.id))[0].state == "active"
+
+            await pilot.press("A")
+            await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("y")
+            await wait_for(lambda: screen.device is not None and screen.device.state == "inactive")
+            assert (await admin.push_endpoints(user.id))[0].state == "inactive"
+            assert any("deactivated" in n.message and "dana.device" in n.message for n in app._notifications)
+            with pytest.raises(Conflict):  # the server refuses pushes to the user now
+                await service.create_push(user.id, "VPN")
+            await pilot.pause()
+            assert "Device is inactive" in text_of(screen, "#detail-hints")
+            assert screen.active_bindings["A"].binding.action == "activate_device"  # the footer says what A does now
+
+            await pilot.press("A")
+            await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+            assert "Activate the push device of" in text_of(app.screen, "#confirm-title")
+            await pilot.press("y")
+            await wait_for(lambda: screen.device is not None and screen.device.state == "active")
+            assert (await admin.push_endpoints(user.id))[0].state == "active"
+            assert any("activated" in n.message and "deactivated" not in n.message for n in app._notifications)
+            assert (await service.create_push(user.id, "VPN")).id  # pushes flow again
 
 
 async def test_seeded_push_bombing_victim_gets_the_warning(backend) -> None:
@@ -241,7 +280,7 @@ async def test_seeded_push_bombing_victim_gets_the_warning(backend) -> None:
     async with app.run_test(size=SIZE) as pilot:
         screen = await detail_ready(app, pilot)
         assert "Possible push bombing" in text_of(screen, "#detail-hints")
-        assert "⚑" in text_of(screen, "#detail-attempts")  # fraud reports flagged
+        assert "denied FRAUD" in text_of(screen, "#detail-attempts")  # fraud reports flagged, in plain letters
 
 
 def _user(**enrollment: EnrollmentStatus) -> SystemUser:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from textual.command import CommandList, CommandPalette
 
 from console.client import ProtectClient
-from console.config import ConnectionProfile
 from console.models import DeviceInfo, SystemUserCreate
 from console.tui.app import ProtectConsoleApp
 from console.tui.screens.user_detail import UserDetailScreen
@@ -20,8 +19,7 @@ from console.tui.widgets.error_banner import ErrorBanner
 from console.tui.widgets.virtual_table import VirtualTable
 
 from .helpers import enrolled_device, wait_for
-
-SIZE = (100, 30)
+from .tui_helpers import SIZE, console_app, table_lines
 OSC_TITLE = "\x1b]0;pwn\x07"
 ANSI_RED = "\x1b[31mred\x1b[0m"
 CONTROL = ("\x1b", "\x07", "\x9b", "\u202e", "\u2066")
@@ -42,10 +40,6 @@ HOSTILE_DEVICE = DeviceInfo(
 )
 
 
-def console_app(backend) -> ProtectConsoleApp:
-    return ProtectConsoleApp(ConnectionProfile("test", backend.url, backend.admin_key))
-
-
 def assert_clean_screen(app: ProtectConsoleApp) -> str:
     """Everything on screen, exported: no control character may reach the terminal."""
     screen = app.export_screenshot()
@@ -56,7 +50,7 @@ def assert_clean_screen(app: ProtectConsoleApp) -> str:
 
 
 def table_text(table: VirtualTable) -> str:
-    return "\n".join("".join(s.text for s in table.render_line(y)) for y in range(table.size.height))
+    return "\n".join(table_lines(table))
 
 
 async def create_hostile_directory(admin: ProtectClient, url: str) -> dict[str, str]:

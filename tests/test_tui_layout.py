@@ -13,7 +13,6 @@ from textual.geometry import Region
 from textual.widgets._footer import FooterKey
 
 from console.client import ProtectClient
-from console.config import ConnectionProfile
 from console.models import PushStatus, Role
 from console.tui.app import ProtectConsoleApp
 from console.tui.formatting import PUSH_STATUS_STYLES, push_status_text
@@ -24,23 +23,7 @@ from console.tui.widgets.header import ConsoleHeader
 from console.tui.widgets.virtual_table import VirtualTable
 
 from .helpers import IPHONE, PIXEL, enrolled_device, new_user, wait_for
-
-SMALL = (80, 24)
-
-
-def console_app(backend, key: str | None = None, *, name: str = "test", open_user: str | None = None):
-    return ProtectConsoleApp(ConnectionProfile(name, backend.url, key or backend.admin_key), open_user=open_user)
-
-
-def drawn_lines(widget) -> list[str]:
-    """What the widget draws, line by line, as plain text."""
-    width, height = widget.outer_size  # padding included: `size` alone would crop the line's end
-    strips = widget.render_lines(Region(0, 0, width, height))
-    return ["".join(segment.text for segment in strip) for strip in strips]
-
-
-def table_lines(table: VirtualTable) -> list[str]:
-    return ["".join(segment.text for segment in table.render_line(y)) for y in range(table.size.height)]
+from .tui_helpers import SMALL, console_app, drawn_lines, table_lines
 
 
 async def table_ready(app: ProtectConsoleApp, pilot, key: str, table_id: str) -> VirtualTable:
@@ -185,7 +168,7 @@ def test_push_status_colours_come_from_one_place_and_always_carry_the_word() -> 
         assert text.plain == status.value  # the word, so NO_COLOR still reads
         assert str(text.style) == spec[status.value]
     fraud = push_status_text(PushStatus.DENIED, fraud=True)
-    assert fraud.plain == "denied ⚑ fraud" and str(fraud.style) == "red"
+    assert fraud.plain == "denied FRAUD" and str(fraud.style) == "red"
     # Activity and the push-bombing panel use the same look.
     from datetime import datetime, timezone
 
@@ -272,5 +255,5 @@ async def test_a_long_error_keeps_the_retry_hint_visible_at_80_columns(backend) 
         banner = screen.query_one(ErrorBanner)
         shown = " ".join(line.strip() for line in drawn_lines(banner))
         assert banner.size.height <= 3
-        assert shown.startswith("⚠ the server said: a long explanation")
+        assert shown.startswith("✗ the server said: a long explanation")
         assert "press r to retry" in shown

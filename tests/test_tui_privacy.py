@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from .helpers import enrolled_device, new_user, wait_for
-
 from console.client import ProtectClient
-from console.config import ConnectionProfile
 from console.tui.app import ProtectConsoleApp
 from console.tui.screens.privacy import PrivacyScreen
-from console.tui.widgets.virtual_table import VirtualTable
 
-SIZE = (100, 30)
-
-
-def table_lines(table: VirtualTable) -> list[str]:
-    return ["".join(s.text for s in table.render_line(y)) for y in range(table.size.height)]
+from .helpers import enrolled_device, new_user, wait_for
+from .tui_helpers import SIZE, console_app, open_screen, table_lines
 
 
 async def open_privacy(app: ProtectConsoleApp, pilot) -> PrivacyScreen:
-    await pilot.press("4")
-    await wait_for(lambda: isinstance(app.screen, PrivacyScreen))
-    screen: PrivacyScreen = app.screen  # type: ignore[assignment]
-    await wait_for(lambda: screen.summary is not None and screen.table.total is not None)
-    return screen
+    return await open_screen(app, pilot, "4", PrivacyScreen, lambda s: s.summary is not None and s.table.total is not None)
 
 
 async def test_opted_out_filter_shows_only_opted_out_devices(backend) -> None:
@@ -30,7 +19,7 @@ async def test_opted_out_filter_shows_only_opted_out_devices(backend) -> None:
         expected = await admin.privacy_summary()
     assert 0 < expected.optedOut < expected.devices, "the seed must have both kinds of device"
 
-    app = ProtectConsoleApp(ConnectionProfile("test", backend.url, backend.admin_key))
+    app = console_app(backend)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_privacy(app, pilot)
         assert screen.table.total == expected.devices
@@ -65,7 +54,7 @@ async def test_device_model_and_user_render_literally(backend) -> None:
         await phone.settings(diagnostics_opt_out=True)
         await phone.aclose()
 
-    app = ProtectConsoleApp(ConnectionProfile("test", backend.url, backend.admin_key))
+    app = console_app(backend)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_privacy(app, pilot)
         await pilot.press("o")

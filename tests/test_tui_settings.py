@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 import pytest
-from .helpers import enrolled_device, new_user, wait_for
 from textual.widgets import OptionList
 
 from console.client import ProtectClient, RateLimited
-from console.config import ConnectionProfile
 from console.models import Role
 from console.tui.app import ProtectConsoleApp
 from console.tui.screens.settings import SETTINGS, SettingsScreen
 from console.tui.widgets.confirm import ConfirmScreen
 from console.tui.widgets.setting_editor import SettingEditor, check_setting_value
 
-SIZE = (100, 30)
-
-
-def console_app(backend, key: str | None = None, *, readonly: bool = False) -> ProtectConsoleApp:
-    profile = ConnectionProfile("test", backend.url, key or backend.admin_key, readonly=readonly)
-    return ProtectConsoleApp(profile)
+from .helpers import enrolled_device, new_user, wait_for
+from .tui_helpers import SIZE, console_app, open_screen
 
 
 async def open_settings(app: ProtectConsoleApp, pilot) -> SettingsScreen:
-    await pilot.press("3")
-    await wait_for(lambda: isinstance(app.screen, SettingsScreen) and app.screen.settings is not None)
+    screen = await open_screen(app, pilot, "3", SettingsScreen, lambda s: s.settings is not None)
     await wait_for(lambda: app.whoami is not None)
-    return app.screen  # type: ignore[return-value]
+    return screen
 
 
 async def highlight(screen: SettingsScreen, pilot, key: str) -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from .helpers import enrolled_device, new_user, wait_for
 from textual.command import CommandPalette
 from textual.widgets import Input
 
 from console.client import ProtectClient
-from console.config import ConnectionProfile
-from console.models import EnrollmentStatus
+from console.models import EnrollmentStatus, SystemUserUpdate
 from console.tui.app import ProtectConsoleApp
 from console.tui.screens.help import HelpScreen
 from console.tui.screens.user_detail import UserDetailScreen
@@ -16,16 +14,8 @@ from console.tui.screens.users import MFA_FILTERS, UsersScreen
 from console.tui.widgets.confirm import ConfirmScreen
 from console.tui.widgets.virtual_table import VirtualTable
 
-SIZE = (100, 30)
-
-
-def console_app(backend, key: str | None = None, *, readonly: bool = False, open_user: str | None = None):
-    profile = ConnectionProfile("test", backend.url, key or backend.admin_key, readonly=readonly)
-    return ProtectConsoleApp(profile, open_user=open_user)
-
-
-def table_lines(table: VirtualTable) -> list[str]:
-    return ["".join(segment.text for segment in table.render_line(y)) for y in range(table.size.height)]
+from .helpers import enrolled_device, new_user, wait_for
+from .tui_helpers import SIZE, console_app, detail_ready, table_lines, text_of
 
 
 async def users_ready(app: ProtectConsoleApp) -> VirtualTable:
@@ -160,8 +150,12 @@ async def test_palette_looks_up_a_user_on_the_server_and_lists_actions(backend) 
         await users_ready(app)
         await pilot.press("ctrl+p")
         await wait_for(lambda: isinstance(app.screen, CommandPalette))
-        await pilot.press(*"paloma.look")
         palette: CommandPalette = app.screen  # type: ignore[assignment]
+        from textual.command import SearchIcon
+
+        await pilot.pause()
+        assert not emoji_like(palette.query_one(SearchIcon).icon)  # not Textual's 🔎: no font needed
+        await pilot.press(*"paloma.look")
 
         def hit_texts() -> list[str]:
             from textual.command import CommandList
@@ -204,3 +198,25 @@ async def test_usable_at_80x24(backend) -> None:
         await pilot.press("enter")
         await wait_for(lambda: isinstance(app.screen, UserDetailScreen) and app.screen.user is not None)
         assert app.is_running
+
+
+def emoji_like(text: str) -> set[str]:
+    """Characters many terminal fonts lack or draw two cells wide: emoji and pictographs."""
+    return {ch for ch in text if ord(ch) >= 0x1F000 or 0x2600 <= ord(ch) <= 0x26FF}
+
+
+async def test_locked_account_reads_locked_in_plain_letters(backend) -> None:
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        user = await new_user(admin, "lara.locked")
+        await admin.update_user(user.id, SystemUserUpdate(account_locked=True))
+    app = console_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await users_ready(app)
+        await pilot.press("slash", *"lara.locked", "enter")
+        await wait_for(lambda: table.total == 1 and table.row_at(0) is not None and table.row_at(0).id == user.id)
+        row = table_lines(table)[1]
+        assert "locked" in row and not emoji_like(row)
+        await pilot.press("enter")
+        screen = await detail_ready(app, pilot)
+        title = text_of(screen, "#detail-title")
+        assert "LOCKED" in title and not emoji_like(title + text_of(screen, "#detail-profile"))

@@ -59,8 +59,12 @@ APPS = ["JumpCloud User Portal", "Okta", "Cisco AnyConnect", "Chrome on macOS", 
 BATCH = 5000
 
 
+# Letters that NFKD does not decompose into ASCII (Ł, ø, ß...).
+_TRANSLIT = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "ß": "ss", "æ": "ae", "Æ": "AE", "đ": "d", "ı": "i"})
+
+
 def _slug(text: str) -> str:
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    ascii_text = unicodedata.normalize("NFKD", text.translate(_TRANSLIT)).encode("ascii", "ignore").decode()
     return "".join(c for c in ascii_text.lower() if c.isalnum())
 
 

@@ -6,9 +6,10 @@ import importlib
 from collections.abc import Callable, Iterable
 
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import App
 from textual.binding import Binding
+from textual.command import CommandPalette, SearchIcon
 from textual.reactive import reactive
 from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
@@ -158,6 +159,12 @@ class ProtectConsoleApp(App[None]):
         if action in ("switch_mode", "help", "back", "quit") and self._modal_open():
             return False
         return True
+
+    @on(CommandPalette.Opened)
+    def _plain_palette_icon(self) -> None:
+        # Textual's magnifier (🔎) is an emoji: an empty box on terminals without an emoji font.
+        for icon in self.screen.query(SearchIcon):
+            icon.icon = ">"
 
     def action_back(self) -> None:
         if len(self.screen_stack) > 1:

@@ -44,9 +44,9 @@ class ConsoleCommands(Provider):
                 continue
             seen.add(binding.action)
             title = getattr(screen, "TITLE", "") or "Screen"
-            commands.append(
-                (f"{title}: {binding.description}", partial(active.node.run_action, binding.action), f"key {binding.key}")
-            )
+            # The tooltip, when a binding has one, is the longer wording ("Deactivate the push device").
+            what = binding.tooltip or binding.description
+            commands.append((f"{title}: {what}", partial(active.node.run_action, binding.action), f"key {binding.key}"))
         for key, mode, label in TABS:
             commands.append((f"Go to {label}", partial(app.switch_mode, mode), f"key {key}"))
         commands.append(("Help: keys for this screen", app.action_help, "key ?"))  # type: ignore[attr-defined]

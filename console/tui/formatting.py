@@ -33,7 +33,9 @@ PUSH_STATUS_STYLES: dict[str, str] = {
     PushStatus.EXPIRED: "dim",
     PushStatus.PENDING: "yellow",
 }
-FRAUD_MARK = " ⚑ fraud"  # appended to a status the user reported as fraud
+# Appended to a status the user reported as fraud: a plain word (a flag symbol is missing from
+# many terminal fonts), in capitals so it stands out under NO_COLOR too.
+FRAUD_MARK = " FRAUD"
 FRAUD_STYLE = "bold red"
 
 
@@ -60,7 +62,7 @@ def enrollment_short(status: EnrollmentStatus | str) -> Text:
 
 
 def push_status_text(status: PushStatus | str, *, fraud: bool = False) -> Text:
-    """``denied``, or ``denied ⚑ fraud`` when the user reported it; styled by :data:`PUSH_STATUS_STYLES`."""
+    """``denied``, or ``denied FRAUD`` when the user reported it; styled by :data:`PUSH_STATUS_STYLES`."""
     text = Text(printable(status), style=PUSH_STATUS_STYLES.get(str(status), ""), end="")
     if fraud:
         text.append(FRAUD_MARK, style=FRAUD_STYLE)

@@ -47,7 +47,7 @@ def _when(at: datetime) -> str:
 # (below ~89 columns), so 80 columns show time, status, user, resource, location and app.
 ATTEMPT_COLUMNS = [
     Column("createdAt", "Time", 11, lambda a: _when(a.createdAt)),
-    Column("status", "Status", 14, status_text, min_width=10),
+    Column("status", "Status", 12, status_text, min_width=10),  # "denied FRAUD"
     Column("user", "User", 16, lambda a: printable(a.username or a.userId), min_width=12, flex=1),
     Column("resource", "Resource", 16, lambda a: printable(a.resource), min_width=10, flex=1),
     Column("location", "Location", 14, lambda a: printable(a.context.location or ""), min_width=10, flex=1),

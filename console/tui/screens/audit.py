@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from typing import Any
 
 from rich.text import Text
@@ -32,20 +34,66 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value} if prefix else {}
 
 
-def _short(value: Any) -> str:
+_ISO_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?")
+
+
+def _as_time(value: Any) -> datetime | None:
+    """An ISO timestamp in the details (the server writes naive ones in UTC), else None."""
+    if not isinstance(value, str) or not _ISO_TIME_RE.fullmatch(value):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def compact_time(when: datetime, at: datetime | None = None) -> str:
+    """``09:38 UTC`` on the event's own day, else ``2026-12-05 09:38 UTC``: the same for every reader."""
+    utc = when.astimezone(timezone.utc)
+    if at is not None and utc.date() == at.astimezone(timezone.utc).date():
+        return utc.strftime("%H:%M UTC")
+    return utc.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def short_id(value: Any) -> str:
+    """A 24-hex id cut to its first 8 digits (enough to tell apart; the full one is on Enter)."""
+    text = str(value)
+    return f"{text[:8]}…" if USER_ID_RE.match(text) else text
+
+
+def _span(seconds: float) -> str:
+    """``45s``, ``10m``, ``3h``, ``7d``: rounded, a length of time at a glance."""
+    if seconds < 90:
+        return f"{round(seconds)}s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)}m"
+    if seconds < 36 * 3600:
+        return f"{round(seconds / 3600)}h"
+    return f"{round(seconds / 86400)}d"
+
+
+def _short(value: Any, at: datetime | None = None, *, short_ids: bool = False) -> str:
+    when = _as_time(value)
+    if when is not None:
+        return compact_time(when, at)
     if isinstance(value, str):
-        return value
+        return short_id(value) if short_ids else value
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def change_lines(details: dict[str, Any]) -> list[str]:
+def change_lines(details: dict[str, Any], at: datetime | None = None, *, short_ids: bool = False) -> list[str]:
     """``key: old -> new`` for each changed value, from either shape the server writes:
     ``{"changes": {key: {"before", "after"}}}`` or ``{"before": ..., "after": ...}``."""
+
+    def show(value: Any) -> str:
+        return _short(value, at, short_ids=short_ids)
+
     changes = details.get("changes")
     if isinstance(changes, dict) and changes and all(
         isinstance(c, dict) and ("before" in c or "after" in c) for c in changes.values()
     ):
-        return [f"{key}: {_short(c.get('before'))} -> {_short(c.get('after'))}" for key, c in changes.items()]
+        return [f"{key}: {show(c.get('before'))} -> {show(c.get('after'))}" for key, c in changes.items()]
     if "before" not in details and "after" not in details:
         return []
     before, after = details.get("before"), details.get("after")
@@ -53,34 +101,95 @@ def change_lines(details: dict[str, Any]) -> list[str]:
         old = _flatten(before if isinstance(before, dict) else {})
         new = _flatten(after if isinstance(after, dict) else {})
         return [
-            f"{key}: {_short(old.get(key, '-'))} -> {_short(new.get(key, '-'))}"
+            f"{key}: {show(old.get(key, '-'))} -> {show(new.get(key, '-'))}"
             for key in sorted(set(old) | set(new))
             if old.get(key) != new.get(key)
         ]
-    return [f"{_short(before)} -> {_short(after)}"]
+    return [f"{show(before)} -> {show(after)}"]
 
 
-def summarize_details(details: dict[str, Any]) -> str:
-    """One line: what changed (``key: old -> new``), then any other details as ``key=value``."""
-    parts = change_lines(details)
+def _device_words(device: dict[str, Any]) -> str:
+    """``Apple iPhone 13 (iOS 17.1)`` from a push endpoint's ``device`` object."""
+    name = " ".join(str(device.get(k) or "").strip() for k in ("make", "model")).strip()
+    system = " ".join(str(device.get(k) or "").strip() for k in ("os", "osVersion")).strip()
+    return f"{name} ({system})" if name and system else name or system
+
+
+def _action_summary(action: str, details: dict[str, Any], at: datetime | None) -> list[str] | None:
+    """The human part first for the actions people look up most; None: use the generic summary."""
+    before, after = details.get("before"), details.get("after")
+    if action == "device.enroll" and isinstance(after, dict):
+        # Model and OS are what a caller can confirm ("yes, my Galaxy"); the new id comes last.
+        what = ", ".join(str(after[k]) for k in ("model", "os") if after.get(k))
+        parts = [what] if what else []
+        if after.get("device"):
+            parts.append(f"device {short_id(after['device'])}")
+        return parts
+    if action == "device.replace" and isinstance(before, str) and isinstance(after, str):
+        return [f"device {short_id(before)} replaced by {short_id(after)}"]
+    if action == "device.unenroll" and isinstance(before, dict):
+        device = before.get("device")
+        parts = [f"removed {_device_words(device)}" if isinstance(device, dict) else "removed the push device"]
+        if before.get("id"):
+            parts.append(f"device {short_id(before['id'])}")
+        return parts
+    if action == "enrollment.create":
+        expires = _as_time(details.get("expiresAt"))
+        if expires is None:
+            return None
+        # The time first: at 80 columns the cell is about 26 cells wide.
+        valid = f" ({_span((expires - at).total_seconds())})" if at and expires > at else ""
+        return [f"expires {compact_time(expires, at)}{valid}"]
+    if action == "totp.verify" and "valid" in details:
+        if details.get("valid"):
+            return ["code valid"]
+        reason = details.get("reason")
+        return [f"code NOT valid: {reason}" if reason else "code NOT valid"]
+    return None
+
+
+def summarize_details(details: dict[str, Any], action: str = "", at: datetime | None = None) -> str:
+    """One line: what changed (``key: old -> new``), then any other details as ``key=value``.
+
+    Times read as ``09:38 UTC`` and ids as their first 8 digits: the full event is on Enter.
+    """
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=timezone.utc)
+    special = _action_summary(action, details, at) if action else None
+    if special is not None:
+        return printable("; ".join(special))
+    parts = change_lines(details, at, short_ids=True)
     skip = ("changes", "before", "after") if parts else ()
     rest = {k: v for k, v in details.items() if k not in skip}
-    parts.extend(f"{key}={_short(value)}" for key, value in _flatten(rest).items())
+    parts.extend(
+        f"{key}={_short(value, at, short_ids=True)}" for key, value in _flatten(rest).items() if value is not None
+    )
     return printable("; ".join(parts))
 
 
+def summarize(event: AuditEvent) -> str:
+    return summarize_details(event.details, event.action, event.at)
+
+
+def target_text(event: AuditEvent) -> str:
+    """The username when the target is a user (the server joins it), else the raw target."""
+    return printable(event.targetName or event.target)
+
+
 def _when(event: AuditEvent) -> str:
-    return event.at.astimezone().strftime("%m-%d %H:%M:%S")
+    # To the minute: the order is the table's, and the seconds are in the detail view (Enter).
+    return event.at.astimezone().strftime("%m-%d %H:%M")
 
 
-# Details is what people read: it takes most spare room. Target (an id, also in the detail view
-# on Enter) shows from about 101 columns.
+# Who did what to whom, then the details. Actor keeps room for ``user:firstname.lastname``;
+# Details takes most spare room; Target (a username) shows from about 90 columns, and is
+# always in the detail view on Enter.
 AUDIT_COLUMNS = [
-    Column("at", "Time", 14, _when),
-    Column("actor", "Actor", 16, lambda e: printable(e.actor), min_width=12, flex=1),
-    Column("action", "Action", 18, lambda e: printable(e.action), min_width=16),
-    Column("details", "Details", 44, lambda e: summarize_details(e.details), min_width=30, flex=3),
-    Column("target", "Target", 24, lambda e: printable(e.target), drop_rank=1),
+    Column("at", "Time", 11, _when),
+    Column("actor", "Actor", 22, lambda e: printable(e.actor), min_width=20, flex=1),
+    Column("action", "Action", 17, lambda e: printable(e.action)),
+    Column("target", "Target", 18, target_text, min_width=14, flex=1, drop_rank=1),
+    Column("details", "Details", 44, summarize, min_width=24, flex=3),
 ]
 
 
@@ -118,18 +227,26 @@ class AuditDetailScreen(ModalScreen[None]):
         event = self.event
         head = Text()
         head.append(f"Audit event #{event.id}\n", style="bold")
+        target = Text(printable(event.targetName or event.target))
+        if event.targetName:
+            # The name for people; the id for matching against logs and other tools.
+            target.append(f"  (user {printable(event.target)})", style="dim")
         for label, value in (
-            ("When", event.at.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")),
-            ("Actor", event.actor),
-            ("Action", event.action),
-            ("Target", event.target),
+            ("When", Text(event.at.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"))),
+            ("Actor", Text(printable(event.actor))),
+            ("Action", Text(printable(event.action))),
+            ("Target", target),
         ):
             head.append(f"{label:<7}", style="dim")
-            head.append(printable(value))
+            head.append_text(value)
             head.append("\n")
         head.rstrip()
         body = Text()
-        changes = change_lines(event.details)
+        summary = summarize(event)
+        if summary:
+            body.append("Summary:\n", style="bold")
+            body.append(f"  {summary}\n\n")
+        changes = change_lines(event.details, event.at)
         if changes:
             body.append("Changes:\n", style="bold")
             for line in changes:
@@ -212,7 +329,7 @@ class AuditScreen(ConsoleScreen):
         self.clear_error()
         status = Text()
         status.append(f"{event.total:,} admin actions", style="bold")
-        status.append(" newest first · Enter shows the details · r reloads", style="dim")
+        status.append(" · newest first · Enter shows the details · r reloads", style="dim")
         self.query_one("#audit-status", Static).update(status)
 
     @on(VirtualTable.LoadFailed, "#audit-events")

@@ -11,6 +11,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
 from ..widgets.header import TABS
+from ..widgets.virtual_table import VirtualTable
 
 GLOBAL_KEYS: list[tuple[str, str]] = [
     *((key, f"{label} screen") for key, _mode, label in TABS),
@@ -25,6 +26,12 @@ TABLE_KEYS: list[tuple[str, str]] = [
     ("PgUp PgDn Home End", "Page, first, last"),
     ("← →", "Scroll sideways (only on terminals too narrow for the columns)"),
     ("Enter", "Open"),
+]
+
+# Screens without a table (settings list, user detail): only moving and scrolling.
+SCROLL_KEYS: list[tuple[str, str]] = [
+    ("↑ ↓", "Move / scroll"),
+    ("PgUp PgDn Home End", "Page, top, bottom"),
 ]
 
 
@@ -60,14 +67,18 @@ class HelpScreen(ModalScreen[None]):
             if binding.action in seen:
                 continue
             seen.add(binding.action)
-            self._screen_keys.append((under.app.get_key_display(binding), binding.description))
+            self._screen_keys.append((under.app.get_key_display(binding), binding.tooltip or binding.description))
         self._title = getattr(under, "TITLE", "") or "Screen"
+        self._has_table = bool(under.query(VirtualTable))  # table keys only where there is a table
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
             if self._screen_keys:
                 yield Static(_keys_table(f"{self._title} keys", self._screen_keys), markup=False)
-            yield Static(_keys_table("Tables", TABLE_KEYS), markup=False)
+            if self._has_table:
+                yield Static(_keys_table("Tables", TABLE_KEYS), markup=False)
+            else:
+                yield Static(_keys_table("Moving", SCROLL_KEYS), markup=False)
             yield Static(_keys_table("Everywhere", GLOBAL_KEYS), markup=False)
 
     def action_close(self) -> None:

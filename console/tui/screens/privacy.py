@@ -62,15 +62,18 @@ DEVICE_COLUMNS = [
 
 
 def summary_text(summary: PrivacySummary) -> Text:
-    """``devices · opted out (share) · diagnostics stored/dropped`` on one line at 80 columns."""
+    """Two lines that each fit 80 columns: the devices and their opt-out share, then the reports."""
     share = (summary.optedOut / summary.devices * 100) if summary.devices else 0.0
     text = Text()
     text.append(f"{summary.devices:,}", style="bold")
     text.append(" devices · ")
     text.append(f"{summary.optedOut:,}", style="bold")
-    text.append(f" opted out ({share:.1f}%) · {summary.optedIn:,} sharing · ")
-    text.append("diagnostics ", style="dim")
-    text.append(f"{summary.diagnosticsStored:,} stored, {summary.diagnosticsDropped:,} dropped", style="dim")
+    text.append(f" opted out ({share:.1f}%) · {summary.optedIn:,} sharing\n")
+    text.append(
+        f"Diagnostics reports: {summary.diagnosticsStored:,} stored · "
+        f"{summary.diagnosticsDropped:,} dropped (from opted-out devices)",
+        style="dim",
+    )
     return text
 
 

@@ -19,7 +19,8 @@ from textual.widgets import Static
 from ...client import ApiError, NotFound
 from ...models import EnrollmentStatus, Permission, PushAttempt, PushEndpoint, PushStatus, SystemUser
 from ...safe_text import printable
-from ..formatting import ago, enrollment_text, push_status_text, stamp, user_label, user_name
+from ..formatting import ago, enrollment_text, stamp, user_label, user_name
+from ..widgets.attempts_table import AttemptsTable
 from ..widgets.confirm import ConfirmScreen
 from ..widgets.prompt import grace_days_prompt, totp_code_prompt
 from ..widgets.qr import EnrollmentCodeScreen
@@ -37,6 +38,8 @@ ACTION_PERMISSIONS: dict[str, Permission] = {
     "reset_mfa": Permission.MFA_RESET,
     "enroll_code": Permission.ENROLL,
     "verify": Permission.TOTP_VERIFY,
+    "deactivate_device": Permission.DEVICES_WRITE,
+    "activate_device": Permission.DEVICES_WRITE,
 }
 
 
@@ -68,8 +71,8 @@ def troubleshooting_hints(
         hints.append(
             (
                 "red",
-                f"Device is {printable(device.state)}: pushes to it are refused; reactivate it or re-enroll "
-                "(E creates an enrollment code).",
+                f"Device is {printable(device.state)}: pushes to it are refused; reactivate it (A, admins) or "
+                "re-enroll (E creates an enrollment code).",
             )
         )
     if device is not None:
@@ -135,9 +138,6 @@ def _yes_no(value: bool) -> Text:
     return Text("yes" if value else "no")
 
 
-WIDE_ATTEMPTS = 100  # columns from which the attempts table also shows the IP address
-
-
 class UserDetailScreen(ConsoleScreen):
     TITLE = "User"
 
@@ -147,6 +147,10 @@ class UserDetailScreen(ConsoleScreen):
         Binding("R", "reset_mfa", "Reset MFA"),
         Binding("E", "enroll_code", "Enroll code"),
         Binding("V", "verify", "Verify"),
+        # One key, two bindings: check_action hides the one that does not apply to the device's
+        # state, so the footer names what `A` will do. The tooltip is the palette's/help's wording.
+        Binding("A", "deactivate_device", "Deactivate", tooltip="Deactivate the push device"),
+        Binding("A", "activate_device", "Activate", tooltip="Activate the push device"),
         Binding("escape", "app.back", "Back"),
     ]
 
@@ -157,7 +161,6 @@ class UserDetailScreen(ConsoleScreen):
         self.device: PushEndpoint | None = None
         self.attempts: list[PushAttempt] = []
         self.caller_check: Text | None = None
-        self._wide: bool | None = None  # whether the attempts table was last drawn with its IP column
 
     # ------------------------------------------------------------ layout
     def compose_body(self) -> Iterable[Widget]:
@@ -175,11 +178,6 @@ class UserDetailScreen(ConsoleScreen):
     def on_mount(self) -> None:
         self.query_one("#detail-body").focus()
         self.load()
-
-    def on_resize(self) -> None:
-        # The attempts table drops its IP column on narrow terminals: redraw when that flips.
-        if self.user is not None and self._wide != (self.size.width >= WIDE_ATTEMPTS):
-            self._show()
 
     def reload_data(self) -> None:
         self.load()
@@ -227,17 +225,19 @@ class UserDetailScreen(ConsoleScreen):
         if user.state != "ACTIVATED":
             title.append(f"  {printable(user.state).lower()}", style="bold yellow")
         if user.account_locked:
-            title.append("  🔒 locked", style="bold red")
+            title.append("  LOCKED", style="bold red")
         self.query_one("#detail-title", Static).update(title)
 
         # Two label/value pairs a line: the profile is full width, so this keeps it to four lines.
-        profile = Table.grid(padding=(0, 1), expand=True)
+        # Columns as wide as their values (four rows: cheap to measure), so a long email keeps
+        # to one line where equal halves would fold it; very long values still fold.
+        profile = Table.grid(padding=(0, 1))
         for _pair in range(2):
             profile.add_column(style="bold", no_wrap=True)
-            profile.add_column(overflow="fold", ratio=1)
-        state = Text(printable(user.state))
+            profile.add_column(overflow="fold")
+        state = Text(printable(user.state).lower())  # as the Users table writes it
         if user.account_locked:
-            state.append("  🔒 locked", style="red")
+            state.append("  locked", style="bold red")
         profile.add_row("Username", Text(printable(user.username)), "Email", Text(printable(user.email)))
         profile.add_row("First", Text(printable(user.firstname)), "Last", Text(printable(user.lastname)))
         profile.add_row("Display", Text(printable(user.displayname)), "ID", Text(user.id, style="dim"))
@@ -295,27 +295,10 @@ class UserDetailScreen(ConsoleScreen):
         # One Text (not a Group): Static measures a Group's wrapped height one line short.
         self.query_one("#detail-hints", Static).update(hint_text)
 
-        self._wide = wide = self.size.width >= WIDE_ATTEMPTS
-        table = Table(box=None, padding=(0, 1), pad_edge=False, expand=True, show_edge=False, header_style="bold")
-        table.add_column("When", no_wrap=True, width=8)
-        table.add_column("Status", no_wrap=True, width=len("denied ⚑ fraud"))
-        table.add_column("Resource", overflow="ellipsis", no_wrap=True, ratio=1)
-        table.add_column("App", overflow="ellipsis", no_wrap=True, ratio=1)
-        table.add_column("Location", overflow="ellipsis", no_wrap=True, ratio=1)
-        if wide:
-            table.add_column("IP", no_wrap=True, width=15)
-        for attempt in self.attempts[:SHOWN_ATTEMPTS]:
-            cells = [
-                Text(ago(attempt.createdAt, now)),
-                push_status_text(attempt.status, fraud=attempt.fraud),
-                Text(printable(attempt.resource, max_length=200)),
-                Text(printable(attempt.context.app, max_length=100)),
-                Text(printable(attempt.context.location, max_length=100)),
-            ]
-            if wide:
-                cells.append(Text(printable(attempt.context.ip, max_length=64)))
-            table.add_row(*cells)
-        heading = f"Recent push attempts ({len(self.attempts)}{'+' if len(self.attempts) >= RECENT_ATTEMPTS else ''})"
+        table = AttemptsTable(self.attempts[:SHOWN_ATTEMPTS], now)  # sized when drawn, for the width it gets
+        count = f"{len(self.attempts)}{'+' if len(self.attempts) >= RECENT_ATTEMPTS else ''}"
+        shown = min(len(self.attempts), SHOWN_ATTEMPTS)
+        heading = f"Recent push attempts ({f'latest {shown} of {count}' if shown < len(self.attempts) else count})"
         body: RenderableType = table if self.attempts else Text("none", style="dim")
         self.query_one("#detail-attempts", Static).update(_section(heading, body))
 
@@ -333,6 +316,11 @@ class UserDetailScreen(ConsoleScreen):
             return None
         if action in ("reset_totp", "verify") and user.mfaEnrollment.totpStatus == EnrollmentStatus.NOT_ENROLLED:
             return None
+        if action in ("deactivate_device", "activate_device"):
+            if self.device is None:
+                return None if action == "deactivate_device" else False  # one greyed `A`, not two
+            wants_active = action == "deactivate_device"  # deactivating needs an active device
+            return (self.device.state == "active") == wants_active
         return True
 
     def _done(self, message: str) -> None:
@@ -368,6 +356,44 @@ class UserDetailScreen(ConsoleScreen):
             self._failed("Unenroll", exc)
             return
         self._done(f"Push device of {user_label(user)} unenrolled.")
+
+    @work(exclusive=True, group="detail-action", exit_on_error=False)
+    async def action_deactivate_device(self) -> None:
+        await self._set_device_state("inactive")
+
+    @work(exclusive=True, group="detail-action", exit_on_error=False)
+    async def action_activate_device(self) -> None:
+        await self._set_device_state("active")
+
+    async def _set_device_state(self, state: str) -> None:
+        """Turn the push device off (pushes refused, still enrolled) or back on, after confirming."""
+        user, device = self.user, self.device
+        if user is None or device is None or device.state == state:
+            return
+        info = device.device
+        what = (
+            f"{printable(info.make)} {printable(info.model)} ({info.os} {printable(info.osVersion)}), "
+            f"named \"{printable(device.name, max_length=60)}\""
+        )
+        if state == "inactive":
+            verb, done = "Deactivate", "deactivated"
+            effect = (
+                "Deactivate: pushes to this device are refused until reactivated (A); its pending "
+                "pushes are cancelled. The device stays enrolled."
+            )
+        else:
+            verb, done = "Activate", "activated"
+            effect = "Activate: the user gets push notifications on this device again."
+        body = Text(f"Device: {what}.\n{effect}")
+        question = self._question(f"{verb} the push device of")
+        if not await self.app.push_screen_wait(ConfirmScreen(question, body, confirm_label=f"{verb} (y)")):
+            return
+        try:
+            await self.app.api.update_push_endpoint(user.id, device.id, state=state)  # type: ignore[attr-defined]
+        except ApiError as exc:
+            self._failed(verb, exc)
+            return
+        self._done(f"Push device of {user_label(user)} {done}.")
 
     @work(exclusive=True, group="detail-action", exit_on_error=False)
     async def action_reset_totp(self) -> None:

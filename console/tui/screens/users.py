@@ -121,7 +121,7 @@ class UsersScreen(ConsoleScreen):
 
         def state(user: SystemUser) -> Text:
             if user.account_locked:
-                return Text("🔒 locked", style="red", end="")
+                return Text("locked", style="bold red", end="")  # a word, not an emoji: no font needed
             style = {"ACTIVATED": "", "SUSPENDED": "red", "STAGED": "yellow"}.get(user.state, "")
             return Text(printable(user.state).lower(), style=style, end="")
 

@@ -41,7 +41,7 @@ class ErrorBanner(Static):
 
     def show(self, error: BaseException, *, can_retry: bool = True) -> None:
         self.message = describe_error(error)
-        text = Text("⚠ ", style="bold", end="")
+        text = Text("✗ ", style="bold", end="")  # not ⚠: terminals draw it as a wide emoji or not at all
         shown = self.message
         if cell_len(shown) > SHOWN_CELLS:
             shown = set_cell_size(shown, SHOWN_CELLS - 1) + "…"

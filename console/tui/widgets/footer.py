@@ -46,7 +46,9 @@ class ConsoleFooter(Footer):
         compact = self.compact
 
         def total() -> int:
-            return sum(key_width(item, compact) if isinstance(item, FooterKey) else 0 for item in items)
+            cells = sum(key_width(item, compact) if isinstance(item, FooterKey) else 0 for item in items)
+            # The last key's right margin may fall off the edge: only the keys themselves must fit.
+            return cells - 1 if compact and cells else cells
 
         for action in DROP_ORDER:
             if total() <= available:

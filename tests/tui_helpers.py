@@ -1,0 +1,77 @@
+"""What the console's Pilot tests share: an app on the real backend, waiting for a screen, reading what is drawn.
+
+API-side helpers (users, devices, ``wait_for``) live in :mod:`tests.helpers`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from textual.geometry import Region
+from textual.screen import Screen
+from textual.widget import Widget
+
+from console.config import ConnectionProfile
+from console.tui.app import ProtectConsoleApp
+from console.tui.screens.user_detail import UserDetailScreen
+from console.tui.widgets.virtual_table import VirtualTable
+
+from .helpers import wait_for
+
+SIZE = (100, 30)
+SMALL = (80, 24)
+
+S = TypeVar("S", bound=Screen)
+
+
+def console_app(
+    backend, key: str | None = None, *, readonly: bool = False, open_user: str | None = None, name: str = "test"
+) -> ProtectConsoleApp:
+    """The console against ``backend`` with ``key`` (the admin key by default), as the CLI builds it."""
+    profile = ConnectionProfile(name, backend.url, key or backend.admin_key, readonly=readonly)
+    return ProtectConsoleApp(profile, open_user=open_user)
+
+
+async def open_screen(
+    app: ProtectConsoleApp, pilot, key: str | None, screen_class: type[S], ready: Callable[[S], object] = lambda s: True
+) -> S:
+    """Press ``key`` (a number key; None: already on the way), wait for ``screen_class`` and until ``ready(screen)``."""
+    if key is not None:
+        await pilot.press(key)
+    await wait_for(lambda: isinstance(app.screen, screen_class))
+    screen: S = app.screen  # type: ignore[assignment]
+    await wait_for(lambda: bool(ready(screen)))
+    return screen
+
+
+def table_loaded(table: VirtualTable) -> bool:
+    """The table knows its total and has its first row (or is empty)."""
+    return table.total is not None and (table.total == 0 or table.row_at(0) is not None)
+
+
+async def detail_ready(app: ProtectConsoleApp, pilot) -> UserDetailScreen:
+    """The user detail screen with its user loaded and the key's permissions known."""
+    await wait_for(lambda: isinstance(app.screen, UserDetailScreen) and app.screen.user is not None)
+    await wait_for(lambda: app.whoami is not None)
+    await pilot.pause()  # let the loaded sections lay out before reading them
+    return app.screen  # type: ignore[return-value]
+
+
+def table_lines(table: VirtualTable) -> list[str]:
+    """Every line a virtual table draws (header included), as plain text."""
+    return ["".join(segment.text for segment in table.render_line(y)) for y in range(table.size.height)]
+
+
+def drawn_lines(widget: Widget) -> list[str]:
+    """What the widget draws, line by line, as plain text (padding included)."""
+    width, height = widget.outer_size  # `size` alone would crop the line's end
+    strips = widget.render_lines(Region(0, 0, width, height))
+    return ["".join(segment.text for segment in strip) for strip in strips]
+
+
+def text_of(screen: Screen, selector: str) -> str:
+    """What the widget at ``selector`` draws, as plain text (Rich renderables included)."""
+    widget = screen.query_one(selector)
+    strips = widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))
+    return "\n".join("".join(segment.text for segment in strip) for strip in strips)
