@@ -149,7 +149,7 @@ class SystemUserUpdate(_UserFields):
 class SearchFilter(Strict):
     searchTerm: str = Field("", max_length=NAME_MAX)
     fields: list[Literal["username", "email", "firstname", "lastname", "displayname"]] = Field(
-        default_factory=lambda: ["username", "email", "firstname", "lastname"]
+        default_factory=lambda: ["username", "email", "firstname", "lastname"], max_length=5
     )
 
 

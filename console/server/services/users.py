@@ -215,8 +215,15 @@ def _condition(field: str, op: str, raw: Any, now: datetime) -> ColumnElement[bo
     return _OPS[op](expr, value)
 
 
+MAX_FILTER_DEPTH = 8
+MAX_FILTER_TERMS = 64
+
+
 def parse_filter_strings(filters: Iterable[str]) -> list[tuple[str, str, str]]:
     """``field:$op:value`` strings -> triples; the value may itself contain colons."""
+    filters = list(filters)
+    if len(filters) > MAX_FILTER_TERMS:
+        raise bad_request(f"filter: more than {MAX_FILTER_TERMS} conditions")
     parsed = []
     for text in filters:
         parts = text.split(":", 2)
@@ -224,10 +231,6 @@ def parse_filter_strings(filters: Iterable[str]) -> list[tuple[str, str, str]]:
             raise bad_request(f"filter {text!r} is not of the form field:$op:value")
         parsed.append((parts[0], parts[1], parts[2]))
     return parsed
-
-
-MAX_FILTER_DEPTH = 8
-MAX_FILTER_TERMS = 64
 
 
 def parse_filter_body(spec: Any, _depth: int = 0) -> list[tuple[str, str, Any]]:
@@ -293,7 +296,8 @@ def list_users(
         raise bad_request("search: must not contain NUL characters")
     if search:
         term = _like_escape(search)
-        where.append(or_(*(users.c[f"{f}_ci"].like(f"%{term}%", escape="\\") for f in search_fields)))
+        fields = dict.fromkeys(search_fields)  # each field once, in the order given
+        where.append(or_(*(users.c[f"{f}_ci"].like(f"%{term}%", escape="\\") for f in fields)))
         if not sort:
             # Prefix matches on the username first: what a support desk types is usually the start.
             order.insert(0, case((users.c.username_ci.like(f"{term}%", escape="\\"), 0), else_=1))
