@@ -160,6 +160,12 @@ class ProtectConsoleApp(App[None]):
             return False
         return True
 
+    def action_command_palette(self) -> None:
+        from .widgets.palette import GuardedCommandPalette
+
+        if self.use_command_palette and not CommandPalette.is_open(self):
+            self.push_screen(GuardedCommandPalette(id="--command-palette"))
+
     @on(CommandPalette.Opened)
     def _plain_palette_icon(self) -> None:
         # Textual's magnifier (🔎) is an emoji: an empty box on terminals without an emoji font.
