@@ -166,6 +166,23 @@ class ProtectConsoleApp(App[None]):
         if self.use_command_palette and not CommandPalette.is_open(self):
             self.push_screen(GuardedCommandPalette(id="--command-palette"))
 
+    def search_commands(self, commands, placeholder: str = "Search for commands…"):  # noqa: ANN001, ANN201
+        # Textual's own palettes (system commands, themes) get the same guard as ours.
+        from textual.command import SimpleProvider
+
+        from .widgets.palette import GuardedCommandPalette
+
+        return self.push_screen(
+            GuardedCommandPalette(providers=[SimpleProvider(self.screen, commands)], placeholder=placeholder)
+        )
+
+    def search_themes(self) -> None:
+        from textual.theme import ThemeProvider
+
+        from .widgets.palette import GuardedCommandPalette
+
+        self.push_screen(GuardedCommandPalette(providers=[ThemeProvider], placeholder="Search for themes…"))
+
     @on(CommandPalette.Opened)
     def _plain_palette_icon(self) -> None:
         # Textual's magnifier (🔎) is an emoji: an empty box on terminals without an emoji font.

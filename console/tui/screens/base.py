@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.worker import Worker, WorkerState
 
 from ..widgets.error_banner import ErrorBanner
 from ..widgets.footer import ConsoleFooter
 from ..widgets.header import ConsoleHeader
+
+T = TypeVar("T")
 
 
 class ConsoleScreen(Screen):
@@ -51,6 +53,18 @@ class ConsoleScreen(Screen):
         return []
 
     # ------------------------------------------------------------ errors
+    async def ask(self, modal: ModalScreen[T]) -> T | None:
+        """Show ``modal`` from one of this screen's workers and wait for its answer.
+
+        Keys typed ahead (an action key, then ``2`` or Esc in the same read) can
+        leave this screen before the worker gets here; a question about this
+        screen's user must then not appear over another screen, where a ``y``
+        would act on someone no longer in view. ``None`` means "not asked".
+        """
+        if not self.is_current:
+            return None
+        return await self.app.push_screen_wait(modal)
+
     def report_error(self, exc: BaseException, retry: Callable[[], object] | None = None) -> None:
         """Show ``exc`` in the banner; ``r`` then calls ``retry`` (or :meth:`reload_data`)."""
         self._retry = retry

@@ -242,13 +242,13 @@ class SettingsScreen(ConsoleScreen):
             new: Any = not old
         else:
             low, high = spec.range  # type: ignore[misc]
-            new = await self.app.push_screen_wait(SettingEditor(spec.label, spec.key, old, low, high, spec.unit))
+            new = await self.ask(SettingEditor(spec.label, spec.key, old, low, high, spec.unit))
             if new is None or new == old:
                 return
         body = Text()
         body.append(f"{spec.key}\n", style="dim")
         body.append(f"{spec.show(old)} -> {spec.show(new)}", style="bold")
-        if not await self.app.push_screen_wait(ConfirmScreen(f"Change {spec.label}?", body, confirm_label="Change (y)")):
+        if not await self.ask(ConfirmScreen(f"Change {spec.label}?", body, confirm_label="Change (y)")):
             return
         try:
             settings, new_etag = await self.app.api.update_settings(spec.patch(new), etag)

@@ -348,7 +348,7 @@ class UserDetailScreen(ConsoleScreen):
             f"Device: {printable(info.make)} {printable(info.model)} ({info.os} {printable(info.osVersion)}), "
             f"enrolled {stamp(device.enrollmentDate)}.\nPush stops working until the user enrolls again."
         )
-        if not await self.app.push_screen_wait(ConfirmScreen(self._question("Unenroll the push device of"), body)):
+        if not await self.ask(ConfirmScreen(self._question("Unenroll the push device of"), body)):
             return
         try:
             await self.app.api.unenroll_device(user.id, device.id)  # type: ignore[attr-defined]
@@ -386,7 +386,7 @@ class UserDetailScreen(ConsoleScreen):
             effect = "Activate: the user gets push notifications on this device again."
         body = Text(f"Device: {what}.\n{effect}")
         question = self._question(f"{verb} the push device of")
-        if not await self.app.push_screen_wait(ConfirmScreen(question, body, confirm_label=f"{verb} (y)")):
+        if not await self.ask(ConfirmScreen(question, body, confirm_label=f"{verb} (y)")):
             return
         try:
             await self.app.api.update_push_endpoint(user.id, device.id, state=state)  # type: ignore[attr-defined]
@@ -401,7 +401,7 @@ class UserDetailScreen(ConsoleScreen):
         if user is None:
             return
         body = Text("Their current authenticator codes stop working; they must enroll TOTP again.")
-        if not await self.app.push_screen_wait(ConfirmScreen(self._question("Reset TOTP for"), body)):
+        if not await self.ask(ConfirmScreen(self._question("Reset TOTP for"), body)):
             return
         try:
             await self.app.api.reset_totp(user.id)  # type: ignore[attr-defined]
@@ -415,7 +415,7 @@ class UserDetailScreen(ConsoleScreen):
         user = self.user
         if user is None:
             return
-        answer = await self.app.push_screen_wait(grace_days_prompt(self.label))
+        answer = await self.ask(grace_days_prompt(self.label))
         if answer is None:
             return
         days = int(answer) if answer else 0
@@ -425,7 +425,7 @@ class UserDetailScreen(ConsoleScreen):
             else "No grace period: the user cannot pass MFA until they enroll again."
         )
         body = Text(f"Removes the push device and the TOTP secret.\n{grace}")
-        if not await self.app.push_screen_wait(ConfirmScreen(self._question("Reset ALL MFA for"), body)):
+        if not await self.ask(ConfirmScreen(self._question("Reset ALL MFA for"), body)):
             return
         try:
             await self.app.api.reset_mfa(user.id, grace_days=days or None)  # type: ignore[attr-defined]
@@ -440,7 +440,7 @@ class UserDetailScreen(ConsoleScreen):
         if user is None:
             return
         body = Text("A one-time code, valid 10 minutes. Enrolling a new device replaces the current one.")
-        if not await self.app.push_screen_wait(
+        if not await self.ask(
             ConfirmScreen(self._question("Create a push enrollment code for"), body, confirm_label="Create (y)")
         ):
             return
@@ -457,7 +457,7 @@ class UserDetailScreen(ConsoleScreen):
         user = self.user
         if user is None:
             return
-        code = await self.app.push_screen_wait(totp_code_prompt(self.label))
+        code = await self.ask(totp_code_prompt(self.label))
         if not code:
             return
         try:
