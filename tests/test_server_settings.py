@@ -44,3 +44,11 @@ async def test_if_match_is_required(backend):
     async with httpx.AsyncClient(base_url=backend.url, headers={"x-api-key": backend.admin_key}) as http:
         response = await http.patch("/api/v2/protect/settings", json={"totp": {"maxFailures": 3}})
         assert response.status_code == 428 and "If-Match" in response.json()["message"]
+
+
+async def test_a_change_that_changes_nothing_keeps_the_version(backend):
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        settings, etag = await admin.get_settings()
+        same, same_etag = await admin.update_settings({"push": {"timeoutSeconds": settings.push.timeoutSeconds}}, etag)
+        assert same_etag == etag and same == settings
+        assert not [e for e in (await admin.audit(limit=10)).results if e.action == "settings.update"]

@@ -210,6 +210,8 @@ def _sqlite_engine(path: Path) -> Engine:
         f"sqlite:///{path}",
         connect_args={"timeout": 30, "check_same_thread": False},
         # One connection per busy worker thread; SQLite serialises writers itself.
+        # Parameters can hold hashes of keys and tokens: keep them out of error logs.
+        hide_parameters=True,
         pool_size=8,
         max_overflow=32,
     )

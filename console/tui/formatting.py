@@ -121,4 +121,7 @@ def stamp(when: datetime | None) -> str:
         return ""
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone().strftime("%Y-%m-%d %H:%M")
+    try:
+        return when.astimezone().strftime("%Y-%m-%d %H:%M")
+    except (OverflowError, ValueError):  # e.g. 9999-12-31 seen from east of UTC
+        return when.strftime("%Y-%m-%d %H:%M UTC")

@@ -61,6 +61,9 @@ def update_settings(
         except ValidationError as exc:  # pragma: no cover - the patch model has the same bounds
             raise ApiProblem(422, str(exc)) from exc
         after = updated.model_dump()
+        changes = _diff(before, after)
+        if not changes:
+            return current, version  # nothing changed: no new version, no audit event
         new_version = version + 1
         if version == 0:
             conn.execute(insert(settings).values(id=ROW_ID, doc=dumps(after), version=new_version))
@@ -70,5 +73,5 @@ def update_settings(
                     doc=dumps(after), version=new_version
                 )
             )
-        record(conn, actor, "settings.update", "settings", {"changes": _diff(before, after)}, now)
+        record(conn, actor, "settings.update", "settings", {"changes": changes}, now)
     return updated, new_version
