@@ -170,59 +170,45 @@ class VirtualTable(ScrollView, can_focus=True):
     cursor_row: reactive[int] = reactive(0, init=False)
 
     # ------------------------------------------------------------ messages
-    class RowHighlighted(Message):
-        def __init__(self, table: "VirtualTable", index: int, row: Any) -> None:
+    class _TableMessage(Message):
+        """A message about one table; ``control`` lets ``@on(..., "#id")`` select it."""
+
+        def __init__(self, table: "VirtualTable") -> None:
             super().__init__()
             self.table = table
-            self.index = index
-            self.row = row
 
         @property
         def control(self) -> "VirtualTable":
             return self.table
 
-    class RowSelected(Message):
+    class RowHighlighted(_TableMessage):
         def __init__(self, table: "VirtualTable", index: int, row: Any) -> None:
-            super().__init__()
-            self.table = table
+            super().__init__(table)
             self.index = index
             self.row = row
 
-        @property
-        def control(self) -> "VirtualTable":
-            return self.table
+    class RowSelected(_TableMessage):
+        def __init__(self, table: "VirtualTable", index: int, row: Any) -> None:
+            super().__init__(table)
+            self.index = index
+            self.row = row
 
-    class Loaded(Message):
+    class Loaded(_TableMessage):
         def __init__(self, table: "VirtualTable", total: int) -> None:
-            super().__init__()
-            self.table = table
+            super().__init__(table)
             self.total = total
 
-        @property
-        def control(self) -> "VirtualTable":
-            return self.table
-
-    class LoadFailed(Message):
+    class LoadFailed(_TableMessage):
         def __init__(self, table: "VirtualTable", error: BaseException) -> None:
-            super().__init__()
-            self.table = table
+            super().__init__(table)
             self.error = error
 
-        @property
-        def control(self) -> "VirtualTable":
-            return self.table
-
-    class ColumnsChanged(Message):
+    class ColumnsChanged(_TableMessage):
         """The set of shown columns changed (the widget was resized); ``keys`` are the shown ones."""
 
         def __init__(self, table: "VirtualTable", keys: tuple[str, ...]) -> None:
-            super().__init__()
-            self.table = table
+            super().__init__(table)
             self.keys = keys
-
-        @property
-        def control(self) -> "VirtualTable":
-            return self.table
 
     # ------------------------------------------------------------ set-up
     def __init__(
