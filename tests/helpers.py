@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
 
 from console.client import DeviceClient, ProtectClient
 from console.models import DeviceInfo, SystemUserCreate
@@ -40,3 +45,23 @@ async def wait_for(condition: Callable[[], Awaitable[bool] | bool], timeout: flo
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+def point_cli_at(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str, key: str, *, columns: int = 400) -> None:
+    """Make ``console.cli.main`` talk to ``url`` with ``key``, ignoring the user's own config."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("COLUMNS", str(columns))  # wide tables: assertions see whole values
+    monkeypatch.setenv("PROTECT_CONSOLE_URL", url)
+    monkeypatch.setenv("PROTECT_CONSOLE_API_KEY", key)
+    for name in ("PROTECT_CONSOLE_PROFILE", "PROTECT_CONSOLE_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # no TTY: changes need --yes
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run the CLI in-process: (exit code, stdout, stderr)."""
+    from console.cli import main
+
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -22,6 +22,8 @@ from console.cli import main
 from console.client import ProtectClient
 from console.models import SystemUser, SystemUserCreate
 
+from .helpers import run_cli as run
+
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,11 +45,6 @@ def cli(backend: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("PROTECT_CONSOLE_API_KEY", backend.admin_key)
     return backend
 
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def api(backend: Any, call: Callable[[ProtectClient], Awaitable[T]], key: str | None = None) -> T:

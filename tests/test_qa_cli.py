@@ -16,8 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from console.cli import main
 from console.models import Role
+
+from .helpers import point_cli_at
+from .helpers import run_cli as run
 
 OSC = "\x1b]0;pwn\x07"
 HOSTILE = f"[@click=app.quit]x[/]{OSC}\u202eevil\u202c \x9b31m\x1b[2J👩‍💻 [bold]b[/bold] e\u0301"
@@ -27,20 +29,9 @@ IPHONE = {"make": "Apple", "model": "iPhone 15", "os": "iOS", "osVersion": "17.4
 
 @pytest.fixture
 def cli(backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("COLUMNS", "400")
-    monkeypatch.setenv("PROTECT_CONSOLE_URL", backend.url)
-    monkeypatch.setenv("PROTECT_CONSOLE_API_KEY", backend.admin_key)
-    for name in ("PROTECT_CONSOLE_PROFILE", "PROTECT_CONSOLE_DEBUG"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    point_cli_at(monkeypatch, tmp_path, backend.url, backend.admin_key)
     return backend
 
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def assert_clean(text: str, where: str) -> None:
@@ -70,13 +61,7 @@ def shared_backend(tmp_path_factory):  # noqa: ANN201
 
 @pytest.fixture
 def shared_cli(shared_backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("COLUMNS", "400")
-    monkeypatch.setenv("PROTECT_CONSOLE_URL", shared_backend.url)
-    monkeypatch.setenv("PROTECT_CONSOLE_API_KEY", shared_backend.admin_key)
-    for name in ("PROTECT_CONSOLE_PROFILE", "PROTECT_CONSOLE_DEBUG"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    point_cli_at(monkeypatch, tmp_path, shared_backend.url, shared_backend.admin_key)
     return shared_backend
 
 

@@ -7,7 +7,6 @@ output (tables and ``--json``), or what ``protect-console serve`` prints.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import socket
@@ -21,8 +20,9 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
-from console.cli import main
 from console.models import Role
+
+from .helpers import point_cli_at, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 IPHONE = {"make": "Apple", "model": "iPhone 15", "os": "iOS", "osVersion": "17.4", "appVersion": "2.6.0", "uvEnabled": True}
@@ -137,20 +137,9 @@ def test_no_api_answer_or_audit_event_repeats_a_secret(backend) -> None:
 
 @pytest.fixture
 def cli_env(backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv("COLUMNS", "400")
-    monkeypatch.setenv("PROTECT_CONSOLE_URL", backend.url)
-    monkeypatch.setenv("PROTECT_CONSOLE_API_KEY", backend.admin_key)
-    for name in ("PROTECT_CONSOLE_PROFILE", "PROTECT_CONSOLE_DEBUG"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    point_cli_at(monkeypatch, tmp_path, backend.url, backend.admin_key)
     return backend
 
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_cli_output_never_shows_a_secret(cli_env, capsys, monkeypatch) -> None:
