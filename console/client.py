@@ -216,7 +216,9 @@ class _Http:
         return min(base + random.uniform(0, base / 2), self.max_retry_wait)
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self.request(method, path, **kwargs)
+        return self.decode(await self.request(method, path, **kwargs), path)
+
+    def decode(self, response: httpx.Response, path: str) -> Any:
         try:
             return response.json()
         except ValueError as exc:
@@ -359,7 +361,7 @@ class ProtectClient(_Http):
     async def get_settings(self) -> tuple[ProtectSettings, str]:
         """The settings and their ETag, to send back with :meth:`update_settings`."""
         response = await self.request("GET", "/api/v2/protect/settings")
-        return _parse(ProtectSettings, response.json(), "settings"), response.headers.get("etag", "")
+        return _parse(ProtectSettings, self.decode(response, "settings"), "settings"), response.headers.get("etag", "")
 
     async def update_settings(
         self, change: ProtectSettingsPatch | Mapping[str, Any], etag: str
@@ -367,7 +369,7 @@ class ProtectClient(_Http):
         """Apply a partial change; raises :class:`PreconditionFailed` if someone changed them first."""
         body = change.model_dump(exclude_none=True) if isinstance(change, BaseModel) else dict(change)
         response = await self.request("PATCH", "/api/v2/protect/settings", json=body, headers={"if-match": etag})
-        return _parse(ProtectSettings, response.json(), "settings"), response.headers.get("etag", "")
+        return _parse(ProtectSettings, self.decode(response, "settings"), "settings"), response.headers.get("etag", "")
 
     # -------------------------------------------------------------- privacy
     async def privacy_summary(self) -> PrivacySummary:
