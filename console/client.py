@@ -19,6 +19,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .models import (
+    BOMBING_THRESHOLD,
     AuditEvent,
     DeviceEnrollResult,
     DeviceInfo,
@@ -32,8 +33,11 @@ from .models import (
     ProtectSettings,
     ProtectSettingsPatch,
     PushAttempt,
+    PushBlockLifted,
+    PushBlockResult,
     PushCreated,
     PushEndpoint,
+    PushStats,
     SystemUser,
     SystemUserCreate,
     SystemUserUpdate,
@@ -330,6 +334,14 @@ class ProtectClient(_Http):
             body["exclusionDays"] = grace_days
         return await self.model(SystemUser, "POST", f"/api/systemusers/{user_id}/resetmfa", json=body)
 
+    async def unlock_user(self, user_id: str) -> SystemUser:
+        """Clear ``account_locked`` (admin only); answers the user."""
+        return await self.model(SystemUser, "POST", f"/api/systemusers/{user_id}/unlock")
+
+    async def delete_user(self, user_id: str) -> SystemUser:
+        """Delete the user (admin only); answers the user as it was. Audit and attempt history are kept."""
+        return await self.model(SystemUser, "DELETE", f"/api/systemusers/{user_id}")
+
     async def reset_totp(self, user_id: str) -> TotpResetResult:
         return await self.model(TotpResetResult, "POST", f"/api/v2/protect/users/{user_id}/totp/reset")
 
@@ -402,8 +414,58 @@ class ProtectClient(_Http):
             params["since"] = _iso(since)
         return await self.page(PushAttempt, "/api/v2/protect/pushattempts", params=params)
 
-    async def audit(self, *, skip: int = 0, limit: int = 100) -> Page[AuditEvent]:
-        return await self.page(AuditEvent, "/api/v2/protect/audit", params={"skip": skip, "limit": limit})
+    async def push_stats(self, user_id: str, *, since: datetime | None = None) -> PushStats:
+        """One user's push attempts counted on the server, since ``since`` (default: the bombing window)."""
+        params: dict[str, Any] = {}
+        if since:
+            params["since"] = _iso(since)
+        return await self.model(PushStats, "GET", f"/api/v2/protect/users/{user_id}/pushstats", params=params)
+
+    async def push_suspects(
+        self, *, since: datetime | None = None, min_hostile: int = BOMBING_THRESHOLD, limit: int = 50
+    ) -> Page[PushStats]:
+        """Users with at least ``min_hostile`` blocked+denied attempts since ``since``, or a block in force."""
+        params: dict[str, Any] = {"minHostile": min_hostile, "limit": limit}
+        if since:
+            params["since"] = _iso(since)
+        return await self.page(PushStats, "/api/v2/protect/pushstats", params=params)
+
+    async def block_push(
+        self,
+        user_id: str,
+        *,
+        minutes: int = 15,
+        cancel_pending: bool = True,
+        require_user_verification: bool = False,
+    ) -> PushBlockResult:
+        """Stop attack: cancel pending pushes and refuse new ones for ``minutes``."""
+        body = {
+            "minutes": minutes,
+            "cancelPending": cancel_pending,
+            "requireUserVerification": require_user_verification,
+        }
+        return await self.model(PushBlockResult, "POST", f"/api/v2/protect/users/{user_id}/push/block", json=body)
+
+    async def lift_push_block(self, user_id: str) -> PushBlockLifted:
+        return await self.model(PushBlockLifted, "DELETE", f"/api/v2/protect/users/{user_id}/push/block")
+
+    async def audit(
+        self,
+        *,
+        skip: int = 0,
+        limit: int = 100,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        kind: str | None = None,
+    ) -> Page[AuditEvent]:
+        """``action`` is exact, or a prefix when it ends with ``.``; ``target`` a user id or username;
+        ``kind`` is ``admin`` (an API key did it) or ``device`` (the app/device did)."""
+        params: dict[str, Any] = {"skip": skip, "limit": limit}
+        for name, value in (("actor", actor), ("action", action), ("target", target), ("kind", kind)):
+            if value:
+                params[name] = value
+        return await self.page(AuditEvent, "/api/v2/protect/audit", params=params)
 
     # ------------------------------------------------- resource-facing API
     async def create_push(

@@ -8,7 +8,7 @@ are camelCase on purpose. No server or UI imports here.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Generic, Literal, TypeVar
 
@@ -82,6 +82,22 @@ class MfaEnrollment(Wire):
     webAuthnStatus: EnrollmentStatus = EnrollmentStatus.NOT_ENROLLED
 
 
+class TotpLockState(Wire):
+    """How close a user's TOTP is to locking (computed with the maxFailures setting in force)."""
+
+    failures: int = 0  # consecutive wrong codes so far
+    maxFailures: int = 5  # the setting in force
+    locked: bool = False  # failures >= maxFailures: every code is refused until a reset
+
+
+class PushBlock(Wire):
+    """An active block on new pushes for one user (set by Stop attack)."""
+
+    blockedUntil: datetime
+    blockedBy: str  # the API key's name
+    blockedAt: datetime
+
+
 class SystemUser(Wire):
     id: str = Field(alias="_id")
     username: str
@@ -95,6 +111,10 @@ class SystemUser(Wire):
     totp_enabled: bool = False
     mfa: Mfa = Field(default_factory=Mfa)
     mfaEnrollment: MfaEnrollment = Field(default_factory=MfaEnrollment)
+    # Protect additions (JumpCloud clients ignore them):
+    totpLock: TotpLockState = Field(default_factory=TotpLockState)
+    pushBlock: PushBlock | None = None  # only while a block is in force
+    requireUserVerification: bool = False  # per-user biometric requirement (set by Stop attack)
 
 
 class UserRef(Wire):
@@ -179,6 +199,7 @@ class ResetMfaRequest(Strict):
 class TotpResetResult(Wire):
     userId: str
     totpStatus: EnrollmentStatus
+    changed: bool = True  # False: the user had no TOTP (nothing changed, no audit event)
 
 
 # ------------------------------------------------------------- push devices
@@ -309,6 +330,7 @@ class Permission(StrEnum):
     TOTP_VERIFY = "totp.verify"
     SETTINGS_WRITE = "settings.write"
     PUSH_CREATE = "push.create"
+    PUSH_BLOCK = "push.block"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -321,6 +343,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.DEVICES_UNENROLL,
             Permission.ENROLL,
             Permission.TOTP_VERIFY,
+            Permission.PUSH_BLOCK,
         }
     ),
     Role.READONLY: frozenset({Permission.READ}),
@@ -359,6 +382,12 @@ class PushStatus(StrEnum):
     DENIED = "denied"
     EXPIRED = "expired"
     BLOCKED = "blocked"
+
+
+# One window for the bombing panel, the user screen's counts and hints.
+BOMBING_WINDOW = timedelta(hours=1)
+# Blocked + denied attempts in the window that make a user a suspect.
+BOMBING_THRESHOLD = 5
 
 
 class PushContext(Strict):
@@ -400,6 +429,48 @@ class PushCreated(Wire):
     id: str
     status: PushStatus
     expiresAt: datetime
+
+
+class PushBlockRequest(Strict):
+    """Body of ``POST /api/v2/protect/users/{id}/push/block`` (Stop attack)."""
+
+    minutes: int = Field(15, ge=1, le=1440, description="How long new pushes are refused.")
+    cancelPending: bool = Field(True, description="Cancel the user's pending pushes now (they become expired).")
+    requireUserVerification: bool = Field(
+        False, description="From now on, approvals for this user must carry biometric/passcode verification."
+    )
+
+
+class PushBlockResult(Wire):
+    blockedUntil: datetime
+    cancelled: int  # pending pushes cancelled now
+
+
+class PushBlockLifted(Wire):
+    lifted: bool  # False: there was no block in force (nothing changed, nothing audited)
+
+
+class PushStats(Wire):
+    """One user's push attempts in the window [since, now]."""
+
+    userId: str
+    username: str = ""
+    since: datetime
+    total: int = 0
+    approved: int = 0
+    denied: int = 0
+    blocked: int = 0
+    expired: int = 0
+    pending: int = 0
+    fraud: int = 0
+    resources: list[str] = []
+    lastAttemptAt: datetime | None = None
+    pushBlock: PushBlock | None = None
+
+    @property
+    def hostile(self) -> int:
+        """Attempts that were refused: blocked by a limit or denied on the device."""
+        return self.blocked + self.denied
 
 
 class TotpVerifyRequest(Strict):
