@@ -12,7 +12,7 @@ recomputed on resize), so nothing is ever measured over the data.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,17 +20,36 @@ from rich.cells import cell_len, set_cell_size
 from rich.style import Style
 from rich.text import Text
 from textual import events
+from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
 from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import reactive
+from textual.screen import ModalScreen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.widgets import Static
 
 from ...safe_text import printable
 
 PageFetcher = Callable[[int, int], Awaitable[tuple[int, list[Any]]]]
 """``(skip, limit) -> (totalCount, rows)``."""
+
+RowKey = Callable[[Any], Hashable | None]
+"""row -> its identity (kept highlighted across reloads), or None when it has none."""
+
+RowDetails = Callable[[Any], list[tuple[str, "str | Text"]]]
+"""row -> ``(label, value)`` lines for the row-details modal."""
+
+
+def default_row_key(row: Any) -> Hashable | None:
+    """A row's ``id`` attribute (API models) or ``"id"`` key (mappings), else None."""
+    if isinstance(row, Mapping):
+        value = row.get("id")
+    else:
+        value = getattr(row, "id", None)
+    return value if isinstance(value, Hashable) else None
 
 _PAGE_GROUP = "virtual-table-pages"
 _SEPARATOR = " "
@@ -50,6 +69,9 @@ class Column:
     min_width: int | None = None  # may shrink down to this when space is short (None: never shrinks)
     flex: int = 0  # share of spare width it grows by (0: never grows)
     drop_rank: int = 0  # 0: always shown; else hidden when even the minimum widths do not fit, highest first
+    # Higher keeps its width longer: when space is short, lower-priority columns shrink to their minimum
+    # first (identity columns such as username and email get a higher priority, so they stay readable).
+    priority: int = 0
 
     @property
     def narrowest(self) -> int:
@@ -94,19 +116,28 @@ def fit_columns(columns: list[Column], available: int) -> list[tuple[Column, int
                     left -= 1
             widths = [w + g for w, g in zip(widths, grown)]
     elif spare < 0:
-        slack = [c.width - c.narrowest for c in shown]
-        total_slack = sum(slack)
-        deficit = min(-spare, total_slack)
-        if deficit:
-            cuts = [deficit * s // total_slack for s in slack]
-            left = deficit - sum(cuts)
-            for index in sorted(range(len(shown)), key=lambda i: -(slack[i] - cuts[i])):
+        deficit = -spare
+        # Lowest priority first; within one priority, in proportion to how far each may shrink.
+        for level in sorted({c.priority for c in shown}):
+            if deficit <= 0:
+                break
+            members = [i for i, c in enumerate(shown) if c.priority == level]
+            slack = {i: widths[i] - shown[i].narrowest for i in members}
+            total_slack = sum(slack.values())
+            cut_total = min(deficit, total_slack)
+            if not cut_total:
+                continue
+            cuts = {i: cut_total * slack[i] // total_slack for i in members}
+            left = cut_total - sum(cuts.values())
+            for index in sorted(members, key=lambda i: -(slack[i] - cuts[i])):
                 if left <= 0:
                     break
                 if cuts[index] < slack[index]:
                     cuts[index] += 1
                     left -= 1
-            widths = [w - c for w, c in zip(widths, cuts)]
+            for index in members:
+                widths[index] -= cuts[index]
+            deficit -= cut_total
     return list(zip(shown, widths))
 
 
@@ -162,12 +193,16 @@ class VirtualTable(ScrollView, can_focus=True):
         Binding("pagedown", "page_down", "Page down", show=False),
         Binding("home", "first", "First", show=False),
         Binding("end", "last", "Last", show=False),
-        Binding("left", "scroll_left", "Left", show=False),
-        Binding("right", "scroll_right", "Right", show=False),
+        Binding("left", "scroll_left", "Scroll left", show=False),
+        Binding("right", "scroll_right", "Scroll right", show=False),
         Binding("enter", "select", "Open", show=False),
+        Binding("i", "row_details", "Row details"),
     ]
 
     cursor_row: reactive[int] = reactive(0, init=False)
+    # Mirrors of the load state for watchers such as :class:`TablePosition` (no repaint of their own).
+    row_count: reactive[int | None] = reactive(None, init=False, repaint=False)
+    load_failed: reactive[bool] = reactive(False, init=False, repaint=False)
 
     # ------------------------------------------------------------ messages
     class _TableMessage(Message):
@@ -219,6 +254,9 @@ class VirtualTable(ScrollView, can_focus=True):
         page_size: int = 100,
         empty_text: str = "No rows",
         max_pages: int = 64,
+        row_key: RowKey | None = default_row_key,
+        details: RowDetails | None = None,
+        details_title: Callable[[Any], str] | None = None,
         name: str | None = None,
         id: str | None = None,
         classes: str | None = None,
@@ -231,7 +269,14 @@ class VirtualTable(ScrollView, can_focus=True):
         self.sort_key: str | None = None
         self.sort_descending = False
         self._fetch = fetch
+        self.row_key = row_key  # None: reloads keep the cursor's index only
+        self._details = details
+        self._details_title = details_title
         self._total: int | None = None
+        # The highlighted row's identity while a reload is answered: (key, old index, screen line, pages to look in).
+        self._anchor: tuple[Hashable, int, int, frozenset[int]] | None = None
+        self._moving = False  # the table itself moves the cursor (an anchor found): not the user
+        self.first_column = 0  # columns scrolled off to the left with the right arrow
         self._generation = 0  # bumped by set_fetch/reload: answers from older generations are stale
         self._pages: OrderedDict[int, list[Any]] = OrderedDict()  # LRU, most recent last
         self._page_generation: dict[int, int] = {}
@@ -256,37 +301,65 @@ class VirtualTable(ScrollView, can_focus=True):
         """Rows the last answer said exist, or None before the first answer."""
         return self._total
 
-    def set_fetch(self, fetch: PageFetcher) -> None:
-        """A new query: forget every cached row, put the cursor on the first row and load."""
+    def set_fetch(self, fetch: PageFetcher, *, keep_cursor: bool = False) -> None:
+        """A new query: forget every cached row, put the cursor on the first row and load.
+
+        ``keep_cursor=True`` is a complete re-query of the same list instead (see :meth:`reload`).
+        """
+        if keep_cursor:
+            self.reload(fetch)
+            return
         self._fetch = fetch
+        self._anchor = None
         self._generation += 1
         self.workers.cancel_group(self, _PAGE_GROUP)
         self._pages.clear()
         self._page_generation.clear()
         self._inflight.clear()
         self._failed.clear()
-        self._total = None
+        self._set_total(None)
+        self.load_failed = False
         self._update_virtual_size()
         self.set_reactive(VirtualTable.cursor_row, 0)
         self.scroll_to(0, 0, animate=False, immediate=True)
         self._want(0)
         self.refresh()
 
-    def reload(self) -> None:
-        """Fetch the visible rows again, keeping the cursor; old rows stay on screen until replaced."""
+    def reload(self, fetch: PageFetcher | None = None) -> None:
+        """Fetch the total and the rows on screen again (with ``fetch``, a new source for the same list).
+
+        The highlight stays on the same row, found by :attr:`row_key` in the pages loaded around the
+        cursor (a row that moved, e.g. because newer rows arrived above it, is followed, on the same
+        screen line); if it is gone, the cursor keeps its index. Old rows stay on screen until replaced.
+        """
+        if fetch is not None:
+            self._fetch = fetch
         if self._fetch is None:
             return
         self._generation += 1
         self.workers.cancel_group(self, _PAGE_GROUP)
         self._inflight.clear()
         self._failed.clear()
+        self.load_failed = False
+        cursor_page = self.cursor_row // self.page_size
+        around = {cursor_page - 1, cursor_page, cursor_page + 1}
+        if self._total is not None:
+            around = {page for page in around if 0 <= page * self.page_size < self._total}
+        else:
+            around = {0}
+        self._anchor = None
+        row = self.row_at(self.cursor_row) if self._total else None
+        key = self._key_of(row) if row is not None else None
+        if key is not None:
+            screen_line = self.cursor_row - int(self.scroll_offset.y)
+            self._anchor = (key, self.cursor_row, screen_line, frozenset(around))
         # Keep only the visible pages (shown stale until the new answer lands).
-        visible = set(self._visible_pages()) | {0}
+        wanted = set(self._visible_pages()) | {0} | around
         for page in list(self._pages):
-            if page not in visible:
+            if page not in wanted:
                 del self._pages[page]
                 self._page_generation.pop(page, None)
-        for page in sorted(visible):
+        for page in sorted(wanted):
             self._want(page)
         self.refresh()
 
@@ -306,6 +379,22 @@ class VirtualTable(ScrollView, can_focus=True):
         self.sort_descending = descending
         self.refresh_line(self.scroll_offset.y)  # the header is always screen line 0
 
+    def position(self) -> tuple[int, int] | None:
+        """``(cursor row counted from 1, total)`` once the total is known (``(0, 0)`` when empty)."""
+        if self._total is None:
+            return None
+        return (self.cursor_row + 1 if self._total else 0), self._total
+
+    def position_label(self, noun: str, suffix: str = "") -> str:
+        """``users 37/20,000`` (k9s style): what :class:`TablePosition` shows."""
+        where = self.position()
+        if where is None:
+            return f"{noun}: not loaded" if self.load_failed else f"{noun}: loading…"
+        index, total = where
+        if not total:
+            return f"{noun} 0{suffix}"
+        return f"{noun} {index:,}/{total:,}{suffix}"
+
     @property
     def shown_columns(self) -> tuple[str, ...]:
         """Keys of the columns on screen at the current width, left to right."""
@@ -321,6 +410,18 @@ class VirtualTable(ScrollView, can_focus=True):
         return range(first, min(total, first + self._body_height))
 
     # ------------------------------------------------------------ paging
+    def _key_of(self, row: Any) -> Hashable | None:
+        if self.row_key is None:
+            return None
+        try:
+            return self.row_key(row)
+        except Exception:  # noqa: BLE001 - an odd row just is not followed
+            return None
+
+    def _set_total(self, total: int | None) -> None:
+        self._total = total
+        self.row_count = total
+
     def _update_virtual_size(self) -> None:
         rows = self._total if self._total is not None else 1
         # +1 for the header line, which is drawn on screen line 0 whatever the scroll.
@@ -353,8 +454,10 @@ class VirtualTable(ScrollView, can_focus=True):
         for page in sorted(wanted):
             if page in self._inflight or self._fetch is None:
                 continue
-            # A page that scrolled away before its turn is not worth a request.
-            if page not in visible and page != 0 and self._total is not None:
+            # A page that scrolled away before its turn is not worth a request (unless a reload
+            # looks for the highlighted row in it).
+            anchor_pages = self._anchor[3] if self._anchor is not None else frozenset()
+            if page not in visible and page != 0 and self._total is not None and page not in anchor_pages:
                 continue
             self._inflight.add(page)
             self.run_worker(
@@ -371,6 +474,8 @@ class VirtualTable(ScrollView, can_focus=True):
             if generation == self._generation:
                 self._inflight.discard(page)
                 self._failed.add(page)
+                self.load_failed = True
+                self._settle_anchor()
                 self.refresh()
                 self.post_message(self.LoadFailed(self, error))
             return
@@ -379,15 +484,52 @@ class VirtualTable(ScrollView, can_focus=True):
         self._inflight.discard(page)
         self._store_page(page, list(rows))
         total_changed = total != self._total
-        self._total = total
+        self._set_total(total)
+        self.load_failed = bool(self._failed)
         if total_changed:
             self._update_virtual_size()
             if self.cursor_row >= max(total, 1):
-                self.cursor_row = max(0, total - 1)
+                self._move_cursor(max(0, total - 1))
+        moved = self._settle_anchor()
         self.refresh()
         self.post_message(self.Loaded(self, total))
-        if page == self.cursor_row // self.page_size:
+        if not moved and page == self.cursor_row // self.page_size:
             self._post_highlighted()
+
+    def _settle_anchor(self) -> bool:
+        """After a reload's answer: put the cursor back on the highlighted row if it is found.
+
+        Returns whether the cursor moved. Gives up (the index stays) once every page it looks in
+        has answered without that row.
+        """
+        anchor = self._anchor
+        if anchor is None:
+            return False
+        key, old_index, screen_line, pages = anchor
+        fresh = [p for p in sorted(pages) if p in self._pages and self._page_generation.get(p) == self._generation]
+        for page in fresh:
+            for offset, row in enumerate(self._pages[page]):
+                if self._key_of(row) == key:
+                    self._anchor = None
+                    index = page * self.page_size + offset
+                    if index == self.cursor_row:
+                        return False
+                    self._move_cursor(index, screen_line)
+                    return True
+        if all(p in self._failed or p in fresh for p in pages) or self._total == 0:
+            self._anchor = None
+        return False
+
+    def _move_cursor(self, index: int, screen_line: int | None = None) -> None:
+        """Move the cursor for the table's own reasons (not the user's), optionally on ``screen_line``."""
+        self._moving = True
+        try:
+            if screen_line is not None:
+                top = max(0, index - max(0, min(screen_line, self._body_height - 1)))
+                self.scroll_to(y=top, animate=False, immediate=True, force=True)
+            self.cursor_row = index
+        finally:
+            self._moving = False
 
     def _store_page(self, page: int, rows: list[Any]) -> None:
         self._pages[page] = rows
@@ -407,14 +549,15 @@ class VirtualTable(ScrollView, can_focus=True):
     def _span(layout: list[tuple[Column, int]]) -> int:
         return sum(width for _column, width in layout) + len(_SEPARATOR) * max(0, len(layout) - 1)
 
-    def _relayout(self) -> bool:
+    def _relayout(self, force: bool = False) -> bool:
         """Fit the columns to the current width (cheap; does nothing if the width is unchanged)."""
         width = self.scrollable_content_region.width
-        if width <= 0 or width == self._layout_width:
+        if width <= 0 or (width == self._layout_width and not force):
             return False
         self._layout_width = width
         before = self.shown_columns
-        self._layout = fit_columns(self.columns, width)
+        self.first_column = max(0, min(self.first_column, len(self.columns) - 1))
+        self._layout = fit_columns(self.columns[self.first_column :], width)
         row_width = self._span(self._layout)
         if row_width != self._row_width:
             self._row_width = row_width
@@ -521,6 +664,8 @@ class VirtualTable(ScrollView, can_focus=True):
         return max(0, min(value, total - 1)) if total else 0
 
     def watch_cursor_row(self, old: int, new: int) -> None:
+        if not self._moving:
+            self._anchor = None  # the user moved while a reload was answered: their move wins
         # Only the two changed lines are repainted, not the viewport.
         self._refresh_row(old)
         self._refresh_row(new)
@@ -572,11 +717,51 @@ class VirtualTable(ScrollView, can_focus=True):
     def action_last(self) -> None:
         self.cursor_row = (self._total or 1) - 1
 
+    @property
+    def hidden_right(self) -> bool:
+        """Some column right of the shown ones is hidden (the right arrow brings it in)."""
+        shown = set(self.shown_columns)
+        return any(c.key not in shown for c in self.columns[self.first_column :])
+
     def action_scroll_left(self) -> None:
-        self.scroll_to(x=max(0, self.scroll_offset.x - 8), animate=False, immediate=True)
+        """Back towards the first column: a column at a time (or cells, on a table wider than the widget)."""
+        if self.scroll_offset.x > 0:
+            self.scroll_to(x=max(0, self.scroll_offset.x - 8), animate=False, immediate=True)
+        elif self.first_column > 0:
+            self.first_column -= 1
+            self._scrolled_columns()
 
     def action_scroll_right(self) -> None:
-        self.scroll_to(x=self.scroll_offset.x + 8, animate=False, immediate=True)
+        """Hide the leftmost column so that columns dropped for width come in, header included."""
+        if self._row_width > self.scrollable_content_region.width:
+            self.scroll_to(x=self.scroll_offset.x + 8, animate=False, immediate=True)
+        elif self.hidden_right and self.first_column < len(self.columns) - 1:
+            self.first_column += 1
+            self._scrolled_columns()
+
+    def _scrolled_columns(self) -> None:
+        self.scroll_to(x=0, animate=False, immediate=True)
+        self._relayout(force=True)
+        self.refresh()
+
+    def action_row_details(self) -> None:
+        """The whole highlighted row in a modal: every column, uncropped."""
+        row = self.row_at(self.cursor_row) if self._total else None
+        if row is None:
+            self.app.notify("No row to show yet", severity="warning", markup=False)
+            return
+        if self._details is not None:
+            lines = self._details(row)
+        else:
+            lines = []
+            for column in self.columns:
+                try:
+                    value = column.render(row)
+                except Exception:  # noqa: BLE001
+                    value = "?"
+                lines.append((column.label, value if value is not None else ""))
+        title = self._details_title(row) if self._details_title is not None else "Row details"
+        self.app.push_screen(RowDetailsScreen(title, lines))
 
     def action_select(self) -> None:
         if not self._total:
@@ -594,3 +779,96 @@ class VirtualTable(ScrollView, can_focus=True):
         if index == self.cursor_row and event.chain >= 2:
             self.action_select()
         self.cursor_row = index
+
+
+class RowDetailsScreen(ModalScreen[None]):
+    """One row, every field whole (nothing cropped), as ``label  value`` lines. Esc, i, q or Enter closes."""
+
+    DEFAULT_CSS = """
+    RowDetailsScreen { align: center middle; }
+    RowDetailsScreen > Vertical {
+        width: 90; max-width: 100%; height: auto; max-height: 90%;
+        border: thick $primary; background: $surface; padding: 0 1;
+    }
+    RowDetailsScreen #row-details-title { text-style: bold; }
+    RowDetailsScreen VerticalScroll { height: auto; max-height: 100%; }
+    RowDetailsScreen #row-details-hint { color: $text-muted; }
+    """
+
+    BINDINGS = [
+        Binding("escape,i,q,enter", "close", "Close"),
+    ]
+
+    def __init__(self, title: str, lines: list[tuple[str, str | Text]]) -> None:
+        super().__init__()
+        self.title_text = printable(title)
+        self.lines = [(printable(label), _safe_cell(value)) for label, value in lines]
+
+    def compose(self) -> ComposeResult:
+        from rich.table import Table
+
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(overflow="fold")
+        for label, value in self.lines:
+            grid.add_row(Text(label, end=""), value)
+        with Vertical():
+            yield Static(Text(self.title_text), id="row-details-title")
+            with VerticalScroll():
+                yield Static(grid, id="row-details-body")
+            yield Static(Text("Esc closes"), id="row-details-hint")
+
+    def text(self) -> str:
+        """Every line as plain text (for tests and screen readers)."""
+        return "\n".join(f"{label}: {value.plain}" for label, value in self.lines)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class TablePosition(Static):
+    """``users 37/20,000``: the cursor's row and the row count of a :class:`VirtualTable`, kept current.
+
+    ``table`` is a selector of the table on the same screen; ``suffix`` (e.g. `` match``) can be
+    changed at any time. Any screen can put one where it shows its count.
+    """
+
+    DEFAULT_CSS = "TablePosition { width: auto; }"
+
+    def __init__(self, table: str, noun: str, *, suffix: str = "", id: str | None = None,
+                 classes: str | None = None) -> None:
+        super().__init__("", markup=False, id=id, classes=classes)
+        self._selector = table
+        self.noun = noun
+        self._suffix = suffix
+        self._table: VirtualTable | None = None
+
+    @property
+    def suffix(self) -> str:
+        return self._suffix
+
+    @suffix.setter
+    def suffix(self, value: str) -> None:
+        self._suffix = value
+        self.update_position()
+
+    def on_mount(self) -> None:
+        self.call_after_refresh(self._bind)
+
+    def _bind(self) -> None:
+        table = self.screen.query_one(self._selector, VirtualTable)
+        self._table = table
+        self.watch(table, "cursor_row", self.update_position, init=False)
+        self.watch(table, "row_count", self.update_position, init=False)
+        self.watch(table, "load_failed", self.update_position)
+
+    def update_position(self, *_: object) -> None:
+        if self._table is None:
+            return
+        label = self._table.position_label(self.noun, self._suffix)
+        style = "dim" if self._table.total is None else ""
+        self.update(Text(label, style=style))
+
+    @property
+    def label(self) -> str:
+        return self._table.position_label(self.noun, self._suffix) if self._table is not None else ""
