@@ -362,3 +362,226 @@ async def test_resizing_refits_columns_without_sideways_scrolling() -> None:
             assert "user1@example.com" in lines[2]
         changed = [m.keys for m in app.messages if isinstance(m, VirtualTable.ColumnsChanged)]
         assert changed[-3:] == [expected[52], expected[40], expected[100]]
+
+
+# ---------------------------------------------------------------- keeping the highlighted row across reloads
+class ShiftingSource:
+    """Rows with ids, newest first: ``arrive(n)`` puts n new rows on top, as new push attempts do."""
+
+    def __init__(self, total: int) -> None:
+        self.ids = list(range(total, 0, -1))
+        self.next_id = total + 1
+        self.calls: list[tuple[int, int]] = []
+
+    def arrive(self, count: int) -> None:
+        fresh = list(range(self.next_id + count - 1, self.next_id - 1, -1))
+        self.next_id += count
+        self.ids = fresh + self.ids
+
+    async def __call__(self, skip: int, limit: int) -> tuple[int, list[dict]]:
+        self.calls.append((skip, limit))
+        return len(self.ids), [{"id": i, "name": f"row{i}"} for i in self.ids[skip : skip + limit]]
+
+
+async def test_reload_keeps_the_highlight_on_the_same_row_by_id() -> None:
+    source = ShiftingSource(1_000)
+    app = TableApp(source)
+    async with app.run_test(size=(60, 12)) as pilot:
+        table = app.query_one(VirtualTable)
+        table.focus()
+        await wait_for(pilot, lambda: table.total == 1_000)
+        await pilot.press("down", "down", "down", "down", "down")  # typed straight on, no pauses in between
+        highlighted = table.row_at(table.cursor_row)["id"]
+        line = table.cursor_row - int(table.scroll_offset.y)
+        source.arrive(3)  # three rows arrive above the highlighted one
+        table.reload()
+        await wait_for(pilot, lambda: table.total == 1_003)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert table.row_at(table.cursor_row)["id"] == highlighted
+        assert table.cursor_row == 5 + 3
+        assert table.cursor_row - int(table.scroll_offset.y) == line  # on the same screen line
+        assert f"row{highlighted}" in screen_text(app).splitlines()[line + 1]
+
+        # Across a page boundary: the row moved from page 0 to page 1 and is still followed.
+        table.cursor_row = 98
+        await pilot.pause()
+        highlighted = table.row_at(98)["id"]
+        source.arrive(5)
+        table.reload()
+        await wait_for(pilot, lambda: table.total == 1_008)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert table.cursor_row == 103 and table.row_at(103)["id"] == highlighted
+
+        # Enter after a reload opens the row that was highlighted, not whatever is now at its index.
+        await pilot.press("enter")
+        await pilot.pause()
+        selected = [m for m in app.messages if isinstance(m, VirtualTable.RowSelected)]
+        assert selected[-1].row["id"] == highlighted
+
+
+async def test_reload_keeps_the_index_when_the_row_is_gone_and_a_user_move_wins() -> None:
+    source = ShiftingSource(300)
+    app = TableApp(source)
+    async with app.run_test(size=(60, 12)) as pilot:
+        table = app.query_one(VirtualTable)
+        table.focus()
+        await wait_for(pilot, lambda: table.total == 300)
+        table.cursor_row = 10
+        await pilot.pause()
+        gone = table.row_at(10)["id"]
+        source.ids.remove(gone)
+        table.reload()
+        await wait_for(pilot, lambda: table.total == 299)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert table.cursor_row == 10  # the row is gone: the index stays
+        assert table._anchor is None
+
+        # A key pressed while the reload is answered is the user's choice: the table does not pull it back.
+        slow = ShiftingSource(300)
+        slow_gate = asyncio.Event()
+
+        async def gated(skip: int, limit: int):
+            await slow_gate.wait()
+            return await slow(skip, limit)
+
+        table.reload(gated)
+        await pilot.press("down", "down")
+        slow_gate.set()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert table.cursor_row == 12
+
+
+async def test_set_fetch_keep_cursor_is_a_complete_requery_that_keeps_the_row() -> None:
+    source = ShiftingSource(500)
+    app = TableApp(source)
+    async with app.run_test(size=(60, 12)) as pilot:
+        table = app.query_one(VirtualTable)
+        table.focus()
+        await wait_for(pilot, lambda: table.total == 500)
+        table.cursor_row = 250
+        await wait_for(pilot, lambda: table.row_at(250) is not None)
+        highlighted = table.row_at(250)["id"]
+        fresh = ShiftingSource(500)
+        fresh.arrive(2)
+        table.set_fetch(fresh, keep_cursor=True)
+        await wait_for(pilot, lambda: table.total == 502)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert table.row_at(table.cursor_row)["id"] == highlighted and table.cursor_row == 252
+        assert (0, 100) in fresh.calls  # the total and first page are asked again too
+
+
+# ---------------------------------------------------------------- position, sideways scrolling, row details
+from textual.widgets import Static  # noqa: E402
+
+from console.tui.widgets.virtual_table import RowDetailsScreen, TablePosition  # noqa: E402
+
+
+class PositionApp(TableApp):
+    def compose(self) -> ComposeResult:
+        yield TablePosition("#rows", "rows", id="position")
+        yield VirtualTable(self.columns, self.source, page_size=100, id="rows")
+
+
+async def test_table_position_shows_the_cursor_row_and_the_count() -> None:
+    source = RowSource(20_000)
+    app = PositionApp(source)
+    async with app.run_test(size=(60, 12)) as pilot:
+        table = app.query_one(VirtualTable)
+        position = app.query_one(TablePosition)
+        table.focus()
+        await wait_for(pilot, lambda: table.total == 20_000)
+        await wait_for(pilot, lambda: str(position.content) == "rows 1/20,000")
+        await pilot.press("j", "j", "j", "end")
+        await wait_for(pilot, lambda: str(position.content) == "rows 20,000/20,000")
+        await pilot.press("home", "down")
+        await wait_for(pilot, lambda: str(position.content) == "rows 2/20,000")
+        position.suffix = " match"
+        assert str(position.content) == "rows 2/20,000 match"
+        table.set_fetch(RowSource(0))
+        await wait_for(pilot, lambda: str(position.content) == "rows 0 match")
+        table.set_fetch(RowSource(5, fail=True))
+        await wait_for(pilot, lambda: str(position.content) == "rows: not loaded")
+
+
+WIDE = [
+    Column("user", "User", 14, lambda r: r["name"], priority=1),
+    Column("mail", "Mail", 24, lambda r: f"{r['name']}@example.com", priority=1),
+    Column("a", "Alpha", 10, lambda r: "alpha", drop_rank=1),
+    Column("b", "Beta", 10, lambda r: "beta", drop_rank=2),
+    Column("c", "Gamma", 10, lambda r: "gamma", drop_rank=3),
+]
+
+
+async def test_right_and_left_scroll_hidden_columns_in_with_the_header() -> None:
+    app = ResizeApp(RowSource(50), WIDE)
+    async with app.run_test(size=(52, 10)) as pilot:
+        table = app.query_one(VirtualTable)
+        table.focus()
+        await wait_for(pilot, lambda: table.total == 50)
+        await pilot.pause()
+        assert table.shown_columns == ("user", "mail", "a")
+        assert table.hidden_right
+        await pilot.press("right", "right")  # typed on: both count
+        await wait_for(pilot, lambda: table.first_column == 2)
+        await pilot.pause()
+        assert table.shown_columns == ("a", "b", "c")
+        header = screen_text(app).splitlines()[0]
+        assert header.startswith("Alpha") and "Gamma" in header and "User" not in header  # the header moved too
+        assert "gamma" in screen_text(app).splitlines()[1]
+        assert not table.hidden_right
+        await pilot.press("right")  # nothing more to the right: stays
+        assert table.first_column == 2
+        await pilot.press("left", "left", "left")
+        await wait_for(pilot, lambda: table.first_column == 0)
+        await pilot.pause()
+        assert table.shown_columns == ("user", "mail", "a")
+        assert screen_text(app).splitlines()[0].startswith("User")
+        assert not table.show_horizontal_scrollbar  # columns move, not a half-cut cell offset
+        changed = [m.keys for m in app.messages if isinstance(m, VirtualTable.ColumnsChanged)]
+        assert ("a", "b", "c") in changed
+
+
+def test_higher_priority_columns_shrink_last() -> None:
+    columns = [
+        Column("user", "User", 20, str, min_width=12, priority=1),
+        Column("name", "Name", 20, str, min_width=8),
+        Column("mail", "Mail", 30, str, min_width=16, priority=1),
+    ]
+    # Preferred 72; at 60 the 12 cells come from Name alone (it may give 12).
+    assert _widths(fit_columns(columns, 60)) == {"user": 20, "name": 8, "mail": 30}
+    # At 50 Name is at its minimum and the identity columns share the rest of the cut.
+    widths = _widths(fit_columns(columns, 50))
+    assert widths["name"] == 8 and widths["user"] + widths["mail"] == 40
+    assert widths["user"] >= 12 and widths["mail"] >= 16
+
+
+async def test_i_shows_the_whole_row_uncropped_and_literal() -> None:
+    long_name = "agnieszka.andersson-kowalczyk[/]\x1b]0;x\x07"
+
+    async def fetch(skip: int, limit: int):
+        return 2, [{"n": 0, "name": long_name}, {"n": 1, "name": "short"}]
+
+    columns = [Column("n", "#", 3, lambda r: str(r["n"])), Column("name", "Name", 10, lambda r: r["name"])]
+    app = TableApp(fetch, columns)
+    async with app.run_test(size=(100, 20)) as pilot:
+        table = app.query_one(VirtualTable)
+        table.focus()
+        await wait_for(pilot, lambda: table.total == 2)
+        assert "agnieszka.andersson" not in screen_text(app)  # cropped in the table
+        await pilot.press("i")
+        await wait_for(pilot, lambda: isinstance(app.screen, RowDetailsScreen))
+        details: RowDetailsScreen = app.screen  # type: ignore[assignment]
+        assert "Name: agnieszka.andersson-kowalczyk[/]" in details.text()
+        assert "\x1b" not in details.text() and "\x07" not in details.text()
+        await pilot.pause()
+        body = details.query_one("#row-details-body", Static)
+        drawn = "".join(s.text for strip in body.render_lines(body.region.reset_offset) for s in strip)
+        assert "agnieszka.andersson-kowalczyk[/]" in drawn
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, RowDetailsScreen))
+        assert app.is_running
