@@ -48,6 +48,7 @@ class Page(Wire, Generic[T]):
 class ErrorBody(Wire):
     message: str
     retryAfter: int | None = None
+    blockedUntil: datetime | None = None  # 429 while a Stop-attack block is in force
 
 
 # --------------------------------------------------------------------- users
@@ -164,6 +165,7 @@ class SystemUserUpdate(_UserFields):
     displayname: str | None = Field(None, max_length=NAME_MAX)
     state: UserState | None = None
     account_locked: bool | None = None
+    requireUserVerification: bool | None = None  # Protect: per-user biometric requirement for approvals
 
 
 class SearchFilter(Strict):
@@ -365,6 +367,7 @@ class AuditEvent(Wire):
     target: str
     targetName: str | None = None  # the username when the target is a user, for people to read
     details: dict[str, Any] = Field(default_factory=dict)
+    kind: Literal["admin", "device"] = "admin"  # admin: an API key did it; device: the user's app/device did
 
 
 class EnrollmentCode(Wire):

@@ -83,6 +83,7 @@ async def test_every_change_is_audited_with_key_action_target_and_before_after(b
     async with ProtectClient(backend.url, backend.admin_key) as admin, ProtectClient(backend.url, key) as desk:
         user = await new_user(admin, "audited")
         phone = await enrolled_device(admin, backend.url, user.id)
+        await phone.enroll_totp()  # a TOTP reset without TOTP changes nothing and is not audited
         (endpoint,) = await admin.push_endpoints(user.id)
         await desk.unenroll_device(user.id, endpoint.id)
         await desk.reset_totp(user.id)

@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..models import ErrorBody
+
 log = logging.getLogger("protect.server")
 
 
@@ -82,10 +84,47 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"message": "internal error"}, status_code=500)
 
 
+def _error(description: str, example: dict[str, Any]) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description, "content": {"application/json": {"example": example}}}
+
+
 class ErrorResponses:
-    """OpenAPI descriptions of the error envelope."""
+    """OpenAPI descriptions of the error envelope (``{"message": ...}``, see ``ErrorBody``)."""
 
     rate_limited = {
         "description": "Concurrency cap reached; retry after `retryAfter` seconds",
         "content": {"application/json": {"example": {"message": "too many concurrent push attempts", "retryAfter": 42}}},
     }
+    push_refused = _error(
+        "Refused and recorded as a `blocked` attempt: either the user's pushes are blocked (Stop attack; "
+        "`blockedUntil` says until when) or the concurrency cap is reached. Retry after `retryAfter` seconds "
+        "(also in the `Retry-After` header).",
+        {
+            "message": "pushes to this user are blocked until 2026-01-01T14:05:00+00:00 (an admin stopped a push "
+            "attack); try again later",
+            "retryAfter": 840,
+            "blockedUntil": "2026-01-01T14:05:00+00:00",
+        },
+    )
+    unauthorized = _error("Missing, invalid or revoked `x-api-key`", {"message": "invalid or revoked API key"})
+    forbidden = _error(
+        "The key's role lacks the permission", {"message": "role 'readonly' does not have permission 'push.block'"}
+    )
+    user_not_found = _error("No such user", {"message": "user 5f0c1a2b3c4d5e6f7a8b9c0d not found"})
+    invalid = _error(
+        "The request does not validate; `message` names the field", {"message": "minutes: Input should be less than or equal to 1440"}
+    )
+    bad_request = _error("A parameter is out of range; `message` names it", {"message": "since: date-time out of range (1970..9000)"})
+
+    @staticmethod
+    def of(*statuses: int) -> dict[int | str, dict[str, Any]]:
+        """``responses=`` for a route that can answer these error statuses."""
+        table = {
+            400: ErrorResponses.bad_request,
+            401: ErrorResponses.unauthorized,
+            403: ErrorResponses.forbidden,
+            404: ErrorResponses.user_not_found,
+            422: ErrorResponses.invalid,
+            429: ErrorResponses.push_refused,
+        }
+        return {status: table[status] for status in statuses}

@@ -9,6 +9,7 @@ All timestamps are naive UTC.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +51,9 @@ users = Table(
     Column("firstname_ci", Text, nullable=False, default=""),
     Column("lastname_ci", Text, nullable=False, default=""),
     Column("displayname_ci", Text, nullable=False, default=""),
+    # Sort keys (see sort_key): accent- and case-folded, kept in step with the names by folded().
+    Column("firstname_sort", Text, nullable=False, default=""),
+    Column("lastname_sort", Text, nullable=False, default=""),
     Column("state", String(16), nullable=False, default="ACTIVATED"),
     Column("account_locked", Boolean, nullable=False, default=False),
     Column("created", DateTime, nullable=False),
@@ -63,6 +67,12 @@ users = Table(
     Column("webauthn_status", String(24), nullable=False, default="NOT_ENROLLED"),
     Column("mfa_exclusion", Boolean, nullable=False, default=False),
     Column("mfa_exclusion_until", DateTime),
+    # Stop attack: new pushes are refused while push_blocked_until > now (compared in SQL).
+    Column("push_blocked_until", DateTime),
+    Column("push_blocked_by", Text),
+    Column("push_blocked_at", DateTime),
+    # Per-user biometric requirement for approvals (the global setting applies to everyone).
+    Column("require_user_verification", Boolean, nullable=False, default=False),
 )
 Index("ux_users_username_ci", users.c.username_ci, unique=True)
 Index("ux_users_email_ci", users.c.email_ci, unique=True)
@@ -71,6 +81,9 @@ Index("ix_users_username_id", users.c.username, users.c.id)
 Index("ix_users_created_id", users.c.created, users.c.id)
 Index("ix_users_push_status", users.c.push_status)
 Index("ix_users_totp_status", users.c.totp_status)
+Index("ix_users_lastname_sort", users.c.lastname_sort, users.c.firstname_sort, users.c.id)
+Index("ix_users_firstname_sort", users.c.firstname_sort, users.c.lastname_sort, users.c.id)
+Index("ix_users_push_blocked", users.c.push_blocked_until)
 
 devices = Table(
     "devices",
@@ -120,7 +133,9 @@ push_attempts = Table(
     "push_attempts",
     metadata,
     Column("id", ID, primary_key=True),
-    Column("user_id", ID, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # No foreign key: the history outlives a deleted user (then ``username`` keeps their name).
+    Column("user_id", ID, nullable=False),
+    Column("username", Text),  # set when the user is deleted; live users' names come from users
     Column("device_id", ID),
     Column("resource", Text, nullable=False),
     Column("status", String(16), nullable=False),
@@ -167,16 +182,41 @@ audit = Table(
     Column("action", String(64), nullable=False),
     Column("target", Text, nullable=False),
     Column("details", Text, nullable=False),
+    # "admin": an API key did it; "device": the user's app/device did (actor "user:<username>").
+    Column("kind", String(8), nullable=False, default="admin"),
+    Column("target_name", Text),  # set when the target user is deleted, so the trail still names them
 )
 Index("ix_audit_at", audit.c.at)
+Index("ix_audit_target_id", audit.c.target, audit.c.id)
+Index("ix_audit_actor_id", audit.c.actor, audit.c.id)
+Index("ix_audit_action_id", audit.c.action, audit.c.id)
+Index("ix_audit_kind_id", audit.c.kind, audit.c.id)
 
 
 SEARCHABLE = ("username", "email", "firstname", "lastname", "displayname")
+SORTABLE_NAMES = ("firstname", "lastname")
+
+# Letters that NFKD does not decompose into a base letter plus marks (Ł, ø, đ...).
+_TRANSLIT = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE", "đ": "d", "Đ": "D",
+                           "ı": "i", "œ": "oe", "Œ": "OE", "þ": "th", "Þ": "TH"})
+
+
+def sort_key(text: str) -> str:
+    """A name as it sorts: accents folded (NFKD without combining marks) and case folded.
+
+    ``Ó Briain`` -> ``o briain`` (among the Os), ``Müller`` -> ``muller``.
+    """
+    decomposed = unicodedata.normalize("NFKD", text.translate(_TRANSLIT))
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().strip()
 
 
 def folded(values: dict) -> dict:
-    """The case-folded search columns for whichever searchable fields ``values`` sets."""
-    return {f"{k}_ci": str(values[k]).casefold() for k in SEARCHABLE if k in values and values[k] is not None}
+    """The derived columns (case-folded search copies, name sort keys) for whichever fields ``values`` sets."""
+    derived = {f"{k}_ci": str(values[k]).casefold() for k in SEARCHABLE if k in values and values[k] is not None}
+    derived.update(
+        {f"{k}_sort": sort_key(str(values[k])) for k in SORTABLE_NAMES if k in values and values[k] is not None}
+    )
+    return derived
 
 
 class Store:

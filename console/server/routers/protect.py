@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 
 from ...models import (
+    BOMBING_THRESHOLD,
     ROLE_PERMISSIONS,
     AuditEvent,
     EnrollmentCode,
@@ -17,12 +19,17 @@ from ...models import (
     ProtectSettings,
     ProtectSettingsPatch,
     PushAttempt,
+    PushBlockLifted,
+    PushBlockRequest,
+    PushBlockResult,
+    PushStats,
     PushStatus,
     TotpResetResult,
     WhoAmI,
 )
 from ..auth import current_principal, get_clock, get_store, require
 from ..clock import Clock
+from ..errors import ErrorResponses
 from ..services import audit as audit_service
 from ..services import devices as device_service
 from ..services import push as push_service
@@ -68,16 +75,99 @@ def patch_settings(
     return updated
 
 
-@router.post("/users/{user_id}/totp/reset", response_model=TotpResetResult)
+@router.post("/users/{user_id}/totp/reset", response_model=TotpResetResult, responses=ErrorResponses.of(401, 403, 404))
 def reset_totp(
     user_id: str,
     actor: Principal = Depends(require(Permission.TOTP_RESET)),
     store: Store = Depends(get_store),
     clock: Clock = Depends(get_clock),
 ) -> TotpResetResult:
-    """Reset TOTP only (the push device stays); also lifts a failed-codes lock."""
-    user = user_service.reset_totp(store, user_id, actor, clock.now())
-    return TotpResetResult(userId=user.id, totpStatus=user.mfaEnrollment.totpStatus)
+    """Reset TOTP only (the push device stays); also lifts a failed-codes lock.
+
+    A user without TOTP is left as is: `changed: false`, and no audit event. Role: admin or helpdesk.
+    """
+    user, changed = user_service.reset_totp(store, user_id, actor, clock.now())
+    return TotpResetResult(userId=user.id, totpStatus=user.mfaEnrollment.totpStatus, changed=changed)
+
+
+@router.post(
+    "/users/{user_id}/push/block",
+    response_model=PushBlockResult,
+    responses=ErrorResponses.of(401, 403, 404, 422),
+)
+def block_push(
+    user_id: str,
+    body: PushBlockRequest | None = None,
+    actor: Principal = Depends(require(Permission.PUSH_BLOCK)),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> PushBlockResult:
+    """Stop a push-bombing attack on one user.
+
+    Cancels the user's pending pushes (`cancelPending`; they end as `expired`), refuses new pushes
+    for `minutes` (the resource-facing `POST /api/v2/protect/push` answers 429 with `blockedUntil`,
+    and the refusals are recorded as `blocked` attempts), and with `requireUserVerification`
+    makes this user's approvals need biometric/passcode verification from now on (switched off
+    with `PUT /api/systemusers/{id}` `{"requireUserVerification": false}`). A new block replaces
+    one in force. The user's `GET` shows `pushBlock` while it is in force. Audited as `push.block`
+    with before/after. Role: admin or helpdesk (permission `push.block`).
+    """
+    return push_service.block_push(store, user_id, body or PushBlockRequest(), actor, clock.now())
+
+
+@router.delete("/users/{user_id}/push/block", response_model=PushBlockLifted, responses=ErrorResponses.of(401, 403, 404))
+def lift_push_block(
+    user_id: str,
+    actor: Principal = Depends(require(Permission.PUSH_BLOCK)),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> PushBlockLifted:
+    """Lift the user's push block. `lifted: false` when none was in force (nothing changed, nothing audited);
+    otherwise audited as `push.unblock`. The per-user verification requirement stays.
+    Role: admin or helpdesk (permission `push.block`).
+    """
+    return push_service.lift_push_block(store, user_id, actor, clock.now())
+
+
+Since = Query(
+    None, description="ISO 8601; count attempts created at or after this (default: the last hour, the bombing window)."
+)
+
+
+@router.get("/users/{user_id}/pushstats", response_model=PushStats, responses=ErrorResponses.of(400, 401, 403, 404))
+def user_push_stats(
+    user_id: str,
+    since: datetime | None = Since,
+    _: Principal = Depends(require(Permission.READ)),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> PushStats:
+    """One user's push attempts in the window, counted on the server: by status (as of now: a pending
+    attempt past its time counts as expired), reported fraud, resources (most attempted first), the
+    last attempt's time and the block in force. A deleted user's kept history still answers.
+    Role: any reading role.
+    """
+    with store.read() as conn:
+        return push_service.user_push_stats(conn, clock.now(), user_id, since)
+
+
+@router.get("/pushstats", response_model=Page[PushStats], responses=ErrorResponses.of(400, 401, 403))
+def push_suspects(
+    since: datetime | None = Since,
+    minHostile: int = Query(
+        BOMBING_THRESHOLD, ge=0, le=1_000_000, description="Blocked + denied attempts in the window that make a suspect."
+    ),
+    limit: int = Query(50, ge=1, le=100),
+    _: Principal = Depends(require(Permission.READ)),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> Page[PushStats]:
+    """Push-bombing suspects: users with at least `minHostile` blocked+denied attempts in the window,
+    plus every user with a push block in force; most hostile first, then the latest attack.
+    The same aggregate as `/users/{id}/pushstats`. Role: any reading role.
+    """
+    with store.read() as conn:
+        return push_service.push_stats(conn, clock.now(), since, min_hostile=minHostile, limit=limit)
 
 
 @router.post("/users/{user_id}/enrollments", response_model=EnrollmentCode, status_code=201)
@@ -129,13 +219,21 @@ def push_attempts(
         )
 
 
-@router.get("/audit", response_model=Page[AuditEvent])
+@router.get("/audit", response_model=Page[AuditEvent], responses=ErrorResponses.of(401, 403))
 def audit_events(
     skip: int = Skip,
     limit: int = Limit,
+    actor: str | None = Query(None, max_length=1024, description="Exactly this actor (an API key's name, or `user:<username>`)."),
+    action: str | None = Query(
+        None, max_length=64, description="Exactly this action (`push.block`), or a prefix when it ends with `.` (`push.`)."
+    ),
+    target: str | None = Query(None, max_length=1024, description="A user id or username (deleted users' too)."),
+    kind: Literal["admin", "device"] | None = Query(
+        None, description="`admin`: an API key did it; `device`: the user's app/device did (enrolment, TOTP enrolment)."
+    ),
     _: Principal = Depends(require(Permission.READ)),
     store: Store = Depends(get_store),
 ) -> Page[AuditEvent]:
-    """Admin actions, newest first."""
+    """Every change, newest first, optionally filtered (filters AND together). Role: any reading role."""
     with store.read() as conn:
-        return audit_service.list_events(conn, skip, limit)
+        return audit_service.list_events(conn, skip, limit, actor=actor, action=action, target=target, kind=kind)

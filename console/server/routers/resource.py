@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from ...models import ROLE_PERMISSIONS, Permission, PushAttempt, PushCreated, PushRequest, TotpVerifyRequest, TotpVerifyResult
+from ...models import ROLE_PERMISSIONS, ErrorBody, Permission, PushAttempt, PushCreated, PushRequest, TotpVerifyRequest, TotpVerifyResult
 from ..auth import get_clock, get_store, require
 from ..clock import Clock
 from ..errors import ErrorResponses
@@ -16,14 +16,18 @@ from ..store import Store
 router = APIRouter(prefix="/api/v2/protect", tags=["resource"])
 
 
-@router.post("/push", response_model=PushCreated, status_code=201, responses={429: ErrorResponses.rate_limited})
+@router.post(
+    "/push", response_model=PushCreated, status_code=201, responses={**ErrorResponses.of(401, 403, 404, 422, 429), 409: {"model": ErrorBody, "description": "The user is suspended or locked, or has no active push device"}}
+)
 def create_push(
     body: PushRequest,
     _: Principal = Depends(require(Permission.PUSH_CREATE)),
     store: Store = Depends(get_store),
     clock: Clock = Depends(get_clock),
 ) -> PushCreated:
-    """Send a push to the user's device, unless the concurrency cap refuses it (429, recorded as blocked)."""
+    """Send a push to the user's device, unless it is refused with 429 (recorded as a `blocked` attempt):
+    while an admin's Stop-attack block is in force (`blockedUntil`), or when the concurrency cap is reached.
+    Role: service, or admin."""
     return push_service.create_attempt(store, body, clock.now())
 
 

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Query
 from ...models import NAME_MAX, Page, Permission, ResetMfaRequest, SystemUser, SystemUserCreate, SystemUserUpdate, UserSearch
 from ..auth import get_clock, get_store, require
 from ..clock import Clock
+from ..errors import ErrorResponses
 from ..services import users as user_service
 from ..services.common import Principal
 from ..store import Store
@@ -93,5 +94,40 @@ def reset_mfa(
     store: Store = Depends(get_store),
     clock: Clock = Depends(get_clock),
 ) -> SystemUser:
-    """Reset the TOTP secret, remove the push device and (with ``exclusion``) start a grace period."""
+    """Reset the TOTP secret, remove the push device and (with ``exclusion``) start a grace period.
+
+    A user with nothing to remove and no grace period to start or end is left as is, with no audit event.
+    """
     return user_service.reset_mfa(store, user_id, body or ResetMfaRequest(), actor, clock.now())
+
+
+@router.post("/systemusers/{user_id}/unlock", response_model=SystemUser, responses=ErrorResponses.of(401, 403, 404))
+def unlock_systemuser(
+    user_id: str,
+    actor: Principal = Depends(require(Permission.USERS_WRITE)),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> SystemUser:
+    """Unlock the account (`account_locked` becomes false); answers the user, as JumpCloud does.
+
+    Audited as `user.unlock` only when the user was locked. TOTP's own failed-codes lock is lifted
+    by a TOTP reset, not here. Role: admin (permission `users.write`).
+    """
+    user, _changed = user_service.unlock_user(store, user_id, actor, clock.now())
+    return user
+
+
+@router.delete("/systemusers/{user_id}", response_model=SystemUser, responses=ErrorResponses.of(401, 403, 404))
+def delete_systemuser(
+    user_id: str,
+    actor: Principal = Depends(require(Permission.USERS_WRITE)),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> SystemUser:
+    """Delete the user; answers the user as it was, as JumpCloud does.
+
+    Removes the push device, enrolment codes and pending pushes (they end as expired). The audit
+    trail and push-attempt history are kept and still name the user. Audited as `user.delete`.
+    Role: admin (permission `users.write`).
+    """
+    return user_service.delete_user(store, user_id, actor, clock.now())

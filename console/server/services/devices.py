@@ -75,9 +75,11 @@ def get_endpoint(conn: Connection, user_id: str, endpoint_id: str) -> PushEndpoi
 def patch_endpoint(
     store: Store, user_id: str, endpoint_id: str, body: PushEndpointPatch, actor: Principal, now: datetime
 ) -> PushEndpoint:
-    change = body.model_dump(exclude_none=True)
+    requested = body.model_dump(exclude_none=True)
     with store.write() as conn:
         row = _require_endpoint(conn, user_id, endpoint_id)
+        # Only what differs is a change: the state it already has writes nothing and audits nothing.
+        change = {k: v for k, v in requested.items() if row._mapping[k] != v}
         if change:
             conn.execute(update(devices).where(devices.c.id == endpoint_id).values(**change))
             if change.get("state") == "inactive":

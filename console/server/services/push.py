@@ -11,16 +11,32 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, insert, literal, select, update
+from sqlalchemy import ColumnElement, and_, case, func, insert, literal, select, true, union, update
 from sqlalchemy.engine import Connection
 
-from ...models import DevicePush, Page, ProtectSettings, PushAttempt, PushContext, PushCreated, PushRequest, PushResponse, PushStatus
+from ...models import (
+    BOMBING_WINDOW,
+    DevicePush,
+    Page,
+    ProtectSettings,
+    PushAttempt,
+    PushBlockLifted,
+    PushBlockRequest,
+    PushBlockResult,
+    PushContext,
+    PushCreated,
+    PushRequest,
+    PushResponse,
+    PushStats,
+    PushStatus,
+)
 from ..clock import from_wire, to_wire
 from ..errors import ApiProblem, bad_request, not_found
 from ..store import Store, devices, push_attempts, users
-from .common import new_id
+from .audit import record
+from .common import Principal, new_id
 from .settings import read_settings
-from .users import require_user
+from .users import cancel_pending_pushes, push_block_from, push_block_until_expr, require_user
 
 
 def status_expr(now: datetime) -> ColumnElement[str]:
@@ -34,7 +50,7 @@ def _columns(now: datetime) -> list[Any]:
     return [
         push_attempts.c.id,
         push_attempts.c.user_id,
-        users.c.username,
+        func.coalesce(users.c.username, push_attempts.c.username).label("username"),
         push_attempts.c.resource,
         status_expr(now).label("status_now"),
         push_attempts.c.fraud,
@@ -119,30 +135,52 @@ class PushCapReached(ApiProblem):
         )
 
 
-def create_attempt(store: Store, body: PushRequest, now: datetime) -> PushCreated:
-    """Admit a push unless the user already has ``max`` pending for this resource.
+class PushBlocked(ApiProblem):
+    """429 while a Stop-attack block is in force for the user."""
 
-    The count and the insert happen under the user's row lock (``BEGIN IMMEDIATE``
+    def __init__(self, until: datetime, now: datetime) -> None:
+        retry_after = max(1, math.ceil((until - now).total_seconds()))
+        ends = to_wire(until).isoformat()
+        super().__init__(
+            429,
+            f"pushes to this user are blocked until {ends} (an admin stopped a push attack); try again later",
+            headers={"Retry-After": str(retry_after)},
+            retryAfter=retry_after,
+            blockedUntil=ends,
+        )
+
+
+def create_attempt(store: Store, body: PushRequest, now: datetime) -> PushCreated:
+    """Admit a push unless the user's pushes are blocked or they already have ``max`` pending for this resource.
+
+    The checks and the insert happen under the user's row lock (``BEGIN IMMEDIATE``
     on SQLite, ``FOR UPDATE`` on PostgreSQL), so concurrent requests cannot both
-    see room for one more.
+    see room for one more. Refusals are recorded as ``blocked`` attempts: they are
+    the evidence of push bombing.
     """
-    blocked_retry: int | None = None
+    refusal: ApiProblem | None = None
     with store.write() as conn:
         cfg: ProtectSettings = read_settings(conn)[0]
         user = require_user(conn, body.userId, lock=True)
         if user.state == "SUSPENDED" or user.account_locked:
             raise ApiProblem(409, f"user {user.id} is suspended or locked")
         device = conn.execute(select(devices.c.id, devices.c.state).where(devices.c.user_id == user.id)).first()
-        if device is None or device.state != "active":
-            raise ApiProblem(409, f"user {user.id} has no active push device")
         attempt_id = new_id()
         ctx = body.context
         values = dict(
-            id=attempt_id, user_id=user.id, device_id=device.id, resource=body.resource, fraud=False, created_at=now,
-            app=ctx.app, location=ctx.location, ip=ctx.ip,
+            id=attempt_id, user_id=user.id, device_id=device.id if device is not None else None,
+            resource=body.resource, fraud=False, created_at=now, app=ctx.app, location=ctx.location, ip=ctx.ip,
         )
+        blocked_until = conn.execute(
+            select(users.c.push_blocked_until).where(users.c.id == user.id, users.c.push_blocked_until > now)
+        ).scalar()
         limit = cfg.push.concurrentLimit
-        if limit.enabled:
+        if blocked_until is not None:
+            # Stop attack is in force (checked before the device: the block is the answer that matters).
+            refusal = PushBlocked(blocked_until, now)
+        elif device is None or device.state != "active":
+            raise ApiProblem(409, f"user {user.id} has no active push device")
+        elif limit.enabled:
             pending = conn.execute(
                 select(func.count(), func.min(push_attempts.c.expires_at)).where(
                     push_attempts.c.user_id == user.id,
@@ -152,14 +190,14 @@ def create_attempt(store: Store, body: PushRequest, now: datetime) -> PushCreate
                 )
             ).one()
             if pending[0] >= limit.max:
-                # The refusal itself is evidence (push bombing): record it.
-                conn.execute(insert(push_attempts).values(**values, status="blocked", expires_at=now))
-                blocked_retry = max(1, math.ceil((pending[1] - now).total_seconds()))
-        if blocked_retry is None:
+                refusal = PushCapReached(max(1, math.ceil((pending[1] - now).total_seconds())), limit.max)
+        if refusal is not None:
+            conn.execute(insert(push_attempts).values(**values, status="blocked", expires_at=now))
+        else:
             expires = now + timedelta(seconds=cfg.push.timeoutSeconds)
             conn.execute(insert(push_attempts).values(**values, status="pending", expires_at=expires))
-    if blocked_retry is not None:
-        raise PushCapReached(blocked_retry, limit.max)
+    if refusal is not None:
+        raise refusal  # after the commit: the blocked attempt stays recorded
     return PushCreated(id=attempt_id, status=PushStatus.PENDING, expiresAt=to_wire(expires))
 
 
@@ -204,7 +242,9 @@ def respond(store: Store, device: Any, attempt_id: str, body: PushResponse, now:
             # The server clock decides; record the expiry so the history is plain.
             conn.execute(update(push_attempts).where(push_attempts.c.id == attempt_id).values(status="expired"))
             problem = ApiProblem(409, f"push attempt expired at {to_wire(row.expires_at).isoformat()}")
-        elif body.decision == "approve" and cfg.push.requireUserVerification and not body.userVerified:
+        elif body.decision == "approve" and not body.userVerified and (
+            cfg.push.requireUserVerification or _user_requires_verification(conn, device.user_id)
+        ):
             raise ApiProblem(422, "userVerified: approving requires biometric or passcode verification")
         else:
             status = "approved" if body.decision == "approve" else "denied"
@@ -222,3 +262,208 @@ def respond(store: Store, device: Any, attempt_id: str, body: PushResponse, now:
         raise problem
     return result
 
+
+
+def _user_requires_verification(conn: Connection, user_id: str) -> bool:
+    """The per-user requirement set by Stop attack (the global setting is checked by the caller)."""
+    return bool(conn.execute(select(users.c.require_user_verification).where(users.c.id == user_id)).scalar())
+
+
+# ------------------------------------------------------------ stop attack
+
+
+def block_push(store: Store, user_id: str, body: PushBlockRequest, actor: Principal, now: datetime) -> PushBlockResult:
+    """Stop attack: cancel pending pushes (they end as expired), refuse new ones until ``now + minutes``,
+    and optionally require biometric approval for this user from now on.
+
+    A new block replaces one in force (its end is what the admin chose now). The per-user
+    verification requirement is only ever switched on here; ``PUT /api/systemusers/{id}``
+    with ``requireUserVerification: false`` switches it off.
+    """
+    until = now + timedelta(minutes=body.minutes)
+    with store.write() as conn:
+        row = require_user(conn, user_id, lock=True)
+        # Whether a block is in force is decided in SQL against the server clock, like every expiry.
+        current = conn.execute(select(push_block_until_expr(now)).where(users.c.id == user_id)).scalar()
+        before = {
+            "pushBlock": (
+                {"blockedUntil": to_wire(current).isoformat(), "blockedBy": row.push_blocked_by} if current else None
+            ),
+            "requireUserVerification": bool(row.require_user_verification),
+        }
+        cancelled = cancel_pending_pushes(conn, user_id, now) if body.cancelPending else 0
+        require_uv = bool(row.require_user_verification) or body.requireUserVerification
+        conn.execute(
+            update(users)
+            .where(users.c.id == user_id)
+            .values(
+                push_blocked_until=until, push_blocked_by=actor.name, push_blocked_at=now,
+                require_user_verification=require_uv,
+            )
+        )
+        after = {
+            "pushBlock": {"blockedUntil": to_wire(until).isoformat(), "blockedBy": actor.name},
+            "requireUserVerification": require_uv,
+        }
+        record(
+            conn, actor, "push.block", user_id,
+            {"before": before, "after": after, "minutes": body.minutes, "cancelled": cancelled}, now,
+        )
+    return PushBlockResult(blockedUntil=to_wire(until), cancelled=cancelled)
+
+
+def lift_push_block(store: Store, user_id: str, actor: Principal, now: datetime) -> PushBlockLifted:
+    """End a block in force. Without one nothing changes and nothing is audited (``lifted: false``).
+
+    The per-user verification requirement stays: it was asked for "from now on".
+    """
+    with store.write() as conn:
+        row = require_user(conn, user_id, lock=True)
+        until = conn.execute(select(push_block_until_expr(now)).where(users.c.id == user_id)).scalar()
+        if until is None:
+            return PushBlockLifted(lifted=False)
+        conn.execute(
+            update(users)
+            .where(users.c.id == user_id)
+            .values(push_blocked_until=None, push_blocked_by=None, push_blocked_at=None)
+        )
+        record(
+            conn, actor, "push.unblock", user_id,
+            {
+                "before": {"pushBlock": {"blockedUntil": to_wire(until).isoformat(), "blockedBy": row.push_blocked_by}},
+                "after": {"pushBlock": None},
+            },
+            now,
+        )
+    return PushBlockLifted(lifted=True)
+
+
+# ------------------------------------------------------------ push stats
+
+
+def window_start(since: datetime | None, now: datetime) -> datetime:
+    """``since`` as stored time, defaulting to the bombing window; 400 outside 1970..9000."""
+    if since is None:
+        return now - BOMBING_WINDOW
+    try:
+        return from_wire(since)
+    except ValueError:
+        raise bad_request("since: date-time out of range (1970..9000)") from None
+
+
+def _aggregate(now: datetime, since: datetime):  # noqa: ANN202
+    """Counts by status (as of ``now``) of each user's attempts created at or after ``since``."""
+    status = status_expr(now)
+
+    def count(value: str) -> Any:
+        return func.coalesce(func.sum(case((status == value, 1), else_=0)), 0)
+
+    return (
+        select(
+            push_attempts.c.user_id.label("user_id"),
+            func.count().label("total"),
+            *(count(s.value).label(s.value) for s in PushStatus),
+            func.coalesce(func.sum(case((push_attempts.c.fraud == true(), 1), else_=0)), 0).label("fraud"),
+            func.max(push_attempts.c.created_at).label("last_at"),
+            func.max(push_attempts.c.username).label("kept_username"),
+        )
+        .where(push_attempts.c.created_at >= since)
+        .group_by(push_attempts.c.user_id)
+        .subquery("agg")
+    )
+
+
+def push_stats(
+    conn: Connection,
+    now: datetime,
+    since: datetime | None,
+    *,
+    user_id: str | None = None,
+    min_hostile: int = 0,
+    limit: int = 50,
+) -> Page[PushStats]:
+    """The one aggregate behind both the user's counts and the bombing panel.
+
+    With ``user_id``: that user only (one row, zeros when they had no attempts). Without:
+    users with at least ``min_hostile`` blocked+denied attempts in the window, plus users
+    with a block in force; most hostile first, then the most recent attack.
+    """
+    start = window_start(since, now)
+    agg = _aggregate(now, start)
+    hostile = func.coalesce(agg.c.blocked, 0) + func.coalesce(agg.c.denied, 0)
+    if user_id is not None:
+        require_user_or_history(conn, user_id)
+        candidates = select(literal(user_id).label("id")).subquery("cand")
+    else:
+        candidates = union(
+            select(agg.c.user_id.label("id")).where(agg.c.blocked + agg.c.denied >= min_hostile),
+            select(users.c.id.label("id")).where(users.c.push_blocked_until > now),
+        ).subquery("cand")
+    block_until = push_block_until_expr(now)
+    query = (
+        select(
+            candidates.c.id,
+            func.coalesce(users.c.username, agg.c.kept_username, "").label("username"),
+            *(func.coalesce(agg.c[c], 0).label(c) for c in ("total", *(s.value for s in PushStatus), "fraud")),
+            agg.c.last_at,
+            block_until.label("blocked_until"),
+            users.c.push_blocked_by,
+            users.c.push_blocked_at,
+        )
+        .select_from(
+            candidates.outerjoin(agg, agg.c.user_id == candidates.c.id).outerjoin(users, users.c.id == candidates.c.id)
+        )
+    )
+    total = conn.execute(select(func.count()).select_from(candidates)).scalar_one()
+    rows = conn.execute(
+        query.order_by(hostile.desc(), agg.c.last_at.desc(), candidates.c.id).limit(limit)
+    ).all()
+    resources = _resources(conn, [r.id for r in rows], start)
+    results = [
+        PushStats(
+            userId=r.id,
+            username=r.username or "",
+            since=to_wire(start),
+            total=r.total,
+            approved=r.approved,
+            denied=r.denied,
+            blocked=r.blocked,
+            expired=r.expired,
+            pending=r.pending,
+            fraud=r.fraud,
+            resources=resources.get(r.id, []),
+            lastAttemptAt=to_wire(r.last_at),
+            pushBlock=push_block_from(r.blocked_until, r.push_blocked_by, r.push_blocked_at),
+        )
+        for r in rows
+    ]
+    return Page[PushStats](totalCount=total, results=results)
+
+
+def user_push_stats(conn: Connection, now: datetime, user_id: str, since: datetime | None) -> PushStats:
+    return push_stats(conn, now, since, user_id=user_id, limit=1).results[0]
+
+
+def require_user_or_history(conn: Connection, user_id: str) -> None:
+    """404 unless the id is a user, or a deleted user whose attempts are kept."""
+    if conn.execute(select(users.c.id).where(users.c.id == user_id)).first() is not None:
+        return
+    if conn.execute(select(push_attempts.c.id).where(push_attempts.c.user_id == user_id).limit(1)).first() is None:
+        raise not_found(f"user {user_id}")
+
+
+def _resources(conn: Connection, user_ids: list[str], since: datetime) -> dict[str, list[str]]:
+    """Each user's resources in the window, most attempted first."""
+    if not user_ids:
+        return {}
+    n = func.count().label("n")
+    rows = conn.execute(
+        select(push_attempts.c.user_id, push_attempts.c.resource, n)
+        .where(push_attempts.c.user_id.in_(user_ids), push_attempts.c.created_at >= since)
+        .group_by(push_attempts.c.user_id, push_attempts.c.resource)
+        .order_by(push_attempts.c.user_id, n.desc(), push_attempts.c.resource)
+    )
+    found: dict[str, list[str]] = {}
+    for r in rows:
+        found.setdefault(r.user_id, []).append(r.resource)
+    return found

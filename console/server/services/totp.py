@@ -13,6 +13,7 @@ from ...models import TotpEnrollResult, TotpVerifyResult
 from ..store import Store, users
 from .audit import record
 from .common import Principal
+from .lockout import totp_lock
 from .settings import read_settings
 from .users import require_user
 
@@ -50,7 +51,7 @@ def verify(
         result, step = _check(user, code, now, max_failures)
         if result.valid:
             conn.execute(update(users).where(users.c.id == user.id).values(totp_last_step=step, totp_failures=0))
-        elif result.reason == WRONG_CODE and (user.totp_failures or 0) < max_failures:
+        elif result.reason == WRONG_CODE and not totp_lock(user.totp_failures, max_failures).locked:
             # Only wrong codes count toward the lock-out (it is against guessing); a replay of
             # an accepted code proves the secret, and a double-submitted login must not lock.
             conn.execute(update(users).where(users.c.id == user.id).values(totp_failures=users.c.totp_failures + 1))
@@ -71,7 +72,7 @@ def _matching_step(secret: str, code: str, now: datetime) -> int | None:
 def _check(user: Any, code: str, now: datetime, max_failures: int) -> tuple[TotpVerifyResult, int | None]:
     if user.totp_secret is None or user.totp_status != "ENROLLED":
         return TotpVerifyResult(valid=False, reason="TOTP is not enrolled for this user"), None
-    if (user.totp_failures or 0) >= max_failures:
+    if totp_lock(user.totp_failures, max_failures).locked:
         reason = f"TOTP locked after {max_failures} failed codes; an admin must reset TOTP"
         return TotpVerifyResult(valid=False, reason=reason), None
     step = _matching_step(user.totp_secret, code, now)

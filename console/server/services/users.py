@@ -32,6 +32,7 @@ from ...models import (
     Mfa,
     MfaEnrollment,
     Page,
+    PushBlock,
     ResetMfaRequest,
     SystemUser,
     SystemUserCreate,
@@ -41,8 +42,10 @@ from ...models import (
 from ..clock import from_wire, to_wire
 from ..errors import ApiProblem, bad_request, conflict, not_found
 from ..store import Store, devices, enrollment_codes, folded, push_attempts, users
-from .audit import record
+from .audit import keep_target_name, record
 from .common import Principal, new_id
+from .lockout import totp_lock
+from .settings import read_settings
 
 ENROLLED = EnrollmentStatus.ENROLLED.value
 DEFAULT_GRACE_DAYS = 7
@@ -84,6 +87,11 @@ def overall_status_expr(now: datetime) -> ColumnElement[str]:
     )
 
 
+def push_block_until_expr(now: datetime) -> ColumnElement[Any]:
+    """The end of the user's push block while it is in force, else NULL (compared with the server clock)."""
+    return case((users.c.push_blocked_until > now, users.c.push_blocked_until), else_=None)
+
+
 def _user_columns(now: datetime) -> list[Any]:
     return [
         users.c.id,
@@ -101,10 +109,21 @@ def _user_columns(now: datetime) -> list[Any]:
         users.c.mfa_exclusion_until,
         push_status_expr(now).label("push_status_now"),
         overall_status_expr(now).label("overall_status_now"),
+        users.c.totp_failures,
+        push_block_until_expr(now).label("push_blocked_now"),
+        users.c.push_blocked_by,
+        users.c.push_blocked_at,
+        users.c.require_user_verification,
     ]
 
 
-def _to_user(row: Any) -> SystemUser:
+def push_block_from(until: datetime | None, by: str | None, at: datetime | None) -> PushBlock | None:
+    if until is None:
+        return None
+    return PushBlock(blockedUntil=to_wire(until), blockedBy=by or "", blockedAt=to_wire(at or until))
+
+
+def _to_user(row: Any, max_failures: int) -> SystemUser:
     overall = row.overall_status_now
     return SystemUser(
         _id=row.id,
@@ -128,7 +147,14 @@ def _to_user(row: Any) -> SystemUser:
             pushStatus=row.push_status_now,
             webAuthnStatus=row.webauthn_status,
         ),
+        totpLock=totp_lock(row.totp_failures, max_failures),
+        pushBlock=push_block_from(row.push_blocked_now, row.push_blocked_by, row.push_blocked_at),
+        requireUserVerification=bool(row.require_user_verification),
     )
+
+
+def _max_failures(conn: Connection) -> int:
+    return read_settings(conn)[0].totp.maxFailures
 
 
 # ------------------------------------------------------- filters and sorts
@@ -258,17 +284,30 @@ def parse_filter_body(spec: Any, _depth: int = 0) -> list[tuple[str, str, Any]]:
     return triples
 
 
+# Names sort by their folded keys (accents and case folded), the other name breaking ties.
+_NAME_SORTS = {
+    "lastname": (users.c.lastname_sort, users.c.firstname_sort),
+    "firstname": (users.c.firstname_sort, users.c.lastname_sort),
+}
+
+
 def _order_by(sort: str | None, now: datetime) -> list[Any]:
     order: list[Any] = []
+    descending = False
     for token in (sort or "").replace(",", " ").split():
         descending = token.startswith("-")
         field = token.lstrip("-+")
-        try:
-            expr, _kind = _field_expr(field, now)
-        except ApiProblem:
-            raise bad_request(f"unknown sort field {field!r}") from None
-        order.append(expr.desc() if descending else expr.asc())
-    order.append(users.c.id.asc())  # a stable tiebreak keeps pages from overlapping
+        if field in _NAME_SORTS:
+            exprs: tuple[Any, ...] = _NAME_SORTS[field]
+        else:
+            try:
+                exprs = (_field_expr(field, now)[0],)
+            except ApiProblem:
+                raise bad_request(f"unknown sort field {field!r}") from None
+        order.extend(e.desc() if descending else e.asc() for e in exprs)
+    # A stable tiebreak keeps pages from overlapping; it follows the last key's direction,
+    # so a reversed sort is exactly the reverse order (and walks the (key, id) index backwards).
+    order.append(users.c.id.desc() if descending else users.c.id.asc())
     return order
 
 
@@ -306,14 +345,15 @@ def list_users(
         order.insert(0, users.c.username.asc())
     total = conn.execute(select(func.count()).select_from(users).where(*where)).scalar_one()
     rows = conn.execute(select(*_user_columns(now)).where(*where).order_by(*order).offset(skip).limit(limit))
-    return Page[SystemUser](totalCount=total, results=[_to_user(r) for r in rows])
+    max_failures = _max_failures(conn)
+    return Page[SystemUser](totalCount=total, results=[_to_user(r, max_failures) for r in rows])
 
 
 def get_user(conn: Connection, user_id: str, now: datetime) -> SystemUser:
     row = conn.execute(select(*_user_columns(now)).where(users.c.id == user_id)).first()
     if row is None:
         raise not_found(f"user {user_id}")
-    return _to_user(row)
+    return _to_user(row, _max_failures(conn))
 
 
 def require_user(conn: Connection, user_id: str, *, lock: bool = False) -> Any:
@@ -352,21 +392,71 @@ def create_user(store: Store, body: SystemUserCreate, actor: Principal, now: dat
         raise conflict("username or email is already taken") from None
 
 
+# Wire field -> column, where they differ.
+_UPDATE_COLUMNS = {"requireUserVerification": "require_user_verification"}
+
+
 def update_user(store: Store, user_id: str, body: SystemUserUpdate, actor: Principal, now: datetime) -> SystemUser:
-    change = body.model_dump(exclude_unset=True, exclude_none=True)
+    requested = body.model_dump(exclude_unset=True, exclude_none=True)
     try:
         with store.write() as conn:
             row = require_user(conn, user_id, lock=True)
+            # Only what differs is a change: the same values again write nothing and audit nothing.
+            change = {k: v for k, v in requested.items() if row._mapping[_UPDATE_COLUMNS.get(k, k)] != v}
             for field in ("username", "email"):
                 if field in change:
                     _check_unique(conn, field, change[field], exclude_id=user_id)
-            before = {k: row._mapping[k] for k in change}
+            before = {k: row._mapping[_UPDATE_COLUMNS.get(k, k)] for k in change}
             if change:
-                conn.execute(update(users).where(users.c.id == user_id).values(**change, **folded(change)))
+                values = {_UPDATE_COLUMNS.get(k, k): v for k, v in change.items()}
+                conn.execute(update(users).where(users.c.id == user_id).values(**values, **folded(change)))
                 record(conn, actor, "user.update", user_id, {"before": before, "after": change}, now)
             return get_user(conn, user_id, now)
     except IntegrityError:
         raise conflict("username or email is already taken") from None
+
+
+def unlock_user(store: Store, user_id: str, actor: Principal, now: datetime) -> tuple[SystemUser, bool]:
+    """Clear ``account_locked``. Returns (user, changed); an unlocked user is a no-op (not audited)."""
+    with store.write() as conn:
+        row = require_user(conn, user_id, lock=True)
+        changed = bool(row.account_locked)
+        if changed:
+            conn.execute(update(users).where(users.c.id == user_id).values(account_locked=False))
+            record(
+                conn, actor, "user.unlock", user_id,
+                {"before": {"account_locked": True}, "after": {"account_locked": False}}, now,
+            )
+        return get_user(conn, user_id, now), changed
+
+
+def delete_user(store: Store, user_id: str, actor: Principal, now: datetime) -> SystemUser:
+    """Delete the user, their device, enrolment codes and pending pushes; answer the user as it was.
+
+    The audit trail and the push-attempt history stay: both keep the username, so they
+    still read (and filter) by name after the user row is gone.
+    """
+    with store.write() as conn:
+        require_user(conn, user_id, lock=True)
+        before = get_user(conn, user_id, now)
+        device = remove_push_device(conn, user_id, now)
+        cancelled = cancel_pending_pushes(conn, user_id, now)  # pushes pending without a device, if any
+        codes = conn.execute(delete(enrollment_codes).where(enrollment_codes.c.user_id == user_id)).rowcount or 0
+        conn.execute(update(push_attempts).where(push_attempts.c.user_id == user_id).values(username=before.username))
+        conn.execute(delete(users).where(users.c.id == user_id))
+        record(
+            conn, actor, "user.delete", user_id,
+            {
+                "before": before.model_dump(mode="json", by_alias=True),
+                "after": None,
+                "removedDevice": device.id if device is not None else None,
+                "removedEnrollmentCodes": codes,
+                "cancelledPushes": cancelled + (device.cancelled if device is not None else 0),
+            },
+            now,
+        )
+        keep_target_name(conn, user_id, before.username)  # every event about them, this one included
+        return before
 
 
 def cancel_pending_pushes(conn: Connection, user_id: str, now: datetime) -> int:
@@ -379,30 +469,47 @@ def cancel_pending_pushes(conn: Connection, user_id: str, now: datetime) -> int:
     return result.rowcount or 0
 
 
-def remove_push_device(conn: Connection, user_id: str, now: datetime) -> Any | None:
+class RemovedDevice:
+    """The removed device's row, and how many pending pushes died with it."""
+
+    def __init__(self, row: Any, cancelled: int) -> None:
+        self.row = row
+        self.id = row.id
+        self.cancelled = cancelled
+
+
+def remove_push_device(conn: Connection, user_id: str, now: datetime) -> RemovedDevice | None:
     """Delete the user's device (its token dies with the row) and cancel its pending pushes."""
     device = conn.execute(select(devices).where(devices.c.user_id == user_id)).first()
-    if device is not None:
-        conn.execute(delete(devices).where(devices.c.id == device.id))
-        cancel_pending_pushes(conn, user_id, now)
-    return device
+    if device is None:
+        return None
+    conn.execute(delete(devices).where(devices.c.id == device.id))
+    return RemovedDevice(device, cancel_pending_pushes(conn, user_id, now))
 
 
 def _clear_totp() -> dict[str, Any]:
     return {"totp_secret": None, "totp_status": "NOT_ENROLLED", "totp_last_step": None, "totp_failures": 0}
 
 
-def reset_totp(store: Store, user_id: str, actor: Principal, now: datetime) -> SystemUser:
+def _has_totp(row: Any) -> bool:
+    """Whether a TOTP reset would change anything (a secret, an enrolment, or failures counted)."""
+    return row.totp_secret is not None or row.totp_status != "NOT_ENROLLED" or bool(row.totp_failures)
+
+
+def reset_totp(store: Store, user_id: str, actor: Principal, now: datetime) -> tuple[SystemUser, bool]:
+    """Clear the TOTP secret and its lock. Returns (user, changed); without TOTP it is a no-op (not audited)."""
     with store.write() as conn:
         row = require_user(conn, user_id, lock=True)
-        conn.execute(update(users).where(users.c.id == user_id).values(**_clear_totp()))
-        record(
-            conn, actor, "totp.reset", user_id,
-            {"before": {"totpStatus": row.totp_status, "failures": row.totp_failures},
-             "after": {"totpStatus": "NOT_ENROLLED", "failures": 0}},
-            now,
-        )
-        return get_user(conn, user_id, now)
+        changed = _has_totp(row)
+        if changed:
+            conn.execute(update(users).where(users.c.id == user_id).values(**_clear_totp()))
+            record(
+                conn, actor, "totp.reset", user_id,
+                {"before": {"totpStatus": row.totp_status, "failures": row.totp_failures},
+                 "after": {"totpStatus": "NOT_ENROLLED", "failures": 0}},
+                now,
+            )
+        return get_user(conn, user_id, now), changed
 
 
 def reset_mfa(store: Store, user_id: str, body: ResetMfaRequest, actor: Principal, now: datetime) -> SystemUser:
@@ -420,21 +527,22 @@ def reset_mfa(store: Store, user_id: str, body: ResetMfaRequest, actor: Principa
         else:
             until = now + timedelta(days=body.exclusionDays or DEFAULT_GRACE_DAYS)
     with store.write() as conn:
+        row = require_user(conn, user_id, lock=True)
         before = get_user(conn, user_id, now)
-        require_user(conn, user_id, lock=True)
-        device = remove_push_device(conn, user_id, now)
-        conn.execute(delete(enrollment_codes).where(enrollment_codes.c.user_id == user_id))
-        conn.execute(
-            update(users)
-            .where(users.c.id == user_id)
-            .values(
-                **_clear_totp(),
-                push_status="NOT_ENROLLED",
-                push_pending_until=None,
-                mfa_exclusion=bool(body.exclusion),
-                mfa_exclusion_until=until,
-            )
+        new_values = dict(
+            **_clear_totp(),
+            push_status="NOT_ENROLLED",
+            push_pending_until=None,
+            mfa_exclusion=bool(body.exclusion),
+            mfa_exclusion_until=until,
         )
+        device = remove_push_device(conn, user_id, now)
+        codes = conn.execute(delete(enrollment_codes).where(enrollment_codes.c.user_id == user_id)).rowcount or 0
+        if device is None and not codes and not _has_totp(row) and all(
+            row._mapping[k] == v for k, v in new_values.items() if not k.startswith("totp_")
+        ):
+            return before  # nothing to remove and no grace to start or end: no change, no audit event
+        conn.execute(update(users).where(users.c.id == user_id).values(**new_values))
         after = get_user(conn, user_id, now)
         record(
             conn, actor, "mfa.reset", user_id,
