@@ -1,12 +1,15 @@
 """``protect-console``: the console (default), the service, and a scriptable CLI twin.
 
-The twin commands (users, devices, mfa, totp, settings, privacy, attempts) go
-through the same :class:`~console.client.ProtectClient` as the console. Heavy
-imports (Textual, FastAPI, SQLAlchemy, uvicorn) happen inside the subcommand
-that needs them, so ``protect-console users list`` starts in a blink.
+The twin commands (users, devices, enroll, mfa, totp, attack, settings, privacy, attempts)
+go through the same :class:`~console.client.ProtectClient` as the console. Heavy imports
+(Textual, FastAPI, SQLAlchemy, uvicorn) happen inside the subcommand that needs them, so
+``protect-console users list`` starts in a blink. Limits (grace days, block minutes, setting
+ranges, the TOTP code's shape) come from :mod:`console.models`, the same declarations the
+service validates with, so a bad value is refused here, naming our flag, before any request.
 
-Exit codes: 0 done, 1 error (one ``error: ...`` line on stderr), 2 usage error or
-refused without confirmation, 130 interrupted.
+Exit codes: 0 done (or nothing to do, which is said), 1 error (one ``error: ...`` line on
+stderr) or a caller's code that is not valid, 2 usage error or refused without confirmation,
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,12 +27,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from . import models
 from .config import ConfigError, ConnectionProfile, load_profile
 from .safe_text import printable
 
-ROLES = ("admin", "helpdesk", "readonly", "service")
-PUSH_STATUSES = ("pending", "approved", "denied", "expired", "blocked")
+ROLES = tuple(r.value for r in models.Role)
+PUSH_STATUSES = tuple(s.value for s in models.PushStatus)
 PAGE_MAX = 100  # the API's largest page
+WIDE_COLUMNS = 10_000  # --wide: tables take the width their values need
 
 
 class UsageError(Exception):
@@ -43,6 +51,64 @@ class _Failure(Exception):
     """A command could not do what was asked: exit 1."""
 
 
+# ------------------------------------------------------- limits from models
+
+
+def _bounds(model: type[BaseModel], field: str) -> tuple[int, int]:
+    """The ``ge``/``le`` bounds the service validates ``model.field`` with."""
+    low = high = None
+    for rule in model.model_fields[field].metadata:
+        low = getattr(rule, "ge", low)
+        high = getattr(rule, "le", high)
+    if low is None or high is None:  # pragma: no cover - a model change the CLI must follow
+        raise RuntimeError(f"{model.__name__}.{field} has no ge/le bounds")
+    return low, high
+
+
+def _pattern(model: type[BaseModel], field: str) -> str:
+    for rule in model.model_fields[field].metadata:
+        if getattr(rule, "pattern", None):
+            return rule.pattern
+    raise RuntimeError(f"{model.__name__}.{field} has no pattern")  # pragma: no cover
+
+
+GRACE_DAYS_MAX = _bounds(models.ResetMfaRequest, "exclusionDays")[1]
+BLOCK_MINUTES = _bounds(models.PushBlockRequest, "minutes")
+BLOCK_MINUTES_DEFAULT = models.PushBlockRequest.model_fields["minutes"].default
+TOTP_CODE = re.compile(_pattern(models.TotpVerifyRequest, "code"))
+
+# Server field names that may still appear in an error, and the flag or argument a person typed.
+FLAG_FOR_FIELD = {
+    "exclusionDays": "--grace-days",
+    "exclusionUntil": "--grace-days",
+    "exclusion": "--grace-days",
+    "minutes": "--minutes",
+    "cancelPending": "--keep-pending",
+    "requireUserVerification": "--require-biometric",
+    "code": "CODE",
+    "userId": "USER",
+    "user_id": "USER",
+    "search": "--search",
+    "sort": "--sort",
+    "filter": "--filter",
+    "limit": "--limit",
+    "status": "--status",
+    "optedOut": "--opted-out",
+}
+_FIELD_PREFIX = re.compile(r"^(?P<field>[A-Za-z_][\w.]*)(?: \((?:query|path|header|body)\))?:")
+
+
+def flag_message(message: str) -> str:
+    """A server message with its field names replaced by our flags (``exclusionDays: ...`` -> ``--grace-days: ...``)."""
+    parts = []
+    for part in message.split("; "):
+        match = _FIELD_PREFIX.match(part)
+        if match and match["field"] in FLAG_FOR_FIELD:
+            part = FLAG_FOR_FIELD[match["field"]] + ":" + part[match.end():]
+        parts.append(part)
+    return "; ".join(parts)
+
+
 # ------------------------------------------------------------------ helpers
 
 
@@ -54,6 +120,26 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _int_in(low: int, high: int, note: str = "") -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}{note}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _totp_code(text: str) -> str:
+    code = text.replace(" ", "").strip()
+    if not TOTP_CODE.fullmatch(code):
+        raise argparse.ArgumentTypeError(f"expected the 6 digits the caller reads out, got {text!r}")
+    return code
 
 
 def _port(text: str) -> int:
@@ -81,11 +167,16 @@ def _say(message: str) -> None:
     print(printable(message), file=sys.stderr)
 
 
-def _console():  # noqa: ANN202 - rich imported lazily
+def _console(args: argparse.Namespace | None = None):  # noqa: ANN202 - rich imported lazily
     from rich.console import Console
 
-    # Piped output is read by people in pagers, not cut at 80 columns.
-    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160") or 160)
+    if args is not None and getattr(args, "wide", False):
+        width: int | None = WIDE_COLUMNS
+    elif sys.stdout.isatty():
+        width = None  # the terminal's width
+    else:
+        # Piped output is read by people in pagers, not cut at 80 columns.
+        width = int(os.environ.get("COLUMNS", "160") or 160)
     return Console(file=sys.stdout, highlight=False, width=width)
 
 
@@ -95,13 +186,20 @@ def _text(value: object, style: str = ""):  # noqa: ANN202
     return Text(printable(value), style=style)
 
 
-def _table(*columns: str, title: str | None = None):  # noqa: ANN202
+def _table(*columns: str, title: str | None = None, prose: Sequence[str] = ()):  # noqa: ANN202
+    """A table whose values are never split across lines: too narrow, they end in ``…`` (``--wide`` widens).
+
+    Only ``prose`` columns (sentences such as a setting's meaning) wrap, at spaces.
+    """
     from rich.table import Table
 
     # The title may carry a username: Text, never markup. Column names are ours.
     table = Table(title=_text(title) if title else None, title_justify="left", header_style="bold", show_edge=True)
     for column in columns:
-        table.add_column(column, overflow="fold")
+        if column in prose:
+            table.add_column(column, overflow="fold", ratio=1)
+        else:
+            table.add_column(column, no_wrap=True, overflow="ellipsis")
     return table
 
 
@@ -133,7 +231,7 @@ def _status(value: object):  # noqa: ANN202
 
 
 def _print_json(data: Any) -> None:
-    # ensure_ascii: a hostile name can't smuggle terminal controls through `jq`-less viewing.
+    # ensure_ascii (the default): a hostile name can't smuggle terminal controls through `jq`-less viewing.
     print(json.dumps(data, indent=2, sort_keys=False))
 
 
@@ -158,6 +256,15 @@ def _confirm(question: str, *, yes: bool, action: str) -> None:
         raise Cancelled
 
 
+def _done(args: argparse.Namespace, result: Any, line: str) -> int:
+    """A change's outcome: the result object with ``--json``, else one line for people."""
+    if args.json:
+        _print_json(result if isinstance(result, (dict, list)) else _dump(result))
+    else:
+        _out(line)
+    return 0
+
+
 async def _collect(fetch: Callable[[int, int], Awaitable[Any]], limit: int) -> tuple[list[Any], int]:
     """Up to ``limit`` items, page by page (the API serves at most 100 a request)."""
     items: list[Any] = []
@@ -169,6 +276,10 @@ async def _collect(fetch: Callable[[int, int], Awaitable[Any]], limit: int) -> t
         if not page.results or len(items) >= total:
             break
     return items, total
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}es" if word.endswith("sh") else f"{count} {word}s"
 
 
 # ------------------------------------------------------------------ the twin
@@ -209,11 +320,14 @@ async def users_list(client: Any, args: argparse.Namespace) -> int:
         state = _status(u.state)
         if u.account_locked:
             state.append(" locked", "red")
+        totp = _status(e.totpStatus)
+        if u.totpLock.locked:
+            totp.append(" locked", "red")
         table.add_row(
             _text(u.username), _text(_display_name(u)), _text(u.email), state,
-            _status(e.pushStatus), _status(e.totpStatus), _status(e.webAuthnStatus), _text(u.id, "dim"),
+            _status(e.pushStatus), totp, _status(e.webAuthnStatus), _text(u.id, "dim"),
         )
-    console = _console()
+    console = _console(args)
     console.print(table)
     console.print(_text(f"{len(users)} of {total} users"))
     return 0
@@ -225,6 +339,16 @@ def _normalise_filter(value: str) -> str:
         field, _, rest = value.partition("=")
         return f"{field.strip()}:$eq:{rest.strip()}"
     return value
+
+
+def _totp_words(user: Any) -> str:
+    status = user.mfaEnrollment.totpStatus.value
+    lock = user.totpLock
+    if lock.locked:
+        return f"{status} (locked: {lock.failures} of {lock.maxFailures} wrong codes; `totp reset` unlocks)"
+    if lock.failures:
+        return f"{status} ({lock.failures} of {lock.maxFailures} wrong codes)"
+    return status
 
 
 async def users_show(client: Any, args: argparse.Namespace) -> int:
@@ -240,7 +364,7 @@ async def users_show(client: Any, args: argparse.Namespace) -> int:
             }
         )
         return 0
-    console = _console()
+    console = _console(args)
     e = user.mfaEnrollment
     facts = _table("Field", "Value", title=f"User {user.username}")
     rows: list[tuple[str, Any]] = [
@@ -252,13 +376,18 @@ async def users_show(client: Any, args: argparse.Namespace) -> int:
         ("Created", _when(user.created)),
         ("MFA overall", e.overallStatus.value),
         ("Push", e.pushStatus.value),
-        ("TOTP", e.totpStatus.value),
+        ("TOTP", _totp_words(user)),
         ("WebAuthn", e.webAuthnStatus.value),
     ]
     if user.mfa.exclusion:
         rows.append(("MFA grace until", _when(user.mfa.exclusionUntil)))
+    if user.pushBlock is not None:
+        rows.append(("Push blocked", f"until {_when(user.pushBlock.blockedUntil)} by {user.pushBlock.blockedBy}"))
+    if user.requireUserVerification:
+        rows.append(("Biometric", "required for this user's approvals"))
     for label, value in rows:
-        facts.add_row(_text(label, "bold"), _status(value) if label in ("State", "Push", "TOTP", "WebAuthn", "MFA overall") else _text(value))
+        styled = label in ("State", "Push", "WebAuthn", "MFA overall")
+        facts.add_row(_text(label, "bold"), _status(value) if styled else _text(value))
     console.print(facts)
     if devices:
         table = _table("Device", "Make/model", "OS", "App", "Biometric", "State", "Enrolled", "Last used", "Diagnostics")
@@ -277,50 +406,257 @@ async def users_show(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+async def users_unlock(client: Any, args: argparse.Namespace) -> int:
+    user = await client.find_user(args.user)
+    if not user.account_locked:
+        return _done(args, user, f"User {user.username} is not locked: nothing to unlock.")
+    _confirm(f"Unlock user {user.username} ({user.email})?", yes=args.yes, action="unlocking")
+    after = await client.unlock_user(user.id)
+    return _done(args, after, f"Unlocked user {after.username}.")
+
+
+async def users_delete(client: Any, args: argparse.Namespace) -> int:
+    user = await client.find_user(args.user)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("not deleting without confirmation: stdin is not a terminal; pass --yes")
+        sys.stderr.write(
+            printable(
+                f"Delete user {user.username} ({user.email}, id {user.id})? Their push device, enrollment codes and "
+                "pending pushes go too; the audit and attempt history stay. This cannot be undone.\n"
+                "Type the username to delete: "
+            )
+        )
+        sys.stderr.flush()
+        if sys.stdin.readline().strip() != user.username:
+            raise Cancelled
+    deleted = await client.delete_user(user.id)
+    return _done(args, deleted, f"Deleted user {deleted.username} (id {deleted.id}).")
+
+
 async def devices_unenroll(client: Any, args: argparse.Namespace) -> int:
     user = await client.find_user(args.user)
     devices = await client.push_endpoints(user.id)
     if not devices:
-        raise _Failure(f"user {user.username} has no push device to unenroll")
+        return _done(args, [], f"User {user.username} has no push device: nothing to unenroll.")
+    removed = []
+    lines = []
     for device in devices:
         what = f"device {device.name} ({device.device.make} {device.device.model})"
         _confirm(f"Unenroll {what} of user {user.username}?", yes=args.yes, action="unenrolling")
-        await client.unenroll_device(user.id, device.id)
-        _out(f"Unenrolled {what} of user {user.username}.")
+        removed.append(await client.unenroll_device(user.id, device.id))
+        lines.append(f"Unenrolled {what} of user {user.username}.")
+    return _done(args, [_dump(d) for d in removed], "\n".join(lines))
+
+
+async def _devices_set_state(client: Any, args: argparse.Namespace, state: str) -> int:
+    verb = "activate" if state == "active" else "deactivate"
+    user = await client.find_user(args.user)
+    devices = await client.push_endpoints(user.id)
+    if not devices:
+        return _done(args, [], f"User {user.username} has no push device: nothing to {verb}.")
+    results = []
+    lines = []
+    for device in devices:
+        what = f"device {device.name} ({device.device.make} {device.device.model}) of user {user.username}"
+        if device.state == state:
+            results.append(device)
+            lines.append(f"The push {what} is already {state}: nothing to {verb}.")
+            continue
+        consequence = (
+            "It can approve pushes again." if state == "active"
+            else "It stops receiving and approving pushes until it is activated again."
+        )
+        _confirm(f"{verb.capitalize()} the push {what}? {consequence}", yes=args.yes, action=f"{verb[:-1]}ing")
+        results.append(await client.update_push_endpoint(user.id, device.id, state=state))
+        lines.append(f"{verb.capitalize()}d the push {what}.")
+    return _done(args, [_dump(d) for d in results], "\n".join(lines))
+
+
+async def devices_activate(client: Any, args: argparse.Namespace) -> int:
+    return await _devices_set_state(client, args, "active")
+
+
+async def devices_deactivate(client: Any, args: argparse.Namespace) -> int:
+    return await _devices_set_state(client, args, "inactive")
+
+
+def qr_lines(data: str, *, border: int = 2) -> list[str]:
+    """``data`` as a QR code in half-block characters, two modules per character cell vertically.
+
+    Light modules are drawn as blocks, so it reads correctly on the usual dark terminal (and white on
+    black when colour is on), like the console's enrollment modal.
+    """
+    import segno
+
+    qr = segno.make(data, error="l", micro=False)
+    rows = [[not bool(dark) for dark in row] for row in qr.matrix_iter(scale=1, border=border)]
+    if len(rows) % 2:
+        rows.append([True] * len(rows[0]))  # pad with a light row
+    blocks = {(False, False): " ", (True, False): "▀", (False, True): "▄", (True, True): "█"}
+    return ["".join(blocks[(t, b)] for t, b in zip(top, bottom)) for top, bottom in zip(rows[0::2], rows[1::2])]
+
+
+def _print_qr(data: str) -> None:
+    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    for line in qr_lines(data):  # our own characters: printed whole, never cropped or wrapped
+        print(f"\x1b[37;40m{line}\x1b[0m" if colour else line)
+
+
+async def enroll(client: Any, args: argparse.Namespace) -> int:
+    user = await client.find_user(args.user)
+    devices = await client.push_endpoints(user.id)
+    active = [d for d in devices if d.state == "active"]
+    warning = ""
+    if active:
+        warning = (
+            f" Their device {active[0].name} is still active and keeps approving until the new one enrolls"
+            f" (if it was lost: `protect-console devices deactivate {user.username}` first)."
+        )
+    _confirm(
+        f"Create a push enrollment code for user {user.username}? Enrolling a new device replaces the current one."
+        + warning,
+        yes=args.yes, action="creating an enrollment code",
+    )
+    code = await client.create_enrollment(user.id)
+    if args.json:
+        _print_json(_dump(code))
+        return 0
+    _print_qr(code.uri)
+    minutes = max(0, round((code.expiresAt - datetime.now(timezone.utc)).total_seconds() / 60))
+    _out(f"Enrollment code for user {user.username}: {code.code}")
+    _out(f"Expires {_when(code.expiresAt)} (in about {minutes} min). Scan the QR code with the Protect app, "
+         "or type the code in it.")
+    _out(code.uri)
     return 0
 
 
 async def mfa_reset(client: Any, args: argparse.Namespace) -> int:
     user = await client.find_user(args.user)
-    grace = f" with a {args.grace_days}-day grace period to enroll again" if args.grace_days else ""
-    _confirm(
-        f"Reset all MFA (TOTP secret and push device) of user {user.username}{grace}?",
-        yes=args.yes, action="resetting MFA",
-    )
-    after = await client.reset_mfa(user.id, grace_days=args.grace_days)
-    until = f"; grace period until {_when(after.mfa.exclusionUntil)}" if after.mfa.exclusion else ""
-    _out(f"Reset MFA of user {after.username}{until}.")
-    return 0
+    devices = await client.push_endpoints(user.id)
+    e = user.mfaEnrollment
+    has_totp = e.totpStatus != models.EnrollmentStatus.NOT_ENROLLED or user.totpLock.failures > 0
+    has_push = bool(devices) or e.pushStatus != models.EnrollmentStatus.NOT_ENROLLED
+    days = args.grace_days or 0
+    removes = [f"push device {d.name} ({d.device.make} {d.device.model})" for d in devices]
+    if has_push and not devices:
+        removes.append(f"the pending push enrollment ({e.pushStatus.value})")
+    if has_totp:
+        removes.append("the TOTP secret")
+    kept = ["WebAuthn"] if e.webAuthnStatus == models.EnrollmentStatus.ENROLLED else []
+    if not removes and not days and not user.mfa.exclusion:
+        return _done(args, user, f"User {user.username} has no push device, TOTP or grace period: nothing to reset.")
+    if days:
+        grace = f"with a {days}-day grace period to enroll again"
+    elif user.mfa.exclusion:
+        grace = f"and end the grace period (until {_when(user.mfa.exclusionUntil)}): no grace period"
+    else:
+        grace = "with no grace period (the user cannot pass MFA until they enroll again)"
+    what = ", ".join(removes) if removes else "nothing enrolled"
+    keeps = f"; keeps {', '.join(kept)}" if kept else ""
+    _confirm(f"Reset all MFA of user {user.username}: removes {what}{keeps}; {grace}?", yes=args.yes,
+             action="resetting MFA")
+    after = await client.reset_mfa(user.id, grace_days=days or None)
+    until = f"; grace period until {_when(after.mfa.exclusionUntil)}" if after.mfa.exclusion else "; no grace period"
+    removed = f": removed {', '.join(removes)}" if removes else ""
+    kept_line = f"; kept {', '.join(kept)}" if kept else ""
+    return _done(args, after, f"Reset MFA of user {after.username}{removed}{kept_line}{until}.")
 
 
 async def totp_reset(client: Any, args: argparse.Namespace) -> int:
     user = await client.find_user(args.user)
-    _confirm(f"Reset the TOTP secret of user {user.username}?", yes=args.yes, action="resetting TOTP")
+    status = user.mfaEnrollment.totpStatus
+    if status == models.EnrollmentStatus.NOT_ENROLLED and not user.totpLock.failures:
+        nothing = models.TotpResetResult(userId=user.id, totpStatus=status, changed=False)
+        return _done(args, nothing, f"TOTP was not enrolled for {user.username}: nothing to reset.")
+    lock = user.totpLock
+    locked = f" (locked after {lock.failures} wrong codes; the reset unlocks it)" if lock.locked else ""
+    _confirm(f"Reset the TOTP secret of user {user.username}{locked}?", yes=args.yes, action="resetting TOTP")
     result = await client.reset_totp(user.id)
-    _out(f"Reset TOTP of user {user.username}: TOTP is now {result.totpStatus.value}.")
-    return 0
+    if not result.changed:
+        return _done(args, result, f"TOTP was not enrolled for {user.username}: nothing to reset.")
+    return _done(args, result, f"Reset TOTP of user {user.username}: TOTP is now {result.totpStatus.value}.")
+
+
+async def totp_verify(client: Any, args: argparse.Namespace) -> int:
+    user = await client.find_user(args.user)
+    lock = user.totpLock
+    if lock.locked:
+        raise _Failure(
+            f"TOTP of user {user.username} is locked ({lock.failures} of {lock.maxFailures} wrong codes): every code "
+            f"is refused until `protect-console totp reset {user.username}`; nothing was checked"
+        )
+    if lock.failures:
+        _say(f"note: {user.username} has {lock.failures} of {lock.maxFailures} wrong codes in a row; "
+             "a wrong code now counts toward the lock-out")
+    result = await client.verify_totp(user.id, args.code)
+    if args.json:
+        _print_json(_dump(result))
+        return 0 if result.valid else 1
+    if result.valid:
+        _out(f"Code valid for user {user.username}.")
+        return 0
+    after = (await client.get_user(user.id)).totpLock
+    count = f"{after.failures} of {after.maxFailures} wrong codes" + ("; TOTP is now locked" if after.locked else "")
+    reason = f": {result.reason}" if result.reason else ""
+    _out(f"Code NOT valid for user {user.username}{reason} ({count}).")
+    return 1
+
+
+async def attack_stop(client: Any, args: argparse.Namespace) -> int:
+    user = await client.find_user(args.user)
+    pending = (await client.push_attempts(user_id=user.id, status="pending", limit=1)).totalCount
+    steps = [f"refuse new pushes for {_plural(args.minutes, 'minute')}"]
+    if not args.keep_pending:
+        steps.insert(0, f"cancel {_plural(pending, 'pending push')}")
+    if args.require_biometric:
+        steps.append("require biometric approval for this user from now on")
+    already = ""
+    if user.pushBlock is not None:
+        already = f" (already blocked until {_when(user.pushBlock.blockedUntil)}; this sets a new end)"
+    _confirm(f"Stop the push attack on user {user.username}: {', '.join(steps)}{already}?", yes=args.yes,
+             action="stopping the attack")
+    result = await client.block_push(
+        user.id, minutes=args.minutes, cancel_pending=not args.keep_pending,
+        require_user_verification=args.require_biometric,
+    )
+    parts = [f"new pushes refused until {_when(result.blockedUntil)}", f"{_plural(result.cancelled, 'pending push')} cancelled"]
+    if args.require_biometric:
+        parts.append("biometric approval required from now on")
+    return _done(args, result, f"Stopped the push attack on user {user.username}: {'; '.join(parts)}. "
+                               f"`protect-console attack lift {user.username}` lifts the block.")
+
+
+async def attack_lift(client: Any, args: argparse.Namespace) -> int:
+    user = await client.find_user(args.user)
+    block = user.pushBlock
+    nothing = f"No push block in force for user {user.username}: nothing to lift."
+    if block is None:
+        return _done(args, models.PushBlockLifted(lifted=False), nothing)
+    _confirm(f"Lift the push block on user {user.username} (until {_when(block.blockedUntil)}, by {block.blockedBy})? "
+             "New pushes are accepted again.", yes=args.yes, action="lifting the block")
+    result = await client.lift_push_block(user.id)
+    if not result.lifted:
+        return _done(args, result, nothing)
+    return _done(args, result, f"Lifted the push block on user {user.username}: new pushes are accepted again.")
+
+
+# ------------------------------------------------------------------ settings
 
 
 @dataclass(frozen=True)
 class SettingSpec:
-    """A setting as the CLI names it, and where it lives in the API's document."""
+    """A setting as the console names it (its dotted path in the settings document)."""
 
     name: str
-    path: tuple[str, ...]
     kind: type
     meaning: str
     low: int | None = None
     high: int | None = None
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return tuple(self.name.split("."))
 
     def read(self, document: dict[str, Any]) -> Any:
         for part in self.path:
@@ -333,41 +669,79 @@ class SettingSpec:
             body = {part: body}
         return body
 
-    def parse(self, text: str) -> Any:
+    def parse(self, text: str, typed_name: str | None = None) -> Any:
+        name = typed_name or self.name
         if self.kind is bool:
             lowered = text.strip().lower()
             if lowered in ("true", "on", "yes", "1"):
                 return True
             if lowered in ("false", "off", "no", "0"):
                 return False
-            raise UsageError(f"{self.name}: expected true or false, got {text!r}")
+            raise UsageError(f"{name}: expected true or false (or on/off), got {text!r}")
         try:
             value = int(text)
         except ValueError:
-            raise UsageError(f"{self.name}: expected a whole number, got {text!r}") from None
+            raise UsageError(f"{name}: expected a whole number, got {text!r}") from None
         if not self.low <= value <= self.high:  # type: ignore[operator]
-            raise UsageError(f"{self.name}: must be between {self.low} and {self.high}, got {value}")
+            raise UsageError(f"{name}: must be between {self.low} and {self.high}, got {value}")
         return value
+
+    def show(self, value: Any) -> str:
+        return ("on" if value else "off") if self.kind is bool else str(value)
 
     @property
     def allowed(self) -> str:
-        return "true/false" if self.kind is bool else f"{self.low}..{self.high}"
+        return "on/off" if self.kind is bool else f"{self.low}..{self.high}"
 
 
-SETTINGS: tuple[SettingSpec, ...] = (
-    SettingSpec("push.max-concurrent", ("push", "concurrentLimit", "max"), int,
-                "Pending pushes allowed per user and resource within the timeout; more are blocked "
-                "(the guard against push bombing).", 1, 10),
-    SettingSpec("push.limit-enabled", ("push", "concurrentLimit", "enabled"), bool,
-                "Whether the concurrent push limit is enforced at all."),
-    SettingSpec("push.timeout", ("push", "timeoutSeconds"), int,
-                "Seconds a push can be answered; later answers are refused as expired.", 30, 300),
-    SettingSpec("push.require-biometric", ("push", "requireUserVerification"), bool,
-                "Approvals must carry biometric or passcode verification from the device."),
-    SettingSpec("totp.max-failures", ("totp", "maxFailures"), int,
-                "Consecutive bad codes before TOTP locks until an admin resets it.", 1, 20),
-)
-_SETTING_ALIASES = {spec.name: spec for spec in SETTINGS} | {".".join(spec.path): spec for spec in SETTINGS}
+# What each setting means, in the console's words; names, types and ranges come from the models.
+_SETTING_MEANINGS = {
+    "push.concurrentLimit.enabled": "On: extra pushes for the same resource are blocked while earlier ones are "
+                                    "pending (the guard against push bombing). Off: no limit.",
+    "push.concurrentLimit.max": "Pending pushes allowed per user and resource within the timeout; more are blocked.",
+    "push.timeoutSeconds": "Seconds a push can be answered; later answers are refused as expired.",
+    "push.requireUserVerification": "Approvals must carry biometric or passcode verification from the device.",
+    "totp.maxFailures": "Wrong TOTP codes in a row before the user's TOTP locks until an admin resets it.",
+}
+# The CLI's first names, still accepted.
+_OLD_SETTING_NAMES = {
+    "push.max-concurrent": "push.concurrentLimit.max",
+    "push.limit-enabled": "push.concurrentLimit.enabled",
+    "push.timeout": "push.timeoutSeconds",
+    "push.require-biometric": "push.requireUserVerification",
+    "totp.max-failures": "totp.maxFailures",
+}
+
+
+def _setting_specs() -> tuple[SettingSpec, ...]:
+    """Every leaf of :class:`~console.models.ProtectSettings`, ranges from ``SETTING_RANGES`` (as the console)."""
+    specs: list[SettingSpec] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for field, info in model.model_fields.items():
+            name = prefix + field
+            kind = info.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                walk(kind, name + ".")
+                continue
+            meaning = _SETTING_MEANINGS.get(name) or info.description or ""
+            if kind is bool:
+                specs.append(SettingSpec(name, bool, meaning))
+            else:
+                low, high = models.SETTING_RANGES.get(name) or _bounds(model, field)
+                specs.append(SettingSpec(name, int, meaning, low, high))
+
+    walk(models.ProtectSettings, "")
+    return tuple(specs)
+
+
+SETTINGS = _setting_specs()
+_SETTINGS_BY_NAME = {spec.name.lower(): spec for spec in SETTINGS}
+
+
+def find_setting(name: str) -> SettingSpec | None:
+    key = name.strip()
+    return _SETTINGS_BY_NAME.get(_OLD_SETTING_NAMES.get(key, key).lower())
 
 
 async def settings_get(client: Any, args: argparse.Namespace) -> int:
@@ -376,28 +750,26 @@ async def settings_get(client: Any, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(document)
         return 0
-    table = _table("Setting", "Value", "Allowed", "Meaning")
+    table = _table("Setting", "Value", "Allowed", "Meaning", prose=("Meaning",))
     for spec in SETTINGS:
-        value = spec.read(document)
-        table.add_row(_text(spec.name, "bold"), _text(str(value).lower() if spec.kind is bool else value),
-                      _text(spec.allowed), _text(spec.meaning))
-    _console().print(table)
+        table.add_row(_text(spec.name, "bold"), _text(spec.show(spec.read(document))), _text(spec.allowed),
+                      _text(spec.meaning))
+    _console(args).print(table)
     return 0
 
 
 async def settings_set(client: Any, args: argparse.Namespace) -> int:
     from .client import PreconditionFailed
 
-    spec = _SETTING_ALIASES.get(args.name)
+    spec = find_setting(args.name)
     if spec is None:
         raise UsageError(f"unknown setting {args.name!r}; choose one of {', '.join(s.name for s in SETTINGS)}")
-    new = spec.parse(args.value)
+    new = spec.parse(args.value, args.name)
     settings, etag = await client.get_settings()
     old = spec.read(settings.model_dump(mode="json"))
     if old == new:
-        _out(f"{spec.name} is already {args.value}; nothing changed.")
-        return 0
-    _confirm(f"Change {spec.name} from {old} to {new}?", yes=args.yes, action="changing settings")
+        return _done(args, settings.model_dump(mode="json"), f"{spec.name} is already {spec.show(new)}: nothing to change.")
+    _confirm(f"Change {spec.name} from {spec.show(old)} to {spec.show(new)}?", yes=args.yes, action="changing settings")
     try:
         updated, _ = await client.update_settings(spec.patch(new), etag)
     except PreconditionFailed:
@@ -405,8 +777,11 @@ async def settings_set(client: Any, args: argparse.Namespace) -> int:
             "someone else changed the settings since they were read; nothing changed. "
             "Run `protect-console settings get` and try again"
         ) from None
-    _out(f"{spec.name}: {old} -> {spec.read(updated.model_dump(mode='json'))}")
-    return 0
+    document = updated.model_dump(mode="json")
+    return _done(args, document, f"{spec.name}: {spec.show(old)} -> {spec.show(spec.read(document))}")
+
+
+# ------------------------------------------------------- privacy, attempts
 
 
 async def privacy(client: Any, args: argparse.Namespace) -> int:
@@ -418,7 +793,7 @@ async def privacy(client: Any, args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"summary": _dump(summary), "devices": {"totalCount": total, "results": [_dump(d) for d in devices]}})
         return 0
-    console = _console()
+    console = _console(args)
     share = f"{summary.optedOut / summary.devices:.0%}" if summary.devices else "0%"
     console.print(_text(f"{summary.devices} devices, {summary.optedOut} opted out of diagnostics ({share}), "
                         f"{summary.optedIn} sharing."))
@@ -457,7 +832,7 @@ async def attempts(client: Any, args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"totalCount": total, "results": [_dump(a) for a in items]})
         return 0
-    console = _console()
+    console = _console(args)
     console.print(_attempts_table(items))
     console.print(_text(f"{len(items)} of {total} push attempts, newest first"))
     return 0
@@ -483,10 +858,12 @@ def _db_path(args: argparse.Namespace) -> Path:
     return default_db_path()
 
 
-def _open_store(db: Path):  # noqa: ANN202
+def _open_store(db: Path, *, must_exist: bool = False):  # noqa: ANN202
     """The local database, or a one-line reason it cannot be opened."""
     from .server.store import open_store
 
+    if must_exist and not db.is_file():
+        raise _Failure(f"no database at {db} (pass --db FILE, the file `protect-console serve --db FILE` uses)")
     try:
         return open_store(db)
     except OSError as exc:
@@ -530,9 +907,78 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
     finally:
         store.dispose()
+    if args.json:
+        _print_json({"name": args.name.strip(), "role": args.role, "prefix": key[:8], "key": key, "db": str(db)})
+        return 0
     print(f"Created {args.role} key {printable(args.name)!r} in {db}. It is shown once; store it now:")
     print(key)
     return 0
+
+
+def _key_dict(key: Any) -> dict[str, Any]:
+    def iso(value: datetime | None) -> str | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc).isoformat().replace("+00:00", "Z")
+
+    return {"id": key.id, "prefix": key.prefix, "name": key.name, "role": key.role,
+            "created": iso(key.created_at), "revoked": iso(key.revoked_at)}
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from .server.services.keys import list_keys
+
+    db = _db_path(args)
+    store = _open_store(db, must_exist=True)
+    try:
+        keys = list_keys(store)
+    finally:
+        store.dispose()
+    if args.json:
+        _print_json([_key_dict(k) for k in keys])
+        return 0
+    table = _table("ID", "Prefix", "Name", "Role", "Created", "Revoked")
+    for k in keys:
+        table.add_row(_text(k.id, "dim"), _text(k.prefix), _text(k.name), _text(k.role), _text(_when(k.created_at)),
+                      _text(_when(k.revoked_at), "red") if k.revoked else _text("-"))
+    console = _console(args)
+    console.print(table)
+    active = sum(not k.revoked for k in keys)
+    console.print(_text(f"{len(keys)} keys in {db}, {active} active"))
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from .server.services.keys import find_keys, list_keys, revoke_key
+
+    db = _db_path(args)
+    store = _open_store(db, must_exist=True)
+    try:
+        matches = find_keys(store, args.key)
+        active = [k for k in matches if not k.revoked]
+        if not matches:
+            raise _Failure(f"no API key with id, prefix or name {args.key!r} in {db}")
+        if not active:
+            return _done(args, _key_dict(matches[0]),
+                         f"Key {matches[0].name!r} ({matches[0].prefix}) is already revoked: nothing to revoke.")
+        if len(active) > 1:
+            ids = ", ".join(f"{k.id} ({k.prefix}, {k.role})" for k in active)
+            raise UsageError(f"{len(active)} active keys match {args.key!r}: {ids}; give the id")
+        key = active[0]
+        last_admin = key.role == models.Role.ADMIN and sum(
+            not k.revoked and k.role == models.Role.ADMIN for k in list_keys(store)
+        ) == 1
+        warning = " It is the last active admin key: nobody can change settings until `keys create` makes another." \
+            if last_admin else ""
+        _confirm(
+            f"Revoke {key.role} key {key.name!r} ({key.prefix}, created {_when(key.created_at)})? Everything using it "
+            f"is refused from now on.{warning}",
+            yes=args.yes, action="revoking",
+        )
+        revoked = revoke_key(store, key.id)
+    finally:
+        store.dispose()
+    if revoked is None:  # revoked by someone else between the lookup and now
+        return _done(args, _key_dict(key), f"Key {key.name!r} ({key.prefix}) is already revoked: nothing to revoke.")
+    return _done(args, _key_dict(revoked), f"Revoked {revoked.role} key {revoked.name!r} ({revoked.prefix}).")
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
@@ -546,6 +992,9 @@ def cmd_seed(args: argparse.Namespace) -> int:
     finally:
         store.dispose()
     elapsed = time.perf_counter() - started
+    if args.json:
+        _print_json({"db": str(db), "users": args.users, "seconds": round(elapsed, 2), "report": report or {}})
+        return 0
     print(f"Seeded {args.users:,} users into {db} in {elapsed:.1f} s")
     for key, value in (report or {}).items():
         print(f"  {printable(key)}: {printable(value)}")
@@ -563,23 +1012,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ parsing
 
 
-def _connection_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("connection (API keys come from the config file or PROTECT_CONSOLE_API_KEY)")
-    group.add_argument("--profile", help="profile name in config.toml (default: default_profile)")
-    group.add_argument("--url", help="backend URL, overriding the profile and PROTECT_CONSOLE_URL")
-    group.add_argument("--readonly", action="store_true", help="refuse every change, whatever the key allows")
+_CONNECTION_TITLE = "connection (API keys come from the config file or PROTECT_CONSOLE_API_KEY)"
+
+
+def _connection_flags(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``--profile``/``--url``/``--readonly``, before or after the subcommand.
+
+    On subcommands their default is SUPPRESS, so a value given before the subcommand is not
+    overwritten by the subcommand's default.
+    """
+    default: Any = None if top else argparse.SUPPRESS
+    group = parser.add_argument_group(_CONNECTION_TITLE)
+    group.add_argument("--profile", default=default, help="profile name in config.toml (default: default_profile)")
+    group.add_argument("--url", default=default, help="backend URL, overriding the profile and PROTECT_CONSOLE_URL")
+    group.add_argument("--readonly", action="store_true", default=False if top else argparse.SUPPRESS,
+                       help="refuse every change, whatever the key allows")
 
 
 def _twin(sub: Any, name: str, handler: Callable[..., Awaitable[int]], help: str, *, changing: bool = False,
-          json_flag: bool = True) -> argparse.ArgumentParser:
+          tables: bool = False) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help, description=help)
     _connection_flags(parser)
-    if json_flag:
-        parser.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+    parser.add_argument("--json", action="store_true",
+                        help="print the API's JSON (for changes: the result object) instead of text")
+    if tables:
+        parser.add_argument("--wide", action="store_true", help="show whole values (tables as wide as they need)")
     if changing:
         parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     parser.set_defaults(run=_run_twin, handler=handler, changing=changing)
     return parser
+
+
+def _user_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("user", metavar="USER", help="email, username or id")
+
+
+def _db_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help="SQLite file (default: protect.db in the XDG data dir)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -588,6 +1057,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keyboard-driven admin console for Protect push and TOTP MFA, its service, and a scriptable CLI.",
         epilog="Without a command, opens the console (same as `protect-console tui`).",
     )
+    _connection_flags(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     tui = sub.add_parser("tui", help="open the full-screen console (default)")
@@ -596,23 +1066,36 @@ def build_parser() -> argparse.ArgumentParser:
     tui.set_defaults(run=cmd_tui)
 
     serve = sub.add_parser("serve", help="run the Protect service")
-    serve.add_argument("--db", help="SQLite file (default: protect.db in the XDG data dir)")
+    _db_flag(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
     serve.set_defaults(run=cmd_serve)
 
-    keys = sub.add_parser("keys", help="manage API keys (local database)")
+    keys = sub.add_parser("keys", help="manage API keys (local database, no API key needed)")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     create = keys_sub.add_parser("create", help="create an API key; it is printed once, alone on the last line")
     create.add_argument("--name", required=True, help="who or what uses the key (shown in the audit log)")
     create.add_argument("--role", required=True, choices=ROLES)
-    create.add_argument("--db", help="SQLite file (default: protect.db in the XDG data dir)")
+    _db_flag(create)
+    create.add_argument("--json", action="store_true", help="print name, role, prefix and the key as JSON")
     create.set_defaults(run=cmd_keys_create)
+    klist = keys_sub.add_parser("list", help="the keys: id, prefix, name, role, created, revoked (never the key)")
+    _db_flag(klist)
+    klist.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    klist.add_argument("--wide", action="store_true", help="show whole values")
+    klist.set_defaults(run=cmd_keys_list)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key: everything using it is refused from then on")
+    revoke.add_argument("key", metavar="ID|PREFIX|NAME", help="the key's id, its prefix (pc_xxxxx) or its name")
+    _db_flag(revoke)
+    revoke.add_argument("--json", action="store_true", help="print the revoked key (never the key itself) as JSON")
+    revoke.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    revoke.set_defaults(run=cmd_keys_revoke)
 
     seed = sub.add_parser("seed", help="write a synthetic directory into the database")
     seed.add_argument("--users", type=_positive_int, required=True, metavar="N")
-    seed.add_argument("--db", help="SQLite file (default: protect.db in the XDG data dir)")
+    _db_flag(seed)
     seed.add_argument("--seed", type=int, default=1, metavar="INT", help="random seed (default 1)")
+    seed.add_argument("--json", action="store_true", help="print the seed report as JSON")
     seed.set_defaults(run=cmd_seed)
 
     demo = sub.add_parser("demo", help="run the service with synthetic users and live activity, and open the console")
@@ -623,50 +1106,78 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=_port, default=0, help="port for the service (default: any free port)")
     demo.set_defaults(run=cmd_demo)
 
-    users = sub.add_parser("users", help="list and show users")
+    users = sub.add_parser("users", help="list, show, unlock and delete users")
     users_sub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
-    ls = _twin(users_sub, "list", users_list, "list users")
+    ls = _twin(users_sub, "list", users_list, "list users", tables=True)
     ls.add_argument("--search", metavar="S", help="case-insensitive search over username, email and names")
     ls.add_argument("--filter", metavar="F", action="append", default=[],
                     help="field:$op:value or field=value, repeatable (ANDed), e.g. mfaEnrollment.pushStatus=ENROLLED")
-    ls.add_argument("--sort", metavar="FIELDS", help="e.g. 'username' or '-created'")
+    ls.add_argument("--sort", metavar="FIELDS", help="e.g. 'username', '-created' or 'lastname'")
     ls.add_argument("--limit", type=_positive_int, default=20, metavar="N", help="how many users (default 20)")
-    show = _twin(users_sub, "show", users_show, "show one user, their push device and recent push attempts")
-    show.add_argument("user", metavar="USER", help="email, username or id")
+    show = _twin(users_sub, "show", users_show, "show one user, their push device and recent push attempts", tables=True)
+    _user_arg(show)
     show.add_argument("--attempts", type=_positive_int, default=10, metavar="N", help="recent attempts to show")
+    _user_arg(_twin(users_sub, "unlock", users_unlock, "unlock a locked account (admin)", changing=True))
+    _user_arg(_twin(users_sub, "delete", users_delete,
+                    "delete a user, their device, enrollment codes and pending pushes (admin); asks to type the "
+                    "username unless --yes", changing=True))
 
     devices = sub.add_parser("devices", help="push devices")
     devices_sub = devices.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
-    unenroll = _twin(devices_sub, "unenroll", devices_unenroll, "unenroll a user's push device",
-                     changing=True, json_flag=False)
-    unenroll.add_argument("user", metavar="USER", help="email, username or id")
+    _user_arg(_twin(devices_sub, "unenroll", devices_unenroll, "unenroll a user's push device", changing=True))
+    _user_arg(_twin(devices_sub, "deactivate", devices_deactivate,
+                    "deactivate a user's push device: it stops approving pushes (admin)", changing=True))
+    _user_arg(_twin(devices_sub, "activate", devices_activate, "activate a deactivated push device again (admin)",
+                    changing=True))
+
+    _user_arg(_twin(sub, "enroll", enroll, "create a push enrollment code: prints the code, its expiry and a QR code",
+                    changing=True))
 
     mfa = sub.add_parser("mfa", help="multi-factor enrollment")
     mfa_sub = mfa.add_subparsers(dest="mfa_command", metavar="ACTION", required=True)
-    reset = _twin(mfa_sub, "reset", mfa_reset, "reset all of a user's MFA (TOTP and push device)",
-                  changing=True, json_flag=False)
-    reset.add_argument("user", metavar="USER", help="email, username or id")
-    reset.add_argument("--grace-days", type=_positive_int, metavar="N",
-                       help="days the user may log in without MFA while enrolling again")
+    reset = _twin(mfa_sub, "reset", mfa_reset, "reset all of a user's MFA (TOTP and push device; WebAuthn is kept)",
+                  changing=True)
+    _user_arg(reset)
+    reset.add_argument("--grace-days", type=_int_in(0, GRACE_DAYS_MAX, " (0 = no grace period)"), default=0,
+                       metavar="N", help=f"days (0..{GRACE_DAYS_MAX}) the user may log in without MFA while "
+                                         "enrolling again; 0, the default, means none")
 
     totp = sub.add_parser("totp", help="TOTP verification codes")
     totp_sub = totp.add_subparsers(dest="totp_command", metavar="ACTION", required=True)
-    treset = _twin(totp_sub, "reset", totp_reset, "reset a user's TOTP secret", changing=True, json_flag=False)
-    treset.add_argument("user", metavar="USER", help="email, username or id")
+    _user_arg(_twin(totp_sub, "reset", totp_reset, "reset a user's TOTP secret (also lifts a lock)", changing=True))
+    verify = _twin(totp_sub, "verify", totp_verify,
+                   "check a caller's 6-digit code (exit 0 valid, 1 not valid; a wrong code counts toward the lock-out)")
+    verify.set_defaults(changing=True)  # it counts toward the lock-out: a read-only profile refuses it
+    _user_arg(verify)
+    verify.add_argument("code", metavar="CODE", type=_totp_code, help="the 6 digits the caller reads out")
+
+    attack = sub.add_parser("attack", help="stop a push-bombing attack on a user, or lift the block")
+    attack_sub = attack.add_subparsers(dest="attack_command", metavar="ACTION", required=True)
+    stop = _twin(attack_sub, "stop", attack_stop,
+                 "cancel the user's pending pushes and refuse new ones for a while", changing=True)
+    _user_arg(stop)
+    low, high = BLOCK_MINUTES
+    stop.add_argument("--minutes", type=_int_in(low, high), default=BLOCK_MINUTES_DEFAULT, metavar="N",
+                      help=f"how long new pushes are refused ({low}..{high}, default {BLOCK_MINUTES_DEFAULT})")
+    stop.add_argument("--require-biometric", action="store_true",
+                      help="from now on, this user's approvals need biometric or passcode verification")
+    stop.add_argument("--keep-pending", action="store_true", help="do not cancel the pushes already pending")
+    _user_arg(_twin(attack_sub, "lift", attack_lift, "lift the push block: new pushes are accepted again",
+                    changing=True))
 
     settings = sub.add_parser("settings", help="Protect settings")
     settings_sub = settings.add_subparsers(dest="settings_command", metavar="ACTION", required=True)
-    _twin(settings_sub, "get", settings_get, "show the settings, their allowed ranges and meaning")
+    _twin(settings_sub, "get", settings_get, "show the settings, their allowed ranges and meaning", tables=True)
     sset = _twin(settings_sub, "set", settings_set, "change one setting (safe against concurrent changes)",
-                 changing=True, json_flag=False)
+                 changing=True)
     sset.add_argument("name", metavar="NAME", help=", ".join(s.name for s in SETTINGS))
-    sset.add_argument("value", metavar="VALUE")
+    sset.add_argument("value", metavar="VALUE", help="a whole number in range, or on/off")
 
-    priv = _twin(sub, "privacy", privacy, "diagnostics opt-out summary and devices")
+    priv = _twin(sub, "privacy", privacy, "diagnostics opt-out summary and devices", tables=True)
     priv.add_argument("--opted-out", action="store_true", help="only devices that opted out")
     priv.add_argument("--limit", type=_positive_int, default=20, metavar="N", help="how many devices (default 20)")
 
-    att = _twin(sub, "attempts", attempts, "push attempts, newest first")
+    att = _twin(sub, "attempts", attempts, "push attempts, newest first", tables=True)
     att.add_argument("--user", metavar="USER", help="only this user's attempts (email, username or id)")
     att.add_argument("--status", choices=PUSH_STATUSES)
     att.add_argument("--limit", type=_positive_int, default=20, metavar="N", help="how many attempts (default 20)")
@@ -674,9 +1185,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _with_default_command(argv: list[str]) -> list[str]:
-    # `protect-console --profile prod` means `protect-console tui --profile prod`.
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+_TOP_VALUE_FLAGS = ("--profile", "--url")
+
+
+def _commands(parser: argparse.ArgumentParser) -> set[str]:
+    for action in parser._actions:  # noqa: SLF001 - argparse keeps subparsers here
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            return set(action.choices)
+    return set()  # pragma: no cover
+
+
+def _with_default_command(argv: list[str], commands: set[str] | None = None) -> list[str]:
+    """`protect-console --profile prod` means `protect-console tui --profile prod`.
+
+    Connection flags may come before a command (`--profile prod users list`), so the first word that
+    is not such a flag or its value decides: a command stays as typed; options alone open the console.
+    """
+    commands = commands if commands is not None else _commands(build_parser())
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token in ("-h", "--help"):
+            return argv
+        if token in _TOP_VALUE_FLAGS:
+            i += 2
+        elif token.startswith("-"):
+            i += 1
+        else:
+            break
+    if i < len(argv) and argv[i] in commands:
+        return argv
+    if not argv or argv[0].startswith("-"):
         return ["tui", *argv]
     return argv
 
@@ -685,8 +1224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``protect-console``; returns the exit code."""
     from .client import ApiError
 
-    args_list = _with_default_command(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
+    args_list = _with_default_command(list(sys.argv[1:] if argv is None else argv), _commands(parser))
     try:
         args = parser.parse_args(args_list)
     except SystemExit as exc:  # argparse has printed usage or help
@@ -699,7 +1238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Cancelled:
         _err("cancelled; nothing changed")
         return 1
-    except (ConfigError, ApiError, _Failure) as exc:
+    except ApiError as exc:
+        _err(flag_message(str(exc)))
+        return 1
+    except (ConfigError, _Failure) as exc:
         _err(str(exc))
         return 1
     except KeyboardInterrupt:

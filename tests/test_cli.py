@@ -155,7 +155,7 @@ def test_hostile_names_print_literally_without_control_characters(cli: Any, caps
 def test_settings_get(cli: Any, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "settings", "get")
     assert code == 0, err
-    assert "push.max-concurrent" in out and "1..10" in out and "totp.max-failures" in out
+    assert "push.concurrentLimit.max" in out and "1..10" in out and "totp.maxFailures" in out
     code, out, err = run(capsys, "settings", "get", "--json")
     settings, _ = api(cli, lambda c: c.get_settings())
     assert json.loads(out) == settings.model_dump(mode="json")
@@ -242,7 +242,7 @@ def test_settings_set_max_concurrent(cli: Any, capsys: pytest.CaptureFixture[str
     target = 3 if before.push.concurrentLimit.max != 3 else 4
     code, out, err = run(capsys, "settings", "set", "push.max-concurrent", str(target), "--yes")
     assert code == 0, err
-    assert f"push.max-concurrent: {before.push.concurrentLimit.max} -> {target}" in out
+    assert f"push.concurrentLimit.max: {before.push.concurrentLimit.max} -> {target}" in out
     after, _ = api(cli, lambda c: c.get_settings())
     assert after.push.concurrentLimit.max == target
     assert after.push.timeoutSeconds == before.push.timeoutSeconds  # only that one changed
@@ -292,7 +292,7 @@ def test_settings_set_reports_a_concurrent_change(cli: Any, capsys: pytest.Captu
     monkeypatch.setattr(sys, "stdin", FakeTty("y\n", before_answer=someone_else_changes_the_timeout))
     code, out, err = run(capsys, "settings", "set", "push.max-concurrent", "5")
     assert code == 1
-    assert "Change push.max-concurrent from 1 to 5? [y/N]" in err
+    assert "Change push.concurrentLimit.max from 1 to 5? [y/N]" in err
     assert "someone else changed the settings" in err.splitlines()[-1]
     after, _ = api(cli, lambda c: c.get_settings())
     assert (after.push.concurrentLimit.max, after.push.timeoutSeconds) == (1, 90)

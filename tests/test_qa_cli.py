@@ -144,7 +144,8 @@ def test_json_is_valid_and_round_trips_hostile_text_exactly(cli, hostile, capsys
         (("users",), 2, "ACTION"),
         (("bogus",), 2, "bogus"),
         (("attempts", "--status", "nope"), 2, "--status"),
-        (("mfa", "reset", "x", "--grace-days", "0"), 2, "--grace-days"),
+        (("mfa", "reset", "x", "--grace-days", "-1"), 2, "--grace-days"),
+        (("mfa", "reset", "x", "--grace-days", "366"), 2, "--grace-days"),
         (("mfa", "reset", "x", "--grace-days", "abc"), 2, "--grace-days"),
         (("settings", "set", "push.max-concurrent", "11"), 2, "between 1 and 10"),
         (("settings", "set", "push.max-concurrent", "abc"), 2, "whole number"),
@@ -179,7 +180,8 @@ def test_bad_flags_and_failures_exit_non_zero_with_one_line(shared_cli, capsys, 
 def test_refused_changes_change_nothing(cli, capsys, monkeypatch) -> None:
     with httpx.Client(base_url=cli.url, headers={"x-api-key": cli.admin_key}) as http:
         before = http.get("/api/v2/protect/settings").json()
-        user = http.get("/api/systemusers", params={"filter": "mfaEnrollment.pushStatus:$eq:ENROLLED", "limit": 1}).json()["results"][0]
+        user = http.get("/api/systemusers", params=[("filter", "mfaEnrollment.pushStatus:$eq:ENROLLED"),
+                                                          ("filter", "mfaEnrollment.totpStatus:$eq:ENROLLED"), ("limit", 1)]).json()["results"][0]
         # No confirmation possible (stdin is not a terminal): refused, exit 2.
         assert run(capsys, "settings", "set", "push.max-concurrent", "5")[0] == 2
         assert run(capsys, "devices", "unenroll", user["username"])[0] == 2

@@ -1,17 +1,51 @@
-"""API keys: issued once, stored hashed, looked up by hash."""
+"""API keys: issued once, stored hashed, looked up by hash.
+
+``protect-console keys create|list|revoke`` act on the database directly with these functions;
+the key itself exists only in :func:`create_key`'s return value, and nothing here returns a hash.
+"""
 
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, or_, select, update
 
 from ...models import Role
 from ..clock import Clock
 from ..store import Store, api_keys
+from .audit import record
 from .common import Principal, digest, new_id
 
 KEY_PREFIX = "pc_"
+LOCAL_ACTOR = "local cli"  # the audit actor for changes made on the database host, without an API key
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """What may be shown about a key: never the key, never its hash."""
+
+    id: str
+    name: str
+    role: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+_INFO_COLUMNS = (
+    api_keys.c.id, api_keys.c.name, api_keys.c.role, api_keys.c.prefix, api_keys.c.created_at, api_keys.c.revoked_at
+)
+
+
+def _info(row) -> ApiKeyInfo:  # noqa: ANN001 - a SQLAlchemy row
+    return ApiKeyInfo(id=row.id, name=row.name, role=row.role, prefix=row.prefix, created_at=row.created_at,
+                      revoked_at=row.revoked_at)
 
 
 def create_key(store: Store, name: str, role: Role | str, *, clock: Clock | None = None) -> str:
@@ -29,6 +63,39 @@ def create_key(store: Store, name: str, role: Role | str, *, clock: Clock | None
             )
         )
     return key
+
+
+def list_keys(store: Store) -> list[ApiKeyInfo]:
+    """Every key, revoked ones included, oldest first."""
+    with store.read() as conn:
+        rows = conn.execute(select(*_INFO_COLUMNS).order_by(api_keys.c.created_at, api_keys.c.id)).all()
+    return [_info(r) for r in rows]
+
+
+def find_keys(store: Store, ref: str) -> list[ApiKeyInfo]:
+    """Keys whose id, prefix (``pc_xxxxx``) or name is exactly ``ref``, oldest first."""
+    ref = ref.strip()
+    with store.read() as conn:
+        rows = conn.execute(
+            select(*_INFO_COLUMNS)
+            .where(or_(api_keys.c.id == ref, api_keys.c.prefix == ref, api_keys.c.name == ref))
+            .order_by(api_keys.c.created_at, api_keys.c.id)
+        ).all()
+    return [_info(r) for r in rows]
+
+
+def revoke_key(store: Store, key_id: str, *, actor: str = LOCAL_ACTOR, clock: Clock | None = None) -> ApiKeyInfo | None:
+    """Revoke one key (audited ``key.revoke``); None when it was already revoked (nothing changed, no audit)."""
+    now = (clock or Clock()).now()
+    with store.write() as conn:
+        done = conn.execute(
+            update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=now)
+        ).rowcount
+        if not done:
+            return None
+        row = conn.execute(select(*_INFO_COLUMNS).where(api_keys.c.id == key_id)).one()
+        record(conn, actor, "key.revoke", key_id, {"name": row.name, "role": row.role, "prefix": row.prefix}, now)
+    return _info(row)
 
 
 def ensure_bootstrap_key(store: Store) -> str | None:
