@@ -610,7 +610,8 @@ class VirtualTable(ScrollView, can_focus=True):
         if total is None:
             if index != 0:
                 return None
-            return self._placeholder(_LOADING)
+            # The first page failed: say so (beside the error banner), not "loading…" for ever.
+            return self._placeholder(_FAILED if 0 in self._failed else _LOADING)
         if total == 0:
             return self._placeholder(Text(self.empty_text, end="")) if index == 0 else None
         if index >= total:
