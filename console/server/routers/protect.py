@@ -75,7 +75,7 @@ def patch_settings(
     return updated
 
 
-@router.post("/users/{user_id}/totp/reset", response_model=TotpResetResult, responses=ErrorResponses.of(401, 403, 404))
+@router.post("/users/{user_id}/totp/reset", response_model=TotpResetResult, responses=ErrorResponses.of(401, 403, 404, 422))
 def reset_totp(
     user_id: str,
     actor: Principal = Depends(require(Permission.TOTP_RESET)),
@@ -115,7 +115,7 @@ def block_push(
     return push_service.block_push(store, user_id, body or PushBlockRequest(), actor, clock.now())
 
 
-@router.delete("/users/{user_id}/push/block", response_model=PushBlockLifted, responses=ErrorResponses.of(401, 403, 404))
+@router.delete("/users/{user_id}/push/block", response_model=PushBlockLifted, responses=ErrorResponses.of(401, 403, 404, 422))
 def lift_push_block(
     user_id: str,
     actor: Principal = Depends(require(Permission.PUSH_BLOCK)),
@@ -134,7 +134,7 @@ Since = Query(
 )
 
 
-@router.get("/users/{user_id}/pushstats", response_model=PushStats, responses=ErrorResponses.of(400, 401, 403, 404))
+@router.get("/users/{user_id}/pushstats", response_model=PushStats, responses=ErrorResponses.of(400, 401, 403, 404, 422))
 def user_push_stats(
     user_id: str,
     since: datetime | None = Since,
@@ -151,7 +151,7 @@ def user_push_stats(
         return push_service.user_push_stats(conn, clock.now(), user_id, since)
 
 
-@router.get("/pushstats", response_model=Page[PushStats], responses=ErrorResponses.of(400, 401, 403))
+@router.get("/pushstats", response_model=Page[PushStats], responses=ErrorResponses.of(400, 401, 403, 422))
 def push_suspects(
     since: datetime | None = Since,
     minHostile: int = Query(
@@ -219,7 +219,7 @@ def push_attempts(
         )
 
 
-@router.get("/audit", response_model=Page[AuditEvent], responses=ErrorResponses.of(401, 403))
+@router.get("/audit", response_model=Page[AuditEvent], responses=ErrorResponses.of(401, 403, 422))
 def audit_events(
     skip: int = Skip,
     limit: int = Limit,

@@ -17,7 +17,13 @@ router = APIRouter(prefix="/api/v2/protect", tags=["resource"])
 
 
 @router.post(
-    "/push", response_model=PushCreated, status_code=201, responses={**ErrorResponses.of(401, 403, 404, 422, 429), 409: {"model": ErrorBody, "description": "The user is suspended or locked, or has no active push device"}}
+    "/push",
+    response_model=PushCreated,
+    status_code=201,
+    responses={
+        **ErrorResponses.of(401, 403, 404, 422, 429),
+        409: {"model": ErrorBody, "description": "The user is suspended or locked, or has no active push device"},
+    },
 )
 def create_push(
     body: PushRequest,

@@ -101,7 +101,7 @@ def reset_mfa(
     return user_service.reset_mfa(store, user_id, body or ResetMfaRequest(), actor, clock.now())
 
 
-@router.post("/systemusers/{user_id}/unlock", response_model=SystemUser, responses=ErrorResponses.of(401, 403, 404))
+@router.post("/systemusers/{user_id}/unlock", response_model=SystemUser, responses=ErrorResponses.of(401, 403, 404, 422))
 def unlock_systemuser(
     user_id: str,
     actor: Principal = Depends(require(Permission.USERS_WRITE)),
@@ -117,7 +117,7 @@ def unlock_systemuser(
     return user
 
 
-@router.delete("/systemusers/{user_id}", response_model=SystemUser, responses=ErrorResponses.of(401, 403, 404))
+@router.delete("/systemusers/{user_id}", response_model=SystemUser, responses=ErrorResponses.of(401, 403, 404, 422))
 def delete_systemuser(
     user_id: str,
     actor: Principal = Depends(require(Permission.USERS_WRITE)),
