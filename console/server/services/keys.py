@@ -94,7 +94,9 @@ def revoke_key(store: Store, key_id: str, *, actor: str = LOCAL_ACTOR, clock: Cl
         if not done:
             return None
         row = conn.execute(select(*_INFO_COLUMNS).where(api_keys.c.id == key_id)).one()
-        record(conn, actor, "key.revoke", key_id, {"name": row.name, "role": row.role, "prefix": row.prefix}, now)
+        # An admin action (audit kind "admin"), done on the database host rather than with a key.
+        who = Principal(key_id="", name=actor, role=Role.ADMIN)
+        record(conn, who, "key.revoke", key_id, {"name": row.name, "role": row.role, "prefix": row.prefix}, now)
     return _info(row)
 
 
