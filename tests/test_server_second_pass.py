@@ -563,3 +563,59 @@ def test_openapi_describes_the_new_routes_truthfully(tmp_path):
     assert {"actor", "action", "target", "kind"} <= audit_params
     user_schema = spec["components"]["schemas"]["SystemUser"]["properties"]
     assert {"totpLock", "pushBlock", "requireUserVerification"} <= set(user_schema)
+
+
+# ------------------------------------------------------------------ existing database files
+
+
+def test_a_database_from_the_first_version_is_upgraded_in_place(tmp_path):
+    """``serve --db`` and ``demo --db`` reuse files: new columns are added, sort keys filled, history kept."""
+    from sqlalchemy import text
+
+    from console.server.clock import Clock
+    from console.server.seed import seed_directory
+    from console.server.services import users as user_service
+    from console.server.services.common import Principal
+    from console.server.store import open_store
+
+    path = tmp_path / "old.db"
+    store = open_store(path)
+    report = seed_directory(store, 40, rng_seed=3)
+    with store.write() as conn:  # make it look like the first version's file
+        for name in ("ix_users_lastname_sort", "ix_users_firstname_sort", "ix_users_push_blocked",
+                     "ix_audit_target_id", "ix_audit_actor_id", "ix_audit_action_id", "ix_audit_kind_id"):
+            conn.execute(text(f"DROP INDEX {name}"))
+        for table, column in (("users", "firstname_sort"), ("users", "lastname_sort"), ("users", "push_blocked_until"),
+                              ("users", "push_blocked_by"), ("users", "push_blocked_at"),
+                              ("users", "require_user_verification"), ("audit", "kind"), ("audit", "target_name")):
+            conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        ddl = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'push_attempts'")).scalar_one()
+        old_ddl = ddl.replace("push_attempts", "push_attempts_v1").replace("\tusername TEXT, \n", "").replace(
+            "user_id VARCHAR(24) NOT NULL,", "user_id VARCHAR(24) NOT NULL REFERENCES users (id) ON DELETE CASCADE,"
+        )
+        assert "CASCADE" in old_ddl and "username" not in old_ddl, old_ddl
+        conn.execute(text(old_ddl))
+        conn.execute(text("INSERT INTO push_attempts_v1 SELECT id, user_id, device_id, resource, status, fraud, "
+                          "user_verified, created_at, expires_at, responded_at, app, location, ip FROM push_attempts"))
+        conn.execute(text("DROP TABLE push_attempts"))
+        conn.execute(text("ALTER TABLE push_attempts_v1 RENAME TO push_attempts"))
+    store.dispose()
+
+    store = open_store(path)  # the upgrade happens here
+    try:
+        now = Clock().now()
+        with store.read() as conn:
+            listed = user_service.list_users(conn, now, skip=0, limit=100, sort="lastname").results
+            attempts = conn.execute(text("SELECT count(*) FROM push_attempts")).scalar_one()
+        assert len(listed) == 40
+        keys = [(sort_key(u.lastname), sort_key(u.firstname), u.id) for u in listed]
+        assert keys == sorted(keys)
+        victim = report["bombingVictim"]
+        user_service.delete_user(store, victim, Principal("k", "test-admin", Role.ADMIN), now)
+        with store.read() as conn:
+            kept = conn.execute(text("SELECT count(*), min(username) FROM push_attempts WHERE user_id = :u"),
+                                {"u": victim}).one()
+            assert conn.execute(text("SELECT count(*) FROM push_attempts")).scalar_one() == attempts
+        assert kept[0] >= 48 and kept[1]
+    finally:
+        store.dispose()

@@ -27,8 +27,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
+    inspect,
+    select,
+    update,
 )
 from sqlalchemy.engine import Connection
 
@@ -282,4 +286,57 @@ def open_store(path: str | Path) -> Store:
     store = Store(_sqlite_engine(path))
     with store.write() as conn:
         metadata.create_all(conn)
+        upgrade(conn)
     return store
+
+
+def _literal_default(column: Column) -> str:
+    value = column.default.arg if column.default is not None else None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def upgrade(conn: Connection) -> list[str]:
+    """Bring a database made by an earlier version up to these tables, in place (SQLite).
+
+    ``create_all`` makes missing tables but never changes existing ones, so: add missing
+    columns (backfilling the name sort keys), create missing indexes, and rebuild
+    ``push_attempts`` without its old cascade to ``users`` (attempt history outlives a
+    deleted user). Returns what was done, for logs and tests.
+    """
+    done: list[str] = []
+    inspector = inspect(conn)
+    for table in (users, push_attempts, audit):
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        missing = [c for c in table.columns if c.name not in have]
+        for column in missing:
+            ddl = f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.type.compile(conn.dialect)}"
+            if not column.nullable:
+                ddl += f" NOT NULL DEFAULT {_literal_default(column)}"
+            conn.exec_driver_sql(ddl)
+            done.append(f"{table.name}.{column.name}")
+        if table is users and {"firstname_sort", "lastname_sort"} & {c.name for c in missing}:
+            rows = conn.execute(select(users.c.id, users.c.firstname, users.c.lastname)).all()
+            if rows:
+                conn.execute(
+                    update(users).where(users.c.id == bindparam("uid")).values(
+                        firstname_sort=bindparam("fs"), lastname_sort=bindparam("ls")
+                    ),
+                    [{"uid": r.id, "fs": sort_key(r.firstname), "ls": sort_key(r.lastname)} for r in rows],
+                )
+    if any(fk.get("referred_table") == "users" for fk in inspector.get_foreign_keys(push_attempts.name)):
+        conn.exec_driver_sql("ALTER TABLE push_attempts RENAME TO push_attempts_old")
+        for index in inspector.get_indexes("push_attempts_old"):
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index['name']}")
+        push_attempts.create(conn)
+        names = ", ".join(c.name for c in push_attempts.columns)
+        conn.exec_driver_sql(f"INSERT INTO push_attempts ({names}) SELECT {names} FROM push_attempts_old")
+        conn.exec_driver_sql("DROP TABLE push_attempts_old")
+        done.append("push_attempts without the cascade to users")
+    for table in (users, push_attempts, audit):
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+    return done
