@@ -186,10 +186,12 @@ def _text(value: object, style: str = ""):  # noqa: ANN202
     return Text(printable(value), style=style)
 
 
-def _table(*columns: str, title: str | None = None, prose: Sequence[str] = ()):  # noqa: ANN202
+def _table(*columns: str, title: str | None = None, prose: Sequence[str] = (), shrink: Sequence[str] = ()):  # noqa: ANN202
     """A table whose values are never split across lines: too narrow, they end in ``…`` (``--wide`` widens).
 
-    Only ``prose`` columns (sentences such as a setting's meaning) wrap, at spaces.
+    Only ``prose`` columns (sentences such as a setting's meaning) wrap, at spaces. When the table is
+    wider than the terminal, the columns in ``shrink`` give up width first, in that order, then the
+    others from right to left; identity columns (username, email) are listed last or not at all.
     """
     from rich.table import Table
 
@@ -197,10 +199,48 @@ def _table(*columns: str, title: str | None = None, prose: Sequence[str] = ()): 
     table = Table(title=_text(title) if title else None, title_justify="left", header_style="bold", show_edge=True)
     for column in columns:
         if column in prose:
-            table.add_column(column, overflow="fold", ratio=1)
+            table.add_column(column, overflow="fold")
         else:
             table.add_column(column, no_wrap=True, overflow="ellipsis")
+    rest = [c for c in reversed(columns) if c not in shrink]
+    table.shrink_order = [*shrink, *rest]  # type: ignore[attr-defined]
+    table.prose = tuple(prose)  # type: ignore[attr-defined]
     return table
+
+
+_FLOOR = 6  # a squeezed column keeps this many cells (five characters and the …)
+_PROSE_FLOOR = 24
+
+
+def _fit(table: Any, width: int) -> None:
+    """Give each column a maximum width so the whole table fits ``width``, squeezing in ``shrink_order``."""
+    from rich.cells import cell_len
+
+    columns = table.columns
+    natural = []
+    for column in columns:
+        cells = [cell_len(getattr(cell, "plain", str(cell))) for cell in column._cells]  # noqa: SLF001
+        natural.append(max([cell_len(str(column.header)), *cells]))
+    overhead = 3 * len(columns) + 1  # borders and one space of padding either side
+    excess = sum(natural) + overhead - width
+    if excess <= 0:
+        return
+    widths = dict(zip((c.header for c in columns), natural))
+    for name in table.shrink_order:
+        if excess <= 0:
+            break
+        floor = _PROSE_FLOOR if name in table.prose else _FLOOR
+        cut = min(excess, max(0, widths[name] - floor))
+        widths[name] -= cut
+        excess -= cut
+    for column in columns:
+        column.max_width = widths[column.header]
+
+
+def _print_table(console: Any, table: Any) -> None:
+    if console.width < WIDE_COLUMNS:
+        _fit(table, console.width)
+    console.print(table)
 
 
 def _when(value: datetime | None) -> str:
@@ -314,21 +354,24 @@ async def users_list(client: Any, args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"totalCount": total, "results": [_dump(u) for u in users]})
         return 0
-    table = _table("Username", "Name", "Email", "State", "Push", "TOTP", "WebAuthn", "ID")
+    from .tui.formatting import enrollment_text  # the console's spelling (rich only, no Textual)
+
+    table = _table("Username", "Name", "Email", "State", "Push", "TOTP", "WebAuthn", "ID",
+                   shrink=("ID", "Name", "WebAuthn", "State", "TOTP", "Push", "Email", "Username"))
     for u in users:
         e = u.mfaEnrollment
         state = _status(u.state)
         if u.account_locked:
             state.append(" locked", "red")
-        totp = _status(e.totpStatus)
+        totp = enrollment_text(e.totpStatus)
         if u.totpLock.locked:
-            totp.append(" locked", "red")
+            totp = _text("✗ locked", "red")
         table.add_row(
             _text(u.username), _text(_display_name(u)), _text(u.email), state,
-            _status(e.pushStatus), totp, _status(e.webAuthnStatus), _text(u.id, "dim"),
+            enrollment_text(e.pushStatus), totp, enrollment_text(e.webAuthnStatus), _text(u.id, "dim"),
         )
     console = _console(args)
-    console.print(table)
+    _print_table(console, table)
     console.print(_text(f"{len(users)} of {total} users"))
     return 0
 
@@ -388,9 +431,10 @@ async def users_show(client: Any, args: argparse.Namespace) -> int:
     for label, value in rows:
         styled = label in ("State", "Push", "WebAuthn", "MFA overall")
         facts.add_row(_text(label, "bold"), _status(value) if styled else _text(value))
-    console.print(facts)
+    _print_table(console, facts)
     if devices:
-        table = _table("Device", "Make/model", "OS", "App", "Biometric", "State", "Enrolled", "Last used", "Diagnostics")
+        table = _table("Device", "Make/model", "OS", "App", "Biometric", "State", "Enrolled", "Last used", "Diagnostics",
+                       shrink=("Diagnostics", "Last used", "Enrolled", "App", "OS", "Biometric", "Device"))
         for d in devices:
             table.add_row(
                 _text(d.name), _text(f"{d.device.make} {d.device.model}"), _text(f"{d.device.os} {d.device.osVersion}"),
@@ -398,11 +442,11 @@ async def users_show(client: Any, args: argparse.Namespace) -> int:
                 _text(_when(d.enrollmentDate)), _text(_when(d.lastUsedDate)),
                 _text("opted out" if d.privacy.diagnosticsOptOut else "shared"),
             )
-        console.print(table)
+        _print_table(console, table)
     else:
         console.print(_text("No push device enrolled."))
     if attempts.results:
-        console.print(_attempts_table(attempts.results, title=f"Recent push attempts ({attempts.totalCount} in all)"))
+        _print_table(console, _attempts_table(attempts.results, title=f"Recent push attempts ({attempts.totalCount} in all)"))
     return 0
 
 
@@ -754,7 +798,7 @@ async def settings_get(client: Any, args: argparse.Namespace) -> int:
     for spec in SETTINGS:
         table.add_row(_text(spec.name, "bold"), _text(spec.show(spec.read(document))), _text(spec.allowed),
                       _text(spec.meaning))
-    _console(args).print(table)
+    _print_table(_console(args), table)
     return 0
 
 
@@ -799,7 +843,8 @@ async def privacy(client: Any, args: argparse.Namespace) -> int:
                         f"{summary.optedIn} sharing."))
     console.print(_text("Collected: app and device diagnostics and usage data for troubleshooting. "
                         "Not collected: user information. Opted-out devices' reports are counted and dropped.", "dim"))
-    table = _table("User", "Email", "Device", "OS", "App", "Diagnostics", "Changed")
+    table = _table("User", "Email", "Device", "OS", "App", "Diagnostics", "Changed",
+                   shrink=("Changed", "App", "OS", "Device", "Email", "User"))
     for d in devices:
         table.add_row(
             _text(d.user.username), _text(d.user.email), _text(f"{d.device.make} {d.device.model}"),
@@ -807,17 +852,20 @@ async def privacy(client: Any, args: argparse.Namespace) -> int:
             _text("opted out", "yellow") if d.privacy.diagnosticsOptOut else _text("shared"),
             _text(_when(d.privacy.updatedAt)),
         )
-    console.print(table)
+    _print_table(console, table)
     console.print(_text(f"{len(devices)} of {total} {'opted-out ' if args.opted_out else ''}devices"))
     return 0
 
 
 def _attempts_table(attempts: Sequence[Any], title: str | None = None):  # noqa: ANN202
-    table = _table("Created", "User", "Resource", "Status", "Fraud", "App", "Location", "IP", title=title)
+    from .tui.formatting import push_status_text  # the console's spelling (rich only, no Textual)
+
+    table = _table("Created", "User", "Resource", "Status", "App", "Location", "IP", title=title,
+                   shrink=("Location", "App", "Created", "Resource", "IP", "Status", "User"))
     for a in attempts:
         table.add_row(
-            _text(_when(a.createdAt)), _text(a.username or a.userId), _text(a.resource), _status(a.status),
-            _text("FRAUD", "bold red") if a.fraud else _text(""),
+            _text(_when(a.createdAt)), _text(a.username or a.userId), _text(a.resource),
+            push_status_text(a.status, fraud=a.fraud),
             _text(a.context.app or ""), _text(a.context.location or ""), _text(a.context.ip or ""),
         )
     return table
@@ -833,7 +881,7 @@ async def attempts(client: Any, args: argparse.Namespace) -> int:
         _print_json({"totalCount": total, "results": [_dump(a) for a in items]})
         return 0
     console = _console(args)
-    console.print(_attempts_table(items))
+    _print_table(console, _attempts_table(items))
     console.print(_text(f"{len(items)} of {total} push attempts, newest first"))
     return 0
 
@@ -935,14 +983,14 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([_key_dict(k) for k in keys])
         return 0
-    table = _table("ID", "Prefix", "Name", "Role", "Created", "Revoked")
+    table = _table("ID", "Prefix", "Name", "Role", "Created", "Revoked", shrink=("Created", "Revoked", "ID", "Name"))
     for k in keys:
         table.add_row(_text(k.id, "dim"), _text(k.prefix), _text(k.name), _text(k.role), _text(_when(k.created_at)),
                       _text(_when(k.revoked_at), "red") if k.revoked else _text("-"))
     console = _console(args)
-    console.print(table)
+    _print_table(console, table)
     active = sum(not k.revoked for k in keys)
-    console.print(_text(f"{len(keys)} keys in {db}, {active} active"))
+    console.print(_text(f"{_plural(len(keys), 'key')} in {db}, {active} active"))
     return 0
 
 

@@ -610,6 +610,12 @@ def test_tables_never_split_a_value_across_lines(cli: Any, capsys: pytest.Captur
     rows = _table_rows(out)
     assert len(rows) == 3 and all("104.89.25.96" in row and location in row for row in rows)
 
+    point_cli_at(monkeypatch, tmp_path, cli.url, cli.admin_key, columns=80)
     code, out, err = run(capsys, "users", "list", "--search", "wide.values")
     assert code == 0, err
-    assert len(_table_rows(out)) == 1
+    [row] = _table_rows(out)
+    cells = [c.strip() for c in row.strip("│").split("│")]
+    assert cells[0] == "wide.values"  # the username keeps its width; the id gives way first
+    assert cells[-1].endswith("…") and user.id not in out
+    code, out, err = run(capsys, "users", "list", "--search", "wide.values", "--wide")
+    assert code == 0 and user.id in out and user.email in out
