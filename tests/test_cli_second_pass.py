@@ -619,3 +619,21 @@ def test_tables_never_split_a_value_across_lines(cli: Any, capsys: pytest.Captur
     assert cells[-1].endswith("…") and user.id not in out
     code, out, err = run(capsys, "users", "list", "--search", "wide.values", "--wide")
     assert code == 0 and user.id in out and user.email in out
+
+
+# ------------------------------------------- every change asks first
+
+
+def test_every_new_change_refuses_without_a_terminal_and_without_yes(cli: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    user, _ = user_with_device(cli, "target", totp=True)
+    api(cli, lambda c: c.update_user(user.id, SystemUserUpdate(account_locked=True)))
+    api(cli, lambda c: c.block_push(user.id, minutes=5, cancel_pending=False))
+    events = api(cli, lambda c: c.audit(limit=1)).totalCount
+    for argv in (("users", "unlock"), ("users", "delete"), ("devices", "deactivate"), ("enroll",),
+                 ("attack", "stop"), ("attack", "lift"), ("mfa", "reset"), ("totp", "reset"), ("devices", "unenroll")):
+        code, out, err = run(capsys, *argv, user.username)
+        assert code == 2 and out == "", argv
+        assert "stdin is not a terminal; pass --yes" in one_error_line(err), argv
+    assert api(cli, lambda c: c.audit(limit=1)).totalCount == events  # nothing happened
+    after = api(cli, lambda c: c.get_user(user.id))
+    assert after.account_locked and after.pushBlock is not None and after.mfaEnrollment.totpStatus == "ENROLLED"
