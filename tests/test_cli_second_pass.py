@@ -637,3 +637,29 @@ def test_every_new_change_refuses_without_a_terminal_and_without_yes(cli: Any, c
     assert api(cli, lambda c: c.audit(limit=1)).totalCount == events  # nothing happened
     after = api(cli, lambda c: c.get_user(user.id))
     assert after.account_locked and after.pushBlock is not None and after.mfaEnrollment.totpStatus == "ENROLLED"
+
+
+def test_new_prompts_and_results_defuse_hostile_names(cli: Any, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    hostile = "[b]x[/b]\u202eevil\x9b31m"
+    osc = "\x1b]0;pwn\x07"
+
+    async def make() -> models.SystemUser:
+        async with ProtectClient(cli.url, cli.admin_key) as admin:
+            user = await new_user(admin, hostile)
+            code = await admin.create_enrollment(user.id)
+            async with DeviceClient(cli.url) as phone:
+                await phone.enroll(code.code, f"phone{osc}", IPHONE)
+            return user
+
+    user = asyncio.run(make())
+    monkeypatch.setattr(sys, "stdin", FakeTty("n\n"))
+    for argv in (("devices", "deactivate"), ("enroll",), ("attack", "stop"), ("users", "delete"), ("mfa", "reset")):
+        monkeypatch.setattr(sys, "stdin", FakeTty("n\n"))
+        code, out, err = run(capsys, *argv, user.id)
+        assert code == 1 and "cancelled" in err, (argv, err)
+        for bad in ("\x1b", "\x07", "\x9b", "\u202e"):
+            assert bad not in out + err, (argv, bad)
+        assert "[b]x[/b]" in err  # shown literally
+    code, out, err = run(capsys, "attack", "stop", user.id, "--yes")
+    assert code == 0 and "\u202e" not in out and "[b]x[/b]" in out
