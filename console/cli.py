@@ -625,6 +625,9 @@ async def totp_reset(client: Any, args: argparse.Namespace) -> int:
 async def totp_verify(client: Any, args: argparse.Namespace) -> int:
     user = await client.find_user(args.user)
     lock = user.totpLock
+    if user.mfaEnrollment.totpStatus != models.EnrollmentStatus.ENROLLED:
+        raise _Failure(f"user {user.username} has no TOTP enrolled ({user.mfaEnrollment.totpStatus.value}): "
+                       "there is no code to check")
     if lock.locked:
         raise _Failure(
             f"TOTP of user {user.username} is locked ({lock.failures} of {lock.maxFailures} wrong codes): every code "

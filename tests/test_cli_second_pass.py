@@ -301,6 +301,13 @@ def test_totp_verify_valid_wrong_and_locked(bare: Any, capsys: pytest.CaptureFix
     assert "is locked" in one_error_line(err) and f"totp reset {user.username}" in err
 
 
+def test_totp_verify_without_totp_says_so_and_counts_nothing(cli: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    user, _ = user_with_device(cli, "no.totp")
+    code, out, err = run(capsys, "totp", "verify", user.username, "123456")
+    assert code == 1 and out == ""
+    assert "has no TOTP enrolled" in one_error_line(err)
+
+
 def test_totp_verify_is_refused_by_a_readonly_profile(cli: Any, capsys: pytest.CaptureFixture[str]) -> None:
     user, _ = user_with_device(cli, "ro.verify", totp=True)
     code, out, err = run(capsys, "totp", "verify", user.username, "123456", "--readonly")
