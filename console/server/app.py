@@ -1,21 +1,36 @@
-"""The FastAPI application: the Protect MFA service and its admin API."""
+"""The FastAPI application: the Protect MFA service and its admin API.
+
+``create_app`` builds it around an open store (tests, the demo, single-process ``serve``);
+``app_from_env`` is the factory uvicorn's worker processes call under ``serve --workers N``:
+each worker opens its own connections to the database named in ``PROTECT_SERVE_DB``. Workers
+share nothing but the database, so every rule is enforced there (row locks, conditional
+updates, constraints), and nothing is cached in process memory (keys and settings are read
+per request).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from .clock import Clock
-from .errors import install_error_handlers
-from .routers import device, protect, pushendpoints, resource, systemusers
+from .errors import ErrorResponses, install_error_handlers
+from .metrics import MetricsMiddleware
+from .routers import device, ops, protect, pushendpoints, resource, systemusers
 from .store import Store, open_store
 
 
 ROUTERS = (systemusers.router, pushendpoints.router, protect.router, resource.router, device.router)
 
+SERVE_DB_ENV = "PROTECT_SERVE_DB"  # set by `serve` for its worker processes
+METRICS_KEY_ENV = "PROTECT_METRICS_KEY"  # "1": /metrics needs an API key
 
-def create_app(store: Store | str | Path, *, clock: Clock | None = None) -> FastAPI:
+
+def create_app(
+    store: Store | str | Path, *, clock: Clock | None = None, metrics_require_key: bool = False
+) -> FastAPI:
     if not isinstance(store, Store):
         store = open_store(store)
     app = FastAPI(
@@ -25,7 +40,19 @@ def create_app(store: Store | str | Path, *, clock: Clock | None = None) -> Fast
     )
     app.state.store = store
     app.state.clock = clock or Clock()
+    app.state.metrics_require_key = metrics_require_key
     install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware)
     for router in ROUTERS:
-        app.include_router(router)
+        # Every API call can meet a database outage: 503 {"message"}, never a 500.
+        app.include_router(router, responses=ErrorResponses.of(503))
+    app.include_router(ops.router)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app factory for uvicorn workers (``console.server.app:app_from_env``, ``factory=True``)."""
+    db = os.environ.get(SERVE_DB_ENV)
+    if not db:
+        raise RuntimeError(f"{SERVE_DB_ENV} is not set: start workers with `protect-console serve --workers N`")
+    return create_app(open_store(db), metrics_require_key=os.environ.get(METRICS_KEY_ENV) == "1")

@@ -8,11 +8,22 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..models import ErrorBody
 
 log = logging.getLogger("protect.server")
+
+DATABASE_UNAVAILABLE = "the database is not answering; try again shortly"
+
+
+def is_outage(exc: BaseException) -> bool:
+    """A database error that says the database cannot be reached or used right now (not a bug in a query)."""
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 class ApiProblem(Exception):
@@ -78,6 +89,17 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "request refused"
         return JSONResponse({"message": message}, status_code=exc.status_code, headers=exc.headers)
 
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeoutError)
+    async def _database(_request: Request, exc: Exception) -> JSONResponse:
+        if not is_outage(exc):
+            log.exception("unhandled database error", exc_info=exc)
+            return JSONResponse({"message": "internal error"}, status_code=500)
+        # One line, no traceback: the database is down or unreachable; the pool reconnects by itself.
+        reason = str(getattr(exc, "orig", None) or type(exc).__name__).strip().splitlines() or ["?"]
+        log.warning("database unavailable: %s", reason[0])
+        return JSONResponse({"message": DATABASE_UNAVAILABLE}, status_code=503, headers={"Retry-After": "5"})
+
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
@@ -114,6 +136,8 @@ class ErrorResponses:
     invalid = _error(
         "The request does not validate; `message` names the field", {"message": "minutes: Input should be less than or equal to 1440"}
     )
+    unavailable = _error("The database is not answering (an outage); retry after `Retry-After` seconds",
+                         {"message": DATABASE_UNAVAILABLE})
     bad_request = _error("A parameter is out of range; `message` names it", {"message": "since: date-time out of range (1970..9000)"})
 
     @staticmethod
@@ -126,5 +150,6 @@ class ErrorResponses:
             404: ErrorResponses.user_not_found,
             422: ErrorResponses.invalid,
             429: ErrorResponses.push_refused,
+            503: ErrorResponses.unavailable,
         }
         return {status: table[status] for status in statuses}

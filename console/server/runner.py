@@ -62,3 +62,37 @@ class ServerThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def serve_workers(db: str, *, host: str, port: int, workers: int, metrics_require_key: bool = False,
+                  log_level: str = "info") -> None:
+    """``serve --workers N``: N uvicorn worker processes over the app factory, sharing one listening socket.
+
+    Each worker opens its own connections to ``db``; they share nothing else. Metrics are
+    collected in prometheus-client's multiprocess mode in a temporary directory made here
+    (before any worker imports prometheus-client) and removed when the service stops.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from .app import METRICS_KEY_ENV, SERVE_DB_ENV
+    from .metrics import MULTIPROC_ENV
+
+    metrics_dir = tempfile.mkdtemp(prefix="protect-metrics-")
+    saved = {name: os.environ.get(name) for name in (SERVE_DB_ENV, METRICS_KEY_ENV, MULTIPROC_ENV)}
+    os.environ[SERVE_DB_ENV] = db
+    os.environ[METRICS_KEY_ENV] = "1" if metrics_require_key else "0"
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    try:
+        uvicorn.run(
+            "console.server.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+            log_level=log_level, lifespan="off",
+        )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -32,6 +32,7 @@ from ...models import (
 )
 from ..clock import from_wire, to_wire
 from ..errors import ApiProblem, bad_request, not_found
+from ..metrics import PushOutcome, push_outcome
 from ..store import Store, devices, push_attempts, users
 from .audit import record
 from .common import Principal, new_id
@@ -197,7 +198,9 @@ def create_attempt(store: Store, body: PushRequest, now: datetime) -> PushCreate
             expires = now + timedelta(seconds=cfg.push.timeoutSeconds)
             conn.execute(insert(push_attempts).values(**values, status="pending", expires_at=expires))
     if refusal is not None:
+        push_outcome(PushOutcome.BLOCKED_ATTACK if isinstance(refusal, PushBlocked) else PushOutcome.BLOCKED_CAP)
         raise refusal  # after the commit: the blocked attempt stays recorded
+    push_outcome(PushOutcome.ADMITTED)
     return PushCreated(id=attempt_id, status=PushStatus.PENDING, expiresAt=to_wire(expires))
 
 
@@ -224,6 +227,7 @@ def pending_for_device(conn: Connection, device: Any, now: datetime) -> list[Dev
 
 def respond(store: Store, device: Any, attempt_id: str, body: PushResponse, now: datetime) -> PushAttempt:
     problem: ApiProblem | None = None
+    outcome = PushOutcome.EXPIRED
     with store.write() as conn:
         cfg = read_settings(conn)[0]
         current = conn.execute(select(devices.c.state).where(devices.c.id == device.id)).scalar()
@@ -248,6 +252,7 @@ def respond(store: Store, device: Any, attempt_id: str, body: PushResponse, now:
             raise ApiProblem(422, "userVerified: approving requires biometric or passcode verification")
         else:
             status = "approved" if body.decision == "approve" else "denied"
+            outcome = PushOutcome(status) if not (status == "denied" and body.reportFraud) else PushOutcome.FRAUD
             conn.execute(
                 update(push_attempts)
                 .where(push_attempts.c.id == attempt_id)
@@ -258,6 +263,7 @@ def respond(store: Store, device: Any, attempt_id: str, body: PushResponse, now:
             )
             conn.execute(update(devices).where(devices.c.id == device.id).values(last_used_at=now))
         result = get_attempt(conn, attempt_id, now)
+    push_outcome(outcome)  # committed: the attempt ended approved, denied, fraud or (answered late) expired
     if problem is not None:
         raise problem
     return result
@@ -309,6 +315,7 @@ def block_push(store: Store, user_id: str, body: PushBlockRequest, actor: Princi
             conn, actor, "push.block", user_id,
             {"before": before, "after": after, "minutes": body.minutes, "cancelled": cancelled}, now,
         )
+    push_outcome(PushOutcome.EXPIRED, cancelled)  # the cancelled pushes end as expired
     return PushBlockResult(blockedUntil=to_wire(until), cancelled=cancelled)
 
 

@@ -10,6 +10,7 @@ import pyotp
 from sqlalchemy import update
 
 from ...models import TotpEnrollResult, TotpVerifyResult
+from ..metrics import TotpOutcome, totp_outcome
 from ..store import Store, users
 from .audit import record
 from .common import Principal
@@ -48,7 +49,7 @@ def verify(
     with store.write() as conn:
         max_failures = read_settings(conn)[0].totp.maxFailures
         user = require_user(conn, user_id, lock=True)
-        result, step = _check(user, code, now, max_failures)
+        result, step, outcome = _check(user, code, now, max_failures)
         if result.valid:
             conn.execute(update(users).where(users.c.id == user.id).values(totp_last_step=step, totp_failures=0))
         elif result.reason == WRONG_CODE and not totp_lock(user.totp_failures, max_failures).locked:
@@ -57,6 +58,7 @@ def verify(
             conn.execute(update(users).where(users.c.id == user.id).values(totp_failures=users.c.totp_failures + 1))
         if audited and actor is not None:
             record(conn, actor, "totp.verify", user.id, {"valid": result.valid, "reason": result.reason}, now)
+    totp_outcome(outcome)
     return result
 
 
@@ -69,16 +71,18 @@ def _matching_step(secret: str, code: str, now: datetime) -> int | None:
     return None
 
 
-def _check(user: Any, code: str, now: datetime, max_failures: int) -> tuple[TotpVerifyResult, int | None]:
+def _check(
+    user: Any, code: str, now: datetime, max_failures: int
+) -> tuple[TotpVerifyResult, int | None, TotpOutcome]:
     if user.totp_secret is None or user.totp_status != "ENROLLED":
-        return TotpVerifyResult(valid=False, reason="TOTP is not enrolled for this user"), None
+        return TotpVerifyResult(valid=False, reason="TOTP is not enrolled for this user"), None, TotpOutcome.NOT_ENROLLED
     if totp_lock(user.totp_failures, max_failures).locked:
         reason = f"TOTP locked after {max_failures} failed codes; an admin must reset TOTP"
-        return TotpVerifyResult(valid=False, reason=reason), None
+        return TotpVerifyResult(valid=False, reason=reason), None, TotpOutcome.LOCKED
     step = _matching_step(user.totp_secret, code, now)
     if step is None:
-        return TotpVerifyResult(valid=False, reason=WRONG_CODE), None
+        return TotpVerifyResult(valid=False, reason=WRONG_CODE), None, TotpOutcome.WRONG_CODE
     if user.totp_last_step is not None and step <= user.totp_last_step:
-        return TotpVerifyResult(valid=False, reason="code was already used"), None
-    return TotpVerifyResult(valid=True), step
+        return TotpVerifyResult(valid=False, reason="code was already used"), None, TotpOutcome.REPLAY
+    return TotpVerifyResult(valid=True), step, TotpOutcome.VALID
 
