@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.binding import Binding
 from textual.timer import Timer
+from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Static
 
 from ...client import ApiError
-from ...models import PushAttempt, PushStatus
+from ...models import BOMBING_THRESHOLD, BOMBING_WINDOW, Permission, PushAttempt, PushBlock, PushStatus
 from ...safe_text import printable
 from ..formatting import PUSH_STATUS_STYLES, push_status_text
-from ..widgets.bombing_panel import BombingPanel, tally_suspects
-from ..widgets.virtual_table import Column, VirtualTable
+from ..widgets.bombing_panel import BombingPanel, StopAttackChoice, StopAttackScreen, Suspect, block_text, clock_text
+from ..widgets.confirm import ConfirmScreen
+from ..widgets.virtual_table import Column, TablePosition, VirtualTable
 from .base import ConsoleScreen
 
 # Colours live in formatting (one source of truth); kept under this name for older imports.
@@ -27,9 +29,7 @@ STATUS_STYLES = PUSH_STATUS_STYLES
 
 STATUS_FILTERS: tuple[str | None, ...] = (None, *(s.value for s in PushStatus))
 
-BOMBING_WINDOW = timedelta(hours=1)
-BOMBING_PAGE_SIZE = 100
-BOMBING_MAX_PAGES = 3  # per status: bounded, the panel must never walk the whole history
+SUSPECTS_LIMIT = 50  # the panel lists the most hostile users first; more than this is said, not shown
 
 
 def status_text(attempt: PushAttempt) -> Text:
@@ -43,17 +43,34 @@ def _when(at: datetime) -> str:
     return local.strftime("%m-%d %H:%M")
 
 
-# Preferred widths fill about 106 columns; narrower, the text columns shrink and IP goes first
-# (below ~89 columns), so 80 columns show time, status, user, resource, location and app.
+# Who first, and whole: the user column never shrinks below 22 cells (two users who share a long
+# first name still read apart at 80 columns). Narrower than about 106 columns the other text
+# columns shrink, IP goes, then App, so 80 columns show user, time, status, resource and location.
 ATTEMPT_COLUMNS = [
+    Column("user", "User", 22, lambda a: printable(a.username or a.userId), flex=1),
     Column("createdAt", "Time", 11, lambda a: _when(a.createdAt)),
-    Column("status", "Status", 12, status_text, min_width=10),  # "denied FRAUD"
-    Column("user", "User", 16, lambda a: printable(a.username or a.userId), min_width=12, flex=1),
+    Column("status", "Status", 12, status_text),  # "denied FRAUD", whole
     Column("resource", "Resource", 16, lambda a: printable(a.resource), min_width=10, flex=1),
     Column("location", "Location", 14, lambda a: printable(a.context.location or ""), min_width=10, flex=1),
     Column("app", "App", 14, lambda a: printable(a.context.app or ""), min_width=10, flex=1, drop_rank=1),
     Column("ip", "IP", 15, lambda a: printable(a.context.ip or ""), drop_rank=2),
 ]
+
+
+class AttemptsTable(VirtualTable):
+    """The attempts, newest first, as a live feed: the highlight follows its attempt across refreshes
+    (by id, the table's own mechanism), and while the view is at the top it stays there, so new
+    attempts show up above the highlighted one instead of scrolling out of sight."""
+
+    def reload(self, fetch: Any = None) -> None:
+        at_top = int(self.scroll_offset.y) == 0
+        super().reload(fetch)
+        anchor = getattr(self, "_anchor", None)
+        if at_top and anchor is not None:
+            key, index, _screen_line, pages = anchor
+            # No screen line to hold: the cursor moves down with its row; the view only
+            # scrolls if the row would leave it.
+            self._anchor = (key, index, None, pages)
 
 
 def age_text(seconds: float) -> str:
@@ -64,19 +81,26 @@ def age_text(seconds: float) -> str:
 
 
 class ActivityScreen(ConsoleScreen):
-    """Newest push attempts, refreshed every few seconds (`p` pauses), plus the push-bombing panel."""
+    """Newest push attempts, refreshed every few seconds (`p` pauses), plus the push-bombing panel.
+
+    The highlight follows the attempt, not the row number: new attempts arrive on top at every
+    refresh, and Enter must open the user of the attempt the admin is looking at.
+    """
 
     DEFAULT_CSS = """
-    ActivityScreen #activity-status { padding: 0 1; height: 1; }
+    ActivityScreen #activity-status-row { height: 1; padding: 0 1; }
+    ActivityScreen #activity-status { width: 1fr; height: 1; }
     ActivityScreen #activity-attempts { height: 1fr; }
     """
 
     BINDINGS = [
         Binding("p", "toggle_pause", "Pause/resume"),
         Binding("f", "cycle_filter", "Status filter"),
-        Binding("r", "refresh_now", "Refresh"),
         Binding("b", "focus_bombing", "Bombing panel"),
+        Binding("X", "stop_attack", "Stop attack"),
     ]
+
+    ACTION_PERMISSIONS: ClassVar[dict[str, Permission]] = {"stop_attack": Permission.PUSH_BLOCK}
 
     AUTO_FOCUS = "#activity-attempts"
     TITLE = "Activity"
@@ -90,14 +114,17 @@ class ActivityScreen(ConsoleScreen):
         self.status_filter: str | None = None
         self.updated_at: float | None = None  # monotonic time of the last answer
         self.refreshes = 0  # refresh cycles started (tests check that pausing stops them)
+        self.load_failed = False  # the last answer for the attempts was an error
         self._table_pending_since: float | None = None
         self._refresh_timer: Timer | None = None
         self._age_timer: Timer | None = None
         self._visible = False
 
     def compose_body(self) -> Iterable[Widget]:
-        yield Static(Text("Loading push attempts…"), id="activity-status")
-        yield VirtualTable(ATTEMPT_COLUMNS, self.fetch_attempts, empty_text="No push attempts", id="activity-attempts")
+        with Horizontal(id="activity-status-row"):
+            yield TablePosition("#activity-attempts", "attempts", id="activity-position")
+            yield Static(Text("Loading push attempts…"), id="activity-status")
+        yield AttemptsTable(ATTEMPT_COLUMNS, self.fetch_attempts, empty_text="No push attempts", id="activity-attempts")
         yield BombingPanel(id="bombing-panel")
 
     def on_mount(self) -> None:
@@ -167,41 +194,27 @@ class ActivityScreen(ConsoleScreen):
         self.scan_for_bombing()
 
     def reload_data(self) -> None:
+        """`r`: the attempts and the push-bombing panel, now (also after an outage)."""
         self._start_refresh()
-
-    def action_refresh_now(self) -> None:
-        # `r` is the banner's retry too (this binding replaces the base screen's).
-        if self.error_visible:
-            self.action_retry()
-        else:
-            self.reload_data()
 
     @work(exclusive=True, group="activity-bombing", exit_on_error=False)
     async def scan_for_bombing(self) -> None:
-        """Blocked and denied attempts of the last hour, a few pages at most, tallied per user."""
+        """The server's per-user aggregate over the bombing window: the same figures as the user's screen."""
         since = datetime.now(timezone.utc) - BOMBING_WINDOW
-        attempts: list[PushAttempt] = []
-        partial = False
         try:
-            for status in (PushStatus.BLOCKED, PushStatus.DENIED):
-                for page_number in range(BOMBING_MAX_PAGES):
-                    page = await self.app.api.push_attempts(
-                        status=status.value, since=since, skip=page_number * BOMBING_PAGE_SIZE, limit=BOMBING_PAGE_SIZE
-                    )
-                    attempts.extend(page.results)
-                    if (page_number + 1) * BOMBING_PAGE_SIZE >= page.totalCount or not page.results:
-                        break
-                else:
-                    partial = True
+            page = await self.app.api.push_suspects(since=since, min_hostile=BOMBING_THRESHOLD, limit=SUSPECTS_LIMIT)
         except ApiError as exc:
             self.panel.show_problem(f"not checked ({exc})")
             self.report_error(exc, retry=self.reload_data)
             return
-        self.panel.show_suspects(tally_suspects(attempts), partial=partial)
+        suspects = [Suspect.from_stats(stats) for stats in page.results]
+        self.panel.show_suspects(suspects, partial=page.totalCount > len(suspects))
+        self.refresh_bindings()  # `b` and `X` depend on what the panel lists
 
     @on(VirtualTable.Loaded, "#activity-attempts")
     def _attempts_loaded(self, event: VirtualTable.Loaded) -> None:
         self._table_pending_since = None
+        self.load_failed = False
         self.updated_at = time.monotonic()
         self.clear_error()
         self._update_status_line()
@@ -209,17 +222,16 @@ class ActivityScreen(ConsoleScreen):
     @on(VirtualTable.LoadFailed, "#activity-attempts")
     def _attempts_failed(self, event: VirtualTable.LoadFailed) -> None:
         self._table_pending_since = None
+        self.load_failed = True
         self.report_error(event.error, retry=self.reload_data)
         self._update_status_line()
 
     # -------------------------------------------------------- status line
     def _update_status_line(self) -> None:
-        line = Text()
-        total = self.table.total
-        if total is not None:
-            line.append(f"{total:,} attempts", style="bold")
-        else:
-            line.append("Loading push attempts…")
+        """After the position (``attempts 3/1,234``): the filter, the age of the data, the refresh state."""
+        line = Text(no_wrap=True, overflow="ellipsis")
+        if self.load_failed and self.table.total is None:
+            line.append(" · not loaded (r retries)", style="bold")
         line.append(f" · {self.status_filter or 'all'} (f)", style="dim")
         if self.updated_at is not None:
             line.append(f" · updated {age_text(time.monotonic() - self.updated_at)}")
@@ -228,6 +240,43 @@ class ActivityScreen(ConsoleScreen):
         else:
             line.append(f" · every {self.REFRESH_SECONDS:g}s (p pauses)", style="dim")
         self.query_one("#activity-status", Static).update(line)
+
+    @property
+    def status_text(self) -> str:
+        """The status line as plain text, position first (``attempts 1/1,234 · all (f) · …``)."""
+        position = self.query_one("#activity-position", TablePosition)
+        return f"{position.label}{self.query_one('#activity-status', Static).content}"
+
+    # -------------------------------------------------------- keys that cannot act
+    def action_unavailable(self, action: str) -> str | None:
+        """Why ``action`` cannot act now (the frame hides its key and toasts this), or None."""
+        if action == "focus_bombing":
+            return self._panel_reason()
+        if action == "stop_attack":
+            reason = super().action_unavailable(action)  # the role and the profile first
+            if reason:
+                return reason
+            if self.focused is not self.panel.option_list:
+                return self._panel_reason() or "Stop attack: press b, then highlight a user in the push-bombing panel."
+            if self.panel.highlighted_suspect is None:
+                return "Stop attack: no user highlighted in the push-bombing panel."
+            return None
+        return super().action_unavailable(action)
+
+    def _panel_reason(self) -> str | None:
+        panel = self.panel
+        if not panel.checked:
+            return f"Push bombing: {panel.problem}." if panel.problem else "Still checking for push bombing."
+        if not panel.suspects:
+            return f"No users with {BOMBING_THRESHOLD}+ blocked or denied pushes in the {panel.window_label}."
+        return None
+
+    def _refuse(self, action: str) -> bool:
+        """Say why ``action`` cannot act (when the frame has not already), and whether it cannot."""
+        reason = self.action_unavailable(action)
+        if reason:
+            self.notify(reason, markup=False)
+        return bool(reason)
 
     # -------------------------------------------------------- actions
     def action_toggle_pause(self) -> None:
@@ -249,8 +298,92 @@ class ActivityScreen(ConsoleScreen):
         self._update_status_line()
 
     def action_focus_bombing(self) -> None:
-        if not self.panel.focus_list():
-            self.notify("No users with many blocked or denied pushes in the last hour.", markup=False)
+        if self._refuse("focus_bombing"):
+            return
+        self.panel.focus_list()
+
+    def action_stop_attack(self) -> None:
+        """`X`: Stop attack on the highlighted suspect (one confirmation), or Lift block when it was stopped.
+
+        The question is pushed here, not from a worker, so a `y` typed right after `X` answers it.
+        """
+        if self._refuse("stop_attack"):
+            return
+        suspect = self.panel.highlighted_suspect
+        if suspect is None:
+            return
+        label = printable(suspect.username or suspect.user_id, max_length=60)
+        if suspect.block is not None:
+            question = Text("Lift the push block on ")
+            question.append(label, style="bold")
+            question.append("?")
+            body = Text(f"Now: {block_text(suspect.block)}.\nNew pushes reach the user's device again at once.")
+            self.app.push_screen(
+                ConfirmScreen(question, body, confirm_label="Lift block (y)"),
+                lambda yes: self.lift_block(suspect, label) if yes else None,
+            )
+            return
+        body = Text(
+            f"{suspect.blocked} blocked and {suspect.denied} denied pushes in the {self.panel.window_label}"
+            + (f", the last at {clock_text(suspect.last, zone=True)}" if suspect.last else "")
+            + ".\nThe user's app gets no new pushes until the block ends or is lifted (X again)."
+        )
+        self.app.push_screen(
+            StopAttackScreen(label, body),
+            lambda choice: self.stop_attack(suspect, label, choice) if choice is not None else None,
+        )
+
+    @work(exclusive=True, group="activity-stop", exit_on_error=False)
+    async def stop_attack(self, suspect: Suspect, label: str, choice: StopAttackChoice) -> None:
+        try:
+            result = await self.app.api.block_push(
+                suspect.user_id,
+                minutes=choice.minutes,
+                cancel_pending=choice.cancel_pending,
+                require_user_verification=choice.require_user_verification,
+            )
+        except ApiError as exc:
+            self.notify(f"Stop attack failed: {printable(str(exc), max_length=200)}", severity="error", markup=False)
+            return
+        me = self.app.whoami
+        block = PushBlock(
+            blockedUntil=result.blockedUntil, blockedBy=me.name if me else "you", blockedAt=datetime.now(timezone.utc)
+        )
+        self.panel.mark_stopped(suspect.user_id, block)
+        extra = "; biometric approval required from now on" if choice.require_user_verification else ""
+        self.notify(
+            f"Attack on {label} stopped: new pushes refused until {clock_text(result.blockedUntil, zone=True)}; "
+            f"{result.cancelled} pending push(es) cancelled{extra}.",
+            title="Done",
+            markup=False,
+        )
+        self.refresh_bindings()
+        self.scan_for_bombing()  # the server's word on it
+
+    @work(exclusive=True, group="activity-stop", exit_on_error=False)
+    async def lift_block(self, suspect: Suspect, label: str) -> None:
+        try:
+            lifted = await self.app.api.lift_push_block(suspect.user_id)
+        except ApiError as exc:
+            self.notify(f"Lift block failed: {printable(str(exc), max_length=200)}", severity="error", markup=False)
+            return
+        self.panel.mark_stopped(suspect.user_id, None)
+        message = f"Push block lifted for {label}." if lifted.lifted else f"{label} had no push block in force."
+        self.notify(message, title="Done", markup=False)
+        self.refresh_bindings()
+        self.scan_for_bombing()
+
+    def escape_one_level(self) -> bool:
+        # Esc in the bombing panel: back to the attempts (one level), at once for keys typed ahead.
+        if self.focused is not None and self.focused is not self.table:
+            self.set_focus(self.table)
+            return True
+        return super().escape_one_level()
+
+    @on(BombingPanel.Leave)
+    def _leave_panel(self, event: BombingPanel.Leave) -> None:
+        event.stop()
+        self.set_focus(self.table)
 
     @on(BombingPanel.UserChosen)
     def _open_suspect(self, event: BombingPanel.UserChosen) -> None:

@@ -1,29 +1,51 @@
-"""A panel of users with many blocked or denied pushes recently: possible push bombing."""
+"""A panel of users with many blocked or denied pushes recently: possible push bombing.
+
+The figures come from the server's one aggregate (``client.push_suspects``, the same
+counting as a user's own ``push_stats`` on their screen), never from pages tallied here.
+Each line shows when the user's last attempt was, so a live attack stands out from old
+history, and whether the attack was stopped (``push blocked until 14:05 by desk-anna``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
-from textual.widgets import OptionList, Static
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from ...models import PushAttempt, PushStatus
+from ...models import BOMBING_THRESHOLD, BOMBING_WINDOW, PushAttempt, PushBlock, PushStats, PushStatus
 from ...safe_text import printable
 from ..formatting import FRAUD_STYLE, PUSH_STATUS_STYLES
 
-SUSPECT_THRESHOLD = 5  # blocked + denied attempts in the window that make a user worth a look
+SUSPECT_THRESHOLD = BOMBING_THRESHOLD  # older name, kept for imports
+LIVE_SECONDS = 5 * 60  # a last attempt this recent reads as an attack going on now
+STOP_MINUTES_DEFAULT = 15
+STOP_MINUTES_MAX = 1440
+
+
+def describe_window(window: timedelta = BOMBING_WINDOW) -> str:
+    """``last hour``, ``last 30 minutes``: the window in words."""
+    minutes = int(window.total_seconds() // 60)
+    if minutes == 60:
+        return "last hour"
+    if minutes % 60 == 0:
+        return f"last {minutes // 60} hours"
+    return f"last {minutes} minutes"
 
 
 @dataclass
 class Suspect:
-    """One user's blocked/denied attempts in the window."""
+    """One user's blocked/denied attempts in the window, as the server counted them."""
 
     user_id: str
     username: str
@@ -32,14 +54,33 @@ class Suspect:
     fraud: int = 0
     resources: set[str] = field(default_factory=set)
     last: datetime | None = None
+    block: PushBlock | None = None  # the stop in force, if any
 
     @property
     def total(self) -> int:
         return self.blocked + self.denied
 
+    @property
+    def stopped(self) -> bool:
+        return self.block is not None
+
+    @classmethod
+    def from_stats(cls, stats: PushStats) -> "Suspect":
+        return cls(
+            stats.userId,
+            stats.username,
+            blocked=stats.blocked,
+            denied=stats.denied,
+            fraud=stats.fraud,
+            resources=set(stats.resources),
+            last=stats.lastAttemptAt,
+            block=stats.pushBlock,
+        )
+
 
 def tally_suspects(attempts: Iterable[PushAttempt], threshold: int = SUSPECT_THRESHOLD) -> list[Suspect]:
-    """Users with at least ``threshold`` blocked or denied attempts, most first."""
+    """Users with at least ``threshold`` blocked or denied attempts, most first (for a list of attempts
+    already in hand; the panel itself reads the server's aggregate)."""
     by_user: dict[str, Suspect] = {}
     seen: set[str] = set()
     for attempt in attempts:
@@ -59,28 +100,69 @@ def tally_suspects(attempts: Iterable[PushAttempt], threshold: int = SUSPECT_THR
     return sorted(found, key=lambda s: (-s.total, s.username))
 
 
-def suspect_prompt(suspect: Suspect) -> Text:
-    line = Text()
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def ago_text(when: datetime, now: datetime | None = None) -> str:
+    """``12s ago``, ``7m ago``, ``3h ago``: how long since ``when``."""
+    now = now or datetime.now(timezone.utc)
+    seconds = max(0, int((now - _aware(when)).total_seconds()))
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 120 * 60:
+        return f"{seconds // 60}m ago"
+    return f"{seconds // 3600}h ago"
+
+
+def clock_text(when: datetime, *, zone: bool = False) -> str:
+    """``14:05`` in the console's local time (``14:05 CET`` with ``zone``)."""
+    local = _aware(when).astimezone()
+    text = local.strftime("%H:%M")
+    if local.date() != datetime.now().astimezone().date():
+        text = local.strftime("%Y-%m-%d %H:%M")
+    return f"{text} {local.strftime('%Z')}".rstrip() if zone else text
+
+
+def block_text(block: PushBlock) -> str:
+    """``push blocked until 14:05 by desk-anna``."""
+    return f"push blocked until {clock_text(block.blockedUntil)} by {printable(block.blockedBy, max_length=32)}"
+
+
+def suspect_prompt(suspect: Suspect, now: datetime | None = None) -> Text:
+    """First line: who, how many refused, when last, where; second line (only when stopped): the block."""
+    now = now or datetime.now(timezone.utc)
+    line = Text(no_wrap=True, overflow="ellipsis")
     line.append(f"{printable(suspect.username or suspect.user_id, max_length=24):<24} ", style="bold")
     line.append(f"{suspect.blocked:>3} blocked", style=PUSH_STATUS_STYLES[PushStatus.BLOCKED])
     line.append("  ")
     line.append(f"{suspect.denied:>3} denied", style=PUSH_STATUS_STYLES[PushStatus.DENIED])
+    if suspect.last is not None:
+        live = (now - _aware(suspect.last)).total_seconds() < LIVE_SECONDS
+        line.append("  last ", style="dim")
+        line.append(ago_text(suspect.last, now), style="bold" if live else "dim")
     if suspect.fraud:
         line.append(f"  {suspect.fraud} reported fraud", style=FRAUD_STYLE)
     if suspect.resources:
         names = ", ".join(sorted(printable(r, max_length=20) for r in suspect.resources)[:2])
         more = len(suspect.resources) - 2
         line.append(f"  on {names}{f' +{more}' if more > 0 else ''}", style="dim")
+    if suspect.block is not None:
+        line.append("\n")
+        line.append("    STOPPED: ", style="bold green")
+        line.append(block_text(suspect.block))
+        line.append(" (X lifts)", style="dim")
     return line
 
 
 class BombingPanel(Vertical):
-    """Title line plus a list of suspects; Enter on one posts :class:`BombingPanel.UserChosen`."""
+    """Title line plus a list of suspects; Enter on one posts :class:`BombingPanel.UserChosen`.
+    (Esc is the screen's: it gives focus back to the attempts, one level.)"""
 
     DEFAULT_CSS = """
-    BombingPanel { height: auto; max-height: 7; border-top: solid $warning; }
+    BombingPanel { height: auto; max-height: 9; border-top: solid $warning; }
     BombingPanel #bombing-title { padding: 0 1; height: 1; }
-    BombingPanel #bombing-list { height: auto; max-height: 5; border: none; padding: 0; }
+    BombingPanel #bombing-list { height: auto; max-height: 7; border: none; padding: 0; }
     BombingPanel #bombing-list:focus { background-tint: $foreground 5%; }
     """
 
@@ -89,11 +171,15 @@ class BombingPanel(Vertical):
             super().__init__()
             self.user_id = user_id
 
-    def __init__(self, *, window_label: str = "last hour", id: str | None = None) -> None:
+    class Leave(Message):
+        """The list emptied while it had focus: the screen gives focus back to its table."""
+
+    def __init__(self, *, window_label: str = describe_window(), id: str | None = None) -> None:
         super().__init__(id=id)
         self.window_label = window_label
         self.suspects: list[Suspect] = []
         self.checked = False
+        self.problem: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Possible push bombing: checking…", style="dim"), id="bombing-title")
@@ -101,45 +187,190 @@ class BombingPanel(Vertical):
         option_list.display = False
         yield option_list
 
+    @property
+    def option_list(self) -> OptionList:
+        return self.query_one("#bombing-list", OptionList)
+
+    def show_stats(self, stats: Iterable[PushStats]) -> None:
+        """Show the server's aggregate (``client.push_suspects``) as it came: most hostile first."""
+        self.show_suspects([Suspect.from_stats(s) for s in stats])
+
     def show_suspects(self, suspects: list[Suspect], *, partial: bool = False) -> None:
-        """Replace the list; ``partial`` says the scan stopped at its page limit."""
+        """Replace the list, keeping the highlight on the same user; ``partial``: not everyone is listed."""
         self.suspects = suspects
         self.checked = True
-        title = Text()
+        self.problem = None
+        stopped = sum(1 for s in suspects if s.stopped)
+        title = Text(no_wrap=True, overflow="ellipsis")
         if suspects:
             title.append("Possible push bombing", style="bold yellow")
             title.append(f" in the {self.window_label}: {len(suspects)} user(s)")
-            title.append(" (b, then Enter opens)", style="dim")
+            if stopped:
+                title.append(f", {stopped} stopped", style="green")
+            title.append(" (b, then Enter opens, X stops)", style="dim")
         else:
             title.append(
                 f"No push bombing seen: nobody has {SUSPECT_THRESHOLD}+ blocked/denied pushes in the {self.window_label}",
                 style="dim",
             )
         if partial:
-            title.append(" (newest attempts only)", style="dim")
+            title.append(" (most hostile only)", style="dim")
         self.query_one("#bombing-title", Static).update(title)
-        option_list = self.query_one("#bombing-list", OptionList)
+        option_list = self.option_list
         highlighted = option_list.highlighted_option.id if option_list.highlighted_option else None
+        had_focus = self.screen.focused is option_list
+        now = datetime.now(timezone.utc)
         option_list.clear_options()
-        option_list.add_options(Option(suspect_prompt(s), id=s.user_id) for s in suspects)
+        option_list.add_options(Option(suspect_prompt(s, now), id=s.user_id) for s in suspects)
         option_list.display = bool(suspects)
         if highlighted is not None and any(s.user_id == highlighted for s in suspects):
             option_list.highlighted = option_list.get_option_index(highlighted)
+        elif had_focus and suspects:
+            option_list.highlighted = 0
+        if had_focus and not suspects:
+            self.post_message(self.Leave())
 
     def show_problem(self, message: str) -> None:
+        self.problem = message
         self.query_one("#bombing-title", Static).update(Text(f"Possible push bombing: {printable(message)}", style="dim"))
 
     def focus_list(self) -> bool:
-        option_list = self.query_one("#bombing-list", OptionList)
+        option_list = self.option_list
         if option_list.display and option_list.option_count:
             if option_list.highlighted is None:
                 option_list.highlighted = 0  # Enter then opens the worst case at once
-            option_list.focus()
+            # At once, not after a refresh (``focus()``): keys typed right after `b` (down, X, Esc)
+            # are meant for the panel.
+            self.screen.set_focus(option_list)
             return True
         return False
+
+    @property
+    def highlighted_suspect(self) -> Suspect | None:
+        """The suspect under the panel's highlight, or None."""
+        option = self.option_list.highlighted_option
+        if option is None:
+            return None
+        return next((s for s in self.suspects if s.user_id == option.id), None)
+
+    def suspect(self, user_id: str) -> Suspect | None:
+        return next((s for s in self.suspects if s.user_id == user_id), None)
+
+    def mark_stopped(self, user_id: str, block: PushBlock | None) -> None:
+        """Show a stop (or its lift) at once, before the next scan confirms it."""
+        suspect = self.suspect(user_id)
+        if suspect is None:
+            return
+        suspect.block = block
+        self.show_suspects(self.suspects)
 
     @on(OptionList.OptionSelected, "#bombing-list")
     def _chosen(self, event: OptionList.OptionSelected) -> None:
         event.stop()
         if event.option.id:
             self.post_message(self.UserChosen(event.option.id))
+
+
+# ---------------------------------------------------------------- Stop attack
+
+
+@dataclass(frozen=True)
+class StopAttackChoice:
+    """What the admin chose in :class:`StopAttackScreen` (the arguments of ``client.block_push``)."""
+
+    minutes: int = STOP_MINUTES_DEFAULT
+    cancel_pending: bool = True
+    require_user_verification: bool = False
+
+
+def check_minutes(value: str) -> str | None:
+    if not value.isdigit() or not 1 <= int(value) <= STOP_MINUTES_MAX:
+        return f"minutes: enter a whole number from 1 to {STOP_MINUTES_MAX}"
+    return None
+
+
+class StopAttackScreen(ModalScreen[StopAttackChoice | None]):
+    """One confirmation for Stop attack, naming the user: how long to refuse new pushes (15 minutes by
+    default), whether to cancel pending pushes (yes by default) and whether to require biometric approval
+    from now on (no by default). Cancel has focus; ``y`` stops, ``n``/Esc cancels."""
+
+    DEFAULT_CSS = """
+    StopAttackScreen { align: center middle; }
+    StopAttackScreen > Vertical {
+        width: 70; max-width: 100%; height: auto; border: thick $warning; background: $surface; padding: 1 2;
+    }
+    StopAttackScreen #stop-title { text-style: bold; margin-bottom: 1; }
+    StopAttackScreen #stop-minutes-row { height: auto; }
+    StopAttackScreen #stop-minutes-label { width: auto; padding: 1 1 0 0; }
+    StopAttackScreen #stop-minutes { width: 10; }
+    StopAttackScreen Checkbox { border: none; padding: 0; height: auto; }
+    StopAttackScreen #stop-error { color: $error; height: auto; }
+    StopAttackScreen #stop-buttons { height: auto; align-horizontal: right; margin-top: 1; }
+    StopAttackScreen Button { margin-left: 2; }
+    """
+
+    BINDINGS = [
+        Binding("y", "confirm", "Stop attack"),
+        Binding("n", "cancel", "Cancel"),
+        Binding("escape", "cancel", "Cancel"),
+    ]
+
+    def __init__(self, user_label: str, body: str | Text = "", *, minutes: int = STOP_MINUTES_DEFAULT) -> None:
+        super().__init__()
+        self.user_label = printable(user_label)
+        self._body = body if isinstance(body, Text) else Text(printable(body))
+        self._minutes = minutes
+
+    def compose(self) -> ComposeResult:
+        title = Text("Stop the push attack on ")
+        title.append(self.user_label, style="bold")
+        title.append("?")
+        with Vertical():
+            yield Static(title, id="stop-title", markup=False)
+            if self._body.plain:
+                yield Static(self._body, id="stop-body", markup=False)
+            with Horizontal(id="stop-minutes-row"):
+                yield Static("Refuse new pushes for (minutes):", id="stop-minutes-label", markup=False)
+                yield Input(str(self._minutes), restrict=r"[0-9]*", max_length=4, id="stop-minutes")
+            yield Checkbox("Cancel the pending pushes now", True, id="stop-cancel-pending")
+            yield Checkbox("Require biometric approval for this user from now on", False, id="stop-biometric")
+            yield Static("", id="stop-error", markup=False)
+            with Horizontal(id="stop-buttons"):
+                yield Button("Cancel (n)", id="cancel", variant="default")
+                yield Button("Stop attack (y)", id="confirm", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()
+
+    def choice(self) -> StopAttackChoice | None:
+        """The choice as the form stands, or None (with the reason shown) when minutes are not valid."""
+        try:
+            value = self.query_one("#stop-minutes", Input).value.strip()
+            cancel_pending = self.query_one("#stop-cancel-pending", Checkbox).value
+            biometric = self.query_one("#stop-biometric", Checkbox).value
+        except NoMatches:  # `y` typed right after `X`, before the form is built: the defaults shown
+            return StopAttackChoice(minutes=self._minutes)
+        problem = check_minutes(value)
+        if problem:
+            self.query_one("#stop-error", Static).update(Text(problem))
+            return None
+        return StopAttackChoice(minutes=int(value), cancel_pending=cancel_pending, require_user_verification=biometric)
+
+    def action_confirm(self) -> None:
+        choice = self.choice()
+        if choice is not None:
+            self.dismiss(choice)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_confirm()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "confirm":
+            self.action_confirm()
+        else:
+            self.dismiss(None)
