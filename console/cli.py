@@ -901,22 +901,36 @@ def cmd_tui(args: argparse.Namespace) -> int:
     return app.return_code or 0
 
 
-def _db_path(args: argparse.Namespace) -> Path:
-    if args.db is not None:
-        return Path(args.db).expanduser()
-    from .server.paths import default_db_path
+def _db_path(args: argparse.Namespace):  # noqa: ANN202 - a console.server.store.DbTarget
+    """``--db``, else ``PROTECT_DB``, else protect.db in the XDG data dir: a SQLite path or a PostgreSQL URL.
 
-    return default_db_path()
+    A value that is neither is a usage error (exit 2) before anything is created. ``str()`` of
+    the result never shows a password; ``.value`` is the whole URL for child processes."""
+    from .server.store import BadDatabaseUrl, parse_db
+
+    value = args.db if getattr(args, "db", None) is not None else os.environ.get("PROTECT_DB") or None
+    if value is None:
+        from .server.paths import default_db_path
+
+        value = default_db_path()
+    try:
+        return parse_db(value)
+    except BadDatabaseUrl as exc:
+        raise UsageError(str(exc)) from None
 
 
-def _open_store(db: Path, *, must_exist: bool = False):  # noqa: ANN202
-    """The local database, or a one-line reason it cannot be opened."""
-    from .server.store import open_store
+def _open_store(db: Any, *, must_exist: bool = False):  # noqa: ANN202
+    """The store at ``db`` (a DbTarget), or a one-line reason it cannot be used."""
+    from .server.store import StoreError, open_store
 
-    if must_exist and not db.is_file():
-        raise _Failure(f"no database at {db} (pass --db FILE, the file `protect-console serve --db FILE` uses)")
+    if must_exist and db.is_sqlite and not db.path.is_file():
+        raise _Failure(f"no database at {db} (pass --db FILE or URL, the one `protect-console serve --db` uses)")
     try:
         return open_store(db)
+    except StoreError as exc:
+        if exc.exit_code == 2:
+            raise UsageError(str(exc)) from None
+        raise _Failure(str(exc)) from None
     except OSError as exc:
         raise _Failure(f"cannot open database {db}: {exc.strerror or exc}") from None
     except Exception as exc:  # SQLAlchemy's errors: not a database, locked, read-only...
@@ -928,6 +942,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .server.app import create_app
+    from .server.runner import serve_workers
     from .server.services.keys import ensure_bootstrap_key
 
     db = _db_path(args)
@@ -938,9 +953,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(key, flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         _say(f"warning: serving plain HTTP on {args.host}; put TLS in front before using it over a network")
-    _say(f"Protect service on http://{args.host}:{args.port} (database {db})")
+    workers = f", {args.workers} worker processes" if args.workers > 1 else ""
+    _say(f"Protect service on http://{args.host}:{args.port} (database {db}{workers})")
+    if args.workers > 1:
+        store.dispose()  # each worker opens its own connections
+        serve_workers(db.value, host=args.host, port=args.port, workers=args.workers,
+                      metrics_require_key=args.metrics_key)
+        return 0
     try:
-        uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="info")
+        uvicorn.run(create_app(store, metrics_require_key=args.metrics_key), host=args.host, port=args.port,
+                    log_level="info")
     finally:
         store.dispose()
     return 0
@@ -1055,9 +1077,62 @@ def cmd_seed(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    if args.db:
-        _open_store(Path(args.db).expanduser()).dispose()  # a bad path is a one-line error, before any set-up
-    return run_demo(db=Path(args.db).expanduser() if args.db else None, users=args.users, role=args.role, port=args.port)
+    db = _db_path(args) if args.db or os.environ.get("PROTECT_DB") else None
+    if db is not None:
+        _open_store(db).dispose()  # a bad path or URL, or a database behind the code: one line, before any set-up
+    return run_demo(db=(db.path if db.is_sqlite else db) if db is not None else None, users=args.users,
+                    role=args.role, port=args.port)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from .server.store import StoreError, upgrade_database
+
+    db = _db_path(args)
+    try:
+        before, after = upgrade_database(db)
+    except StoreError as exc:
+        raise (UsageError if exc.exit_code == 2 else _Failure)(str(exc)) from None
+    except OSError as exc:
+        raise _Failure(f"cannot open database {db}: {exc.strerror or exc}") from None
+    if args.json:
+        _print_json({"db": str(db), "from": before.revision, "to": after.revision, "head": after.head,
+                     "changed": before.revision != after.revision or not before.recorded})
+        return 0
+    if before.current:
+        print(f"{db} is at schema {after.revision} (the latest): nothing to do.")
+    elif before.empty:
+        print(f"Created the schema (revision {after.revision}) in {db}.")
+    else:
+        made = " (made before migrations)" if not before.recorded else ""
+        print(f"Upgraded {db}{made} from schema {before.revision} to {after.revision}.")
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    from .server.store import StoreError, database_state
+
+    db = _db_path(args)
+    if db.is_sqlite and not db.path.is_file():
+        raise _Failure(f"no database at {db} (pass --db FILE or URL, the one `protect-console serve --db` uses)")
+    try:
+        state = database_state(db)
+    except StoreError as exc:
+        raise (UsageError if exc.exit_code == 2 else _Failure)(str(exc)) from None
+    if args.json:
+        _print_json({"db": str(db), "revision": state.revision, "head": state.head, "upToDate": state.current,
+                     "recorded": state.recorded})
+        return 0
+    if state.empty:
+        print(f"{db}: empty (no schema yet; `protect-console db upgrade` or `serve` creates it)")
+    elif state.current:
+        print(f"{db}: schema {state.revision} (the latest)")
+    elif not state.known:
+        print(f"{db}: schema {state.revision}, unknown to this version (made by a newer release?)")
+    else:
+        made = ", made before migrations" if not state.recorded else ""
+        print(f"{db}: schema {state.revision}{made}; this version needs {state.head}: "
+              f"run `protect-console db upgrade`")
+    return 0
 
 
 # ------------------------------------------------------------------ parsing
@@ -1098,8 +1173,12 @@ def _user_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("user", metavar="USER", help="email, username or id")
 
 
+DB_HELP = ("SQLite file or postgresql://user:password@host:port/dbname (also ?host=/socket/dir); "
+           "default: $PROTECT_DB, else protect.db in the XDG data dir")
+
+
 def _db_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", help="SQLite file (default: protect.db in the XDG data dir)")
+    parser.add_argument("--db", metavar="PATH|URL", help=DB_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1120,6 +1199,10 @@ def build_parser() -> argparse.ArgumentParser:
     _db_flag(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
+    serve.add_argument("--workers", type=_int_in(1, 64), default=1, metavar="N",
+                       help="worker processes sharing the port and the database (default 1)")
+    serve.add_argument("--metrics-key", action="store_true",
+                       help="require an API key (any valid one) for GET /metrics")
     serve.set_defaults(run=cmd_serve)
 
     keys = sub.add_parser("keys", help="manage API keys (local database, no API key needed)")
@@ -1150,12 +1233,24 @@ def build_parser() -> argparse.ArgumentParser:
     seed.set_defaults(run=cmd_seed)
 
     demo = sub.add_parser("demo", help="run the service with synthetic users and live activity, and open the console")
-    demo.add_argument("--db", help="SQLite file to use (default: a fresh one in a temporary directory)")
+    demo.add_argument("--db", metavar="PATH|URL", help="SQLite file or postgresql:// URL to use (default: $PROTECT_DB, "
+                      "else a fresh SQLite file in a temporary directory)")
     demo.add_argument("--users", type=_positive_int, default=5000, metavar="N", help="users to seed (default 5000)")
     demo.add_argument("--role", choices=("admin", "helpdesk", "readonly"), default="admin",
                       help="role of the console's key (default admin)")
     demo.add_argument("--port", type=_port, default=0, help="port for the service (default: any free port)")
     demo.set_defaults(run=cmd_demo)
+
+    dbp = sub.add_parser("db", help="the service's database schema (migrations)")
+    db_sub = dbp.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    dbup = db_sub.add_parser("upgrade", help="bring the database to this version's schema (safe to run again)")
+    _db_flag(dbup)
+    dbup.add_argument("--json", action="store_true", help="print the revisions before and after as JSON")
+    dbup.set_defaults(run=cmd_db_upgrade)
+    dbcur = db_sub.add_parser("current", help="print the database's schema revision and whether it is the latest")
+    _db_flag(dbcur)
+    dbcur.add_argument("--json", action="store_true", help="print JSON")
+    dbcur.set_defaults(run=cmd_db_current)
 
     users = sub.add_parser("users", help="list, show, unlock and delete users")
     users_sub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
