@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from .clock import Clock
 from .errors import ErrorResponses, install_error_handlers
+from .health import watch_sqlite_file
 from .metrics import MetricsMiddleware
 from .routers import device, ops, protect, pushendpoints, resource, systemusers
 from .store import Store, open_store
@@ -38,6 +39,8 @@ def create_app(
         version="0.1.0",
         description="Push and TOTP multi-factor authentication with a JumpCloud-shaped admin API.",
     )
+    if store.is_sqlite and store.engine.url.database not in (None, "", ":memory:"):
+        watch_sqlite_file(store.engine, Path(store.engine.url.database))
     app.state.store = store
     app.state.clock = clock or Clock()
     app.state.metrics_require_key = metrics_require_key
