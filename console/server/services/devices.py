@@ -159,9 +159,17 @@ def enroll_device(store: Store, body: DeviceEnrollRequest, now: datetime) -> Dev
         if code.expires_at <= now:
             raise bad_request("code: the enrollment code has expired; ask your admin for a new one")
         user = require_user(conn, code.user_id, lock=True)
+        # Spend the code first, conditionally: of several enrolments racing with one code (in any
+        # process, on any host) exactly one finds it unused, under the user's row lock.
+        spent = conn.execute(
+            update(enrollment_codes)
+            .where(enrollment_codes.c.code_hash == code.code_hash, enrollment_codes.c.used_at.is_(None))
+            .values(used_at=now)
+        ).rowcount
+        if spent != 1:
+            raise bad_request("code: unknown or already used enrollment code")
         # One device per user: the old one is unenrolled in this same transaction.
         old = remove_push_device(conn, user.id, now)
-        conn.execute(update(enrollment_codes).where(enrollment_codes.c.code_hash == code.code_hash).values(used_at=now))
         d = body.device
         conn.execute(
             insert(devices).values(

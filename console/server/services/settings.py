@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from ...models import ProtectSettings, ProtectSettingsPatch
 from ..errors import ApiProblem
@@ -65,13 +66,22 @@ def update_settings(
         if not changes:
             return current, version  # nothing changed: no new version, no audit event
         new_version = version + 1
+        # Conditional on the version read: of concurrent changes with one ETag (in any process, on any
+        # host) exactly one writes; the others find the row (or the first insert) already taken: 412.
+        stale = ApiProblem(412, "settings were changed by someone else since you read them; read them again")
         if version == 0:
-            conn.execute(insert(settings).values(id=ROW_ID, doc=dumps(after), version=new_version))
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(settings).values(id=ROW_ID, doc=dumps(after), version=new_version))
+            except IntegrityError:
+                raise stale from None
         else:
-            conn.execute(
+            written = conn.execute(
                 update(settings).where(settings.c.id == ROW_ID, settings.c.version == version).values(
                     doc=dumps(after), version=new_version
                 )
-            )
+            ).rowcount
+            if written != 1:
+                raise stale
         record(conn, actor, "settings.update", "settings", {"changes": changes}, now)
     return updated, new_version
