@@ -7,7 +7,7 @@ from console.tui.app import ProtectConsoleApp
 from console.tui.screens.privacy import PrivacyScreen
 
 from .helpers import enrolled_device, new_user, wait_for
-from .tui_helpers import SIZE, console_app, open_screen, table_lines
+from .tui_helpers import SIZE, burst, console_app, open_screen, table_lines, table_loaded, text_of
 
 
 async def open_privacy(app: ProtectConsoleApp, pilot) -> PrivacyScreen:
@@ -70,3 +70,69 @@ async def test_device_model_and_user_render_literally(backend) -> None:
         assert "Goo[/]gle [@click" in text
         assert "\x1b" not in text and "\x07" not in text
         assert app.is_running
+
+
+# ------------------------------------------------------------------ issue 6, second pass
+
+
+async def test_enter_opens_the_rows_user_and_the_filter_in_force_is_shown(backend) -> None:
+    """Item 13: Enter on a Privacy row opens its user; the status line names the filter that is on;
+    Esc shows every device again first, then goes back."""
+    app = console_app(backend)
+    opened: list[str] = []
+    real_open_user = app.open_user
+
+    def spy(user_id: str) -> None:
+        opened.append(user_id)
+        real_open_user(user_id)
+
+    app.open_user = spy  # type: ignore[method-assign]
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_privacy(app, pilot)
+        assert "filter: none" in text_of(screen, "#privacy-filter")
+        burst(app, ["o"])
+        await wait_for(lambda: screen.opted_out_only and table_loaded(screen.table))
+        burst(app, ["down"])
+        await wait_for(lambda: screen.table.cursor_row == 1)
+        await wait_for(lambda: "filter: opted out" in text_of(screen, "#privacy-filter"))
+        assert screen.query_one("#privacy-position").label.startswith("opted-out devices 2/")
+        row = screen.table.row_at(1)
+        assert row.privacy.diagnosticsOptOut
+        burst(app, ["enter"])
+        await wait_for(lambda: opened == [row.user.id])
+        await wait_for(lambda: app.screen.__class__.__name__ == "UserDetailScreen")
+        burst(app, ["escape"])
+        await wait_for(lambda: app.screen is screen)
+        burst(app, ["escape"])  # one level: every device again, still on Privacy
+        await wait_for(lambda: not screen.opted_out_only and "filter: none" in text_of(screen, "#privacy-filter"))
+        assert app.screen is screen
+
+
+async def test_started_during_an_outage_then_r_loads_everything(backend) -> None:
+    """Item 7: `not loaded` beside the banner (never `loading…` for ever); `r` after the service is back loads
+    the summary and the devices."""
+    from console.client import ProtectClient as Client
+    from console.config import ConnectionProfile
+
+    async with Client(backend.url, backend.admin_key) as admin:
+        expected = await admin.privacy_summary()
+    backend.stop()
+    client = Client(backend.url, backend.admin_key, retries=1)
+    app = ProtectConsoleApp(ConnectionProfile("test", backend.url, backend.admin_key), client=client)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        await wait_for(lambda: isinstance(app.screen, PrivacyScreen))
+        screen: PrivacyScreen = app.screen  # type: ignore[assignment]
+        await wait_for(lambda: screen.error_visible and screen.load_failed, timeout=20)
+        await wait_for(lambda: "not loaded" in str(screen.query_one("#privacy-summary").content), timeout=20)
+        await pilot.pause()
+        drawn = "\n".join(table_lines(screen.table))
+        assert "loading…" not in drawn and "not loaded" in drawn
+
+        backend.restart()
+        burst(app, ["r"])
+        await wait_for(lambda: screen.summary is not None and table_loaded(screen.table), timeout=20)
+        await wait_for(lambda: not screen.error_visible)
+        assert screen.table.total == expected.devices
+        assert f"{expected.devices:,}" in str(screen.query_one("#privacy-summary").content)
+    await client.aclose()

@@ -8,13 +8,14 @@ from typing import Any
 from rich.text import Text
 from textual import on, work
 from textual.binding import Binding
+from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Static
 
 from ...client import ApiError
 from ...models import PrivacyDevice, PrivacySummary
 from ...safe_text import printable
-from ..widgets.virtual_table import Column, VirtualTable
+from ..widgets.virtual_table import Column, TablePosition, VirtualTable
 from .base import ConsoleScreen
 
 # What the app collects, in the FAQ's words: admins answer this question from users.
@@ -52,7 +53,7 @@ def _changed_cell(device: PrivacyDevice) -> str:
 # user and device shrink, and 80 columns still show everything else.
 DEVICE_COLUMNS = [
     Column("optedOut", "Diagnostics", 11, _opt_out_cell),
-    Column("user", "User", 22, _user_cell, min_width=14, flex=1),
+    Column("user", "User", 22, _user_cell, min_width=14, flex=1, priority=1),
     Column("device", "Device", 22, _device_cell, min_width=14, flex=1),
     Column("os", "OS", 12, _os_cell, min_width=10),
     Column("app", "App", 8, lambda d: printable(d.device.appVersion), min_width=6, drop_rank=1),
@@ -83,13 +84,13 @@ class PrivacyScreen(ConsoleScreen):
     DEFAULT_CSS = """
     PrivacyScreen #privacy-summary { padding: 0 1; height: auto; }
     PrivacyScreen #privacy-note { padding: 0 1; color: $text-muted; height: auto; }
-    PrivacyScreen #privacy-filter { padding: 0 1; height: 1; text-style: italic; }
+    PrivacyScreen #privacy-filter-row { padding: 0 1; height: 1; }
+    PrivacyScreen #privacy-filter { width: 1fr; height: 1; }
     PrivacyScreen #privacy-devices { height: 1fr; }
     """
 
     BINDINGS = [
-        Binding("o", "toggle_opted_out", "Opted-out only"),
-        Binding("r", "reload", "Reload"),
+        Binding("o", "toggle_opted_out", "Opted-out/all", tooltip="Show only devices that opted out, or all"),
     ]
 
     AUTO_FOCUS = "#privacy-devices"
@@ -100,11 +101,14 @@ class PrivacyScreen(ConsoleScreen):
         self.opted_out_only = False
         self.summary: PrivacySummary | None = None
         self.device_total: int | None = None  # rows the table's last answer reported
+        self.load_failed = False
 
     def compose_body(self) -> Iterable[Widget]:
         yield Static(Text("Loading privacy summary…"), id="privacy-summary")
         yield Static(Text(COLLECTION_NOTE), id="privacy-note")
-        yield Static(self._filter_text(), id="privacy-filter")
+        with Horizontal(id="privacy-filter-row"):
+            yield TablePosition("#privacy-devices", "devices", id="privacy-position")
+            yield Static(self._filter_text(), id="privacy-filter")
         yield VirtualTable(DEVICE_COLUMNS, self.fetch_devices, empty_text="No devices", id="privacy-devices")
 
     def on_mount(self) -> None:
@@ -124,10 +128,14 @@ class PrivacyScreen(ConsoleScreen):
         try:
             summary = await self.app.api.privacy_summary()
         except ApiError as exc:
+            if self.summary is None:
+                self.query_one("#privacy-summary", Static).update(Text("Privacy summary not loaded (r retries)"))
             self.report_error(exc, retry=self.reload_data)
             return
         self.summary = summary
         self.query_one("#privacy-summary", Static).update(summary_text(summary))
+        if not self.load_failed and self.table.total is not None:
+            self.clear_error()
         self._update_filter_line()
 
     def action_toggle_opted_out(self) -> None:
@@ -138,31 +146,50 @@ class PrivacyScreen(ConsoleScreen):
         self.load_summary()  # the counts the filter is compared against may have moved
 
     def reload_data(self) -> None:
+        """`r`: the summary and the devices again, with the same filter (also after an outage)."""
         self.load_summary()
         self.table.reload()
 
-    def action_reload(self) -> None:
-        # `r` is the banner's retry too (this binding replaces the base screen's).
-        if self.error_visible:
-            self.action_retry()
-        else:
-            self.reload_data()
+    def escape_one_level(self) -> bool:
+        # Esc shows every device again first (one level), then the frame goes back.
+        if self.opted_out_only:
+            self.action_toggle_opted_out()
+            return True
+        return super().escape_one_level()
 
     def _filter_text(self) -> Text:
         shown = "" if self.device_total is None else f"{self.device_total:,} "
+        text = Text(no_wrap=True, overflow="ellipsis")
         if self.opted_out_only:
-            return Text(f"Showing {shown}opted-out devices only (o shows all)")
-        return Text(f"Showing all {shown}devices (o shows opted-out only)")
+            text.append(" · filter: opted out", style="bold yellow")
+            text.append(f" · {shown}opted-out devices only (o or Esc shows all) · Enter opens the user")
+        else:
+            text.append(" · filter: none", style="bold")
+            text.append(f" · all {shown}devices (o: opted-out only) · Enter opens the user")
+        return text
 
     def _update_filter_line(self) -> None:
+        position = self.query_one("#privacy-position", TablePosition)
+        noun = "opted-out devices" if self.opted_out_only else "devices"
+        if position.noun != noun:
+            position.noun = noun
+            position.update_position()
         self.query_one("#privacy-filter", Static).update(self._filter_text())
 
     @on(VirtualTable.Loaded, "#privacy-devices")
     def _devices_loaded(self, event: VirtualTable.Loaded) -> None:
         self.device_total = event.total
-        self.clear_error()
+        self.load_failed = False
+        if self.summary is not None:
+            self.clear_error()  # both halves answered
         self._update_filter_line()
 
     @on(VirtualTable.LoadFailed, "#privacy-devices")
     def _devices_failed(self, event: VirtualTable.LoadFailed) -> None:
+        self.load_failed = True
         self.report_error(event.error, retry=self.reload_data)
+        self._update_filter_line()
+
+    @on(VirtualTable.RowSelected, "#privacy-devices")
+    def _open_user(self, event: VirtualTable.RowSelected) -> None:
+        self.app.open_user(event.row.user.id)
