@@ -53,7 +53,7 @@ SCREENS = [
     ("1", "users-table", ["Username", "Name", "Email", "State", "Push", "TOTP"], ["WebAuthn", "Device", "Last used"]),
     ("2", "activity-attempts", ["Time", "Status", "User", "Resource", "Location", "App"], ["IP"]),
     ("4", "privacy-devices", ["Diagnostics", "User", "Device", "OS", "App", "Changed"], ["Email"]),
-    ("5", "audit-events", ["Time", "Actor", "Action", "Details"], ["Target"]),
+    ("5", "audit-events", ["Time", "Actor", "Action", "Target", "Details"], []),  # whom: kept (issue 6 item 9)
 ]
 
 
