@@ -45,13 +45,13 @@ def _when(at: datetime) -> str:
 
 # Who first, and whole: the user column never shrinks below 22 cells (two users who share a long
 # first name still read apart at 80 columns). Narrower than about 106 columns the other text
-# columns shrink, IP goes, then App, so 80 columns show user, time, status, resource and location.
+# columns shrink and IP goes, so 80 columns show user, time, status, resource, location and app.
 ATTEMPT_COLUMNS = [
     Column("user", "User", 22, lambda a: printable(a.username or a.userId), flex=1),
     Column("createdAt", "Time", 11, lambda a: _when(a.createdAt)),
     Column("status", "Status", 12, status_text),  # "denied FRAUD", whole
-    Column("resource", "Resource", 16, lambda a: printable(a.resource), min_width=10, flex=1),
-    Column("location", "Location", 14, lambda a: printable(a.context.location or ""), min_width=10, flex=1),
+    Column("resource", "Resource", 16, lambda a: printable(a.resource), min_width=9, flex=1),
+    Column("location", "Location", 14, lambda a: printable(a.context.location or ""), min_width=9, flex=1),
     Column("app", "App", 14, lambda a: printable(a.context.app or ""), min_width=10, flex=1, drop_rank=1),
     Column("ip", "IP", 15, lambda a: printable(a.context.ip or ""), drop_rank=2),
 ]
