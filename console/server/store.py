@@ -1,6 +1,10 @@
-"""The service's store: SQLAlchemy Core tables on SQLite (WAL) today, PostgreSQL later.
+"""The service's store: SQLAlchemy Core tables on SQLite (WAL) or PostgreSQL (psycopg 3).
 
-Only portable SQL is used: expression indexes on lower(), CASE, LIKE with an
+One set of tables and queries serves both. The schema is made and changed only by the
+Alembic migrations in ``migrations/`` (``protect-console db upgrade``); ``metadata`` here
+must always equal what the latest migration produces (tests/test_store_migrations.py checks).
+
+Only portable SQL is used: CASE, LIKE with an
 explicit ESCAPE, ``SELECT ... FOR UPDATE`` (dropped by SQLite, honoured by
 PostgreSQL). On SQLite, write transactions start with ``BEGIN IMMEDIATE`` so
 that read-check-write sequences (the push cap, TOTP replay) are serialised.
@@ -9,12 +13,15 @@ All timestamps are naive UTC.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import (
+    URL,
     BigInteger,
     Boolean,
     Column,
@@ -27,18 +34,18 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    bindparam,
     create_engine,
     event,
     inspect,
-    select,
-    update,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 metadata = MetaData()
 
 ID = String(24)
+# Row counters: 64-bit on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the (64-bit) rowid.
+SERIAL_ID = BigInteger().with_variant(Integer, "sqlite")
 
 users = Table(
     "users",
@@ -116,7 +123,7 @@ Index("ix_devices_opt_out", devices.c.diagnostics_opt_out, devices.c.id)
 diagnostics = Table(
     "diagnostics",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", SERIAL_ID, primary_key=True, autoincrement=True),
     Column("device_id", ID, nullable=False),
     Column("received_at", DateTime, nullable=False),
     Column("payload", Text, nullable=False),
@@ -180,7 +187,7 @@ api_keys = Table(
 audit = Table(
     "audit",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", SERIAL_ID, primary_key=True, autoincrement=True),
     Column("at", DateTime, nullable=False),
     Column("actor", Text, nullable=False),
     Column("action", String(64), nullable=False),
@@ -223,12 +230,111 @@ def folded(values: dict) -> dict:
     return derived
 
 
+ACCEPTED_FORMS = (
+    "a SQLite file path (e.g. ./protect.db) or postgresql://user:password@host:port/dbname "
+    "(also postgresql://user@/dbname?host=/socket/dir)"
+)
+PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+# Held while a PostgreSQL schema is checked or migrated: processes starting together take turns.
+_SCHEMA_LOCK = 724_0001
+
+
+class StoreError(Exception):
+    """A one-line reason the database cannot be used (the CLI prints it without a traceback)."""
+
+    exit_code = 1
+
+
+class BadDatabaseUrl(StoreError):
+    """``--db``/``PROTECT_DB`` is neither a SQLite path nor a PostgreSQL URL."""
+
+    exit_code = 2
+
+
+class CannotConnect(StoreError):
+    """The database server does not answer (or refuses us)."""
+
+
+class SchemaBehind(StoreError):
+    """The database holds an older schema: ``protect-console db upgrade`` brings it up."""
+
+
+class SchemaUnknown(StoreError):
+    """The database is at a revision this code does not know (made by a newer release)."""
+
+
+@dataclass(frozen=True)
+class DbTarget:
+    """Where the data lives: a SQLite file or a PostgreSQL database. ``str()`` never shows a password."""
+
+    url: URL
+    path: Path | None = None  # SQLite only
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.path is not None
+
+    @property
+    def server(self) -> str:
+        """HOST:PORT (or the socket directory and port) for messages about PostgreSQL."""
+        host = self.url.host or self.url.query.get("host") or "localhost"
+        if isinstance(host, tuple):
+            host = ",".join(host)
+        port = self.url.port or self.url.query.get("port") or 5432
+        return f"{host}:{port}"
+
+    @property
+    def value(self) -> str:
+        """The whole path or URL, password included: for child processes, never for output."""
+        if self.path is not None:
+            return str(self.path)
+        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return str(self.path)
+        return self.url.set(drivername="postgresql").render_as_string(hide_password=True)
+
+
+def parse_db(value: "str | Path | DbTarget") -> DbTarget:
+    """``--db``/``PROTECT_DB``: a SQLite file path or a PostgreSQL URL; anything else is BadDatabaseUrl."""
+    if isinstance(value, DbTarget):
+        return value
+    if isinstance(value, Path):
+        path = value.expanduser()
+        return DbTarget(URL.create("sqlite", database=str(path)), path)
+    text = str(value).strip()
+    if not text:
+        raise BadDatabaseUrl(f"--db is empty: give {ACCEPTED_FORMS}")
+    scheme = _SCHEME.match(text)
+    if scheme is None or len(scheme.group(1)) == 1:  # no scheme, or a Windows drive letter
+        return parse_db(Path(text))
+    name = scheme.group(1).lower()
+    if name not in PG_SCHEMES:
+        raise BadDatabaseUrl(f"unsupported database URL scheme {name + ':'!r}: --db takes {ACCEPTED_FORMS}")
+    rest = text[scheme.end():]
+    if not rest.startswith("//"):
+        raise BadDatabaseUrl(f"cannot parse the database URL (no // after {name}:): --db takes {ACCEPTED_FORMS}")
+    try:
+        url = make_url("postgresql+psycopg:" + rest)
+        ports = [url.port] if url.port is not None else []
+        if "port" in url.query:
+            ports.append(int(str(url.query["port"])))
+    except (ValueError, TypeError, ArgumentError) as exc:
+        raise BadDatabaseUrl(f"cannot parse the database URL ({exc}): --db takes {ACCEPTED_FORMS}") from None
+    if any(not 0 < p < 65536 for p in ports):
+        raise BadDatabaseUrl(f"the database URL's port is out of range: --db takes {ACCEPTED_FORMS}")
+    return DbTarget(url)
+
+
 class Store:
     """A database handle: ``read()`` and ``write()`` give transactional connections."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, target: DbTarget | None = None) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
+        self.target = target
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -279,64 +385,212 @@ def _sqlite_engine(path: Path) -> Engine:
     return engine
 
 
-def open_store(path: str | Path) -> Store:
-    """Open (creating if needed) the SQLite store at ``path``."""
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    store = Store(_sqlite_engine(path))
-    with store.write() as conn:
-        metadata.create_all(conn)
-        upgrade(conn)
+def _no_nul(value: object) -> object:
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) and "\x00" in value else value
+
+
+def _postgres_engine(url: URL) -> Engine:
+    connect_args: dict = {}
+    if "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = 10
+    engine = create_engine(
+        url,
+        connect_args=connect_args,
+        hide_parameters=True,
+        # Like SQLite's: one connection per busy worker thread (uvicorn's pool has 40).
+        pool_size=8,
+        max_overflow=32,
+        # A connection that died with a database restart is replaced, not handed out.
+        pool_pre_ping=True,
+    )
+
+    @event.listens_for(engine, "before_cursor_execute", retval=True)
+    def _on_execute(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ANN202
+        # PostgreSQL text cannot hold NUL (SQLite can). Stored text never has one (the models refuse
+        # it), so a NUL can only come in a lookup (an id in a URL): U+FFFD keeps it a value that
+        # matches nothing, as on SQLite, instead of an error.
+        if isinstance(parameters, dict):
+            if any(isinstance(v, str) and "\x00" in v for v in parameters.values()):
+                parameters = {k: _no_nul(v) for k, v in parameters.items()}
+        elif isinstance(parameters, (list, tuple)) and parameters and isinstance(parameters[0], dict):
+            if any(isinstance(v, str) and "\x00" in v for p in parameters for v in p.values()):
+                parameters = [{k: _no_nul(v) for k, v in p.items()} for p in parameters]
+        return statement, parameters
+
+    return engine
+
+
+def _engine(target: DbTarget) -> Engine:
+    if target.path is not None:
+        target.path.parent.mkdir(parents=True, exist_ok=True)
+        return _sqlite_engine(target.path)
+    return _postgres_engine(target.url)
+
+
+def connect_reason(exc: BaseException) -> str:
+    """psycopg's connection error as a short reason ("Connection refused", "database ... does not exist")."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(orig).__name__
+    reason = re.sub(r"^connection (failed|is bad):\s*", "", reason)
+    reason = re.sub(r'^connection to server (at|on) .*? failed:\s*', "", reason)
+    return reason.rstrip(".") or type(orig).__name__
+
+
+def _connected(target: DbTarget) -> Engine:
+    """An engine that has answered once, or CannotConnect/StoreError with one line."""
+    engine = _engine(target)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except OperationalError as exc:
+        engine.dispose()
+        if target.is_sqlite:
+            raise StoreError(f"cannot open database {target}: {connect_reason(exc)}") from None
+        raise CannotConnect(f"cannot connect to PostgreSQL at {target.server}: {connect_reason(exc)}") from None
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+# ------------------------------------------------------------------ schema (Alembic)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _alembic_config(conn: Connection):  # noqa: ANN202
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = conn
+    return config
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    config = _alembic_config(None)  # type: ignore[arg-type]
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {s.revision for s in ScriptDirectory.from_config(_alembic_config(None)).walk_revisions()}  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    revision: str | None  # None: an empty database (none of our tables)
+    recorded: bool  # False: the revision was inferred (a database made before migrations)
+    head: str
+
+    @property
+    def empty(self) -> bool:
+        return self.revision is None
+
+    @property
+    def current(self) -> bool:
+        return self.revision == self.head and self.recorded
+
+    @property
+    def known(self) -> bool:
+        return self.revision is None or self.revision in known_revisions()
+
+
+def schema_state(conn: Connection) -> SchemaState:
+    """Where a database stands. A database made before migrations (our tables, no
+    ``alembic_version``) is recognised by its columns: 0001, or 0002 when it already has
+    the push-block columns (written by the in-place upgrade that preceded migrations)."""
+    inspector = inspect(conn)
+    tables = set(inspector.get_table_names())
+    head = head_revision()
+    if "alembic_version" in tables:
+        revision = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        if revision is not None:
+            return SchemaState(revision, True, head)
+    if not tables & set(metadata.tables):
+        return SchemaState(None, True, head)
+    columns = {c["name"] for c in inspector.get_columns("users")} if "users" in tables else set()
+    return SchemaState("0002" if "push_blocked_until" in columns else "0001", False, head)
+
+
+def _lock_schema(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
+
+
+def _upgrade(conn: Connection, state: SchemaState) -> None:
+    from alembic import command
+
+    config = _alembic_config(conn)
+    if state.revision is not None and not state.recorded:
+        command.stamp(config, state.revision)
+    command.upgrade(config, "head")
+
+
+def open_store(db: "str | Path | DbTarget") -> Store:
+    """Open the store at ``db`` (a SQLite path or a PostgreSQL URL) for serving.
+
+    An empty database gets the schema through the migrations. A database behind the code is
+    refused (SchemaBehind, naming ``protect-console db upgrade``): data is never migrated
+    implicitly.
+    """
+    target = parse_db(db)
+    engine = _connected(target)
+    store = Store(engine, target)
+    try:
+        with store.write() as conn:
+            _lock_schema(conn)
+            state = schema_state(conn)
+            if state.empty:
+                _upgrade(conn, state)
+            elif not state.known:
+                raise SchemaUnknown(
+                    f"the database {target} is at schema revision {state.revision}, which this version does not know "
+                    f"(made by a newer release?): run that release, or a newer one"
+                )
+            elif not state.current:
+                raise SchemaBehind(
+                    f"the database {target} is behind this version (schema {state.revision}, needs {state.head}): "
+                    f"run `protect-console db upgrade` with the same --db first"
+                )
+    except BaseException:
+        store.dispose()
+        raise
     return store
 
 
-def _literal_default(column: Column) -> str:
-    value = column.default.arg if column.default is not None else None
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, (int, float)):
-        return str(value)
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def upgrade(conn: Connection) -> list[str]:
-    """Bring a database made by an earlier version up to these tables, in place (SQLite).
-
-    ``create_all`` makes missing tables but never changes existing ones, so: add missing
-    columns (backfilling the name sort keys), create missing indexes, and rebuild
-    ``push_attempts`` without its old cascade to ``users`` (attempt history outlives a
-    deleted user). Returns what was done, for logs and tests.
-    """
-    done: list[str] = []
-    inspector = inspect(conn)
-    for table in (users, push_attempts, audit):
-        have = {c["name"] for c in inspector.get_columns(table.name)}
-        missing = [c for c in table.columns if c.name not in have]
-        for column in missing:
-            ddl = f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.type.compile(conn.dialect)}"
-            if not column.nullable:
-                ddl += f" NOT NULL DEFAULT {_literal_default(column)}"
-            conn.exec_driver_sql(ddl)
-            done.append(f"{table.name}.{column.name}")
-        if table is users and {"firstname_sort", "lastname_sort"} & {c.name for c in missing}:
-            rows = conn.execute(select(users.c.id, users.c.firstname, users.c.lastname)).all()
-            if rows:
-                conn.execute(
-                    update(users).where(users.c.id == bindparam("uid")).values(
-                        firstname_sort=bindparam("fs"), lastname_sort=bindparam("ls")
-                    ),
-                    [{"uid": r.id, "fs": sort_key(r.firstname), "ls": sort_key(r.lastname)} for r in rows],
+def upgrade_database(db: "str | Path | DbTarget") -> tuple[SchemaState, SchemaState]:
+    """``protect-console db upgrade``: bring ``db`` to the code's schema. Safe to run again."""
+    target = parse_db(db)
+    engine = _connected(target)
+    store = Store(engine, target)
+    try:
+        with store.write() as conn:
+            _lock_schema(conn)
+            before = schema_state(conn)
+            if not before.known:
+                raise SchemaUnknown(
+                    f"the database {target} is at schema revision {before.revision}, which this version does not "
+                    f"know (made by a newer release?): nothing changed"
                 )
-    if any(fk.get("referred_table") == "users" for fk in inspector.get_foreign_keys(push_attempts.name)):
-        conn.exec_driver_sql("ALTER TABLE push_attempts RENAME TO push_attempts_old")
-        for index in inspector.get_indexes("push_attempts_old"):
-            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index['name']}")
-        push_attempts.create(conn)
-        names = ", ".join(c.name for c in push_attempts.columns)
-        conn.exec_driver_sql(f"INSERT INTO push_attempts ({names}) SELECT {names} FROM push_attempts_old")
-        conn.exec_driver_sql("DROP TABLE push_attempts_old")
-        done.append("push_attempts without the cascade to users")
-    for table in (users, push_attempts, audit):
-        for index in table.indexes:
-            index.create(conn, checkfirst=True)
-    return done
+            if not before.current:
+                _upgrade(conn, before)
+            after = schema_state(conn)
+    finally:
+        store.dispose()
+    return before, after
+
+
+def database_state(db: "str | Path | DbTarget") -> SchemaState:
+    """``protect-console db current``: where ``db`` stands (nothing is changed)."""
+    target = parse_db(db)
+    engine = _connected(target)
+    try:
+        with engine.connect() as conn:
+            return schema_state(conn)
+    finally:
+        engine.dispose()
