@@ -158,12 +158,19 @@ async def test_sqlite_outage_every_call_503_then_recovers_by_itself(served, tmp_
                     calls += 1
                     assert answer.status_code == 503, f"{method.upper()} {path}: {answer.status_code} {answer.text}"
                     assert answer.json() == UNAVAILABLE
-                    assert answer.headers["retry-after"] == "5"
+                    assert answer.headers["retry-after"] == "1"
             assert calls > 30
             for _ in range(6):  # new connections: both workers see it
                 with httpx.Client(base_url=s.url, timeout=30) as fresh:
                     assert fresh.get("/healthz").status_code == 503
             assert h.get("/metrics").status_code == 200  # metrics do not need the database
+        # What the console's error banner shows: the client's error carries the service's message.
+        from console.client import ProtectClient, ServerError
+
+        async with ProtectClient(s.url, s.key, retries=0) as api:
+            with pytest.raises(ServerError) as failed:
+                await api.list_users()
+        assert failed.value.status == 503 and UNAVAILABLE["message"] in str(failed.value)
         assert not (tmp_path / "protect.db").exists(), "the service must not create an empty database in its place"
     finally:
         _move(tmp_path / "away", tmp_path)  # the volume is back

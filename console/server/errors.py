@@ -98,7 +98,7 @@ def install_error_handlers(app: FastAPI) -> None:
         # One line, no traceback: the database is down or unreachable; the pool reconnects by itself.
         reason = str(getattr(exc, "orig", None) or type(exc).__name__).strip().splitlines() or ["?"]
         log.warning("database unavailable: %s", reason[0])
-        return JSONResponse({"message": DATABASE_UNAVAILABLE}, status_code=503, headers={"Retry-After": "5"})
+        return JSONResponse({"message": DATABASE_UNAVAILABLE}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -42,7 +42,7 @@ def healthz(request: Request) -> Health | JSONResponse:
             conn.execute(text("SELECT 1")).scalar_one()
     except Exception as exc:  # any failure to answer is "not healthy"; the reason goes to the log, not the wire
         log.warning("healthz: the database does not answer: %s", type(exc).__name__)
-        return JSONResponse({"message": DATABASE_UNAVAILABLE}, status_code=503, headers={"Retry-After": "5"})
+        return JSONResponse({"message": DATABASE_UNAVAILABLE}, status_code=503, headers={"Retry-After": "1"})
     return Health()
 
 
