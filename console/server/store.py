@@ -278,10 +278,11 @@ class DbTarget:
     @property
     def server(self) -> str:
         """HOST:PORT (or the socket directory and port) for messages about PostgreSQL."""
-        host = self.url.host or self.url.query.get("host") or "localhost"
+        # libpq: ?host= and ?port= override the URL's authority part.
+        host = self.url.query.get("host") or self.url.host or "localhost"
         if isinstance(host, tuple):
             host = ",".join(host)
-        port = self.url.port or self.url.query.get("port") or 5432
+        port = self.url.query.get("port") or self.url.port or 5432
         return f"{host}:{port}"
 
     @property
