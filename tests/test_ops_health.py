@@ -180,6 +180,9 @@ async def test_sqlite_outage_every_call_503_then_recovers_by_itself(served, tmp_
                 assert fresh.get("/healthz").json() == {"status": "ok"}
         assert h.get(f"/api/systemusers/{user['_id']}").json()["username"] == "outage.person"
         assert h.post("/api/systemusers", json={"username": "after", "email": "after@ops.example"}).status_code == 201
+    assert len(s.metrics_dirs()) == 1  # the runner's PROMETHEUS_MULTIPROC_DIR, in this instance's TMPDIR
+    assert s.stop() == 0  # SIGTERM: the workers stop, then the runner removes the metrics directory
+    assert s.metrics_dirs() == []
     log = s.log.read_text()
     assert "Traceback" not in log
     assert "database unavailable: unable to open database file" in log
