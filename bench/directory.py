@@ -1,6 +1,6 @@
 """Seed a directory and time the admin API's directory calls over loopback.
 
-    .venv/bin/python bench/directory.py [--users 100000] [--db PATH] [--repeat 20]
+    .venv/bin/python bench/directory.py [--users 100000] [--db PATH|URL|temp-postgresql] [--repeat 20]
 
 Prints a table: seeding time, then p50/p95 latency for the calls the console
 makes while an admin scrolls and searches.
@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 from console.client import ProtectClient
 from console.models import Role
@@ -21,7 +19,8 @@ from console.server.app import create_app
 from console.server.runner import ServerThread
 from console.server.seed import seed_directory
 from console.server.services.keys import create_key
-from console.server.store import open_store
+
+from _store import add_db_argument, bench_store  # noqa: E402 - bench/ is the script's folder
 
 
 async def measure(api: ProtectClient, total: int, repeat: int) -> list[tuple[str, list[float]]]:
@@ -49,11 +48,14 @@ async def measure(api: ProtectClient, total: int, repeat: int) -> list[tuple[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
-    parser.add_argument("--db", type=Path)
+    add_db_argument(parser, "bench.db")
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
-    db = args.db or Path(tempfile.mkdtemp()) / "bench.db"
-    store = open_store(db)
+    with bench_store(args.db, "bench.db") as (store, db):
+        run_bench(args, store, db)
+
+
+def run_bench(args: argparse.Namespace, store, db: str) -> None:  # noqa: ANN001
     started = time.perf_counter()
     report = seed_directory(store, args.users)
     seed_seconds = time.perf_counter() - started

@@ -1,6 +1,6 @@
 """TOTP verification throughput over loopback (the later target is 1,000/s on two cores).
 
-    .venv/bin/python bench/totp_verify.py [--users 2000] [--seconds 5] [--concurrency 16]
+    .venv/bin/python bench/totp_verify.py [--users 2000] [--seconds 5] [--concurrency 16] [--db PATH|URL|temp-postgresql]
 
 Seeds users, reads their secrets straight from the store (a benchmark may; the
 API never returns them), then has a pool of clients verify current codes for
@@ -13,9 +13,7 @@ import argparse
 import asyncio
 import random
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import pyotp
 from sqlalchemy import select
@@ -26,7 +24,9 @@ from console.server.app import create_app
 from console.server.runner import ServerThread
 from console.server.seed import seed_directory
 from console.server.services.keys import create_key
-from console.server.store import open_store, users
+from console.server.store import users
+
+from _store import add_db_argument, bench_store  # noqa: E402 - bench/ is the script's folder
 
 
 async def hammer(url: str, key: str, secrets: list[tuple[str, str]], seconds: float, concurrency: int):
@@ -57,8 +57,13 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=16)
+    add_db_argument(parser, "totp.db")
     args = parser.parse_args()
-    store = open_store(Path(tempfile.mkdtemp()) / "totp.db")
+    with bench_store(args.db, "totp.db") as (store, db):
+        run_bench(args, store, db)
+
+
+def run_bench(args: argparse.Namespace, store, db: str) -> None:  # noqa: ANN001
     seed_directory(store, args.users)
     with store.read() as conn:
         secrets = [(r.id, r.totp_secret) for r in conn.execute(select(users.c.id, users.c.totp_secret).where(users.c.totp_secret.is_not(None)))]
@@ -71,7 +76,8 @@ def main() -> None:
         server.stop()
     latencies.sort()
     total = sum(outcomes.values())
-    print(f"\nTOTP verify: {len(secrets):,} enrolled users, {args.concurrency} concurrent clients, one uvicorn process")
+    print(f"\nTOTP verify: {len(secrets):,} enrolled users, {args.concurrency} concurrent clients, one uvicorn process"
+          f" (db {db})")
     print(f"{'what':28} {'value':>12}")
     print(f"{'verifications':28} {total:>12,}")
     print(f"{'per second':28} {total / elapsed:>12,.0f}")
