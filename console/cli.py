@@ -1102,6 +1102,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
         print(f"{db} is at schema {after.revision} (the latest): nothing to do.")
     elif before.empty:
         print(f"Created the schema (revision {after.revision}) in {db}.")
+    elif before.revision == after.revision:
+        print(f"Recorded {db} (made before migrations) as schema {after.revision}, the latest: no change to its data.")
     else:
         made = " (made before migrations)" if not before.recorded else ""
         print(f"Upgraded {db}{made} from schema {before.revision} to {after.revision}.")

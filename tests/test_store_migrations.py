@@ -251,3 +251,25 @@ def test_db_current_on_a_missing_file_creates_nothing(tmp_path, capsys, store_ki
     code, out, err = run_cli(capsys, "db", "current", "--db", str(tmp_path / "nope" / "x.db"))
     assert code == 1 and "no database at" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_current_database_made_before_migrations_is_recorded_not_changed(new_db, capsys) -> None:
+    """Files written by the release just before migrations already have 0002's columns: stamped, not altered."""
+    db = new_db()
+    store = open_store(db)
+    seed_directory(store, 20, rng_seed=2)
+    with store.write() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
+    users_before = rows(store, "users", columns_of(store, "users"))
+    store.dispose()
+    with pytest.raises(SchemaBehind):
+        open_store(db)
+    code, out, err = run_cli(capsys, "db", "current", "--db", db)
+    assert code == 0 and "schema 0002, made before migrations" in out and "db upgrade" in out, (out, err)
+    code, out, err = run_cli(capsys, "db", "upgrade", "--db", db)
+    assert code == 0 and "Recorded" in out and "no change to its data" in out, (out, err)
+    store = open_store(db)
+    try:
+        assert rows(store, "users", columns_of(store, "users")) == users_before
+    finally:
+        store.dispose()
