@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widget import Widget
@@ -17,8 +17,8 @@ from textual.widgets import Input, Static
 from ...client import ApiError
 from ...models import EnrollmentStatus, PushEndpoint, SystemUser
 from ...safe_text import printable
-from ..formatting import enrollment_short, short_age, user_name
-from ..widgets.virtual_table import Column, VirtualTable
+from ..formatting import enrollment_short, enrollment_text, short_age, user_label, user_name
+from ..widgets.virtual_table import Column, TablePosition, VirtualTable
 from .base import ConsoleScreen
 
 SEARCH_DEBOUNCE = 0.2  # seconds of quiet typing before the server is asked
@@ -42,7 +42,8 @@ MFA_FILTERS: list[MfaFilter] = [
     MfaFilter("push pending", ("mfaEnrollment.pushStatus:$eq:PENDING_ACTIVATION",)),
 ]
 
-# column key -> server sort field; the order is the `s` cycle.
+# column key -> server sort field; the order is the `s` cycle (over the columns shown at the current width).
+# "name" sorts by last name, then first name, accent- and case-folded on the server (`Ó Briain` among the Os).
 SORT_FIELDS: dict[str, str] = {
     "username": "username",
     "name": "lastname",
@@ -88,7 +89,8 @@ class UsersScreen(ConsoleScreen):
         Binding("f", "cycle_filter", "MFA filter"),
         Binding("s", "cycle_sort", "Sort"),
         Binding("S", "reverse_sort", "Reverse"),
-        Binding("escape", "leave_search", "Back", show=False),
+        Binding("c", "copy_email", "Copy email", tooltip="Copy the highlighted user's email (OSC 52)"),
+        Binding("C", "copy_id", "Copy id", show=False, tooltip="Copy the highlighted user's id (OSC 52)"),
         Binding("down", "results", "Results", show=False),
     ]
 
@@ -99,14 +101,19 @@ class UsersScreen(ConsoleScreen):
         self.sort_key = "username"
         self.sort_descending = False
         self.devices = DeviceCache()
+        self._open_single = False  # Enter in the search box: open the user if the answer has exactly one
+        self._had_user = False
 
     # ------------------------------------------------------------ layout
     def compose_body(self) -> Iterable[Widget]:
         with Horizontal(id="users-toolbar"):
             yield Input(placeholder="/ search username, name or email", id="users-search")
             yield Static("", id="users-filter", markup=False)
-            yield Static("", id="users-count", markup=False)
-        yield VirtualTable(self._columns(), None, page_size=100, empty_text="No users match", id="users-table")
+            yield TablePosition("#users-table", "users", id="users-count")
+        yield VirtualTable(
+            self._columns(), None, page_size=100, empty_text="No users match", id="users-table",
+            details=self._details, details_title=lambda user: user_label(user),
+        )
 
     def _columns(self) -> list[Column]:
         def device(user: SystemUser) -> str:
@@ -125,23 +132,47 @@ class UsersScreen(ConsoleScreen):
             style = {"ACTIVATED": "", "SUSPENDED": "red", "STAGED": "yellow"}.get(user.state, "")
             return Text(printable(user.state).lower(), style=style, end="")
 
-        # Preferred widths fill about 128 columns. Narrower, the flexible columns shrink towards their
-        # minimum and the least needed go: WebAuthn below ~113 columns, Last used below ~104, Device
-        # below ~94, so nothing scrolls sideways. Wider, Name, Email and Device grow.
+        # Who it is comes first: Username and Email (priority 1) keep their width while the others
+        # shrink to their minimum, and the least needed columns go as the terminal narrows: WebAuthn
+        # below ~118 columns, Last used below ~108, Device below ~98, Name below ~85. At 80 columns
+        # `agnieszka.anderson` and `agnieszka.anderson@example.com` read whole; → brings the rest in,
+        # `i` shows the whole row. Wider, Email, Username, Name and Device grow.
         return [
-            Column("username", "Username", 16, lambda u: u.username, sortable=True, min_width=14, flex=1),
-            Column("name", "Name", 16, user_name, sortable=True, min_width=14, flex=1),
-            Column("email", "Email", 24, lambda u: u.email, sortable=True, min_width=20, flex=2),
+            Column("username", "Username", 20, lambda u: u.username, sortable=True, min_width=18, flex=1, priority=1),
+            Column("name", "Name", 18, user_name, sortable=True, min_width=10, flex=1, drop_rank=1),
+            Column("email", "Email", 32, lambda u: u.email, sortable=True, min_width=28, flex=2, priority=1),
             Column("state", "State", 9, state, sortable=True),
             Column("push", "Push", 7, lambda u: enrollment_short(u.mfaEnrollment.pushStatus), sortable=True),
-            Column("totp", "TOTP", 7, lambda u: enrollment_short(u.mfaEnrollment.totpStatus), sortable=True),
+            Column("totp", "TOTP", 7, totp_short, sortable=True),
             Column(
                 "webauthn", "WebAuthn", 8, lambda u: enrollment_short(u.mfaEnrollment.webAuthnStatus),
-                sortable=True, drop_rank=3,
+                sortable=True, drop_rank=4,
             ),
-            Column("device", "Device", 22, device, min_width=16, flex=1, drop_rank=1),
-            Column("last_used", "Last used", 9, last_used, drop_rank=2),
+            Column("device", "Device", 22, device, min_width=12, flex=1, drop_rank=2),
+            Column("last_used", "Last used", 9, last_used, drop_rank=3),
         ]
+
+    def _details(self, user: SystemUser) -> list[tuple[str, str | Text]]:
+        """Every field of one user, whole, for the row-details modal (`i`)."""
+        lines: list[tuple[str, str | Text]] = [
+            ("Username", user.username),
+            ("Name", user_name(user)),
+            ("Email", user.email),
+            ("Id", user.id),
+            ("State", ("locked, " if user.account_locked else "") + printable(user.state).lower()),
+            ("Push", enrollment_text(user.mfaEnrollment.pushStatus)),
+            ("TOTP", totp_long(user)),
+            ("WebAuthn", enrollment_text(user.mfaEnrollment.webAuthnStatus)),
+        ]
+        found = self.devices.get(user.id)
+        if found is not None:
+            lines.append(("Device", f"{found.device.make} {found.device.model}"))
+            lines.append(("Last used", short_age(found.lastUsedDate) or "never"))
+        if user.pushBlock is not None:
+            block = user.pushBlock
+            lines.append(("Push block", f"until {block.blockedUntil:%Y-%m-%d %H:%M %Z} by {block.blockedBy}"))
+        lines.append(("Created", f"{user.created:%Y-%m-%d %H:%M %Z}".strip()))
+        return lines
 
     @property
     def table(self) -> VirtualTable:
@@ -150,46 +181,67 @@ class UsersScreen(ConsoleScreen):
     def on_mount(self) -> None:
         self._update_toolbar()
         self.watch(self.table, "scroll_y", self._schedule_devices, init=False)
+        self.watch(self.table, "cursor_row", self._highlight_moved, init=False)
         self.table.focus()
         self.requery()
 
     # ------------------------------------------------------------ querying
-    def requery(self) -> None:
-        """Point the table at the current search, filter and sort (a fresh query)."""
-        api = self.app.api  # type: ignore[attr-defined]
+    def _fetcher(self):  # noqa: ANN202 - a PageFetcher
+        """A page source for the current search, filter and sort (the client is looked up per call)."""
         term = self.search_term or None
         filters = list(MFA_FILTERS[self.filter_index].filters)
         field = SORT_FIELDS[self.sort_key]
         sort = f"-{field}" if self.sort_descending else field
 
         async def fetch(skip: int, limit: int) -> tuple[int, list[SystemUser]]:
+            api = self.app.api  # type: ignore[attr-defined]
             page = await api.list_users(skip=skip, limit=limit, sort=sort, filters=filters, search=term)
             return page.totalCount, page.results
 
+        return fetch
+
+    def requery(self) -> None:
+        """Point the table at the current search, filter and sort (a fresh query, cursor on the first row)."""
         self.table.set_sort(self.sort_key, self.sort_descending)
-        self.table.set_fetch(fetch)
+        self.table.set_fetch(self._fetcher())
         self._update_toolbar()
 
     def reload_data(self) -> None:
-        self.table.reload()
+        """`r`: a complete re-query (count, rows, devices) that keeps the highlight on the same user.
+
+        Works from any state, a first load that never succeeded (started while the service was
+        down) included: nothing of the failed attempt is reused.
+        """
+        self.devices = DeviceCache()
+        self.table.set_sort(self.sort_key, self.sort_descending)
+        self.table.set_fetch(self._fetcher(), keep_cursor=True)
+        self._update_toolbar()
 
     def on_screen_resume(self) -> None:
-        # Back from a user's detail: what we changed there should show here.
-        if self.table.total is not None:
-            self.devices = DeviceCache()
-            self.table.reload()
+        # Back from a user's detail: what we changed there shows here, and the highlight stays on that user.
+        if self.table.total is not None or self.table.load_failed:
+            self.reload_data()
 
     @on(VirtualTable.Loaded, "#users-table")
     def _loaded(self, event: VirtualTable.Loaded) -> None:
         self.clear_error()
+        self._highlight_moved()
         self._update_toolbar()
         self._schedule_devices()
+        if self._open_single and self.table.total is not None and self.table.row_at(0) is not None:
+            self._finish_search_enter()
 
     @on(VirtualTable.LoadFailed, "#users-table")
     def _load_failed(self, event: VirtualTable.LoadFailed) -> None:
-        self.report_error(event.error, self.table.reload)
-        if self.table.total is None:
-            self.query_one("#users-count", Static).update(Text("not loaded", style="dim"))
+        self._open_single = False
+        self.report_error(event.error, self.reload_data)
+
+    def _highlight_moved(self, *_: object) -> None:
+        # c / C act on the highlighted user: the footer changes only when there starts or stops being one.
+        has_user = self.highlighted_user() is not None
+        if has_user != self._had_user:
+            self._had_user = has_user
+            self.refresh_bindings()
 
     @on(VirtualTable.ColumnsChanged, "#users-table")
     def _columns_changed(self, event: VirtualTable.ColumnsChanged) -> None:
@@ -204,18 +256,14 @@ class UsersScreen(ConsoleScreen):
         arrow = "▼" if self.sort_descending else "▲"
         # Short: the keys (f, s, S) are in the footer, and at 80 columns the search box needs the room.
         self.query_one("#users-filter", Static).update(Text(f"MFA: {mfa} · by {self.sort_key} {arrow}"))
-        total = self.table.total
-        if total is None:
-            count = "loading…"
-        else:
-            count = f"{total:,} user{'s' if total != 1 else ''}"
-            if self.search_term or self.filter_index:
-                count += " match"
-        self.query_one("#users-count", Static).update(Text(count))
+        # `users 37/20,000` (k9s style): the highlighted row and the count, kept current by the widget.
+        filtered = bool(self.search_term or self.filter_index)
+        self.query_one("#users-count", TablePosition).suffix = " match" if filtered else ""
 
     # ------------------------------------------------------------ search
     @on(Input.Changed, "#users-search")
     def _search_changed(self, event: Input.Changed) -> None:
+        self._open_single = False
         self._debounced_search(event.value.strip())
 
     @work(exclusive=True, group="users-search", exit_on_error=False)
@@ -229,39 +277,133 @@ class UsersScreen(ConsoleScreen):
 
     @on(Input.Submitted, "#users-search")
     def _search_submitted(self, event: Input.Submitted) -> None:
+        """Enter in the search box: with exactly one match, open that user; else go to the results.
+
+        Typed ahead (`/ zelda.qu Enter` in one burst) the answer is not in yet: the table takes the
+        focus at once (keys typed next go to it) and the user opens when the answer has one row.
+        """
+        event.stop()
         term = event.value.strip()
         if term != self.search_term:
             self.workers.cancel_group(self, "users-search")
             self.search_term = term
             self.requery()
-        self.table.focus()
+        self.set_focus(self.table)  # now, not after the keys already typed
+        self._open_single = True
+        if self.table.total is not None and (self.table.total != 1 or self.table.row_at(0) is not None):
+            self._finish_search_enter()
+
+    def _finish_search_enter(self) -> None:
+        self._open_single = False
+        table = self.table
+        if not self.is_current or table.total != 1 or self.search_term == "":
+            return  # left meanwhile, or not exactly one match: the results have the focus
+        user = table.row_at(0)
+        if user is not None:
+            self.app.open_user(user.id)  # type: ignore[attr-defined]
+
+    async def on_key(self, event: events.Key) -> None:
+        """Typed-ahead keys (one burst, as a terminal delivers them) are all on their way to the table
+        before `/` has moved the focus: the screen sees them in order and puts them in the box."""
+        search = self.query_one("#users-search", Input)
+        if self.focused is not search:
+            if event.key == "slash":
+                # Here rather than by the binding alone: the binding runs only after the keys that
+                # follow have already passed the screen, and they would be lost.
+                event.stop()
+                event.prevent_default()
+                self.action_focus_search()
+            return
+        # The box handles its own keys and stops them: one that arrives here came from elsewhere.
+        if event.is_printable and event.character:
+            search.insert_text_at_cursor(event.character)
+        elif event.key == "backspace":
+            search.action_delete_left()
+        elif event.key == "enter":
+            await search.action_submit()
+        else:
+            return
+        event.stop()
+        event.prevent_default()
 
     def action_focus_search(self) -> None:
-        self.query_one("#users-search", Input).focus()
+        # At once (Widget.focus waits a turn): the keys typed right after `/` must land in the box.
+        self.set_focus(self.query_one("#users-search", Input))
 
-    def action_leave_search(self) -> None:
+    def _clear_search(self) -> None:
+        self._open_single = False
+        self.workers.cancel_group(self, "users-search")
+        search = self.query_one("#users-search", Input)
+        with search.prevent(Input.Changed):
+            search.value = ""
+        if self.search_term:
+            self.search_term = ""
+            self.requery()
+
+    def escape_one_level(self) -> bool:
+        """Esc, a level at a time: the search text, then the search box's focus, then the search
+        still filtering the table; then the frame goes back."""
         search = self.query_one("#users-search", Input)
         if search.has_focus:
-            self.table.focus()
-        else:
-            self.app.action_back()  # type: ignore[attr-defined]
+            if search.value:
+                self._clear_search()
+            else:
+                self.set_focus(self.table)
+            return True
+        if self.search_term:
+            self._clear_search()
+            return True
+        return super().escape_one_level()
 
     def action_results(self) -> None:
-        self.table.focus()
+        self.set_focus(self.table)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "results":
             return self.query_one("#users-search", Input).has_focus
         return super().check_action(action, parameters)
 
+    # ------------------------------------------------------------ copy
+    def highlighted_user(self) -> SystemUser | None:
+        table = self.table
+        return table.row_at(table.cursor_row) if table.total else None
+
+    def action_unavailable(self, action: str) -> str | None:
+        if action in ("copy_email", "copy_id") and self.highlighted_user() is None:
+            return "No user highlighted to copy from yet."
+        return super().action_unavailable(action)
+
+    def _copy(self, what: str, value: str) -> None:
+        user = self.highlighted_user()
+        if user is None:
+            self.notify("No user highlighted to copy from yet.", severity="warning", markup=False)
+            return
+        self.app.copy_to_clipboard(value)
+        self.notify(f"Copied {what} of {user_label(user)}: {printable(value)}", title="Copied", markup=False)
+
+    def action_copy_email(self) -> None:
+        user = self.highlighted_user()
+        self._copy("the email", user.email if user else "")
+
+    def action_copy_id(self) -> None:
+        user = self.highlighted_user()
+        self._copy("the id", user.id if user else "")
+
     # ------------------------------------------------------------ filter/sort
     def action_cycle_filter(self) -> None:
         self.filter_index = (self.filter_index + 1) % len(MFA_FILTERS)
         self.requery()
 
+    def sort_choices(self) -> list[str]:
+        """The sortable columns on screen at the current width, in `s` order."""
+        return [key for key in SORT_FIELDS if self.table.shows(key)] or list(SORT_FIELDS)[:1]
+
     def action_cycle_sort(self) -> None:
-        keys = list(SORT_FIELDS)
-        self.sort_key = keys[(keys.index(self.sort_key) + 1) % len(keys)]
+        keys = self.sort_choices()
+        if self.sort_key in keys:
+            self.sort_key = keys[(keys.index(self.sort_key) + 1) % len(keys)]
+        else:
+            self.sort_key = keys[0]
         self.sort_descending = False
         self.requery()
 
@@ -301,6 +443,29 @@ class UsersScreen(ConsoleScreen):
             return  # the table's own load reports a dead backend; device columns just stay blank
         finally:
             table.refresh()
+
+
+def totp_short(user: SystemUser) -> Text:
+    """The TOTP cell: `locked` spelled out (and red) once the wrong codes reached the limit, `✓ 3/5`
+    while wrong codes count towards it, else the enrolment status."""
+    lock = user.totpLock
+    if lock.locked:
+        return Text("locked", style="bold red", end="")
+    cell = enrollment_short(user.mfaEnrollment.totpStatus)
+    if lock.failures:
+        cell = Text(f"{cell.plain.split(' ')[0]} {lock.failures}/{lock.maxFailures}", style="yellow", end="")
+    return cell
+
+
+def totp_long(user: SystemUser) -> Text:
+    lock = user.totpLock
+    text = enrollment_text(user.mfaEnrollment.totpStatus)
+    if lock.locked:
+        return Text(f"locked ({lock.failures} of {lock.maxFailures} failures; a TOTP reset unlocks it)",
+                    style="bold red", end="")
+    if lock.failures:
+        text.append(f", {lock.failures} of {lock.maxFailures} failures", style="yellow")
+    return text
 
 
 def _has_push(user: SystemUser) -> bool:

@@ -80,11 +80,12 @@ class Column:
         return max(1, min(self.min_width, self.width))
 
 
-def fit_columns(columns: list[Column], available: int) -> list[tuple[Column, int]]:
+def fit_columns(columns: list[Column], available: int, *, roomy: bool = False) -> list[tuple[Column, int]]:
     """Which columns to show, and how wide, in ``available`` cells. O(columns), no data involved.
 
     1. Hide droppable columns (highest ``drop_rank`` first, rightmost on ties) until the
-       minimum widths fit.
+       minimum widths fit (``roomy``: until the preferred widths fit, and never the first
+       column; used when the table is scrolled sideways to bring that column in whole).
     2. If the preferred widths leave room, share it among ``flex`` columns; if they do
        not fit, shrink columns towards their ``min_width`` in proportion to how far each
        may shrink. Should even that not fit (a very narrow terminal), the table scrolls.
@@ -95,8 +96,8 @@ def fit_columns(columns: list[Column], available: int) -> list[tuple[Column, int
         return sum(widths) + sep * max(0, len(widths) - 1)
 
     shown = list(columns)
-    while span([c.narrowest for c in shown]) > available:
-        droppable = [(c.drop_rank, index) for index, c in enumerate(shown) if c.drop_rank > 0]
+    while span([c.width if roomy else c.narrowest for c in shown]) > available:
+        droppable = [(c.drop_rank, index) for index, c in enumerate(shown) if c.drop_rank > 0 and not (roomy and index == 0)]
         if not droppable:
             break
         del shown[max(droppable)[1]]
@@ -557,7 +558,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self._layout_width = width
         before = self.shown_columns
         self.first_column = max(0, min(self.first_column, len(self.columns) - 1))
-        self._layout = fit_columns(self.columns[self.first_column :], width)
+        self._layout = fit_columns(self.columns[self.first_column :], width, roomy=self.first_column > 0)
         row_width = self._span(self._layout)
         if row_width != self._row_width:
             self._row_width = row_width
