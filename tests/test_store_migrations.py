@@ -44,6 +44,7 @@ from tests.helpers import run_cli
 REPO = Path(__file__).resolve().parent.parent
 ADMIN = Principal("k1", "test-admin", Role.ADMIN)
 # The tables of the first migration, parents first.
+HEAD = "0003"
 TABLES_0001 = ("users", "devices", "diagnostics", "enrollment_codes", "push_attempts", "settings", "api_keys", "audit")
 
 
@@ -90,7 +91,7 @@ def test_an_empty_database_gets_the_whole_schema_from_the_migrations(new_db) -> 
     db = new_db(migrated=False)
     store = open_store(db)  # what serve and demo do
     store.dispose()
-    assert revision_of(db) == head_revision() == "0002"
+    assert revision_of(db) == head_revision() == HEAD
     assert database_state(db).recorded
     assert schema_differences(db) == []  # store.metadata is exactly what the migrations made
 
@@ -102,12 +103,12 @@ def test_db_upgrade_creates_then_is_a_no_op_and_db_current_says_where_it_stands(
     code, out, err = run_cli(capsys, "db", "current", "--db", db)
     assert code == 0 and "empty" in out, (out, err)
     code, out, err = run_cli(capsys, "db", "upgrade", "--db", db)
-    assert code == 0 and "Created the schema (revision 0002)" in out, (out, err)
+    assert code == 0 and f"Created the schema (revision {HEAD})" in out, (out, err)
     code, out, err = run_cli(capsys, "db", "upgrade", "--db", db)
     assert code == 0 and "nothing to do" in out, (out, err)
     code, out, err = run_cli(capsys, "db", "current", "--db", db, "--json")
     assert code == 0, err
-    assert json.loads(out) | {"db": None} == {"db": None, "revision": "0002", "head": "0002", "upToDate": True,
+    assert json.loads(out) | {"db": None} == {"db": None, "revision": HEAD, "head": HEAD, "upToDate": True,
                                              "recorded": True}
     assert schema_differences(db) == []
 
@@ -160,12 +161,12 @@ def test_a_first_version_database_with_data_is_refused_by_serve_then_upgraded_in
         before_store.dispose()
         assert len(before["users"]) == 63 and before["push_attempts"] and before["audit"] and before["api_keys"]
 
-        with pytest.raises(SchemaBehind, match=r"schema 0001, needs 0002\): run `protect-console db upgrade`"):
+        with pytest.raises(SchemaBehind, match=rf"schema 0001, needs {HEAD}\): run `protect-console db upgrade`"):
             open_store(old)
         assert revision_of(old) == "0001"  # refused, and nothing changed
 
         first, last = upgrade_database(old)
-        assert (first.revision, last.revision) == ("0001", "0002")
+        assert (first.revision, last.revision) == ("0001", HEAD)
         assert schema_differences(old) == []
         store = open_store(old)
     finally:
@@ -242,7 +243,7 @@ def test_processes_starting_together_on_an_empty_database_create_the_schema_once
     for t in threads:
         t.join(60)
     assert errors == []
-    assert revision_of(db) == "0002" and schema_differences(db) == []
+    assert revision_of(db) == HEAD and schema_differences(db) == []
 
 
 def test_db_current_on_a_missing_file_creates_nothing(tmp_path, capsys, store_kind) -> None:
@@ -254,7 +255,8 @@ def test_db_current_on_a_missing_file_creates_nothing(tmp_path, capsys, store_ki
 
 
 def test_a_current_database_made_before_migrations_is_recorded_not_changed(new_db, capsys) -> None:
-    """Files written by the release just before migrations already have 0002's columns: stamped, not altered."""
+    """Files written by the release just before migrations already have 0002's columns: recognised as 0002
+    (not 0001, whose migration would fail on them) and brought to the head."""
     db = new_db()
     store = open_store(db)
     seed_directory(store, 20, rng_seed=2)
@@ -267,9 +269,32 @@ def test_a_current_database_made_before_migrations_is_recorded_not_changed(new_d
     code, out, err = run_cli(capsys, "db", "current", "--db", db)
     assert code == 0 and "schema 0002, made before migrations" in out and "db upgrade" in out, (out, err)
     code, out, err = run_cli(capsys, "db", "upgrade", "--db", db)
-    assert code == 0 and "Recorded" in out and "no change to its data" in out, (out, err)
+    assert code == 0 and f"(made before migrations) from schema 0002 to {HEAD}" in out, (out, err)
     store = open_store(db)
     try:
         assert rows(store, "users", columns_of(store, "users")) == users_before
+    finally:
+        store.dispose()
+
+
+def test_names_and_audit_fields_order_by_code_point_on_both_stores(new_db, store_kind) -> None:
+    """Migration 0003: on PostgreSQL these columns collate "C" (SQLite's order), whatever the server's locale."""
+    store = open_store(new_db())
+    try:
+        now = Clock().now()
+        for i, last in enumerate(("Vanberg", "van der Berg", "Zed", "alpha", "_under", "Éclair", "van-dam")):
+            user_service.create_user(store, user_service.SystemUserCreate(
+                username=f"u{i}", email=f"u{i}@example.org", firstname="F", lastname=last, displayname=last), ADMIN, now)
+        with store.read() as conn:
+            listed = [u.lastname for u in user_service.list_users(conn, now, skip=0, limit=50, sort="lastname").results]
+            if store_kind == "postgresql":
+                collations = conn.execute(text(
+                    "SELECT table_name, column_name, collation_name FROM information_schema.columns "
+                    "WHERE table_name IN ('users', 'audit') AND data_type IN ('text', 'character varying') "
+                    "AND column_name NOT IN ('id', 'state', 'totp_secret', 'totp_status', 'push_status', "
+                    "'webauthn_status', 'push_blocked_by', 'details', 'kind', 'target_name')")).all()
+                assert collations and all(c == "C" for _, _, c in collations), collations
+        assert listed == sorted(listed, key=lambda n: (sort_key(n), sort_key("F")))
+        assert listed.index("van der Berg") < listed.index("van-dam") < listed.index("Vanberg")
     finally:
         store.dispose()

@@ -46,25 +46,28 @@ metadata = MetaData()
 ID = String(24)
 # Row counters: 64-bit on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the (64-bit) rowid.
 SERIAL_ID = BigInteger().with_variant(Integer, "sqlite")
+# Text that is ordered or compared: code point order on PostgreSQL too (SQLite's BINARY), whatever
+# the server's locale (migration 0003), so one query gives one order on both stores.
+CTEXT = Text().with_variant(Text(collation="C"), "postgresql")
 
 users = Table(
     "users",
     metadata,
     Column("id", ID, primary_key=True),
-    Column("username", Text, nullable=False),
-    Column("email", Text, nullable=False),
-    Column("firstname", Text, nullable=False, default=""),
-    Column("lastname", Text, nullable=False, default=""),
-    Column("displayname", Text, nullable=False, default=""),
+    Column("username", CTEXT, nullable=False),
+    Column("email", CTEXT, nullable=False),
+    Column("firstname", CTEXT, nullable=False, default=""),
+    Column("lastname", CTEXT, nullable=False, default=""),
+    Column("displayname", CTEXT, nullable=False, default=""),
     # Case-folded copies for search and uniqueness: SQLite's lower() only knows ASCII.
-    Column("username_ci", Text, nullable=False),
-    Column("email_ci", Text, nullable=False),
-    Column("firstname_ci", Text, nullable=False, default=""),
-    Column("lastname_ci", Text, nullable=False, default=""),
-    Column("displayname_ci", Text, nullable=False, default=""),
+    Column("username_ci", CTEXT, nullable=False),
+    Column("email_ci", CTEXT, nullable=False),
+    Column("firstname_ci", CTEXT, nullable=False, default=""),
+    Column("lastname_ci", CTEXT, nullable=False, default=""),
+    Column("displayname_ci", CTEXT, nullable=False, default=""),
     # Sort keys (see sort_key): accent- and case-folded, kept in step with the names by folded().
-    Column("firstname_sort", Text, nullable=False, default=""),
-    Column("lastname_sort", Text, nullable=False, default=""),
+    Column("firstname_sort", CTEXT, nullable=False, default=""),
+    Column("lastname_sort", CTEXT, nullable=False, default=""),
     Column("state", String(16), nullable=False, default="ACTIVATED"),
     Column("account_locked", Boolean, nullable=False, default=False),
     Column("created", DateTime, nullable=False),
@@ -189,9 +192,9 @@ audit = Table(
     metadata,
     Column("id", SERIAL_ID, primary_key=True, autoincrement=True),
     Column("at", DateTime, nullable=False),
-    Column("actor", Text, nullable=False),
-    Column("action", String(64), nullable=False),
-    Column("target", Text, nullable=False),
+    Column("actor", CTEXT, nullable=False),
+    Column("action", String(64).with_variant(String(64, collation="C"), "postgresql"), nullable=False),
+    Column("target", CTEXT, nullable=False),
     Column("details", Text, nullable=False),
     # "admin": an API key did it; "device": the user's app/device did (actor "user:<username>").
     Column("kind", String(8), nullable=False, default="admin"),
