@@ -181,3 +181,63 @@ async def test_dead_backend_shows_the_banner_and_recovers(backend) -> None:
         await pilot.press("r")  # the banner's retry
         await wait_for(lambda: not screen.error_visible, timeout=15)
         assert screen.settings is not None
+
+
+# ---------------------------------------------------------------- issue 6: moving and editing typed ahead
+from textual.widgets import Input  # noqa: E402
+
+from console.tui.screens.users import UsersScreen  # noqa: E402
+
+from .tui_helpers import burst, toasts  # noqa: E402
+
+
+def editor_key(app: ProtectConsoleApp) -> str:
+    return app.screen.key  # type: ignore[attr-defined]
+
+
+async def close_editor(app: ProtectConsoleApp, pilot) -> None:
+    await pilot.press("escape")
+    await wait_for(lambda: isinstance(app.screen, SettingsScreen))
+
+
+async def test_j_k_and_page_keys_move_and_e_edits_the_highlighted_setting_typed_ahead(backend) -> None:
+    app = console_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(lambda: isinstance(app.screen, UsersScreen) and app.whoami is not None)
+        # One burst straight from Users, before Settings has loaded its values: 3, down twice, edit.
+        burst(app, ["3", "j", "j", "e"])
+        await wait_for(lambda: isinstance(app.screen, SettingEditor))
+        assert editor_key(app) == "push.timeoutSeconds"  # the third setting, not the first
+        # Each burst below starts on the list (a key typed into the editor's box belongs to the box).
+        await close_editor(app, pilot)
+        burst(app, ["k", "e"])
+        await wait_for(lambda: isinstance(app.screen, SettingEditor) and editor_key(app) == "push.concurrentLimit.max")
+        await close_editor(app, pilot)
+        burst(app, ["end", "e"])
+        await wait_for(lambda: isinstance(app.screen, SettingEditor) and editor_key(app) == "totp.maxFailures")
+        await close_editor(app, pilot)
+        burst(app, ["home", "down", "down", "down", "enter"])  # Enter edits too (a bool: confirm)
+        await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+        assert "Require biometric" in str(app.screen.query_one("#confirm-title").content)
+        burst(app, ["n", "pagedown", "pageup", "j", "e"])  # the confirmation has no text box: typed on
+        await wait_for(lambda: isinstance(app.screen, SettingEditor) and editor_key(app) == "push.concurrentLimit.max")
+        assert isinstance(app.screen.query_one("#editor-input"), Input)
+        burst(app, ["escape"])
+        await wait_for(lambda: isinstance(app.screen, SettingsScreen))
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        settings, _ = await admin.get_settings()
+        assert settings.push.requireUserVerification is False  # `n` changed nothing
+
+
+async def test_e_and_enter_on_a_read_only_profile_say_why(backend) -> None:
+    app = console_app(backend, readonly=True)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_settings(app, pilot)
+        reason = screen.action_unavailable("edit")
+        assert reason is not None and "Read-only profile" in reason
+        await pilot.press("j", "e")
+        await wait_for(lambda: any("Read-only profile" in message for message in toasts(app)))
+        app.clear_notifications()
+        await pilot.press("enter")
+        await wait_for(lambda: any("Read-only profile" in message for message in toasts(app)))
+        assert isinstance(app.screen, SettingsScreen)

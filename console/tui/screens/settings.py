@@ -114,8 +114,21 @@ def setting_prompt(spec: SettingSpec, settings: ProtectSettings | None) -> Text:
     return line
 
 
+class SettingsList(OptionList):
+    """The settings, one option each: the arrows, j/k, PgUp/PgDn and Home/End move, as on every list."""
+
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+    ]
+
+
 class SettingsScreen(ConsoleScreen):
-    """Read the settings with their ETag; `e` edits one value behind a confirmation."""
+    """Read the settings with their ETag; `e` (or Enter) edits the highlighted value behind a confirmation.
+
+    Keys typed ahead count: `3 j j e` typed in one burst, before the values have loaded, edits the
+    third setting once they are in (the list starts highlighted on the first one, so `j` moves at once).
+    """
 
     DEFAULT_CSS = """
     SettingsScreen #settings-title { text-style: bold; padding: 0 1; }
@@ -124,9 +137,15 @@ class SettingsScreen(ConsoleScreen):
     """
 
     BINDINGS = [
-        Binding("e", "edit", "Edit"),
-        Binding("r", "reload", "Reload"),
+        Binding("e", "edit", "Edit", tooltip="Edit the highlighted setting"),
+        # The list's own keys, on the screen too: typed ahead right after `3`, they arrive before the
+        # new screen has given the list the focus, and must still move it.
+        *(Binding(key, f"move('{action}')", show=False) for key, action in (
+            ("j,down", "cursor_down"), ("k,up", "cursor_up"), ("pagedown", "page_down"), ("pageup", "page_up"),
+            ("home", "first"), ("end", "last"),
+        )),
     ]
+    ACTION_PERMISSIONS = {"edit": Permission.SETTINGS_WRITE}
 
     AUTO_FOCUS = "#settings-list"
     TITLE = "Settings"
@@ -136,13 +155,16 @@ class SettingsScreen(ConsoleScreen):
         self.settings: ProtectSettings | None = None
         self.etag = ""
         self.notice: Text | None = None  # outcome of the last edit, kept across reloads
+        self._edit_when_loaded = False  # `e` typed before the values arrived
 
     def compose_body(self) -> Iterable[Widget]:
         yield Static(Text("Settings: push and TOTP policy"), id="settings-title")
         yield Static(Text("Loading settings…"), id="settings-status")
-        yield OptionList(*(Option(setting_prompt(spec, None), id=spec.key) for spec in SETTINGS), id="settings-list")
+        yield SettingsList(*(Option(setting_prompt(spec, None), id=spec.key) for spec in SETTINGS), id="settings-list")
 
     def on_mount(self) -> None:
+        # Highlighted from the start: `j` typed before the values load moves to the second setting.
+        self.query_one("#settings-list", OptionList).highlighted = 0
         # Whether editing is allowed is known only once whoami answers.
         self.watch(self.app, "whoami", self._update_hint, init=False)
         self.load_settings()
@@ -156,21 +178,21 @@ class SettingsScreen(ConsoleScreen):
     def can_edit(self) -> bool:
         return bool(self.app.can(Permission.SETTINGS_WRITE))
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+    def action_unavailable(self, action: str) -> str | None:
         if action == "edit":
-            return self.can_edit()  # hidden from the footer for read-only and helpdesk keys
-        return super().check_action(action, parameters)
+            reason = super().action_unavailable(action)  # read-only profile, role, permissions loading
+            if reason is not None:
+                return reason
+            if self.settings is None and self.error_visible:
+                return "The settings are not loaded (r reloads)."
+            if self._editing():
+                return "An edit is already open."
+            return None  # still loading: `e` waits for the values (see action_edit)
+        return super().action_unavailable(action)
 
     # ----------------------------------------------------------------- load
     def reload_data(self) -> None:
         self.load_settings()
-
-    def action_reload(self) -> None:
-        # `r` is the banner's retry too (this binding replaces the base screen's).
-        if self.error_visible:
-            self.action_retry()
-        else:
-            self.reload_data()
 
     @work(exclusive=True, group="settings-load", exit_on_error=False)
     async def load_settings(self) -> None:
@@ -186,6 +208,9 @@ class SettingsScreen(ConsoleScreen):
             options.loading = False
         self.clear_error()
         self._show(settings, etag)
+        if self._edit_when_loaded:
+            self._edit_when_loaded = False
+            self.action_edit()
 
     def _show(self, settings: ProtectSettings, etag: str) -> None:
         self.settings, self.etag = settings, etag
@@ -195,6 +220,7 @@ class SettingsScreen(ConsoleScreen):
         if options.highlighted is None:
             options.highlighted = 0  # `e` works straight away, without an arrow key first
         self._update_hint()
+        self.refresh_bindings()
 
     def _update_hint(self, *_: object) -> None:
         if self.settings is None:
@@ -213,6 +239,11 @@ class SettingsScreen(ConsoleScreen):
         self.notice = notice
         self._update_hint()
 
+    def action_move(self, action: str) -> None:
+        options = self.query_one("#settings-list", OptionList)
+        self.set_focus(options)
+        getattr(options, f"action_{action}")()
+
     # ----------------------------------------------------------------- edit
     def _editing(self) -> bool:
         return any(w.group == "settings-edit" and w.is_running for w in self.workers)
@@ -222,16 +253,21 @@ class SettingsScreen(ConsoleScreen):
         return SETTINGS[index] if index is not None and 0 <= index < len(SETTINGS) else None
 
     def action_edit(self) -> None:
-        spec = self.focused_spec()
-        if spec is None or self.settings is None or not self.can_edit():
+        reason = self.action_unavailable("edit")
+        if reason is not None:
+            self.notify(reason, title="Not now", severity="warning", markup=False)
             return
-        self.edit_setting(spec)
+        if self.settings is None:
+            self._edit_when_loaded = True  # typed ahead: edit the highlighted setting once the values are in
+            return
+        spec = self.focused_spec()
+        if spec is not None:
+            self.edit_setting(spec)
 
     @on(OptionList.OptionSelected, "#settings-list")
     def _enter(self, event: OptionList.OptionSelected) -> None:
         event.stop()
-        if self.can_edit():
-            self.action_edit()
+        self.action_edit()  # Enter edits too; on a read-only key it says why not
 
     @work(exclusive=True, group="settings-edit", exit_on_error=False)
     async def edit_setting(self, spec: SettingSpec) -> None:
