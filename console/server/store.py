@@ -327,6 +327,9 @@ def parse_db(value: "str | Path | DbTarget") -> DbTarget:
             ports.append(int(str(url.query["port"])))
     except (ValueError, TypeError, ArgumentError) as exc:
         raise BadDatabaseUrl(f"cannot parse the database URL ({exc}): --db takes {ACCEPTED_FORMS}") from None
+    if url.password == "":  # "user:@host": libpq's no password; shown without a "***"
+        url = URL.create(url.drivername, username=url.username, host=url.host, port=url.port,
+                         database=url.database, query=url.query)
     if any(not 0 < p < 65536 for p in ports):
         raise BadDatabaseUrl(f"the database URL's port is out of range: --db takes {ACCEPTED_FORMS}")
     return DbTarget(url)
