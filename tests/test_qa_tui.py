@@ -563,13 +563,9 @@ async def test_theme_palette_page_keys_typed_ahead_do_not_kill_the_app(backend) 
         assert app.is_running
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (Textual 8.2.8 palette, not covered by the guard of 7b61721): Enter pressed "
-                   "twice in one read (a double-tap, key repeat, or ctrl+p Enter Enter typed ahead) runs "
-                   "CommandPalette._select_or_command twice: the first selects and dismisses the palette, the second, "
-                   "still queued for the dismissed palette, dismisses again and pops the screen underneath: "
-                   "ScreenStackError 'Can't pop screen' (textual/command.py:1244 -> screen.py:2067 -> app.py:3105) and "
-                   "the console exits. GuardedCommandPalette could ignore _select_or_command/dismiss once it is no "
-                   "longer the current screen (console/tui/widgets/palette.py).")
+# Was a bug (Textual 8.2.8 palette): Enter twice in one read (a double tap, key repeat, or ctrl+p Enter Enter typed
+# ahead) ran CommandPalette._select_or_command twice; the second dismiss popped the screen underneath
+# (ScreenStackError) and the console exited. GuardedCommandPalette now closes once and ignores later Enters.
 @pytest.mark.parametrize("typed_ahead", [False, True], ids=["palette-open-then-enter-enter", "ctrl+p-enter-enter"])
 async def test_double_enter_in_the_palette_does_not_kill_the_app(backend, typed_ahead) -> None:
     app = ProtectConsoleApp(ConnectionProfile("test", backend.url, backend.admin_key))

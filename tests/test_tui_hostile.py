@@ -167,7 +167,7 @@ async def test_backend_stopped_mid_session_shows_the_banner_and_recovers(backend
         await pilot.press("slash", *"zz", "enter")  # a new query while the backend is down
         await wait_for(lambda: banner.visible, timeout=20)
         assert "Backend unavailable" in banner.message
-        assert "retry" in {a.binding.action for a in users.active_bindings.values()}
+        assert "reload" in {a.binding.action for a in users.active_bindings.values()}  # `r` reloads (and retries)
         assert app.is_running and isinstance(app.screen, UsersScreen)
 
         # A detail opened while down shows the banner too; a change fails cleanly, nothing crashes.

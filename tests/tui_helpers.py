@@ -75,3 +75,28 @@ def text_of(screen: Screen, selector: str) -> str:
     widget = screen.query_one(selector)
     strips = widget.render_lines(Region(0, 0, widget.size.width, widget.size.height))
     return "\n".join("".join(segment.text for segment in strip) for strip in strips)
+
+
+def toasts(app) -> list[str]:
+    """The messages of the toasts (notifications) the app has shown and still holds, oldest first."""
+    return [notification.message for notification in app._notifications]
+
+
+def burst(app, keys: list[str]) -> None:
+    """Queue ``keys`` as a terminal delivers typed-ahead input: all at once, without waiting for the app
+    between them (``pilot.press`` waits for idle after every key, which no typist does)."""
+    import unicodedata
+
+    from textual import events
+    from textual.keys import REPLACED_KEYS, _character_to_key, _get_unicode_name_from_key
+
+    for key in keys:
+        if len(key) == 1 and not key.isalnum():
+            key = _character_to_key(key)
+        try:
+            char = unicodedata.lookup(_get_unicode_name_from_key(REPLACED_KEYS.get(key, key)))
+        except KeyError:
+            char = key if len(key) == 1 else None
+        event = events.Key(key, char)
+        event.set_sender(app)
+        app._driver.send_message(event)

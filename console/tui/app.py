@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Callable, Iterable
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import App
 from textual.binding import Binding
 from textual.command import CommandPalette, SearchIcon
@@ -16,10 +16,11 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from ..client import ApiError, ProtectClient
+from ..safe_text import printable
 from ..config import ConnectionProfile
 from ..models import ROLE_PERMISSIONS, Permission, WhoAmI
 from .commands import ConsoleCommands
-from .screens.base import ConsoleScreen
+from .screens.base import ConsoleScreen, describe_action
 from .screens.users import UsersScreen
 from .widgets.header import TABS
 
@@ -72,7 +73,7 @@ class ProtectConsoleApp(App[None]):
     COMMANDS = App.COMMANDS | {ConsoleCommands}
 
     BINDINGS = [
-        *(Binding(key, f"switch_mode('{mode}')", label, show=False) for key, mode, label in TABS),
+        *(Binding(key, f"show_screen('{mode}')", label, show=False) for key, mode, label in TABS),
         Binding("question_mark", "help", "Help"),
         Binding("escape", "back", "Back", show=False),
         Binding("q", "quit", "Quit"),
@@ -156,9 +157,42 @@ class ProtectConsoleApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Global keys stay out of the way while a modal (confirm, prompt, palette) is up.
-        if action in ("switch_mode", "help", "back", "quit") and self._modal_open():
+        if action in ("switch_mode", "show_screen", "help", "back", "quit") and self._modal_open():
             return False
         return True
+
+    # ------------------------------------------------------------ keys that cannot act
+    async def _check_bindings(self, key: str, priority: bool = False) -> bool:
+        # Textual runs the first binding of ``key`` whose check_action allows it; when none does, the
+        # key would do nothing at all. A binding hidden because its action cannot act now (a reason
+        # from ``action_unavailable``, or greyed by check_action) says why instead: never silently nothing.
+        if await super()._check_bindings(key, priority):
+            return True
+        if priority:
+            return False
+        return self.explain_unavailable_key(key)
+
+    def explain_unavailable_key(self, key: str) -> bool:
+        """Toast why ``key`` cannot act here now; False when no binding of the key applies at all."""
+        try:
+            chain = self.screen._modal_binding_chain
+        except Exception:  # noqa: BLE001 - no screen (shutting down)
+            return False
+        for namespace, bindings in chain:
+            for binding in bindings.key_to_bindings.get(key, ()):
+                if binding.priority:
+                    continue
+                target, name, parameters = self._parse_action(binding.action, namespace)
+                unavailable = getattr(target, "action_unavailable", None)
+                reason = unavailable(name) if callable(unavailable) else None
+                if reason is None and target.check_action(name, parameters) is None:
+                    what = describe_action(target, name)
+                    reason = f"{what[:1].upper()}{what[1:]}: not available right now."
+                if reason:
+                    self.notify(printable(reason, max_length=300), title="Not now", severity="warning",
+                                timeout=4, markup=False)
+                    return True
+        return False
 
     def action_command_palette(self) -> None:
         from .widgets.palette import GuardedCommandPalette
@@ -190,10 +224,48 @@ class ProtectConsoleApp(App[None]):
             icon.icon = ">"
 
     def action_back(self) -> None:
+        """One level back: inside the screen first (focus back to its table, a search cleared),
+        then close the screen on top, then return to Users."""
+        screen = self.screen
+        if isinstance(screen, ConsoleScreen) and screen.escape_one_level():
+            screen.refresh_bindings()
+            return
         if len(self.screen_stack) > 1:
             self.pop_screen()
         elif self.current_mode != "users":
-            self.switch_mode("users")
+            self.action_show_screen("users")
+
+    def action_show_screen(self, mode: str) -> None:
+        """A number key: show that mode's list, never what was opened over it earlier.
+
+        ``switch_mode`` keeps one stack per mode and would bring back whatever was pushed in it
+        last (a user's screen with its change keys armed). The mode's stack is cut to its base
+        screen first, the current mode's included (``1`` on a user opened from Users is the list).
+        Keys typed ahead after the number key land on the list: the stack changes at once.
+        """
+        if mode not in self._modes or self._modal_open():
+            return
+        stack = self._screen_stacks.get(mode)
+        if stack and len(stack) > 1:
+            stale = stack[1:]
+            del stack[1:]
+            for screen in stale:
+                screen._pop_result_callback()  # nobody is waiting for a closed screen's answer
+            if mode == self.current_mode:
+                stack[0].post_message(events.ScreenResume())
+                self.screen_change_signal.publish(stack[0])
+
+            async def remove_stale() -> None:
+                for screen in reversed(stale):
+                    await self._replace_screen(screen)
+
+            self.call_next(remove_stale)
+        if mode != self.current_mode:
+            self.switch_mode(mode)
+        base = self._screen_stacks[mode][0]
+        main = base.main_widget() if isinstance(base, ConsoleScreen) else None
+        if main is not None and main.focusable and base.focused is not main:
+            base.set_focus(main)
 
     def action_help(self) -> None:
         from .screens.help import HelpScreen

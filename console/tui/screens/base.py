@@ -1,9 +1,28 @@
-"""The frame every console screen shares: header, error banner, body, footer."""
+"""The frame every console screen shares: header, error banner, body, footer, and how keys behave.
+
+How a screen uses it (the contract H4/H5/H6 code against):
+
+- ``ACTION_PERMISSIONS = {"unenroll": Permission.DEVICES_UNENROLL, ...}``: action name -> the permission
+  it needs. Without it the action is hidden from the footer, help and palette, and its key says in a
+  toast that the role (or the read-only profile) cannot do it.
+- ``action_unavailable(action) -> str | None``: why the action cannot act *now* (``"No push device to
+  unenroll"``), or None. Override it for state reasons and ``return super().action_unavailable(action)``
+  at the end. An action with a reason is not shown in the footer/help/palette; pressing its key shows
+  the reason as a toast. Do not hide actions in ``check_action`` any more (it stays for bindings that
+  simply do not apply, e.g. one of two ``A`` bindings: return False there only when another binding of
+  the same key acts instead). Call ``self.refresh_bindings()`` when the state behind a reason changes.
+- ``reload_data()``: fetch everything the screen shows again. ``r`` always calls it (after an error it
+  also reloads the key's identity); every screen overrides it. Do not bind ``r`` yourself.
+- ``escape_one_level() -> bool``: Esc asks the screen first. Return True when you went back one level
+  inside the screen (a search box or panel with focus gave focus back to the main table, a search was
+  cleared); False lets the frame go back (pop the screen, then return to Users). Do not bind Esc yourself.
+- ``main_widget()``: the widget that Esc and a number key give focus back to (default: ``AUTO_FOCUS``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -11,11 +30,28 @@ from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.worker import Worker, WorkerState
 
+from ...client import Unauthorized
+from ...models import Permission
 from ..widgets.error_banner import ErrorBanner
 from ..widgets.footer import ConsoleFooter
 from ..widgets.header import ConsoleHeader
 
 T = TypeVar("T")
+
+# Actions the frame itself binds on every console screen: always available.
+FRAME_ACTIONS = frozenset({"reload", "retry"})
+
+
+def describe_action(node: Any, action: str) -> str:
+    """The words a binding uses for ``action`` on ``node`` ("reset TOTP"), for toasts."""
+    bindings = getattr(node, "_bindings", None)
+    if bindings is not None:
+        for _key, binding in bindings:
+            name = binding.action.rsplit(".", 1)[-1].split("(", 1)[0]
+            if name == action and (binding.tooltip or binding.description):
+                words = binding.tooltip or binding.description
+                return words[:1].lower() + words[1:] if words[1:2].islower() else words
+    return action.replace("_", " ")
 
 
 class ConsoleScreen(Screen):
@@ -25,7 +61,9 @@ class ConsoleScreen(Screen):
     - ``self.app.api``: the :class:`console.client.ProtectClient`
     - ``self.app.can(permission) -> bool``: whether the key's role (and the
       profile's read-only flag) allows a changing action
-    - ``self.report_error(exc, retry)``: show the error banner with a retry
+    - ``ACTION_PERMISSIONS`` / ``action_unavailable`` / ``reload_data`` /
+      ``escape_one_level``: see the module docstring
+    - ``self.report_error(exc, retry)``: show the error banner
     - ``self.clear_error()``: hide it after a success
 
     Workers that raise anything else than a handled ``ApiError`` also land in
@@ -35,13 +73,17 @@ class ConsoleScreen(Screen):
 
     TITLE = ""
 
+    ACTION_PERMISSIONS: ClassVar[dict[str, Permission]] = {}
+
     BINDINGS = [
-        Binding("r", "retry", "Retry"),
+        Binding("r", "reload", "Reload", tooltip="Reload this screen (also retries after an error)"),
+        Binding("escape", "escape", "Back"),
     ]
 
     def __init__(self, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self._retry: Callable[[], object] | None = None
+        self._last_error: BaseException | None = None
 
     def compose(self) -> ComposeResult:
         yield ConsoleHeader(self.TITLE)
@@ -51,6 +93,38 @@ class ConsoleScreen(Screen):
 
     def compose_body(self) -> Iterable[Widget]:
         return []
+
+    # ------------------------------------------------------------ availability
+    def action_unavailable(self, action: str) -> str | None:
+        """Why ``action`` cannot act here now, or None when it can.
+
+        Subclasses add state reasons and end with ``return super().action_unavailable(action)``;
+        this covers :attr:`ACTION_PERMISSIONS`: the read-only profile, the key's role, and
+        "permissions not known yet" while whoami has not answered.
+        """
+        permission = self.ACTION_PERMISSIONS.get(action)
+        if permission is None or permission == Permission.READ:
+            return None
+        app = self.app
+        what = describe_action(self, action)
+        profile = getattr(app, "profile", None)
+        if profile is not None and profile.readonly:
+            return f"Read-only profile {profile.name!r}: cannot {what}."
+        whoami = getattr(app, "whoami", None)
+        if whoami is None:
+            return f"Cannot {what} yet: this key's permissions are still loading (r reloads)."
+        if not app.can(permission):  # type: ignore[attr-defined]
+            return f"Role {whoami.role} cannot {what} (needs {permission.value})."
+        return None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Hidden (False) while :meth:`action_unavailable` gives a reason; the frame toasts it on the key."""
+        if action in FRAME_ACTIONS:
+            return True
+        if action == "escape":
+            # In the footer only when there is somewhere to go back to; hidden, Esc still reaches app.back.
+            return self.can_go_back()
+        return self.action_unavailable(action) is None
 
     # ------------------------------------------------------------ errors
     async def ask(self, modal: ModalScreen[T]) -> T | None:
@@ -66,10 +140,11 @@ class ConsoleScreen(Screen):
         return await self.app.push_screen_wait(modal)
 
     def report_error(self, exc: BaseException, retry: Callable[[], object] | None = None) -> None:
-        """Show ``exc`` in the banner; ``r`` then calls ``retry`` (or :meth:`reload_data`)."""
+        """Show ``exc`` in the banner; ``r`` then reloads the screen (see :meth:`action_reload`)."""
         self._retry = retry
+        self._last_error = exc
         try:
-            self.query_one(ErrorBanner).show(exc)
+            self.query_one(ErrorBanner).show(exc, profile=getattr(self.app, "profile", None))
         except Exception:  # noqa: BLE001 - not composed yet (or already gone): a toast will do
             self.app.notify(str(exc), severity="error", markup=False)
         self.refresh_bindings()
@@ -82,6 +157,7 @@ class ConsoleScreen(Screen):
         if banner.visible:
             banner.hide()
             self._retry = None
+            self._last_error = None
             self.refresh_bindings()
 
     @property
@@ -92,20 +168,69 @@ class ConsoleScreen(Screen):
             return False
 
     def reload_data(self) -> None:
-        """Fetch this screen's data again; subclasses override."""
+        """Fetch everything this screen shows again; every screen overrides it (``r`` calls it)."""
 
-    def action_retry(self) -> None:
-        retry = self._retry or self.reload_data
-        # Hide first: a retry that fails again shows the banner anew.
+    def action_reload(self) -> None:
+        """``r``: reload the screen; after an error also the key's identity (a full recovery)."""
+        retry, error = self._retry, self._last_error
+        # Hide first: a reload that fails again shows the banner anew.
         self.clear_error()
-        if getattr(self.app, "whoami", True) is None:
-            self.app.load_whoami()  # type: ignore[attr-defined]
-        retry()
+        self._retry = None
+        self._last_error = None
+        app = self.app
+        if hasattr(app, "load_whoami") and (getattr(app, "whoami", None) is None or isinstance(error, Unauthorized)):
+            app.load_whoami()
+        if type(self).reload_data is ConsoleScreen.reload_data and retry is not None:
+            retry()  # a screen without reload_data of its own: the failed call is all there is to redo
+        else:
+            self.reload_data()
+        self.refresh_bindings()
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "retry":
-            return self.error_visible
-        return True
+    # Older name, still called by screens (`r` used to act only while the banner showed).
+    action_retry = action_reload
+
+    # ------------------------------------------------------------ going back
+    def main_widget(self) -> Widget | None:
+        """The widget Esc and number keys return focus to: ``AUTO_FOCUS`` when set, else the first table."""
+        selector = self.AUTO_FOCUS
+        try:
+            if selector:
+                return self.query(selector).first()
+            from ..widgets.virtual_table import VirtualTable
+
+            return self.query(VirtualTable).first()
+        except Exception:  # noqa: BLE001 - no such widget (yet)
+            return None
+
+    def escape_one_level(self) -> bool:
+        """Go back one level inside this screen; True when done, False to let the frame go back.
+
+        The default: when something other than the main widget has focus (a search box, a
+        panel), focus goes back to the main widget. Override to clear a search first, and
+        call super() for the focus part.
+        """
+        main = self.main_widget()
+        focused = self.focused
+        if main is not None and focused is not None and focused is not main and main.focusable:
+            main.focus()
+            return True
+        return False
+
+    def can_go_back(self) -> bool:
+        """Whether Esc has a level to go back to (for the footer's ``esc Back``)."""
+        app = self.app
+        stack = app.screen_stack
+        if (self in stack and stack.index(self) > 0) or getattr(app, "current_mode", "users") != "users":
+            return True
+        main, focused = self.main_widget(), self.focused
+        return main is not None and focused is not None and focused is not main
+
+    def action_escape(self) -> None:
+        back = getattr(self.app, "action_back", None)
+        if back is not None:
+            back()  # asks escape_one_level first
+        elif self.escape_one_level():
+            self.refresh_bindings()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker: Worker[Any] = event.worker

@@ -7,16 +7,30 @@ from rich.text import Text
 from textual.widgets import Static
 
 from ...client import BackendUnavailable, Forbidden, Unauthorized
+from ...config import ENV_API_KEY
 from ...safe_text import printable
 
 
-def describe_error(error: BaseException) -> str:
+def key_refused(profile: object | None) -> str:
+    """A refused API key (401): which profile, where its key came from, and how to give another one."""
+    if profile is None:
+        return f"API key refused (401): set a valid key in {ENV_API_KEY} and restart the console."
+    name = printable(str(getattr(profile, "name", "")), max_length=24)
+    source = printable(str(getattr(profile, "key_source", "") or ""), max_length=48)
+    came = f" (key from {source})" if source else ""
+    return (
+        f"API key refused (401) for profile {name!r}{came}: put a valid key in {ENV_API_KEY}, or in "
+        f"api_key_env / api_key_command of [profiles.{name}] in config.toml, and restart."
+    )
+
+
+def describe_error(error: BaseException, profile: object | None = None) -> str:
     """A one-line, cleaned explanation of ``error`` for a person at the console."""
     message = printable(str(error), max_length=300) or type(error).__name__
     if isinstance(error, BackendUnavailable):
         return f"Backend unavailable: {message}"
     if isinstance(error, Unauthorized):
-        return f"API key refused: {message}"
+        return key_refused(profile)
     if isinstance(error, Forbidden):
         return f"Not allowed for this key: {message}"
     return message
@@ -39,11 +53,14 @@ class ErrorBanner(Static):
         super().__init__("", id=id, markup=False)
         self.message = ""
 
-    def show(self, error: BaseException, *, can_retry: bool = True) -> None:
-        self.message = describe_error(error)
+    def show(self, error: BaseException, *, can_retry: bool = True, profile: object | None = None) -> None:
+        self.message = describe_error(error, profile)
         text = Text("✗ ", style="bold", end="")  # not ⚠: terminals draw it as a wide emoji or not at all
         shown = self.message
-        if cell_len(shown) > SHOWN_CELLS:
+        if isinstance(error, Unauthorized):
+            # The whole fix must show (it fits three lines at 80 columns); retrying the same key cannot help.
+            can_retry = False
+        elif cell_len(shown) > SHOWN_CELLS:
             shown = set_cell_size(shown, SHOWN_CELLS - 1) + "…"
         text.append(shown)
         if can_retry:

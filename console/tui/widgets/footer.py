@@ -1,10 +1,17 @@
-"""The footer: the screen's keys, fitted to the terminal's width instead of running off its edge."""
+"""The footer: the keys that work now, where the focus is, fitted to the terminal's width.
+
+Under a modal (a confirmation, a prompt) the footer of the screen underneath is the one on view, so it
+shows the modal's keys (y/n/Esc), never the screen's own (U/T/R...) that do not work while it is open.
+Keys whose action cannot act now (check_action False, or None: greyed) are left out rather than dimmed:
+dim colour alone is not enough (with NO_COLOR it is grey 244 against 248).
+"""
 
 from __future__ import annotations
 
 from rich.cells import cell_len
 from textual import events
 from textual.app import ComposeResult
+from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
@@ -35,13 +42,66 @@ class ConsoleFooter(Footer):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._laid_out_for = 0
+        self._watched_modal: Screen | None = None
         self.shown_keys: list[str] = []  # what the last compose kept (tests read it)
+        self.source: Screen | None = None  # whose keys the last compose showed
 
     def _available(self) -> int:
         return self.size.width or self.app.size.width
 
+    def key_source(self) -> Screen:
+        """The screen whose keys are shown: a modal open over this footer's screen, else the screen."""
+        screen = self.screen
+        try:
+            stack = self.app.screen_stack
+        except Exception:  # noqa: BLE001 - no stack (shutting down)
+            return screen
+        if screen in stack:
+            above = stack[stack.index(screen) + 1 :]
+            if above and isinstance(above[-1], ModalScreen) and all(isinstance(s, ModalScreen) for s in above):
+                return above[-1]
+        return screen
+
+    def _footer_keys(self, source: Screen) -> list[Widget]:
+        """Textual's Footer.compose for ``source``, with only the keys that work now."""
+        active_bindings = source.active_bindings
+        items: list[Widget] = []
+        seen: set[str] = set()
+        for _node, binding, enabled, tooltip in active_bindings.values():
+            if not binding.show or not enabled or binding.action in seen:
+                continue
+            seen.add(binding.action)
+            items.append(
+                FooterKey(
+                    binding.key,
+                    self.app.get_key_display(binding),
+                    binding.description,
+                    binding.action,
+                    tooltip=tooltip,
+                ).data_bind(compact=Footer.compact)
+            )
+        if self.show_command_palette and self.app.ENABLE_COMMAND_PALETTE:
+            found = active_bindings.get(self.app.COMMAND_PALETTE_BINDING)
+            if found is not None and found.enabled:
+                binding = found.binding
+                items.append(
+                    FooterKey(
+                        binding.key,
+                        self.app.get_key_display(binding),
+                        binding.description,
+                        binding.action,
+                        classes="-command-palette",
+                        tooltip=binding.tooltip or binding.description,
+                    )
+                )
+        return items
+
     def compose(self) -> ComposeResult:
-        items: list[Widget] = list(super().compose())
+        if not self._bindings_ready:
+            return
+        source = self.key_source()
+        self.source = source
+        items: list[Widget] = self._footer_keys(source)
         available = self._available()
         compact = self.compact
 
@@ -66,6 +126,27 @@ class ConsoleFooter(Footer):
     def on_mount(self) -> None:
         # (Textual also runs Footer.on_mount: handlers run for every class in the MRO.)
         self._fit_width()
+        self.app.screen_change_signal.subscribe(self, self._screen_changed)
+
+    def _screen_changed(self, _screen: Screen) -> None:
+        """A screen was pushed or popped: follow a modal over ours (its keys, as its focus moves)."""
+        if not self.is_attached:
+            return
+        source = self.key_source()
+        modal = source if source is not self.screen else None
+        if modal is not None and modal is not self._watched_modal:
+            modal.bindings_updated_signal.subscribe(self, self.bindings_changed)
+        self._watched_modal = modal
+        if source is not self.source:
+            self._bindings_ready = True
+            self.call_after_refresh(self.recompose)
+
+    def bindings_changed(self, screen: Screen) -> None:
+        self._bindings_ready = True
+        if not screen.app.app_focus:
+            return
+        if self.is_attached and screen is self.key_source():
+            self.call_after_refresh(self.recompose)
 
     def on_resize(self, event: events.Resize) -> None:
         self._fit_width()

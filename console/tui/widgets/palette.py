@@ -1,22 +1,34 @@
-"""The command palette, guarded against two Textual 8.2 races seen with typed-ahead keys.
+"""The command palette, guarded against Textual 8.2 races seen with typed-ahead keys.
 
-Over a slow SSH link several keys arrive in one read. Two of Textual's own
+Over a slow SSH link several keys arrive in one read. Three of Textual's own
 palette paths then raise and end the whole console:
 - PageUp/PageDown before the command list has laid out its lines (KeyError
   in OptionList._move_page);
 - Esc closing the palette while its search worker still runs (NoMatches when
-  the worker touches the command list that is gone).
-Both are harmless to ignore: the key did nothing, or the palette is closed.
+  the worker touches the command list that is gone);
+- Enter twice (a double tap, key repeat, ``ctrl+p Enter Enter`` typed ahead):
+  the first runs the command and dismisses the palette, the second, already
+  queued for the palette, dismisses it again, and ``Screen.dismiss`` pops
+  whatever screen is on top, down to the last: ScreenStackError.
+All are harmless to ignore: the key did nothing, or the palette is closed.
 """
 
 from __future__ import annotations
 
+from textual import on
+from textual.await_complete import AwaitComplete
 from textual.command import CommandPalette
 from textual.css.query import NoMatches
+from textual.message import Message
+from textual.widgets import Button, Input
 
 
 class GuardedCommandPalette(CommandPalette):
+    _palette_closed = False
+
     def _action_command_list(self, action: str) -> None:
+        if self._palette_closed:
+            return
         try:
             super()._action_command_list(action)
         except (KeyError, IndexError):
@@ -27,3 +39,25 @@ class GuardedCommandPalette(CommandPalette):
             super()._watch__list_visible()
         except NoMatches:
             pass  # closed while its search was still running
+
+    @on(Input.Submitted)
+    @on(Button.Pressed)
+    def _ignore_once_palette_closed(self, event: Message) -> None:
+        # Runs before CommandPalette's own handler (subclass first); prevent_default skips that one.
+        if self._palette_closed or not self.is_current:
+            event.stop()
+            event.prevent_default()
+
+    def _select_or_command(self, event=None) -> None:  # noqa: ANN001 - Input.Submitted | Button.Pressed | None
+        if self._palette_closed or not self.is_current:
+            if event is not None:
+                event.stop()
+            return  # a second Enter for a palette already closing: its command runs once
+        super()._select_or_command(event)
+
+    def dismiss(self, result=None) -> AwaitComplete:  # noqa: ANN001
+        # Dismiss pops the app's top screen, whichever it is: only ever once, and only while on top.
+        if self._palette_closed or not self.is_current:
+            return AwaitComplete.nothing()
+        self._palette_closed = True
+        return super().dismiss(result)
