@@ -11,7 +11,7 @@ from console.tui.screens.audit import AuditDetailScreen, AuditScreen, summarize,
 from console.tui.screens.settings import SettingsScreen
 
 from .helpers import PIXEL, enrolled_device, new_user, wait_for
-from .tui_helpers import SIZE, SMALL, burst, console_app, open_screen, table_lines, table_loaded
+from .tui_helpers import SIZE, SMALL, burst, console_app, open_screen, table_lines, table_loaded, toasts
 
 
 async def open_audit(app: ProtectConsoleApp, pilot) -> AuditScreen:
@@ -269,3 +269,19 @@ async def test_started_during_an_outage_then_r_loads_everything(backend) -> None
         await wait_for(lambda: screen.status_text.startswith(f"events 1/{every}"))
         assert screen.table.row_at(0).targetName == "outage.audit"
     await client.aclose()
+
+
+async def test_open_user_on_an_event_about_settings_says_why_not(backend) -> None:
+    """Item 11: `u` in an event's details where the target is not a user says why, instead of nothing."""
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        _settings, etag = await admin.get_settings()
+        await admin.update_settings({"push": {"timeoutSeconds": 75}}, etag)
+    app = console_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_audit(app, pilot)
+        assert screen.table.row_at(0).action == "settings.update"
+        burst(app, ["enter"])
+        await wait_for(lambda: isinstance(app.screen, AuditDetailScreen) and ready(app.screen))
+        burst(app, ["u"])
+        await wait_for(lambda: any("is not a user" in t for t in toasts(app)))
+        assert isinstance(app.screen, AuditDetailScreen)

@@ -328,10 +328,16 @@ class AuditDetailScreen(ModalScreen[None]):
         """The target when it is a user id (most admin actions are on a user)."""
         return self.event.target if USER_ID_RE.match(self.event.target) else None
 
+    def action_unavailable(self, action: str) -> str | None:
+        """Why ``action`` cannot act on this event (the frame toasts it on the key), or None."""
+        if action == "open_user" and self.target_user_id is None:
+            target = printable(self.event.targetName or self.event.target, max_length=40)
+            return f"Open user: this event's target ({target}) is not a user."
+        return None
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "open_user":
-            return self.target_user_id is not None
-        return True
+        # Hidden from the footer while it cannot act; `u` then says why instead of nothing.
+        return self.action_unavailable(action) is None
 
     def action_close(self) -> None:
         self.dismiss(None)
