@@ -16,9 +16,15 @@ from console.models import (
     MfaEnrollment,
     PushAttempt,
     PushEndpoint,
+    BOMBING_THRESHOLD,
+    BOMBING_WINDOW,
+    ROLE_PERMISSIONS,
+    Permission,
+    PushStats,
     PushStatus,
     Role,
     SystemUser,
+    TotpLockState,
 )
 from console.tui.app import ProtectConsoleApp
 from console.tui.screens.user_detail import UserDetailScreen, troubleshooting_hints
@@ -101,8 +107,12 @@ async def test_reset_totp_confirms_then_the_server_shows_not_enrolled(backend) -
             await wait_for(lambda: screen.user.mfaEnrollment.totpStatus == EnrollmentStatus.NOT_ENROLLED)
             assert (await admin.get_user(user.id)).mfaEnrollment.totpStatus == EnrollmentStatus.NOT_ENROLLED
             assert any("TOTP reset" in n.message for n in app._notifications)
-            # Nothing left to reset: the action is now shown disabled.
-            assert screen.check_action("reset_totp", ()) is None
+            # Nothing left to reset: the key is out of the footer and says why when pressed.
+            assert "reset_totp" not in shown_actions(screen)
+            assert screen.action_unavailable("reset_totp") == "TOTP is not enrolled: nothing to reset."
+            await pilot.press("T")
+            await wait_for(lambda: any("nothing to reset" in n.message for n in app._notifications))
+            assert app.screen is screen
 
 
 async def test_reset_all_mfa_asks_for_grace_days(backend) -> None:
@@ -220,9 +230,10 @@ async def test_helpdesk_sees_support_actions(backend) -> None:
         active = screen.active_bindings
         assert "A" not in active and not {b.binding.action for b in active.values()} & DEVICE_ACTIONS
         await pilot.press("A")
-        await pilot.pause()
+        await wait_for(lambda: any("helpdesk cannot deactivate the push device" in n.message for n in app._notifications))
         assert app.screen is screen
-        assert "push device" not in "\n".join(await palette_prompts(app, pilot))
+        offered = "\n".join(await palette_prompts(app, pilot))
+        assert "Deactivate the push device" not in offered and "Activate the push device" not in offered
     async with ProtectClient(backend.url, backend.admin_key) as admin:
         assert (await admin.push_endpoints(user.id))[0].state == "active"
 
@@ -309,19 +320,49 @@ def test_hint_flags_unsupported_os(os: str, version: str, unsupported: bool) -> 
     assert any("unsupported" in text for _style, text in hints) is unsupported
 
 
+def _stats(blocked: int, denied: int, fraud: int = 0) -> PushStats:
+    now = datetime.now(timezone.utc)
+    return PushStats(userId="u", since=now - BOMBING_WINDOW, total=blocked + denied, blocked=blocked, denied=denied,
+                     fraud=fraud)
+
+
 def test_hints_for_expiring_pushes_and_bombing() -> None:
     now = datetime.now(timezone.utc)
     user = _user(pushStatus=EnrollmentStatus.ENROLLED)
     expiring = [_attempt(PushStatus.EXPIRED, 5), _attempt(PushStatus.EXPIRED, 50), _attempt(PushStatus.APPROVED, 90)]
-    texts = [t for _s, t in troubleshooting_hints(user, _device("iOS", "17"), expiring, now)]
+    texts = [t for _s, t in troubleshooting_hints(user, _device("iOS", "17"), expiring, now, _stats(0, 0))]
     assert any("clock" in t and "notifications" in t for t in texts)
     assert not any("push bombing" in t for t in texts)
-    bombing = [_attempt(PushStatus.BLOCKED, m) for m in range(5)] + [_attempt(PushStatus.DENIED, 7)]
-    texts = [t for _s, t in troubleshooting_hints(user, _device("iOS", "17"), bombing, now)]
-    assert any("push bombing" in t for t in texts)
-    old = [_attempt(PushStatus.BLOCKED, 120 + m) for m in range(10)]  # long ago: not an ongoing attack
-    texts = [t for _s, t in troubleshooting_hints(user, _device("iOS", "17"), old, now)]
+    # The figures are the server's aggregate over the window, against the shared threshold.
+    bombing = _stats(BOMBING_THRESHOLD - 1, 1, fraud=2)
+    texts = [t for _s, t in troubleshooting_hints(user, _device("iOS", "17"), expiring, now, bombing)]
+    assert any(f"push bombing: {BOMBING_THRESHOLD} blocked or denied attempts in the last hour" in t for t in texts)
+    assert any("reported 2 push(es) as fraud" in t for t in texts)
+    assert not any("clock" in t for t in texts)  # unanswered pushes are the attack, not the phone
+    texts = [t for _s, t in troubleshooting_hints(user, _device("iOS", "17"), [], now, _stats(BOMBING_THRESHOLD - 1, 0))]
     assert not any("push bombing" in t for t in texts)
+    # Many refused attempts in the list but none in the window (long ago): not an ongoing attack.
+    old = [_attempt(PushStatus.BLOCKED, 120 + m) for m in range(10)]
+    texts = [t for _s, t in troubleshooting_hints(user, _device("iOS", "17"), old, now, _stats(0, 0))]
+    assert not any("push bombing" in t for t in texts)
+
+
+def test_hints_name_only_keys_the_role_has() -> None:
+    """Item 14: a helpdesk key is never told to press A (devices.write) or L; a readonly key no key at all."""
+    now = datetime.now(timezone.utc)
+    user = _user(pushStatus=EnrollmentStatus.ENROLLED, totpStatus=EnrollmentStatus.ENROLLED)
+    user.account_locked = True
+    user.totpLock = TotpLockState(failures=5, maxFailures=5, locked=True)
+    inactive = _device("iOS", "17").model_copy(update={"state": "inactive"})
+    for role in (Role.ADMIN, Role.HELPDESK, Role.READONLY):
+        granted = ROLE_PERMISSIONS[role]
+        texts = " ".join(t for _s, t in troubleshooting_hints(user, inactive, [], now, _stats(8, 2), granted.__contains__))
+        keys = {"(A)": Permission.DEVICES_WRITE, "(E": Permission.ENROLL, "(R)": Permission.MFA_RESET,
+                "(T)": Permission.TOTP_RESET, "(X)": Permission.PUSH_BLOCK, "L unlocks": Permission.USERS_WRITE}
+        for key, permission in keys.items():
+            assert (key in texts) == (permission in granted), (role, key, texts)
+        if role == Role.READONLY:
+            assert "Ask an admin or the help desk to stop the attack" in texts
 
 
 def test_qr_half_blocks_carry_exactly_the_qr_modules() -> None:

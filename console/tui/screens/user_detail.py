@@ -1,11 +1,18 @@
-"""One user: profile, MFA, push device, recent pushes, hints, and the support-desk actions."""
+"""One user: profile, MFA, push device, recent pushes, hints, and the support-desk actions.
+
+Keys typed ahead are never lost: an action key pressed before the user has loaded (``Enter U``
+typed in one go from the Users list) waits for the data and then acts on this screen's user;
+a key that cannot act says why in a toast (``action_unavailable``). The screen refreshes itself
+every :attr:`UserDetailScreen.REFRESH_SECONDS` while it is the screen in view.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
+from typing import ClassVar
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -17,30 +24,54 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from ...client import ApiError, NotFound
-from ...models import EnrollmentStatus, Permission, PushAttempt, PushEndpoint, PushStatus, SystemUser
+from ...models import (
+    BOMBING_THRESHOLD,
+    BOMBING_WINDOW,
+    EnrollmentStatus,
+    Permission,
+    PushAttempt,
+    PushEndpoint,
+    PushStats,
+    PushStatus,
+    SystemUser,
+)
 from ...safe_text import printable
-from ..formatting import ago, enrollment_text, stamp, user_label, user_name
+from ..formatting import ago, clock_zone, enrollment_text, stamp, stamp_zone, user_label, user_name
 from ..widgets.attempts_table import AttemptsTable
 from ..widgets.confirm import ConfirmScreen
-from ..widgets.prompt import grace_days_prompt, totp_code_prompt
+from ..widgets.prompt import (
+    ChoiceScreen,
+    StopAttackScreen,
+    grace_days_prompt,
+    totp_code_prompt,
+    type_to_confirm_prompt,
+)
 from ..widgets.qr import EnrollmentCodeScreen
-from .base import ConsoleScreen
+from .base import ConsoleScreen, describe_action
 
-RECENT_ATTEMPTS = 50  # fetched for the hints
-SHOWN_ATTEMPTS = 15  # drawn in the table
-BOMBING_THRESHOLD = 5  # blocked/denied attempts in an hour that suggest push bombing
+SHOWN_ATTEMPTS = 15  # drawn in the table; the counts come from the server's aggregate (push_stats)
 MIN_OS = {"iOS": 13, "Android": 8}  # from the Protect FAQ
 
-# action -> the permission it needs (from whoami); unlisted actions need none.
-ACTION_PERMISSIONS: dict[str, Permission] = {
-    "unenroll": Permission.DEVICES_UNENROLL,
-    "reset_totp": Permission.TOTP_RESET,
-    "reset_mfa": Permission.MFA_RESET,
-    "enroll_code": Permission.ENROLL,
-    "verify": Permission.TOTP_VERIFY,
-    "deactivate_device": Permission.DEVICES_WRITE,
-    "activate_device": Permission.DEVICES_WRITE,
-}
+# Every action of this screen that needs the user loaded (all of them).
+USER_ACTIONS = frozenset(
+    {
+        "unenroll", "reset_totp", "reset_mfa", "enroll_code", "verify", "deactivate_device", "activate_device",
+        "stop_attack", "lift_block", "unlock", "delete_user", "copy_email", "copy_id",
+    }
+)
+
+
+def _allow_all(_permission: Permission) -> bool:
+    return True
+
+
+def window_words(window: timedelta = BOMBING_WINDOW) -> str:
+    """``the last hour``, ``the last 2 hours``, ``the last 30 minutes``."""
+    minutes = int(window.total_seconds() // 60)
+    if minutes % 60 == 0:
+        hours = minutes // 60
+        return "the last hour" if hours == 1 else f"the last {hours} hours"
+    return f"the last {minutes} minutes"
 
 
 def os_major(version: str) -> int | None:
@@ -48,33 +79,77 @@ def os_major(version: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def totp_lock_words(user: SystemUser) -> str:
+    """``locked (5 of 5 failures)``, ``2 of 5 failures``, or '' when nothing failed."""
+    lock = user.totpLock
+    if lock.locked:
+        return f"locked ({lock.failures} of {lock.maxFailures} failures)"
+    if lock.failures:
+        return f"{lock.failures} of {lock.maxFailures} failures"
+    return ""
+
+
 def troubleshooting_hints(
-    user: SystemUser, device: PushEndpoint | None, attempts: list[PushAttempt], now: datetime
+    user: SystemUser,
+    device: PushEndpoint | None,
+    attempts: list[PushAttempt],
+    now: datetime,
+    stats: PushStats | None = None,
+    can: Callable[[Permission], bool] = _allow_all,
 ) -> list[tuple[str, str]]:
-    """(style, hint) pairs drawn from the data and the Protect FAQ, most urgent first."""
+    """(style, hint) pairs drawn from the data and the Protect FAQ, most urgent first.
+
+    The push-bombing figures come from ``stats`` (the server's aggregate over
+    :data:`~console.models.BOMBING_WINDOW`, the same one the Activity panel reads). A hint
+    names a key only when ``can`` says the key's role has it; otherwise it says whom to ask.
+    """
     hints: list[tuple[str, str]] = []
-    last_hour = [a for a in attempts if a.createdAt >= now - timedelta(hours=1)]
-    hostile = [a for a in last_hour if a.status in (PushStatus.BLOCKED, PushStatus.DENIED)]
-    fraud = [a for a in attempts if a.fraud]
-    if len(hostile) >= BOMBING_THRESHOLD:
+    block = user.pushBlock
+    if block is not None:
+        lift = " X lifts it." if can(Permission.PUSH_BLOCK) else ""
+        hints.append(
+            ("bold red", f"New pushes are blocked until {clock_zone(block.blockedUntil, now)} "
+                         f"(by {printable(block.blockedBy, max_length=60)}).{lift}")
+        )
+    hostile = stats.hostile if stats is not None else 0
+    bombing = hostile >= BOMBING_THRESHOLD
+    if bombing and stats is not None:
+        steps = ["The user should deny unexpected pushes and report them; check app and location before approving."]
+        if block is None:
+            if can(Permission.PUSH_BLOCK):
+                steps.append("Stop the attack (X): cancel pending pushes and block new ones for a while.")
+            else:
+                steps.append("Ask an admin or the help desk to stop the attack (block new pushes).")
+        if can(Permission.MFA_RESET):
+            steps.append("Consider resetting MFA (R) and requiring biometric approval.")
         hints.append(
             (
                 "bold red",
-                f"Possible push bombing: {len(hostile)} blocked or denied attempts in the last hour. "
-                "The user should deny unexpected pushes and report them; check app and location before "
-                "approving; consider resetting MFA (R) and requiring biometric approval.",
+                f"Possible push bombing: {hostile} blocked or denied attempts in {window_words()} "
+                f"({stats.blocked} blocked, {stats.denied} denied). " + " ".join(steps),
             )
         )
-    if fraud:
-        hints.append(("red", f"The user reported {len(fraud)} recent push(es) as fraud."))
-    if device is not None and device.state != "active":
+    if stats is not None and stats.fraud:
+        hints.append(("red", f"The user reported {stats.fraud} push(es) as fraud in {window_words()}."))
+    if user.totpLock.locked:
+        lock = user.totpLock
+        fix = (
+            "reset TOTP (T) and have them enroll again"
+            if can(Permission.TOTP_RESET)
+            else "ask an admin or the help desk to reset TOTP"
+        )
         hints.append(
-            (
-                "red",
-                f"Device is {printable(device.state)}: pushes to it are refused; reactivate it (A, admins) or "
-                "re-enroll (E creates an enrollment code).",
-            )
+            ("bold red", f"TOTP is locked after {lock.failures} wrong codes (limit {lock.maxFailures}): every code "
+                         f"is refused; {fix}.")
         )
+    if device is not None and device.state != "active":
+        ways = []
+        if can(Permission.DEVICES_WRITE):
+            ways.append("reactivate it (A)")
+        if can(Permission.ENROLL):
+            ways.append("re-enroll (E creates an enrollment code)")
+        fix = " or ".join(ways) if ways else "an admin can reactivate it"
+        hints.append(("red", f"Device is {printable(device.state)}: pushes to it are refused; {fix}."))
     if device is not None:
         major = os_major(device.device.osVersion)
         minimum = MIN_OS.get(device.device.os)
@@ -88,7 +163,7 @@ def troubleshooting_hints(
             )
     recent = attempts[:10]
     expired = [a for a in recent if a.status == PushStatus.EXPIRED]
-    bombing = len(hostile) >= BOMBING_THRESHOLD  # then unanswered pushes are the attack, not a phone problem
+    # During an attack unanswered pushes are the attack, not a phone problem.
     if not bombing and (len(expired) >= 2 or (recent and recent[0].status == PushStatus.EXPIRED)):
         hints.append(
             (
@@ -102,22 +177,22 @@ def troubleshooting_hints(
         hints.append(("", "Android: push notifications do not wake the device; the user must wake it first."))
     if device is not None and not device.device.uvEnabled:
         hints.append(("", "Biometric is off on the device: turning it on makes accidental approvals harder."))
+    new_code = "create a new enrollment code (E)" if can(Permission.ENROLL) else "ask the help desk for a new enrollment code"
     push = user.mfaEnrollment.pushStatus
     if push == EnrollmentStatus.PENDING_ACTIVATION:
         hints.append(("yellow", "Push enrollment pending: the user has not scanned the code yet (codes last 10 minutes)."))
     elif push == EnrollmentStatus.ENROLLMENT_EXPIRED:
-        hints.append(("yellow", "Push enrollment expired: create a new enrollment code (E)."))
+        hints.append(("yellow", f"Push enrollment expired: {new_code}."))
     elif device is None:
-        hints.append(
-            ("", "No push device: create an enrollment code (E); the app needs camera permission to scan it.")
-        )
+        hints.append(("", f"No push device: {new_code}; the app needs camera permission to scan it."))
     enrollment = user.mfaEnrollment
     if all(
         s != EnrollmentStatus.ENROLLED for s in (enrollment.pushStatus, enrollment.totpStatus, enrollment.webAuthnStatus)
     ):
         hints.append(("yellow", "No MFA factor enrolled: the user can only log in during a grace period."))
     if user.account_locked:
-        hints.append(("red", "The account is locked."))
+        unlock = " L unlocks it." if can(Permission.USERS_WRITE) else " An admin can unlock it."
+        hints.append(("red", "The account is locked." + unlock))
     if user.state != "ACTIVATED":
         hints.append(("yellow", f"Account state is {printable(user.state)}."))
     return hints
@@ -138,20 +213,51 @@ def _yes_no(value: bool) -> Text:
     return Text("yes" if value else "no")
 
 
+def _device_words(device: PushEndpoint) -> str:
+    info = device.device
+    return (
+        f"{printable(info.make)} {printable(info.model)} ({info.os} {printable(info.osVersion)}), "
+        f"named \"{printable(device.name, max_length=60)}\""
+    )
+
+
 class UserDetailScreen(ConsoleScreen):
     TITLE = "User"
 
+    # Seconds between refreshes while this screen is in view (no modal over it); tests speed it up.
+    REFRESH_SECONDS: ClassVar[float] = 5.0
+
+    ACTION_PERMISSIONS: ClassVar[dict[str, Permission]] = {
+        "unenroll": Permission.DEVICES_UNENROLL,
+        "reset_totp": Permission.TOTP_RESET,
+        "reset_mfa": Permission.MFA_RESET,
+        "enroll_code": Permission.ENROLL,
+        "verify": Permission.TOTP_VERIFY,
+        "deactivate_device": Permission.DEVICES_WRITE,
+        "activate_device": Permission.DEVICES_WRITE,
+        "stop_attack": Permission.PUSH_BLOCK,
+        "lift_block": Permission.PUSH_BLOCK,
+        "unlock": Permission.USERS_WRITE,
+        "delete_user": Permission.USERS_WRITE,
+    }
+
     BINDINGS = [
-        Binding("U", "unenroll", "Unenroll"),
+        Binding("U", "unenroll", "Unenroll", tooltip="Unenroll the push device"),
         Binding("T", "reset_totp", "Reset TOTP"),
         Binding("R", "reset_mfa", "Reset MFA"),
-        Binding("E", "enroll_code", "Enroll code"),
-        Binding("V", "verify", "Verify"),
-        # One key, two bindings: check_action hides the one that does not apply to the device's
-        # state, so the footer names what `A` will do. The tooltip is the palette's/help's wording.
+        Binding("E", "enroll_code", "Enroll", tooltip="Enroll code: create a push enrollment code"),
+        Binding("V", "verify", "Verify", tooltip="Verify a caller's TOTP code"),
+        # One key, two bindings: check_action keeps only the one that applies to the state, so the
+        # footer names what the key will do. The tooltip is the palette's/help's wording.
         Binding("A", "deactivate_device", "Deactivate", tooltip="Deactivate the push device"),
         Binding("A", "activate_device", "Activate", tooltip="Activate the push device"),
-        Binding("escape", "app.back", "Back"),
+        Binding("X", "stop_attack", "Stop attack", tooltip="Stop attack: cancel pending pushes, block new ones"),
+        Binding("X", "lift_block", "Lift block", tooltip="Lift the push block"),
+        Binding("L", "unlock", "Unlock", tooltip="Unlock the account"),
+        # Rare and drastic: in help and the palette, not the footer.
+        Binding("D", "delete_user", "Delete", tooltip="Delete the user", show=False),
+        Binding("c", "copy_email", "Copy email", tooltip="Copy the email (OSC 52)", show=False),
+        Binding("C", "copy_id", "Copy id", tooltip="Copy the user id (OSC 52)", show=False),
     ]
 
     def __init__(self, user_ref: str) -> None:
@@ -160,7 +266,10 @@ class UserDetailScreen(ConsoleScreen):
         self.user: SystemUser | None = None
         self.device: PushEndpoint | None = None
         self.attempts: list[PushAttempt] = []
+        self.stats: PushStats | None = None
         self.caller_check: Text | None = None
+        self.loads = 0  # completed loads (tests wait on it)
+        self.pending_action: str | None = None  # typed before the user loaded; runs once it has
 
     # ------------------------------------------------------------ layout
     def compose_body(self) -> Iterable[Widget]:
@@ -175,11 +284,28 @@ class UserDetailScreen(ConsoleScreen):
             yield Static("", id="detail-attempts", markup=False)
             yield Static("", id="detail-profile", markup=False)
 
+    def main_widget(self) -> Widget | None:
+        try:
+            return self.query_one("#detail-body")
+        except Exception:  # noqa: BLE001 - not composed yet
+            return None
+
     def on_mount(self) -> None:
         self.query_one("#detail-body").focus()
+        self.watch(self.app, "whoami", self._whoami_changed, init=False)
+        self.set_interval(self.REFRESH_SECONDS, self._auto_refresh, name="detail-refresh")
         self.load()
 
     def reload_data(self) -> None:
+        self.load()
+
+    def _auto_refresh(self) -> None:
+        """Fresh data while the admin looks at it: not under a modal, not from behind another screen,
+        not while a load runs, not over an error banner (``r`` retries that)."""
+        if self.app.screen is not self or self.user is None or self.error_visible:
+            return
+        if any(w.group == "detail-load" and w.is_running for w in self.workers):
+            return
         self.load()
 
     # ------------------------------------------------------------ loading
@@ -191,29 +317,48 @@ class UserDetailScreen(ConsoleScreen):
                 user = await api.find_user(self.user_ref)
             else:
                 user = await api.get_user(self.user.id)
-            endpoints, attempts = await asyncio.gather(
-                api.push_endpoints(user.id), api.push_attempts(user_id=user.id, limit=RECENT_ATTEMPTS)
+            endpoints, attempts, stats = await asyncio.gather(
+                api.push_endpoints(user.id),
+                api.push_attempts(user_id=user.id, limit=SHOWN_ATTEMPTS),
+                self._push_stats(user.id),
             )
         except ApiError as exc:
             if self.user is None:
                 what = "User not found" if isinstance(exc, NotFound) else "User not loaded"
                 self.query_one("#detail-title", Static).update(Text(f"{what}: {printable(self.user_ref, max_length=80)}"))
+                self._drop_pending(f"{what.lower()}")
             self.report_error(exc, self.load)
             return
         self.user = user
         self.device = endpoints[0] if endpoints else None
         self.attempts = list(attempts.results)
+        self.stats = stats
+        self.loads += 1
         self.clear_error()
         self._show()
         self.refresh_bindings()
+        self._run_pending()
+
+    async def _push_stats(self, user_id: str) -> PushStats | None:
+        """The server's counts over the bombing window (the Activity panel's aggregate)."""
+        api = self.app.api  # type: ignore[attr-defined]
+        try:
+            return await api.push_stats(user_id, since=datetime.now(timezone.utc) - BOMBING_WINDOW)
+        except NotFound:
+            return None  # a service without the aggregate: no counts rather than wrong ones
 
     @property
     def label(self) -> str:
         return user_label(self.user) if self.user else printable(self.user_ref, max_length=60)
 
+    def _can(self, permission: Permission) -> bool:
+        return bool(self.app.can(permission))  # type: ignore[attr-defined]
+
     def _show(self) -> None:
         user = self.user
         assert user is not None
+        body = self.query_one("#detail-body", VerticalScroll)
+        scroll_y = body.scroll_y  # a refresh never moves the admin's place
         now = datetime.now(timezone.utc)
         title = Text(end="")
         name = user_name(user)
@@ -226,11 +371,17 @@ class UserDetailScreen(ConsoleScreen):
             title.append(f"  {printable(user.state).lower()}", style="bold yellow")
         if user.account_locked:
             title.append("  LOCKED", style="bold red")
+        if user.pushBlock is not None:
+            block = user.pushBlock
+            title.append("\n")
+            title.append(
+                f" push blocked until {clock_zone(block.blockedUntil, now)} by "
+                f"{printable(block.blockedBy, max_length=60)} ",
+                style="bold white on red",
+            )
         self.query_one("#detail-title", Static).update(title)
 
         # Two label/value pairs a line: the profile is full width, so this keeps it to four lines.
-        # Columns as wide as their values (four rows: cheap to measure), so a long email keeps
-        # to one line where equal halves would fold it; very long values still fold.
         profile = Table.grid(padding=(0, 1))
         for _pair in range(2):
             profile.add_column(style="bold", no_wrap=True)
@@ -248,9 +399,15 @@ class UserDetailScreen(ConsoleScreen):
         enrollment = user.mfaEnrollment
         mfa.add_row("Overall", enrollment_text(enrollment.overallStatus))
         mfa.add_row("Push", enrollment_text(enrollment.pushStatus))
-        mfa.add_row("TOTP", enrollment_text(enrollment.totpStatus))
+        totp = enrollment_text(enrollment.totpStatus)
+        lock_words = totp_lock_words(user)
+        if lock_words:
+            totp.append(f" · {lock_words}", style="bold red" if user.totpLock.locked else "yellow")
+        mfa.add_row("TOTP", totp)
         mfa.add_row("WebAuthn", enrollment_text(enrollment.webAuthnStatus))
         mfa.add_row("Configured", _yes_no(user.mfa.configured))
+        if user.requireUserVerification:
+            mfa.add_row("Biometric", Text("required for approvals", style="yellow"))
         if user.mfa.exclusion:
             until = user.mfa.exclusionUntil
             mfa.add_row("Grace", Text(f"until {stamp(until)}" if until else "open-ended", style="yellow"))
@@ -283,7 +440,7 @@ class UserDetailScreen(ConsoleScreen):
             )
         self.query_one("#detail-device", Static).update(_section("Push device", device_grid))
 
-        hints = troubleshooting_hints(user, device, self.attempts, now)
+        hints = troubleshooting_hints(user, device, self.attempts, now, self.stats, self._can)
         hint_text = Text("Troubleshooting\n", style="", end="")
         hint_text.stylize("bold underline", 0, len("Troubleshooting"))
         for style, hint in hints:
@@ -296,32 +453,113 @@ class UserDetailScreen(ConsoleScreen):
         self.query_one("#detail-hints", Static).update(hint_text)
 
         table = AttemptsTable(self.attempts[:SHOWN_ATTEMPTS], now)  # sized when drawn, for the width it gets
-        count = f"{len(self.attempts)}{'+' if len(self.attempts) >= RECENT_ATTEMPTS else ''}"
-        shown = min(len(self.attempts), SHOWN_ATTEMPTS)
-        heading = f"Recent push attempts ({f'latest {shown} of {count}' if shown < len(self.attempts) else count})"
-        body: RenderableType = table if self.attempts else Text("none", style="dim")
-        self.query_one("#detail-attempts", Static).update(_section(heading, body))
+        stats = self.stats
+        heading = f"Push attempts in {window_words()}"
+        if stats is not None:
+            parts = [f"{stats.total} total", f"{stats.blocked} blocked", f"{stats.denied} denied"]
+            if stats.fraud:
+                parts.append(f"{stats.fraud} reported fraud")
+            if stats.pending:
+                parts.append(f"{stats.pending} pending")
+            heading += ": " + ", ".join(parts)
+        if self.attempts:
+            heading += f" (latest {len(self.attempts)} below)"
+        body_renderable: RenderableType = table if self.attempts else Text("none", style="dim")
+        self.query_one("#detail-attempts", Static).update(_section(heading, body_renderable))
+        if scroll_y:
+            self.call_after_refresh(body.scroll_to, y=scroll_y, animate=False, immediate=True)
 
-    # ------------------------------------------------------------ actions
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        permission = ACTION_PERMISSIONS.get(action)
+    # ------------------------------------------------------------ which keys act now
+    def _waiting_for_data(self) -> bool:
+        """The user (or the key's permissions) is still on its way, and nothing failed."""
+        if self.error_visible:
+            return False
+        return self.user is None or getattr(self.app, "whoami", None) is None
+
+    def _may_wait(self, action: str) -> bool:
+        """Whether a key for ``action`` pressed while loading waits for the data (else the frame says why)."""
+        if action not in USER_ACTIONS or not self._waiting_for_data():
+            return False
+        permission = self.ACTION_PERMISSIONS.get(action)
         if permission is None:
-            return super().check_action(action, parameters)
-        if not self.app.can(permission):  # type: ignore[attr-defined]
-            return False  # hidden: this key or profile may never do it
-        user = self.user
-        if user is None:
-            return None  # shown greyed until the user has loaded
-        if action == "unenroll" and self.device is None:
-            return None
-        if action in ("reset_totp", "verify") and user.mfaEnrollment.totpStatus == EnrollmentStatus.NOT_ENROLLED:
-            return None
+            return True
+        profile = getattr(self.app, "profile", None)
+        if profile is not None and profile.readonly:
+            return False
+        return getattr(self.app, "whoami", None) is None or self._can(permission)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Two bindings share `A` and two share `X`: only the one that applies to the state is live.
         if action in ("deactivate_device", "activate_device"):
-            if self.device is None:
-                return None if action == "deactivate_device" else False  # one greyed `A`, not two
-            wants_active = action == "deactivate_device"  # deactivating needs an active device
-            return (self.device.state == "active") == wants_active
-        return True
+            inactive = self.device is not None and self.device.state != "active"
+            if inactive != (action == "activate_device"):
+                return False
+        if action in ("stop_attack", "lift_block"):
+            blocked = self.user is not None and self.user.pushBlock is not None
+            if blocked != (action == "lift_block"):
+                return False
+        if self._may_wait(action):
+            return True  # runs, and waits for the data (see _act)
+        return super().check_action(action, parameters)
+
+    def action_unavailable(self, action: str) -> str | None:
+        reason = super().action_unavailable(action)
+        if reason is not None or action not in USER_ACTIONS:
+            return reason
+        user, device = self.user, self.device
+        if user is None:
+            if self.error_visible:
+                return f"The user did not load ({printable(self.user_ref, max_length=60)}): r reloads."
+            return f"Still loading {printable(self.user_ref, max_length=60)}."
+        totp_missing = user.mfaEnrollment.totpStatus == EnrollmentStatus.NOT_ENROLLED
+        if action == "unenroll" and device is None:
+            return "No push device to unenroll."
+        if action == "reset_totp" and totp_missing:
+            return "TOTP is not enrolled: nothing to reset."
+        if action == "verify" and totp_missing:
+            return "TOTP is not enrolled: there is no code to verify."
+        if action in ("deactivate_device", "activate_device") and device is None:
+            return "No push device to deactivate."
+        if action == "lift_block" and user.pushBlock is None:
+            return "No push block in force."
+        if action == "unlock" and not user.account_locked:
+            return "The account is not locked."
+        return None
+
+    # ------------------------------------------------------------ running actions
+    def _act(self, action: str, flow: Callable[[], object]) -> None:
+        """Run ``flow`` for ``action`` now, or once the user has loaded, or say why it cannot."""
+        if self._waiting_for_data() and self._may_wait(action):
+            if self.pending_action is None:
+                self.pending_action = action  # acts on this screen's user as soon as it is here
+            elif self.pending_action != action:
+                first = describe_action(self, self.pending_action)
+                self.notify(f"Still loading: {first} is waiting to run first.", title="Not now",
+                            severity="warning", markup=False)
+            return
+        reason = self.action_unavailable(action)
+        if reason is not None:
+            self.notify(reason, title="Not now", severity="warning", markup=False)
+            return
+        flow()
+
+    def _run_pending(self) -> None:
+        action = self.pending_action
+        if action is None or self._waiting_for_data():
+            return
+        self.pending_action = None
+        if self.app.screen is not self:
+            return  # the admin has gone elsewhere: the key was meant for this screen
+        getattr(self, f"action_{action}")()
+
+    def _drop_pending(self, why: str) -> None:
+        action, self.pending_action = self.pending_action, None
+        if action is not None:
+            what = describe_action(self, action)
+            self.notify(f"Not done ({what}): {why}.", title="Not now", severity="warning", markup=False)
+
+    def _whoami_changed(self) -> None:
+        self._run_pending()
 
     def _done(self, message: str) -> None:
         self.notify(message, title="Done", markup=False)
@@ -332,21 +570,72 @@ class UserDetailScreen(ConsoleScreen):
         self.notify(f"{what} failed: {printable(str(exc), max_length=200)}", severity="error", markup=False)
         self.report_error(exc, self.load)
 
-    def _question(self, text: str) -> Text:
+    def _question(self, text: str, after: str = "?") -> Text:
         question = Text(text + " ")
         question.append(self.label, style="bold")
-        question.append("?")
+        question.append(after)
         return question
 
+    # Each key: a plain action (runs now, waits for the data, or says why) starting a worker
+    # that asks and acts.
+    def action_unenroll(self) -> None:
+        self._act("unenroll", self._unenroll)
+
+    def action_reset_totp(self) -> None:
+        self._act("reset_totp", self._reset_totp)
+
+    def action_reset_mfa(self) -> None:
+        self._act("reset_mfa", self._reset_mfa)
+
+    def action_enroll_code(self) -> None:
+        self._act("enroll_code", self._enroll_code)
+
+    def action_verify(self) -> None:
+        self._act("verify", self._verify)
+
+    def action_deactivate_device(self) -> None:
+        self._act("deactivate_device", lambda: self._set_device_state("inactive"))
+
+    def action_activate_device(self) -> None:
+        self._act("activate_device", lambda: self._set_device_state("active"))
+
+    def action_stop_attack(self) -> None:
+        self._act("stop_attack", self._stop_attack)
+
+    def action_lift_block(self) -> None:
+        self._act("lift_block", self._lift_block)
+
+    def action_unlock(self) -> None:
+        self._act("unlock", self._unlock)
+
+    def action_delete_user(self) -> None:
+        self._act("delete_user", self._delete_user)
+
+    def action_copy_email(self) -> None:
+        self._act("copy_email", lambda: self._copy("email"))
+
+    def action_copy_id(self) -> None:
+        self._act("copy_id", lambda: self._copy("id"))
+
+    # ------------------------------------------------------------ the flows
+    def _copy(self, what: str) -> None:
+        user = self.user
+        assert user is not None
+        value = user.email if what == "email" else user.id
+        self.app.copy_to_clipboard(value)
+        self.notify(
+            f"Copied the {what} of {user_label(user)}: {printable(value, max_length=120)}",
+            title="Copied", markup=False,
+        )
+
     @work(exclusive=True, group="detail-action", exit_on_error=False)
-    async def action_unenroll(self) -> None:
+    async def _unenroll(self) -> None:
         user, device = self.user, self.device
         if user is None or device is None:
             return
-        info = device.device
         body = Text(
-            f"Device: {printable(info.make)} {printable(info.model)} ({info.os} {printable(info.osVersion)}), "
-            f"enrolled {stamp(device.enrollmentDate)}.\nPush stops working until the user enrolls again."
+            f"Device: {_device_words(device)}, enrolled {stamp_zone(device.enrollmentDate)}.\n"
+            "Push stops working until the user enrolls again."
         )
         if not await self.ask(ConfirmScreen(self._question("Unenroll the push device of"), body)):
             return
@@ -358,23 +647,11 @@ class UserDetailScreen(ConsoleScreen):
         self._done(f"Push device of {user_label(user)} unenrolled.")
 
     @work(exclusive=True, group="detail-action", exit_on_error=False)
-    async def action_deactivate_device(self) -> None:
-        await self._set_device_state("inactive")
-
-    @work(exclusive=True, group="detail-action", exit_on_error=False)
-    async def action_activate_device(self) -> None:
-        await self._set_device_state("active")
-
     async def _set_device_state(self, state: str) -> None:
         """Turn the push device off (pushes refused, still enrolled) or back on, after confirming."""
         user, device = self.user, self.device
         if user is None or device is None or device.state == state:
             return
-        info = device.device
-        what = (
-            f"{printable(info.make)} {printable(info.model)} ({info.os} {printable(info.osVersion)}), "
-            f"named \"{printable(device.name, max_length=60)}\""
-        )
         if state == "inactive":
             verb, done = "Deactivate", "deactivated"
             effect = (
@@ -384,7 +661,7 @@ class UserDetailScreen(ConsoleScreen):
         else:
             verb, done = "Activate", "activated"
             effect = "Activate: the user gets push notifications on this device again."
-        body = Text(f"Device: {what}.\n{effect}")
+        body = Text(f"Device: {_device_words(device)}.\n{effect}")
         question = self._question(f"{verb} the push device of")
         if not await self.ask(ConfirmScreen(question, body, confirm_label=f"{verb} (y)")):
             return
@@ -396,13 +673,18 @@ class UserDetailScreen(ConsoleScreen):
         self._done(f"Push device of {user_label(user)} {done}.")
 
     @work(exclusive=True, group="detail-action", exit_on_error=False)
-    async def action_reset_totp(self) -> None:
+    async def _reset_totp(self) -> None:
         user = self.user
         if user is None:
             return
         body = Text("Their current authenticator codes stop working; they must enroll TOTP again.")
+        if user.totpLock.locked:
+            body.append(f"\nTOTP is {totp_lock_words(user)}: the reset also clears the lock-out.")
         if not await self.ask(ConfirmScreen(self._question("Reset TOTP for"), body)):
             return
+        await self._do_reset_totp(user)
+
+    async def _do_reset_totp(self, user: SystemUser) -> None:
         try:
             await self.app.api.reset_totp(user.id)  # type: ignore[attr-defined]
         except ApiError as exc:
@@ -411,41 +693,90 @@ class UserDetailScreen(ConsoleScreen):
         self._done(f"TOTP reset for {user_label(user)}.")
 
     @work(exclusive=True, group="detail-action", exit_on_error=False)
-    async def action_reset_mfa(self) -> None:
-        user = self.user
+    async def _reset_mfa(self) -> None:
+        user, device = self.user, self.device
         if user is None:
             return
         answer = await self.ask(grace_days_prompt(self.label))
         if answer is None:
             return
         days = int(answer) if answer else 0
+        until = datetime.now(timezone.utc) + timedelta(days=days)
         grace = (
-            f"Grace period: {days} day{'s' if days != 1 else ''} to log in without MFA while re-enrolling."
+            f"Grace period: {days} day{'s' if days != 1 else ''} (until {stamp_zone(until)}) to log in without "
+            "MFA while re-enrolling."
             if days
             else "No grace period: the user cannot pass MFA until they enroll again."
         )
-        body = Text(f"Removes the push device and the TOTP secret.\n{grace}")
-        if not await self.ask(ConfirmScreen(self._question("Reset ALL MFA for"), body)):
+        # Only what this user actually has, and what the reset leaves alone.
+        enrollment = user.mfaEnrollment
+        removed: list[str] = []
+        if device is not None:
+            removed.append(f"push device {printable(device.device.make)} {printable(device.device.model)} "
+                           f"(\"{printable(device.name, max_length=40)}\")")
+        elif enrollment.pushStatus == EnrollmentStatus.PENDING_ACTIVATION:
+            removed.append("the pending push enrollment code")
+        if enrollment.totpStatus != EnrollmentStatus.NOT_ENROLLED:
+            removed.append("TOTP" + (f" ({totp_lock_words(user)})" if totp_lock_words(user) else ""))
+        kept = ["WebAuthn"] if enrollment.webAuthnStatus == EnrollmentStatus.ENROLLED else []
+        lines = [f"Removes: {', '.join(removed)}." if removed else "Removes: nothing (no push device, no TOTP)."]
+        if kept:
+            lines.append(f"Kept: {', '.join(kept)} (a reset does not touch it).")
+        lines.append(grace)
+        if not await self.ask(ConfirmScreen(self._question("Reset ALL MFA for"), Text("\n".join(lines)))):
             return
         try:
             await self.app.api.reset_mfa(user.id, grace_days=days or None)  # type: ignore[attr-defined]
         except ApiError as exc:
             self._failed("Reset MFA", exc)
             return
-        self._done(f"All MFA reset for {user_label(user)}" + (f" ({days}-day grace)." if days else "."))
+        what = f"removed {' and '.join(removed)}" if removed else "nothing to remove"
+        if kept:
+            what += f"; kept {', '.join(kept)}"
+        grace_done = f"; {days}-day grace until {stamp_zone(until)}" if days else "; no grace period"
+        self._done(f"All MFA reset for {user_label(user)}: {what}{grace_done}.")
 
     @work(exclusive=True, group="detail-action", exit_on_error=False)
-    async def action_enroll_code(self) -> None:
-        user = self.user
+    async def _enroll_code(self) -> None:
+        user, device = self.user, self.device
         if user is None:
             return
+        question = self._question("Create a push enrollment code for")
         body = Text("A one-time code, valid 10 minutes. Enrolling a new device replaces the current one.")
-        if not await self.ask(
-            ConfirmScreen(self._question("Create a push enrollment code for"), body, confirm_label="Create (y)")
-        ):
+        deactivate_first = False
+        if device is not None and device.state == "active":
+            last = device.lastUsedDate
+            body.append(
+                f"\nTheir push device {_device_words(device)} is still ACTIVE"
+                + (f" (last used {stamp_zone(last)})" if last else "")
+                + ": if the phone is lost, it keeps approving pushes until the new one enrolls.",
+                style="bold",
+            )
+            if self._can(Permission.DEVICES_WRITE):
+                body.append("\nd deactivates it first (pushes to it are refused), then creates the code.")
+                choice = await self.ask(
+                    ChoiceScreen(question, body, [("d", "Deactivate first (d)"), ("y", "Code only (y)")])
+                )
+                if choice is None:
+                    return
+                deactivate_first = choice == "d"
+            else:
+                stop = ", or stop an attack with X (blocks all pushes)" if self._can(Permission.PUSH_BLOCK) else ""
+                body.append(f"\nYour role cannot deactivate it: ask an admin to deactivate it{stop}.")
+                if not await self.ask(ConfirmScreen(question, body, confirm_label="Create (y)")):
+                    return
+        elif not await self.ask(ConfirmScreen(question, body, confirm_label="Create (y)")):
             return
+        api = self.app.api  # type: ignore[attr-defined]
+        if deactivate_first and device is not None:
+            try:
+                await api.update_push_endpoint(user.id, device.id, state="inactive")
+            except ApiError as exc:
+                self._failed("Deactivate", exc)
+                return
+            self.notify(f"Push device of {user_label(user)} deactivated.", title="Done", markup=False)
         try:
-            code = await self.app.api.create_enrollment(user.id)  # type: ignore[attr-defined]
+            code = await api.create_enrollment(user.id)
         except ApiError as exc:
             self._failed("Enrollment code", exc)
             return
@@ -453,11 +784,32 @@ class UserDetailScreen(ConsoleScreen):
         await self.app.push_screen_wait(EnrollmentCodeScreen(user_label(user), code))
 
     @work(exclusive=True, group="detail-action", exit_on_error=False)
-    async def action_verify(self) -> None:
+    async def _verify(self) -> None:
         user = self.user
         if user is None:
             return
-        code = await self.ask(totp_code_prompt(self.label))
+        lock = user.totpLock
+        if lock.locked:
+            # A code would be refused whatever the caller reads: say so, and offer the way out.
+            words = f"TOTP of {user_label(user)} is {totp_lock_words(user)}: every code is refused until TOTP is reset."
+            if not self._can(Permission.TOTP_RESET):
+                self.notify(words + " Ask an admin or the help desk to reset TOTP.", title="TOTP locked",
+                            severity="warning", markup=False)
+                return
+            body = Text(words + "\nReset TOTP instead? The user must enroll TOTP again.")
+            question = self._question("TOTP is locked for", ". Reset TOTP instead?")
+            if await self.ask(ConfirmScreen(question, body, confirm_label="Reset TOTP (y)")):
+                await self._do_reset_totp(user)
+            return
+        if lock.failures:
+            left = lock.maxFailures - lock.failures
+            warning = (
+                f"{lock.failures} of {lock.maxFailures} failures so far: a wrong code now counts toward the lock-out"
+                + (" and locks TOTP." if left <= 1 else f" ({left} left before TOTP locks).")
+            )
+        else:
+            warning = f"A wrong code counts toward the lock-out ({lock.maxFailures} wrong codes in a row lock TOTP)."
+        code = await self.ask(totp_code_prompt(self.label, warning))
         if not code:
             return
         try:
@@ -465,7 +817,7 @@ class UserDetailScreen(ConsoleScreen):
         except ApiError as exc:
             self._failed("Verify", exc)
             return
-        at = datetime.now().strftime("%H:%M")
+        at = clock_zone(datetime.now(timezone.utc))
         if result.valid:
             self.caller_check = Text(f"✓ valid ({at})", style="bold green")
             self.notify(f"Code VALID for {user_label(user)}.", title="Caller verified", markup=False)
@@ -476,3 +828,104 @@ class UserDetailScreen(ConsoleScreen):
                 f"Code NOT valid for {user_label(user)}{reason}.", title="Not verified", severity="error", markup=False
             )
         self.load()
+
+    @work(exclusive=True, group="detail-action", exit_on_error=False)
+    async def _stop_attack(self) -> None:
+        user = self.user
+        if user is None:
+            return
+        stats = self.stats
+        body = Text("Cancels the pending pushes of ")
+        body.append(user_label(user), style="bold")
+        body.append(" and refuses new ones until the block ends (resources get 429 with its end).")
+        if stats is not None:
+            body.append(f"\nIn {window_words()}: {stats.blocked} blocked, {stats.denied} denied, "
+                        f"{stats.pending} pending.")
+        question = self._question("Stop the push attack on")
+        choice = await self.ask(StopAttackScreen(question, body, biometric_already=user.requireUserVerification))
+        if choice is None:
+            return
+        try:
+            result = await self.app.api.block_push(  # type: ignore[attr-defined]
+                user.id,
+                minutes=choice.minutes,
+                cancel_pending=choice.cancel_pending,
+                require_user_verification=choice.require_user_verification,
+            )
+        except ApiError as exc:
+            self._failed("Stop attack", exc)
+            return
+        parts = [f"new pushes blocked until {clock_zone(result.blockedUntil)}"]
+        if choice.cancel_pending:
+            parts.append(f"{result.cancelled} pending cancelled")
+        if choice.require_user_verification:
+            parts.append("biometric approval now required")
+        self._done(f"Push attack on {user_label(user)} stopped: {'; '.join(parts)}.")
+
+    @work(exclusive=True, group="detail-action", exit_on_error=False)
+    async def _lift_block(self) -> None:
+        user = self.user
+        if user is None or user.pushBlock is None:
+            return
+        block = user.pushBlock
+        body = Text(
+            f"Blocked until {stamp_zone(block.blockedUntil)} by {printable(block.blockedBy, max_length=60)} "
+            f"(since {stamp_zone(block.blockedAt)}).\nNew pushes reach the user's device again."
+        )
+        if not await self.ask(ConfirmScreen(self._question("Lift the push block on"), body, confirm_label="Lift (y)")):
+            return
+        try:
+            lifted = await self.app.api.lift_push_block(user.id)  # type: ignore[attr-defined]
+        except ApiError as exc:
+            self._failed("Lift block", exc)
+            return
+        if lifted.lifted:
+            self._done(f"Push block on {user_label(user)} lifted: pushes flow again.")
+        else:
+            self._done(f"No push block was in force for {user_label(user)} (it had ended): nothing changed.")
+
+    @work(exclusive=True, group="detail-action", exit_on_error=False)
+    async def _unlock(self) -> None:
+        user = self.user
+        if user is None:
+            return
+        body = Text("The account is locked: the user cannot log in. Unlocking lets them log in again; MFA is unchanged.")
+        if not await self.ask(ConfirmScreen(self._question("Unlock the account of"), body, confirm_label="Unlock (y)")):
+            return
+        try:
+            await self.app.api.unlock_user(user.id)  # type: ignore[attr-defined]
+        except ApiError as exc:
+            self._failed("Unlock", exc)
+            return
+        self._done(f"Account of {user_label(user)} unlocked.")
+
+    @work(exclusive=True, group="detail-action", exit_on_error=False)
+    async def _delete_user(self) -> None:
+        user = self.user
+        if user is None:
+            return
+        username = printable(user.username)
+        title = self._question("Delete the user", f" <{printable(user.email)}>?")
+        has = ["the user"]
+        if self.device is not None:
+            has.append("their push device")
+        has.append("enrollment codes and pending pushes")
+        explanation = (
+            f"Removes {', '.join(has)}. The audit log and push history are kept. "
+            f"This cannot be undone. Type the username {username} to delete."
+        )
+        answer = await self.ask(type_to_confirm_prompt(title, explanation, username, submit_label="Delete"))
+        if answer != username:
+            return
+        try:
+            deleted = await self.app.api.delete_user(user.id)  # type: ignore[attr-defined]
+        except ApiError as exc:
+            self._failed("Delete", exc)
+            return
+        message = (
+            f"Deleted user {user_label(deleted)} <{printable(deleted.email, max_length=80)}> "
+            f"(id {deleted.id}); audit and push history kept."
+        )
+        self.notify(message, title="Deleted", markup=False, timeout=10)
+        if self.app.screen is self:
+            self.app.pop_screen()  # nothing left to show here

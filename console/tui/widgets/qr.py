@@ -13,7 +13,7 @@ from textual.widgets import Button, Static
 
 from ...models import EnrollmentCode
 from ...safe_text import printable
-from ..formatting import stamp
+from ..formatting import stamp_zone
 
 # Light modules are drawn as foreground blocks, white on black: correct with
 # colour, and still correct under NO_COLOR on the usual dark terminal.
@@ -87,7 +87,7 @@ class EnrollmentCodeScreen(ModalScreen[None]):
                     yield Static(title, markup=False)
                     yield Static(Text(f"Code: {printable(self.code.code)}"), id="enroll-code", markup=False)
                     yield Static(
-                        Text(f"Expires {stamp(self.code.expiresAt)}. Scan the code with the Protect app."), markup=False
+                        Text(f"Expires {stamp_zone(self.code.expiresAt)}. Scan the code with the Protect app."), markup=False
                     )
                     yield Static(Text(printable(self.code.uri), style="dim"), id="enroll-uri", markup=False)
                     yield Button("Close", id="close", variant="primary")
