@@ -125,3 +125,37 @@ def stamp(when: datetime | None) -> str:
         return when.astimezone().strftime("%Y-%m-%d %H:%M")
     except (OverflowError, ValueError):  # e.g. 9999-12-31 seen from east of UTC
         return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _local(when: datetime) -> datetime | None:
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    try:
+        return when.astimezone()
+    except (OverflowError, ValueError):
+        return None
+
+
+def stamp_zone(when: datetime | None) -> str:
+    """Like :func:`stamp`, with the zone it is in (``2026-12-02 14:05 CET``): for modals and toasts,
+    where a bare time could be read in the wrong zone."""
+    if when is None:
+        return ""
+    local = _local(when)
+    if local is None:
+        return stamp(when)  # already says UTC
+    return f"{local.strftime('%Y-%m-%d %H:%M')} {local.tzname() or local.strftime('%z')}"
+
+
+def clock_zone(when: datetime | None, now: datetime | None = None) -> str:
+    """A local time with its zone, the date only when it is not today: ``14:05 CET``, ``Dec 03 14:05 CET``."""
+    if when is None:
+        return ""
+    local = _local(when)
+    if local is None:
+        return stamp(when)
+    today = _local(now or datetime.now(timezone.utc))
+    zone = local.tzname() or local.strftime("%z")
+    if today is not None and local.date() == today.date():
+        return f"{local.strftime('%H:%M')} {zone}"
+    return f"{local.strftime('%b %d %H:%M')} {zone}"
