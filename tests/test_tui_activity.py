@@ -146,6 +146,11 @@ async def test_dead_backend_shows_the_banner_and_recovers(backend, fast_refresh)
 # ------------------------------------------------------------------ issue 6, second pass
 
 
+def ready(modal) -> bool:
+    """A modal that has taken focus (its Focus event handled): keys typed now reach it."""
+    return modal.focused is not None and modal.focused.has_focus
+
+
 async def bomb(backend, name: str, *, blocked: int = 7, resource: str = "vpn"):
     """A user under a push-bombing pattern: one pending push, then ``blocked`` refused by the cap."""
     async with ProtectClient(backend.url, backend.admin_key) as admin:
@@ -297,7 +302,7 @@ async def test_stop_attack_from_the_panel_as_helpdesk_then_lift(backend) -> None
         assert modal.query_one("#stop-minutes", Input).value == "15"
         assert modal.query_one("#stop-cancel-pending", Checkbox).value is True
         assert modal.query_one("#stop-biometric", Checkbox).value is False
-        await wait_for(lambda: modal.focused is not None and modal.focused.id == "cancel")  # Cancel has focus
+        await wait_for(lambda: ready(modal) and modal.focused.id == "cancel")  # Cancel has focus
         burst(app, ["n"])
         await wait_for(lambda: app.screen is screen)
         async with ProtectClient(backend.url, backend.admin_key) as admin:
@@ -305,7 +310,7 @@ async def test_stop_attack_from_the_panel_as_helpdesk_then_lift(backend) -> None
 
         # Confirmed: pending push cancelled, new pushes refused, the panel says who stopped it until when.
         burst(app, ["X"])
-        await wait_for(lambda: isinstance(app.screen, StopAttackScreen) and app.screen.focused is not None)
+        await wait_for(lambda: isinstance(app.screen, StopAttackScreen) and ready(app.screen))
         burst(app, ["y"])  # Cancel has focus; `y` is the answer
         await wait_for(lambda: screen.panel.suspect(victim.id) is not None and screen.panel.suspect(victim.id).stopped)
         async with ProtectClient(backend.url, backend.admin_key) as admin:
@@ -322,7 +327,7 @@ async def test_stop_attack_from_the_panel_as_helpdesk_then_lift(backend) -> None
         # `X` on a stopped user: Lift block.
         await wait_for(lambda: screen.focused is screen.panel.option_list)
         burst(app, ["X"])
-        await wait_for(lambda: isinstance(app.screen, ConfirmScreen) and app.screen.focused is not None)
+        await wait_for(lambda: isinstance(app.screen, ConfirmScreen) and ready(app.screen))
         assert "Lift the push block on victim.stopme" in str(app.screen.query_one("#confirm-title").content)
         burst(app, ["y"])
         await wait_for(lambda: screen.panel.suspect(victim.id) is not None and not screen.panel.suspect(victim.id).stopped)
