@@ -13,6 +13,7 @@ All timestamps are naive UTC.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -475,17 +476,20 @@ def _alembic_config(conn: Connection):  # noqa: ANN202
     return config
 
 
+@functools.cache
 def head_revision() -> str:
+    """The revision this code needs (the newest migration)."""
     from alembic.script import ScriptDirectory
 
     config = _alembic_config(None)  # type: ignore[arg-type]
     return ScriptDirectory.from_config(config).get_current_head()
 
 
-def known_revisions() -> set[str]:
+@functools.cache
+def known_revisions() -> frozenset[str]:
     from alembic.script import ScriptDirectory
 
-    return {s.revision for s in ScriptDirectory.from_config(_alembic_config(None)).walk_revisions()}  # type: ignore[arg-type]
+    return frozenset(s.revision for s in ScriptDirectory.from_config(_alembic_config(None)).walk_revisions())  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
