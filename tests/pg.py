@@ -72,6 +72,13 @@ class PgCluster:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         self._admin.dispose()
         if self._server is not None:
+            from pgserver import pg_ctl
+
+            try:  # stop it ourselves, whatever pgserver knows, before its folder is deleted
+                pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self._server.pgdata, user=self._server.system_user,
+                       timeout=60)
+            except Exception:  # noqa: BLE001 - already stopped
+                pass
             self._server.cleanup()
 
 
@@ -83,6 +90,7 @@ def start_cluster() -> PgCluster:
         warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR not set
         import pgserver
         from pgserver import pg_ctl
+        from pgserver.utils import PostmasterInfo
 
     pgdata = Path(tempfile.mkdtemp(prefix="protect-pg-"))
     server = pgserver.get_server(pgdata, cleanup_mode="delete")  # stopped at exit at the latest
@@ -93,6 +101,8 @@ def start_cluster() -> PgCluster:
             conn.execute(text(f"ALTER SYSTEM SET {name} = '{value}'"))
     engine.dispose()
     pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=30)  # max_connections
+    # pgserver stops the postmaster it started: tell it the new one's pid.
+    server._postmaster_info = PostmasterInfo.read_from_pgdata(server.pgdata)  # noqa: SLF001
     return PgCluster(server.get_uri("postgres"), server)
 
 
