@@ -26,6 +26,12 @@ def fast_refresh(monkeypatch):
     return 0.3
 
 
+def footer_labels(screen) -> list[str]:
+    from textual.widgets._footer import FooterKey
+
+    return [key.description for key in screen.query(FooterKey)]
+
+
 async def open_activity(app: ProtectConsoleApp, pilot) -> ActivityScreen:
     return await open_screen(app, pilot, "2", ActivityScreen, lambda s: table_loaded(s.table))
 
@@ -88,6 +94,7 @@ async def test_status_filter_and_colours(backend) -> None:
         while screen.status_filter != "blocked":
             await pilot.press("f")
         await wait_for(lambda: screen.table.row_at(0) is not None and screen.table.row_at(0).status == "blocked")
+        await wait_for(lambda: "Status: blocked" in footer_labels(screen))  # the filter in force, in the footer
         async with ProtectClient(backend.url, backend.admin_key) as admin:
             assert screen.table.total == (await admin.push_attempts(status="blocked", limit=1)).totalCount
         from console.tui.screens.activity import status_text

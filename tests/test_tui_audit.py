@@ -147,6 +147,12 @@ def ready(modal) -> bool:
     return modal.focused is not None and modal.focused.has_focus
 
 
+def footer_labels(screen) -> list[str]:
+    from textual.widgets._footer import FooterKey
+
+    return [key.description for key in screen.query(FooterKey)]
+
+
 def rows(screen: AuditScreen) -> list:
     table = screen.table
     return [table.row_at(i) for i in range(min(table.total or 0, table.page_size))]
@@ -175,6 +181,7 @@ async def test_kind_filter_separates_admin_actions_from_device_events_and_counts
         assert all(e.kind == "admin" for e in rows(screen))
         assert screen.status_text.startswith(f"admin actions 1/{admin_total}")
         assert "filter: admin actions" in screen.status_text
+        await wait_for(lambda: "Kind: admin" in footer_labels(screen))  # the footer says it too
 
         burst(app, ["f"])
         await wait_for(lambda: screen.table.total == device_total and table_loaded(screen.table))
@@ -186,6 +193,7 @@ async def test_kind_filter_separates_admin_actions_from_device_events_and_counts
         burst(app, ["escape"])  # one level: the filter goes, the screen stays
         await wait_for(lambda: screen.table.total == every and table_loaded(screen.table))
         assert app.screen is screen and screen.filter.kind is None and "filter: none" in screen.status_text
+        await wait_for(lambda: "Kind: all" in footer_labels(screen))
         burst(app, ["escape"])
         await wait_for(lambda: app.screen is not screen)
 

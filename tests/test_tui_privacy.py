@@ -75,6 +75,12 @@ async def test_device_model_and_user_render_literally(backend) -> None:
 # ------------------------------------------------------------------ issue 6, second pass
 
 
+def footer_labels(screen) -> list[str]:
+    from textual.widgets._footer import FooterKey
+
+    return [key.description for key in screen.query(FooterKey)]
+
+
 async def test_enter_opens_the_rows_user_and_the_filter_in_force_is_shown(backend) -> None:
     """Item 13: Enter on a Privacy row opens its user; the status line names the filter that is on;
     Esc shows every device again first, then goes back."""
@@ -95,6 +101,7 @@ async def test_enter_opens_the_rows_user_and_the_filter_in_force_is_shown(backen
         burst(app, ["down"])
         await wait_for(lambda: screen.table.cursor_row == 1)
         await wait_for(lambda: "filter: opted out" in text_of(screen, "#privacy-filter"))
+        await wait_for(lambda: "Opted out: on" in footer_labels(screen))  # the footer says it too
         assert screen.query_one("#privacy-position").label.startswith("opted-out devices 2/")
         row = screen.table.row_at(1)
         assert row.privacy.diagnosticsOptOut

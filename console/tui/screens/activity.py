@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -57,6 +58,16 @@ ATTEMPT_COLUMNS = [
 ]
 
 
+def relabel(node: Any, action: str, description: str) -> None:
+    """Give ``action``'s binding on ``node`` a new footer label (the filter in force), for this node only."""
+    bindings = node._bindings.key_to_bindings
+    for key, found in list(bindings.items()):
+        if any(b.action == action for b in found):
+            # A new list: the class's merged bindings are shared by every instance.
+            bindings[key] = [dataclasses.replace(b, description=description) if b.action == action else b for b in found]
+    node.refresh_bindings()
+
+
 class AttemptsTable(VirtualTable):
     """The attempts, newest first, as a live feed: the highlight follows its attempt across refreshes
     (by id, the table's own mechanism), and while the view is at the top it stays there, so new
@@ -95,7 +106,7 @@ class ActivityScreen(ConsoleScreen):
 
     BINDINGS = [
         Binding("p", "toggle_pause", "Pause/resume"),
-        Binding("f", "cycle_filter", "Status filter"),
+        Binding("f", "cycle_filter", "Status: all", tooltip="Cycle the status filter"),
         Binding("b", "focus_bombing", "Bombing panel"),
         Binding("X", "stop_attack", "Stop attack"),
     ]
@@ -293,6 +304,7 @@ class ActivityScreen(ConsoleScreen):
     def action_cycle_filter(self) -> None:
         index = STATUS_FILTERS.index(self.status_filter)
         self.status_filter = STATUS_FILTERS[(index + 1) % len(STATUS_FILTERS)]
+        relabel(self, "cycle_filter", f"Status: {self.status_filter or 'all'}")
         self._table_pending_since = time.monotonic()
         self.table.set_fetch(self.fetch_attempts)
         self._update_status_line()

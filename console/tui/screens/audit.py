@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterable
@@ -251,6 +252,16 @@ def parse_filter(text: str, current: AuditFilter) -> AuditFilter | str:
     return replace(current, **values)
 
 
+def relabel(node: Any, action: str, description: str) -> None:
+    """Give ``action``'s binding on ``node`` a new footer label (the filter in force), for this node only."""
+    bindings = node._bindings.key_to_bindings
+    for key, found in list(bindings.items()):
+        if any(b.action == action for b in found):
+            # A new list: the class's merged bindings are shared by every instance.
+            bindings[key] = [dataclasses.replace(b, description=description) if b.action == action else b for b in found]
+    node.refresh_bindings()
+
+
 def pretty_json(value: Any) -> Text:
     """Indented JSON as literal text; every line cleaned (JSON escapes C0 controls, not bidi marks)."""
     dumped = json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=True)
@@ -364,7 +375,7 @@ class AuditScreen(ConsoleScreen):
     """
 
     BINDINGS = [
-        Binding("f", "cycle_kind", "All/admin/device", tooltip="Show all events, admin actions or device events"),
+        Binding("f", "cycle_kind", "Kind: all", tooltip="Show all events, admin actions or device events"),
         Binding("slash", "filter", "Filter", tooltip="Filter by actor, action and target"),
     ]
 
@@ -455,6 +466,8 @@ class AuditScreen(ConsoleScreen):
     def _update_status(self, total: int | None) -> None:
         """The position names what is counted (``admin actions 3/57``); then which filter is on."""
         f = self.filter
+        relabel(self, "cycle_kind", f"Kind: {f.kind or 'all'}")
+        relabel(self, "filter", "Filter: on" if (f.actor or f.action or f.target) else "Filter")
         position = self.query_one("#audit-position", TablePosition)
         if position.noun != f.noun:
             position.noun = f.noun

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -62,6 +63,16 @@ DEVICE_COLUMNS = [
 ]
 
 
+def relabel(node: Any, action: str, description: str) -> None:
+    """Give ``action``'s binding on ``node`` a new footer label (the filter in force), for this node only."""
+    bindings = node._bindings.key_to_bindings
+    for key, found in list(bindings.items()):
+        if any(b.action == action for b in found):
+            # A new list: the class's merged bindings are shared by every instance.
+            bindings[key] = [dataclasses.replace(b, description=description) if b.action == action else b for b in found]
+    node.refresh_bindings()
+
+
 def summary_text(summary: PrivacySummary) -> Text:
     """Two lines that each fit 80 columns: the devices and their opt-out share, then the reports."""
     share = (summary.optedOut / summary.devices * 100) if summary.devices else 0.0
@@ -90,7 +101,7 @@ class PrivacyScreen(ConsoleScreen):
     """
 
     BINDINGS = [
-        Binding("o", "toggle_opted_out", "Opted-out/all", tooltip="Show only devices that opted out, or all"),
+        Binding("o", "toggle_opted_out", "Opted out: off", tooltip="Show only devices that opted out, or all"),
     ]
 
     AUTO_FOCUS = "#privacy-devices"
@@ -169,6 +180,7 @@ class PrivacyScreen(ConsoleScreen):
         return text
 
     def _update_filter_line(self) -> None:
+        relabel(self, "toggle_opted_out", f"Opted out: {'on' if self.opted_out_only else 'off'}")
         position = self.query_one("#privacy-position", TablePosition)
         noun = "opted-out devices" if self.opted_out_only else "devices"
         if position.noun != noun:
