@@ -290,7 +290,7 @@ async def test_stop_attack_from_the_panel_as_helpdesk_then_lift(backend) -> None
     biometric off by default); the stop shows in the panel; `X` again offers Lift block."""
     from textual.widgets import Checkbox, Input
 
-    from console.tui.widgets.bombing_panel import StopAttackScreen
+    from console.tui.widgets.prompt import StopAttackScreen
     from console.tui.widgets.confirm import ConfirmScreen
 
     victim = await bomb(backend, "victim.stopme")
@@ -367,7 +367,7 @@ async def test_stop_attack_key_says_why_it_cannot_act(make_backend) -> None:
 
 
 def StopAttackScreenType():  # noqa: N802 - a type, imported late
-    from console.tui.widgets.bombing_panel import StopAttackScreen
+    from console.tui.widgets.prompt import StopAttackScreen
 
     return StopAttackScreen
 

@@ -20,8 +20,9 @@ from ...client import ApiError
 from ...models import BOMBING_THRESHOLD, BOMBING_WINDOW, Permission, PushAttempt, PushBlock, PushStatus
 from ...safe_text import printable
 from ..formatting import PUSH_STATUS_STYLES, push_status_text
-from ..widgets.bombing_panel import BombingPanel, StopAttackChoice, StopAttackScreen, Suspect, block_text, clock_text
+from ..widgets.bombing_panel import BombingPanel, Suspect, block_text, clock_text
 from ..widgets.confirm import ConfirmScreen
+from ..widgets.prompt import StopAttackChoice, StopAttackScreen
 from ..widgets.virtual_table import Column, TablePosition, VirtualTable
 from .base import ConsoleScreen
 
@@ -335,13 +336,17 @@ class ActivityScreen(ConsoleScreen):
                 lambda yes: self.lift_block(suspect, label) if yes else None,
             )
             return
+        question = Text("Stop the push attack on ")
+        question.append(label, style="bold")
+        question.append("?")
         body = Text(
-            f"{suspect.blocked} blocked and {suspect.denied} denied pushes in the {self.panel.window_label}"
+            f"Cancels the pending pushes and refuses new ones until the block ends or is lifted (X again). "
+            f"In the {self.panel.window_label}: {suspect.blocked} blocked, {suspect.denied} denied"
             + (f", the last at {clock_text(suspect.last, zone=True)}" if suspect.last else "")
-            + ".\nThe user's app gets no new pushes until the block ends or is lifted (X again)."
+            + "."
         )
         self.app.push_screen(
-            StopAttackScreen(label, body),
+            StopAttackScreen(question, body),
             lambda choice: self.stop_attack(suspect, label, choice) if choice is not None else None,
         )
 

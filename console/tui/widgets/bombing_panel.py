@@ -15,12 +15,9 @@ from datetime import datetime, timedelta, timezone
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.css.query import NoMatches
+from textual.containers import Vertical
 from textual.message import Message
-from textual.screen import ModalScreen
-from textual.widgets import Button, Checkbox, Input, OptionList, Static
+from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from ...models import BOMBING_THRESHOLD, BOMBING_WINDOW, PushAttempt, PushBlock, PushStats, PushStatus
@@ -29,8 +26,6 @@ from ..formatting import FRAUD_STYLE, PUSH_STATUS_STYLES
 
 SUSPECT_THRESHOLD = BOMBING_THRESHOLD  # older name, kept for imports
 LIVE_SECONDS = 5 * 60  # a last attempt this recent reads as an attack going on now
-STOP_MINUTES_DEFAULT = 15
-STOP_MINUTES_MAX = 1440
 
 
 def describe_window(window: timedelta = BOMBING_WINDOW) -> str:
@@ -270,107 +265,3 @@ class BombingPanel(Vertical):
         if event.option.id:
             self.post_message(self.UserChosen(event.option.id))
 
-
-# ---------------------------------------------------------------- Stop attack
-
-
-@dataclass(frozen=True)
-class StopAttackChoice:
-    """What the admin chose in :class:`StopAttackScreen` (the arguments of ``client.block_push``)."""
-
-    minutes: int = STOP_MINUTES_DEFAULT
-    cancel_pending: bool = True
-    require_user_verification: bool = False
-
-
-def check_minutes(value: str) -> str | None:
-    if not value.isdigit() or not 1 <= int(value) <= STOP_MINUTES_MAX:
-        return f"minutes: enter a whole number from 1 to {STOP_MINUTES_MAX}"
-    return None
-
-
-class StopAttackScreen(ModalScreen[StopAttackChoice | None]):
-    """One confirmation for Stop attack, naming the user: how long to refuse new pushes (15 minutes by
-    default), whether to cancel pending pushes (yes by default) and whether to require biometric approval
-    from now on (no by default). Cancel has focus; ``y`` stops, ``n``/Esc cancels."""
-
-    DEFAULT_CSS = """
-    StopAttackScreen { align: center middle; }
-    StopAttackScreen > Vertical {
-        width: 70; max-width: 100%; height: auto; border: thick $warning; background: $surface; padding: 1 2;
-    }
-    StopAttackScreen #stop-title { text-style: bold; margin-bottom: 1; }
-    StopAttackScreen #stop-minutes-row { height: auto; }
-    StopAttackScreen #stop-minutes-label { width: auto; padding: 1 1 0 0; }
-    StopAttackScreen #stop-minutes { width: 10; }
-    StopAttackScreen Checkbox { border: none; padding: 0; height: auto; }
-    StopAttackScreen #stop-error { color: $error; height: auto; }
-    StopAttackScreen #stop-buttons { height: auto; align-horizontal: right; margin-top: 1; }
-    StopAttackScreen Button { margin-left: 2; }
-    """
-
-    BINDINGS = [
-        Binding("y", "confirm", "Stop attack"),
-        Binding("n", "cancel", "Cancel"),
-        Binding("escape", "cancel", "Cancel"),
-    ]
-
-    def __init__(self, user_label: str, body: str | Text = "", *, minutes: int = STOP_MINUTES_DEFAULT) -> None:
-        super().__init__()
-        self.user_label = printable(user_label)
-        self._body = body if isinstance(body, Text) else Text(printable(body))
-        self._minutes = minutes
-
-    def compose(self) -> ComposeResult:
-        title = Text("Stop the push attack on ")
-        title.append(self.user_label, style="bold")
-        title.append("?")
-        with Vertical():
-            yield Static(title, id="stop-title", markup=False)
-            if self._body.plain:
-                yield Static(self._body, id="stop-body", markup=False)
-            with Horizontal(id="stop-minutes-row"):
-                yield Static("Refuse new pushes for (minutes):", id="stop-minutes-label", markup=False)
-                yield Input(str(self._minutes), restrict=r"[0-9]*", max_length=4, id="stop-minutes")
-            yield Checkbox("Cancel the pending pushes now", True, id="stop-cancel-pending")
-            yield Checkbox("Require biometric approval for this user from now on", False, id="stop-biometric")
-            yield Static("", id="stop-error", markup=False)
-            with Horizontal(id="stop-buttons"):
-                yield Button("Cancel (n)", id="cancel", variant="default")
-                yield Button("Stop attack (y)", id="confirm", variant="error")
-
-    def on_mount(self) -> None:
-        self.query_one("#cancel", Button).focus()
-
-    def choice(self) -> StopAttackChoice | None:
-        """The choice as the form stands, or None (with the reason shown) when minutes are not valid."""
-        try:
-            value = self.query_one("#stop-minutes", Input).value.strip()
-            cancel_pending = self.query_one("#stop-cancel-pending", Checkbox).value
-            biometric = self.query_one("#stop-biometric", Checkbox).value
-        except NoMatches:  # `y` typed right after `X`, before the form is built: the defaults shown
-            return StopAttackChoice(minutes=self._minutes)
-        problem = check_minutes(value)
-        if problem:
-            self.query_one("#stop-error", Static).update(Text(problem))
-            return None
-        return StopAttackChoice(minutes=int(value), cancel_pending=cancel_pending, require_user_verification=biometric)
-
-    def action_confirm(self) -> None:
-        choice = self.choice()
-        if choice is not None:
-            self.dismiss(choice)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.action_confirm()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "confirm":
-            self.action_confirm()
-        else:
-            self.dismiss(None)
