@@ -606,7 +606,7 @@ def test_a_database_from_the_first_version_is_upgraded_in_place(tmp_path):
     with pytest.raises(SchemaBehind, match="protect-console db upgrade"):
         open_store(path)  # never migrated implicitly
     before, after = upgrade_database(path)
-    assert (before.revision, before.recorded, after.revision, after.recorded) == ("0001", False, "0003", True)
+    assert (before.revision, before.recorded, after.revision, after.recorded) == ("0001", False, "0004", True)
     store = open_store(path)
     try:
         now = Clock().now()

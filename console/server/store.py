@@ -45,6 +45,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 metadata = MetaData()
 
 ID = String(24)
+SEARCHABLE = ("username", "email", "firstname", "lastname", "displayname")
 # Row counters: 64-bit on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the (64-bit) rowid.
 SERIAL_ID = BigInteger().with_variant(Integer, "sqlite")
 # Text that is ordered or compared: code point order on PostgreSQL too (SQLite's BINARY), whatever
@@ -99,6 +100,13 @@ Index("ix_users_totp_status", users.c.totp_status)
 Index("ix_users_lastname_sort", users.c.lastname_sort, users.c.firstname_sort, users.c.id)
 Index("ix_users_firstname_sort", users.c.firstname_sort, users.c.lastname_sort, users.c.id)
 Index("ix_users_push_blocked", users.c.push_blocked_until)
+# PostgreSQL only (migration 0004, when pg_trgm can be created): substring search by trigrams.
+Index(
+    "ix_users_search_trgm",
+    *(users.c[f"{name}_ci"] for name in SEARCHABLE),
+    postgresql_using="gin",
+    postgresql_ops={f"{name}_ci": "gin_trgm_ops" for name in SEARCHABLE},
+).ddl_if(dialect="postgresql")
 
 devices = Table(
     "devices",
@@ -208,7 +216,6 @@ Index("ix_audit_action_id", audit.c.action, audit.c.id)
 Index("ix_audit_kind_id", audit.c.kind, audit.c.id)
 
 
-SEARCHABLE = ("username", "email", "firstname", "lastname", "displayname")
 SORTABLE_NAMES = ("firstname", "lastname")
 
 # Letters that NFKD does not decompose into a base letter plus marks (Ł, ø, đ...).
