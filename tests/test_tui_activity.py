@@ -300,6 +300,7 @@ async def test_stop_attack_from_the_panel_as_helpdesk_then_lift(backend) -> None
         screen = await open_activity(app, pilot)
         await wait_for(lambda: screen.panel.suspect(victim.id) is not None and app.whoami is not None)
         index = next(i for i, s in enumerate(screen.panel.suspects) if s.user_id == victim.id)
+        await wait_for(lambda: "X stops" in panel_text(screen))  # helpdesk may stop attacks: the hint says how
 
         # Cancelled: nothing changes.
         burst(app, ["b", *["down"] * index, "X"])
@@ -352,6 +353,7 @@ async def test_stop_attack_key_says_why_it_cannot_act(make_backend) -> None:
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_activity(app, pilot)
         await wait_for(lambda: screen.panel.checked and app.whoami is not None)
+        assert "X stops" not in panel_text(screen) and "X lifts" not in panel_text(screen)  # no key it lacks
         burst(app, ["b", "X"])
         await wait_for(lambda: any("cannot" in t for t in toasts(app)))
         assert not isinstance(app.screen, ConfirmScreen | StopAttackScreenType())

@@ -146,6 +146,13 @@ class ActivityScreen(ConsoleScreen):
         self._visible = True
         self._resume_timers()
         self.scan_for_bombing()
+        self.watch(self.app, "whoami", self._permissions_known, init=False)
+
+    def _permissions_known(self, *_: object) -> None:
+        panel = self.panel
+        panel.can_stop = self.app.can(Permission.PUSH_BLOCK)
+        if panel.checked:
+            panel.show_suspects(panel.suspects)
 
     # -------------------------------------------------------- visibility
     def on_screen_suspend(self) -> None:
@@ -220,6 +227,7 @@ class ActivityScreen(ConsoleScreen):
             self.report_error(exc, retry=self.reload_data)
             return
         suspects = [Suspect.from_stats(stats) for stats in page.results]
+        self.panel.can_stop = self.app.can(Permission.PUSH_BLOCK)  # hints name `X` only for keys that have it
         self.panel.show_suspects(suspects, partial=page.totalCount > len(suspects))
         self.refresh_bindings()  # `b` and `X` depend on what the panel lists
 

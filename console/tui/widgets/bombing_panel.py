@@ -124,7 +124,7 @@ def block_text(block: PushBlock) -> str:
     return f"push blocked until {clock_text(block.blockedUntil)} by {printable(block.blockedBy, max_length=32)}"
 
 
-def suspect_prompt(suspect: Suspect, now: datetime | None = None) -> Text:
+def suspect_prompt(suspect: Suspect, now: datetime | None = None, *, can_stop: bool = True) -> Text:
     """First line: who, how many refused, when last, where; second line (only when stopped): the block."""
     now = now or datetime.now(timezone.utc)
     line = Text(no_wrap=True, overflow="ellipsis")
@@ -146,7 +146,8 @@ def suspect_prompt(suspect: Suspect, now: datetime | None = None) -> Text:
         line.append("\n")
         line.append("    STOPPED: ", style="bold green")
         line.append(block_text(suspect.block))
-        line.append(" (X lifts)", style="dim")
+        if can_stop:
+            line.append(" (X lifts)", style="dim")
     return line
 
 
@@ -174,6 +175,7 @@ class BombingPanel(Vertical):
         self.window_label = window_label
         self.suspects: list[Suspect] = []
         self.checked = False
+        self.can_stop = False  # the key may stop attacks (hints name `X` only then)
         self.problem: str | None = None
 
     def compose(self) -> ComposeResult:
@@ -202,7 +204,7 @@ class BombingPanel(Vertical):
             title.append(f" in the {self.window_label}: {len(suspects)} user(s)")
             if stopped:
                 title.append(f", {stopped} stopped", style="green")
-            title.append(" (b, then Enter opens, X stops)", style="dim")
+            title.append(" (b, then Enter opens, X stops)" if self.can_stop else " (b, then Enter opens)", style="dim")
         else:
             title.append(
                 f"No push bombing seen: nobody has {SUSPECT_THRESHOLD}+ blocked/denied pushes in the {self.window_label}",
@@ -216,7 +218,7 @@ class BombingPanel(Vertical):
         had_focus = self.screen.focused is option_list
         now = datetime.now(timezone.utc)
         option_list.clear_options()
-        option_list.add_options(Option(suspect_prompt(s, now), id=s.user_id) for s in suspects)
+        option_list.add_options(Option(suspect_prompt(s, now, can_stop=self.can_stop), id=s.user_id) for s in suspects)
         option_list.display = bool(suspects)
         if highlighted is not None and any(s.user_id == highlighted for s in suspects):
             option_list.highlighted = option_list.get_option_index(highlighted)
