@@ -269,6 +269,7 @@ class UserDetailScreen(ConsoleScreen):
         self.stats: PushStats | None = None
         self.caller_check: Text | None = None
         self.loads = 0  # completed loads (tests wait on it)
+        self.refresh_ticks = 0  # refresh timer ticks, taken or skipped (tests wait on it)
         self.pending_action: str | None = None  # typed before the user loaded; runs once it has
 
     # ------------------------------------------------------------ layout
@@ -293,15 +294,17 @@ class UserDetailScreen(ConsoleScreen):
     def on_mount(self) -> None:
         self.query_one("#detail-body").focus()
         self.watch(self.app, "whoami", self._whoami_changed, init=False)
-        self.set_interval(self.REFRESH_SECONDS, self._auto_refresh, name="detail-refresh")
+        # Kept: the app holds timers weakly.
+        self._detail_refresh_timer = self.set_interval(self.REFRESH_SECONDS, self._refresh_tick, name="detail-refresh")
         self.load()
 
     def reload_data(self) -> None:
         self.load()
 
-    def _auto_refresh(self) -> None:
+    def _refresh_tick(self) -> None:
         """Fresh data while the admin looks at it: not under a modal, not from behind another screen,
         not while a load runs, not over an error banner (``r`` retries that)."""
+        self.refresh_ticks += 1
         if self.app.screen is not self or self.user is None or self.error_visible:
             return
         if any(w.group == "detail-load" and w.is_running for w in self.workers):

@@ -87,7 +87,9 @@ class EnrollmentCodeScreen(ModalScreen[None]):
                     yield Static(title, markup=False)
                     yield Static(Text(f"Code: {printable(self.code.code)}"), id="enroll-code", markup=False)
                     yield Static(
-                        Text(f"Expires {stamp_zone(self.code.expiresAt)}. Scan the code with the Protect app."), markup=False
+                        Text(f"Expires {stamp_zone(self.code.expiresAt)}. Scan the code with the Protect app."),
+                        id="enroll-expires",
+                        markup=False,
                     )
                     yield Static(Text(printable(self.code.uri), style="dim"), id="enroll-uri", markup=False)
                     yield Button("Close", id="close", variant="primary")
