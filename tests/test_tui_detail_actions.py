@@ -336,7 +336,7 @@ async def test_stop_attack_then_lift_block_as_the_help_desk(backend) -> None:
             await pilot.pause()
             shown = f"push blocked until {clock_zone(block.blockedUntil)} by desk-anna"
             assert shown in text_of(screen, "#detail-title")
-            assert toasted(app, "Push attack on", "sam.storm", "stopped", clock_zone(block.blockedUntil))
+            await wait_for(lambda: toasted(app, "Push attack on", "sam.storm", "stopped", clock_zone(block.blockedUntil)))
             with pytest.raises(ApiError):
                 await admin.create_push(user.id, "VPN")  # refused while blocked
             # X is now Lift block.
@@ -366,7 +366,7 @@ async def test_unlock_a_locked_account(backend) -> None:
             burst(app, ["y"])
             await wait_for(lambda: not screen.user.account_locked)
             assert not (await admin.get_user(user.id)).account_locked
-            assert toasted(app, "unlocked")
+            await wait_for(lambda: toasted(app, "unlocked"))
 
 
 def printable_name(user: SystemUser) -> str:
@@ -393,7 +393,7 @@ async def test_delete_asks_to_type_the_username_then_closes_the_screen(backend) 
             await wait_for(lambda: "exactly" in text_of(app.screen, "#prompt-error"))
             burst(app, [*".delete", "enter"])
             await wait_for(lambda: isinstance(app.screen, UsersScreen), timeout=20)
-            assert toasted(app, "Deleted user", "aaab.delete", "audit and push history kept")
+            await wait_for(lambda: toasted(app, "Deleted user", "aaab.delete", "audit and push history kept"))
             with pytest.raises(NotFound):
                 await admin.get_user(user.id)
 
@@ -411,8 +411,8 @@ async def test_c_and_shift_c_copy_email_and_id_with_osc52(backend) -> None:
         app._driver.write = lambda data: (written.append(data), original(data))[1]  # type: ignore[method-assign]
         burst(app, ["c"])
         await wait_for(lambda: app.clipboard == user.email)
-        assert toasted(app, "Copied the email", user.email)
+        await wait_for(lambda: toasted(app, "Copied the email", user.email))
         burst(app, ["C"])
         await wait_for(lambda: app.clipboard == user.id)
-        assert toasted(app, "Copied the id", user.id)
+        await wait_for(lambda: toasted(app, "Copied the id", user.id))
     assert any(data.startswith("\x1b]52;c;") for data in written)
