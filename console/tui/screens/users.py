@@ -132,14 +132,14 @@ class UsersScreen(ConsoleScreen):
             style = {"ACTIVATED": "", "SUSPENDED": "red", "STAGED": "yellow"}.get(user.state, "")
             return Text(printable(user.state).lower(), style=style, end="")
 
-        # Who it is comes first: Username and Email (priority 1) keep their width while the others
-        # shrink to their minimum, and the least needed columns go as the terminal narrows: WebAuthn
-        # below ~118 columns, Last used below ~108, Device below ~98, Name below ~85. At 80 columns
-        # `agnieszka.anderson` and `agnieszka.anderson@example.com` read whole; → brings the rest in,
-        # `i` shows the whole row. Wider, Email, Username, Name and Device grow.
+        # Who it is comes first: Username, Name and Email (priority 1) keep their preferred width and
+        # the least needed columns go as the terminal narrows: WebAuthn below ~132 columns, Last used
+        # below ~123, Device below ~115, Name below ~99. At 80 columns `agnieszka.anderson` and
+        # `agnieszka.anderson@example.com` read whole; → brings the rest in, `i` shows the whole row.
+        # Wider, Email, Username, Name and Device grow.
         return [
             Column("username", "Username", 20, lambda u: u.username, sortable=True, min_width=18, flex=1, priority=1),
-            Column("name", "Name", 18, user_name, sortable=True, min_width=10, flex=1, drop_rank=1),
+            Column("name", "Name", 18, user_name, sortable=True, min_width=10, flex=1, drop_rank=1, priority=1),
             Column("email", "Email", 32, lambda u: u.email, sortable=True, min_width=28, flex=2, priority=1),
             Column("state", "State", 9, state, sortable=True),
             Column("push", "Push", 7, lambda u: enrollment_short(u.mfaEnrollment.pushStatus), sortable=True),
@@ -148,7 +148,7 @@ class UsersScreen(ConsoleScreen):
                 "webauthn", "WebAuthn", 8, lambda u: enrollment_short(u.mfaEnrollment.webAuthnStatus),
                 sortable=True, drop_rank=4,
             ),
-            Column("device", "Device", 22, device, min_width=12, flex=1, drop_rank=2),
+            Column("device", "Device", 22, device, min_width=15, flex=1, drop_rank=2),
             Column("last_used", "Last used", 9, last_used, drop_rank=3),
         ]
 

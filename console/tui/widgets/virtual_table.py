@@ -84,7 +84,7 @@ def fit_columns(columns: list[Column], available: int, *, roomy: bool = False) -
     """Which columns to show, and how wide, in ``available`` cells. O(columns), no data involved.
 
     1. Hide droppable columns (highest ``drop_rank`` first, rightmost on ties) until the
-       minimum widths fit (``roomy``: until the preferred widths fit, and never the first
+       minimum widths fit (preferred widths for columns with a ``priority``) (``roomy``: until the preferred widths fit, and never the first
        column; used when the table is scrolled sideways to bring that column in whole).
     2. If the preferred widths leave room, share it among ``flex`` columns; if they do
        not fit, shrink columns towards their ``min_width`` in proportion to how far each
@@ -95,8 +95,10 @@ def fit_columns(columns: list[Column], available: int, *, roomy: bool = False) -
     def span(widths: list[int]) -> int:
         return sum(widths) + sep * max(0, len(widths) - 1)
 
+    # A column with a priority is never squeezed below its preferred width to make room for a
+    # droppable one: the droppable one goes first.
     shown = list(columns)
-    while span([c.width if roomy else c.narrowest for c in shown]) > available:
+    while span([c.width if roomy or c.priority > 0 else c.narrowest for c in shown]) > available:
         droppable = [(c.drop_rank, index) for index, c in enumerate(shown) if c.drop_rank > 0 and not (roomy and index == 0)]
         if not droppable:
             break
