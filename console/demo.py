@@ -11,6 +11,7 @@ and it never raises: failures are counted in :attr:`Simulator.stats`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
 import sys
@@ -60,8 +61,11 @@ ATTACK_CONTEXT = {"app": "Unknown browser on Linux", "location": "Unknown (hosti
 COUNTERS = (
     "cycles", "devices_enrolled", "pushes_created", "pushes_blocked", "approved", "denied", "ignored",
     "fraud_reports", "attack_bursts", "diagnostics_sent", "diagnostics_stored", "diagnostics_dropped",
-    "diagnostics_toggles", "refused", "errors",
+    "diagnostics_toggles", "refused", "phones_retired", "errors",
 )
+# A phone's own calls answered with these mean its device is gone (unenrolled, MFA reset, user deleted
+# or deactivated from the console): that phone stops, which is the demo working, not an error.
+DEVICE_GONE = (400, 401, 403, 404, 409, 410)
 
 
 @dataclass
@@ -113,6 +117,7 @@ class Simulator:
         self._rng = random.Random(rng_seed)
         self._counts = dict.fromkeys(COUNTERS, 0)
         self.last_error: str | None = None
+        self.error_kinds: collections.Counter[str] = collections.Counter()  # "what it was doing: error" -> count
         self.victim: str | None = None  # user id of the push-bombing target
         self._phones: list[_Phone] = []
         self._next_attack = 0.0  # the first burst comes straight away: the activity view has a story at once
@@ -176,9 +181,22 @@ class Simulator:
     def _count(self, name: str, n: int = 1) -> None:
         self._counts[name] += n
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: BaseException, doing: str = "simulating") -> None:
         self._counts["errors"] += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
+        status = getattr(exc, "status", 0)
+        kind = type(exc).__name__ + (f" {status}" if status else "")
+        if isinstance(exc, BackendUnavailable):
+            kind += " (the service did not answer)"
+        self.error_kinds[f"{doing}: {kind}"] += 1
+
+    def _retire(self, phone: _Phone) -> None:
+        """The phone's device is gone (removed from the console): it stops taking part."""
+        if phone in self._phones and len(self._phones) > 1:
+            self._phones.remove(phone)
+            self._count("phones_retired")
+            if phone.user_id == self.victim:
+                self.victim = None  # the attack on them ends with their device
 
     def _notify(self) -> None:
         with self._changed:
@@ -198,7 +216,7 @@ class Simulator:
                 try:
                     await self._cycle(service)
                 except Exception as exc:  # noqa: BLE001 - e.g. the service went away: count it, keep going
-                    self._failed(exc)
+                    self._failed(exc, "one round of logins")
                 self._count("cycles")
                 self._notify()
                 await asyncio.sleep(self._rng.uniform(*self.interval))
@@ -213,7 +231,7 @@ class Simulator:
         try:
             candidates = await self._pick_users(admin)
         except Exception as exc:  # noqa: BLE001
-            self._failed(exc)
+            self._failed(exc, "picking users to enroll")
             return
         gate = asyncio.Semaphore(6)
 
@@ -259,7 +277,7 @@ class Simulator:
             if opted_out:
                 await device.settings(diagnostics_opt_out=True)
         except Exception as exc:  # noqa: BLE001
-            self._failed(exc)
+            self._failed(exc, "enrolling a phone")
             await device.aclose()
             return None
         return _Phone(user.id, user.username, info, device, opted_out=opted_out)
@@ -279,8 +297,15 @@ class Simulator:
         try:
             created = await service.create_push(phone.user_id, resource, **context)
         except RateLimited:
-            self._count("pushes_blocked")  # the cap did its job; the service recorded it as blocked
+            self._count("pushes_blocked")  # the cap (or a block) did its job; the service recorded it
             return None
+        except BackendUnavailable:
+            raise
+        except ApiError as exc:
+            if exc.status in DEVICE_GONE:
+                self._retire(phone)  # e.g. unenrolled or reset from the console: no device to push to
+                return None
+            raise
         self._count("pushes_created")
         return created.id
 
@@ -317,7 +342,7 @@ class Simulator:
         del phone.plans[: -self.MAX_PLANS_PER_PHONE]
 
     async def _answer(self, now: float) -> None:
-        for phone in self._phones:
+        for phone in list(self._phones):  # a phone may retire meanwhile
             due = [p for p in phone.plans if p.due <= now]
             if not due:
                 continue
@@ -328,7 +353,10 @@ class Simulator:
             except BackendUnavailable:
                 raise
             except ApiError as exc:
-                self._failed(exc)
+                if exc.status in DEVICE_GONE:
+                    self._retire(phone)
+                else:
+                    self._failed(exc, "fetching a phone's pushes")
                 continue
             for plan in due:
                 if plan.decision == "ignore" or plan.attempt_id not in pending:
@@ -367,7 +395,10 @@ class Simulator:
         except BackendUnavailable:
             raise
         except ApiError as exc:
-            self._failed(exc)
+            if exc.status in DEVICE_GONE:
+                self._retire(phone)
+            else:
+                self._failed(exc, "sending diagnostics")
 
 
 # ---------------------------------------------------------------- the demo
@@ -473,9 +504,29 @@ def run_demo(*, db: Path | None, users: int = 5000, role: str = "admin", port: i
         app = ProtectConsoleApp(profile)
         with _quit_on_termination(app):
             app.run()
-        stats = demo.simulator.stats
-    _say(
-        f"Demo over: {stats['pushes_created']} pushes created, {stats['pushes_blocked']} blocked, "
-        f"{stats['approved']} approved, {stats['denied']} denied; {stats['errors']} simulator errors."
-    )
+        summary = closing_summary(demo.simulator.stats, demo.simulator.error_kinds)
+    _say(summary)
     return app.return_code or 0
+
+
+def closing_summary(stats: dict[str, int], error_kinds: collections.Counter[str] | None = None) -> str:
+    """The demo's last words: what the simulated world did, and what went wrong in it (and why), if anything."""
+    line = (
+        f"Demo over: {stats['pushes_created']} pushes sent, {stats['pushes_blocked']} refused by the push "
+        f"limits, {stats['approved']} approved, {stats['denied']} denied."
+    )
+    retired = stats.get("phones_retired", 0)
+    if retired:
+        line += (
+            f" {retired} simulated phone{'s' if retired != 1 else ''} stopped after "
+            f"{'their devices were' if retired != 1 else 'its device was'} removed in the console."
+        )
+    errors = stats.get("errors", 0)
+    if errors:
+        kinds = (error_kinds or collections.Counter()).most_common(3)
+        detail = "; ".join(f"{count} x {kind}" for kind, count in kinds) or "no detail recorded"
+        line += (
+            f"\nThe simulator (not the console) had {errors} failed call{'s' if errors != 1 else ''}: {detail}."
+            " The console and the service were not affected."
+        )
+    return line

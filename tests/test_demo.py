@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import pytest
 
 from console.client import BackendUnavailable, ProtectClient
-from console.demo import PHONES, Simulator, demo_services
+from console.demo import PHONES, Simulator, closing_summary, demo_services
 
 T = TypeVar("T")
 
@@ -144,3 +144,35 @@ def test_demo_in_a_temporary_directory_is_removed(monkeypatch: pytest.MonkeyPatc
         assert demo.db.exists() and demo.db.parent.parent == tmp_path
         directory = demo.db.parent
     assert not directory.exists()
+
+
+def test_a_phone_whose_device_the_console_removes_stops_without_counting_errors(backend: Any, simulator: Any) -> None:
+    """The demo's closing line said `N simulator errors` after an admin unenrolled or reset a simulated user:
+    the phone kept calling with a device that no longer exists. It now stops, and the line says why."""
+    sim = simulator()
+    sim.start()
+    assert sim.wait_until(lambda s: s["pushes_created"] >= 3, timeout=60), (sim.stats, sim.last_error)
+    gone = sim._phones[0]
+    api(backend.url, backend.admin_key, lambda c: c.reset_mfa(gone.user_id))  # what R does in the console
+    assert sim.wait_until(lambda s: s["phones_retired"] >= 1, timeout=60), (sim.stats, sim.last_error)
+    created = sim.stats["pushes_created"]
+    assert sim.wait_until(lambda s: s["pushes_created"] > created + 2, timeout=60), (sim.stats, sim.last_error)
+    sim.stop()
+    assert sim.stats["errors"] == 0, (sim.error_kinds, sim.last_error)
+    line = closing_summary(sim.stats, sim.error_kinds)
+    assert "stopped after its device was removed in the console" in line
+    assert "error" not in line and "failed" not in line
+
+
+def test_the_closing_line_explains_errors_or_has_none(backend: Any, simulator: Any) -> None:
+    sim = simulator()
+    sim.start()
+    assert sim.wait_until(lambda s: s["pushes_created"] >= 2, timeout=60), sim.stats
+    assert "fail" not in closing_summary(sim.stats, sim.error_kinds)
+    backend.stop()
+    assert sim.wait_until(lambda s: s["errors"] >= 1, timeout=30), sim.stats
+    sim.stop()
+    line = closing_summary(sim.stats, sim.error_kinds)
+    assert "The simulator (not the console) had" in line
+    assert "the service did not answer" in line  # what the failure was, not just a count
+    backend.restart()

@@ -5,13 +5,23 @@ key flows are typed ahead (``burst``), as a terminal delivers them."""
 from __future__ import annotations
 
 from textual.binding import Binding
+from textual.command import CommandList, CommandPalette
+from textual.screen import ModalScreen
 
+from console.client import ProtectClient
 from console.models import Permission, Role
+from console.tui.screens.activity import ActivityScreen
 from console.tui.screens.base import ConsoleScreen
+from console.tui.screens.help import HelpScreen
+from console.tui.screens.user_detail import UserDetailScreen
+from console.tui.screens.users import UsersScreen
+from console.tui.widgets.confirm import ConfirmScreen
+from console.tui.widgets.error_banner import ErrorBanner
 from console.tui.widgets.footer import ConsoleFooter
+from console.tui.widgets.header import ConsoleHeader
 
-from .helpers import wait_for
-from .tui_helpers import SIZE, burst, console_app, toasts
+from .helpers import new_user, wait_for
+from .tui_helpers import SIZE, burst, console_app, detail_ready, open_screen, table_loaded, text_of, toasts
 
 
 class ProbeScreen(ConsoleScreen):
@@ -99,3 +109,211 @@ async def test_r_always_reloads_and_after_an_error_reloads_whoami_too(backend) -
         assert "r" in footer_keys(probe)
         burst(app, ["r"])
         await wait_for(lambda: probe.reloads == 1)
+
+
+# ------------------------------------------------------------------ number keys (items 1 and 6b)
+
+
+async def users_ready(app, pilot) -> UsersScreen:
+    users = await open_screen(app, pilot, None, UsersScreen, lambda s: table_loaded(s.table))
+    await wait_for(lambda: app.whoami is not None)
+    return users
+
+
+def in_any_stack(app, screen) -> bool:
+    return any(screen in stack for stack in app._screen_stacks.values())
+
+
+async def test_1_on_a_user_opened_from_users_shows_the_list_and_typed_ahead_keys_land_there(backend) -> None:
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        zoe = await new_user(admin, "zoe.navtest", first="Zoe", last="Navtest")
+    app = console_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        users = await users_ready(app, pilot)
+        first = users.table.row_at(0)
+        await pilot.press("enter")  # opens the highlighted user
+        detail = await detail_ready(app, pilot)
+        assert detail.user.id == first.id != zoe.id
+        # As typed: the number key, then a search, no pauses.
+        burst(app, ["1", "slash", *"zoe.navtest", "enter"])
+        await wait_for(lambda: users.search_term == "zoe.navtest" and users.table.total == 1)
+        assert app.screen is users and app.screen_stack == [users]
+        await wait_for(lambda: not in_any_stack(app, detail) and not detail.is_attached)
+        assert users.table.row_at(0).id == zoe.id
+        # A verify key now has no user screen under it to act on (it used to verify the previous user).
+        burst(app, ["V"])
+        await pilot.pause()
+        assert app.screen is users and not isinstance(app.screen, ModalScreen)
+
+
+async def test_2_after_a_user_opened_from_activity_shows_activity_not_the_stale_user(backend) -> None:
+    """`2 b Enter` opened a user from Activity; `1` then a user from the palette; `2` showed the first user again."""
+    app = console_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        users = await users_ready(app, pilot)
+        activity = await open_screen(app, pilot, "2", ActivityScreen)
+        target = users.table.row_at(1)
+        app.open_user(target.id)  # what Enter on an attempt or a suspect does
+        stale = await detail_ready(app, pilot)
+        burst(app, ["1", "2"])
+        await wait_for(lambda: app.screen is activity)
+        assert app._screen_stacks["activity"] == [activity]
+        await wait_for(lambda: not in_any_stack(app, stale) and not stale.is_attached)
+        # Its change keys are gone with it: U on Activity unenrolls nobody.
+        burst(app, ["U"])
+        await pilot.pause()
+        assert app.screen is activity
+
+
+async def test_a_number_key_is_ignored_under_a_modal(backend) -> None:
+    app = console_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        users = await users_ready(app, pilot)
+        burst(app, ["question_mark", "2"])
+        await wait_for(lambda: isinstance(app.screen, HelpScreen))
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen) and app.current_mode == "users"
+        burst(app, ["escape"])
+        await wait_for(lambda: app.screen is users)
+
+
+# ------------------------------------------------------------------ the footer under a modal (item 11)
+
+
+async def test_under_a_confirmation_the_footer_shows_its_keys_not_the_screens(backend) -> None:
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        user = (await admin.list_users(filters=["mfaEnrollment.totpStatus:$eq:ENROLLED"], limit=1)).results[0]
+    app = console_app(backend, open_user=user.id)
+    async with app.run_test(size=SIZE) as pilot:
+        detail = await detail_ready(app, pilot)
+        footer = detail.query_one(ConsoleFooter)
+        await wait_for(lambda: "T" in footer.shown_keys)
+        burst(app, ["T"])  # Reset TOTP: a confirmation
+        await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+        confirm = app.screen
+        await wait_for(lambda: footer.source is confirm)
+        assert set(footer.shown_keys) == {"y", "n"}, footer.shown_keys  # n and Esc both cancel: one key shown
+        assert confirm.focused is not None and confirm.focused.id == "cancel"
+        burst(app, ["n"])
+        await wait_for(lambda: app.screen is detail)
+        await wait_for(lambda: footer.source is detail and "T" in footer.shown_keys)
+        assert "y" not in footer.shown_keys
+
+
+# ------------------------------------------------------------------ Esc, one level at a time (item 12)
+
+
+async def test_escape_goes_back_one_level_at_a_time(backend) -> None:
+    app = console_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        users = await users_ready(app, pilot)
+        activity = await open_screen(app, pilot, "2", ActivityScreen)
+        table = activity.main_widget()
+        await wait_for(lambda: activity.focused is table)
+        focus_history: list = []
+        activity.watch(activity, "focused", lambda widget: focus_history.append(widget), init=False)
+        burst(app, ["b", "escape"])  # the bombing panel, then back: still on Activity, on its table
+        await wait_for(lambda: len(focus_history) >= 2)
+        assert focus_history[0] is not table and focus_history[-1] is table
+        assert app.screen is activity
+        burst(app, ["escape"])
+        await wait_for(lambda: app.screen is users)
+        # Users: the search box first gives the focus back to the list; the list stays.
+        users_history: list = []
+        users.watch(users, "focused", lambda widget: users_history.append(widget), init=False)
+        burst(app, ["slash", "escape"])
+        await wait_for(lambda: len(users_history) >= 2)
+        assert users_history[-1] is users.table and app.screen is users
+
+
+async def test_esc_back_is_in_the_footer_where_there_is_somewhere_to_go_back_to(backend) -> None:
+    app = console_app(backend, open_user="nobody@nowhere.example")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(lambda: isinstance(app.screen, UserDetailScreen) and app.screen.error_visible)
+        detail = app.screen
+        footer = detail.query_one(ConsoleFooter)
+        await wait_for(lambda: "escape" in footer.shown_keys)
+        burst(app, ["escape"])
+        await wait_for(lambda: isinstance(app.screen, UsersScreen))
+        users = app.screen
+        await wait_for(lambda: table_loaded(users.table))
+        assert "escape" not in users.query_one(ConsoleFooter).shown_keys  # nothing under the Users list
+
+
+# ------------------------------------------------------------------ outage and a refused key (item 7)
+
+
+async def test_after_an_outage_r_recovers_whoami_and_the_screen(backend) -> None:
+    backend.stop()
+    app = console_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        users: UsersScreen = await open_screen(app, pilot, None, UsersScreen, lambda s: s.error_visible)
+        await wait_for(lambda: users.table.total is None and app.whoami is None)
+        backend.restart()
+        burst(app, ["r"])
+        await wait_for(lambda: app.whoami is not None and table_loaded(users.table), timeout=20)
+        assert not users.error_visible
+        assert "role: admin" in users.query_one(ConsoleHeader).identity_line().plain
+
+
+async def test_a_refused_key_says_which_profile_and_how_to_fix_it(backend) -> None:
+    app = console_app(backend, "not-a-real-key", name="prod")
+    async with app.run_test(size=SIZE) as pilot:
+        users: UsersScreen = await open_screen(app, pilot, None, UsersScreen, lambda s: s.error_visible)
+        banner = users.query_one(ErrorBanner)
+        await wait_for(lambda: "401" in banner.message)
+        assert "profile 'prod'" in banner.message and "PROTECT_CONSOLE_API_KEY" in banner.message
+        assert "api_key_command" in banner.message
+        await pilot.pause()
+        shown = text_of(users, "#error-banner")
+        assert "restart" in shown  # the whole fix is on screen, not cut off
+
+
+# ------------------------------------------------------------------ the palette (items 5 and 15)
+
+
+def palette_lines(app) -> list[str]:
+    """The palette's command lines now ([] while it is not open or not composed yet)."""
+    if not isinstance(app.screen, CommandPalette) or not app.screen.query(CommandList):
+        return []
+    options = app.screen.query_one(CommandList)
+    return [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
+
+
+async def palette_prompts(app) -> list[str]:
+    await wait_for(lambda: bool(palette_lines(app)))
+    return palette_lines(app)
+
+
+async def test_the_palette_offers_our_actions_and_screens_not_textuals_own(backend) -> None:
+    app = console_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await users_ready(app, pilot)
+        burst(app, ["ctrl+p"])
+        prompts = await palette_prompts(app)
+        assert any(p.startswith("Go to Activity") for p in prompts), prompts
+        assert any(p.startswith("Users: Search") for p in prompts), prompts
+        assert any(p.startswith("Theme") for p in prompts), prompts
+        for foreign in ("Keys", "Screenshot", "Maximize", "Quit"):
+            assert not any(p.startswith(foreign) for p in prompts), (foreign, prompts)
+        # Choosing a screen from it shows that screen's list.
+        burst(app, [*"go to activity"])
+        await wait_for(lambda: palette_lines(app)[:1] == [p for p in palette_lines(app)[:1] if p.startswith("Go to Activity")] != [])
+        burst(app, ["enter", "enter"])  # a double Enter must not end the console (item 5)
+        await wait_for(lambda: isinstance(app.screen, ActivityScreen))
+        await pilot.pause()
+        assert app.is_running and isinstance(app.screen, ActivityScreen)
+
+
+async def test_the_palette_finds_a_user_with_statuses_spelled_as_the_console_does(backend) -> None:
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        await new_user(admin, "quinn.palette", first="Quinn", last="Palette")
+    app = console_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await users_ready(app, pilot)
+        burst(app, ["ctrl+p", *"quinn.palette"])
+        await wait_for(lambda: any("Open user" in p for p in palette_lines(app)), timeout=15)
+        prompts = palette_lines(app)
+        line = next(p for p in prompts if "quinn.palette" in p)
+        assert "TOTP · none" in line and "push · none" in line, line
+        assert "not_enrolled" not in line.lower()

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 from rich.text import Text
 from textual import events, on, work
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.command import CommandPalette, SearchIcon
 from textual.reactive import reactive
@@ -161,6 +161,33 @@ class ProtectConsoleApp(App[None]):
             return False
         return True
 
+    # ------------------------------------------------------------ keys typed ahead
+    async def on_event(self, event: events.Event) -> None:
+        # Textual forwards a key to the focused widget and runs the non-priority bindings only when
+        # it bubbles back up to the app, by which time the keys typed after it (one terminal read)
+        # have already been forwarded to the *old* focus: `1 / z o e` sent `zoe` to the table, not
+        # to the search box `/` focused. A key that a binding handles is run here, in arrival order,
+        # before the next key is routed; keys the focused widget consumes (text in an Input) are
+        # left out of the binding chain by Textual and still go to the widget.
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            if not self._is_running_keys():
+                return  # a key still queued while the console shuts down: nothing to give it to
+            if self.screen.maximized is None or event.key != "escape":
+                if not self.app_focus:
+                    self.app_focus = True
+                if await App._check_bindings(self, event.key, priority=True):
+                    return
+                if await App._check_bindings(self, event.key):
+                    return
+        await super().on_event(event)
+
+    def _is_running_keys(self) -> bool:
+        try:
+            self.screen  # noqa: B018 - raises while there is no screen yet (or any more)
+        except Exception:  # noqa: BLE001
+            return False
+        return self.is_running
+
     # ------------------------------------------------------------ keys that cannot act
     async def _check_bindings(self, key: str, priority: bool = False) -> bool:
         # Textual runs the first binding of ``key`` whose check_action allows it; when none does, the
@@ -193,6 +220,12 @@ class ProtectConsoleApp(App[None]):
                                 timeout=4, markup=False)
                     return True
         return False
+
+    def get_system_commands(self, screen: Screen):  # noqa: ANN201 - Iterable[SystemCommand]
+        # Of Textual's own palette entries only the theme applies to this console: Keys (a
+        # widget-help panel), Screenshot (an SVG in the current directory), Maximize and Quit
+        # (`q`, in the footer) are either noise or do nothing useful here.
+        yield SystemCommand("Theme", "Change the console's colours for this session", self.action_change_theme)
 
     def action_command_palette(self) -> None:
         from .widgets.palette import GuardedCommandPalette

@@ -17,11 +17,14 @@ from textual.content import Content
 
 from ..client import ApiError
 from ..safe_text import printable
-from .formatting import user_name
+from .formatting import enrollment_text, user_name
 from .widgets.header import TABS
 
 if TYPE_CHECKING:
     from .app import ProtectConsoleApp
+
+# Frame keys that mean nothing from the palette: Esc would close the palette, not go back.
+PALETTE_SKIPS = frozenset({"escape"})
 
 LOOKUP_DEBOUNCE = 0.25
 LOOKUP_LIMIT = 8
@@ -40,7 +43,7 @@ class ConsoleCommands(Provider):
             binding = active.binding
             if active.node is not screen or not active.enabled or not binding.show or not binding.description:
                 continue
-            if binding.action in seen or binding.action.startswith("app."):
+            if binding.action in seen or binding.action.startswith("app.") or binding.action in PALETTE_SKIPS:
                 continue
             seen.add(binding.action)
             title = getattr(screen, "TITLE", "") or "Screen"
@@ -48,7 +51,7 @@ class ConsoleCommands(Provider):
             what = binding.tooltip or binding.description
             commands.append((f"{title}: {what}", partial(active.node.run_action, binding.action), f"key {binding.key}"))
         for key, mode, label in TABS:
-            commands.append((f"Go to {label}", partial(app.switch_mode, mode), f"key {key}"))
+            commands.append((f"Go to {label}", partial(app.action_show_screen, mode), f"key {key}"))  # type: ignore[attr-defined]
         commands.append(("Help: keys for this screen", app.action_help, "key ?"))  # type: ignore[attr-defined]
         return commands
 
@@ -81,8 +84,8 @@ class ConsoleCommands(Provider):
             display = Content.assemble(
                 ("Open user ", "dim"), (username, "bold"), f"  {name}  <{email}>" if name else f"  <{email}>"
             )
-            # `help` is parsed as markup by the palette; Content passes through untouched.
-            help_text = Content(f"push {user.mfaEnrollment.pushStatus.lower()} · totp {user.mfaEnrollment.totpStatus.lower()}")
+            # As the Users table spells statuses; `help` is parsed as markup by the palette, Content is not.
+            help_text = Content(user_statuses(user))
             yield Hit(
                 0.9 - rank * 0.01,
                 display,
@@ -90,3 +93,23 @@ class ConsoleCommands(Provider):
                 text=f"Open user {username}",
                 help=help_text,  # type: ignore[arg-type]
             )
+
+
+def user_statuses(user) -> str:  # noqa: ANN001 - SystemUser
+    """``push ✓ · TOTP — · WebAuthn — · locked``: the Users table's words, for a palette line."""
+    enrollment = user.mfaEnrollment
+    parts = [
+        f"push {enrollment_text(enrollment.pushStatus).plain}",
+        f"TOTP {enrollment_text(enrollment.totpStatus).plain}",
+        f"WebAuthn {enrollment_text(enrollment.webAuthnStatus).plain}",
+    ]
+    lock = getattr(user, "totpLock", None)
+    if lock is not None and getattr(lock, "locked", False):
+        parts[1] = "TOTP locked"
+    elif lock is not None and getattr(lock, "failures", 0):
+        parts[1] += f" ({lock.failures} of {lock.maxFailures} failures)"
+    if user.state != "ACTIVATED":
+        parts.append(printable(user.state).lower())
+    if user.account_locked:
+        parts.append("account locked")
+    return " · ".join(parts)

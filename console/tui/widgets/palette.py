@@ -15,7 +15,7 @@ All are harmless to ignore: the key did nothing, or the palette is closed.
 
 from __future__ import annotations
 
-from textual import on
+from textual import on, work
 from textual.await_complete import AwaitComplete
 from textual.command import CommandPalette
 from textual.css.query import NoMatches
@@ -39,6 +39,21 @@ class GuardedCommandPalette(CommandPalette):
             super()._watch__list_visible()
         except NoMatches:
             pass  # closed while its search was still running
+
+    async def _watch__show_busy(self) -> None:
+        try:
+            await super()._watch__show_busy()
+        except NoMatches:
+            pass  # closed while its search was still running
+
+    @work(exclusive=True, group=CommandPalette._GATHER_COMMANDS_GROUP)
+    async def _gather_commands(self, search_value: str) -> None:
+        # Textual's search worker (exit_on_error: its NoMatches ended the console) when the palette
+        # closes under it: Enter on a hit typed ahead while the user lookup was still searching.
+        try:
+            await CommandPalette._gather_commands.__wrapped__(self, search_value)  # type: ignore[attr-defined]
+        except NoMatches:
+            pass
 
     @on(Input.Submitted)
     @on(Button.Pressed)
