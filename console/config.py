@@ -53,6 +53,7 @@ class ConnectionProfile:
     api_key: str = field(repr=False)  # resolved from api_key/api_key_env/api_key_command; never printed
     readonly: bool = False
     theme: str = "textual-dark"
+    key_source: str = field(default="", compare=False)  # where the key came from ("$PROD_PROTECT_KEY", "api_key_command"), to say what to fix
 
 
 # ------------------------------------------------------------------ the file
@@ -216,6 +217,21 @@ def _missing_key(profile: str, path: Path) -> ConfigError:
     )
 
 
+def _key_source(settings: ProfileSettings | None) -> str:
+    """Where :func:`_resolve_key` takes the key from, in words a person can act on (never the key)."""
+    if os.environ.get(ENV_API_KEY, "").strip():
+        return f"${ENV_API_KEY}"
+    if settings is None:
+        return ""
+    if settings.api_key is not None:
+        return "api_key in config.toml"
+    if settings.api_key_env is not None:
+        return f"${settings.api_key_env}"
+    if settings.api_key_command is not None:
+        return "api_key_command"
+    return ""
+
+
 def _resolve_key(name: str, settings: ProfileSettings | None, path: Path) -> str:
     env_key = os.environ.get(ENV_API_KEY, "").strip()
     if env_key:
@@ -293,4 +309,5 @@ def load_profile(
         api_key=_resolve_key(chosen, profile, path),
         readonly=(profile.readonly if profile else False) if readonly is None else readonly,
         theme=profile.theme if profile else DEFAULT_THEME,
+        key_source=_key_source(profile),
     )

@@ -9,7 +9,9 @@ from textual.command import CommandList, CommandPalette
 from textual.screen import ModalScreen
 
 from console.client import ProtectClient
+from console.config import ConnectionProfile
 from console.models import Permission, Role
+from console.tui.app import ProtectConsoleApp
 from console.tui.screens.activity import ActivityScreen
 from console.tui.screens.base import ConsoleScreen
 from console.tui.screens.help import HelpScreen
@@ -257,13 +259,14 @@ async def test_after_an_outage_r_recovers_whoami_and_the_screen(backend) -> None
 
 
 async def test_a_refused_key_says_which_profile_and_how_to_fix_it(backend) -> None:
-    app = console_app(backend, "not-a-real-key", name="prod")
+    profile = ConnectionProfile("prod", backend.url, "not-a-real-key", key_source="$PROD_PROTECT_KEY")
+    app = ProtectConsoleApp(profile)
     async with app.run_test(size=SIZE) as pilot:
         users: UsersScreen = await open_screen(app, pilot, None, UsersScreen, lambda s: s.error_visible)
         banner = users.query_one(ErrorBanner)
         await wait_for(lambda: "401" in banner.message)
         assert "profile 'prod'" in banner.message and "PROTECT_CONSOLE_API_KEY" in banner.message
-        assert "api_key_command" in banner.message
+        assert "api_key_command" in banner.message and "key from $PROD_PROTECT_KEY" in banner.message
         await pilot.pause()
         shown = text_of(users, "#error-banner")
         assert "restart" in shown  # the whole fix is on screen, not cut off
@@ -317,3 +320,16 @@ async def test_the_palette_finds_a_user_with_statuses_spelled_as_the_console_doe
         line = next(p for p in prompts if "quinn.palette" in p)
         assert "TOTP · none" in line and "push · none" in line, line
         assert "not_enrolled" not in line.lower()
+
+
+def test_the_profile_knows_where_its_key_came_from(tmp_path, monkeypatch) -> None:
+    from console.config import ENV_API_KEY, load_profile
+
+    monkeypatch.delenv(ENV_API_KEY, raising=False)
+    config = tmp_path / "config.toml"
+    config.write_text('[profiles.prod]\nurl = "http://127.0.0.1:9"\napi_key_env = "PROD_PROTECT_KEY"\n')
+    monkeypatch.setenv("PROD_PROTECT_KEY", "secret-value")
+    profile = load_profile("prod", url=None, readonly=None, config_path=config)
+    assert profile.key_source == "$PROD_PROTECT_KEY" and "secret" not in profile.key_source
+    monkeypatch.setenv(ENV_API_KEY, "other")
+    assert load_profile("prod", url=None, readonly=None, config_path=config).key_source == f"${ENV_API_KEY}"
