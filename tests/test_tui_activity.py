@@ -332,8 +332,9 @@ async def test_stop_attack_from_the_panel_as_helpdesk_then_lift(backend) -> None
         until = stats.pushBlock.blockedUntil.astimezone().strftime("%H:%M")
         assert f"push blocked until {until} by desk-anna" in panel_text(screen)
 
-        # `X` on a stopped user: Lift block.
+        # `X` on a stopped user: Lift block (the footer says so).
         await wait_for(lambda: screen.focused is screen.panel.option_list)
+        await wait_for(lambda: "Lift block" in footer_labels(screen))
         burst(app, ["X"])
         await wait_for(lambda: isinstance(app.screen, ConfirmScreen) and ready(app.screen))
         assert "Lift the push block on victim.stopme" in str(app.screen.query_one("#confirm-title").content)

@@ -14,7 +14,7 @@ from textual.binding import Binding
 from textual.timer import Timer
 from textual.containers import Horizontal
 from textual.widget import Widget
-from textual.widgets import Static
+from textual.widgets import OptionList, Static
 
 from ...client import ApiError
 from ...models import BOMBING_THRESHOLD, BOMBING_WINDOW, Permission, PushAttempt, PushBlock, PushStatus
@@ -409,6 +409,12 @@ class ActivityScreen(ConsoleScreen):
     def _leave_panel(self, event: BombingPanel.Leave) -> None:
         event.stop()
         self.set_focus(self.table)
+
+    @on(OptionList.OptionHighlighted, "#bombing-list")
+    def _suspect_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        # `X` says what it will do to the highlighted user: stop their attack, or lift the stop.
+        suspect = self.panel.highlighted_suspect
+        relabel(self, "stop_attack", "Lift block" if suspect is not None and suspect.stopped else "Stop attack")
 
     @on(BombingPanel.UserChosen)
     def _open_suspect(self, event: BombingPanel.UserChosen) -> None:
