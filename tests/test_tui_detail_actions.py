@@ -110,7 +110,10 @@ async def test_a_key_for_a_user_that_does_not_load_says_why(backend) -> None:
     app = console_app(backend, open_user="nobody@nowhere.example")
     async with app.run_test(size=SIZE) as pilot:
         burst(app, ["T"])
-        await wait_for(lambda: toasted(app, "Not done", "reset TOTP", "user not found"), timeout=20)
+        try:
+            await wait_for(lambda: toasted(app, "Not done", "reset TOTP", "user not found"), timeout=20)
+        except AssertionError:
+            raise AssertionError(f"toasts: {toasts(app)}; screen {app.screen!r}; error {app.screen.error_visible}") from None
         assert isinstance(app.screen, UserDetailScreen)
 
 

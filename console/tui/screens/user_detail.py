@@ -559,7 +559,7 @@ class UserDetailScreen(ConsoleScreen):
         action, self.pending_action = self.pending_action, None
         if action is not None:
             what = describe_action(self, action)
-            self.notify(f"Not done ({what}): {why}.", title="Not now", severity="warning", markup=False)
+            self.notify(f"Not done ({what}): {why}.", title="Not now", severity="warning", markup=False, timeout=10)
 
     def _whoami_changed(self) -> None:
         self._run_pending()
