@@ -419,3 +419,21 @@ async def test_c_and_shift_c_copy_email_and_id_with_osc52(backend) -> None:
         await wait_for(lambda: app.clipboard == user.id)
         await wait_for(lambda: toasted(app, "Copied the id", user.id))
     assert any(data.startswith("\x1b]52;c;") for data in written)
+
+
+# ------------------------------------------------------------------ the footer at 80 columns
+
+
+async def test_every_action_key_fits_the_footer_at_80_columns(backend) -> None:
+    """Stop attack (X) and the device key (A) are not pushed off the edge at 80 columns: the keys that
+    work on every screen (palette, q, ?, r, Esc) give way first."""
+    from textual.widgets._footer import FooterKey
+
+    user = await first_user(backend, "fiona.footer")
+    app = console_app(backend, open_user=user.id)
+    async with app.run_test(size=SMALL) as pilot:
+        screen = await detail_ready(app, pilot)
+        await pilot.pause()
+        keys = {key.key: key.region for key in screen.query(FooterKey)}
+        for key in ("U", "T", "R", "E", "V", "A", "X"):
+            assert key in keys and keys[key].right <= SMALL[0], (key, keys)
