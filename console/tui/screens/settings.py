@@ -201,6 +201,7 @@ class SettingsScreen(ConsoleScreen):
         try:
             settings, etag = await self.app.api.get_settings()
         except ApiError as exc:
+            self._edit_when_loaded = False  # an `e` typed before a failed load is not kept for later
             self.report_error(exc, retry=self.load_settings)
             self.query_one("#settings-status", Static).update(Text(f"Could not load settings: {printable(exc)}"))
             return

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rich.text import Text
-from textual import events, on, work
+from textual import on, work
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widget import Widget
@@ -85,7 +85,9 @@ class UsersScreen(ConsoleScreen):
     AUTO_FOCUS = "#users-table"
 
     BINDINGS = [
-        Binding("slash", "focus_search", "Search"),
+        # A priority binding runs as the key is read, before the keys typed after it are passed on:
+        # `/zelda` typed in one burst lands whole in the box, in order.
+        Binding("slash", "focus_search", "Search", priority=True),
         Binding("f", "cycle_filter", "MFA filter"),
         Binding("s", "cycle_sort", "Sort"),
         Binding("S", "reverse_sort", "Reverse"),
@@ -263,8 +265,12 @@ class UsersScreen(ConsoleScreen):
     # ------------------------------------------------------------ search
     @on(Input.Changed, "#users-search")
     def _search_changed(self, event: Input.Changed) -> None:
-        self._open_single = False
-        self._debounced_search(event.value.strip())
+        if event.value != self.query_one("#users-search", Input).value:
+            return  # a step the box has already moved past (keys typed ahead): only its value now counts
+        term = event.value.strip()
+        if term != self.search_term:
+            self._open_single = False  # a different search than the one Enter was pressed on
+        self._debounced_search(term)
 
     @work(exclusive=True, group="users-search", exit_on_error=False)
     async def _debounced_search(self, term: str) -> None:
@@ -283,7 +289,9 @@ class UsersScreen(ConsoleScreen):
         focus at once (keys typed next go to it) and the user opens when the answer has one row.
         """
         event.stop()
-        term = event.value.strip()
+        # The box's value now, not the event's: typed ahead, Enter's binding can run before the letters
+        # typed just before it reached the box (they are in the box by the time this is handled).
+        term = self.query_one("#users-search", Input).value.strip()
         if term != self.search_term:
             self.workers.cancel_group(self, "users-search")
             self.search_term = term
@@ -302,33 +310,13 @@ class UsersScreen(ConsoleScreen):
         if user is not None:
             self.app.open_user(user.id)  # type: ignore[attr-defined]
 
-    async def on_key(self, event: events.Key) -> None:
-        """Typed-ahead keys (one burst, as a terminal delivers them) are all on their way to the table
-        before `/` has moved the focus: the screen sees them in order and puts them in the box."""
-        search = self.query_one("#users-search", Input)
-        if self.focused is not search:
-            if event.key == "slash":
-                # Here rather than by the binding alone: the binding runs only after the keys that
-                # follow have already passed the screen, and they would be lost.
-                event.stop()
-                event.prevent_default()
-                self.action_focus_search()
-            return
-        # The box handles its own keys and stops them: one that arrives here came from elsewhere.
-        if event.is_printable and event.character:
-            search.insert_text_at_cursor(event.character)
-        elif event.key == "backspace":
-            search.action_delete_left()
-        elif event.key == "enter":
-            await search.action_submit()
-        else:
-            return
-        event.stop()
-        event.prevent_default()
-
     def action_focus_search(self) -> None:
+        search = self.query_one("#users-search", Input)
+        if self.focused is search:
+            search.insert_text_at_cursor("/")  # the binding has priority: `/` typed in the box is text
+            return
         # At once (Widget.focus waits a turn): the keys typed right after `/` must land in the box.
-        self.set_focus(self.query_one("#users-search", Input))
+        self.set_focus(search)
 
     def _clear_search(self) -> None:
         self._open_single = False
