@@ -437,3 +437,33 @@ async def test_every_action_key_fits_the_footer_at_80_columns(backend) -> None:
         keys = {key.key: key.region for key in screen.query(FooterKey)}
         for key in ("U", "T", "R", "E", "V", "A", "X"):
             assert key in keys and keys[key].right <= SMALL[0], (key, keys)
+
+
+# ------------------------------------------------------------------ untrusted text in the new modals
+
+
+async def test_hostile_names_in_the_new_modals_are_shown_literally(backend) -> None:
+    from console.models import SystemUserUpdate
+
+    user = await first_user(backend, "hostile.hal")
+    evil = "[@click=app.quit]Hal[/]\x1b]0;pwn\x07\u202e"
+    async with ProtectClient(backend.url, backend.admin_key) as admin:
+        await admin.update_user(user.id, SystemUserUpdate(displayname=evil))
+    app = console_app(backend, backend.key(Role.ADMIN, "[b]desk[/b]\x1b[31m"), open_user=user.id)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await detail_ready(app, pilot)
+        for key, cls in [("X", StopAttackScreen), ("E", ChoiceScreen), ("D", PromptScreen)]:
+            burst(app, [key])
+            await modal(app, cls)
+            shown = title_of(app) + body_of(app)
+            assert "[@click=app.quit]Hal[/]" in shown and "\x1b" not in shown and "\u202e" not in shown
+            burst(app, ["escape"])
+            await wait_for(lambda: app.screen is screen)
+        burst(app, ["X"])
+        await modal(app, StopAttackScreen)
+        burst(app, ["y"])
+        await wait_for(lambda: screen.user.pushBlock is not None)
+        await pilot.pause()
+        title = text_of(screen, "#detail-title")
+        assert "by [b]desk[/b]" in title and "\x1b" not in title
+        assert app.is_running
