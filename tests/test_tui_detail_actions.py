@@ -98,6 +98,7 @@ async def test_an_action_key_before_the_user_loads_waits_for_it(backend) -> None
     user = await first_user(backend, "wanda.wait")
     app = console_app(backend, open_user=user.username)
     async with app.run_test(size=SIZE) as pilot:
+        await wait_for(lambda: isinstance(app.screen, UserDetailScreen), interval=0.001)
         burst(app, ["U"])
         await modal(app, ConfirmScreen, timeout=20)
         assert "Unenroll the push device of" in title_of(app) and "wanda.wait" in title_of(app)
@@ -109,9 +110,12 @@ async def test_an_action_key_before_the_user_loads_waits_for_it(backend) -> None
 async def test_a_key_for_a_user_that_does_not_load_says_why(backend) -> None:
     app = console_app(backend, open_user="nobody@nowhere.example")
     async with app.run_test(size=SIZE) as pilot:
+        await wait_for(lambda: isinstance(app.screen, UserDetailScreen), interval=0.001)
         burst(app, ["T"])
         try:
-            await wait_for(lambda: toasted(app, "Not done", "reset TOTP", "user not found"), timeout=20)
+            # Waiting for the user when the key came, or after the lookup failed: either way it says why.
+            await wait_for(lambda: toasted(app, "Not done", "reset TOTP", "user not found")
+                           or toasted(app, "did not load", "nobody@nowhere.example"), timeout=20)
         except AssertionError:
             raise AssertionError(f"toasts: {toasts(app)}; screen {app.screen!r}; error {app.screen.error_visible}") from None
         assert isinstance(app.screen, UserDetailScreen)
