@@ -14,10 +14,11 @@ from ..widgets.header import TABS
 from ..widgets.virtual_table import VirtualTable
 
 GLOBAL_KEYS: list[tuple[str, str]] = [
-    *((key, f"{label} screen") for key, _mode, label in TABS),
-    ("ctrl+p", "Command palette: every action, and user lookup by email or username"),
+    *((key, f"{label}: its list (whatever was opened over it closes)") for key, _mode, label in TABS),
+    ("r", "Reload this screen (after an error: retry, the key's role included)"),
+    ("ctrl+p", "Command palette: this screen's actions, the screens, and user lookup by email or username"),
     ("?", "This help"),
-    ("Esc", "Back / close"),
+    ("Esc", "Back one level: search or panel -> the list, then the previous screen, then Users"),
     ("q", "Quit"),
 ]
 
