@@ -22,7 +22,7 @@ from console.tui.widgets.prompt import ChoiceScreen, PromptScreen, StopAttackScr
 from console.tui.widgets.qr import EnrollmentCodeScreen
 
 from .helpers import IPHONE, enrolled_device, new_user, wait_for
-from .test_tui_detail import fully_enrolled_user
+from .test_tui_detail import fully_enrolled_user, palette_prompts
 from .tui_helpers import SIZE, SMALL, burst, console_app, detail_ready, open_screen, table_loaded, text_of, toasts
 
 
@@ -441,6 +441,17 @@ async def test_every_action_key_fits_the_footer_at_80_columns(backend) -> None:
         keys = {key.key: key.region for key in screen.query(FooterKey)}
         for key in ("U", "T", "R", "E", "V", "A", "X"):
             assert key in keys and keys[key].right <= SMALL[0], (key, keys)
+        assert all(region.right <= SMALL[0] for region in keys.values())
+    # Wider, Delete shows too (the copy keys give way first); the palette always lists all three.
+    app = console_app(backend, open_user=user.id)
+    async with app.run_test(size=(160, 40)) as pilot:
+        screen = await detail_ready(app, pilot)
+        await pilot.pause()
+        keys = {key.key: key.region for key in screen.query(FooterKey)}
+        assert "D" in keys and all(region.right <= 160 for region in keys.values())
+        offered = "\n".join(await palette_prompts(app, pilot))
+        for words in ("User: Delete the user", "User: Copy the email", "User: Copy the user id"):
+            assert words in offered
 
 
 # ------------------------------------------------------------------ untrusted text in the new modals

@@ -56,7 +56,7 @@ MIN_OS = {"iOS": 13, "Android": 8}  # from the Protect FAQ
 USER_ACTIONS = frozenset(
     {
         "unenroll", "reset_totp", "reset_mfa", "enroll_code", "verify", "deactivate_device", "activate_device",
-        "stop_attack", "lift_block", "unlock", "delete_user", "copy_email", "copy_id",
+        "stop_attack", "lift_block", "unlock", "delete_user", "copy_user_email", "copy_user_id",
     }
 )
 
@@ -254,10 +254,11 @@ class UserDetailScreen(ConsoleScreen):
         Binding("X", "stop_attack", "Stop attack", tooltip="Stop attack: cancel pending pushes, block new ones"),
         Binding("X", "lift_block", "Lift block", tooltip="Lift the push block"),
         Binding("L", "unlock", "Unlock", tooltip="Unlock the account"),
-        # Rare and drastic: in help and the palette, not the footer.
-        Binding("D", "delete_user", "Delete", tooltip="Delete the user", show=False),
-        Binding("c", "copy_email", "Copy email", tooltip="Copy the email (OSC 52)", show=False),
-        Binding("C", "copy_id", "Copy id", tooltip="Copy the user id (OSC 52)", show=False),
+        # Rare: the footer leaves these out first when it is short of room (footer.DROP_ORDER);
+        # help and the palette always list them.
+        Binding("D", "delete_user", "Delete", tooltip="Delete the user"),
+        Binding("c", "copy_user_email", "Copy email", tooltip="Copy the email (OSC 52)"),
+        Binding("C", "copy_user_id", "Copy id", tooltip="Copy the user id (OSC 52)"),
     ]
 
     def __init__(self, user_ref: str) -> None:
@@ -614,11 +615,11 @@ class UserDetailScreen(ConsoleScreen):
     def action_delete_user(self) -> None:
         self._act("delete_user", self._delete_user)
 
-    def action_copy_email(self) -> None:
-        self._act("copy_email", lambda: self._copy("email"))
+    def action_copy_user_email(self) -> None:
+        self._act("copy_user_email", lambda: self._copy("email"))
 
-    def action_copy_id(self) -> None:
-        self._act("copy_id", lambda: self._copy("id"))
+    def action_copy_user_id(self) -> None:
+        self._act("copy_user_id", lambda: self._copy("id"))
 
     # ------------------------------------------------------------ the flows
     def _copy(self, what: str) -> None:
