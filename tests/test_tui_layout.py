@@ -124,6 +124,7 @@ async def test_detail_at_80x24_footer_keys_hint_for_inactive_device_and_scrollin
     async with ProtectClient(backend.url, backend.admin_key) as admin:
         user = await new_user(admin, "ines.inactive")
         phone = await enrolled_device(admin, backend.url, user.id, PIXEL)
+        await phone.enroll_totp()  # T and V act (the footer shows only keys that can act, issue 6 item 11)
         await phone.aclose()
         await admin.create_push(user.id, "VPN", app="Okta", location="Oslo, NO", ip="192.0.2.9")
         device = (await admin.push_endpoints(user.id))[0]
