@@ -360,7 +360,10 @@ async def test_esc_clears_the_search_then_leaves_the_box_then_goes_back_one_leve
         assert isinstance(app.screen, UsersScreen)
         # A search left applied with Enter: Esc on the table clears it before anything else.
         burst(app, ["slash", *"zzzz", "enter"])
-        await wait_for(lambda: screen.search_term == "zzzz" and table.has_focus)
+        await wait_for(lambda: screen.search_term == "zzzz" and table.has_focus and table.total == 0)
+        await pilot.press("c")  # nobody to copy from: it says so (item 11), never nothing
+        await wait_for(lambda: any("No user highlighted" in message for message in toasts(app)))
+        assert app.clipboard == ""
         burst(app, ["escape"])
         await wait_for(lambda: screen.search_term == "" and table.total == everyone)
         assert isinstance(app.screen, UsersScreen) and table.has_focus
