@@ -344,8 +344,16 @@ class VirtualTable(ScrollView, can_focus=True):
         self._inflight.clear()
         self._failed.clear()
         self.load_failed = False
-        cursor_page = self.cursor_row // self.page_size
-        around = {cursor_page - 1, cursor_page, cursor_page + 1}
+        cursor_page, offset = divmod(self.cursor_row, self.page_size)
+        # The highlighted row is looked for in its page, and in the next or previous one when it is
+        # within a screen of that page's edge (rows arriving above push it down; one extra request
+        # per reload only then).
+        around = {cursor_page}
+        reach = self._body_height
+        if offset < reach:
+            around.add(cursor_page - 1)
+        if offset >= self.page_size - reach:
+            around.add(cursor_page + 1)
         if self._total is not None:
             around = {page for page in around if 0 <= page * self.page_size < self._total}
         else:
