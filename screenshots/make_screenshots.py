@@ -205,6 +205,7 @@ async def take_screenshots(demo: Demo) -> list[Path]:
     from console.tui.screens.user_detail import UserDetailScreen
     from console.tui.screens.users import UsersScreen, _has_push
     from console.tui.widgets.confirm import ConfirmScreen
+    from console.tui.widgets.prompt import ChoiceScreen, StopAttackScreen
     from console.tui.widgets.qr import EnrollmentCodeScreen
 
     victim = demo.victim
@@ -217,7 +218,9 @@ async def take_screenshots(demo: Demo) -> list[Path]:
             screen = app.screen
             if not isinstance(screen, UsersScreen) or app.whoami is None or not rows_loaded(screen.table):
                 return False
-            # The device column fills in for the rows on screen once the view rests.
+            # The device column fills in for the rows on screen once the view rests (when it is shown).
+            if not (screen.table.shows("device") or screen.table.shows("last_used")):
+                return True
             return all(
                 screen.table.row_at(i).id in screen.devices
                 for i in screen.table.visible_rows()
@@ -238,12 +241,16 @@ async def take_screenshots(demo: Demo) -> list[Path]:
 
         await wait_for(lambda: any(row_id(i) == victim.id for i in users.table.visible_rows()), "the victim's row")
         await shoot(app, pilot, "users_search.svg", demo, saved)
-        await pilot.press("enter")  # search box -> results
-        for _ in users.table.visible_rows():
-            if row_id(users.table.cursor_row) == victim.id:
-                break
-            await pilot.press("down")
-        await pilot.press("enter")
+        await pilot.press("enter")  # one match: opens it; several: search box -> results
+        await wait_for(
+            lambda: isinstance(app.screen, UserDetailScreen) or users.table.has_focus, "the results or the user"
+        )
+        if not isinstance(app.screen, UserDetailScreen):
+            for _ in users.table.visible_rows():
+                if row_id(users.table.cursor_row) == victim.id:
+                    break
+                await pilot.press("down")
+            await pilot.press("enter")
         await wait_for(
             lambda: isinstance(app.screen, UserDetailScreen) and app.screen.user is not None, "the user detail"
         )
@@ -262,9 +269,17 @@ async def take_screenshots(demo: Demo) -> list[Path]:
         await pilot.press("n")
         await wait_for(lambda: app.screen is detail, "the detail after cancelling")
 
+        # Stop attack: one confirmation (cancelled here, so the screenshots keep the attack live).
+        await pilot.press("X")
+        await wait_for(lambda: isinstance(app.screen, StopAttackScreen), "the stop-attack confirmation")
+        await shoot(app, pilot, "stop_attack.svg", demo, saved, modal=True)
+        await pilot.press("n")
+        await wait_for(lambda: app.screen is detail, "the detail after cancelling the stop")
+
         # A one-time enrollment code with its QR code (the demo database is thrown away).
         await pilot.press("E")
-        await wait_for(lambda: isinstance(app.screen, ConfirmScreen), "the enrollment confirmation")
+        # On an active device the question offers to deactivate it first; `y` creates the code only.
+        await wait_for(lambda: isinstance(app.screen, (ConfirmScreen, ChoiceScreen)), "the enrollment confirmation")
         await pilot.press("y")
         await wait_for(lambda: isinstance(app.screen, EnrollmentCodeScreen), "the enrollment code")
         await shoot(app, pilot, "enroll_qr.svg", demo, saved, modal=True)
