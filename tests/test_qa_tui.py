@@ -31,6 +31,7 @@ from console.tui.widgets.confirm import ConfirmScreen
 from console.tui.widgets.virtual_table import VirtualTable
 
 from .helpers import wait_for
+from .tui_helpers import burst
 
 OSC = "\x1b]0;pwn\x07"  # sets the terminal/tmux title if it gets through
 CSI_C1 = "\x9b31m"  # 8-bit CSI
@@ -245,26 +246,6 @@ async def assert_sane_and_usable(app: ProtectConsoleApp, pilot) -> None:
     await wait_for(lambda: users.table.total == 1 and users.table.row_at(0) is not None)
     assert users.table.row_at(0).username == "!evil[/]"
     assert_nothing_leaks(app, "after mashing")
-
-
-def burst(app: ProtectConsoleApp, keys: list[str]) -> None:
-    """Queue ``keys`` the way a terminal delivers a burst of typing: all at once, without waiting for
-    the app between them (Pilot.press waits for idle after every key, which no human does)."""
-    import unicodedata
-
-    from textual import events
-    from textual.keys import REPLACED_KEYS, _character_to_key, _get_unicode_name_from_key
-
-    for key in keys:
-        if len(key) == 1 and not key.isalnum():
-            key = _character_to_key(key)
-        try:
-            char = unicodedata.lookup(_get_unicode_name_from_key(REPLACED_KEYS.get(key, key)))
-        except KeyError:
-            char = key if len(key) == 1 else None
-        event = events.Key(key, char)
-        event.set_sender(app)
-        app._driver.send_message(event)
 
 
 async def test_rapid_key_mashing_across_screens_while_loading_leaves_a_sane_app(backend) -> None:
