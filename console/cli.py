@@ -478,11 +478,19 @@ async def users_delete(client: Any, args: argparse.Namespace) -> int:
     return _done(args, deleted, f"Deleted user {deleted.username} (id {deleted.id}).")
 
 
-async def devices_unenroll(client: Any, args: argparse.Namespace) -> int:
+async def _user_and_devices(client: Any, args: argparse.Namespace) -> tuple[Any, list[Any]]:
     user = await client.find_user(args.user)
-    devices = await client.push_endpoints(user.id)
+    return user, await client.push_endpoints(user.id)
+
+
+def _no_device(args: argparse.Namespace, user: Any, verb: str) -> int:
+    return _done(args, [], f"User {user.username} has no push device: nothing to {verb}.")
+
+
+async def devices_unenroll(client: Any, args: argparse.Namespace) -> int:
+    user, devices = await _user_and_devices(client, args)
     if not devices:
-        return _done(args, [], f"User {user.username} has no push device: nothing to unenroll.")
+        return _no_device(args, user, "unenroll")
     removed = []
     lines = []
     for device in devices:
@@ -495,10 +503,9 @@ async def devices_unenroll(client: Any, args: argparse.Namespace) -> int:
 
 async def _devices_set_state(client: Any, args: argparse.Namespace, state: str) -> int:
     verb = "activate" if state == "active" else "deactivate"
-    user = await client.find_user(args.user)
-    devices = await client.push_endpoints(user.id)
+    user, devices = await _user_and_devices(client, args)
     if not devices:
-        return _done(args, [], f"User {user.username} has no push device: nothing to {verb}.")
+        return _no_device(args, user, verb)
     results = []
     lines = []
     for device in devices:
