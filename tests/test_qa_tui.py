@@ -31,7 +31,7 @@ from console.tui.widgets.confirm import ConfirmScreen
 from console.tui.widgets.virtual_table import VirtualTable
 
 from .helpers import wait_for
-from .tui_helpers import burst
+from .tui_helpers import burst, console_app
 
 OSC = "\x1b]0;pwn\x07"  # sets the terminal/tmux title if it gets through
 CSI_C1 = "\x9b31m"  # 8-bit CSI
@@ -348,8 +348,7 @@ async def test_backend_stopped_on_each_screen_then_restarted(backend) -> None:
     async with ProtectClient(backend.url, backend.admin_key) as admin:
         await admin.create_user(SystemUserCreate(username="outage.witness", email="witness@test.example"))  # an audit row
     # The real client with one retry instead of three: the same code path, a shorter outage to wait out.
-    client = ProtectClient(backend.url, backend.admin_key, retries=1)
-    app = ProtectConsoleApp(ConnectionProfile("test", backend.url, backend.admin_key), client=client)
+    app = console_app(backend, retries=1)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(lambda: isinstance(app.screen, UsersScreen) and app.whoami is not None)
         screens = {}
@@ -378,7 +377,7 @@ async def test_backend_stopped_on_each_screen_then_restarted(backend) -> None:
         await settled(app)
         await pilot.pause()
         assert app.is_running and not any(s.error_visible for s in screens.values())
-    await client.aclose()
+    await app.api.aclose()
 
 
 async def test_read_only_profile_storm_with_confirm_keys_changes_nothing(backend) -> None:

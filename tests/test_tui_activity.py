@@ -227,13 +227,11 @@ async def test_highlight_stays_on_the_same_attempt_across_refreshes_and_enter_op
 
 async def test_started_during_an_outage_then_r_loads_everything(backend) -> None:
     """Item 7: no `loading…` forever beside the banner; after the service is back, `r` loads it all."""
-    from console.config import ConnectionProfile
 
     async with ProtectClient(backend.url, backend.admin_key) as admin:
         expected = (await admin.push_attempts(limit=1)).totalCount
     backend.stop()
-    client = ProtectClient(backend.url, backend.admin_key, retries=1)
-    app = ProtectConsoleApp(ConnectionProfile("test", backend.url, backend.admin_key), client=client)
+    app = console_app(backend, retries=1)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("2")
         await wait_for(lambda: isinstance(app.screen, ActivityScreen))
@@ -253,7 +251,7 @@ async def test_started_during_an_outage_then_r_loads_everything(backend) -> None
         status = screen.status_text
         assert "not loaded" not in status and "loading" not in status.lower() and "updated" in status
         assert "checking" not in panel_text(screen)
-    await client.aclose()
+    await app.api.aclose()
 
 
 async def test_bombing_panel_shows_the_server_aggregate_last_attempt_and_a_stop(backend) -> None:

@@ -253,14 +253,12 @@ async def test_target_column_is_kept_at_80_columns(backend) -> None:
 
 async def test_started_during_an_outage_then_r_loads_everything(backend) -> None:
     """Item 7: the banner and `not loaded` (never `loading…` for ever); `r` after the service is back loads it."""
-    from console.config import ConnectionProfile
 
     async with ProtectClient(backend.url, backend.admin_key) as admin:
         await new_user(admin, "outage.audit")
         every = (await admin.audit(limit=1)).totalCount
     backend.stop()
-    client = ProtectClient(backend.url, backend.admin_key, retries=1)
-    app = ProtectConsoleApp(ConnectionProfile("test", backend.url, backend.admin_key), client=client)
+    app = console_app(backend, retries=1)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("5")
         await wait_for(lambda: isinstance(app.screen, AuditScreen))
@@ -276,7 +274,7 @@ async def test_started_during_an_outage_then_r_loads_everything(backend) -> None
         await wait_for(lambda: table_loaded(screen.table) and not screen.error_visible, timeout=20)
         await wait_for(lambda: screen.status_text.startswith(f"events 1/{every}"))
         assert screen.table.row_at(0).targetName == "outage.audit"
-    await client.aclose()
+    await app.api.aclose()
 
 
 async def test_open_user_on_an_event_about_settings_says_why_not(backend) -> None:

@@ -119,13 +119,11 @@ async def test_started_during_an_outage_then_r_loads_everything(backend) -> None
     """Item 7: `not loaded` beside the banner (never `loading…` for ever); `r` after the service is back loads
     the summary and the devices."""
     from console.client import ProtectClient as Client
-    from console.config import ConnectionProfile
 
     async with Client(backend.url, backend.admin_key) as admin:
         expected = await admin.privacy_summary()
     backend.stop()
-    client = Client(backend.url, backend.admin_key, retries=1)
-    app = ProtectConsoleApp(ConnectionProfile("test", backend.url, backend.admin_key), client=client)
+    app = console_app(backend, retries=1)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("4")
         await wait_for(lambda: isinstance(app.screen, PrivacyScreen))
@@ -142,4 +140,4 @@ async def test_started_during_an_outage_then_r_loads_everything(backend) -> None
         await wait_for(lambda: not screen.error_visible)
         assert screen.table.total == expected.devices
         assert f"{expected.devices:,}" in str(screen.query_one("#privacy-summary").content)
-    await client.aclose()
+    await app.api.aclose()

@@ -225,7 +225,6 @@ async def test_locked_account_reads_locked_in_plain_letters(backend) -> None:
 # ---------------------------------------------------------------- issue 6, second pass (lists)
 import base64  # noqa: E402
 
-from console.config import ConnectionProfile  # noqa: E402
 from console.tui.widgets.virtual_table import RowDetailsScreen  # noqa: E402
 
 from .tui_helpers import SMALL, burst, toasts  # noqa: E402
@@ -423,8 +422,7 @@ async def test_totp_column_reads_locked_after_too_many_wrong_codes(backend) -> N
 
 async def test_started_while_the_service_is_down_then_r_loads_users_fully(backend) -> None:
     backend.stop()
-    client = ProtectClient(backend.url, backend.admin_key, retries=1)
-    app = ProtectConsoleApp(ConnectionProfile("test", backend.url, backend.admin_key), client=client)
+    app = console_app(backend, retries=1)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(lambda: isinstance(app.screen, UsersScreen))
         screen: UsersScreen = app.screen  # type: ignore[assignment]
@@ -440,7 +438,7 @@ async def test_started_while_the_service_is_down_then_r_loads_users_fully(backen
         await wait_for(lambda: not screen.error_visible and app.whoami is not None)
         await pilot.press("end")  # every page loads, not just the first
         await wait_for(lambda: table.row_at(table.total - 1) is not None)
-    await client.aclose()
+    await app.api.aclose()
 
 
 async def test_r_reloads_and_the_highlight_stays_on_the_same_user(backend) -> None:

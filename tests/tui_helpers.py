@@ -12,6 +12,7 @@ from textual.geometry import Region
 from textual.screen import Screen
 from textual.widget import Widget
 
+from console.client import ProtectClient
 from console.config import ConnectionProfile
 from console.tui.app import ProtectConsoleApp
 from console.tui.screens.user_detail import UserDetailScreen
@@ -26,11 +27,20 @@ S = TypeVar("S", bound=Screen)
 
 
 def console_app(
-    backend, key: str | None = None, *, readonly: bool = False, open_user: str | None = None, name: str = "test"
+    backend,
+    key: str | None = None,
+    *,
+    readonly: bool = False,
+    open_user: str | None = None,
+    name: str = "test",
+    retries: int | None = None,
 ) -> ProtectConsoleApp:
-    """The console against ``backend`` with ``key`` (the admin key by default), as the CLI builds it."""
+    """The console against ``backend`` with ``key`` (the admin key by default), as the CLI builds it.
+
+    ``retries``: the real client with fewer read retries (outage tests: a shorter outage to wait out)."""
     profile = ConnectionProfile(name, backend.url, key or backend.admin_key, readonly=readonly)
-    return ProtectConsoleApp(profile, open_user=open_user)
+    client = None if retries is None else ProtectClient(profile.url, profile.api_key, retries=retries)
+    return ProtectConsoleApp(profile, open_user=open_user, client=client)
 
 
 async def open_screen(
