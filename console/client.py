@@ -9,14 +9,24 @@ retried blindly, since a lost response may hide a change that happened.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
+import ssl
+import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-import httpx
-from pydantic import BaseModel, TypeAdapter, ValidationError
+# httpx's own command-line tool (httpx._main) pulls in click and pygments, ~40 ms of the console's
+# start-up for a `main` this program never calls: a None entry makes that optional import fail,
+# and httpx then defines a stub instead (its documented fallback when the CLI extras are missing).
+if "httpx" not in sys.modules:
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+import httpx  # noqa: E402
+from pydantic import BaseModel, TypeAdapter, ValidationError  # noqa: E402
 
 from .models import (
     BOMBING_THRESHOLD,
@@ -50,7 +60,58 @@ from .models import (
 M = TypeVar("M", bound=BaseModel)
 
 USER_ID_RE = re.compile(r"^[0-9a-f]{24}$")
+# What an exact key may look like: an email has one "@" and a dot in its domain; a username is one
+# word (no spaces or control characters, as the server requires); anything else is only a search.
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_USERNAME_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,1024}$")
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+CURSOR_END = "end"  # before=end: the last rows of a listing (keyset paging)
+
+
+def user_key_kind(text: str) -> str | None:
+    """Which exact key ``text`` could be: ``"id"``, ``"email"``, ``"username"``, or None (only a search).
+
+    An id-shaped or email-shaped text may still be a username: :meth:`ProtectClient.lookup_user` tries
+    that too."""
+    text = text.strip()
+    if USER_ID_RE.match(text):
+        return "id"
+    if _EMAIL_RE.match(text):
+        return "email"
+    if _USERNAME_RE.match(text):
+        return "username"
+    return None
+
+
+@dataclass
+class CursorPage(Generic[M]):
+    """One page of a keyset-paged list (see the wire contract: ``after``/``before``/``count``).
+
+    ``total`` is None when the server was asked not to count; ``cursors`` is False for a server that
+    predates keyset paging (its answers carry no cursor fields: page it with skip/limit only)."""
+
+    results: list[M]
+    total: int | None
+    start_cursor: str | None
+    end_cursor: str | None
+    cursors: bool
+
+
+def _no_tls_needed(base_url: str) -> bool:
+    """A plain-http URL with no proxy configured: this client will never speak TLS."""
+    if not base_url.lower().startswith("http://"):
+        return False
+    return not any(os.environ.get(name) for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"))
+
+
+def _unused_tls_context() -> ssl.SSLContext:
+    # httpx builds a default context (loading the CA bundle, ~60 ms at start-up) even for http://
+    # URLs. For those a context with no trust anchors stands in: still verifying, so should TLS ever
+    # be attempted it fails closed rather than trusting anything.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 class ApiError(Exception):
@@ -167,11 +228,15 @@ class _Http:
         self.retries = retries
         self.backoff = backoff
         self.max_retry_wait = max_retry_wait
+        extra: dict[str, Any] = {}
+        if transport is None and _no_tls_needed(self.base_url):
+            extra["verify"] = _unused_tls_context()
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"accept": "application/json", "user-agent": "protect-console", **headers},
             timeout=timeout,
             transport=transport,
+            **extra,
         )
 
     async def aclose(self) -> None:
@@ -234,12 +299,32 @@ class _Http:
     async def page(self, item: type[M], path: str, method: str = "GET", **kwargs: Any) -> Page[M]:
         return _parse(Page[item], await self.json(method, path, **kwargs), path)  # type: ignore[valid-type]
 
+    async def cursor_page(self, item: type[M], path: str, method: str = "GET", **kwargs: Any) -> CursorPage[M]:
+        """A list answer read for keyset paging: the rows, the total (None if not counted), the cursors."""
+        data = await self.json(method, path, **kwargs)
+        if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+            raise ApiError(f"unexpected answer from {path}: no results list")
+        total = data.get("totalCount")
+        if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 0):
+            raise ApiError(f"unexpected answer from {path}: totalCount is not a count")
+        start, end = data.get("startCursor"), data.get("endCursor")
+        if not all(c is None or isinstance(c, str) for c in (start, end)):
+            raise ApiError(f"unexpected answer from {path}: a cursor is not a string")
+        results = _parse(list[item], data["results"], path)  # type: ignore[valid-type]
+        return CursorPage(results, total, start, end, "startCursor" in data or "endCursor" in data)
+
+
+_ADAPTERS: dict[Any, TypeAdapter] = {}
+
 
 def _parse(model: Any, data: Any, path: str) -> Any:
     try:
         if isinstance(model, type) and issubclass(model, BaseModel):
             return model.model_validate(data)
-        return TypeAdapter(model).validate_python(data)
+        adapter = _ADAPTERS.get(model)
+        if adapter is None:  # building an adapter costs far more than using one: once per type
+            adapter = _ADAPTERS[model] = TypeAdapter(model)
+        return adapter.validate_python(data)
     except ValidationError as exc:
         raise ApiError(f"unexpected answer from {path}: {exc.error_count()} field(s) did not match") from exc
 
@@ -281,6 +366,37 @@ class ProtectClient(_Http):
             params.append(("search", search))
         return await self.page(SystemUser, "/api/systemusers", params=params)
 
+    async def user_page(
+        self,
+        *,
+        skip: int = 0,
+        limit: int = 100,
+        sort: str | Sequence[str] | None = None,
+        filters: Sequence[str] = (),
+        search: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        count: bool = True,
+    ) -> CursorPage[SystemUser]:
+        """:meth:`list_users` with keyset paging: ``after``/``before`` a cursor (``before="end"``: the
+        last ``limit`` rows), ``skip`` counted from the cursor, ``count=False`` once the total is known.
+
+        A server without keyset paging ignores those parameters: the answer says so
+        (``cursors=False``), and the caller must then page with skip/limit only."""
+        params: list[tuple[str, str | int]] = [("skip", skip), ("limit", limit)]
+        if sort:
+            params.append(("sort", sort if isinstance(sort, str) else " ".join(sort)))
+        params.extend(("filter", f) for f in filters)
+        if search:
+            params.append(("search", search))
+        if after is not None:
+            params.append(("after", after))
+        if before is not None:
+            params.append(("before", before))
+        if not count:
+            params.append(("count", "false"))
+        return await self.cursor_page(SystemUser, "/api/systemusers", params=params)
+
     async def search_users(
         self,
         term: str,
@@ -305,19 +421,40 @@ class ProtectClient(_Http):
 
     async def find_user(self, ref: str) -> SystemUser:
         """A user by id, email or username (exact), as an admin types it."""
+        user = await self.lookup_user(ref)
+        if user is None:
+            raise NotFound(f"no user with id, username or email {ref.strip()!r}")
+        return user
+
+    async def lookup_user(self, ref: str) -> SystemUser | None:
+        """The user whose id, email or username is exactly ``ref`` (emails and usernames case-folded),
+        or None. Each question is answered by a unique index: one round trip, two at most (an
+        id-shaped or email-shaped ref may also be someone's username; both are asked at once)."""
         ref = ref.strip()
-        if USER_ID_RE.match(ref):
+        kind = user_key_kind(ref)
+        if kind is None:
+            return None
+
+        async def by_id() -> SystemUser | None:
             try:
                 return await self.get_user(ref)
-            except NotFound:
-                pass
-        # Usernames may contain "@" too: an email-looking ref falls back to the username.
-        fields = ("email", "username") if "@" in ref else ("username",)
-        for field in fields:
+            except (NotFound, BadRequest):
+                return None
+
+        async def by_field(field: str) -> SystemUser | None:
             page = await self.list_users(filters=[f"{field}:$eq:{ref}"], limit=1)
-            if page.results:
-                return page.results[0]
-        raise NotFound(f"no user with id, username or email {ref!r}")
+            return page.results[0] if page.results else None
+
+        if kind == "id":
+            asks = [by_id(), by_field("username")]
+        elif kind == "email":
+            asks = [by_field("email"), by_field("username")]
+        else:
+            asks = [by_field("username")]
+        for found in await asyncio.gather(*asks):
+            if found is not None:
+                return found
+        return None
 
     async def create_user(self, user: SystemUserCreate) -> SystemUser:
         return await self.model(SystemUser, "POST", "/api/systemusers", json=user.model_dump(exclude_none=True))

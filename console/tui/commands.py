@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
 
-from ..client import ApiError
+from ..client import ApiError, user_key_kind
 from ..safe_text import printable
 from .formatting import enrollment_text, user_name
 from .widgets.header import TABS
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 PALETTE_SKIPS = frozenset({"escape"})
 
 LOOKUP_DEBOUNCE = 0.25
+EXACT_DEBOUNCE = 0.05  # an exact id/email/username is one indexed request: asked almost at once
 LOOKUP_LIMIT = 8
 
 
@@ -68,9 +69,20 @@ class ConsoleCommands(Provider):
         term = query.strip()
         if len(term) < 2:
             return
+        app: ProtectConsoleApp = self.app  # type: ignore[assignment]
+        exact_id: str | None = None
+        if user_key_kind(term) is not None:
+            # The user whose id, email or username this is, first and at once (a unique index answers).
+            await asyncio.sleep(EXACT_DEBOUNCE)
+            try:
+                exact = await app.api.lookup_user(term)
+            except ApiError:
+                exact = None  # the search below reports the failure
+            if exact is not None:
+                exact_id = exact.id
+                yield self._user_hit(exact, 1.0)
         # The palette cancels this search when the query changes: a cheap debounce.
         await asyncio.sleep(LOOKUP_DEBOUNCE)
-        app: ProtectConsoleApp = self.app  # type: ignore[assignment]
         try:
             page = await app.api.list_users(search=term, limit=LOOKUP_LIMIT)
         except ApiError as exc:
@@ -78,21 +90,26 @@ class ConsoleCommands(Provider):
             yield Hit(0.01, message, lambda: None, text="User lookup failed")
             return
         for rank, user in enumerate(page.results):
-            username = printable(user.username, max_length=60)
-            email = printable(user.email, max_length=60)
-            name = printable(user_name(user), max_length=60)
-            display = Content.assemble(
-                ("Open user ", "dim"), (username, "bold"), f"  {name}  <{email}>" if name else f"  <{email}>"
-            )
-            # As the Users table spells statuses; `help` is parsed as markup by the palette, Content is not.
-            help_text = Content(user_statuses(user))
-            yield Hit(
-                0.9 - rank * 0.01,
-                display,
-                partial(app.open_user, user.id),
-                text=f"Open user {username}",
-                help=help_text,  # type: ignore[arg-type]
-            )
+            if user.id != exact_id:
+                yield self._user_hit(user, 0.9 - rank * 0.01)
+
+    def _user_hit(self, user, score: float) -> Hit:  # noqa: ANN001 - SystemUser
+        app: ProtectConsoleApp = self.app  # type: ignore[assignment]
+        username = printable(user.username, max_length=60)
+        email = printable(user.email, max_length=60)
+        name = printable(user_name(user), max_length=60)
+        display = Content.assemble(
+            ("Open user ", "dim"), (username, "bold"), f"  {name}  <{email}>" if name else f"  <{email}>"
+        )
+        # As the Users table spells statuses; `help` is parsed as markup by the palette, Content is not.
+        help_text = Content(user_statuses(user))
+        return Hit(
+            score,
+            display,
+            partial(app.open_user, user.id),
+            text=f"Open user {username}",
+            help=help_text,  # type: ignore[arg-type]
+        )
 
 
 def user_statuses(user) -> str:  # noqa: ANN001 - SystemUser

@@ -14,14 +14,17 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Input, Static
 
-from ...client import ApiError
+from ...client import ApiError, user_key_kind
 from ...models import EnrollmentStatus, PushEndpoint, SystemUser
 from ...safe_text import printable
 from ..formatting import enrollment_short, enrollment_text, short_age, user_label, user_name
-from ..widgets.virtual_table import Column, TablePosition, VirtualTable
+from ..widgets.virtual_table import Column, PageAnswer, PageRequest, TablePosition, VirtualTable, cursor_fetcher
 from .base import ConsoleScreen
 
-SEARCH_DEBOUNCE = 0.2  # seconds of quiet typing before the server is asked
+# Seconds of quiet typing before the server is asked: long enough to fold a burst of keys (a paste,
+# tmux send-keys, a fast typist) into one query, short enough that the answer paints within ~¼ s
+# of the last key now that search is indexed. Older queries are cancelled, in flight included.
+SEARCH_DEBOUNCE = 0.08
 DEVICE_DEBOUNCE = 0.3  # seconds the view must rest before device details are fetched
 DEVICE_CONCURRENCY = 4
 
@@ -104,6 +107,7 @@ class UsersScreen(ConsoleScreen):
         self.sort_descending = False
         self.devices = DeviceCache()
         self._open_single = False  # Enter in the search box: open the user if the answer has exactly one
+        self._enter_term: str | None = None  # the term Enter was pressed on, until a user opens for it
         self._had_user = False
 
     # ------------------------------------------------------------ layout
@@ -113,7 +117,7 @@ class UsersScreen(ConsoleScreen):
             yield Static("", id="users-filter", markup=False)
             yield TablePosition("#users-table", "users", id="users-count")
         yield VirtualTable(
-            self._columns(), None, page_size=100, empty_text="No users match", id="users-table",
+            self._columns(), None, page_size=100, empty_text="No users match", id="users-table", prefetch=True,
             details=self._details, details_title=lambda user: user_label(user),
         )
 
@@ -195,10 +199,15 @@ class UsersScreen(ConsoleScreen):
         field = SORT_FIELDS[self.sort_key]
         sort = f"-{field}" if self.sort_descending else field
 
-        async def fetch(skip: int, limit: int) -> tuple[int, list[SystemUser]]:
+        @cursor_fetcher
+        async def fetch(request: PageRequest) -> PageAnswer:
             api = self.app.api  # type: ignore[attr-defined]
-            page = await api.list_users(skip=skip, limit=limit, sort=sort, filters=filters, search=term)
-            return page.totalCount, page.results
+            skip = request.offset if (request.after or request.before) else request.skip
+            page = await api.user_page(
+                skip=skip, limit=request.limit, sort=sort, filters=filters, search=term,
+                after=request.after, before=request.before, count=request.count,
+            )
+            return PageAnswer(page.total, page.results, page.start_cursor, page.end_cursor, page.cursors)
 
         return fetch
 
@@ -270,6 +279,7 @@ class UsersScreen(ConsoleScreen):
         term = event.value.strip()
         if term != self.search_term:
             self._open_single = False  # a different search than the one Enter was pressed on
+            self._enter_term = None
         self._debounced_search(term)
 
     @work(exclusive=True, group="users-search", exit_on_error=False)
@@ -298,17 +308,36 @@ class UsersScreen(ConsoleScreen):
             self.requery()
         self.set_focus(self.table)  # now, not after the keys already typed
         self._open_single = True
+        self._enter_term = term
+        if user_key_kind(term) is not None:
+            # An exact id, email or username opens that user straight from its unique index, however
+            # many users the search also matches; anything else falls back to the search's one match.
+            self._open_exact(term)
         if self.table.total is not None and (self.table.total != 1 or self.table.row_at(0) is not None):
             self._finish_search_enter()
 
     def _finish_search_enter(self) -> None:
         self._open_single = False
         table = self.table
-        if not self.is_current or table.total != 1 or self.search_term == "":
-            return  # left meanwhile, or not exactly one match: the results have the focus
+        if not self.is_current or table.total != 1 or self.search_term == "" or self._enter_term is None:
+            return  # left meanwhile, or not exactly one match, or opened already: the results have the focus
         user = table.row_at(0)
         if user is not None:
+            self._enter_term = None
             self.app.open_user(user.id)  # type: ignore[attr-defined]
+
+    @work(exclusive=True, group="users-exact", exit_on_error=False)
+    async def _open_exact(self, term: str) -> None:
+        try:
+            user = await self.app.api.lookup_user(term)  # type: ignore[attr-defined]
+        except ApiError:
+            return  # the search itself reports a dead backend
+        # Only for the Enter it answers: not after another search, Esc, or the single match opening it.
+        if user is None or self._enter_term != term or self.search_term != term or not self.is_current:
+            return
+        self._enter_term = None
+        self._open_single = False
+        self.app.open_user(user.id)  # type: ignore[attr-defined]
 
     def action_focus_search(self) -> None:
         search = self.query_one("#users-search", Input)
@@ -320,7 +349,9 @@ class UsersScreen(ConsoleScreen):
 
     def _clear_search(self) -> None:
         self._open_single = False
+        self._enter_term = None
         self.workers.cancel_group(self, "users-search")
+        self.workers.cancel_group(self, "users-exact")
         search = self.query_one("#users-search", Input)
         with search.prevent(Input.Changed):
             search.value = ""

@@ -11,6 +11,9 @@ palette paths then raise and end the whole console:
   queued for the palette, dismisses it again, and ``Screen.dismiss`` pops
   whatever screen is on top, down to the last: ScreenStackError.
 All are harmless to ignore: the key did nothing, or the palette is closed.
+
+Typed ahead, ``ctrl+p`` + an exact email, username or id + Enter reaches Enter before any hit is
+listed: the palette then opens that user itself (one indexed lookup) instead of doing nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from textual.command import CommandPalette
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Button, Input
+
+from ...client import ApiError, user_key_kind
 
 
 class GuardedCommandPalette(CommandPalette):
@@ -68,7 +73,29 @@ class GuardedCommandPalette(CommandPalette):
             if event is not None:
                 event.stop()
             return  # a second Enter for a palette already closing: its command runs once
+        if not self._list_visible and self._selected_command is None:
+            term = self.query_one(Input).value.strip()
+            if user_key_kind(term) is not None and hasattr(self.app, "open_user"):
+                if event is not None:
+                    event.stop()
+                self._open_exact(term)
+                return
         super()._select_or_command(event)
+
+    @work(exclusive=True, group="palette-exact", exit_on_error=False)
+    async def _open_exact(self, term: str) -> None:
+        try:
+            user = await self.app.api.lookup_user(term)  # type: ignore[attr-defined]
+        except ApiError:
+            return  # nothing to open: the palette stays, its search says why
+        if user is None or self._palette_closed or not self.is_current:
+            return
+        if self.query_one(Input).value.strip() != term:
+            return  # typed on meanwhile: that Enter was for an older query
+        self._cancel_gather_commands()
+        self.app.post_message(CommandPalette.Closed(option_selected=True))
+        self.dismiss()
+        self.app.call_later(self.app.open_user, user.id)  # type: ignore[attr-defined]
 
     def dismiss(self, result=None) -> AwaitComplete:  # noqa: ANN001
         # Dismiss pops the app's top screen, whichever it is: only ever once, and only while on top.

@@ -34,7 +34,62 @@ from textual.widgets import Static
 from ...safe_text import printable
 
 PageFetcher = Callable[[int, int], Awaitable[tuple[int, list[Any]]]]
-"""``(skip, limit) -> (totalCount, rows)``."""
+"""``(skip, limit) -> (totalCount, rows)``: plain offset paging (any list API)."""
+
+END = "end"
+"""``before=END``: the last rows of the listing (the wire contract's ``before=end``)."""
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """What the table asks a :data:`CursorFetcher` for: the rows ``skip .. skip+limit-1`` of the list.
+
+    With ``after`` the server walks ``offset`` rows on from the row that cursor names; with
+    ``before`` (a cursor or :data:`END`) it answers the ``limit`` rows that end ``offset`` rows
+    before it, in the list's order. Without either it is plain ``skip``/``limit``. ``count``:
+    whether the total must be counted (not once it is known: counting a million rows costs).
+    """
+
+    skip: int
+    limit: int
+    after: str | None = None
+    before: str | None = None
+    offset: int = 0
+    count: bool = True
+
+    @property
+    def walk(self) -> int:
+        """Rows the server steps over to answer (what a request costs at depth)."""
+        return self.offset if (self.after or self.before) else self.skip
+
+
+@dataclass
+class PageAnswer:
+    """A :data:`CursorFetcher`'s answer. ``total`` is None when it was not counted; ``cursors``
+    says whether the source speaks cursors at all (an older server does not: skip/limit only)."""
+
+    total: int | None
+    rows: list[Any]
+    start_cursor: str | None = None
+    end_cursor: str | None = None
+    cursors: bool = False
+
+
+CursorFetcher = Callable[[PageRequest], Awaitable[PageAnswer]]
+"""``PageRequest -> PageAnswer``: keyset paging; mark it with :func:`cursor_fetcher`."""
+
+
+def cursor_fetcher(fetch: CursorFetcher) -> CursorFetcher:
+    """Mark ``fetch`` as taking a :class:`PageRequest` (a plain :data:`PageFetcher` takes skip, limit)."""
+    fetch.takes_page_request = True  # type: ignore[attr-defined]
+    return fetch
+
+
+async def _ask(fetch: PageFetcher | CursorFetcher, request: PageRequest) -> PageAnswer:
+    if getattr(fetch, "takes_page_request", False):
+        return await fetch(request)  # type: ignore[call-arg, arg-type]
+    total, rows = await fetch(request.skip, request.limit)  # type: ignore[call-arg]
+    return PageAnswer(total, list(rows))
 
 RowKey = Callable[[Any], Hashable | None]
 """row -> its identity (kept highlighted across reloads), or None when it has none."""
@@ -257,6 +312,7 @@ class VirtualTable(ScrollView, can_focus=True):
         page_size: int = 100,
         empty_text: str = "No rows",
         max_pages: int = 64,
+        prefetch: bool = False,
         row_key: RowKey | None = default_row_key,
         details: RowDetails | None = None,
         details_title: Callable[[Any], str] | None = None,
@@ -269,6 +325,10 @@ class VirtualTable(ScrollView, can_focus=True):
         self.page_size = max(1, page_size)
         self.empty_text = empty_text
         self.max_pages = max(2, max_pages)
+        # Prefetch: the pages just above and below the view and the last page are asked for before a
+        # key needs them, so Down/PgDn/End repaint from the cache (one frame) instead of "loading…".
+        self.prefetch = prefetch
+        self.max_ahead = 8  # prefetched pages not drawn yet (kept apart from the LRU of drawn pages)
         self.sort_key: str | None = None
         self.sort_descending = False
         self._fetch = fetch
@@ -282,7 +342,13 @@ class VirtualTable(ScrollView, can_focus=True):
         self.first_column = 0  # columns scrolled off to the left with the right arrow
         self._generation = 0  # bumped by set_fetch/reload: answers from older generations are stale
         self._pages: OrderedDict[int, list[Any]] = OrderedDict()  # LRU, most recent last
+        self._ahead: OrderedDict[int, list[Any]] = OrderedDict()  # prefetched, not drawn yet; oldest first
         self._page_generation: dict[int, int] = {}
+        # Keyset paging: (start, end) cursors of pages seen in this query (tiny, kept after the rows
+        # are evicted, so scrolling back asks "after"/"before" a neighbour instead of a deep skip).
+        self._cursors: OrderedDict[int, tuple[str | None, str | None]] = OrderedDict()
+        self._keyset = False  # the source answered with cursors
+        self._recount = False  # a reload: count again with the first page
         self._inflight: set[int] = set()
         self._failed: set[int] = set()
         self._wanted: set[int] = set()
@@ -317,7 +383,11 @@ class VirtualTable(ScrollView, can_focus=True):
         self._generation += 1
         self.workers.cancel_group(self, _PAGE_GROUP)
         self._pages.clear()
+        self._ahead.clear()
         self._page_generation.clear()
+        self._cursors.clear()
+        self._keyset = False
+        self._recount = False
         self._inflight.clear()
         self._failed.clear()
         self._set_total(None)
@@ -343,6 +413,8 @@ class VirtualTable(ScrollView, can_focus=True):
         self.workers.cancel_group(self, _PAGE_GROUP)
         self._inflight.clear()
         self._failed.clear()
+        self._ahead.clear()
+        self._recount = True  # the total is counted again (with the first page); cursors stay usable
         self.load_failed = False
         cursor_page, offset = divmod(self.cursor_row, self.page_size)
         # The highlighted row is looked for in its page, and in the next or previous one when it is
@@ -378,9 +450,12 @@ class VirtualTable(ScrollView, can_focus=True):
         """The cached row at ``index``, or None if it is not loaded."""
         if index < 0:
             return None
-        rows = self._pages.get(index // self.page_size)
+        page = index // self.page_size
+        rows = self._pages.get(page)
         if rows is None:
-            return None
+            rows = self._ahead.get(page)
+            if rows is None or self._page_generation.get(page) != self._generation:
+                return None
         offset = index % self.page_size
         return rows[offset] if offset < len(rows) else None
 
@@ -451,7 +526,7 @@ class VirtualTable(ScrollView, can_focus=True):
         """Ask for ``page`` once: requests are batched and never duplicated while in flight."""
         if self._fetch is None or page < 0 or page in self._inflight or page in self._failed:
             return
-        if page in self._pages and self._page_generation.get(page) == self._generation:
+        if self._page_generation.get(page) == self._generation and (page in self._pages or page in self._ahead):
             return
         self._wanted.add(page)
         if not self._request_scheduled:
@@ -462,25 +537,88 @@ class VirtualTable(ScrollView, can_focus=True):
         self._request_scheduled = False
         wanted, self._wanted = self._wanted, set()
         visible = set(self._visible_pages())
-        for page in sorted(wanted):
+        ahead = self._prefetch_pages()
+        # Pages on screen first: a page fetched ahead then waits for its neighbour's cursor.
+        for page in sorted(wanted, key=lambda p: (p not in visible, p)):
             if page in self._inflight or self._fetch is None:
                 continue
             # A page that scrolled away before its turn is not worth a request (unless a reload
-            # looks for the highlighted row in it).
+            # looks for the highlighted row in it, or it is one the keys may need next).
             anchor_pages = self._anchor[3] if self._anchor is not None else frozenset()
             if page not in visible and page != 0 and self._total is not None and page not in anchor_pages:
-                continue
+                if page not in ahead:
+                    continue
+                if self._keyset and (page - 1 in self._inflight or page + 1 in self._inflight):
+                    continue  # asked once its neighbour's cursor is in: after/before it, no walk at all
+            request = self._plan(page)
             self._inflight.add(page)
             self.run_worker(
-                self._load_page(page, self._generation, self._fetch),
+                self._load_page(page, self._generation, self._fetch, request),
                 group=_PAGE_GROUP,
                 exit_on_error=False,
                 description=f"page {page}",
             )
 
-    async def _load_page(self, page: int, generation: int, fetch: PageFetcher) -> None:
+    def _plan(self, page: int) -> PageRequest:
+        """The cheapest request for ``page``: after/before a neighbour's cursor, else from the nearest
+        known cursor (or the end), else plain skip/limit (the first page, or a source without cursors)."""
+        size = self.page_size
+        skip = page * size
+        total = self._total
+        count = total is None or (page == 0 and self._recount)
+        plain = PageRequest(skip, size, count=count)
+        if page == 0 or not self._keyset:
+            return plain
+        before_page = self._cursors.get(page - 1)
+        if before_page is not None and before_page[1]:
+            return PageRequest(skip, size, after=before_page[1], count=count)
+        after_page = self._cursors.get(page + 1)
+        if after_page is not None and after_page[0]:
+            return PageRequest(skip, size, before=after_page[0], count=count)
+        if total is not None and skip < total and page == (total - 1) // size:
+            return PageRequest(skip, total - skip, before=END, count=count)
+        best = plain
+        for known, (start, end) in self._cursors.items():
+            if known < page and end:
+                candidate = PageRequest(skip, size, after=end, offset=(page - known - 1) * size, count=count)
+            elif known > page and start:
+                candidate = PageRequest(skip, size, before=start, offset=(known - page - 1) * size, count=count)
+            else:
+                continue
+            if candidate.walk < best.walk:
+                best = candidate
+        if total is not None and total - skip - size >= 0:
+            candidate = PageRequest(skip, size, before=END, offset=total - skip - size, count=count)
+            if candidate.walk < best.walk:
+                best = candidate
+        return best
+
+    def _prefetch_pages(self) -> set[int]:
+        """Pages the next keys may show: a few screens above and below the view, and the last page(s)."""
+        total = self._total
+        if not self.prefetch or not total:
+            return set()
+        size = self.page_size
+        height = self._body_height
+        top = int(self.scroll_offset.y)
+        margin = 3 * height  # PgDn moves a screen: two or three in a row still land in the cache
+        first = max(0, top - margin)
+        last = min(total - 1, top + height - 1 + margin)
+        pages = set(range(first // size, last // size + 1))
+        # End and Home repaint at once from anywhere: the first page, the last, and the one before
+        # the last when the last holds less than a screen.
+        pages.add(0)
+        pages.add((total - 1) // size)
+        pages.add(max(0, total - height) // size)
+        return pages
+
+    def _prefetch(self) -> None:
+        for page in self._prefetch_pages():
+            self._want(page)
+
+    async def _load_page(self, page: int, generation: int, fetch: PageFetcher | CursorFetcher, request: PageRequest) -> None:
         try:
-            total, rows = await fetch(page * self.page_size, self.page_size)
+            answer = await _ask(fetch, request)
         except Exception as error:  # noqa: BLE001 - any failure is shown, never raised into the app
             if generation == self._generation:
                 self._inflight.discard(page)
@@ -493,7 +631,23 @@ class VirtualTable(ScrollView, can_focus=True):
         if generation != self._generation:
             return  # an answer to an older query or reload: drop it
         self._inflight.discard(page)
-        self._store_page(page, list(rows))
+        rows = list(answer.rows)
+        total = answer.total
+        if total is None:
+            # Not counted (the total was known): unchanged, unless this answer proves it wrong.
+            total = self._total if self._total is not None else request.skip + len(rows)
+            if len(rows) < request.limit and request.before is None:
+                total = request.skip + len(rows)
+        elif request.count:
+            self._recount = False
+        if answer.cursors:
+            self._keyset = True
+            if rows:
+                self._cursors[page] = (answer.start_cursor, answer.end_cursor)
+                self._cursors.move_to_end(page)
+                while len(self._cursors) > 4 * self.max_pages + 64:
+                    self._cursors.popitem(last=False)
+        shown = self._store_page(page, rows)
         total_changed = total != self._total
         self._set_total(total)
         self.load_failed = bool(self._failed)
@@ -502,10 +656,12 @@ class VirtualTable(ScrollView, can_focus=True):
             if self.cursor_row >= max(total, 1):
                 self._move_cursor(max(0, total - 1))
         moved = self._settle_anchor()
-        self.refresh()
+        if shown or total_changed or moved:
+            self.refresh()  # a page fetched ahead of the view is drawn when it scrolls in
         self.post_message(self.Loaded(self, total))
         if not moved and page == self.cursor_row // self.page_size:
             self._post_highlighted()
+        self._prefetch()
 
     def _settle_anchor(self) -> bool:
         """After a reload's answer: put the cursor back on the highlighted row if it is found.
@@ -542,18 +698,37 @@ class VirtualTable(ScrollView, can_focus=True):
         finally:
             self._moving = False
 
-    def _store_page(self, page: int, rows: list[Any]) -> None:
+    def _store_page(self, page: int, rows: list[Any]) -> bool:
+        """Keep a fetched page; returns whether it is on screen. One fetched ahead of the view waits
+        in a small buffer of its own, so prefetching never evicts pages the user has looked at."""
+        self._page_generation[page] = self._generation
+        visible = set(self._visible_pages())
+        if page in visible or page in self._pages or not self.prefetch:
+            self._ahead.pop(page, None)
+            self._keep_drawn(page, rows, visible)
+            return page in visible
+        self._ahead[page] = rows
+        self._ahead.move_to_end(page)
+        if len(self._ahead) > self.max_ahead:
+            pinned = self._prefetch_pages()
+            for old in list(self._ahead):
+                if len(self._ahead) <= self.max_ahead:
+                    break
+                if old not in pinned:
+                    del self._ahead[old]
+        return False
+
+    def _keep_drawn(self, page: int, rows: list[Any], visible: set[int]) -> None:
         self._pages[page] = rows
         self._pages.move_to_end(page)
-        self._page_generation[page] = self._generation
         # Evict the least recently drawn pages, never one that is on screen.
-        visible = set(self._visible_pages())
         for old in list(self._pages):
             if len(self._pages) <= self.max_pages:
                 break
             if old not in visible:
                 del self._pages[old]
-                self._page_generation.pop(old, None)
+                if old not in self._ahead:
+                    self._page_generation.pop(old, None)
 
     # ------------------------------------------------------------ layout
     @staticmethod
@@ -629,6 +804,9 @@ class VirtualTable(ScrollView, can_focus=True):
             return None
         page = index // self.page_size
         rows = self._pages.get(page)
+        if rows is None and page in self._ahead:
+            rows = self._ahead.pop(page)  # fetched ahead, now on screen: it joins the drawn pages
+            self._keep_drawn(page, rows, set(self._visible_pages()))
         if rows is None or self._page_generation.get(page) != self._generation:
             self._want(page)
         if rows is None:
@@ -674,6 +852,11 @@ class VirtualTable(ScrollView, can_focus=True):
     def validate_cursor_row(self, value: int) -> int:
         total = self._total or 0
         return max(0, min(value, total - 1)) if total else 0
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if self.prefetch and self._total:
+            self._prefetch()  # the pages around the new view are asked for (cheap when they are cached)
 
     def watch_cursor_row(self, old: int, new: int) -> None:
         if not self._moving:
