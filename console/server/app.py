@@ -4,8 +4,10 @@
 ``app_from_env`` is the factory uvicorn's worker processes call under ``serve --workers N``:
 each worker opens its own connections to the database named in ``PROTECT_SERVE_DB``. Workers
 share nothing but the database, so every rule is enforced there (row locks, conditional
-updates, constraints), and nothing is cached in process memory (keys and settings are read
-per request).
+updates, constraints). Process memory holds only what the database confirms per request: the hot
+routes (TOTP verify, push) keep API keys and the settings document in small caches, and read the
+key's revocation and the settings' version in the same statement as the user (services/keys.py,
+services/settings.py).
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from fastapi import FastAPI
 from .clock import Clock
 from .errors import ErrorResponses, install_error_handlers
 from .health import watch_sqlite_file
+from .hot_routes import HotRoutes
 from .metrics import MetricsMiddleware
 from .routers import device, ops, protect, pushendpoints, resource, systemusers
 from .store import Store, open_store
 
 
-ROUTERS = (systemusers.router, pushendpoints.router, protect.router, resource.router, device.router)
+# The resource router first: its two hot routes are matched before the admin API's many others
+# (routing tries each route in order). No path of one router shadows another's.
+ROUTERS = (resource.router, systemusers.router, pushendpoints.router, protect.router, device.router)
 
 SERVE_DB_ENV = "PROTECT_SERVE_DB"  # set by `serve` for its worker processes
 METRICS_KEY_ENV = "PROTECT_METRICS_KEY"  # "1": /metrics needs an API key
@@ -45,6 +50,7 @@ def create_app(
     app.state.clock = clock or Clock()
     app.state.metrics_require_key = metrics_require_key
     install_error_handlers(app)
+    app.add_middleware(HotRoutes, fastapi=app)  # inside the metrics: its answers are counted like the routes'
     app.add_middleware(MetricsMiddleware)
     for router in ROUTERS:
         # Every API call can meet a database outage: 503 {"message"}, never a 500.

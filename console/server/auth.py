@@ -13,7 +13,7 @@ from .clock import Clock
 from .errors import ApiProblem
 from .services import devices as device_service
 from .services.common import Principal
-from .services.keys import authenticate
+from .services.keys import authenticate, cached_authenticate
 from .store import Store
 
 _api_key = APIKeyHeader(name="x-api-key", auto_error=False, description="An API key issued by `protect-console keys create`.")
@@ -44,6 +44,25 @@ def require(*permissions: Permission) -> Callable[..., Principal]:
         granted = ROLE_PERMISSIONS[principal.role]
         if not any(p in granted for p in permissions):
             wanted = " or ".join(p.value for p in permissions)
+            raise ApiProblem(403, f"role {principal.role.value!r} does not have permission {wanted!r}")
+        return principal
+
+    return check
+
+
+def require_hot(*permissions: Permission) -> Callable[..., Any]:
+    """``require`` for the hot routes (TOTP verify, push): the key from a per-process cache, without a
+    thread hop. The route's service confirms the key is still live in its own statement."""
+    granted_to = {role for role, granted in ROLE_PERMISSIONS.items() if any(p in granted for p in permissions)}
+    wanted = " or ".join(p.value for p in permissions)
+
+    async def check(request: Request, key: str | None = Depends(_api_key)) -> Principal:
+        if not key:
+            raise ApiProblem(401, "missing x-api-key header")
+        principal = cached_authenticate(request.app.state.store, key)
+        if principal is None:
+            raise ApiProblem(401, "invalid or revoked API key")
+        if principal.role not in granted_to:
             raise ApiProblem(403, f"role {principal.role.value!r} does not have permission {wanted!r}")
         return principal
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from enum import StrEnum
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
@@ -53,13 +54,29 @@ PUSH_ATTEMPTS = Counter("protect_push_attempts", "Push attempts by outcome", ["o
 TOTP_VERIFICATIONS = Counter("protect_totp_verifications", "TOTP verifications by outcome", ["outcome"])
 
 
+# Labelled children, made once: .labels() takes a lock and builds a key on every call.
+_PUSH = {outcome: PUSH_ATTEMPTS.labels(outcome=outcome.value) for outcome in PushOutcome}
+_TOTP = {outcome: TOTP_VERIFICATIONS.labels(outcome=outcome.value) for outcome in TotpOutcome}
+_HTTP: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
 def push_outcome(outcome: PushOutcome, count: int = 1) -> None:
     if count:
-        PUSH_ATTEMPTS.labels(outcome=outcome.value).inc(count)
+        _PUSH[outcome].inc(count)
 
 
 def totp_outcome(outcome: TotpOutcome) -> None:
-    TOTP_VERIFICATIONS.labels(outcome=outcome.value).inc()
+    _TOTP[outcome].inc()
+
+
+def _http_children(method: str, route: str, status: str) -> tuple[Any, Any]:
+    children = _HTTP.get((method, route, status))
+    if children is None:
+        children = (HTTP_REQUESTS.labels(method=method, route=route, status=status),
+                    HTTP_LATENCY.labels(method=method, route=route))
+        if len(_HTTP) < 10_000:  # routes x methods x statuses: a closed set, bounded all the same
+            _HTTP[(method, route, status)] = children
+    return children
 
 
 def multiprocess_dir() -> str | None:
@@ -103,5 +120,6 @@ class MetricsMiddleware:
             template = getattr(route, "path", None) or UNMATCHED
             method = scope.get("method", "GET")
             method = method if method in METHODS else "OTHER"  # a client cannot mint label values
-            HTTP_REQUESTS.labels(method=method, route=template, status=str(status)).inc()
-            HTTP_LATENCY.labels(method=method, route=template).observe(time.perf_counter() - started)
+            count, latency = _http_children(method, template, str(status))
+            count.inc()
+            latency.observe(time.perf_counter() - started)

@@ -13,13 +13,18 @@ All timestamps are naive UTC.
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import os
 import re
+import threading
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     URL,
@@ -40,7 +45,7 @@ from sqlalchemy import (
     inspect,
 )
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 metadata = MetaData()
 
@@ -344,12 +349,33 @@ def parse_db(value: "str | Path | DbTarget") -> DbTarget:
 
 
 class Store:
-    """A database handle: ``read()`` and ``write()`` give transactional connections."""
+    """A database handle: ``read()`` and ``write()`` give transactional connections; ``run_raw()`` is the hot path.
+
+    On SQLite every write transaction (in any process using this code) first takes the *write gate*:
+    a lock within the process and ``flock`` on a lock file beside the database, held until commit.
+    Writers then queue on the kernel instead of meeting SQLite's busy handler, which sleeps up to
+    100 ms between tries when another process holds the write lock.
+    """
 
     def __init__(self, engine: Engine, target: DbTarget | None = None) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.target = target
+        database = engine.url.database if self.is_sqlite else None
+        self._lock_path = Path(database + ".lock") if database and database != ":memory:" else None
+        self._gate = threading.Lock()
+        self._gate_depth = threading.local()
+        self._lock_fd: int | None = None
+        self._lock_pid = 0
+        self._prepared: dict[object, Prepared] = {}
+        self._idle: list[Any] = []  # PostgreSQL: autocommit connections kept for run_raw
+        self._idle_lock = threading.Lock()
+        self.caches: dict[str, Any] = {}  # per process: the services' small caches (keys, settings)
+        self._dt_in = self._dt_out = None
+        if self.is_sqlite:
+            dt = DateTime().dialect_impl(engine.dialect)
+            self._dt_in = dt.bind_processor(engine.dialect)
+            self._dt_out = dt.result_processor(engine.dialect, None)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -359,15 +385,221 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction; on SQLite it holds the write lock from the start."""
+        """A write transaction; on SQLite it holds the write gate and the write lock from the start."""
         with self.engine.connect() as conn:
             if self.is_sqlite:
                 conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                yield conn
+                with self.write_gate():
+                    with conn.begin():
+                        yield conn
+            else:
+                with conn.begin():
+                    yield conn
+
+    @contextmanager
+    def write_gate(self) -> Iterator[None]:
+        """SQLite: one writer at a time in this process, and (by flock) across processes. Re-entrant per thread."""
+        if not self.is_sqlite:
+            yield
+            return
+        depth = getattr(self._gate_depth, "n", 0)
+        if depth:
+            self._gate_depth.n = depth + 1
+            try:
+                yield
+            finally:
+                self._gate_depth.n = depth
+            return
+        with self._gate:
+            fd = self._lock_file()
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            self._gate_depth.n = 1
+            try:
+                yield
+            finally:
+                self._gate_depth.n = 0
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _lock_file(self) -> int | None:
+        if self._lock_path is None:
+            return None
+        if self._lock_fd is not None and self._lock_pid == os.getpid():
+            return self._lock_fd
+        if not self._lock_path.parent.is_dir():
+            return None  # the volume is gone: SQLite itself reports the outage
+        try:
+            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return None  # no lock file (read-only folder): SQLite's own locking still applies
+        self._lock_pid = os.getpid()
+        return self._lock_fd
+
+    # ------------------------------------------------------------ the hot path
+
+    def prepare(self, statement: Any) -> "Prepared":
+        """``statement`` (SQLAlchemy Core, with ``bindparam`` names) compiled once for this database."""
+        prepared = self._prepared.get(statement)
+        if prepared is None:
+            compiled = statement.compile(dialect=self.engine.dialect)
+            order = tuple(compiled.positiontup) if compiled.positional else None
+            defaults = {k: v for k, v in compiled.params.items() if v is not None}
+            prepared = self._prepared[statement] = Prepared(str(compiled), order, defaults)
+        return prepared
+
+    def dt_in(self, value: Any) -> Any:
+        """A datetime parameter as the store keeps it (SQLite: SQLAlchemy's text form)."""
+        return self._dt_in(value) if self._dt_in is not None and value is not None else value
+
+    def dt_out(self, value: Any) -> Any:
+        return self._dt_out(value) if self._dt_out is not None and value is not None else value
+
+    def run_raw(self, work: "Callable[[RawConn], T]") -> "T":
+        """``work(conn)`` on a DB-API connection in autocommit mode, without SQLAlchemy's per-statement cost.
+
+        For the two hot routes. ``conn.begin()`` opens a transaction (on SQLite under the write
+        gate, ``BEGIN IMMEDIATE``); statements outside one commit by themselves. A connection that
+        turns out dead on its first statement (PostgreSQL restarted meanwhile) is replaced and the
+        work run once more; database errors come out as SQLAlchemy's (so the API answers 503).
+        """
+        dbapi = self.engine.dialect.dbapi
+        for attempt in (1, 2):
+            conn = self._take_raw()
+            try:
+                result = work(conn)
+            except dbapi.Error as exc:
+                conn.discard()
+                if attempt == 1 and not self.is_sqlite and conn.reused and conn.statements <= 1 \
+                        and isinstance(exc, dbapi.OperationalError):
+                    continue
+                raise DBAPIError.instance(None, None, exc, dbapi.Error, hide_parameters=True) from None
+            except Exception:
+                conn.give_back()  # a refusal (ApiProblem): any transaction was rolled back on the way out
+                raise
+            except BaseException:
+                conn.discard()
+                raise
+            conn.give_back()
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _take_raw(self) -> "RawConn":
+        try:
+            if self.is_sqlite:
+                # Through the pool: its checkout checks that the file is still the one opened (health.py).
+                fairy = self.engine.raw_connection()
+                return RawConn(self, fairy.driver_connection, fairy, reused=True)
+            with self._idle_lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is not None:
+                return RawConn(self, conn, None, reused=True)
+            fairy = self.engine.raw_connection()
+            fairy.detach()  # kept by run_raw, not the pool (whose pre-ping costs a round trip per checkout)
+            conn = fairy.driver_connection
+            conn.autocommit = True
+            return RawConn(self, conn, None, reused=False)
+        except self.engine.dialect.dbapi.Error as exc:
+            raise DBAPIError.instance(None, None, exc, self.engine.dialect.dbapi.Error, hide_parameters=True) from None
+
+    def _keep_idle(self, conn: Any) -> None:
+        with self._idle_lock:
+            if len(self._idle) < 16:
+                self._idle.append(conn)
+                return
+        conn.close()
 
     def dispose(self) -> None:
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection
+                pass
         self.engine.dispose()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    sql: str
+    order: tuple[str, ...] | None  # positional drivers (SQLite): parameter names in order
+    defaults: dict[str, Any]  # literal values the statement's own expressions bound
+
+
+T = TypeVar("T")
+
+
+class RawConn:
+    """One DB-API connection for :meth:`Store.run_raw`."""
+
+    def __init__(self, store: Store, conn: Any, fairy: Any, *, reused: bool) -> None:
+        self.store, self.conn, self.fairy, self.reused = store, conn, fairy, reused
+        self.statements = 0
+        self._gate: Any = None
+
+    def _args(self, prepared: Prepared, params: dict[str, Any]) -> Any:
+        values = {**prepared.defaults, **params} if prepared.defaults else params
+        if prepared.order is not None:
+            dt_in = self.store.dt_in
+            return tuple(dt_in(v) if isinstance(v, datetime) else v for v in (values[name] for name in prepared.order))
+        # PostgreSQL text cannot hold NUL; as in the engine's hook, U+FFFD keeps it a value that matches nothing.
+        return {k: _no_nul(v) for k, v in values.items()}
+
+    def execute(self, statement: Any, **params: Any) -> Any:
+        prepared = self.store.prepare(statement)
+        self.statements += 1
+        cursor = self.conn.cursor()
+        cursor.execute(prepared.sql, self._args(prepared, params))
+        return cursor
+
+    def one(self, statement: Any, **params: Any) -> tuple | None:
+        cursor = self.execute(statement, **params)
+        row = cursor.fetchone()
+        cursor.close()
+        return row
+
+    def rowcount(self, statement: Any, **params: Any) -> int:
+        cursor = self.execute(statement, **params)
+        count = cursor.rowcount
+        cursor.close()
+        return count
+
+    def write(self, statement: Any, **params: Any) -> int:
+        """One statement that writes, committed by itself (on SQLite under the write gate); its rowcount."""
+        with self.store.write_gate():
+            return self.rowcount(statement, **params)
+
+    @contextmanager
+    def begin(self) -> Iterator["RawConn"]:
+        """A transaction: on SQLite under the write gate with ``BEGIN IMMEDIATE``."""
+        if self.store.is_sqlite:
+            with self.store.write_gate():
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self
+                except BaseException:
+                    self.conn.rollback()
+                    raise
+                self.conn.commit()
+        else:
+            with self.conn.transaction():
+                yield self
+
+    def give_back(self) -> None:
+        if self.fairy is not None:
+            self.fairy.close()
+        else:
+            self.store._keep_idle(self.conn)  # noqa: SLF001
+
+    def discard(self) -> None:
+        try:
+            if self.fairy is not None:
+                self.fairy.invalidate()
+            else:
+                self.conn.close()
+        except Exception:  # noqa: BLE001 - already broken
+            pass
 
 
 def _sqlite_engine(path: Path) -> Engine:

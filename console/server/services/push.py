@@ -11,7 +11,7 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, insert, literal, select, true, union, update
+from sqlalchemy import ColumnElement, DateTime, and_, bindparam, case, func, insert, literal, select, true, union, update
 from sqlalchemy.engine import Connection
 
 from ...models import (
@@ -33,10 +33,11 @@ from ...models import (
 from ..clock import from_wire, to_wire
 from ..errors import ApiProblem, bad_request, not_found
 from ..metrics import PushOutcome, push_outcome
-from ..store import Store, devices, push_attempts, users
+from ..store import RawConn, Store, devices, push_attempts, users
 from .audit import record
 from .common import Principal, new_id
-from .settings import read_settings
+from .keys import KEY_IS_LIVE, forget_key, key_is_live
+from .settings import read_settings, settings_at, settings_version
 from .users import cancel_pending_pushes, push_block_from, push_block_until_expr, require_user
 
 
@@ -151,57 +152,91 @@ class PushBlocked(ApiProblem):
         )
 
 
-def create_attempt(store: Store, body: PushRequest, now: datetime) -> PushCreated:
+# Admission reads everything it decides on in one statement, with the user's row locked (FOR UPDATE on
+# PostgreSQL; on SQLite the transaction holds the write lock from BEGIN IMMEDIATE): the user, their
+# device, the block in force, the settings' version and whether the calling key is still live.
+_USER = bindparam("user_id")
+_NOW = bindparam("now", type_=DateTime)
+_ADMISSION = (
+    select(
+        users.c.state, users.c.account_locked, push_block_until_expr(_NOW).label("blocked_until"),
+        devices.c.id, devices.c.state, settings_version.label("settings_version"), key_is_live.label("key_live"),
+    )
+    .select_from(users.outerjoin(devices, devices.c.user_id == users.c.id))
+    .where(users.c.id == _USER)
+    .with_for_update(of=users)
+)
+# Read after the lock is held, so it counts every admission committed before ours.
+_PENDING = select(func.count(), func.min(push_attempts.c.expires_at)).where(
+    push_attempts.c.user_id == _USER,
+    push_attempts.c.resource == bindparam("resource"),
+    push_attempts.c.status == "pending",
+    push_attempts.c.expires_at > _NOW,
+)
+_RECORD = insert(push_attempts).values(
+    id=bindparam("attempt_id"), user_id=bindparam("for_user"), device_id=bindparam("device"),
+    resource=bindparam("for_resource"), status=bindparam("outcome"), fraud=False, created_at=_NOW,
+    expires_at=bindparam("until", type_=DateTime), app=bindparam("ctx_app"), location=bindparam("ctx_location"),
+    ip=bindparam("ctx_ip"),
+)
+
+
+def create_attempt(store: Store, body: PushRequest, now: datetime, *, actor: Principal) -> PushCreated:
     """Admit a push unless the user's pushes are blocked or they already have ``max`` pending for this resource.
 
-    The checks and the insert happen under the user's row lock (``BEGIN IMMEDIATE``
-    on SQLite, ``FOR UPDATE`` on PostgreSQL), so concurrent requests cannot both
-    see room for one more. Refusals are recorded as ``blocked`` attempts: they are
-    the evidence of push bombing.
+    One short transaction: the user's row locked (``BEGIN IMMEDIATE`` on SQLite, ``FOR UPDATE`` on
+    PostgreSQL) while the pending attempts are counted and the new one inserted, so concurrent
+    requests (in any process) cannot both see room for one more. Refusals are recorded as
+    ``blocked`` attempts: they are the evidence of push bombing. ``actor``'s key is confirmed live
+    in the same statement that reads the user.
     """
-    refusal: ApiProblem | None = None
-    with store.write() as conn:
-        cfg: ProtectSettings = read_settings(conn)[0]
-        user = require_user(conn, body.userId, lock=True)
-        if user.state == "SUSPENDED" or user.account_locked:
-            raise ApiProblem(409, f"user {user.id} is suspended or locked")
-        device = conn.execute(select(devices.c.id, devices.c.state).where(devices.c.user_id == user.id)).first()
-        attempt_id = new_id()
-        ctx = body.context
-        values = dict(
-            id=attempt_id, user_id=user.id, device_id=device.id if device is not None else None,
-            resource=body.resource, fraud=False, created_at=now, app=ctx.app, location=ctx.location, ip=ctx.ip,
-        )
-        blocked_until = conn.execute(
-            select(users.c.push_blocked_until).where(users.c.id == user.id, users.c.push_blocked_until > now)
-        ).scalar()
-        limit = cfg.push.concurrentLimit
-        if blocked_until is not None:
-            # Stop attack is in force (checked before the device: the block is the answer that matters).
-            refusal = PushBlocked(blocked_until, now)
-        elif device is None or device.state != "active":
-            raise ApiProblem(409, f"user {user.id} has no active push device")
-        elif limit.enabled:
-            pending = conn.execute(
-                select(func.count(), func.min(push_attempts.c.expires_at)).where(
-                    push_attempts.c.user_id == user.id,
-                    push_attempts.c.resource == body.resource,
-                    push_attempts.c.status == "pending",
-                    push_attempts.c.expires_at > now,
-                )
-            ).one()
-            if pending[0] >= limit.max:
-                refusal = PushCapReached(max(1, math.ceil((pending[1] - now).total_seconds())), limit.max)
-        if refusal is not None:
-            conn.execute(insert(push_attempts).values(**values, status="blocked", expires_at=now))
-        else:
-            expires = now + timedelta(seconds=cfg.push.timeoutSeconds)
-            conn.execute(insert(push_attempts).values(**values, status="pending", expires_at=expires))
+
+    def admit(conn: RawConn) -> tuple[ApiProblem | None, str, datetime]:
+        with conn.begin():
+            row = conn.one(_ADMISSION, user_id=body.userId, now=now, key_id=actor.key_id)
+            if row is None:
+                if not conn.one(KEY_IS_LIVE, key_id=actor.key_id)[0]:
+                    raise _revoked(store, actor)
+                raise not_found(f"user {body.userId}")
+            state, account_locked, blocked_until, device_id, device_state, version, key_live = row
+            if not key_live:
+                raise _revoked(store, actor)
+            cfg = settings_at(store, conn, version)
+            if state == "SUSPENDED" or account_locked:
+                raise ApiProblem(409, f"user {body.userId} is suspended or locked")
+            refusal: ApiProblem | None = None
+            limit = cfg.push.concurrentLimit
+            if blocked_until is not None:
+                # Stop attack is in force (checked before the device: the block is the answer that matters).
+                refusal = PushBlocked(store.dt_out(blocked_until), now)
+            elif device_id is None or device_state != "active":
+                raise ApiProblem(409, f"user {body.userId} has no active push device")
+            elif limit.enabled:
+                pending, earliest = conn.one(_PENDING, user_id=body.userId, resource=body.resource, now=now)
+                if pending >= limit.max:
+                    wait = (store.dt_out(earliest) - now).total_seconds()
+                    refusal = PushCapReached(max(1, math.ceil(wait)), limit.max)
+            attempt_id = new_id()
+            expires = now if refusal is not None else now + timedelta(seconds=cfg.push.timeoutSeconds)
+            ctx = body.context
+            conn.rowcount(
+                _RECORD, attempt_id=attempt_id, for_user=body.userId, device=device_id, for_resource=body.resource,
+                outcome="blocked" if refusal is not None else "pending", now=now, until=expires,
+                ctx_app=ctx.app, ctx_location=ctx.location, ctx_ip=ctx.ip,
+            )
+        return refusal, attempt_id, expires
+
+    refusal, attempt_id, expires = store.run_raw(admit)
     if refusal is not None:
         push_outcome(PushOutcome.BLOCKED_ATTACK if isinstance(refusal, PushBlocked) else PushOutcome.BLOCKED_CAP)
         raise refusal  # after the commit: the blocked attempt stays recorded
     push_outcome(PushOutcome.ADMITTED)
     return PushCreated(id=attempt_id, status=PushStatus.PENDING, expiresAt=to_wire(expires))
+
+
+def _revoked(store: Store, actor: Principal) -> ApiProblem:
+    forget_key(store, actor.key_id)
+    return ApiProblem(401, "invalid or revoked API key")
 
 
 def pending_for_device(conn: Connection, device: Any, now: datetime) -> list[DevicePush]:

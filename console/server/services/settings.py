@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import insert, select, update
+from sqlalchemy import func as sql_func
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -20,6 +21,27 @@ ROW_ID = 1
 
 def etag_for(version: int) -> str:
     return f'"settings-{version}"'
+
+
+# The settings' version as a scalar subquery (0 before the first change): the hot routes read it in the
+# same statement as the user, and parse the document again only when it moved.
+settings_version = sql_func.coalesce(
+    select(settings.c.version).where(settings.c.id == ROW_ID).scalar_subquery(), 0
+)
+_DOC = select(settings.c.doc, settings.c.version).where(settings.c.id == ROW_ID)
+_CACHE = "settings"
+
+
+def settings_at(store: Store, conn: Any, version: int) -> ProtectSettings:
+    """The settings at ``version`` (read in the caller's statement): from the per-process cache when it is
+    that version, else read again (``conn`` is a :class:`~console.server.store.RawConn`)."""
+    cached: tuple[int, ProtectSettings] | None = store.caches.get(_CACHE)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    row = conn.one(_DOC)
+    current = (0, ProtectSettings()) if row is None else (row[1], ProtectSettings.model_validate(loads(row[0])))
+    store.caches[_CACHE] = current
+    return current[1]
 
 
 def read_settings(conn: Connection) -> tuple[ProtectSettings, int]:

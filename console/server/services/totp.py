@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
+import struct
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyotp
-from sqlalchemy import update
+from sqlalchemy import bindparam, or_, select, update
 
 from ...models import TotpEnrollResult, TotpVerifyResult
+from ..errors import ApiProblem, not_found
 from ..metrics import TotpOutcome, totp_outcome
-from ..store import Store, users
+from ..store import RawConn, Store, users
 from .audit import record
 from .common import Principal
+from .keys import KEY_IS_LIVE, forget_key, key_is_live
 from .lockout import totp_lock
-from .settings import read_settings
+from .settings import read_settings, settings_at, settings_version
 from .users import require_user
 
 STEP_SECONDS = 30
@@ -63,12 +68,22 @@ def verify(
 
 
 def _matching_step(secret: str, code: str, now: datetime) -> int | None:
-    totp = pyotp.TOTP(secret)
+    try:
+        key = base64.b32decode(secret.upper() + "=" * (-len(secret) % 8))
+    except (binascii.Error, ValueError):
+        return None  # not a secret any code can match
     step = current_step(now)
     for candidate in (step - 1, step, step + 1):
-        if hmac.compare_digest(totp.generate_otp(candidate), code):
+        if hmac.compare_digest(_hotp(key, candidate), code):
             return candidate
     return None
+
+
+def _hotp(key: bytes, counter: int) -> str:
+    """RFC 4226 with pyotp's defaults (SHA-1, 6 digits), the key decoded once for the three steps tried."""
+    mac = hmac.digest(key, struct.pack(">Q", counter), "sha1")
+    offset = mac[-1] & 0x0F
+    return f"{(struct.unpack_from('>I', mac, offset)[0] & 0x7FFFFFFF) % 1_000_000:06d}"
 
 
 def _check(
@@ -86,3 +101,89 @@ def _check(
         return TotpVerifyResult(valid=False, reason="code was already used"), None, TotpOutcome.REPLAY
     return TotpVerifyResult(valid=True), step, TotpOutcome.VALID
 
+
+
+# ------------------------------------------------------------------ the hot path (unaudited checks)
+
+ENROLLED = "ENROLLED"
+_USER = bindparam("user_id")
+# Everything one check needs in one statement: the user's TOTP state, the settings' version, the key's life.
+_READ = select(
+    users.c.totp_secret, users.c.totp_status, users.c.totp_last_step, users.c.totp_failures,
+    settings_version.label("settings_version"), key_is_live.label("key_live"),
+).where(users.c.id == _USER)
+# The decisions, each one conditional on what the check was made against: a concurrent acceptance, a
+# new secret, or the lock-out reached meanwhile makes it change nothing (rowcount 0), and the check is
+# made again on the row as it is now.
+_ACCEPT = (
+    update(users)
+    .where(
+        users.c.id == _USER, users.c.totp_status == ENROLLED, users.c.totp_secret == bindparam("secret"),
+        users.c.totp_failures < bindparam("max_failures"),
+        or_(users.c.totp_last_step.is_(None), users.c.totp_last_step < bindparam("step")),
+    )
+    .values(totp_last_step=bindparam("step"), totp_failures=0)
+)
+_COUNT_FAILURE = (
+    update(users)
+    .where(
+        users.c.id == _USER, users.c.totp_status == ENROLLED, users.c.totp_secret == bindparam("secret"),
+        users.c.totp_failures < bindparam("max_failures"),
+    )
+    .values(totp_failures=users.c.totp_failures + 1)
+)
+_ROUNDS = 32  # each round lost means another check on this user was decided meanwhile
+
+
+class _TotpRow(NamedTuple):
+    totp_secret: str | None
+    totp_status: str
+    totp_last_step: int | None
+    totp_failures: int
+
+
+def verify_unaudited(store: Store, actor: Principal, user_id: str, code: str, now: datetime) -> TotpVerifyResult:
+    """:func:`verify` for callers whose checks are not audited (login flows), without a lock: one read, then
+    one conditional UPDATE that both decides and records (see ``_ACCEPT`` and ``_COUNT_FAILURE``)."""
+
+    def decide(conn: RawConn) -> tuple[TotpVerifyResult, TotpOutcome]:
+        for _ in range(_ROUNDS):
+            row = conn.one(_READ, user_id=user_id, key_id=actor.key_id)
+            if row is None:
+                if not conn.one(KEY_IS_LIVE, key_id=actor.key_id)[0]:
+                    raise _revoked(store, actor)
+                raise not_found(f"user {user_id}")
+            if not row[5]:
+                raise _revoked(store, actor)
+            max_failures = settings_at(store, conn, row[4]).totp.maxFailures
+            user = _TotpRow(*row[:4])
+            result, step, outcome = _check(user, code, now, max_failures)
+            if outcome is TotpOutcome.VALID:
+                changed = conn.write(_ACCEPT, user_id=user_id, secret=user.totp_secret, max_failures=max_failures,
+                                     step=step)
+            elif outcome is TotpOutcome.WRONG_CODE:
+                # Only wrong codes count toward the lock-out (see verify).
+                changed = conn.write(_COUNT_FAILURE, user_id=user_id, secret=user.totp_secret,
+                                     max_failures=max_failures)
+            else:
+                return result, outcome  # not enrolled, locked, replay: nothing to record
+            if changed == 1:
+                return result, outcome
+        raise ApiProblem(503, "too many simultaneous checks for this user; try again")
+
+    result, outcome = store.run_raw(decide)
+    totp_outcome(outcome)
+    return result
+
+
+def verify_audited(store: Store, user_id: str, code: str, now: datetime, actor: Principal) -> TotpVerifyResult:
+    """The support desk's check (audited): the key confirmed live, then :func:`verify` under the user's lock."""
+    with store.read() as conn:
+        if not conn.execute(KEY_IS_LIVE, {"key_id": actor.key_id}).scalar():
+            raise _revoked(store, actor)
+    return verify(store, user_id, code, now, actor=actor, audited=True)
+
+
+def _revoked(store: Store, actor: Principal) -> ApiProblem:
+    forget_key(store, actor.key_id)
+    return ApiProblem(401, "invalid or revoked API key")

@@ -1,0 +1,144 @@
+"""The two hot routes answered at the ASGI level: ``POST /api/v2/protect/totp/verify`` and ``POST /api/v2/protect/push``.
+
+Login flows call them for every sign-in, so their cost per request is the service's capacity. FastAPI's
+routing, dependency solving and response validation cost more than the decision itself, so a request
+that is well-formed, from a key the process knows and whose role may call the route, is answered here
+with the same service functions the FastAPI routes call (``console/server/services``). Everything else
+(no key, an unknown key, a role without the permission, a body that does not validate, an audited
+caller) goes on to the FastAPI route unchanged, with the body replayed, and gets exactly the answer it
+got before. The FastAPI routes stay the declaration (OpenAPI, docs) and the path for those cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..models import ROLE_PERMISSIONS, Permission, PushRequest, TotpVerifyRequest
+from .routers import resource
+from .services import push as push_service
+from .services import totp as totp_service
+from .services.common import Principal
+from .services.keys import cached_authenticate
+
+TOTP_VERIFY = "/api/v2/protect/totp/verify"
+PUSH = "/api/v2/protect/push"
+_JSON = b"application/json"
+MAX_BODY = 64 * 1024  # the hot routes' bodies are a few hundred bytes
+
+
+async def _totp(app: FastAPI, actor: Principal, body: bytes) -> tuple[int, bytes, list] | None:
+    if Permission.READ in ROLE_PERMISSIONS[actor.role]:
+        return None  # the support desk's check is audited: the FastAPI route does it
+    request = TotpVerifyRequest.model_validate_json(body)
+    state = app.state
+    result = totp_service.verify_unaudited(state.store, actor, request.userId, request.code, state.clock.now())
+    return 200, result.model_dump_json().encode(), []
+
+
+async def _push(app: FastAPI, actor: Principal, body: bytes) -> tuple[int, bytes, list] | None:
+    request = PushRequest.model_validate_json(body)
+    created = push_service.create_attempt(app.state.store, request, app.state.clock.now(), actor=actor)
+    return 201, created.model_dump_json().encode(), []
+
+
+_ROUTES: dict[str, tuple[Permission, Callable[[FastAPI, Principal, bytes], Awaitable[Any]]]] = {
+    TOTP_VERIFY: (Permission.TOTP_VERIFY, _totp),
+    PUSH: (Permission.PUSH_CREATE, _push),
+}
+
+
+class HotRoutes:
+    """ASGI middleware: answers the hot routes' ordinary requests itself (see the module doc)."""
+
+    def __init__(self, app: ASGIApp, fastapi: FastAPI) -> None:
+        self.app = app
+        self.fastapi = fastapi
+        self._routes: dict[str, Any] = {}
+
+    def _route(self, path: str) -> Any:
+        route = self._routes.get(path)
+        if route is None:
+            route = next(r for r in resource.router.routes if getattr(r, "path", None) == path and "POST" in r.methods)
+            self._routes[path] = route
+        return route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hot = _ROUTES.get(scope.get("path", "")) if scope["type"] == "http" and scope.get("method") == "POST" else None
+        if hot is None:
+            await self.app(scope, receive, send)
+            return
+        key = content_type = None
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                key = value
+            elif name == b"content-type":
+                content_type = value
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more and size <= MAX_BODY:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        permission, handle = hot
+        answer = None
+        if more:
+            pass  # a body this large is not an ordinary request: the route (and its limits) answer it
+        elif key and content_type is not None and content_type.split(b";")[0].strip() == _JSON:
+            try:
+                answer = await self._answer(scope, key.decode("latin-1"), permission, handle, body)
+            except Exception as exc:  # noqa: BLE001 - answered by the app's own handler, as the route would be
+                answer = await self._problem(scope, exc)
+        if answer is None:
+            await self.app(scope, _replay(body, more, receive), send)
+            return
+        status, payload, headers = answer
+        scope["route"] = self._route(scope["path"])  # the metrics label it by route, like a routed request
+        await send({
+            "type": "http.response.start", "status": status,
+            "headers": [(b"content-type", _JSON), (b"content-length", str(len(payload)).encode()), *headers],
+        })
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _answer(
+        self, scope: Scope, key: str, permission: Permission, handle: Callable[..., Awaitable[Any]], body: bytes
+    ) -> tuple[int, bytes, list] | None:
+        actor = cached_authenticate(self.fastapi.state.store, key)
+        if actor is None or permission not in ROLE_PERMISSIONS[actor.role]:
+            return None  # 401/403: the route says it
+        try:
+            return await handle(self.fastapi, actor, body)
+        except ValidationError:
+            return None  # 422 naming the field: the route says it
+
+    async def _problem(self, scope: Scope, exc: Exception) -> tuple[int, bytes, list]:
+        handlers = self.fastapi.exception_handlers
+        handler = next((handlers[k] for k in type(exc).__mro__ if k in handlers), None)
+        if handler is None:
+            raise exc
+        response = await handler(Request(scope), exc)
+        headers = [(k, v) for k, v in response.raw_headers if k not in (b"content-type", b"content-length")]
+        return response.status_code, bytes(response.body), headers
+
+
+def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
+    """``receive`` as if nothing had been read: what was read first, then the rest of the stream."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        return await receive()
+
+    return replay
