@@ -1,0 +1,247 @@
+"""The real console in a real terminal: tmux, driven and watched through a control-mode client.
+
+A private tmux server (its own socket, no config file) holds one 140x40 window per console run.
+The benchmark talks to it through one ``tmux -C`` client on pipes, so sending a key or reading the
+screen is a line on a pipe, not a new process per poll:
+
+* ``send-keys`` types into the console's pty exactly as a keyboard would (tmux encodes the keys);
+* ``capture-pane -p`` returns the screen as tmux has rendered it, i.e. what a person sees;
+* tmux pushes a ``%output`` notification the moment it has read (and drawn) bytes the console wrote.
+
+A measurement waits for a condition on the screen: after every ``%output`` (and at least every
+``poll`` seconds) it captures the pane and checks. The time it reports is the arrival of the last
+``%output`` before the capture that satisfied the condition: the moment tmux had drawn that frame,
+independent of how often we poll. The poll interval and the capture round trip are reported too.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shlex
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+WIDTH, HEIGHT = 140, 40
+
+
+@dataclass
+class Stamp:
+    at: float  # perf_counter of the %output that brought the frame (or of the capture, if none came)
+    captured: float  # perf_counter when the satisfying capture returned
+    screen: list[str]
+
+
+@dataclass
+class _Stats:
+    captures: int = 0
+    capture_ms: list[float] = field(default_factory=list)
+
+
+class Tmux:
+    """A private tmux server plus one control-mode client; close() kills that server (and its panes)."""
+
+    def __init__(self, width: int = WIDTH, height: int = HEIGHT) -> None:
+        self.socket = f"protect-bench-{os.getpid()}-{int(time.time() * 1000) % 100000}"
+        self.width, self.height = width, height
+        self.stats = _Stats()
+        self._folder = Path(tempfile.mkdtemp(prefix="protect-bench-tty-"))
+        base = ["tmux", "-L", self.socket, "-f", "/dev/null"]
+        # A placeholder window keeps the session alive while console windows come and go.
+        subprocess.run([*base, "new-session", "-d", "-s", "bench", "-x", str(width), "-y", str(height), "sleep 1d",
+                        # (not window-size manual: tmux 3.3a segfaults on new-window from a control client then)
+                        ";", "set", "-g", "default-size",
+                        f"{width}x{height}", ";", "set", "-g", "remain-on-exit", "off"], check=True)
+        self._client = subprocess.Popen([*base, "-C", "attach", "-t", "bench", "-f", "ignore-size"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self._replies: queue.Queue[tuple[bool, list[str]]] = queue.Queue()
+        self._output = threading.Condition()
+        self._last_output: dict[str, float] = {}
+        self._first_output: dict[str, float] = {}
+        self._output_seq = 0
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._replies.get(timeout=10)  # the attach's own (empty) reply block: commands and replies pair up from here
+
+    # ------------------------------------------------------------ control mode
+    def _read(self) -> None:
+        assert self._client.stdout is not None
+        block: list[str] | None = None
+        for raw in self._client.stdout:
+            now = time.perf_counter()
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if block is not None:
+                if line.startswith(("%end ", "%error ")):
+                    self._replies.put((line.startswith("%end "), block))
+                    block = None
+                else:
+                    block.append(line)
+                continue
+            if line.startswith("%begin "):
+                block = []
+            elif line.startswith("%output "):
+                pane = line.split(" ", 2)[1]
+                with self._output:
+                    self._last_output[pane] = now
+                    self._first_output.setdefault(pane, now)
+                    self._output_seq += 1
+                    self._output.notify_all()
+        with self._output:
+            self._output_seq += 1
+            self._output.notify_all()
+
+    def command(self, line: str, timeout: float = 10.0) -> list[str]:
+        with self._lock:
+            assert self._client.stdin is not None
+            self._client.stdin.write(line.encode() + b"\n")
+            ok, reply = self._replies.get(timeout=timeout)
+        if not ok:
+            raise RuntimeError(f"tmux: {line!r}: {' '.join(reply)}")
+        return reply
+
+    # ------------------------------------------------------------ windows
+    def spawn(self, argv: list[str], env: dict[str, str]) -> "Pane":
+        """A new window that waits for Enter (``pane.go()``), then execs ``argv`` with ``env`` added."""
+        script = self._folder / f"run-{time.monotonic_ns()}.sh"
+        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+        script.write_text(f"#!/bin/sh\n{exports}printf 'bench: press enter\\n'\nread _ignored\n"
+                          f"exec {' '.join(shlex.quote(a) for a in argv)}\n")
+        script.chmod(stat.S_IRWXU)  # the API key is in it: ours only
+        pane_id, pid = self.command(
+            f"new-window -d -P -F '#{{pane_id}} #{{pane_pid}}' -t bench {shlex.quote(str(script))}")[0].split()
+        pane = Pane(self, pane_id, int(pid))
+        pane.wait_for(lambda s: any("bench: press enter" in line for line in s), timeout=10)
+        return pane
+
+    def close(self) -> None:
+        try:
+            self.command("kill-server", timeout=5)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        try:
+            self._client.wait(5)
+        except subprocess.TimeoutExpired:
+            self._client.kill()
+        for path in self._folder.iterdir():
+            path.unlink()
+        self._folder.rmdir()
+
+    def __enter__(self) -> "Tmux":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Pane:
+    def __init__(self, tmux: Tmux, pane_id: str, pid: int) -> None:
+        self.tmux, self.id, self.pid = tmux, pane_id, pid
+
+    def go(self) -> float:
+        """Press Enter at the waiting prompt: the command starts. Returns the moment the key was sent."""
+        return self.keys("Enter")
+
+    def keys(self, *names: str, literal: bool = False) -> float:
+        """Send keys (tmux names: Down, NPage, End, Escape, Enter; or text with ``literal``); the send time."""
+        flag = "-l " if literal else ""
+        line = f"send-keys {flag}-t {self.id} " + " ".join(shlex.quote(n) for n in names)
+        with self.tmux._output:  # noqa: SLF001
+            self._seq_at_send = self.tmux._output_seq  # noqa: SLF001
+        sent = time.perf_counter()
+        self.tmux.command(line)
+        return sent
+
+    def screen(self) -> list[str]:
+        started = time.perf_counter()
+        lines = self.tmux.command(f"capture-pane -p -t {self.id}")
+        self.tmux.stats.captures += 1
+        self.tmux.stats.capture_ms.append((time.perf_counter() - started) * 1000)
+        return lines
+
+    def wait_for(self, condition: Callable[[list[str]], bool], *, timeout: float = 30.0,
+                 poll: float = 0.005) -> Stamp:
+        """Capture after every output (and every ``poll`` s) until ``condition(screen)``; see the module doc."""
+        tmux = self.tmux
+        deadline = time.perf_counter() + timeout
+        while True:
+            with tmux._output:  # noqa: SLF001
+                seq = tmux._output_seq  # noqa: SLF001
+                last = tmux._last_output.get(self.id)  # noqa: SLF001
+            lines = self.screen()
+            now = time.perf_counter()
+            if condition(lines):
+                return Stamp(last if last is not None else now, now, lines)
+            if now > deadline:
+                tail = "\n".join(lines[-6:])
+                raise TimeoutError(f"the screen did not show what was awaited within {timeout:.0f} s; it shows:\n"
+                                   f"{tail}")
+            with tmux._output:  # noqa: SLF001
+                if tmux._output_seq == seq:  # noqa: SLF001
+                    tmux._output.wait(poll)  # noqa: SLF001
+
+    def first_output(self) -> float | None:
+        """When tmux first forwarded output of this pane (the prompt's line, then the console's)."""
+        with self.tmux._output:  # noqa: SLF001
+            return self.tmux._first_output.get(self.id)  # noqa: SLF001
+
+    def forget_output(self) -> None:
+        with self.tmux._output:  # noqa: SLF001
+            self.tmux._first_output.pop(self.id, None)  # noqa: SLF001
+
+    def last_output(self) -> float | None:
+        with self.tmux._output:  # noqa: SLF001
+            return self.tmux._last_output.get(self.id)  # noqa: SLF001
+
+    def alive(self) -> bool:
+        try:
+            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state not in ("Z", "X")  # exited, not yet reaped by tmux
+
+    def wait_gone(self, timeout: float = 15.0) -> None:
+        """Until the pane's process has exited (after `q`)."""
+        deadline = time.perf_counter() + timeout
+        while self.alive():
+            if time.perf_counter() > deadline:
+                try:
+                    shows = "\n".join(self.screen()[-8:])
+                except RuntimeError:
+                    shows = "(pane gone)"
+                raise TimeoutError(f"the console (pid {self.pid}) did not exit within {timeout:.0f} s:\n{shows}")
+            time.sleep(0.02)
+
+    def rss_mb(self) -> tuple[float, float]:
+        """(VmRSS, VmHWM) of the pane's process in MB (the console: the pane's shell execs it)."""
+        values = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024
+        return values["VmRSS"], values["VmHWM"]
+
+    def kill(self) -> None:
+        try:
+            self.tmux.command(f"kill-pane -t {self.id}")
+        except RuntimeError:
+            pass  # already gone
+
+
+def console_argv() -> list[str]:
+    import sys
+
+    return [str(Path(sys.executable).with_name("protect-console"))]
+
+
+def console_env(url: str, key: str) -> dict[str, str]:
+    """The console's connection through its documented variables, with an empty config folder."""
+    config = tempfile.mkdtemp(prefix="protect-bench-config-")
+    return {"PROTECT_CONSOLE_URL": url, "PROTECT_CONSOLE_API_KEY": key, "XDG_CONFIG_HOME": config,
+            "TERM": "tmux-256color", "COLORTERM": "truecolor"}
