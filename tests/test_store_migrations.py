@@ -33,6 +33,7 @@ from console.server.store import (
     _connected,
     database_state,
     head_revision,
+    include_in_schema_compare,
     metadata,
     open_store,
     parse_db,
@@ -44,7 +45,7 @@ from tests.helpers import run_cli
 REPO = Path(__file__).resolve().parent.parent
 ADMIN = Principal("k1", "test-admin", Role.ADMIN)
 # The tables of the first migration, parents first.
-HEAD = "0004"
+HEAD = "0005"
 TABLES_0001 = ("users", "devices", "diagnostics", "enrollment_codes", "push_attempts", "settings", "api_keys", "audit")
 
 
@@ -71,12 +72,8 @@ def schema_differences(db: str) -> list:
     store = raw_store(db)
     try:
         with store.read() as conn:
-            dialect = conn.dialect.name
-
-            def for_this_dialect(obj, name, type_, reflected, compare_to) -> bool:  # noqa: ANN001
-                only = getattr(obj, "_ddl_if", None)  # Index(...).ddl_if(dialect=...): one store only
-                return only is None or only.dialect in (None, dialect)
-
+            # One store's own indexes and the search index's FTS5 tables are not compared.
+            for_this_dialect = include_in_schema_compare(conn.dialect.name)
             context = MigrationContext.configure(conn, opts={"include_object": for_this_dialect})
             return compare_metadata(context, metadata)
     finally:

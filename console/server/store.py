@@ -105,6 +105,11 @@ Index("ix_users_totp_status", users.c.totp_status)
 Index("ix_users_lastname_sort", users.c.lastname_sort, users.c.firstname_sort, users.c.id)
 Index("ix_users_firstname_sort", users.c.firstname_sort, users.c.lastname_sort, users.c.id)
 Index("ix_users_push_blocked", users.c.push_blocked_until)
+# Search words of 1-2 characters match as a prefix of a field: a range on these (migration 0005;
+# username_ci and email_ci have their unique indexes).
+Index("ix_users_firstname_ci", users.c.firstname_ci)
+Index("ix_users_lastname_ci", users.c.lastname_ci)
+Index("ix_users_displayname_ci", users.c.displayname_ci)
 # PostgreSQL only (migration 0004, when pg_trgm can be created): substring search by trigrams.
 Index(
     "ix_users_search_trgm",
@@ -112,6 +117,27 @@ Index(
     postgresql_using="gin",
     postgresql_ops={f"{name}_ci": "gin_trgm_ops" for name in SEARCHABLE},
 ).ddl_if(dialect="postgresql")
+
+# SQLite only (migration 0005): the FTS5 trigram index over the folded columns and its shadow tables,
+# kept by triggers (console/server/search_index.py). Not SQLAlchemy tables: the schema comparison skips them.
+SEARCH_INDEX_TABLE = "users_search"
+
+
+def include_in_schema_compare(dialect: str):  # noqa: ANN201 - Alembic's include_object callable
+    """Alembic's ``include_object`` for comparing ``metadata`` with a database of ``dialect``.
+
+    Leaves out indexes declared for the other store only (``Index(...).ddl_if(dialect=...)``) and the
+    search index's own tables (an FTS5 virtual table and its shadow tables, which no metadata describes).
+    """
+
+    def include(obj, name, type_, reflected, compare_to) -> bool:  # noqa: ANN001
+        if type_ == "table" and name and (name == SEARCH_INDEX_TABLE or name.startswith(SEARCH_INDEX_TABLE + "_")):
+            return False
+        only = getattr(obj, "_ddl_if", None)
+        return only is None or only.dialect in (None, dialect)
+
+    return include
+
 
 devices = Table(
     "devices",
