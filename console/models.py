@@ -39,10 +39,24 @@ class Strict(BaseModel):
 
 
 class Page(Wire, Generic[T]):
-    """JumpCloud's list envelope."""
+    """JumpCloud's list envelope, with keyset cursors where the listing has them.
 
-    totalCount: int
+    ``startCursor``/``endCursor`` name the first and last row of ``results``: pass one as ``after``
+    (or ``before``) to get the next (or previous) page. An empty page carries neither (the envelope is
+    then JumpCloud's own); ``totalCount`` is null when the request said ``count=false``.
+    """
+
+    totalCount: int | None = Field(description="Rows matching in all; null when the request said count=false.")
     results: list[T]
+    # Left out when null (an empty page): a page without rows is exactly JumpCloud's envelope.
+    startCursor: str | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="Cursor of the first row of `results` (pass it as `before`); absent when there are no rows.",
+    )
+    endCursor: str | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="Cursor of the last row of `results` (pass it as `after`); absent when there are no rows.",
+    )
 
 
 class ErrorBody(Wire):

@@ -14,8 +14,19 @@ from ..store import Store
 
 router = APIRouter(prefix="/api", tags=["users"])
 
-Skip = Query(0, ge=0, le=10_000_000, description="Rows to skip.")
+Skip = Query(0, ge=0, le=10_000_000, description="Rows to skip (after the cursor, when `after`/`before` is given).")
 Limit = Query(10, ge=1, le=100, description="Rows to return (1..100).")
+After = Query(
+    None, max_length=4096,
+    description="Keyset paging: the rows after this cursor (a page's `endCursor`), in the request's order. "
+    "The cursor must come from the same sort, search and filter (else 400).",
+)
+Before = Query(
+    None, max_length=4096,
+    description="Keyset paging: the `limit` rows just before this cursor (a page's `startCursor`), still in the "
+    "request's order; `end` gives the last page.",
+)
+Count = Query(True, description="false: do not count the matches (`totalCount` is then null); paging on is cheaper.")
 
 
 @router.get("/systemusers", response_model=Page[SystemUser])
@@ -24,15 +35,26 @@ def list_systemusers(
     limit: int = Limit,
     sort: str | None = Query(None, max_length=512, description="Space-separated fields; `-` prefix for descending."),
     filter: list[str] = Query([], description="Repeatable `field:$op:value`, ANDed."),
-    search: str | None = Query(None, max_length=NAME_MAX, description="Case-insensitive substring over names and email."),
+    search: str | None = Query(
+        None, max_length=NAME_MAX,
+        description="Case-insensitive search over username, email, first and last name: every word must match "
+        "some field (3+ characters anywhere in it, 1-2 characters at its start; a lone word of 1-2 characters "
+        "anywhere). An exact username or email first, then usernames starting with the first word.",
+    ),
+    after: str | None = After,
+    before: str | None = Before,
+    count: bool = Count,
     _: Principal = Depends(require(Permission.READ)),
     store: Store = Depends(get_store),
     clock: Clock = Depends(get_clock),
 ) -> Page[SystemUser]:
+    """Users, a page at a time: `skip`/`limit` as JumpCloud, or keyset paging with `after`/`before`
+    (the cursors of each page are `startCursor`/`endCursor`), which costs the same at any depth."""
     conditions = user_service.parse_filter_strings(filter)
     with store.read() as conn:
         return user_service.list_users(
-            conn, clock.now(), skip=skip, limit=limit, sort=sort, conditions=conditions, search=search
+            conn, clock.now(), skip=skip, limit=limit, sort=sort, conditions=conditions, search=search,
+            after=after, before=before, count=count,
         )
 
 
@@ -42,15 +64,20 @@ def search_systemusers(
     skip: int = Skip,
     limit: int = Limit,
     sort: str | None = Query(None, max_length=512),
+    after: str | None = After,
+    before: str | None = Before,
+    count: bool = Count,
     _: Principal = Depends(require(Permission.READ)),
     store: Store = Depends(get_store),
     clock: Clock = Depends(get_clock),
 ) -> Page[SystemUser]:
+    """Search users (`searchFilter`: every word must match one of `fields`), with the list's paging."""
     conditions = user_service.parse_filter_body(body.filter)
     with store.read() as conn:
         return user_service.list_users(
             conn, clock.now(), skip=skip, limit=limit, sort=sort, conditions=conditions,
             search=body.searchFilter.searchTerm or None, search_fields=body.searchFilter.fields or ["username"],
+            after=after, before=before, count=count,
         )
 
 

@@ -7,7 +7,11 @@ so that the same rule serves both the filters and the output.
 
 from __future__ import annotations
 
+import functools
+import heapq
+import itertools
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,12 +19,15 @@ from sqlalchemy import (
     ColumnElement,
     and_,
     case,
+    column,
     delete,
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
+    table,
     true,
     update,
 )
@@ -41,10 +48,12 @@ from ...models import (
 )
 from ..clock import from_wire, to_wire
 from ..errors import ApiProblem, bad_request, conflict, not_found
-from ..store import Store, devices, enrollment_codes, folded, push_attempts, users
+from ..store import SEARCH_INDEX_TABLE, Store, devices, enrollment_codes, folded, push_attempts, users
+from . import paging
 from .audit import keep_target_name, record
 from .common import Principal, new_id
 from .lockout import totp_lock
+from .paging import Key, beyond
 from .settings import read_settings
 
 ENROLLED = EnrollmentStatus.ENROLLED.value
@@ -291,10 +300,14 @@ _NAME_SORTS = {
 }
 
 
-def _order_by(sort: str | None, now: datetime) -> list[Any]:
-    order: list[Any] = []
+def _sort_tokens(sort: str | None) -> list[str]:
+    return (sort or "").replace(",", " ").split()
+
+
+def _sort_keys(sort: str | None, now: datetime) -> list[Key]:
+    keys: list[Key] = []
     descending = False
-    for token in (sort or "").replace(",", " ").split():
+    for token in _sort_tokens(sort):
         descending = token.startswith("-")
         field = token.lstrip("-+")
         if field in _NAME_SORTS:
@@ -304,18 +317,261 @@ def _order_by(sort: str | None, now: datetime) -> list[Any]:
                 exprs = (_field_expr(field, now)[0],)
             except ApiProblem:
                 raise bad_request(f"unknown sort field {field!r}") from None
-        order.extend(e.desc() if descending else e.asc() for e in exprs)
+        keys.extend(Key(e, descending) for e in exprs)
     # A stable tiebreak keeps pages from overlapping; it follows the last key's direction,
     # so a reversed sort is exactly the reverse order (and walks the (key, id) index backwards).
-    order.append(users.c.id.desc() if descending else users.c.id.asc())
-    return order
+    keys.append(Key(users.c.id, descending))
+    return keys
 
 
 def _like_escape(term: str) -> str:
     return term.casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+# ------------------------------------------------------------------ search
+#
+# Words of 3+ characters match as substrings of a selected folded field, through the trigram index
+# (FTS5 on SQLite, pg_trgm on PostgreSQL); a word of 1-2 characters in a several-word query matches
+# as a prefix of a field (a range on the field's btree). A lone word of 1-2 characters keeps its
+# substring meaning (no index can answer it; every existing client relies on it). Every word must
+# match some field. Results: the user whose username or email is exactly the query first, then
+# usernames starting with the first word, then the rest; by username within each group.
+
+SHORT = 3  # words shorter than this have no trigram
+EXACT, PREFIX, REST = 0, 1, 2
+# Plan choice: walk the username index (checking each row) when matches are dense enough that
+# the page is found within a few thousand rows; otherwise read every match and sort them.
+WALK_FACTOR = 8
+VARIANTS_MAX = 16  # case variants of a prefix walked separately (each an index range)
+SMALL_GROUP = 2000  # a prefix group this small is read whole and sorted
+
+_fts = table(SEARCH_INDEX_TABLE, column("rowid"))
+_users_rowid = literal_column("users.rowid")
+
+
+@dataclass(frozen=True)
+class _Search:
+    words: tuple[str, ...]  # case-folded
+    fields: tuple[str, ...]
+    exact: str  # the whole query, folded and trimmed: an exact username or email sorts first
+
+    @property
+    def substring_words(self) -> tuple[str, ...]:
+        if len(self.words) == 1:
+            return self.words
+        return tuple(w for w in self.words if len(w) >= SHORT)
+
+    @property
+    def prefix_words(self) -> tuple[str, ...]:
+        return () if len(self.words) == 1 else tuple(w for w in self.words if len(w) < SHORT)
+
+    @property
+    def indexed_words(self) -> tuple[str, ...]:
+        return tuple(w for w in self.substring_words if len(w) >= SHORT)
+
+    @property
+    def lead(self) -> str:
+        return self.words[0]
+
+
+def _parse_search(search: str | None, fields: Sequence[str]) -> _Search | None:
+    if not search:
+        return None
+    if "\x00" in search:
+        raise bad_request("search: must not contain NUL characters")
+    folded_term = search.casefold()
+    words = tuple(folded_term.split()) or (folded_term,)  # only spaces: that text itself, as before
+    return _Search(words, tuple(dict.fromkeys(fields)), folded_term.strip() or folded_term)
+
+
+def _successor(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` (code point order)."""
+    while prefix:
+        last = ord(prefix[-1]) + 1
+        if 0xD800 <= last < 0xE000:
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return prefix[:-1] + chr(last)
+        prefix = prefix[:-1]
+    return None
+
+
+def _starts_with(col: Any, prefix: str) -> ColumnElement[bool]:
+    """``col`` starts with ``prefix``: a range, which a btree answers on both stores."""
+    upper = _successor(prefix)
+    return and_(col >= prefix, col < upper) if upper is not None else col >= prefix
+
+
+def _contains_word(word: str, fields: Sequence[str]) -> ColumnElement[bool]:
+    pattern = f"%{_like_escape(word)}%"
+    return or_(*(users.c[f"{f}_ci"].like(pattern, escape="\\") for f in fields))
+
+
+def _starts_word(word: str, fields: Sequence[str]) -> ColumnElement[bool]:
+    return or_(*(_starts_with(users.c[f"{f}_ci"], word) for f in fields))
+
+
+def _row_match(s: _Search) -> ColumnElement[bool]:
+    """The search as a test of one row (LIKE on its folded fields): for walks along an index."""
+    return and_(*(_contains_word(w, s.fields) for w in s.substring_words),
+                *(_starts_word(w, s.fields) for w in s.prefix_words))
+
+
+def _fts_query(s: _Search) -> str:
+    columns = " ".join(f"{f}_ci" for f in s.fields)
+    return " AND ".join(f'{{{columns}}} : "{w.replace(chr(34), chr(34) * 2)}"' for w in s.indexed_words)
+
+
+def _uses_fts(conn: Connection, s: _Search) -> bool:
+    return conn.dialect.name == "sqlite" and bool(s.indexed_words)
+
+
+def _index_match(conn: Connection, s: _Search) -> ColumnElement[bool]:
+    """The search as a set read from the indexes: for counting, and for reading sparse matches whole."""
+    if not _uses_fts(conn, s):
+        return _row_match(s)  # PostgreSQL: the trigram GIN index serves these LIKEs
+    in_fts = _users_rowid.in_(
+        select(_fts.c.rowid).where(literal_column(SEARCH_INDEX_TABLE).op("MATCH")(_fts_query(s)))
+    )
+    others = [_contains_word(w, s.fields) for w in s.substring_words if len(w) < SHORT]
+    return and_(in_fts, *others, *(_starts_word(w, s.fields) for w in s.prefix_words))
+
+
+def _count(conn: Connection, s: _Search | None, where: list[Any]) -> int:
+    if s is not None and _uses_fts(conn, s) and not where and not s.prefix_words:
+        # Straight from the FTS index: no users row is read.
+        query = select(func.count()).select_from(_fts).where(
+            literal_column(SEARCH_INDEX_TABLE).op("MATCH")(_fts_query(s)))
+        return conn.execute(query).scalar_one()
+    match = [] if s is None else [_index_match(conn, s)]
+    return conn.execute(select(func.count()).select_from(users).where(*match, *where)).scalar_one()
+
+
+def _directory_size(conn: Connection) -> int:
+    """About how many users there are, without counting them (for choosing a plan)."""
+    if conn.dialect.name == "sqlite":
+        return int(conn.exec_driver_sql("SELECT coalesce(max(rowid), 0) FROM users").scalar_one())
+    estimate = conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE oid = 'users'::regclass").scalar()
+    return max(int(estimate or 0), 0)
+
+
+def _rank(s: _Search) -> ColumnElement[int]:
+    whens = []
+    if s.exact:
+        whens.append((or_(users.c.username_ci == s.exact, users.c.email_ci == s.exact), EXACT))
+    whens.append((users.c.username_ci.like(f"{_like_escape(s.lead)}%", escape="\\"), PREFIX))
+    return case(*whens, else_=REST)
+
+
+@functools.cache
+def _folds_to() -> dict[str, tuple[tuple[str, str], ...]]:
+    """first character of a case fold -> (character, its fold): which characters fold to what."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for point in range(0x20000):  # case mappings end in plane 1 (Adlam); beyond, everything folds to itself
+        if 0xD800 <= point < 0xE000:
+            continue
+        char = chr(point)
+        fold = char.casefold()
+        found.setdefault(fold[0], []).append((char, fold))
+    return {k: tuple(v) for k, v in found.items()}
+
+
+def _case_variants(word: str, cap: int = VARIANTS_MAX) -> list[str] | None:
+    """The shortest strings whose case folds start with ``word`` (``mar`` -> mar, maR, ..., MAR);
+    a username folds to something starting with ``word`` exactly when it starts with one of them.
+    None when there are more than ``cap``."""
+    folds = _folds_to()
+    found: list[str] = []
+
+    def extend(prefix: str, rest: str) -> bool:
+        for char, fold in folds.get(rest[0], ((rest[0], rest[0]),)):
+            if fold.startswith(rest):
+                found.append(prefix + char)
+                if len(found) > cap:
+                    return False
+            elif rest.startswith(fold) and not extend(prefix + char, rest[len(fold):]):
+                return False
+        return True
+
+    return found if extend("", word) else None
+
+
 # ------------------------------------------------------------------ reads
+
+
+@dataclass
+class _Listing:
+    """One request's listing: what to read, in which order, from where."""
+
+    conn: Connection
+    now: datetime
+    keys: list[Key]
+    where: list[Any]
+    fp: str
+
+    def select(self, *conds: Any) -> Any:
+        labels = [k.expr.label(f"_k{i}") for i, k in enumerate(self.keys)]
+        return select(*_user_columns(self.now), *labels).where(*self.where, *conds)
+
+    def values(self, row: Any) -> list[Any]:
+        return [row._mapping[f"_k{i}"] for i in range(len(self.keys))]
+
+    def read(self, match: Any, bound: list[Any] | None, reverse: bool, skip: int, limit: int) -> list[Any]:
+        """Rows in the keys' order (reversed: backwards from ``bound``), past ``bound`` when given."""
+        conds = [] if match is None else [match]
+        if bound is not None:
+            conds.append(beyond(self.keys, bound, reverse=reverse))
+        query = self.select(*conds).order_by(*(k.order(reverse) for k in self.keys)).offset(skip).limit(limit)
+        return list(self.conn.execute(query))
+
+
+def _walk_search(listing: _Listing, s: _Search, bound: list[Any] | None, reverse: bool, need: int) -> list[Any]:
+    """The first ``need`` rows in search order (exact, prefix, rest; by username), group by group.
+
+    Each group walks an index in username order and tests each row, so a dense search (``mar``)
+    stops after a page's worth of rows instead of reading and sorting every match.
+    """
+    row_match = _row_match(s)
+    by_name = [Key(users.c.username), Key(users.c.id)]
+    groups = [EXACT, PREFIX, REST][::-1] if reverse else [EXACT, PREFIX, REST]
+    rank = _rank(s)
+    out: list[Any] = []
+    for group in groups:
+        if bound is not None and (group > bound[0] if reverse else group < bound[0]):
+            continue
+        within = bound[1:] if bound is not None and group == bound[0] else None
+        if group == EXACT and not s.exact:
+            continue
+        conds = [row_match, rank == group]
+        if group == EXACT:
+            conds.append(or_(users.c.username_ci == s.exact, users.c.email_ci == s.exact))
+        elif group == PREFIX:
+            conds.append(_starts_with(users.c.username_ci, s.lead))
+        if within is not None:
+            conds.append(beyond(by_name, within, reverse=reverse))
+        order = [k.order(reverse) for k in by_name]
+        left = need - len(out)
+        variants = _case_variants(s.lead) if group == PREFIX else None
+        if variants and len(variants) > 1 and _prefix_size(listing.conn, s.lead) > SMALL_GROUP:
+            # The username index in ranges, one per case variant, merged: no sort of the whole group.
+            parts = [
+                list(listing.conn.execute(listing.select(*conds, _starts_with(users.c.username, v))
+                                          .order_by(*order).limit(left)))
+                for v in variants
+            ]
+            merged = heapq.merge(*parts, key=lambda r: (r.username, r.id), reverse=reverse)
+            out.extend(itertools.islice(merged, left))
+        else:
+            out.extend(listing.conn.execute(listing.select(*conds).order_by(*order).limit(left)))
+        if len(out) >= need:
+            break
+    return out
+
+
+def _prefix_size(conn: Connection, prefix: str) -> int:
+    return conn.execute(
+        select(func.count()).select_from(users).where(_starts_with(users.c.username_ci, prefix))
+    ).scalar_one()
 
 
 def list_users(
@@ -328,25 +584,57 @@ def list_users(
     conditions: Sequence[tuple[str, str, Any]] = (),
     search: str | None = None,
     search_fields: Sequence[str] = ("username", "email", "firstname", "lastname"),
+    after: str | None = None,
+    before: str | None = None,
+    count: bool = True,
 ) -> Page[SystemUser]:
+    """A page of users. ``after``/``before`` (a cursor, or ``before="end"``) page by keyset:
+    the page at any depth costs what the first one costs. ``count=False``: no total (null)."""
     where = [_condition(f, op, v, now) for f, op, v in conditions]
-    order = _order_by(sort, now)
-    if search and "\x00" in search:
-        raise bad_request("search: must not contain NUL characters")
-    if search:
-        term = _like_escape(search)
-        fields = dict.fromkeys(search_fields)  # each field once, in the order given
-        where.append(or_(*(users.c[f"{f}_ci"].like(f"%{term}%", escape="\\") for f in fields)))
-        if not sort:
-            # Prefix matches on the username first: what a support desk types is usually the start.
-            order.insert(0, case((users.c.username_ci.like(f"{term}%", escape="\\"), 0), else_=1))
-            order.insert(1, users.c.username.asc())
-    elif not sort:
-        order.insert(0, users.c.username.asc())
-    total = conn.execute(select(func.count()).select_from(users).where(*where)).scalar_one()
-    rows = conn.execute(select(*_user_columns(now)).where(*where).order_by(*order).offset(skip).limit(limit))
+    s = _parse_search(search, search_fields)
+    if sort:
+        keys = _sort_keys(sort, now)
+    elif s is not None:
+        keys = [Key(_rank(s)), Key(users.c.username), Key(users.c.id)]
+    else:
+        keys = [Key(users.c.username), Key(users.c.id)]
+    fp = paging.fingerprint(
+        "users", _sort_tokens(sort), list(s.words) if s else None, sorted(s.fields) if s else None,
+        sorted([f, op, str(v)] for f, op, v in conditions),
+    )
+    if after is not None and before is not None:
+        raise bad_request("after and before: give one of them, not both")
+    reverse = before is not None
+    bound: list[Any] | None = None
+    if after is not None:
+        bound = paging.decode(after, fp, "after", len(keys))
+    elif before is not None and before != paging.END:
+        bound = paging.decode(before, fp, "before", len(keys))
+    listing = _Listing(conn, now, keys, where, fp)
+
+    total = _count(conn, s, where) if count or (s is not None and _uses_fts(conn, s)) else None
+    if total == 0:
+        rows: list[Any] = []
+    elif s is None:
+        rows = listing.read(None, bound, reverse, skip, limit)
+    else:
+        dense = total is None or total * total > WALK_FACTOR * (skip + limit) * _directory_size(conn)
+        if not dense:
+            rows = listing.read(_index_match(conn, s), bound, reverse, skip, limit)
+        elif sort:
+            rows = listing.read(_row_match(s), bound, reverse, skip, limit)  # walks the sort's index
+        else:
+            rows = _walk_search(listing, s, bound, reverse, skip + limit)[skip:]
+    if reverse:
+        rows.reverse()
     max_failures = _max_failures(conn)
-    return Page[SystemUser](totalCount=total, results=[_to_user(r, max_failures) for r in rows])
+    results = [_to_user(r, max_failures) for r in rows]
+    return Page[SystemUser](
+        totalCount=total if count else None,
+        results=results,
+        startCursor=paging.encode(listing.values(rows[0]), fp) if rows else None,
+        endCursor=paging.encode(listing.values(rows[-1]), fp) if rows else None,
+    )
 
 
 def get_user(conn: Connection, user_id: str, now: datetime) -> SystemUser:
