@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import random
 import selectors
 import signal
 import socket
@@ -31,6 +32,10 @@ class ClientResult:
     statuses: dict[int, int] = field(default_factory=dict)
     bodies: dict[str, int] = field(default_factory=dict)  # answer classes, as the bench's classify() names them
     errors: int = 0
+    answered: int = 0  # every answer, warm-up included (to divide the service's CPU time by)
+    service_cpu: float = 0.0  # seconds, set by measure()
+    machine_busy: float = 0.0  # seconds of CPU used by every process on the machine meanwhile
+    elapsed: float = 0.0
 
 
 # A request source: given the connection's index, the next (body bytes) to POST, or None when done.
@@ -47,8 +52,12 @@ def _request(host: str, path: str, key: str, body: bytes) -> bytes:
 
 def _client(
     index: int, host: str, port: int, path: str, key: str, connections: int, make_source: Callable[[int], Source],
-    classify: Classify, start_at: float, warmup: float, seconds: float, out: "multiprocessing.Queue",
+    classify: Classify, start_at: float, warmup: float, seconds: float, interval: float | None,
+    out: "multiprocessing.Queue",
 ) -> None:
+    """One client process. ``interval``: None sends the next request as soon as the answer is in (closed
+    loop); else each connection sends one request every ``interval`` seconds (paced), and latency counts
+    from the planned moment, so a service that falls behind is charged for the wait too."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     source = make_source(index)
     result = ClientResult()
@@ -58,35 +67,55 @@ def _client(
         s = socket.create_connection((host, port))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         socks.append(s)
-    measure_from, stop_at = start_at + warmup, start_at + warmup + seconds
+    for i, s in enumerate(socks):
+        selector.register(s, selectors.EVENT_READ, i)
     sent_at = [0.0] * connections
     buffers = [b""] * connections
     now = time.time()
     if start_at > now:
         time.sleep(start_at - now)
-    perf_offset = time.time() - time.perf_counter()  # perf_counter -> wall clock, to compare with the window
+    perf_start = time.perf_counter()
+    perf_offset = time.time() - perf_start  # perf_counter -> wall clock, to compare with the window
+    measure_from, stop_at = start_at + warmup - perf_offset, start_at + warmup + seconds - perf_offset
+    # Paced: connection i's first request at a phase of its own, so the connections do not send in step.
+    phase = random.Random(index)
+    due: list[float | None] = [perf_start + (interval * phase.random() if interval else 0.0) for _ in range(connections)]
+    busy = [False] * connections
+    live = connections
 
-    def send(i: int) -> bool:
+    def send(i: int, planned: float) -> bool:
         body = source(i)
         if body is None:
             return False
-        sent_at[i] = time.perf_counter()
+        sent_at[i] = planned
         socks[i].sendall(_request(host, path, key, body))
+        busy[i] = True
         return True
 
-    live = 0
-    for i, s in enumerate(socks):
-        if send(i):
-            selector.register(s, selectors.EVENT_READ, i)
-            live += 1
-    while live:
-        for selected, _ in selector.select(timeout=5.0):
+    def start_due() -> None:
+        nonlocal live
+        clock = time.perf_counter()
+        for i in range(connections):
+            planned = due[i]
+            if planned is not None and not busy[i] and planned <= clock:
+                if clock >= stop_at or not send(i, planned if interval else clock):
+                    due[i] = None
+                    live -= 1
+
+    start_due()
+    while live or any(busy):
+        waiting = [d for i, d in enumerate(due) if d is not None and not busy[i]]
+        timeout = max(0.0, min(waiting) - time.perf_counter()) if waiting else 5.0
+        for selected, _ in selector.select(timeout=timeout):
             i = selected.data
             chunk = socks[i].recv(65536)
             if not chunk:
                 result.errors += 1
                 selector.unregister(socks[i])
-                live -= 1
+                busy[i] = False
+                if due[i] is not None:
+                    due[i] = None
+                    live -= 1
                 continue
             buffers[i] += chunk
             data = buffers[i]
@@ -104,16 +133,17 @@ def _client(
             done = time.perf_counter()
             body = data[head_end + 4 : head_end + 4 + length]
             buffers[i] = data[head_end + 4 + length :]
+            busy[i] = False
+            result.answered += 1
             status = int(head[9:12])
-            wall = done + perf_offset
-            if measure_from <= wall <= stop_at:
+            if measure_from <= done <= stop_at:
                 result.latencies_ms.append((done - sent_at[i]) * 1000)
                 result.statuses[status] = result.statuses.get(status, 0) + 1
                 kind = classify(status, body)
                 result.bodies[kind] = result.bodies.get(kind, 0) + 1
-            if wall >= stop_at or not send(i):
-                selector.unregister(socks[i])
-                live -= 1
+            if due[i] is not None:
+                due[i] = (due[i] + interval) if interval else done
+        start_due()
     for s in socks:
         s.close()
     out.put(result)
@@ -122,14 +152,19 @@ def _client(
 def run_clients(
     host: str, port: int, path: str, key: str, *, processes: int, connections: int,
     make_source: Callable[[int], Source], classify: Classify, warmup: float, seconds: float,
+    rate: float | None = None,
 ) -> ClientResult:
-    """Run ``processes`` client processes of ``connections`` sockets each; the merged result of the window."""
+    """Run ``processes`` client processes of ``connections`` sockets each; the merged result of the window.
+
+    ``rate``: None keeps every connection busy (the most the service answers); else all connections
+    together send ``rate`` requests per second at a steady pace (latency at that load)."""
+    interval = processes * connections / rate if rate else None
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
     start_at = time.time() + 0.5 + 0.02 * processes  # every client connected before the clock starts
     procs = [
         ctx.Process(target=_client, args=(i, host, port, path, key, connections, make_source, classify, start_at,
-                                          warmup, seconds, out), daemon=True)
+                                          warmup, seconds, interval, out), daemon=True)
         for i in range(processes)
     ]
     for p in procs:
@@ -139,6 +174,7 @@ def run_clients(
         part: ClientResult = out.get(timeout=warmup + seconds + 120)
         merged.latencies_ms += part.latencies_ms
         merged.errors += part.errors
+        merged.answered += part.answered
         for k, v in part.statuses.items():
             merged.statuses[k] = merged.statuses.get(k, 0) + v
         for k, v in part.bodies.items():
@@ -146,6 +182,28 @@ def run_clients(
     for p in procs:
         p.join(10)
     return merged
+
+
+def measure(served: "Serve", run: Callable[[], ClientResult]) -> ClientResult:
+    """``run()``, with the service's CPU time and the whole machine's over the same span."""
+    cpu, busy, started = served.cpu_seconds(), machine_busy_seconds(), time.perf_counter()
+    result = run()
+    result.service_cpu = served.cpu_seconds() - cpu
+    result.machine_busy = machine_busy_seconds() - busy
+    result.elapsed = time.perf_counter() - started
+    return result
+
+
+def cpu_rows(result: ClientResult) -> list[tuple[str, str, str]]:
+    """Table rows that tell the service's own cost from the machine's other load (other processes)."""
+    per = result.service_cpu / result.answered * 1000 if result.answered else float("nan")
+    cores = os.cpu_count() or 1
+    return [
+        ("service CPU per answer ms", f"{per:.3f}", f"(capacity on {cores} cores ~ {cores / per * 1000:,.0f}/s)"
+         if per == per and per > 0 else ""),
+        ("machine busy, all processes", f"{result.machine_busy / result.elapsed:.2f} cores",
+         f"of {cores}; service {result.service_cpu / result.elapsed:.2f}"),
+    ]
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -198,6 +256,18 @@ class Serve:
                 c.get("/healthz")
         return self
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the service's processes have used so far: the runner and its workers."""
+        total = 0.0
+        ticks = os.sysconf("SC_CLK_TCK")
+        for pid in [self.proc.pid, *_children(self.proc.pid)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        return total
+
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -206,6 +276,22 @@ class Serve:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found + [g for c in found for g in _children(c)]
+
+
+def machine_busy_seconds() -> float:
+    """CPU time every process on the machine has used (to tell the service's share from other load)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def chunks(items: list, parts: int) -> Iterator[list]:

@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _http_load import Serve, chunks, percentile, run_clients, table  # noqa: E402
+from _http_load import Serve, chunks, cpu_rows, measure, percentile, run_clients, table  # noqa: E402
 from _store import add_db_argument, bench_store  # noqa: E402
 
 from console.models import Role  # noqa: E402
@@ -50,16 +50,14 @@ def code_at(key: bytes, step: int) -> str:
 def make_source_factory(shares: list[list[tuple[str, str]]]):  # noqa: ANN201
     def make_source(index: int):  # noqa: ANN202
         mine = [(uid, b32decode(secret + "=" * (-len(secret) % 8), casefold=True)) for uid, secret in shares[index]]
-        used_in = [-1] * len(mine)
+        used_in = [-1] * len(mine)  # the step each user's code was last sent in
         position = [0]
-        state = {"wrapped": 0}
 
         def next_body(_conn: int) -> bytes | None:
             step = int(time.time()) // STEP
             i = position[0]
             position[0] = (i + 1) % len(mine)
-            if used_in[i] == step:
-                state["wrapped"] += 1  # more verifications than users in one step: this one is a replay
+            # A user already used in this step would be a replay (shown under "not valid"): --users too few.
             used_in[i] = step
             uid, key = mine[i]
             return json.dumps({"userId": uid, "code": code_at(key, step)}).encode()
@@ -106,10 +104,10 @@ def main() -> None:
         store.dispose()  # the service's workers are the only users of the database while it runs
         shares = list(chunks(secrets, args.clients))
         with Serve(db_value, args.workers) as served:
-            result = run_clients(
+            result = measure(served, lambda: run_clients(
                 "127.0.0.1", served.port, PATH, key, processes=args.clients, connections=1,
                 make_source=make_source_factory(shares), classify=classify, warmup=args.warmup, seconds=args.seconds,
-            )
+            ))
     report(args, db_name, len(secrets), result)
 
 
@@ -131,6 +129,7 @@ def report(args: argparse.Namespace, db_name: str, enrolled: int, result) -> Non
         ("max ms", f"{lat[-1] if lat else float('nan'):.2f}", ""),
         ("not valid", others, "none"),
         ("connection errors", f"{result.errors}", "0"),
+        *cpu_rows(result),
     ]))
     verdict = "MET" if rate >= GOAL_RATE else ("below goal, above floor" if rate >= FLOOR_RATE else "BELOW FLOOR")
     print(f"\ngoal: {verdict}")

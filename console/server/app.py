@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from .clock import Clock
 from .errors import ErrorResponses, install_error_handlers
 from .health import watch_sqlite_file
-from .hot_routes import HotRoutes
+from .hot_routes import HOT_PATHS, HotRoutes
 from .metrics import MetricsMiddleware
 from .routers import device, ops, protect, pushendpoints, resource, systemusers
 from .store import Store, open_store
@@ -34,15 +36,33 @@ SERVE_DB_ENV = "PROTECT_SERVE_DB"  # set by `serve` for its worker processes
 METRICS_KEY_ENV = "PROTECT_METRICS_KEY"  # "1": /metrics needs an API key
 
 
+class ProtectApp(FastAPI):
+    """The FastAPI app, with the two hot routes' ordinary requests answered before Starlette's middleware
+    stack and FastAPI's routing (hot_routes.py); every other request, and every unusual one to those
+    routes, goes through FastAPI as usual."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._hot = HotRoutes(super().__call__, self)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path") in HOT_PATHS:
+            await self._hot(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def create_app(
     store: Store | str | Path, *, clock: Clock | None = None, metrics_require_key: bool = False
 ) -> FastAPI:
     if not isinstance(store, Store):
         store = open_store(store)
-    app = FastAPI(
+    app = ProtectApp(
         title="Protect MFA service",
         version="0.1.0",
         description="Push and TOTP multi-factor authentication with a JumpCloud-shaped admin API.",
+        # No OpenTelemetry (metrics are Prometheus, metrics.py): not even its per-request "is it set up?" check.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     if store.is_sqlite and store.engine.url.database not in (None, "", ":memory:"):
         watch_sqlite_file(store.engine, Path(store.engine.url.database))
@@ -50,7 +70,6 @@ def create_app(
     app.state.clock = clock or Clock()
     app.state.metrics_require_key = metrics_require_key
     install_error_handlers(app)
-    app.add_middleware(HotRoutes, fastapi=app)  # inside the metrics: its answers are counted like the routes'
     app.add_middleware(MetricsMiddleware)
     for router in ROUTERS:
         # Every API call can meet a database outage: 503 {"message"}, never a 500.

@@ -120,6 +120,11 @@ class MetricsMiddleware:
             template = getattr(route, "path", None) or UNMATCHED
             method = scope.get("method", "GET")
             method = method if method in METHODS else "OTHER"  # a client cannot mint label values
-            count, latency = _http_children(method, template, str(status))
-            count.inc()
-            latency.observe(time.perf_counter() - started)
+            count_http(method, template, status, time.perf_counter() - started)
+
+
+def count_http(method: str, template: str, status: int, seconds: float) -> None:
+    """One HTTP answer: ``method`` one of METHODS (or "OTHER"), ``template`` a route template or UNMATCHED."""
+    count, latency = _http_children(method, template, str(status))
+    count.inc()
+    latency.observe(seconds)

@@ -9,6 +9,12 @@ import uvicorn
 from fastapi import FastAPI
 
 
+# The C HTTP parser and event loop (dependencies, see pyproject): uvicorn's "auto" picks them too when
+# they import, but a missing one should fail loudly rather than quietly halve the hot routes' capacity.
+HTTP = "httptools"
+LOOP = "uvloop"
+
+
 class ServerThread:
     """uvicorn on ``host:port`` in a daemon thread. Port 0 picks a free port, kept across restarts."""
 
@@ -34,6 +40,8 @@ class ServerThread:
             log_config=None if self.quiet else uvicorn.config.LOGGING_CONFIG,
             log_level="critical" if self.quiet else "info",
             lifespan="off",
+            http=HTTP,
+            loop=LOOP,
         )
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
@@ -87,7 +95,8 @@ def serve_workers(db: str, *, host: str, port: int, workers: int, metrics_requir
     try:
         uvicorn.run(
             "console.server.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-            log_level=log_level, lifespan="off",
+            log_level=log_level, lifespan="off", http=HTTP, loop=LOOP,
+            access_log=os.environ.get("H2_ACCESS", "1") == "1",
         )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -13,6 +13,7 @@ All timestamps are naive UTC.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import functools
 import os
@@ -396,6 +397,7 @@ class Store:
         self._prepared: dict[object, Prepared] = {}
         self._idle: list[Any] = []  # PostgreSQL: autocommit connections kept for run_raw
         self._idle_lock = threading.Lock()
+        self._pinned = threading.local()  # SQLite: the event loop thread's own connection for run_raw
         self.caches: dict[str, Any] = {}  # per process: the services' small caches (keys, settings)
         self._dt_in = self._dt_out = None
         if self.is_sqlite:
@@ -513,17 +515,28 @@ class Store:
     def _take_raw(self) -> "RawConn":
         try:
             if self.is_sqlite:
-                # Through the pool: its checkout checks that the file is still the one opened (health.py).
-                fairy = self.engine.raw_connection()
-                return RawConn(self, fairy.driver_connection, fairy, reused=True)
+                if asyncio._get_running_loop() is None:  # noqa: SLF001 - a worker thread: the pool's, per call
+                    fairy = self.engine.raw_connection()
+                    return RawConn(self, fairy.driver_connection, fairy, reused=True)
+                # The event loop's thread keeps one connection (no pool checkout per request), checked as
+                # the pool's checkout would: still the file it opened (see health.py)?
+                fairy = getattr(self._pinned, "fairy", None)
+                if fairy is not None and (not fairy.is_valid or not still_the_file(self.engine, fairy)):
+                    self._pinned.fairy = None
+                    fairy.invalidate()
+                    fairy = None
+                if fairy is None:
+                    fairy = self._pinned.fairy = self.engine.raw_connection()
+                return RawConn(self, fairy.driver_connection, fairy, reused=True, pinned=True)
             with self._idle_lock:
                 conn = self._idle.pop() if self._idle else None
             if conn is not None:
                 return RawConn(self, conn, None, reused=True)
             fairy = self.engine.raw_connection()
-            fairy.detach()  # kept by run_raw, not the pool (whose pre-ping costs a round trip per checkout)
             conn = fairy.driver_connection
+            fairy.detach()  # kept by run_raw, not the pool (whose pre-ping costs a round trip per checkout)
             conn.autocommit = True
+            conn.prepare_threshold = 0  # a handful of statements, run all the time: prepared on first use
             return RawConn(self, conn, None, reused=False)
         except self.engine.dialect.dbapi.Error as exc:
             raise DBAPIError.instance(None, None, exc, self.engine.dialect.dbapi.Error, hide_parameters=True) from None
@@ -546,6 +559,15 @@ class Store:
         self.engine.dispose()
 
 
+def still_the_file(engine: Engine, fairy: Any) -> bool:
+    """What the pool checks at checkout when health.watch_sqlite_file watches the engine, for a kept connection."""
+    if not getattr(engine, "_protect_watched", False):
+        return True
+    from .health import _IDENTITY, _identity
+
+    return fairy.info.get(_IDENTITY) == _identity(Path(engine.url.database))
+
+
 @dataclass(frozen=True)
 class Prepared:
     sql: str
@@ -559,18 +581,23 @@ T = TypeVar("T")
 class RawConn:
     """One DB-API connection for :meth:`Store.run_raw`."""
 
-    def __init__(self, store: Store, conn: Any, fairy: Any, *, reused: bool) -> None:
-        self.store, self.conn, self.fairy, self.reused = store, conn, fairy, reused
+    def __init__(self, store: Store, conn: Any, fairy: Any, *, reused: bool, pinned: bool = False) -> None:
+        self.store, self.conn, self.fairy, self.reused, self.pinned = store, conn, fairy, reused, pinned
         self.statements = 0
         self._gate: Any = None
 
     def _args(self, prepared: Prepared, params: dict[str, Any]) -> Any:
         values = {**prepared.defaults, **params} if prepared.defaults else params
         if prepared.order is not None:
-            dt_in = self.store.dt_in
-            return tuple(dt_in(v) if isinstance(v, datetime) else v for v in (values[name] for name in prepared.order))
+            args = [values[name] for name in prepared.order]
+            for i, value in enumerate(args):
+                if isinstance(value, datetime):
+                    args[i] = self.store.dt_in(value)
+            return args
         # PostgreSQL text cannot hold NUL; as in the engine's hook, U+FFFD keeps it a value that matches nothing.
-        return {k: _no_nul(v) for k, v in values.items()}
+        if any(type(v) is str and "\x00" in v for v in values.values()):
+            return {k: _no_nul(v) for k, v in values.items()}
+        return values
 
     def execute(self, statement: Any, **params: Any) -> Any:
         prepared = self.store.prepare(statement)
@@ -613,12 +640,16 @@ class RawConn:
                 yield self
 
     def give_back(self) -> None:
+        if self.pinned:
+            return
         if self.fairy is not None:
             self.fairy.close()
         else:
             self.store._keep_idle(self.conn)  # noqa: SLF001
 
     def discard(self) -> None:
+        if self.pinned:
+            self.store._pinned.fairy = None  # noqa: SLF001
         try:
             if self.fairy is not None:
                 self.fairy.invalidate()
