@@ -121,15 +121,17 @@ def _user_count(value: str) -> int:
 
 
 def _schema(value: str) -> tuple[str, str]:
-    """("current" | "behind" | "unknown" | "empty", revision)."""
-    from console.server.store import database_state
+    """("current" | "behind" | "unknown" | "empty", revision), from `protect-console db current` (its own
+    process: the benchmark holds no connection to the file while `db upgrade` or `serve` use it)."""
+    from console.server.store import known_revisions
 
-    state = database_state(value)
-    if state.empty:
+    state = json.loads(_run(["db", "current", "--db", value, "--json"], timeout=120).stdout)
+    revision = state.get("revision") or ""
+    if not revision:
         return "empty", ""
-    if state.current:
-        return "current", state.revision or ""
-    return ("behind" if state.known else "unknown"), state.revision or ""
+    if state.get("upToDate"):
+        return "current", revision
+    return ("behind" if revision in known_revisions() else "unknown"), revision
 
 
 def _seed(value: str, users: int) -> float:

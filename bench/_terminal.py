@@ -90,7 +90,8 @@ class Tmux:
                 pane = line.split(" ", 2)[1]
                 with self._output:
                     self._last_output[pane] = now
-                    self._first_output.setdefault(pane, now)
+                    if "[?1049h" in line:  # the switch to the alternate screen: the app's first frame is coming
+                        self._first_output.setdefault(pane, now)
                     self._output_seq += 1
                     self._output.notify_all()
         with self._output:
@@ -187,7 +188,7 @@ class Pane:
                     tmux._output.wait(poll)  # noqa: SLF001
 
     def first_output(self) -> float | None:
-        """When tmux first forwarded output of this pane (the prompt's line, then the console's)."""
+        """When the pane's program switched to the alternate screen (a full-screen app's first output)."""
         with self.tmux._output:  # noqa: SLF001
             return self.tmux._first_output.get(self.id)  # noqa: SLF001
 

@@ -1,0 +1,96 @@
+"""Down / PgDn / End, key to repaint (goal <= 16 ms, one frame), in a real terminal.
+
+    .venv/bin/python bench/console_keys.py [--users 1000000] [--db PATH|URL|temp-postgresql] [--repeat 30]
+
+The real `protect-console` runs in a 140x40 tmux window against the real `protect-console serve`
+(its own process) over loopback, as in console_start.py. Once the Users screen shows its rows:
+
+* Down, ``--repeat`` times from the top: key sent -> the frame whose position label reads the next row;
+* PgDn, ``--repeat`` times from the top: key sent -> the frame with the label past the previous row and
+  no `loading…` row on screen (when the move crosses into a page not fetched yet, the fetch counts:
+  the user waits for it);
+* End, ``--repeat`` times: key sent -> the frame at the last row with its rows painted. Before each End
+  the sort is reversed (`S`, untimed), so every End is a fresh query, never a page the console holds.
+
+"Key sent" is when the benchmark handed the key to tmux (it writes it to the console's pty); the
+frame time is tmux's %output for the frame (bench/_terminal.py), so the figure is what a person at
+the terminal sees, minus their terminal's own drawing. ``--gap-ms`` of idle separate the presses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import time
+
+from _store import Row, add_bench_arguments, machine_note, print_table, seeded_db, served
+from _terminal import Tmux, console_argv, console_env
+
+GOAL_MS = 16.0
+LABEL = re.compile(r"\busers ([\d,]+)/([\d,]+)\b")
+
+
+def position(screen: list[str]) -> tuple[int, int] | None:
+    for line in screen[:4]:
+        match = LABEL.search(line)
+        if match:
+            return int(match[1].replace(",", "")), int(match[2].replace(",", ""))
+    return None
+
+
+def painted(screen: list[str]) -> bool:
+    return not any("loading…" in line for line in screen)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_bench_arguments(parser, repeat=30)
+    parser.add_argument("--gap-ms", type=float, default=50.0, help="idle time between presses (default 50)")
+    parser.add_argument("--poll-ms", type=float, default=5.0, help="longest wait between captures (default 5)")
+    args = parser.parse_args()
+    poll = args.poll_ms / 1000
+    with seeded_db(args.db, args.users, fresh=args.fresh) as db, served(db.value, workers=args.workers) as service:
+        total = db.users
+        results: dict[str, list[float]] = {"Down": [], "PgDn": [], "End": []}
+        with Tmux() as tmux:
+            pane = tmux.spawn(console_argv(), console_env(service.url, service.key))
+            pane.go()
+            pane.wait_for(lambda s: position(s) == (1, total) and painted(s), timeout=60, poll=poll)
+            time.sleep(0.5)  # let the start-up work (device columns) settle
+
+            def press(key: str, done) -> None:  # noqa: ANN001
+                time.sleep(args.gap_ms / 1000)
+                sent = pane.keys(key)
+                frame = pane.wait_for(done, timeout=30, poll=poll)
+                results[label].append((frame.at - sent) * 1000)
+
+            label = "Down"
+            for index in range(1, args.repeat + 1):
+                press("Down", lambda s, want=index + 1: (position(s) or (0, 0))[0] == want)
+            pane.keys("Home")
+            pane.wait_for(lambda s: (position(s) or (0, 0))[0] == 1 and painted(s), timeout=30, poll=poll)
+
+            label = "PgDn"
+            for _ in range(args.repeat):
+                before = position(pane.screen())[0]  # type: ignore[index]
+                press("NPage", lambda s, was=before: (position(s) or (0, 0))[0] > was and painted(s))
+
+            label = "End"
+            for _ in range(args.repeat):
+                pane.keys("S")  # reverse the sort: a fresh query, the cursor back on row 1
+                pane.wait_for(lambda s: (position(s) or (0, 0))[0] == 1 and painted(s), timeout=30, poll=poll)
+                press("End", lambda s: (position(s) or (0, 0))[0] == total and painted(s))
+            pane.keys("q")
+            pane.wait_gone()
+            capture = statistics.median(tmux.stats.capture_ms)
+    print_table(
+        f"Console keys, {total:,} users, 140x40 tmux, {db.label} ({db.note}), serve --workers {args.workers}",
+        [Row(f"{name}: key -> repaint", samples, GOAL_MS) for name, samples in results.items()],
+        [f"frames timed by tmux %output (captures every <= {args.poll_ms:g} ms and after each output; capture "
+         f"round trip p50 {capture:.2f} ms); {args.gap_ms:g} ms idle between presses", machine_note()],
+    )
+
+
+if __name__ == "__main__":
+    main()
