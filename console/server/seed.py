@@ -4,21 +4,41 @@ Deterministic for a given ``rng_seed``. Proportions follow the product brief:
 about 60% of users with a push device, 50% with TOTP, 10% with WebAuthn, 15%
 with no MFA; about 20% of devices opted out of diagnostics; a history of push
 attempts, with one push-bombing episode in the last hour.
+
+Built for a million users: rows are generated as tuples (the random draws are
+exactly those of ``random.Random.choice``/``uniform``/``randrange``, made without
+their Python call overhead, so a seed gives the same directory as ever) and bulk
+loaded: ``executemany`` on SQLite, ``COPY`` on PostgreSQL, with the tables'
+secondary indexes (and the search index) dropped before and built after when
+the load is large compared with what the table already holds.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
+import itertools
+import pickle
+import queue
 import random
 import secrets
+import subprocess
+import sys
+import threading
 import time
+import traceback
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-import pyotp
-from sqlalchemy import func, insert, select
+from sqlalchemy import Column, Index, Table, func, inspect, literal, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.schema import CreateIndex, DropIndex
 
+from . import search_index
 from .clock import Clock
 from .services.common import digest, dumps
 from .store import Store, devices, diagnostics, folded, push_attempts, users
@@ -56,8 +76,21 @@ LOCATIONS = [
     "Tokyo, JP", "Singapore, SG", "Bengaluru, IN", "São Paulo, BR", "Toronto, CA", "Sydney, AU",
 ]
 APPS = ["JumpCloud User Portal", "Okta", "Cisco AnyConnect", "Chrome on macOS", "Safari on iOS", "Edge on Windows"]
-BATCH = 5000
+BATCH = 10_000  # rows a batch: generated, then inserted (executemany or one COPY) while the next is made
+ANALYZE_AFTER = 5000  # users seeded at once (PostgreSQL)
+# The username bases are first.last; a taken one gets a numeric suffix drawn from this range.
+SUFFIXES = (2, 100_000)
+# Bulk load (indexes dropped, then built over the whole table) when a table gets at least as
+# many new rows as it holds: building an index once beats as many random index inserts.
+BULK_RATIO = 1.0
+# SQLite, on the seed's connection for its transaction only (put back after): a page cache for the
+# tables being loaded (KiB when negative), helper threads for CREATE INDEX's sorts, and no fsync at
+# the commit's checkpoint: the gigabytes a big seed writes reach the disk when the OS flushes them
+# rather than while the command waits (journal_mode stays WAL, so a crash of the process loses nothing).
+SQLITE_LOAD_PRAGMAS = {"cache_size": -1_048_576, "threads": 2, "synchronous": 0}
+POSTGRES_LOAD_SETTINGS = {"maintenance_work_mem": "256MB"}
 
+T = TypeVar("T")
 
 # Letters that NFKD does not decompose into ASCII (Ł, ø, ß...).
 _TRANSLIT = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "ß": "ss", "æ": "ae", "Æ": "AE", "đ": "d", "ı": "i"})
@@ -68,143 +101,296 @@ def _slug(text: str) -> str:
     return "".join(c for c in ascii_text.lower() if c.isalnum())
 
 
+# ---------------------------------------------------------------- draws
+# random.Random.choice(seq) is seq[_randbelow(len(seq))], randrange(a, b) is a + _randbelow(b - a)
+# and uniform(a, b) is a + (b - a) * random(). The helpers below make the same draws from the same
+# generator (so a seed gives the same directory as the plain calls did) in one Python call instead
+# of three; tests/test_seed_bulk.py checks them against the plain calls.
+
+
+def _below(rng: random.Random, n: int) -> Callable[[], int]:
+    """A function drawing ``rng._randbelow(n)``: 0 <= r < n."""
+    getrandbits = rng.getrandbits
+    k = n.bit_length()
+
+    def draw() -> int:
+        r = getrandbits(k)
+        while r >= n:
+            r = getrandbits(k)
+        return r
+
+    return draw
+
+
+def _picker(rng: random.Random, seq: Sequence[T]) -> Callable[[], T]:
+    """A function drawing ``rng.choice(seq)``."""
+    getrandbits = rng.getrandbits
+    n = len(seq)
+    k = n.bit_length()
+
+    def pick() -> T:
+        r = getrandbits(k)
+        while r >= n:
+            r = getrandbits(k)
+        return seq[r]
+
+    return pick
+
+
+def _ranged(rng: random.Random, start: int, stop: int) -> Callable[[], int]:
+    """A function drawing ``rng.randrange(start, stop)``."""
+    getrandbits = rng.getrandbits
+    n = stop - start
+    k = n.bit_length()
+
+    def draw() -> int:
+        r = getrandbits(k)
+        while r >= n:
+            r = getrandbits(k)
+        return start + r
+
+    return draw
+
+
 def _ip(rng: random.Random) -> str:
     return f"{rng.choice([73, 81, 98, 104, 151, 185, 203])}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
-
-
-ANALYZE_AFTER = 5000  # users seeded at once (PostgreSQL)
-
-
-def _chunks(rows: list[dict[str, Any]], size: int = BATCH) -> Iterator[list[dict[str, Any]]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
 
 
 def _new_id(rng: random.Random) -> str:
     return "%024x" % rng.getrandbits(96)
 
 
-def seed_directory(store: Store, users_count: int, *, rng_seed: int = 1, clock: Clock | None = None) -> dict[str, Any]:
-    """Add ``users_count`` synthetic users (with devices and push history) to ``store``."""
-    if users_count < 0:
-        raise ValueError("users: must be 0 or more")
-    started = time.perf_counter()
-    rng = random.Random(rng_seed)
-    now = (clock or Clock()).now()
-    taken: set[str] = set()
-    with store.read() as conn:
-        if conn.execute(select(func.count()).select_from(users)).scalar_one():
-            taken = {u for (u,) in conn.execute(select(users.c.username_ci))}
-            # Ids come from the seeded RNG: move a re-seed onto a different stream.
-            rng = random.Random(f"{rng_seed}:{len(taken)}")
+def _totp_secrets() -> Iterator[str]:
+    """What pyotp.random_base32() makes (32 base32 characters, 160 random bits), a block of them at a time."""
+    while True:
+        block = base64.b32encode(secrets.token_bytes(20 * 1024)).decode()  # 20 bytes: exactly 32 characters
+        yield from (block[i : i + 32] for i in range(0, len(block), 32))
 
-    user_rows: list[dict[str, Any]] = []
-    device_rows: list[dict[str, Any]] = []
-    attempt_rows: list[dict[str, Any]] = []
+
+_isoformat = datetime.isoformat
+
+
+def _stamp(moment: datetime) -> str:
+    """A timestamp as SQLAlchemy stores it on SQLite (``YYYY-MM-DD HH:MM:SS.ffffff``); PostgreSQL's COPY reads it too."""
+    return _isoformat(moment, " ", "microseconds")
+
+
+# ---------------------------------------------------------------- rows
+# Tuples in these column orders (timestamps as _stamp text); columns not named get their declared
+# default, or NULL (see _defaults).
+USER_COLUMNS = (
+    "id", "username", "email", "firstname", "lastname", "displayname", "state", "account_locked", "created",
+    "totp_secret", "totp_status", "push_status", "webauthn_status", "mfa_exclusion", "mfa_exclusion_until",
+)
+DEVICE_COLUMNS = (
+    "id", "user_id", "name", "state", "make", "model", "os", "os_version", "app_version", "uv_enabled", "token_hash",
+    "enrolled_at", "last_used_at", "diagnostics_opt_out", "privacy_updated_at", "notifications_enabled",
+    "diagnostics_dropped",
+)
+ATTEMPT_COLUMNS = (
+    "id", "user_id", "device_id", "resource", "status", "fraud", "user_verified", "created_at",
+    "expires_at", "responded_at", "app", "location", "ip",
+)
+REPORT_COLUMNS = ("device_id", "received_at", "payload")
+_D_ID, _D_OS, _D_OS_VERSION, _D_APP_VERSION, _D_OPT_OUT = (
+    DEVICE_COLUMNS.index(c) for c in ("id", "os", "os_version", "app_version", "diagnostics_opt_out")
+)
+
+
+@dataclass
+class Batch:
+    """Rows for one table, as tuples in ``columns`` order."""
+
+    table: Table
+    columns: tuple[str, ...]
+    rows: list[tuple]
+
+
+@dataclass
+class Summary:
+    """What a generation made (complete once its batches are exhausted)."""
+
+    users: int = 0
+    devices: int = 0
+    attempts: int = 0
+    reports: int = 0
+    bombing_victim: str | None = None
+
+    def count(self, batch: Batch) -> None:
+        name = {users: "users", devices: "devices", push_attempts: "attempts", diagnostics: "reports"}[batch.table]
+        setattr(self, name, getattr(self, name) + len(batch.rows))
+
+
+def _derived_columns() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """folded()'s columns for the login fields and for the name fields, in its order."""
+    return (tuple(folded({"username": "a", "email": "a@b"})),
+            tuple(folded({"firstname": "a", "lastname": "b", "displayname": "a b"})))
+
+
+def generate(
+    users_count: int, *, rng: random.Random, now: datetime, taken: set[str] | None = None,
+    summary: Summary | None = None, batch_size: int = BATCH,
+) -> Iterator[Batch]:
+    """The synthetic directory as batches of rows, parents first (no database involved).
+
+    ``taken``: usernames in use (added to); ``summary`` is filled in as the batches are made.
+    """
+    taken = set() if taken is None else taken
+    summary = Summary() if summary is None else summary
+    random_ = rng.random
+    getrandbits = rng.getrandbits
+    first_of, last_of, domain_of = _picker(rng, FIRST), _picker(rng, LAST), _picker(rng, DOMAINS)
+    suffix = _ranged(rng, *SUFFIXES)
+    exclusion_days = _ranged(rng, -3, 15)  # randint(-3, 14)
+    ios_model, android_model = _picker(rng, IOS_MODELS), _picker(rng, ANDROID_MODELS)
+    version_of = {"iOS": _picker(rng, IOS_VERSIONS), "Android": _picker(rng, ANDROID_VERSIONS)}
+    legacy_of = {os_name: _picker(rng, versions) for os_name, versions in LEGACY.items()}
+    app_version_of = _picker(rng, APP_VERSIONS)
+    dropped_of = _ranged(rng, 0, 20)
+    totp_secret = _totp_secrets().__next__
+
+    login_columns, name_columns = _derived_columns()
+    user_columns = USER_COLUMNS + login_columns + name_columns
+    # Names, their slugs and folded forms, once per first/last pair (64 x 60 of them).
+    names: dict[tuple[str, str], tuple[str, str, tuple[str, ...]]] = {}
+    all_devices: list[tuple] = []
     push_users: list[tuple[str, str]] = []
+    add_push_user = push_users.append
+    push_share, webauthn_share = 0.60 / 0.85, 0.10 / 0.85
+    age_span = 3 * 365 - 1  # uniform(1, 3 * 365)
 
-    for _ in range(users_count):
-        first, last = rng.choice(FIRST), rng.choice(LAST)
-        base = f"{_slug(first)}.{_slug(last)}" or "user"
-        username = base
-        while username in taken:
-            username = f"{base}{rng.randrange(2, 100_000)}"
-        taken.add(username)
-        user_id = _new_id(rng)
-        created = now - timedelta(days=rng.uniform(1, 3 * 365))
-        roll = rng.random()
-        state = "ACTIVATED" if roll < 0.90 else ("STAGED" if roll < 0.96 else "SUSPENDED")
-        row: dict[str, Any] = dict(
-            id=user_id, username=username, email=f"{username}@{rng.choice(DOMAINS)}", firstname=first, lastname=last,
-            displayname=f"{first} {last}", state=state, account_locked=rng.random() < 0.01, created=created,
-            totp_secret=None, totp_status="NOT_ENROLLED", totp_last_step=None, totp_failures=0,
-            push_status="NOT_ENROLLED", push_pending_until=None, webauthn_status="NOT_ENROLLED",
-            mfa_exclusion=False, mfa_exclusion_until=None,
-        )
-        row.update(folded(row))
-        has_push = has_totp = has_webauthn = False
-        if rng.random() >= 0.15:
-            # Conditional on having some MFA (85%). Users who drew nothing fall back to TOTP,
-            # so TOTP's own draw is lower: overall shares come out near 60/50/10.
-            has_push = rng.random() < 0.60 / 0.85
-            has_totp = rng.random() < 0.444
-            has_webauthn = rng.random() < 0.10 / 0.85
-            if not (has_push or has_totp or has_webauthn):
-                has_totp = True
-        elif rng.random() < 0.15:
-            row.update(mfa_exclusion=True, mfa_exclusion_until=now + timedelta(days=rng.randint(-3, 14)))
-        if has_totp:
-            row.update(totp_secret=pyotp.random_base32(), totp_status="ENROLLED")
-        if has_webauthn:
-            row["webauthn_status"] = "ENROLLED"
-        if has_push:
-            row["push_status"] = "ENROLLED"
-            device_rows.append(_device(rng, user_id, created, now))
-            push_users.append((user_id, device_rows[-1]["id"]))
-        user_rows.append(row)
+    for first_user in range(0, users_count, batch_size):
+        user_rows: list[tuple] = []
+        device_rows: list[tuple] = []
+        add_user, add_device = user_rows.append, device_rows.append
+        for _ in range(min(batch_size, users_count - first_user)):
+            first, last = first_of(), last_of()
+            named = names.get((first, last))
+            if named is None:
+                displayname = f"{first} {last}"
+                derived = folded({"firstname": first, "lastname": last, "displayname": displayname})
+                named = names[first, last] = (
+                    f"{_slug(first)}.{_slug(last)}" or "user", displayname, tuple(derived[c] for c in name_columns),
+                )
+            base, displayname, name_values = named
+            username = base
+            while username in taken:  # about 1.003 tries a user at 1,000,000 users (3,840 bases x 99,998 suffixes)
+                username = f"{base}{suffix()}"
+            taken.add(username)
+            user_id = "%024x" % getrandbits(96)
+            created = now - timedelta(days=1 + age_span * random_())
+            roll = random_()
+            state = "ACTIVATED" if roll < 0.90 else ("STAGED" if roll < 0.96 else "SUSPENDED")
+            email = f"{username}@{domain_of()}"
+            locked = random_() < 0.01
+            has_push = has_totp = has_webauthn = exclusion = False
+            exclusion_until = None
+            if random_() >= 0.15:
+                # Conditional on having some MFA (85%). Users who drew nothing fall back to TOTP,
+                # so TOTP's own draw is lower: overall shares come out near 60/50/10.
+                has_push = random_() < push_share
+                has_totp = random_() < 0.444
+                has_webauthn = random_() < webauthn_share
+                if not (has_push or has_totp or has_webauthn):
+                    has_totp = True
+            elif random_() < 0.15:
+                exclusion, exclusion_until = True, _stamp(now + timedelta(days=exclusion_days()))
+            logins = folded({"username": username, "email": email})
+            if has_push:
+                # The device's draws follow its user's.
+                if random_() < 0.55:
+                    os_name, make, model = "iOS", "Apple", ios_model()
+                else:
+                    os_name = "Android"
+                    make, model = android_model()
+                os_version = legacy_of[os_name]() if random_() < 0.01 else version_of[os_name]()
+                enrolled = created + (now - created) * (0.5 * random_())  # uniform(0.0, 0.5)
+                opted_out = random_() < 0.20
+                device_id = "%024x" % getrandbits(96)
+                enrolled_at = _stamp(enrolled)
+                add_device((
+                    device_id, user_id, model, "active" if random_() > 0.02 else "inactive", make, model, os_name,
+                    os_version, app_version_of(), random_() < 0.55, digest(secrets.token_urlsafe(16)), enrolled_at,
+                    _stamp(enrolled + (now - enrolled) * (0.5 + 0.5 * random_())), opted_out,
+                    enrolled_at if opted_out else None, random_() > 0.05, dropped_of() if opted_out else 0,
+                ))
+                add_push_user((user_id, device_id))
+            add_user((
+                user_id, username, email, first, last, displayname, state, locked, _stamp(created),
+                totp_secret() if has_totp else None, "ENROLLED" if has_totp else "NOT_ENROLLED",
+                "ENROLLED" if has_push else "NOT_ENROLLED", "ENROLLED" if has_webauthn else "NOT_ENROLLED",
+                exclusion, exclusion_until, *(logins[c] for c in login_columns), *name_values,
+            ))
+        all_devices.extend(device_rows)
+        for batch in (Batch(users, user_columns, user_rows), Batch(devices, DEVICE_COLUMNS, device_rows)):
+            summary.count(batch)
+            yield batch
 
-    report_rows = [
-        _report(rng, d, now) for d in device_rows if not d["diagnostics_opt_out"] and rng.random() < 0.3
-    ]
-    for user_id, device_id in push_users:
-        for _ in range(rng.choice((0, 1, 1, 2, 3, 4, 6))):
-            attempt_rows.append(_attempt(rng, user_id, device_id, now - timedelta(hours=rng.uniform(0.02, 30 * 24))))
-    if push_users:
-        victim, device_id = push_users[0]
-        attempt_rows.extend(_bombing(rng, victim, device_id, now))
-
-    with store.write() as conn:
-        for chunk in _chunks(user_rows):
-            conn.execute(insert(users), chunk)
-        for chunk in _chunks(device_rows):
-            conn.execute(insert(devices), chunk)
-        for chunk in _chunks(attempt_rows):
-            conn.execute(insert(push_attempts), chunk)
-        for chunk in _chunks(report_rows):
-            conn.execute(insert(diagnostics), chunk)
-    if not store.is_sqlite and len(user_rows) >= ANALYZE_AFTER:
-        # PostgreSQL plans from statistics and counts through the visibility map: after a bulk
-        # load, refresh both now rather than whenever autovacuum comes by.
-        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("VACUUM (ANALYZE) users, devices, push_attempts, diagnostics")
-    return {
-        "users": len(user_rows),
-        "devices": len(device_rows),
-        "pushAttempts": len(attempt_rows),
-        "diagnosticsReports": len(report_rows),
-        "bombingVictim": push_users[0][0] if push_users else None,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-
-
-def _device(rng: random.Random, user_id: str, created: datetime, now: datetime) -> dict[str, Any]:
-    if rng.random() < 0.55:
-        os_name, make, model = "iOS", "Apple", rng.choice(IOS_MODELS)
-    else:
-        os_name = "Android"
-        make, model = rng.choice(ANDROID_MODELS)
-    versions = IOS_VERSIONS if os_name == "iOS" else ANDROID_VERSIONS
-    os_version = rng.choice(LEGACY[os_name]) if rng.random() < 0.01 else rng.choice(versions)
-    enrolled = created + (now - created) * rng.uniform(0.0, 0.5)
-    opted_out = rng.random() < 0.20
-    return dict(
-        id=_new_id(rng), user_id=user_id, name=f"{model}", state="active" if rng.random() > 0.02 else "inactive",
-        make=make, model=model, os=os_name, os_version=os_version, app_version=rng.choice(APP_VERSIONS),
-        uv_enabled=rng.random() < 0.55, token_hash=digest(secrets.token_urlsafe(16)), enrolled_at=enrolled,
-        last_used_at=enrolled + (now - enrolled) * rng.uniform(0.5, 1.0), diagnostics_opt_out=opted_out,
-        privacy_updated_at=enrolled if opted_out else None, notifications_enabled=rng.random() > 0.05,
-        diagnostics_dropped=rng.randrange(0, 20) if opted_out else 0,
+    for rows in _batches(_reports(rng, all_devices, now), batch_size):
+        batch = Batch(diagnostics, REPORT_COLUMNS, rows)
+        summary.count(batch)
+        yield batch
+    del all_devices
+    attempts = itertools.chain(
+        _attempts(rng, push_users, now), _bombing(rng, *push_users[0], now) if push_users else (),
     )
+    for rows in _batches(attempts, batch_size):
+        batch = Batch(push_attempts, ATTEMPT_COLUMNS, rows)
+        summary.count(batch)
+        yield batch
+    summary.bombing_victim = push_users[0][0] if push_users else None
 
 
-def _report(rng: random.Random, device: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """A diagnostics report as the app sends it: app and OS facts, no user information."""
-    payload = {
-        "appVersion": device["app_version"], "os": f'{device["os"]} {device["os_version"]}',
-        "event": rng.choice(["push_received_late", "app_start", "crash", "notification_permission_denied"]),
-        "latencyMs": rng.randrange(80, 4000),
-    }
-    return dict(device_id=device["id"], received_at=now - timedelta(hours=rng.uniform(0, 72)), payload=dumps(payload))
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _reports(rng: random.Random, device_rows: list[tuple], now: datetime) -> Iterator[tuple]:
+    """Diagnostics reports as the app sends them: app and OS facts, no user information."""
+    random_ = rng.random
+    event_of = _picker(rng, ["push_received_late", "app_start", "crash", "notification_permission_denied"])
+    latency_of = _ranged(rng, 80, 4000)
+    for device in device_rows:
+        if device[_D_OPT_OUT] or not random_() < 0.3:
+            continue
+        payload = {
+            "appVersion": device[_D_APP_VERSION], "os": f"{device[_D_OS]} {device[_D_OS_VERSION]}",
+            "event": event_of(), "latencyMs": latency_of(),
+        }
+        yield device[_D_ID], _stamp(now - timedelta(hours=72 * random_())), dumps(payload)  # uniform(0, 72)
+
+
+def _attempts(rng: random.Random, push_users: list[tuple[str, str]], now: datetime) -> Iterator[tuple]:
+    """Each push user's history over the last 30 days: what _attempt makes, drawn the same way."""
+    random_ = rng.random
+    getrandbits = rng.getrandbits
+    count_of = _picker(rng, (0, 1, 1, 2, 3, 4, 6))
+    resource_of, app_of, location_of = _picker(rng, RESOURCES), _picker(rng, APPS), _picker(rng, LOCATIONS)
+    ip_head, octet, last_octet = _picker(rng, [73, 81, 98, 104, 151, 185, 203]), _below(rng, 256), _ranged(rng, 1, 255)
+    span = 30 * 24 - 0.02  # uniform(0.02, 30 * 24) hours ago
+    minute = timedelta(seconds=60)
+    for user_id, device_id in push_users:
+        for _ in range(count_of()):
+            created = now - timedelta(hours=0.02 + span * random_())
+            roll = random_()
+            status = "approved" if roll < 0.75 else "denied" if roll < 0.82 else "expired" if roll < 0.95 else "blocked"
+            responded = (
+                _stamp(created + timedelta(seconds=2 + 38 * random_())) if status in ("approved", "denied") else None
+            )
+            created_at = _stamp(created)
+            yield (
+                "%024x" % getrandbits(96), user_id, device_id, resource_of(), status,
+                status == "denied" and random_() < 0.2, status == "approved" and random_() < 0.6, created_at,
+                created_at if status == "blocked" else _stamp(created + minute), responded, app_of(), location_of(),
+                f"{ip_head()}.{octet()}.{octet()}.{last_octet()}",
+            )
 
 
 def _attempt(
@@ -216,21 +402,247 @@ def _attempt(
         status = "approved" if roll < 0.75 else "denied" if roll < 0.82 else "expired" if roll < 0.95 else "blocked"
     responded = created + timedelta(seconds=rng.uniform(2, 40)) if status in ("approved", "denied") else None
     return dict(
-        id=_new_id(rng), user_id=user_id, device_id=device_id, resource=resource or rng.choice(RESOURCES), status=status,
-        fraud=status == "denied" and rng.random() < 0.2, user_verified=status == "approved" and rng.random() < 0.6,
-        created_at=created, expires_at=created if status == "blocked" else created + timedelta(seconds=60),
-        responded_at=responded, app=rng.choice(APPS), location=location or rng.choice(LOCATIONS), ip=_ip(rng),
+        id=_new_id(rng), user_id=user_id, username=None, device_id=device_id, resource=resource or rng.choice(RESOURCES),
+        status=status, fraud=status == "denied" and rng.random() < 0.2,
+        user_verified=status == "approved" and rng.random() < 0.6, created_at=created,
+        expires_at=created if status == "blocked" else created + timedelta(seconds=60), responded_at=responded,
+        app=rng.choice(APPS), location=location or rng.choice(LOCATIONS), ip=_ip(rng),
     )
 
 
-def _bombing(rng: random.Random, user_id: str, device_id: str, now: datetime) -> list[dict[str, Any]]:
+def _bombing(rng: random.Random, user_id: str, device_id: str, now: datetime) -> Iterator[tuple]:
     """One user hammered with pushes for a VPN from abroad: mostly blocked by the cap, some denied as fraud."""
     start = now - timedelta(minutes=25)
-    rows = []
     for i in range(48):
         at = start + timedelta(seconds=i * rng.uniform(15, 25))
         status = "denied" if i % 8 == 0 else ("expired" if i % 8 == 4 else "blocked")
         row = _attempt(rng, user_id, device_id, at, status=status, resource="VPN", location="Unknown (Tor exit node)")
         row["fraud"] = status == "denied"
-        rows.append(row)
-    return rows
+        yield tuple(_stamp(row[c]) if isinstance(row[c], datetime) else row[c] for c in ATTEMPT_COLUMNS)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def seed_directory(store: Store, users_count: int, *, rng_seed: int = 1, clock: Clock | None = None) -> dict[str, Any]:
+    """Add ``users_count`` synthetic users (with devices and push history) to ``store``."""
+    if users_count < 0:
+        raise ValueError("users: must be 0 or more")
+    started = time.perf_counter()
+    rng = random.Random(rng_seed)
+    now = (clock or Clock()).now()
+    taken: set[str] = set()
+    with store.read() as conn:
+        held = conn.execute(select(func.count()).select_from(users)).scalar_one()
+        if held:
+            taken = {u for (u,) in conn.execute(select(users.c.username_ci))}
+            # Ids come from the seeded RNG: move a re-seed onto a different stream.
+            rng = random.Random(f"{rng_seed}:{len(taken)}")
+
+    summary = Summary()
+    batches = _rows_for(users_count, rng=rng, now=now, taken=taken, summary=summary)
+    # Bulk load (indexes built after) into an empty directory or one that at least doubles; a small
+    # re-seed goes through the live indexes.
+    load(store, batches, bulk=users_count > 0 and users_count >= held * BULK_RATIO)
+    if not store.is_sqlite and users_count >= ANALYZE_AFTER:
+        # PostgreSQL plans from statistics and counts through the visibility map: after a bulk
+        # load, refresh both now rather than whenever autovacuum comes by.
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM (ANALYZE) users, devices, push_attempts, diagnostics")
+    return {
+        "users": summary.users,
+        "devices": summary.devices,
+        "pushAttempts": summary.attempts,
+        "diagnosticsReports": summary.reports,
+        "bombingVictim": summary.bombing_victim,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def load(store: Store, batches: Iterable[Batch], *, bulk: bool) -> None:
+    """Insert ``batches`` (parents before their children) in one write transaction.
+
+    ``bulk``: the seeded tables' declared indexes that the database has (``store.metadata``'s, so
+    nothing is listed twice) are dropped first and built once at the end, and the users search index
+    likewise through ``search_index``. Otherwise rows go through the live indexes.
+    """
+    with _write(store, bulk=bulk) as conn:
+        if bulk:
+            search_index.drop_for_bulk_load(conn)
+        dropped = [ix for table in SEEDED for ix in _existing_indexes(conn, table)] if bulk else []
+        for index in dropped:
+            conn.execute(DropIndex(index))
+        for batch in batches:
+            _insert(conn, batch)
+        for index in dropped:
+            conn.execute(CreateIndex(index))
+        if bulk:
+            search_index.restore_after_bulk_load(conn)
+
+
+@contextmanager
+def _write(store: Store, *, bulk: bool) -> Iterator[Connection]:
+    """``store.write()``, with the bulk-load settings for a bulk load.
+
+    SQLite's PRAGMAs are set on the connection before its transaction begins (``synchronous`` cannot
+    change inside one) and put back after it commits, so the pool gets the connection as it was.
+    """
+    if not bulk:
+        with store.write() as conn:
+            yield conn
+        return
+    if not store.is_sqlite:
+        with store.write() as conn:
+            for name, value in POSTGRES_LOAD_SETTINGS.items():
+                conn.exec_driver_sql(f"SET LOCAL {name} = '{value}'")
+            yield conn
+        return
+    with store.engine.connect() as conn:
+        driver = conn.connection.driver_connection  # outside SQLAlchemy's transaction: no BEGIN yet
+        before = {name: driver.execute(f"PRAGMA {name}").fetchone()[0] for name in SQLITE_LOAD_PRAGMAS}
+        try:
+            for name, value in SQLITE_LOAD_PRAGMAS.items():
+                driver.execute(f"PRAGMA {name}={int(value)}")
+            conn.execution_options(sqlite_begin="IMMEDIATE")  # as store.write(): the write lock from the start
+            with conn.begin():
+                yield conn
+        finally:
+            for name, value in before.items():
+                driver.execute(f"PRAGMA {name}={int(value)}")
+
+
+SEEDED = (users, devices, push_attempts, diagnostics)
+
+
+def _existing_indexes(conn: Connection, table: Table) -> list[Index]:
+    """The table's declared indexes that this database has (a dialect's own ones only where made)."""
+    present = {ix["name"] for ix in inspect(conn).get_indexes(table.name)}
+    return sorted((ix for ix in table.indexes if ix.name in present), key=lambda ix: ix.name or "")
+
+
+@functools.cache
+def _defaults(table: Table, columns: tuple[str, ...]) -> tuple[Column, ...]:
+    """The columns ``columns`` leaves out that have a declared default (the rest are NULL)."""
+    left = []
+    for column in table.c:
+        if column.name in columns:
+            continue
+        default = column.default
+        if default is not None and default.is_scalar:
+            left.append(column)
+        elif not (column.nullable or (column.primary_key and column.autoincrement in (True, "auto"))):
+            raise ValueError(f"seed: no value for {table.name}.{column.name}")
+    return tuple(left)
+
+
+def _insert(conn: Connection, batch: Batch) -> None:
+    defaulted = _defaults(batch.table, batch.columns)
+    quote = conn.dialect.identifier_preparer.quote
+    table = quote(batch.table.name)
+    columns = ", ".join(quote(name) for name in batch.columns + tuple(c.name for c in defaulted))
+    driver = conn.connection.driver_connection
+    if conn.dialect.name == "sqlite":
+        # Defaults as literals in the statement: nothing to bind for them.
+        values = ["?"] * len(batch.columns) + [
+            str(literal(c.default.arg, c.type).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+            for c in defaulted
+        ]
+        cursor = driver.cursor()
+        try:
+            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(values)})", batch.rows)
+        finally:
+            cursor.close()
+        return
+    extra = tuple(c.default.arg for c in defaulted)
+    with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        write = copy.write_row
+        for row in batch.rows:
+            write(row + extra if extra else row)
+
+
+APART_FROM = 20_000  # users: from this many up, a child process makes the rows while this one loads them
+
+
+def _rows_for(
+    users_count: int, *, rng: random.Random, now: datetime, taken: set[str], summary: Summary,
+) -> Iterator[Batch]:
+    if users_count < APART_FROM:
+        return generate(users_count, rng=rng, now=now, taken=taken, summary=summary)
+    return _generated_apart(users_count, rng=rng, now=now, taken=taken, summary=summary)
+
+
+# The child's program: the parent's import path first (it may run from a checkout), then the rows.
+_CHILD = (
+    "import pickle, sys; sys.path[:0] = pickle.load(sys.stdin.buffer); "
+    "from console.server.seed import _generate_to_stdout; _generate_to_stdout()"
+)
+
+
+def _generated_apart(
+    users_count: int, *, rng: random.Random, now: datetime, taken: set[str], summary: Summary,
+) -> Iterator[Batch]:
+    """generate()'s batches, made by a child process: generating and loading take a core each.
+
+    A thread would not do (the GIL would hand the loader back only every switch interval), nor
+    multiprocessing's spawn (it runs the caller's main module again in the child).
+    """
+    child = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert child.stdin is not None and child.stdout is not None
+    tables = {table.name: table for table in SEEDED}
+    try:
+        with child.stdin:
+            pickle.dump(sys.path, child.stdin)
+            pickle.dump((users_count, rng, now, taken), child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        read = child.stdout.read
+        while True:
+            head = read(8)
+            if len(head) < 8:
+                raise RuntimeError(f"seed: the process making the rows ended early (exit code {child.wait()})")
+            message = pickle.loads(read(int.from_bytes(head, "little")))
+            if message[0] == "batch":
+                _, name, columns, rows = message
+                yield Batch(tables[name], columns, rows)
+            elif message[0] == "done":
+                for key, value in vars(message[1]).items():
+                    setattr(summary, key, value)
+                return
+            else:
+                raise RuntimeError(f"seed: making the rows failed:\n{message[1]}")
+    finally:
+        if child.poll() is None:  # the load failed or was abandoned: the rest of the rows are not wanted
+            child.kill()
+        child.wait()
+        child.stdout.close()
+
+
+def _generate_to_stdout(depth: int = 4) -> None:
+    """The child of _generated_apart: length-prefixed pickles ("batch", table, columns, rows)... then ("done", summary).
+
+    A thread writes while the main one generates (the write lets go of the GIL).
+    """
+    users_count, rng, now, taken = pickle.load(sys.stdin.buffer)
+    out = sys.stdout.buffer
+    pending: queue.Queue = queue.Queue(depth)
+
+    def write() -> None:
+        while (data := pending.get()) is not None:
+            out.write(len(data).to_bytes(8, "little"))
+            out.write(data)
+        out.flush()
+
+    writer = threading.Thread(target=write, name="seed-write")
+    writer.start()
+
+    def send(message: tuple) -> None:
+        pending.put(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    try:
+        summary = Summary()
+        for batch in generate(users_count, rng=rng, now=now, taken=taken, summary=summary):
+            send(("batch", batch.table.name, batch.columns, batch.rows))
+        send(("done", summary))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which raises
+        send(("error", traceback.format_exc()))
+    finally:
+        pending.put(None)
+        writer.join()
