@@ -387,4 +387,24 @@ def machine_note() -> str:
 __all__ = [
     "TEMP_PG", "Row", "SeededDb", "Service", "add_bench_arguments", "add_db_argument", "bench_store",
     "create_admin_key", "free_port", "machine_note", "percentile", "print_table", "seeded_db", "served",
+    "some_users",
 ]
+
+
+def some_users(db: str, count: int) -> list[dict[str, str]]:
+    """``count`` users whose username ends in five digits (unique: no other username contains it), picked
+    deterministically across the directory (ids are random). Read before `serve` starts."""
+    from sqlalchemy import select
+
+    from console.server.store import _connected, users  # noqa: PLC2701 - a benchmark may look inside
+
+    engine = _connected(parse_db(db))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(users.c.id, users.c.username, users.c.email).order_by(users.c.id)
+                                .limit(2000)).all()
+    finally:
+        engine.dispose()
+    picked = [r for r in rows if len(r.username) > 6 and r.username[-5:].isdigit() and not r.username[-6].isdigit()]
+    picked = picked or list(rows)
+    return [{"id": r.id, "username": r.username, "email": r.email} for r in picked[:count]]
