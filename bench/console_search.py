@@ -1,0 +1,92 @@
+"""Search: last key of a username typed into the Users search to the one matching row painted (goal <= 250 ms).
+
+    .venv/bin/python bench/console_search.py [--users 1000000] [--db PATH|URL|temp-postgresql] [--repeat 10]
+
+The real `protect-console` in a 140x40 tmux window against the real `protect-console serve` (its own
+process) over loopback, as in console_start.py. Each sample searches a different user that exists
+(a username ending in five digits, like the issue's `wei.lewis99193`, so exactly one user matches),
+picked from the database before the service starts: `/`, then the username one key at a time,
+``--type-ms`` apart (a quick typist; 0 sends the whole name as one burst). The clock starts when
+the last key is handed to tmux and stops at the frame that shows `users 1/1 match` with that user's
+row in the table (bench/_terminal.py times frames by tmux's %output). Then Esc Esc, and the
+directory is back before the next name. The console's own debounce (it waits for typing to pause
+before asking the server) is part of what the user waits for, so it is part of the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import time
+
+from _store import Row, add_bench_arguments, machine_note, print_table, seeded_db, served, some_users
+from _terminal import Tmux, console_argv, console_env
+
+GOAL_MS = 250.0
+LABEL = re.compile(r"\busers ([\d,]+)/([\d,]+)( match)?")
+
+
+def label(screen: list[str]) -> tuple[str, int | None]:
+    for line in screen[:4]:
+        match = LABEL.search(line)
+        if match:
+            return match[0], (int(match[2].replace(",", "")))
+    return "", None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_bench_arguments(parser, repeat=10)
+    parser.add_argument("--type-ms", type=float, default=60.0, help="time between typed keys (default 60)")
+    parser.add_argument("--poll-ms", type=float, default=5.0, help="longest wait between captures (default 5)")
+    args = parser.parse_args()
+    poll = args.poll_ms / 1000
+    with seeded_db(args.db, args.users, fresh=args.fresh) as db:
+        names = [u["username"] for u in some_users(db.value, args.repeat + 1)]
+        with served(db.value, workers=args.workers) as service:
+            total = db.users
+            home = f"users 1/{total:,}"
+            samples: list[float] = []
+            with Tmux() as tmux:
+                pane = tmux.spawn(console_argv(), console_env(service.url, service.key))
+                pane.go()
+                pane.wait_for(lambda s: label(s)[0] == home and not any("loading…" in x for x in s), timeout=60,
+                              poll=poll)
+                time.sleep(0.5)  # start-up work (device columns) settles
+                for run, name in enumerate(names):  # the first name warms up: not counted
+                    pane.keys("/")
+                    if args.type_ms <= 0:
+                        last = pane.keys(name, literal=True)
+                    else:
+                        for char in name:
+                            time.sleep(args.type_ms / 1000)
+                            last = pane.keys(char, literal=True)
+
+                    def found(screen: list[str], name: str = name) -> bool:
+                        text, _ = label(screen)
+                        return text == "users 1/1 match" and any(name in line for line in screen[3:])
+
+                    frame = pane.wait_for(found, timeout=60, poll=poll)
+                    if run:
+                        samples.append((frame.at - last) * 1000)
+                    pane.keys("Escape")
+                    pane.keys("Escape")
+                    pane.wait_for(lambda s: label(s)[0] == home and not any("loading…" in x for x in s),
+                                  timeout=60, poll=poll)
+                    time.sleep(0.3)
+                pane.keys("q")
+                pane.wait_gone()
+                capture = statistics.median(tmux.stats.capture_ms)
+    typing = "one burst" if args.type_ms <= 0 else f"keys {args.type_ms:g} ms apart"
+    print_table(
+        f"Console search, {total:,} users, 140x40 tmux, {db.label} ({db.note}), serve --workers {args.workers}",
+        [Row("last key -> the one match painted", samples, GOAL_MS)],
+        [f"names typed {typing}, e.g. {names[1] if len(names) > 1 else names[0]}; one warm-up name not counted",
+         f"frames timed by tmux %output (captures every <= {args.poll_ms:g} ms and after each output; capture "
+         f"round trip p50 {capture:.2f} ms)", machine_note()],
+    )
+
+
+if __name__ == "__main__":
+    main()
