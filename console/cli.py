@@ -901,9 +901,14 @@ async def attempts(client: Any, args: argparse.Namespace) -> int:
 
 def cmd_tui(args: argparse.Namespace) -> int:
     profile = _profile(args)
+    from .client import WarmStart
+    from .tui.startup import first_requests
+
+    # The first screen's requests go out now and are answered while Textual loads (~0.3 s).
+    warm = WarmStart.begin(profile.url, profile.api_key, first_requests())
     from .tui.app import ProtectConsoleApp  # Textual only when the console runs
 
-    app = ProtectConsoleApp(profile, open_user=args.user)
+    app = ProtectConsoleApp(profile, open_user=args.user, warm=warm)
     app.run()
     return app.return_code or 0
 

@@ -14,6 +14,9 @@ import random
 import re
 import ssl
 import sys
+import threading
+import time
+from concurrent.futures import Future
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -210,6 +213,73 @@ def _iso(value: datetime) -> str:
     return value.isoformat()
 
 
+Params = list[tuple[str, "str | int"]]
+
+
+class WarmStart:
+    """GETs sent while the console is still importing its UI, answered to the first matching request.
+
+    The console's first screen always asks for the same things (who am I, the first page of users
+    with its total). Sent from a thread as soon as the connection profile is known, they travel
+    and the server answers while Textual loads (~0.3 s), so the total is on screen with the first
+    frames instead of a round trip later. Each answer is used once, and only within ``max_age``
+    seconds; anything unusual (an error status, a failure, no answer yet by then) is simply not used,
+    and the request goes out as usual, with its retries and error reporting.
+    """
+
+    def __init__(self, base_url: str, api_key: str, requests: Sequence[tuple[str, Params]], *,
+                 max_age: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.max_age = max_age
+        self._started = time.monotonic()
+        self._answers: dict[tuple[str, tuple], Future] = {}
+        for path, params in requests:
+            self._answers[(path, tuple(params))] = Future()
+        self._sends = list(self._answers.items())  # the thread's own list: take() pops from the dict
+        self._thread = threading.Thread(target=self._run, args=(api_key,), name="warm-start", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def begin(cls, base_url: str, api_key: str, requests: Sequence[tuple[str, Params]]) -> "WarmStart | None":
+        """Start, for a plain-http URL without a proxy (else None: nothing to gain over TLS set-up twice)."""
+        if not _no_tls_needed(base_url) or not api_key:
+            return None
+        return cls(base_url, api_key, requests)
+
+    def _run(self, api_key: str) -> None:
+        try:
+            with httpx.Client(base_url=self.base_url, timeout=DEFAULT_TIMEOUT, verify=_unused_tls_context(),
+                              headers={"accept": "application/json", "user-agent": "protect-console",
+                                       "x-api-key": api_key}) as http:
+                for (path, params), answer in self._sends:
+                    try:
+                        response = http.get(path, params=list(params))
+                        response.read()
+                    except Exception as exc:  # noqa: BLE001 - unused then: the console asks again
+                        answer.set_exception(exc)
+                        continue
+                    answer.set_result(response)
+        except Exception as exc:  # noqa: BLE001
+            for _request, answer in self._sends:
+                if not answer.done():
+                    answer.set_exception(exc)
+
+    async def take(self, path: str, params: Any) -> httpx.Response | None:
+        """The early answer to exactly this GET (once), or None."""
+        if params is None:
+            params = []
+        if not isinstance(params, list):
+            return None
+        answer = self._answers.pop((path, tuple(params)), None)
+        if answer is None or time.monotonic() - self._started > self.max_age:
+            return None
+        try:
+            response = await asyncio.wait_for(asyncio.wrap_future(answer), timeout=DEFAULT_TIMEOUT.read)
+        except Exception:  # noqa: BLE001 - failed or too slow: asked again as usual
+            return None
+        return response if response.status_code < 400 else None
+
+
 class _Http:
     """Shared request/retry machinery for the admin and device clients."""
 
@@ -223,8 +293,10 @@ class _Http:
         backoff: float = 0.25,
         max_retry_wait: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        warm: WarmStart | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._warm = warm if warm is not None and warm.base_url == base_url.rstrip("/") else None
         self.retries = retries
         self.backoff = backoff
         self.max_retry_wait = max_retry_wait
@@ -258,6 +330,10 @@ class _Http:
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         idempotent = method in ("GET", "HEAD")
+        if self._warm is not None and method == "GET" and json is None and headers is None:
+            early = await self._warm.take(path, params)
+            if early is not None:
+                return early
         attempt = 0
         while True:
             try:
@@ -345,7 +421,7 @@ class ProtectClient(_Http):
 
     # ------------------------------------------------------------- identity
     async def whoami(self) -> WhoAmI:
-        return await self.model(WhoAmI, "GET", "/api/v2/protect/whoami")
+        return await self.model(WhoAmI, "GET", ProtectClient.WHOAMI_PATH)
 
     # ---------------------------------------------------------------- users
     async def list_users(
@@ -383,7 +459,24 @@ class ProtectClient(_Http):
 
         A server without keyset paging ignores those parameters: the answer says so
         (``cursors=False``), and the caller must then page with skip/limit only."""
-        params: list[tuple[str, str | int]] = [("skip", skip), ("limit", limit)]
+        path, params = self.user_page_request(skip=skip, limit=limit, sort=sort, filters=filters, search=search,
+                                              after=after, before=before, count=count)
+        return await self.cursor_page(SystemUser, path, params=params)
+
+    @staticmethod
+    def user_page_request(
+        *,
+        skip: int = 0,
+        limit: int = 100,
+        sort: str | Sequence[str] | None = None,
+        filters: Sequence[str] = (),
+        search: str | None = None,
+        after: str | None = None,
+        before: str | None = None,
+        count: bool = True,
+    ) -> tuple[str, Params]:
+        """The GET :meth:`user_page` sends (path, query), e.g. for a :class:`WarmStart`."""
+        params: Params = [("skip", skip), ("limit", limit)]
         if sort:
             params.append(("sort", sort if isinstance(sort, str) else " ".join(sort)))
         params.extend(("filter", f) for f in filters)
@@ -395,7 +488,9 @@ class ProtectClient(_Http):
             params.append(("before", before))
         if not count:
             params.append(("count", "false"))
-        return await self.cursor_page(SystemUser, "/api/systemusers", params=params)
+        return "/api/systemusers", params
+
+    WHOAMI_PATH = "/api/v2/protect/whoami"
 
     async def search_users(
         self,

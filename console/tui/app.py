@@ -15,7 +15,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.widgets import Static
 
-from ..client import ApiError, ProtectClient
+from ..client import ApiError, ProtectClient, WarmStart
 from ..safe_text import printable
 from ..config import ConnectionProfile
 from ..models import ROLE_PERMISSIONS, Permission, WhoAmI
@@ -87,11 +87,13 @@ class ProtectConsoleApp(App[None]):
         *,
         open_user: str | None = None,
         client: ProtectClient | None = None,
+        warm: WarmStart | None = None,
     ) -> None:
         super().__init__()
         self.profile = profile
         self._owns_client = client is None
-        self.api: ProtectClient = client or ProtectClient(profile.url, profile.api_key)
+        # ``warm``: the first screen's requests, already sent by the CLI while this module loaded.
+        self.api: ProtectClient = client or ProtectClient(profile.url, profile.api_key, warm=warm)
         self._open_user_ref = open_user
 
     # ------------------------------------------------------------ identity

@@ -18,6 +18,7 @@ from ...client import ApiError, user_key_kind
 from ...models import EnrollmentStatus, PushEndpoint, SystemUser
 from ...safe_text import printable
 from ..formatting import enrollment_short, enrollment_text, short_age, user_label, user_name
+from ..startup import USERS_DEFAULT_SORT, USERS_PAGE_SIZE
 from ..widgets.virtual_table import Column, PageAnswer, PageRequest, TablePosition, VirtualTable, cursor_fetcher
 from .base import ConsoleScreen
 
@@ -103,7 +104,7 @@ class UsersScreen(ConsoleScreen):
         super().__init__()
         self.search_term = ""
         self.filter_index = 0
-        self.sort_key = "username"
+        self.sort_key = USERS_DEFAULT_SORT
         self.sort_descending = False
         self.devices = DeviceCache()
         self._open_single = False  # Enter in the search box: open the user if the answer has exactly one
@@ -117,7 +118,7 @@ class UsersScreen(ConsoleScreen):
             yield Static("", id="users-filter", markup=False)
             yield TablePosition("#users-table", "users", id="users-count")
         yield VirtualTable(
-            self._columns(), None, page_size=100, empty_text="No users match", id="users-table", prefetch=True,
+            self._columns(), None, page_size=USERS_PAGE_SIZE, empty_text="No users match", id="users-table", prefetch=True,
             details=self._details, details_title=lambda user: user_label(user),
         )
 
@@ -237,8 +238,9 @@ class UsersScreen(ConsoleScreen):
     def _loaded(self, event: VirtualTable.Loaded) -> None:
         self.clear_error()
         self._highlight_moved()
-        self._update_toolbar()
-        self._schedule_devices()
+        if event.shown:  # not for pages fetched ahead: nothing on screen changed
+            self._update_toolbar()
+            self._schedule_devices()
         if self._open_single and self.table.total is not None and self.table.row_at(0) is not None:
             self._finish_search_enter()
 

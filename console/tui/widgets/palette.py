@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from textual import on, work
 from textual.await_complete import AwaitComplete
-from textual.command import CommandPalette
+from textual.command import CommandList, CommandPalette
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Button, Input
@@ -73,14 +73,34 @@ class GuardedCommandPalette(CommandPalette):
             if event is not None:
                 event.stop()
             return  # a second Enter for a palette already closing: its command runs once
-        if not self._list_visible and self._selected_command is None:
+        if self._selected_command is None and self._nothing_highlighted():
+            # Nothing chosen yet (the hits not listed, or listed for an earlier query): an email or id
+            # is that user, and so is a username when no hit is listed or its exact hit is first.
             term = self.query_one(Input).value.strip()
-            if user_key_kind(term) is not None and hasattr(self.app, "open_user"):
+            kind = user_key_kind(term)
+            wanted = kind is not None and (kind != "username" or not self._list_visible or self._exact_hit_first(term))
+            if wanted and hasattr(self.app, "open_user"):
                 if event is not None:
                     event.stop()
                 self._open_exact(term)
                 return
         super()._select_or_command(event)
+
+    def _exact_hit_first(self, username: str) -> bool:
+        try:
+            options = self.query_one(CommandList)
+            if not options.option_count:
+                return False
+            prompt = str(options.get_option_at_index(0).prompt)
+        except (NoMatches, IndexError):
+            return False
+        return prompt.casefold().startswith(f"open user {username.casefold()} ")
+
+    def _nothing_highlighted(self) -> bool:
+        try:
+            return self.query_one(CommandList).highlighted is None
+        except NoMatches:
+            return True
 
     @work(exclusive=True, group="palette-exact", exit_on_error=False)
     async def _open_exact(self, term: str) -> None:
@@ -88,10 +108,11 @@ class GuardedCommandPalette(CommandPalette):
             user = await self.app.api.lookup_user(term)  # type: ignore[attr-defined]
         except ApiError:
             return  # nothing to open: the palette stays, its search says why
-        if user is None or self._palette_closed or not self.is_current:
+        if self._palette_closed or not self.is_current or self.query_one(Input).value.strip() != term:
+            return  # closed, or typed on meanwhile: that Enter was for an older query
+        if user is None:
+            super()._select_or_command(None)  # no such user: Enter does what it does on the hits
             return
-        if self.query_one(Input).value.strip() != term:
-            return  # typed on meanwhile: that Enter was for an older query
         self._cancel_gather_commands()
         self.app.post_message(CommandPalette.Closed(option_selected=True))
         self.dismiss()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
@@ -210,6 +211,19 @@ def _safe_cell(value: str | Text) -> Text:
     return Text(printable(value), end="")
 
 
+def _fit_plain(plain: str, width: int) -> str:
+    """:func:`_fit` for an unstyled string: exactly ``width`` cells."""
+    length = cell_len(plain)
+    if length == width:
+        return plain
+    if length < width:
+        return plain + " " * (width - length)
+    return set_cell_size(plain, max(0, width - 1)) + "…"
+
+
+_SEPARATOR_SEGMENT = Segment(_SEPARATOR)
+
+
 def _fit(text: Text, width: int) -> Text:
     """Pad or crop ``text`` to exactly ``width`` cells (wide characters counted as two)."""
     length = cell_len(text.plain)
@@ -287,9 +301,12 @@ class VirtualTable(ScrollView, can_focus=True):
             self.row = row
 
     class Loaded(_TableMessage):
-        def __init__(self, table: "VirtualTable", total: int) -> None:
+        """A page was answered. ``shown``: it is on screen (False for one fetched ahead of the view)."""
+
+        def __init__(self, table: "VirtualTable", total: int, shown: bool = True) -> None:
             super().__init__(table)
             self.total = total
+            self.shown = shown
 
     class LoadFailed(_TableMessage):
         def __init__(self, table: "VirtualTable", error: BaseException) -> None:
@@ -355,6 +372,13 @@ class VirtualTable(ScrollView, can_focus=True):
         self._request_scheduled = False
         # Laid out for one width at a time; until the widget knows its width, at preferred widths.
         self._layout: list[tuple[Column, int]] = [(c, c.width) for c in self.columns]
+        self._layout_version = 0  # bumped whenever _layout changes: cached lines drawn before are stale
+        # Drawn lines of rows on and near the screen: index -> (row object, layout version, Strip).
+        # Scrolling a line or a screen back redraws from here; a full refresh() clears it (new data,
+        # device details, a clock), and the cursor's line is never cached.
+        self._line_cache: OrderedDict[int, tuple[Any, int, Strip]] = OrderedDict()
+        self._header_cache: tuple[tuple, Strip] | None = None
+        self._base_style: Style | None = None
         self._layout_width: int | None = None
         self._row_width = self._span(self._layout)
         self._update_virtual_size()
@@ -414,7 +438,10 @@ class VirtualTable(ScrollView, can_focus=True):
         self._inflight.clear()
         self._failed.clear()
         self._ahead.clear()
-        self._recount = True  # the total is counted again (with the first page); cursors stay usable
+        self._recount = True  # the total is counted again, with the first page
+        # Rows may have come or gone above any page: a cursor still names its row, but no longer the
+        # row at a page's edge. Pages are asked by position (and cursors collected) afresh.
+        self._cursors.clear()
         self.load_failed = False
         cursor_page, offset = divmod(self.cursor_row, self.page_size)
         # The highlighted row is looked for in its page, and in the next or previous one when it is
@@ -596,8 +623,8 @@ class VirtualTable(ScrollView, can_focus=True):
     def _prefetch_pages(self) -> set[int]:
         """Pages the next keys may show: a few screens above and below the view, and the last page(s)."""
         total = self._total
-        if not self.prefetch or not total:
-            return set()
+        if not self.prefetch or not total or self._recount:
+            return set()  # (a reload: once the total is counted again, the last page is where it says)
         size = self.page_size
         height = self._body_height
         top = int(self.scroll_offset.y)
@@ -658,10 +685,12 @@ class VirtualTable(ScrollView, can_focus=True):
         moved = self._settle_anchor()
         if shown or total_changed or moved:
             self.refresh()  # a page fetched ahead of the view is drawn when it scrolls in
-        self.post_message(self.Loaded(self, total))
+        self.post_message(self.Loaded(self, total, shown or total_changed or moved))
         if not moved and page == self.cursor_row // self.page_size:
             self._post_highlighted()
-        self._prefetch()
+        if self.prefetch:
+            # After the answer is painted: the first screen (and a jump's) shows before pages for later.
+            self.call_after_refresh(self._prefetch)
 
     def _settle_anchor(self) -> bool:
         """After a reload's answer: put the cursor back on the highlighted row if it is found.
@@ -744,6 +773,7 @@ class VirtualTable(ScrollView, can_focus=True):
         before = self.shown_columns
         self.first_column = max(0, min(self.first_column, len(self.columns) - 1))
         self._layout = fit_columns(self.columns[self.first_column :], width, roomy=self.first_column > 0)
+        self._layout_version += 1
         row_width = self._span(self._layout)
         if row_width != self._row_width:
             self._row_width = row_width
@@ -762,22 +792,109 @@ class VirtualTable(ScrollView, can_focus=True):
             self.refresh()
 
     # ------------------------------------------------------------ drawing
+    def refresh(self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False):  # noqa: ANN201
+        if not regions:
+            self._line_cache.clear()  # a full repaint is asked for because something shown changed
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._base_style = None
+        self._header_cache = None
+        self._line_cache.clear()
+
     def render_line(self, y: int) -> Strip:
         # A scrollbar appearing narrows the content without a Resize: catch it here (an int compare).
         if self._relayout():
             self.call_after_refresh(self.refresh)  # lines already drawn used the old widths
         scroll_x, scroll_y = self.scroll_offset
         width = self.scrollable_content_region.width
-        base = self.rich_style
-        if y == 0:
-            line = self._render_header()
-        else:
-            line = self._render_row(scroll_y + y - 1)
-        if line is None:
+        base = self._base_style
+        if base is None:
+            base = self._base_style = self.rich_style
+        strip = self._header_strip(base) if y == 0 else self._row_strip(int(scroll_y) + y - 1, base)
+        if strip is None:
             return Strip.blank(width, base)
-        strip = Strip(line.render(self.app.console), cell_length=None)
-        strip = strip.apply_style(base) if base else strip
         return strip.crop_extend(scroll_x, scroll_x + width, base)
+
+    def _text_strip(self, line: Text, base: Style) -> Strip:
+        strip = Strip(line.render(self.app.console), cell_length=None)
+        return strip.apply_style(base) if base else strip
+
+    def _header_strip(self, base: Style) -> Strip:
+        key = (self._layout_version, self.sort_key, self.sort_descending, self.scrollable_content_region.width)
+        if self._header_cache is not None and self._header_cache[0] == key:
+            return self._header_cache[1]
+        strip = self._text_strip(self._render_header(), base)
+        self._header_cache = (key, strip)
+        return strip
+
+    def _row_strip(self, index: int, base: Style) -> Strip | None:
+        """Row ``index`` drawn (from the line cache when it is unchanged), a placeholder, or None."""
+        total = self._total
+        if total is None or total == 0 or index >= total or index < 0:
+            line = self._render_row(index)
+            return None if line is None else self._text_strip(line, base)
+        page = index // self.page_size
+        rows = self._pages.get(page)
+        if rows is None and page in self._ahead:
+            rows = self._ahead.pop(page)  # fetched ahead, now on screen: it joins the drawn pages
+            self._keep_drawn(page, rows, set(self._visible_pages()))
+        if rows is None or self._page_generation.get(page) != self._generation:
+            self._want(page)
+        cursor = index == self.cursor_row
+        offset = index % self.page_size
+        if rows is None or offset >= len(rows):
+            failed = rows is None and page in self._failed
+            return self._text_strip(self._placeholder(_FAILED if failed else _LOADING, cursor=cursor), base)
+        self._pages.move_to_end(page)
+        row = rows[offset]
+        if not cursor:
+            cached = self._line_cache.get(index)
+            if cached is not None and cached[0] is row and cached[1] == self._layout_version:
+                return cached[2]
+        segments = self._row_segments(row)
+        length = self._row_width
+        if cursor:
+            style = self.get_component_rich_style("virtual-table--cursor")
+            segments = list(Segment.apply_style(segments, post_style=style))
+            full = max(length, self.scrollable_content_region.width)
+            if full > length:
+                segments.append(Segment(" " * (full - length), style))
+                length = full
+        strip = Strip(segments, length)
+        strip = strip.apply_style(base) if base else strip
+        if not cursor:
+            self._line_cache[index] = (row, self._layout_version, strip)
+            self._line_cache.move_to_end(index)
+            if len(self._line_cache) > 4 * self._body_height + 8:
+                self._line_cache.popitem(last=False)
+        return strip
+
+    def _row_segments(self, row: Any) -> list[Segment]:
+        """One row as segments, each cell exactly its width: no Rich Text built for plain cells."""
+        console = self.app.console
+        segments: list[Segment] = []
+        for column, width in self._layout:  # only the shown columns are rendered
+            if segments:
+                segments.append(_SEPARATOR_SEGMENT)
+            try:
+                value = column.render(row)
+            except Exception:  # noqa: BLE001 - one odd row must not take the table down
+                value = "?"
+            if value is None:
+                value = ""
+            if isinstance(value, Text):
+                if value.spans:  # styled parts: Rich does the work (rare)
+                    segments.extend(_fit(_safe_cell(value), width).render(console))
+                    continue
+                style = value.style
+                if isinstance(style, str):
+                    style = console.get_style(style) if style else None
+                segments.append(Segment(_fit_plain(printable(value.plain), width), style or None))
+            else:
+                segments.append(Segment(_fit_plain(printable(value), width)))
+        return segments
 
     def _render_header(self) -> Text:
         style = self.get_component_rich_style("virtual-table--header")
@@ -792,6 +909,8 @@ class VirtualTable(ScrollView, can_focus=True):
         return self._full_width(line, style)
 
     def _render_row(self, index: int) -> Text | None:
+        """Row ``index`` as Rich Text (placeholders, and what a test reads); the screen draws rows
+        through :meth:`_row_strip`, which builds the same cells as segments, and caches them."""
         total = self._total
         if total is None:
             if index != 0:
