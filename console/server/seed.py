@@ -560,7 +560,7 @@ def _insert(conn: Connection, batch: Batch) -> None:
             write(row + extra if extra else row)
 
 
-APART_FROM = 20_000  # users: from this many up, a child process makes the rows while this one loads them
+APART_FROM = 50_000  # users: from this many up, a child process makes the rows while this one loads them
 
 
 def _rows_for(
