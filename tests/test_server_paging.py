@@ -221,3 +221,48 @@ def test_openapi_describes_the_paging_parameters_and_fields(http) -> None:
         assert "end" in params["before"]["description"] and "null" in params["count"]["description"]
     pages = [s for name, s in spec["components"]["schemas"].items() if name.startswith("Page_SystemUser")]
     assert pages and {"startCursor", "endCursor", "totalCount"} <= set(pages[0]["properties"])
+
+
+def wire_walks(http: httpx.Client, path: str, params: dict) -> tuple[list, list, list]:
+    """(offset walk, forward cursor walk, backward cursor walk) of a list endpoint's ids."""
+    offset: list = []
+    while True:
+        got = http.get(path, params={**params, "limit": 37, "skip": len(offset)}).json()
+        offset.extend(r["id"] for r in got["results"])
+        if len(got["results"]) < 37:
+            break
+    forward: list = []
+    cursor = None
+    while True:
+        got = http.get(path, params={**params, "limit": 37, "count": "false",
+                                     **({"after": cursor} if cursor else {})}).json()
+        assert got["totalCount"] is None
+        forward.extend(r["id"] for r in got["results"])
+        if not got["results"]:
+            break
+        cursor = got["endCursor"]
+    backward: list = []
+    cursor = "end"
+    while True:
+        got = http.get(path, params={**params, "limit": 37, "before": cursor}).json()
+        backward[:0] = [r["id"] for r in got["results"]]
+        if not got["results"]:
+            break
+        cursor = got["startCursor"]
+    return offset, forward, backward
+
+
+@pytest.mark.parametrize(("path", "params"), [
+    ("/api/v2/protect/pushattempts", {}), ("/api/v2/protect/pushattempts", {"status": "approved"}),
+    ("/api/v2/protect/audit", {}), ("/api/v2/protect/audit", {"action": "user."}),
+])
+def test_push_attempts_and_audit_page_by_cursor_too(http, path, params) -> None:
+    for i in range(45):  # audit events to page through
+        http.post("/api/systemusers", json={"username": f"audited{i}", "email": f"audited{i}@paging.example"})
+    offset, forward, backward = wire_walks(http, path, params)
+    assert len(offset) > 40 and len(set(offset)) == len(offset)
+    assert forward == offset and backward == offset
+    cursor = http.get(path, params={"limit": 2}).json()["endCursor"]
+    wrong = http.get(path, params={"limit": 2, "after": cursor, "actor": "someone-else"}
+                     if path.endswith("audit") else {"limit": 2, "after": cursor, "status": "denied"})
+    assert wrong.status_code == 400 and "after" in wrong.json()["message"]

@@ -37,6 +37,7 @@ from ..services import settings as settings_service
 from ..services import users as user_service
 from ..services.common import Principal
 from ..store import Store
+from .systemusers import After, Before, Count
 
 router = APIRouter(prefix="/api/v2/protect", tags=["protect admin"])
 
@@ -208,14 +209,19 @@ def push_attempts(
     since: datetime | None = Query(None, description="ISO 8601; attempts created at or after."),
     skip: int = Skip,
     limit: int = Limit,
+    after: str | None = After,
+    before: str | None = Before,
+    count: bool = Count,
     _: Principal = Depends(require(Permission.READ)),
     store: Store = Depends(get_store),
     clock: Clock = Depends(get_clock),
 ) -> Page[PushAttempt]:
-    """Push attempts, newest first."""
+    """Push attempts, newest first. Keyset paging as the users list: `after`/`before` a page's cursor,
+    `count=false`."""
     with store.read() as conn:
         return push_service.list_attempts(
-            conn, clock.now(), user_id=userId, status=status, since=since, skip=skip, limit=limit
+            conn, clock.now(), user_id=userId, status=status, since=since, skip=skip, limit=limit,
+            after=after, before=before, count=count,
         )
 
 
@@ -231,9 +237,15 @@ def audit_events(
     kind: Literal["admin", "device"] | None = Query(
         None, description="`admin`: an API key did it; `device`: the user's app/device did (enrolment, TOTP enrolment)."
     ),
+    after: str | None = After,
+    before: str | None = Before,
+    count: bool = Count,
     _: Principal = Depends(require(Permission.READ)),
     store: Store = Depends(get_store),
 ) -> Page[AuditEvent]:
-    """Every change, newest first, optionally filtered (filters AND together). Role: any reading role."""
+    """Every change, newest first, optionally filtered (filters AND together). Role: any reading role.
+
+    Keyset paging as the users list: `after`/`before` a page's cursor, `count=false`."""
     with store.read() as conn:
-        return audit_service.list_events(conn, skip, limit, actor=actor, action=action, target=target, kind=kind)
+        return audit_service.list_events(conn, skip, limit, actor=actor, action=action, target=target, kind=kind,
+                                         after=after, before=before, count=count)

@@ -17,6 +17,7 @@ from ...models import AuditEvent, Page
 from ..clock import to_wire
 from ..errors import bad_request
 from ..store import audit, users
+from . import paging
 from .common import Principal, dumps, loads
 
 KINDS = ("admin", "device")
@@ -49,8 +50,14 @@ def list_events(
     action: str | None = None,
     target: str | None = None,
     kind: Literal["admin", "device"] | None = None,
+    after: str | None = None,
+    before: str | None = None,
+    count: bool = True,
 ) -> Page[AuditEvent]:
-    """Newest first. ``action`` ending in ``.`` is a prefix (``push.``); ``target`` is a user id or username."""
+    """Newest first. ``action`` ending in ``.`` is a prefix (``push.``); ``target`` is a user id or username.
+
+    ``after``/``before`` page by keyset (cursors of this listing, ``before="end"``: the oldest page);
+    ``count=False`` leaves the total out (null)."""
     where: list[Any] = []
     if actor:
         where.append(audit.c.actor == actor)
@@ -68,22 +75,24 @@ def list_events(
         if kind not in KINDS:
             raise bad_request(f"kind: {kind!r} is not one of {', '.join(KINDS)}")
         where.append(audit.c.kind == kind)
-    total = conn.execute(select(func.count()).select_from(audit).where(*where)).scalar_one()
-    rows = conn.execute(
-        select(audit, users.c.username)
+    keys = [paging.Key(audit.c.id, descending=True)]
+    fp = paging.fingerprint("audit", actor, action, target, kind)
+    bound, reverse = paging.window(keys, fp, after, before)
+    total = conn.execute(select(func.count()).select_from(audit).where(*where)).scalar_one() if count else None
+    query = (
+        select(audit, users.c.username, *paging.labels(keys))
         .select_from(audit.outerjoin(users, users.c.id == audit.c.target))
         .where(*where)
-        .order_by(audit.c.id.desc())
-        .offset(skip)
-        .limit(limit)
-    ).mappings()
+    )
+    rows = paging.read(conn, query, keys, bound, reverse, skip, limit)
     return Page[AuditEvent](
         totalCount=total,
         results=[
             AuditEvent(
-                id=r["id"], at=to_wire(r["at"]), actor=r["actor"], action=r["action"], target=r["target"],
-                targetName=r["username"] or r["target_name"], details=loads(r["details"]), kind=r["kind"],
+                id=r.id, at=to_wire(r.at), actor=r.actor, action=r.action, target=r.target,
+                targetName=r.username or r.target_name, details=loads(r.details), kind=r.kind,
             )
             for r in rows
         ],
+        **paging.ends(rows, keys, fp),
     )

@@ -96,3 +96,42 @@ def beyond(keys: Sequence[Key], values: Sequence[Any], *, reverse: bool = False)
         return and_(loose, or_(strict, nested(i + 1)))
 
     return nested(0)
+
+
+def window(keys: Sequence[Key], fp: str, after: str | None, before: str | None) -> tuple[list[Any] | None, bool]:
+    """(the cursor's key values or None, whether to read backwards) for a request's after/before."""
+    if after is not None and before is not None:
+        raise bad_request("after and before: give one of them, not both")
+    if after is not None:
+        return decode(after, fp, "after", len(keys)), False
+    if before is not None:
+        return (None if before == END else decode(before, fp, "before", len(keys))), True
+    return None, False
+
+
+def labels(keys: Sequence[Key]) -> list[Any]:
+    """The key expressions to select beside a row's columns (its cursor is made from them)."""
+    return [k.expr.label(f"_k{i}") for i, k in enumerate(keys)]
+
+
+def read(conn: Any, query: Any, keys: Sequence[Key], bound: list[Any] | None, reverse: bool, skip: int,
+         limit: int) -> list[Any]:
+    """``query`` (selecting :func:`labels`) in the keys' order, past ``bound``; rows in forward order."""
+    if bound is not None:
+        query = query.where(beyond(keys, bound, reverse=reverse))
+    query = query.order_by(*(k.order(reverse) for k in keys)).offset(skip).limit(limit)
+    rows = list(conn.execute(query))
+    if reverse:
+        rows.reverse()
+    return rows
+
+
+def ends(rows: Sequence[Any], keys: Sequence[Key], fp: str) -> dict[str, str | None]:
+    """``startCursor``/``endCursor`` for a page of rows selected with :func:`labels`."""
+    if not rows:
+        return {"startCursor": None, "endCursor": None}
+
+    def of(row: Any) -> str:
+        return encode([row._mapping[f"_k{i}"] for i in range(len(keys))], fp)
+
+    return {"startCursor": of(rows[0]), "endCursor": of(rows[-1])}

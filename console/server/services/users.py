@@ -341,7 +341,7 @@ SHORT = 3  # words shorter than this have no trigram
 EXACT, PREFIX, REST = 0, 1, 2
 # Plan choice: walk the username index (checking each row) when matches are dense enough that
 # the page is found within a few thousand rows; otherwise read every match and sort them.
-WALK_FACTOR = 8
+WALK_FACTOR = 1
 VARIANTS_MAX = 16  # case variants of a prefix walked separately (each an index range)
 SMALL_GROUP = 2000  # a prefix group this small is read whole and sorted
 
@@ -430,19 +430,36 @@ def _index_match(conn: Connection, s: _Search) -> ColumnElement[bool]:
     """The search as a set read from the indexes: for counting, and for reading sparse matches whole."""
     if not _uses_fts(conn, s):
         return _row_match(s)  # PostgreSQL: the trigram GIN index serves these LIKEs
-    in_fts = _users_rowid.in_(
+    # With prefix words too, start from whichever side is smaller: the FTS matches (each row then
+    # checked), or the prefix ranges (each rowid looked up in the FTS matches). "+rowid" keeps
+    # SQLite from driving the query by the FTS set.
+    rowid = _users_rowid
+    if s.prefix_words and _prefix_rows(conn, s) < _fts_rows(conn, s):
+        rowid = literal_column("+users.rowid")
+    in_fts = rowid.in_(
         select(_fts.c.rowid).where(literal_column(SEARCH_INDEX_TABLE).op("MATCH")(_fts_query(s)))
     )
     others = [_contains_word(w, s.fields) for w in s.substring_words if len(w) < SHORT]
     return and_(in_fts, *others, *(_starts_word(w, s.fields) for w in s.prefix_words))
 
 
+def _fts_rows(conn: Connection, s: _Search) -> int:
+    query = select(func.count()).select_from(_fts).where(literal_column(SEARCH_INDEX_TABLE).op("MATCH")(_fts_query(s)))
+    return conn.execute(query).scalar_one()
+
+
+def _prefix_rows(conn: Connection, s: _Search) -> int:
+    """Rows in the smallest prefix word's ranges (index-only counts)."""
+    return min(
+        sum(conn.execute(select(func.count()).select_from(users).where(_starts_with(users.c[f"{f}_ci"], w)))
+            .scalar_one() for f in s.fields)
+        for w in s.prefix_words
+    )
+
+
 def _count(conn: Connection, s: _Search | None, where: list[Any]) -> int:
     if s is not None and _uses_fts(conn, s) and not where and not s.prefix_words:
-        # Straight from the FTS index: no users row is read.
-        query = select(func.count()).select_from(_fts).where(
-            literal_column(SEARCH_INDEX_TABLE).op("MATCH")(_fts_query(s)))
-        return conn.execute(query).scalar_one()
+        return _fts_rows(conn, s)  # straight from the FTS index: no users row is read
     match = [] if s is None else [_index_match(conn, s)]
     return conn.execute(select(func.count()).select_from(users).where(*match, *where)).scalar_one()
 
@@ -612,13 +629,15 @@ def list_users(
         bound = paging.decode(before, fp, "before", len(keys))
     listing = _Listing(conn, now, keys, where, fp)
 
-    total = _count(conn, s, where) if count or (s is not None and _uses_fts(conn, s)) else None
-    if total == 0:
+    total = _count(conn, s, where) if count else None
+    # How many match (or at most: the FTS count alone, cheap) decides the plan for a search.
+    estimate = total if total is not None or s is None or not _uses_fts(conn, s) else _fts_rows(conn, s)
+    if estimate == 0:
         rows: list[Any] = []
     elif s is None:
         rows = listing.read(None, bound, reverse, skip, limit)
     else:
-        dense = total is None or total * total > WALK_FACTOR * (skip + limit) * _directory_size(conn)
+        dense = estimate is None or estimate * estimate > WALK_FACTOR * (skip + limit) * _directory_size(conn)
         if not dense:
             rows = listing.read(_index_match(conn, s), bound, reverse, skip, limit)
         elif sort:
