@@ -34,6 +34,7 @@ from ..clock import from_wire, to_wire
 from ..errors import ApiProblem, bad_request, not_found
 from ..metrics import PushOutcome, push_outcome
 from ..store import RawConn, Store, devices, push_attempts, users
+from . import paging
 from .audit import record
 from .common import Principal, new_id
 from .keys import KEY_IS_LIVE, forget_key, key_is_live
@@ -100,7 +101,11 @@ def list_attempts(
     since: datetime | None,
     skip: int,
     limit: int,
+    after: str | None = None,
+    before: str | None = None,
+    count: bool = True,
 ) -> Page[PushAttempt]:
+    """Newest first; ``after``/``before`` page by keyset (``before="end"``: the oldest page)."""
     where: list[Any] = []
     if user_id:
         where.append(push_attempts.c.user_id == user_id)
@@ -120,11 +125,13 @@ def list_attempts(
             where.append(push_attempts.c.created_at >= from_wire(since))
         except ValueError:
             raise bad_request("since: date-time out of range (1970..9000)") from None
-    total = conn.execute(select(func.count()).select_from(push_attempts).where(*where)).scalar_one()
-    rows = conn.execute(
-        _select(now).where(*where).order_by(push_attempts.c.created_at.desc(), push_attempts.c.id.desc()).offset(skip).limit(limit)
-    )
-    return Page[PushAttempt](totalCount=total, results=[_to_attempt(r) for r in rows])
+    keys = [paging.Key(push_attempts.c.created_at, descending=True), paging.Key(push_attempts.c.id, descending=True)]
+    fp = paging.fingerprint("pushattempts", user_id, status, since)
+    bound, reverse = paging.window(keys, fp, after, before)
+    total = conn.execute(select(func.count()).select_from(push_attempts).where(*where)).scalar_one() if count else None
+    rows = paging.read(conn, _select(now).add_columns(*paging.labels(keys)).where(*where), keys, bound, reverse, skip,
+                       limit)
+    return Page[PushAttempt](totalCount=total, results=[_to_attempt(r) for r in rows], **paging.ends(rows, keys, fp))
 
 
 class PushCapReached(ApiProblem):
