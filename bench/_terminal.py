@@ -149,9 +149,10 @@ class Pane:
         """Press Enter at the waiting prompt: the command starts. Returns the moment the key was sent."""
         return self.keys("Enter")
 
-    def keys(self, *names: str, literal: bool = False) -> float:
-        """Send keys (tmux names: Down, NPage, End, Escape, Enter; or text with ``literal``); the send time."""
-        flag = "-l " if literal else ""
+    def keys(self, *names: str, literal: bool = False, times: int = 1) -> float:
+        """Send keys (tmux names: Down, NPage, End, Escape, Enter; or text with ``literal``) ``times`` times;
+        the send time."""
+        flag = ("-l " if literal else "") + (f"-N {times} " if times > 1 else "")
         line = f"send-keys {flag}-t {self.id} " + " ".join(shlex.quote(n) for n in names)
         with self.tmux._output:  # noqa: SLF001
             self._seq_at_send = self.tmux._output_seq  # noqa: SLF001

@@ -5,7 +5,8 @@
 The real `protect-console` runs in a 140x40 tmux window against the real `protect-console serve`
 (its own process) over loopback, as in console_start.py. Once the Users screen shows its rows:
 
-* Down, ``--repeat`` times from the top: key sent -> the frame whose position label reads the next row;
+* Down, ``--repeat`` times, half of them inside the viewport and half scrolling it: key sent -> the
+  frame whose position label reads the next row;
 * PgDn, ``--repeat`` times from the top: key sent -> the frame with the label past the previous row and
   no `loading…` row on screen (when the move crosses into a page not fetched yet, the fetch counts:
   the user waits for it);
@@ -52,7 +53,8 @@ def main() -> None:
     poll = args.poll_ms / 1000
     with seeded_db(args.db, args.users, fresh=args.fresh) as db, served(db.value, workers=args.workers) as service:
         total = db.users
-        results: dict[str, list[float]] = {"Down": [], "PgDn": [], "End": []}
+        results: dict[str, list[float]] = {"Down, cursor moves": [], "Down, view scrolls": [], "PgDn": [],
+                                               "End": []}
         with Tmux() as tmux:
             pane = tmux.spawn(console_argv(), console_env(service.url, service.key))
             pane.go()
@@ -65,8 +67,14 @@ def main() -> None:
                 frame = pane.wait_for(done, timeout=30, poll=poll)
                 results[label].append((frame.at - sent) * 1000)
 
-            label = "Down"
-            for index in range(1, args.repeat + 1):
+            # Half the Down presses move inside the viewport, half scroll it (a repaint of every row).
+            visible = sum("@" in line for line in pane.screen())
+            start = max(1, visible - args.repeat // 2)
+            if start > 1:
+                pane.keys("Down", times=start - 1)
+                pane.wait_for(lambda s: (position(s) or (0, 0))[0] == start, timeout=30, poll=poll)
+            for index in range(start, start + args.repeat):
+                label = "Down, cursor moves" if index < visible else "Down, view scrolls"
                 press("Down", lambda s, want=index + 1: (position(s) or (0, 0))[0] == want)
             pane.keys("Home")
             pane.wait_for(lambda s: (position(s) or (0, 0))[0] == 1 and painted(s), timeout=30, poll=poll)
