@@ -482,14 +482,14 @@ def _rank(s: _Search) -> ColumnElement[int]:
 
 @functools.cache
 def _folds_to() -> dict[str, tuple[tuple[str, str], ...]]:
-    """first character of a case fold -> (character, its fold): which characters fold to what."""
+    """first character of a case fold -> (character, its fold), for the characters that fold to
+    something else (a character that folds to itself is added where it is needed)."""
     found: dict[str, list[tuple[str, str]]] = {}
-    for point in range(0x20000):  # case mappings end in plane 1 (Adlam); beyond, everything folds to itself
-        if 0xD800 <= point < 0xE000:
-            continue
-        char = chr(point)
+    # Case mappings end in plane 1 (Adlam); beyond, every character folds to itself.
+    for char in itertools.chain(map(chr, range(0xD800)), map(chr, range(0xE000, 0x20000))):
         fold = char.casefold()
-        found.setdefault(fold[0], []).append((char, fold))
+        if fold != char:
+            found.setdefault(fold[0], []).append((char, fold))
     return {k: tuple(v) for k, v in found.items()}
 
 
@@ -501,7 +501,8 @@ def _case_variants(word: str, cap: int = VARIANTS_MAX) -> list[str] | None:
     found: list[str] = []
 
     def extend(prefix: str, rest: str) -> bool:
-        for char, fold in folds.get(rest[0], ((rest[0], rest[0]),)):
+        itself = ((rest[0], rest[0]),) if rest[0].casefold() == rest[0] else ()
+        for char, fold in itself + folds.get(rest[0], ()):
             if fold.startswith(rest):
                 found.append(prefix + char)
                 if len(found) > cap:
@@ -559,11 +560,17 @@ def _walk_search(listing: _Listing, s: _Search, bound: list[Any] | None, reverse
         within = bound[1:] if bound is not None and group == bound[0] else None
         if group == EXACT and not s.exact:
             continue
-        conds = [row_match, rank == group]
+        exact = or_(users.c.username_ci == s.exact, users.c.email_ci == s.exact) if s.exact else None
         if group == EXACT:
-            conds.append(or_(users.c.username_ci == s.exact, users.c.email_ci == s.exact))
+            conds = [row_match, exact]
         elif group == PREFIX:
-            conds.append(_starts_with(users.c.username_ci, s.lead))
+            conds = [_starts_with(users.c.username_ci, s.lead)]
+            if exact is not None:
+                conds.append(~exact)
+            if not (len(s.words) == 1 and "username" in s.fields):
+                conds.append(row_match)  # else implied: a username starting with the word contains it
+        else:
+            conds = [row_match, rank == group]
         if within is not None:
             conds.append(beyond(by_name, within, reverse=reverse))
         order = [k.order(reverse) for k in by_name]
