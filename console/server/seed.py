@@ -88,7 +88,7 @@ BULK_RATIO = 1.0
 # the commit's checkpoint: the gigabytes a big seed writes reach the disk when the OS flushes them
 # rather than while the command waits (journal_mode stays WAL, so a crash of the process loses nothing).
 SQLITE_LOAD_PRAGMAS = {"cache_size": -1_048_576, "threads": 2, "synchronous": 0}
-POSTGRES_LOAD_SETTINGS = {"maintenance_work_mem": "256MB"}
+POSTGRES_LOAD_SETTINGS = {"maintenance_work_mem": "1GB"}  # index builds sort in memory (the GIN trigram one most)
 
 T = TypeVar("T")
 
