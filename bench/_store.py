@@ -185,7 +185,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _sqlite_cached(path: Path, users: int, fresh: bool) -> SeededDb:
     note_file = path.with_name(path.name + ".json")
-    with _locked(path.with_name(path.name + ".lock")):
+    with _locked(path.with_name(path.name + ".bench-lock")):
         why = _ready(str(path), users, note_file, fresh)
         if why is None:
             note_file.unlink(missing_ok=True)
@@ -222,9 +222,9 @@ def _pg_database(admin_url: str, name: str, users: int, fresh: bool) -> SeededDb
 
     admin = create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    note_file = PG_DATA / f"{name}.json"
+    note_file = PG_DATA.with_name(f"{PG_DATA.name}.{name}.json")
     try:
-        with _locked(PG_DATA / f"{name}.lock"):
+        with _locked(PG_DATA.with_name(f"{PG_DATA.name}.{name}.bench-lock")):
             why = _ready(url, users, note_file, fresh)
             if why is None:
                 note_file.unlink(missing_ok=True)
