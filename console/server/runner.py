@@ -96,7 +96,6 @@ def serve_workers(db: str, *, host: str, port: int, workers: int, metrics_requir
         uvicorn.run(
             "console.server.app:app_from_env", factory=True, host=host, port=port, workers=workers,
             log_level=log_level, lifespan="off", http=HTTP, loop=LOOP,
-            access_log=os.environ.get("H2_ACCESS", "1") == "1",
         )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -14,6 +14,7 @@ All timestamps are naive UTC.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import functools
 import os
@@ -398,6 +399,7 @@ class Store:
         self._idle: list[Any] = []  # PostgreSQL: autocommit connections kept for run_raw
         self._idle_lock = threading.Lock()
         self._pinned = threading.local()  # SQLite: the event loop thread's own connection for run_raw
+        self._all_pinned: list[Any] = []  # every thread's, to close on dispose
         self.caches: dict[str, Any] = {}  # per process: the services' small caches (keys, settings)
         self._dt_in = self._dt_out = None
         if self.is_sqlite:
@@ -523,10 +525,13 @@ class Store:
                 fairy = getattr(self._pinned, "fairy", None)
                 if fairy is not None and (not fairy.is_valid or not still_the_file(self.engine, fairy)):
                     self._pinned.fairy = None
+                    self._forget_pinned(fairy)
                     fairy.invalidate()
                     fairy = None
                 if fairy is None:
                     fairy = self._pinned.fairy = self.engine.raw_connection()
+                    with self._idle_lock:
+                        self._all_pinned.append(fairy)
                 return RawConn(self, fairy.driver_connection, fairy, reused=True, pinned=True)
             with self._idle_lock:
                 conn = self._idle.pop() if self._idle else None
@@ -541,6 +546,11 @@ class Store:
         except self.engine.dialect.dbapi.Error as exc:
             raise DBAPIError.instance(None, None, exc, self.engine.dialect.dbapi.Error, hide_parameters=True) from None
 
+    def _forget_pinned(self, fairy: Any) -> None:
+        with self._idle_lock:
+            if fairy in self._all_pinned:
+                self._all_pinned.remove(fairy)
+
     def _keep_idle(self, conn: Any) -> None:
         with self._idle_lock:
             if len(self._idle) < 16:
@@ -551,6 +561,12 @@ class Store:
     def dispose(self) -> None:
         with self._idle_lock:
             idle, self._idle = self._idle, []
+            pinned, self._all_pinned = self._all_pinned, []
+        for fairy in pinned:
+            try:
+                fairy.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection
+                pass
         for conn in idle:
             try:
                 conn.close()
@@ -618,6 +634,14 @@ class RawConn:
         cursor.close()
         return count
 
+    def run(self, statement: Any, **params: Any) -> None:
+        """A statement whose result is not needed (in a pipeline it waits for the next sync)."""
+        self.execute(statement, **params)
+
+    def pipeline(self) -> Any:
+        """PostgreSQL: statements sent without waiting for each answer until one is read (fewer round trips)."""
+        return contextlib.nullcontext() if self.store.is_sqlite else self.conn.pipeline()
+
     def write(self, statement: Any, **params: Any) -> int:
         """One statement that writes, committed by itself (on SQLite under the write gate); its rowcount."""
         with self.store.write_gate():
@@ -650,6 +674,7 @@ class RawConn:
     def discard(self) -> None:
         if self.pinned:
             self.store._pinned.fairy = None  # noqa: SLF001
+            self.store._forget_pinned(self.fairy)  # noqa: SLF001
         try:
             if self.fairy is not None:
                 self.fairy.invalidate()

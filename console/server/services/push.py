@@ -199,7 +199,8 @@ def create_attempt(store: Store, body: PushRequest, now: datetime, *, actor: Pri
     """
 
     def admit(conn: RawConn) -> tuple[ApiProblem | None, str, datetime]:
-        with conn.begin():
+        # PostgreSQL: BEGIN goes with the first read, and the INSERT with the COMMIT (three round trips).
+        with conn.pipeline(), conn.begin():
             row = conn.one(_ADMISSION, user_id=body.userId, now=now, key_id=actor.key_id)
             if row is None:
                 if not conn.one(KEY_IS_LIVE, key_id=actor.key_id)[0]:
@@ -226,7 +227,7 @@ def create_attempt(store: Store, body: PushRequest, now: datetime, *, actor: Pri
             attempt_id = new_id()
             expires = now if refusal is not None else now + timedelta(seconds=cfg.push.timeoutSeconds)
             ctx = body.context
-            conn.rowcount(
+            conn.run(
                 _RECORD, attempt_id=attempt_id, for_user=body.userId, device=device_id, for_resource=body.resource,
                 outcome="blocked" if refusal is not None else "pending", now=now, until=expires,
                 ctx_app=ctx.app, ctx_location=ctx.location, ctx_ip=ctx.ip,
