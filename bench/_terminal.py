@@ -184,7 +184,7 @@ class Pane:
             if condition(lines):
                 return Stamp(last if last is not None else now, now, lines)
             if now > deadline:
-                tail = "\n".join(lines[-6:])
+                tail = "\n".join(line for line in lines if line.strip())
                 raise TimeoutError(f"the screen did not show what was awaited within {timeout:.0f} s; it shows:\n"
                                    f"{tail}")
             with tmux._output:  # noqa: SLF001

@@ -4,8 +4,8 @@
 
 The real `protect-console` in a 140x40 tmux window against the real `protect-console serve` (its own
 process) over loopback, as in console_start.py. Each sample searches a different user that exists
-(a username ending in five digits, like the issue's `wei.lewis99193`, so exactly one user matches),
-picked from the database before the service starts: `/`, then the username one key at a time,
+(a username ending in five digits, like the issue's `wei.lewis99193`, picked from the database, kept
+when the API finds exactly that one user): `/`, then the username one key at a time,
 ``--type-ms`` apart (a quick typist; 0 sends the whole name as one burst). The clock starts when
 the last key is handed to tmux and stops at the frame that shows `users 1/1 match` with that user's
 row in the table (bench/_terminal.py times frames by tmux's %output). Then Esc Esc, and the
@@ -35,6 +35,23 @@ def label(screen: list[str]) -> tuple[str, int | None]:
     return "", None
 
 
+def one_match(url: str, key: str, candidates: list[str], count: int) -> list[str]:
+    """The candidates whose search finds exactly one user (`ana.lee12345` also finds `diana.lee12345`)."""
+    import httpx
+
+    names: list[str] = []
+    with httpx.Client(base_url=url, headers={"x-api-key": key}, timeout=60) as client:
+        for name in candidates:
+            page = client.get("/api/systemusers", params={"search": name, "limit": 2}).json()
+            if page.get("totalCount") == 1:
+                names.append(name)
+                if len(names) == count:
+                    break
+    if len(names) < 2:
+        raise SystemExit("not enough usernames that match exactly one user")
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_bench_arguments(parser, repeat=10)
@@ -43,8 +60,9 @@ def main() -> None:
     args = parser.parse_args()
     poll = args.poll_ms / 1000
     with seeded_db(args.db, args.users, fresh=args.fresh) as db:
-        names = [u["username"] for u in some_users(db.value, args.repeat + 1)]
+        candidates = [u["username"] for u in some_users(db.value, 5 * args.repeat + 10)]
         with served(db.value, workers=args.workers) as service:
+            names = one_match(service.url, service.key, candidates, args.repeat + 1)
             total = db.users
             home = f"users 1/{total:,}"
             samples: list[float] = []
