@@ -207,6 +207,13 @@ class Batch:
 
 
 @dataclass
+class Complete:
+    """In a stream of batches: no more rows for these tables."""
+
+    tables: tuple[Table, ...]
+
+
+@dataclass
 class Summary:
     """What a generation made (complete once its batches are exhausted)."""
 
@@ -230,10 +237,11 @@ def _derived_columns() -> tuple[tuple[str, ...], tuple[str, ...]]:
 def generate(
     users_count: int, *, rng: random.Random, now: datetime, taken: set[str] | None = None,
     summary: Summary | None = None, batch_size: int = BATCH,
-) -> Iterator[Batch]:
+) -> Iterator[Batch | Complete]:
     """The synthetic directory as batches of rows, parents first (no database involved).
 
-    ``taken``: usernames in use (added to); ``summary`` is filled in as the batches are made.
+    A ``Complete`` follows a table's last batch. ``taken``: usernames in use (added to); ``summary``
+    is filled in as the batches are made.
     """
     taken = set() if taken is None else taken
     summary = Summary() if summary is None else summary
@@ -251,8 +259,9 @@ def generate(
 
     login_columns, name_columns = _derived_columns()
     user_columns = USER_COLUMNS + login_columns + name_columns
-    # Names, their slugs and folded forms, once per first/last pair (64 x 60 of them).
-    names: dict[tuple[str, str], tuple[str, str, tuple[str, ...]]] = {}
+    # Names, their slugs and folded forms, once per first/last pair (64 x 60 of them), and whether
+    # folded() leaves that pair's usernames and emails (ASCII: slugs, digits, domains) as they are.
+    names: dict[tuple[str, str], tuple[str, str, tuple[str, ...], bool]] = {}
     all_devices: list[tuple] = []
     push_users: list[tuple[str, str]] = []
     add_push_user = push_users.append
@@ -269,10 +278,12 @@ def generate(
             if named is None:
                 displayname = f"{first} {last}"
                 derived = folded({"firstname": first, "lastname": last, "displayname": displayname})
-                named = names[first, last] = (
-                    f"{_slug(first)}.{_slug(last)}" or "user", displayname, tuple(derived[c] for c in name_columns),
-                )
-            base, displayname, name_values = named
+                base = f"{_slug(first)}.{_slug(last)}" or "user"
+                probe = f"{base}0123456789@{'.'.join(DOMAINS)}"
+                as_is = login_columns == ("username_ci", "email_ci") and folded(
+                    {"username": probe, "email": probe}) == {"username_ci": probe, "email_ci": probe}
+                named = names[first, last] = (base, displayname, tuple(derived[c] for c in name_columns), as_is)
+            base, displayname, name_values, as_is = named
             username = base
             while username in taken:  # about 1.003 tries a user at 1,000,000 users (3,840 bases x 99,998 suffixes)
                 username = f"{base}{suffix()}"
@@ -295,7 +306,11 @@ def generate(
                     has_totp = True
             elif random_() < 0.15:
                 exclusion, exclusion_until = True, _stamp(now + timedelta(days=exclusion_days()))
-            logins = folded({"username": username, "email": email})
+            if as_is:
+                logins = (username, email)
+            else:
+                derived = folded({"username": username, "email": email})
+                logins = tuple(derived[c] for c in login_columns)
             if has_push:
                 # The device's draws follow its user's.
                 if random_() < 0.55:
@@ -319,17 +334,21 @@ def generate(
                 user_id, username, email, first, last, displayname, state, locked, _stamp(created),
                 totp_secret() if has_totp else None, "ENROLLED" if has_totp else "NOT_ENROLLED",
                 "ENROLLED" if has_push else "NOT_ENROLLED", "ENROLLED" if has_webauthn else "NOT_ENROLLED",
-                exclusion, exclusion_until, *(logins[c] for c in login_columns), *name_values,
+                exclusion, exclusion_until, *logins, *name_values,
             ))
         all_devices.extend(device_rows)
         for batch in (Batch(users, user_columns, user_rows), Batch(devices, DEVICE_COLUMNS, device_rows)):
             summary.count(batch)
             yield batch
+    summary.bombing_victim = push_users[0][0] if push_users else None
+    # The loader can index these while the history is being made.
+    yield Complete((users, devices))
 
     for rows in _batches(_reports(rng, all_devices, now), batch_size):
         batch = Batch(diagnostics, REPORT_COLUMNS, rows)
         summary.count(batch)
         yield batch
+    yield Complete((diagnostics,))
     del all_devices
     attempts = itertools.chain(
         _attempts(rng, push_users, now), _bombing(rng, *push_users[0], now) if push_users else (),
@@ -338,7 +357,7 @@ def generate(
         batch = Batch(push_attempts, ATTEMPT_COLUMNS, rows)
         summary.count(batch)
         yield batch
-    summary.bombing_victim = push_users[0][0] if push_users else None
+    yield Complete((push_attempts,))
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -459,25 +478,36 @@ def seed_directory(store: Store, users_count: int, *, rng_seed: int = 1, clock: 
     }
 
 
-def load(store: Store, batches: Iterable[Batch], *, bulk: bool) -> None:
+def load(store: Store, batches: Iterable[Batch | Complete], *, bulk: bool) -> None:
     """Insert ``batches`` (parents before their children) in one write transaction.
 
     ``bulk``: the seeded tables' declared indexes that the database has (``store.metadata``'s, so
-    nothing is listed twice) are dropped first and built once at the end, and the users search index
-    likewise through ``search_index``. Otherwise rows go through the live indexes.
+    nothing is listed twice) are dropped first and built once a table is complete, and the users
+    search index likewise through ``search_index``. Otherwise rows go through the live indexes.
     """
     with _write(store, bulk=bulk) as conn:
         if bulk:
             search_index.drop_for_bulk_load(conn)
-        dropped = [ix for table in SEEDED for ix in _existing_indexes(conn, table)] if bulk else []
-        for index in dropped:
+        dropped = {table: _existing_indexes(conn, table) for table in SEEDED} if bulk else {}
+        for index in itertools.chain(*dropped.values()):
             conn.execute(DropIndex(index))
-        for batch in batches:
-            _insert(conn, batch)
-        for index in dropped:
-            conn.execute(CreateIndex(index))
-        if bulk:
-            search_index.restore_after_bulk_load(conn)
+
+        def complete(table: Table) -> None:
+            if table not in dropped:
+                return
+            for index in dropped.pop(table):
+                conn.execute(CreateIndex(index))
+            if table is users:
+                search_index.restore_after_bulk_load(conn)
+
+        for item in batches:
+            if isinstance(item, Complete):
+                for table in item.tables:
+                    complete(table)
+            else:
+                _insert(conn, item)
+        for table in list(dropped):
+            complete(table)
 
 
 @contextmanager
@@ -565,7 +595,7 @@ APART_FROM = 50_000  # users: from this many up, a child process makes the rows 
 
 def _rows_for(
     users_count: int, *, rng: random.Random, now: datetime, taken: set[str], summary: Summary,
-) -> Iterator[Batch]:
+) -> Iterator[Batch | Complete]:
     if users_count < APART_FROM:
         return generate(users_count, rng=rng, now=now, taken=taken, summary=summary)
     return _generated_apart(users_count, rng=rng, now=now, taken=taken, summary=summary)
@@ -580,7 +610,7 @@ _CHILD = (
 
 def _generated_apart(
     users_count: int, *, rng: random.Random, now: datetime, taken: set[str], summary: Summary,
-) -> Iterator[Batch]:
+) -> Iterator[Batch | Complete]:
     """generate()'s batches, made by a child process: generating and loading take a core each.
 
     A thread would not do (the GIL would hand the loader back only every switch interval), nor
@@ -602,6 +632,8 @@ def _generated_apart(
             if message[0] == "batch":
                 _, name, columns, rows = message
                 yield Batch(tables[name], columns, rows)
+            elif message[0] == "complete":
+                yield Complete(tuple(tables[name] for name in message[1]))
             elif message[0] == "done":
                 for key, value in vars(message[1]).items():
                     setattr(summary, key, value)
@@ -616,7 +648,8 @@ def _generated_apart(
 
 
 def _generate_to_stdout(depth: int = 4) -> None:
-    """The child of _generated_apart: length-prefixed pickles ("batch", table, columns, rows)... then ("done", summary).
+    """The child of _generated_apart: length-prefixed pickles ("batch", table, columns, rows) and
+    ("complete", tables)... then ("done", summary).
 
     A thread writes while the main one generates (the write lets go of the GIL).
     """
@@ -638,8 +671,11 @@ def _generate_to_stdout(depth: int = 4) -> None:
 
     try:
         summary = Summary()
-        for batch in generate(users_count, rng=rng, now=now, taken=taken, summary=summary):
-            send(("batch", batch.table.name, batch.columns, batch.rows))
+        for item in generate(users_count, rng=rng, now=now, taken=taken, summary=summary):
+            if isinstance(item, Complete):
+                send(("complete", [table.name for table in item.tables]))
+            else:
+                send(("batch", item.table.name, item.columns, item.rows))
         send(("done", summary))
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises
         send(("error", traceback.format_exc()))
