@@ -426,7 +426,7 @@ def _uses_fts(conn: Connection, s: _Search) -> bool:
     return conn.dialect.name == "sqlite" and bool(s.indexed_words)
 
 
-def _index_match(conn: Connection, s: _Search) -> ColumnElement[bool]:
+def _index_match(conn: Connection, s: _Search, fts_rows: int | None = None) -> ColumnElement[bool]:
     """The search as a set read from the indexes: for counting, and for reading sparse matches whole."""
     if not _uses_fts(conn, s):
         return _row_match(s)  # PostgreSQL: the trigram GIN index serves these LIKEs
@@ -434,13 +434,12 @@ def _index_match(conn: Connection, s: _Search) -> ColumnElement[bool]:
     # checked), or the prefix ranges (each rowid looked up in the FTS matches). "+rowid" keeps
     # SQLite from driving the query by the FTS set.
     rowid = _users_rowid
-    if s.prefix_words and _prefix_rows(conn, s) < _fts_rows(conn, s):
+    if s.prefix_words and _prefix_rows(conn, s) < (_fts_rows(conn, s) if fts_rows is None else fts_rows):
         rowid = literal_column("+users.rowid")
     in_fts = rowid.in_(
         select(_fts.c.rowid).where(literal_column(SEARCH_INDEX_TABLE).op("MATCH")(_fts_query(s)))
     )
-    others = [_contains_word(w, s.fields) for w in s.substring_words if len(w) < SHORT]
-    return and_(in_fts, *others, *(_starts_word(w, s.fields) for w in s.prefix_words))
+    return and_(in_fts, *(_starts_word(w, s.fields) for w in s.prefix_words))
 
 
 def _fts_rows(conn: Connection, s: _Search) -> int:
@@ -457,10 +456,10 @@ def _prefix_rows(conn: Connection, s: _Search) -> int:
     )
 
 
-def _count(conn: Connection, s: _Search | None, where: list[Any]) -> int:
+def _count(conn: Connection, s: _Search | None, where: list[Any], fts_rows: int | None = None) -> int:
     if s is not None and _uses_fts(conn, s) and not where and not s.prefix_words:
-        return _fts_rows(conn, s)  # straight from the FTS index: no users row is read
-    match = [] if s is None else [_index_match(conn, s)]
+        return _fts_rows(conn, s) if fts_rows is None else fts_rows  # the FTS index alone: no users row read
+    match = [] if s is None else [_index_match(conn, s, fts_rows)]
     return conn.execute(select(func.count()).select_from(users).where(*match, *where)).scalar_one()
 
 
@@ -534,12 +533,19 @@ class _Listing:
     def values(self, row: Any) -> list[Any]:
         return [row._mapping[f"_k{i}"] for i in range(len(self.keys))]
 
-    def read(self, match: Any, bound: list[Any] | None, reverse: bool, skip: int, limit: int) -> list[Any]:
-        """Rows in the keys' order (reversed: backwards from ``bound``), past ``bound`` when given."""
+    def read(self, match: Any, bound: list[Any] | None, reverse: bool, skip: int, limit: int,
+             counted: bool = False) -> list[Any]:
+        """Rows in the keys' order (reversed: backwards from ``bound``), past ``bound`` when given.
+
+        ``counted``: each row also carries ``_total``, how many rows match in all (one pass
+        over the matches for the page and the count, where both would read them all anyway)."""
         conds = [] if match is None else [match]
         if bound is not None:
             conds.append(beyond(self.keys, bound, reverse=reverse))
-        query = self.select(*conds).order_by(*(k.order(reverse) for k in self.keys)).offset(skip).limit(limit)
+        query = self.select(*conds)
+        if counted:
+            query = query.add_columns(func.count().over().label("_total"))
+        query = query.order_by(*(k.order(reverse) for k in self.keys)).offset(skip).limit(limit)
         return list(self.conn.execute(query))
 
 
@@ -636,21 +642,30 @@ def list_users(
         bound = paging.decode(before, fp, "before", len(keys))
     listing = _Listing(conn, now, keys, where, fp)
 
-    total = _count(conn, s, where) if count else None
-    # How many match (or at most: the FTS count alone, cheap) decides the plan for a search.
-    estimate = total if total is not None or s is None or not _uses_fts(conn, s) else _fts_rows(conn, s)
-    if estimate == 0:
-        rows: list[Any] = []
-    elif s is None:
+    total: int | None = None
+    if s is None:
+        total = _count(conn, None, where) if count else None
         rows = listing.read(None, bound, reverse, skip, limit)
     else:
-        dense = estimate is None or estimate * estimate > WALK_FACTOR * (skip + limit) * _directory_size(conn)
-        if not dense:
-            rows = listing.read(_index_match(conn, s), bound, reverse, skip, limit)
+        # How many match (exactly, or at most: the FTS count alone, which is cheap) chooses the plan.
+        fts_rows = _fts_rows(conn, s) if _uses_fts(conn, s) else None
+        if count and (fts_rows is None or (not where and not s.prefix_words)):
+            total = _count(conn, s, where, fts_rows)
+        estimate = fts_rows if fts_rows is not None else total
+        if estimate == 0:
+            rows, total = [], (0 if count else None)
+        elif estimate is not None and estimate * estimate <= WALK_FACTOR * (skip + limit) * _directory_size(conn):
+            # Few matches: read them all and sort (counting them in the same pass when still needed).
+            counted = count and total is None and bound is None
+            rows = listing.read(_index_match(conn, s, fts_rows), bound, reverse, skip, limit, counted=counted)
+            if counted and rows:
+                total = rows[0]._mapping["_total"]
         elif sort:
             rows = listing.read(_row_match(s), bound, reverse, skip, limit)  # walks the sort's index
         else:
             rows = _walk_search(listing, s, bound, reverse, skip + limit)[skip:]
+        if count and total is None:
+            total = _count(conn, s, where, fts_rows)
     if reverse:
         rows.reverse()
     max_failures = _max_failures(conn)
