@@ -549,17 +549,21 @@ class _Listing:
         return list(self.conn.execute(query))
 
 
-def _walk_search(listing: _Listing, s: _Search, bound: list[Any] | None, reverse: bool, need: int) -> list[Any]:
-    """The first ``need`` rows in search order (exact, prefix, rest; by username), group by group.
+def _walk_search(listing: _Listing, s: _Search, bound: list[Any] | None, reverse: bool, skip: int,
+                 limit: int) -> list[Any]:
+    """Rows ``skip`` to ``skip + limit`` in search order (exact, prefix, rest; by username), group by group.
 
     Each group walks an index in username order and tests each row, so a dense search (``mar``)
-    stops after a page's worth of rows instead of reading and sorting every match.
+    stops after a page's worth of rows instead of reading and sorting every match. The groups
+    read names and ids only; the page's rows are read whole at the end, by id.
     """
+    need = skip + limit
     row_match = _row_match(s)
     by_name = [Key(users.c.username), Key(users.c.id)]
+    names = select(users.c.username, users.c.id).where(*listing.where)
     groups = [EXACT, PREFIX, REST][::-1] if reverse else [EXACT, PREFIX, REST]
     rank = _rank(s)
-    out: list[Any] = []
+    out: list[Any] = []  # (username, id) in order
     for group in groups:
         if bound is not None and (group > bound[0] if reverse else group < bound[0]):
             continue
@@ -585,17 +589,20 @@ def _walk_search(listing: _Listing, s: _Search, bound: list[Any] | None, reverse
         if variants and len(variants) > 1 and _prefix_size(listing.conn, s.lead) > SMALL_GROUP:
             # The username index in ranges, one per case variant, merged: no sort of the whole group.
             parts = [
-                list(listing.conn.execute(listing.select(*conds, _starts_with(users.c.username, v))
-                                          .order_by(*order).limit(left)))
+                [tuple(r) for r in listing.conn.execute(
+                    names.where(*conds, _starts_with(users.c.username, v)).order_by(*order).limit(left))]
                 for v in variants
             ]
-            merged = heapq.merge(*parts, key=lambda r: (r.username, r.id), reverse=reverse)
-            out.extend(itertools.islice(merged, left))
+            out.extend(itertools.islice(heapq.merge(*parts, reverse=reverse), left))
         else:
-            out.extend(listing.conn.execute(listing.select(*conds).order_by(*order).limit(left)))
+            out.extend(tuple(r) for r in listing.conn.execute(names.where(*conds).order_by(*order).limit(left)))
         if len(out) >= need:
             break
-    return out
+    ids = [user_id for _, user_id in out[skip:need]]
+    if not ids:
+        return []
+    found = {r.id: r for r in listing.conn.execute(listing.select(users.c.id.in_(ids)))}
+    return [found[i] for i in ids if i in found]
 
 
 def _prefix_size(conn: Connection, prefix: str) -> int:
@@ -663,7 +670,7 @@ def list_users(
         elif sort:
             rows = listing.read(_row_match(s), bound, reverse, skip, limit)  # walks the sort's index
         else:
-            rows = _walk_search(listing, s, bound, reverse, skip + limit)[skip:]
+            rows = _walk_search(listing, s, bound, reverse, skip, limit)
         if count and total is None:
             total = _count(conn, s, where, fts_rows)
     if reverse:
