@@ -10,8 +10,11 @@ screen is a line on a pipe, not a new process per poll:
 
 A measurement waits for a condition on the screen: after every ``%output`` (and at least every
 ``poll`` seconds) it captures the pane and checks. The time it reports is the arrival of the last
-``%output`` before the capture that satisfied the condition: the moment tmux had drawn that frame,
-independent of how often we poll. The poll interval and the capture round trip are reported too.
+``%output`` before the capture that satisfied the condition (the moment tmux had drawn that frame,
+independent of how often we poll), as long as that output came after the key and after the last
+capture that did not show the state yet; tmux may answer a capture before it sends the %output of
+what the capture shows, and then the capture's return is used (an upper bound, counted in
+``stats.bounded``). The poll interval and the capture round trip are reported too.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class Stamp:
 @dataclass
 class _Stats:
     captures: int = 0
+    bounded: int = 0  # frames timed by the capture's return (no %output of them seen yet): upper bounds
     capture_ms: list[float] = field(default_factory=list)
 
 
@@ -170,19 +174,31 @@ class Pane:
         self.tmux.stats.capture_ms.append((time.perf_counter() - started) * 1000)
         return lines
 
-    def wait_for(self, condition: Callable[[list[str]], bool], *, timeout: float = 30.0,
+    def wait_for(self, condition: Callable[[list[str]], bool], *, since: float | None = None, timeout: float = 30.0,
                  poll: float = 0.005) -> Stamp:
-        """Capture after every output (and every ``poll`` s) until ``condition(screen)``; see the module doc."""
+        """Capture after every output (and every ``poll`` s) until ``condition(screen)``.
+
+        The frame's time: the arrival of the last %output before the satisfying capture returned, when
+        that arrival is later than both ``since`` (the key) and the issue of the last capture that did
+        not yet show the state; otherwise (tmux may answer a capture before it has sent the %output of
+        what the capture shows) the satisfying capture's return, an upper bound.
+        """
         tmux = self.tmux
         deadline = time.perf_counter() + timeout
+        lower = since if since is not None else float("-inf")
         while True:
             with tmux._output:  # noqa: SLF001
                 seq = tmux._output_seq  # noqa: SLF001
-                last = tmux._last_output.get(self.id)  # noqa: SLF001
+            issued = time.perf_counter()
             lines = self.screen()
             now = time.perf_counter()
             if condition(lines):
-                return Stamp(last if last is not None else now, now, lines)
+                last = self.last_output()
+                at = last if last is not None and lower < last <= now else now
+                if since is not None:
+                    tmux.stats.bounded += at == now
+                return Stamp(at, now, lines)
+            lower = max(lower, issued)
             if now > deadline:
                 tail = "\n".join(line for line in lines if line.strip())
                 raise TimeoutError(f"the screen did not show what was awaited within {timeout:.0f} s; it shows:\n"
@@ -223,6 +239,9 @@ class Pane:
                 raise TimeoutError(f"the console (pid {self.pid}) did not exit within {timeout:.0f} s:\n{shows}")
             time.sleep(0.02)
 
+    def cpu_ms(self) -> float:
+        return cpu_ms(self.pid)
+
     def rss_mb(self) -> tuple[float, float]:
         """(VmRSS, VmHWM) of the pane's process in MB (the console: the pane's shell execs it)."""
         values = {}
@@ -237,6 +256,12 @@ class Pane:
             self.tmux.command(f"kill-pane -t {self.id}")
         except RuntimeError:
             pass  # already gone
+
+
+def cpu_ms(pid: int) -> float:
+    """User + system CPU time of a process so far (clock ticks, 10 ms apiece: sum over many keys)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def console_argv() -> list[str]:

@@ -16,6 +16,8 @@ The real `protect-console` runs in a 140x40 tmux window against the real `protec
 "Key sent" is when the benchmark handed the key to tmux (it writes it to the console's pty); the
 frame time is tmux's %output for the frame (bench/_terminal.py), so the figure is what a person at
 the terminal sees, minus their terminal's own drawing. ``--gap-ms`` of idle separate the presses.
+Beside each row: the CPU time the console and the service processes spent per key (from
+/proc/<pid>/stat, 10 ms ticks summed over the presses), which a busy machine does not inflate.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import statistics
 import time
 
 from _store import Row, add_bench_arguments, machine_note, print_table, seeded_db, served
-from _terminal import Tmux, console_argv, console_env
+from _terminal import Tmux, console_argv, console_env, cpu_ms
 
 GOAL_MS = 16.0
 LABEL = re.compile(r"\busers ([\d,]+)/([\d,]+)\b")
@@ -61,11 +63,16 @@ def main() -> None:
             pane.wait_for(lambda s: position(s) == (1, total) and painted(s), timeout=60, poll=poll)
             time.sleep(0.5)  # let the start-up work (device columns) settle
 
+            cpu: dict[str, list[float]] = {name: [0.0, 0.0] for name in results}  # console, serve
+
             def press(key: str, done) -> None:  # noqa: ANN001
                 time.sleep(args.gap_ms / 1000)
+                console, server = pane.cpu_ms(), cpu_ms(service.pid)
                 sent = pane.keys(key)
-                frame = pane.wait_for(done, timeout=30, poll=poll)
+                frame = pane.wait_for(done, since=sent, timeout=30, poll=poll)
                 results[label].append((frame.at - sent) * 1000)
+                cpu[label][0] += pane.cpu_ms() - console
+                cpu[label][1] += cpu_ms(service.pid) - server
 
             # Half the Down presses move inside the viewport, half scroll it (a repaint of every row).
             visible = sum("@" in line for line in pane.screen())
@@ -92,11 +99,16 @@ def main() -> None:
             pane.keys("q")
             pane.wait_gone()
             capture = statistics.median(tmux.stats.capture_ms)
+            bounded = tmux.stats.bounded
     print_table(
         f"Console keys, {total:,} users, 140x40 tmux, {db.label} ({db.note}), serve --workers {args.workers}",
-        [Row(f"{name}: key -> repaint", samples, GOAL_MS) for name, samples in results.items()],
+        [Row(f"{name}: key -> repaint", samples, GOAL_MS,
+             note=f"CPU per key: console {cpu[name][0] / max(1, len(samples)):.1f} ms, "
+                  f"serve {cpu[name][1] / max(1, len(samples)):.1f} ms")
+         for name, samples in results.items()],
         [f"frames timed by tmux %output (captures every <= {args.poll_ms:g} ms and after each output; capture "
-         f"round trip p50 {capture:.2f} ms); {args.gap_ms:g} ms idle between presses", machine_note()],
+         f"round trip p50 {capture:.2f} ms; {bounded} frames timed by a capture's return, an upper "
+         f"bound); {args.gap_ms:g} ms idle between presses", machine_note()],
     )
 
 

@@ -85,7 +85,7 @@ def main() -> None:
                         text, _ = label(screen)
                         return text == "users 1/1 match" and any(name in line for line in screen[3:])
 
-                    frame = pane.wait_for(found, timeout=60, poll=poll)
+                    frame = pane.wait_for(found, since=last, timeout=60, poll=poll)
                     if run:
                         samples.append((frame.at - last) * 1000)
                     pane.keys("Escape")

@@ -43,12 +43,12 @@ def main() -> None:
             for run in range(args.repeat + 1):  # run 0 warms the OS file cache and the service: not counted
                 pane = tmux.spawn(console_argv(), env)
                 started = pane.go()
-                shown = pane.wait_for(lambda s: any(total_re.search(line) for line in s), timeout=60,
+                shown = pane.wait_for(lambda s: any(total_re.search(line) for line in s), since=started, timeout=60,
                                       poll=args.poll_ms / 1000)
                 rows = pane.wait_for(
                     lambda s: any(total_re.search(line) for line in s) and not any("loading…" in line for line in s)
                     and sum("@" in line for line in s) >= 5,
-                    timeout=60, poll=args.poll_ms / 1000)
+                    since=started, timeout=60, poll=args.poll_ms / 1000)
                 if run:
                     first = pane.first_output()
                     if first is not None:
