@@ -91,7 +91,6 @@ def test_keyset_walks_forward_and_backward_equal_the_offset_walk(store, sort) ->
 @pytest.mark.parametrize("factor", [0, 10**12], ids=["walk", "sort"])
 def test_keyset_walks_of_a_search_equal_its_offset_walk(store, monkeypatch, search, sort, factor) -> None:
     monkeypatch.setattr(user_service, "WALK_FACTOR", factor)
-    monkeypatch.setattr(user_service, "SMALL_GROUP", 0)
     kw = {"search": search, "sort": sort, "conditions": [("state", "$ne", "SUSPENDED")]}
     expected = offset_walk(store, **kw)
     assert expected and forward_walk(store, **kw) == expected

@@ -8,7 +8,6 @@ so that the same rule serves both the filters and the output.
 from __future__ import annotations
 
 import functools
-import heapq
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from sqlalchemy import (
     select,
     table,
     true,
+    union_all,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -343,7 +343,6 @@ EXACT, PREFIX, REST = 0, 1, 2
 # the page is found within a few thousand rows; otherwise read every match and sort them.
 WALK_FACTOR = 1
 VARIANTS_MAX = 16  # case variants of a prefix walked separately (each an index range)
-SMALL_GROUP = 2000  # a prefix group this small is read whole and sorted
 
 _fts = table(SEARCH_INDEX_TABLE, column("rowid"))
 _users_rowid = literal_column("users.rowid")
@@ -586,14 +585,15 @@ def _walk_search(listing: _Listing, s: _Search, bound: list[Any] | None, reverse
         order = [k.order(reverse) for k in by_name]
         left = need - len(out)
         variants = _case_variants(s.lead) if group == PREFIX else None
-        if variants and len(variants) > 1 and _prefix_size(listing.conn, s.lead) > SMALL_GROUP:
-            # The username index in ranges, one per case variant, merged: no sort of the whole group.
+        if variants and len(variants) > 1:
+            # The username index in ranges, one per case variant (in one statement), merged here:
+            # no sort of the whole group, which can hold a tenth of the directory.
             parts = [
-                [tuple(r) for r in listing.conn.execute(
-                    names.where(*conds, _starts_with(users.c.username, v)).order_by(*order).limit(left))]
+                select(names.where(*conds, _starts_with(users.c.username, v)).order_by(*order).limit(left).subquery())
                 for v in variants
             ]
-            out.extend(itertools.islice(heapq.merge(*parts, reverse=reverse), left))
+            found = sorted((tuple(r) for r in listing.conn.execute(union_all(*parts))), reverse=reverse)
+            out.extend(found[:left])
         else:
             out.extend(tuple(r) for r in listing.conn.execute(names.where(*conds).order_by(*order).limit(left)))
         if len(out) >= need:
@@ -603,12 +603,6 @@ def _walk_search(listing: _Listing, s: _Search, bound: list[Any] | None, reverse
         return []
     found = {r.id: r for r in listing.conn.execute(listing.select(users.c.id.in_(ids)))}
     return [found[i] for i in ids if i in found]
-
-
-def _prefix_size(conn: Connection, prefix: str) -> int:
-    return conn.execute(
-        select(func.count()).select_from(users).where(_starts_with(users.c.username_ci, prefix))
-    ).scalar_one()
 
 
 def list_users(
@@ -654,6 +648,10 @@ def list_users(
         total = _count(conn, None, where) if count else None
         rows = listing.read(None, bound, reverse, skip, limit)
     else:
+        if conn.dialect.name == "postgresql":
+            # psycopg prepares a statement run often; a generic plan cannot see the pattern and may walk
+            # every user for a rare one. Plan each search with its words.
+            conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
         # How many match (exactly, or at most: the FTS count alone, which is cheap) chooses the plan.
         fts_rows = _fts_rows(conn, s) if _uses_fts(conn, s) else None
         if count and (fts_rows is None or (not where and not s.prefix_words)):
