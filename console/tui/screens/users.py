@@ -215,6 +215,9 @@ class UsersScreen(ConsoleScreen):
     def requery(self) -> None:
         """Point the table at the current search, filter and sort (a fresh query, cursor on the first row)."""
         self.table.set_sort(self.sort_key, self.sort_descending)
+        # A search's last page is rarely wanted and costs a second search on the server while the
+        # admin may still be typing: only the directory's own listing fetches its end ahead.
+        self.table.prefetch_end = not self.search_term
         self.table.set_fetch(self._fetcher())
         self._update_toolbar()
 

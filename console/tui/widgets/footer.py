@@ -49,6 +49,7 @@ class ConsoleFooter(Footer):
         self._watched_modal: Screen | None = None
         self.shown_keys: list[str] = []  # what the last compose kept (tests read it)
         self.source: Screen | None = None  # whose keys the last compose showed
+        self._recompose_pending = False
 
     def _available(self) -> int:
         return self.size.width or self.app.size.width
@@ -143,14 +144,27 @@ class ConsoleFooter(Footer):
         self._watched_modal = modal
         if source is not self.source:
             self._bindings_ready = True
-            self.call_after_refresh(self.recompose)
+            self._recompose_soon()
 
     def bindings_changed(self, screen: Screen) -> None:
         self._bindings_ready = True
         if not screen.app.app_focus:
             return
         if self.is_attached and screen is self.key_source():
-            self.call_after_refresh(self.recompose)
+            self._recompose_soon()
+
+    def _recompose_soon(self) -> None:
+        # Bindings change in bursts at start-up (focus, whoami, the first rows): one recompose after
+        # the refresh, with the state as it is then, instead of one per change (each mounts every key).
+        if self._recompose_pending:
+            return
+        self._recompose_pending = True
+        self.call_after_refresh(self._recompose_now)
+
+    async def _recompose_now(self) -> None:
+        self._recompose_pending = False
+        if self.is_attached:
+            await self.recompose()
 
     def on_resize(self, event: events.Resize) -> None:
         self._fit_width()
@@ -162,4 +176,4 @@ class ConsoleFooter(Footer):
         self._laid_out_for = width
         self.compact = width < COMPACT_BELOW
         if self._bindings_ready and self.is_attached:
-            self.call_after_refresh(self.recompose)
+            self._recompose_soon()

@@ -345,6 +345,7 @@ class VirtualTable(ScrollView, can_focus=True):
         # Prefetch: the pages just above and below the view and the last page are asked for before a
         # key needs them, so Down/PgDn/End repaint from the cache (one frame) instead of "loading…".
         self.prefetch = prefetch
+        self.prefetch_end = True  # with prefetch: the last page too (End), not only the view's neighbours
         self.max_ahead = 8  # prefetched pages not drawn yet (kept apart from the LRU of drawn pages)
         self.sort_key: str | None = None
         self.sort_descending = False
@@ -635,8 +636,9 @@ class VirtualTable(ScrollView, can_focus=True):
         # End and Home repaint at once from anywhere: the first page, the last, and the one before
         # the last when the last holds less than a screen.
         pages.add(0)
-        pages.add((total - 1) // size)
-        pages.add(max(0, total - height) // size)
+        if self.prefetch_end:
+            pages.add((total - 1) // size)
+            pages.add(max(0, total - height) // size)
         return pages
 
     def _prefetch(self) -> None:
