@@ -45,10 +45,10 @@ def bench(db: str, runs: int, limit: int) -> None:
             someone = conn.execute(select(users.c.username).where(users.c.username_ci.like("wei.lewis%"))
                                    .order_by(users.c.username.desc()).limit(1)).scalar() or "wei.lewis"
 
-        def page(**kw):  # noqa: ANN003, ANN202
+        def page(skip: int = 0, **kw):  # noqa: ANN003, ANN202
             def run():  # noqa: ANN202
                 with store.read() as conn:
-                    return user_service.list_users(conn, now, skip=kw.pop("skip", 0), limit=limit, **kw)
+                    return user_service.list_users(conn, now, skip=skip, limit=limit, **kw)
             return run
 
         depth = int(total * 0.9)
