@@ -199,8 +199,8 @@ def cpu_rows(result: ClientResult) -> list[tuple[str, str, str]]:
     per = result.service_cpu / result.answered * 1000 if result.answered else float("nan")
     cores = os.cpu_count() or 1
     return [
-        ("service CPU per answer ms", f"{per:.3f}", f"(capacity on {cores} cores ~ {cores / per * 1000:,.0f}/s)"
-         if per == per and per > 0 else ""),
+        ("service CPU per answer ms", f"{per:.3f}",
+         f"(the service alone, on {cores} idle cores: ~{cores / per * 1000:,.0f}/s)" if per == per and per > 0 else ""),
         ("machine busy, all processes", f"{result.machine_busy / result.elapsed:.2f} cores",
          f"of {cores}; service {result.service_cpu / result.elapsed:.2f}"),
     ]

@@ -23,7 +23,7 @@ import time
 from base64 import b32decode
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -50,15 +50,13 @@ def code_at(key: bytes, step: int) -> str:
 def make_source_factory(shares: list[list[tuple[str, str]]]):  # noqa: ANN201
     def make_source(index: int):  # noqa: ANN202
         mine = [(uid, b32decode(secret + "=" * (-len(secret) % 8), casefold=True)) for uid, secret in shares[index]]
-        used_in = [-1] * len(mine)  # the step each user's code was last sent in
         position = [0]
 
         def next_body(_conn: int) -> bytes | None:
             step = int(time.time()) // STEP
             i = position[0]
             position[0] = (i + 1) % len(mine)
-            # A user already used in this step would be a replay (shown under "not valid"): --users too few.
-            used_in[i] = step
+            # Each user once per pass; a pass shorter than a step would send replays (shown under "not valid").
             uid, key = mine[i]
             return json.dumps({"userId": uid, "code": code_at(key, step)}).encode()
 
@@ -95,7 +93,9 @@ def main() -> None:
                 (r.id, r.totp_secret)
                 for r in conn.execute(
                     select(users.c.id, users.c.totp_secret).where(
-                        users.c.totp_status == "ENROLLED", users.c.totp_failures == 0
+                        users.c.totp_status == "ENROLLED", users.c.totp_failures == 0,
+                        # not yet verified in this step (an earlier run): its current code would be a replay
+                        or_(users.c.totp_last_step.is_(None), users.c.totp_last_step < int(time.time()) // STEP),
                     ).order_by(users.c.id)
                 )
             ]
