@@ -271,7 +271,8 @@ class VirtualTable(ScrollView, can_focus=True):
         Binding("i", "row_details", "Row details"),
     ]
 
-    cursor_row: reactive[int] = reactive(0, init=False)
+    # repaint=False: a move repaints the two lines that changed (watch_cursor_row), not the whole table.
+    cursor_row: reactive[int] = reactive(0, init=False, repaint=False)
     # Mirrors of the load state for watchers such as :class:`TablePosition` (no repaint of their own).
     row_count: reactive[int | None] = reactive(None, init=False, repaint=False)
     load_failed: reactive[bool] = reactive(False, init=False, repaint=False)
@@ -1155,6 +1156,7 @@ class TablePosition(Static):
                  classes: str | None = None) -> None:
         super().__init__("", markup=False, id=id, classes=classes)
         self._selector = table
+        self._shown_width = -1
         self.noun = noun
         self._suffix = suffix
         self._table: VirtualTable | None = None
@@ -1183,7 +1185,11 @@ class TablePosition(Static):
             return
         label = self._table.position_label(self.noun, self._suffix)
         style = "dim" if self._table.total is None else ""
-        self.update(Text(label, style=style))
+        # A cursor move changes digits, rarely the width: only a new width needs a layout pass
+        # (one per key re-laid and repainted the whole screen, several frames' worth of work).
+        width = cell_len(label)
+        self.update(Text(label, style=style), layout=width != self._shown_width)
+        self._shown_width = width
 
     @property
     def label(self) -> str:
