@@ -18,7 +18,7 @@ import re
 import statistics
 
 from _store import Row, add_bench_arguments, machine_note, print_table, seeded_db, served
-from _terminal import Tmux, console_argv, console_env
+from _terminal import Tmux, console_argv, console_env, cpu_ms
 
 GOAL_MS = 500.0
 
@@ -39,16 +39,21 @@ def main() -> None:
         to_total: list[float] = []
         to_rows: list[float] = []
         to_first: list[float] = []
+        console_cpu: list[float] = []
+        serve_cpu: list[float] = []
         with Tmux() as tmux:
             for run in range(args.repeat + 1):  # run 0 warms the OS file cache and the service: not counted
                 pane = tmux.spawn(console_argv(), env)
                 started = pane.go()
+                served_cpu = cpu_ms(service.pid)
                 shown = pane.wait_for(lambda s: any(total_re.search(line) for line in s), since=started, timeout=60,
                                       poll=args.poll_ms / 1000)
                 rows = pane.wait_for(
                     lambda s: any(total_re.search(line) for line in s) and not any("loading…" in line for line in s)
                     and sum("@" in line for line in s) >= 5,
                     since=started, timeout=60, poll=args.poll_ms / 1000)
+                console_cpu.append(pane.cpu_ms())  # the process's whole life so far: start-up included
+                serve_cpu.append(cpu_ms(service.pid) - served_cpu)
                 if run:
                     first = pane.first_output()
                     if first is not None:
@@ -62,7 +67,9 @@ def main() -> None:
         f"Console start, {total:,} users, 140x40 tmux, {db.label} ({db.note}), serve --workers {args.workers}",
         [Row("start -> alternate screen (Python, imports, app)", to_first, None),
          Row("start -> total on screen", to_total, GOAL_MS),
-         Row("start -> first rows painted", to_rows, None)],
+         Row("start -> first rows painted", to_rows, None),
+         Row("console CPU until its rows were painted", console_cpu[1:], None,
+             note=f"serve CPU meanwhile p50 {sorted(serve_cpu)[len(serve_cpu) // 2]:.0f} ms")],
         [f"frames timed by tmux %output (captures every <= {args.poll_ms:g} ms and after each output; "
          f"capture round trip p50 {capture:.2f} ms); one warm-up run not counted", machine_note()],
     )

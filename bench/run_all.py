@@ -121,7 +121,8 @@ def main() -> None:
                     else:
                         goal = "-" if r.get("goal") is None else f"<= {r['goal']:g}"
                         summary.append(f"    {r['what']:<46} p50 {r['p50']:>9.1f}  p95 {r['p95']:>9.1f}  "
-                                       f"goal {goal:>8}  {r.get('verdict', '-'):<5} {r.get('unit', '')}")
+                                       f"goal {goal:>8}  {r.get('verdict', '-'):<5} {r.get('unit', '')}"
+                                       f"{'  ' + r['note'] if r.get('note') else ''}")
     print(f"\n===== summary: {db.users:,} users, {db.label} =====")
     print("\n".join(summary))
 
