@@ -342,6 +342,7 @@ EXACT, PREFIX, REST = 0, 1, 2
 # Plan choice: walk the username index (checking each row) when matches are dense enough that
 # the page is found within a few thousand rows; otherwise read every match and sort them.
 WALK_FACTOR = 1
+FILTERED_SPARSE_MAX = 30_000  # FTS candidates read whole when filters or prefix words may thin them out
 VARIANTS_MAX = 16  # case variants of a prefix walked separately (each an index range)
 
 _fts = table(SEARCH_INDEX_TABLE, column("rowid"))
@@ -657,9 +658,15 @@ def list_users(
         if count and (fts_rows is None or (not where and not s.prefix_words)):
             total = _count(conn, s, where, fts_rows)
         estimate = fts_rows if fts_rows is not None else total
+        if fts_rows is not None and (where or s.prefix_words):
+            # The FTS count is only an upper bound here (filters and prefix words cut it down, by how
+            # much is unknown): read the candidates whole while that stays affordable.
+            sparse = estimate <= FILTERED_SPARSE_MAX
+        else:
+            sparse = estimate is not None and estimate * estimate <= WALK_FACTOR * (skip + limit) * _directory_size(conn)
         if estimate == 0:
             rows, total = [], (0 if count else None)
-        elif estimate is not None and estimate * estimate <= WALK_FACTOR * (skip + limit) * _directory_size(conn):
+        elif sparse:
             # Few matches: read them all and sort (counting them in the same pass when still needed).
             counted = count and total is None and bound is None
             rows = listing.read(_index_match(conn, s, fts_rows), bound, reverse, skip, limit, counted=counted)
