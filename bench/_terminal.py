@@ -272,6 +272,10 @@ def console_argv() -> list[str]:
 
 def console_env(url: str, key: str) -> dict[str, str]:
     """The console's connection through its documented variables, with an empty config folder."""
+    import atexit
+    import shutil
+
     config = tempfile.mkdtemp(prefix="protect-bench-config-")
+    atexit.register(shutil.rmtree, config, ignore_errors=True)
     return {"PROTECT_CONSOLE_URL": url, "PROTECT_CONSOLE_API_KEY": key, "XDG_CONFIG_HOME": config,
             "TERM": "tmux-256color", "COLORTERM": "truecolor"}
