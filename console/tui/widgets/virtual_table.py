@@ -366,7 +366,8 @@ class VirtualTable(ScrollView, can_focus=True):
         # Keyset paging: (start, end) cursors of pages seen in this query (tiny, kept after the rows
         # are evicted, so scrolling back asks "after"/"before" a neighbour instead of a deep skip).
         self._cursors: OrderedDict[int, tuple[str | None, str | None]] = OrderedDict()
-        self._keyset = False  # the source answered with cursors
+        self._keyset = False  # the source answered with cursors (kept across queries: same server)
+        self._tail: tuple[int, PageAnswer] | None = None  # (generation, the last rows) until the total is known
         self._recount = False  # a reload: count again with the first page
         self._inflight: set[int] = set()
         self._failed: set[int] = set()
@@ -412,7 +413,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self._ahead.clear()
         self._page_generation.clear()
         self._cursors.clear()
-        self._keyset = False
+        self._tail = None
         self._recount = False
         self._inflight.clear()
         self._failed.clear()
@@ -422,6 +423,11 @@ class VirtualTable(ScrollView, can_focus=True):
         self.set_reactive(VirtualTable.cursor_row, 0)
         self.scroll_to(0, 0, animate=False, immediate=True)
         self._want(0)
+        if self.prefetch and self.prefetch_end and self._keyset:
+            # A server that pages by cursor answers "the last rows" without the total: asked beside the
+            # first page, so End after a new sort or filter is in the cache as soon as the total is.
+            self.run_worker(self._load_tail(self._generation, fetch), group=_PAGE_GROUP, exit_on_error=False,
+                            description="last rows")
         self.refresh()
 
     def reload(self, fetch: PageFetcher | None = None) -> None:
@@ -646,6 +652,33 @@ class VirtualTable(ScrollView, can_focus=True):
         for page in self._prefetch_pages():
             self._want(page)
 
+    async def _load_tail(self, generation: int, fetch: PageFetcher | CursorFetcher) -> None:
+        try:
+            answer = await _ask(fetch, PageRequest(0, self.page_size, before=END, count=False))
+        except Exception:  # noqa: BLE001 - only a head start: the page is asked for again as usual
+            return
+        if generation == self._generation and answer.cursors:
+            self._tail = (generation, answer)
+            self._place_tail()
+
+    def _place_tail(self) -> None:
+        """Keep the last page out of the early "last rows" answer, once the total says where it starts."""
+        if self._tail is None or self._total is None or self._tail[0] != self._generation:
+            return
+        answer = self._tail[1]
+        self._tail = None
+        total, size = self._total, self.page_size
+        last = (total - 1) // size if total else 0
+        count = total - last * size
+        if last == 0 or len(answer.rows) < count or last in self._inflight:
+            return  # one page in all, or the list changed meanwhile: the usual request does it
+        if self._page_generation.get(last) == self._generation and (last in self._pages or last in self._ahead):
+            return
+        rows = list(answer.rows[-count:])
+        self._cursors[last] = (answer.start_cursor if count == len(answer.rows) else None, answer.end_cursor)
+        self._wanted.discard(last)
+        self._store_page(last, rows)
+
     async def _load_page(self, page: int, generation: int, fetch: PageFetcher | CursorFetcher, request: PageRequest) -> None:
         try:
             answer = await _ask(fetch, request)
@@ -670,6 +703,8 @@ class VirtualTable(ScrollView, can_focus=True):
                 total = request.skip + len(rows)
         elif request.count:
             self._recount = False
+        if rows and not answer.cursors:
+            self._keyset = False  # an older server (or source): skip/limit only
         if answer.cursors:
             self._keyset = True
             if rows:
@@ -680,6 +715,7 @@ class VirtualTable(ScrollView, can_focus=True):
         shown = self._store_page(page, rows)
         total_changed = total != self._total
         self._set_total(total)
+        self._place_tail()
         self.load_failed = bool(self._failed)
         if total_changed:
             self._update_virtual_size()
@@ -692,8 +728,7 @@ class VirtualTable(ScrollView, can_focus=True):
         if not moved and page == self.cursor_row // self.page_size:
             self._post_highlighted()
         if self.prefetch:
-            # After the answer is painted: the first screen (and a jump's) shows before pages for later.
-            self.call_after_refresh(self._prefetch)
+            self._prefetch()  # sent now (answered while this one paints), parsed when they arrive
 
     def _settle_anchor(self) -> bool:
         """After a reload's answer: put the cursor back on the highlighted row if it is found.
