@@ -600,7 +600,7 @@ class RawConn:
     def __init__(self, store: Store, conn: Any, fairy: Any, *, reused: bool, pinned: bool = False) -> None:
         self.store, self.conn, self.fairy, self.reused, self.pinned = store, conn, fairy, reused, pinned
         self.statements = 0
-        self._gate: Any = None
+        self._cursor: Any = None
 
     def _args(self, prepared: Prepared, params: dict[str, Any]) -> Any:
         values = {**prepared.defaults, **params} if prepared.defaults else params
@@ -618,21 +618,16 @@ class RawConn:
     def execute(self, statement: Any, **params: Any) -> Any:
         prepared = self.store.prepare(statement)
         self.statements += 1
-        cursor = self.conn.cursor()
-        cursor.execute(prepared.sql, self._args(prepared, params))
-        return cursor
+        if self._cursor is None:
+            self._cursor = self.conn.cursor()  # one per use of the connection: a new one per statement costs
+        self._cursor.execute(prepared.sql, self._args(prepared, params))
+        return self._cursor
 
     def one(self, statement: Any, **params: Any) -> tuple | None:
-        cursor = self.execute(statement, **params)
-        row = cursor.fetchone()
-        cursor.close()
-        return row
+        return self.execute(statement, **params).fetchone()
 
     def rowcount(self, statement: Any, **params: Any) -> int:
-        cursor = self.execute(statement, **params)
-        count = cursor.rowcount
-        cursor.close()
-        return count
+        return self.execute(statement, **params).rowcount
 
     def run(self, statement: Any, **params: Any) -> None:
         """A statement whose result is not needed (in a pipeline it waits for the next sync)."""
@@ -664,6 +659,9 @@ class RawConn:
                 yield self
 
     def give_back(self) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
         if self.pinned:
             return
         if self.fairy is not None:
