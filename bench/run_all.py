@@ -107,9 +107,12 @@ def main() -> None:
             if code:
                 summary.append(f"{row}: bench/{name} FAILED (exit {code}) after {took:.0f} s; its output is above")
                 continue
-            if not tables:  # a script with its own table format: repeat its last lines
+            if not tables:  # a script with its own table format: repeat it (from its title line on)
                 summary.append(f"{row} (bench/{name}, {took:.0f} s):")
-                summary.extend(f"    {line}" for line in [x for x in lines if x.strip()][-8:])
+                shown = [x for x in lines if x.strip()]
+                start = max((i for i, x in enumerate(shown) if x.lstrip().startswith(("what", "operation"))),
+                            default=max(0, len(shown) - 16))
+                summary.extend(f"    {line}" for line in shown[max(0, start - 1):][:24])
                 continue
             for table in tables:
                 summary.append(f"{row} (bench/{name}, {took:.0f} s):")
