@@ -49,7 +49,7 @@ def seeded(db: str, users_count: int, rng_seed: int) -> tuple[Store, dict]:
 def test_the_draw_helpers_make_exactly_the_draws_of_random(n: int) -> None:
     sequence = list(range(n))
     ours, plain = random.Random(n), random.Random(n)
-    pick, ranged, below = seed._picker(ours, sequence), seed._ranged(ours, -3, n - 3), seed._below(ours, n)
+    pick, ranged, below = seed._picker(ours, sequence), seed._ranged(ours, -3, n - 3), seed._ranged(ours, 0, n)
     for _ in range(300):
         assert pick() == plain.choice(sequence)
         assert ranged() == plain.randrange(-3, n - 3)

@@ -80,13 +80,14 @@ BATCH = 10_000  # rows a batch: generated, then inserted (executemany or one COP
 ANALYZE_AFTER = 5000  # users seeded at once (PostgreSQL)
 # The username bases are first.last; a taken one gets a numeric suffix drawn from this range.
 SUFFIXES = (2, 100_000)
-# Bulk load (indexes dropped, then built over the whole table) when a table gets at least as
-# many new rows as it holds: building an index once beats as many random index inserts.
+# Bulk load (indexes dropped, then built over whole tables) when the seed adds at least this many
+# users per user already there: building an index once beats as many random index inserts.
 BULK_RATIO = 1.0
 # SQLite, on the seed's connection for its transaction only (put back after): a page cache for the
 # tables being loaded (KiB when negative), helper threads for CREATE INDEX's sorts, and no fsync at
 # the commit's checkpoint: the gigabytes a big seed writes reach the disk when the OS flushes them
-# rather than while the command waits (journal_mode stays WAL, so a crash of the process loses nothing).
+# rather than while the command waits. journal_mode stays WAL: a crash of the process loses nothing;
+# only an OS crash or power cut before that flush could hurt the file.
 SQLITE_LOAD_PRAGMAS = {"cache_size": -1_048_576, "threads": 2, "synchronous": 0}
 POSTGRES_LOAD_SETTINGS = {"maintenance_work_mem": "1GB"}  # index builds sort in memory (the GIN trigram one most)
 
@@ -106,20 +107,6 @@ def _slug(text: str) -> str:
 # and uniform(a, b) is a + (b - a) * random(). The helpers below make the same draws from the same
 # generator (so a seed gives the same directory as the plain calls did) in one Python call instead
 # of three; tests/test_seed_bulk.py checks them against the plain calls.
-
-
-def _below(rng: random.Random, n: int) -> Callable[[], int]:
-    """A function drawing ``rng._randbelow(n)``: 0 <= r < n."""
-    getrandbits = rng.getrandbits
-    k = n.bit_length()
-
-    def draw() -> int:
-        r = getrandbits(k)
-        while r >= n:
-            r = getrandbits(k)
-        return r
-
-    return draw
 
 
 def _picker(rng: random.Random, seq: Sequence[T]) -> Callable[[], T]:
@@ -171,7 +158,7 @@ _isoformat = datetime.isoformat
 
 
 def _stamp(moment: datetime) -> str:
-    """A timestamp as SQLAlchemy stores it on SQLite (``YYYY-MM-DD HH:MM:SS.ffffff``); PostgreSQL's COPY reads it too."""
+    """A timestamp as SQLAlchemy stores it on SQLite (``YYYY-MM-DD HH:MM:SS.ffffff``); PostgreSQL's COPY reads it."""
     return _isoformat(moment, " ", "microseconds")
 
 
@@ -392,7 +379,8 @@ def _attempts(rng: random.Random, push_users: list[tuple[str, str]], now: dateti
     getrandbits = rng.getrandbits
     count_of = _picker(rng, (0, 1, 1, 2, 3, 4, 6))
     resource_of, app_of, location_of = _picker(rng, RESOURCES), _picker(rng, APPS), _picker(rng, LOCATIONS)
-    ip_head, octet, last_octet = _picker(rng, [73, 81, 98, 104, 151, 185, 203]), _below(rng, 256), _ranged(rng, 1, 255)
+    ip_head = _picker(rng, [73, 81, 98, 104, 151, 185, 203])
+    octet, last_octet = _ranged(rng, 0, 256), _ranged(rng, 1, 255)
     span = 30 * 24 - 0.02  # uniform(0.02, 30 * 24) hours ago
     minute = timedelta(seconds=60)
     for user_id, device_id in push_users:
@@ -421,7 +409,8 @@ def _attempt(
         status = "approved" if roll < 0.75 else "denied" if roll < 0.82 else "expired" if roll < 0.95 else "blocked"
     responded = created + timedelta(seconds=rng.uniform(2, 40)) if status in ("approved", "denied") else None
     return dict(
-        id=_new_id(rng), user_id=user_id, username=None, device_id=device_id, resource=resource or rng.choice(RESOURCES),
+        id=_new_id(rng), user_id=user_id, username=None, device_id=device_id,
+        resource=resource or rng.choice(RESOURCES),
         status=status, fraud=status == "denied" and rng.random() < 0.2,
         user_verified=status == "approved" and rng.random() < 0.6, created_at=created,
         expires_at=created if status == "blocked" else created + timedelta(seconds=60), responded_at=responded,
