@@ -182,6 +182,31 @@ async def test_search_finds_seeded_users_by_any_name_field(make_backend) -> None
                 assert page.totalCount >= 1 and page.results
 
 
+@pytest.mark.parametrize("apart", [False, True], ids=["in-process", "child-process"])
+def test_a_failed_bulk_load_leaves_the_database_as_it_was(new_db, monkeypatch, apart: bool) -> None:
+    monkeypatch.setattr(seed, "APART_FROM", 1 if apart else 10**9)
+    store, _ = seeded(new_db(), 40, 1)
+    try:
+        before, indexes = fingerprint(store), index_names(store)
+        insert, calls = seed._insert, []
+
+        def failing(conn, batch):  # noqa: ANN001 - fails once rows of every kind are on their way
+            calls.append(batch.table.name)
+            if batch.table is push_attempts:
+                raise RuntimeError("disk full")
+            insert(conn, batch)
+
+        monkeypatch.setattr(seed, "_insert", failing)
+        with pytest.raises(RuntimeError, match="disk full"):
+            seed.seed_directory(store, 200, rng_seed=1)  # doubles the directory: a bulk load
+        assert "users" in calls
+        assert fingerprint(store) == before  # one transaction: indexes, search index and rows as they were
+        assert index_names(store) == indexes
+        assert_indexes_usable(store)
+    finally:
+        store.dispose()
+
+
 def test_a_bad_user_count_is_refused_before_anything_is_written(new_db) -> None:
     store = open_store(new_db())
     try:

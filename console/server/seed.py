@@ -16,6 +16,7 @@ the load is large compared with what the table already holds.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import itertools
 import pickle
@@ -28,8 +29,7 @@ import threading
 import time
 import traceback
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -448,10 +448,11 @@ def seed_directory(store: Store, users_count: int, *, rng_seed: int = 1, clock: 
             rng = random.Random(f"{rng_seed}:{len(taken)}")
 
     summary = Summary()
-    batches = _rows_for(users_count, rng=rng, now=now, taken=taken, summary=summary)
-    # Bulk load (indexes built after) into an empty directory or one that at least doubles; a small
-    # re-seed goes through the live indexes.
-    load(store, batches, bulk=users_count > 0 and users_count >= held * BULK_RATIO)
+    # closing(): a failed load stops the process making the rows at once.
+    with contextlib.closing(_rows_for(users_count, rng=rng, now=now, taken=taken, summary=summary)) as batches:
+        # Bulk load (indexes built after) into an empty directory or one that at least doubles; a small
+        # re-seed goes through the live indexes.
+        load(store, batches, bulk=users_count > 0 and users_count >= held * BULK_RATIO)
     if not store.is_sqlite and users_count >= ANALYZE_AFTER:
         # PostgreSQL plans from statistics and counts through the visibility map: after a bulk
         # load, refresh both now rather than whenever autovacuum comes by.
@@ -499,7 +500,7 @@ def load(store: Store, batches: Iterable[Batch | Complete], *, bulk: bool) -> No
             complete(table)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _write(store: Store, *, bulk: bool) -> Iterator[Connection]:
     """``store.write()``, with the bulk-load settings for a bulk load.
 
@@ -584,7 +585,7 @@ APART_FROM = 50_000  # users: from this many up, a child process makes the rows 
 
 def _rows_for(
     users_count: int, *, rng: random.Random, now: datetime, taken: set[str], summary: Summary,
-) -> Iterator[Batch | Complete]:
+) -> Generator[Batch | Complete, None, None]:
     if users_count < APART_FROM:
         return generate(users_count, rng=rng, now=now, taken=taken, summary=summary)
     return _generated_apart(users_count, rng=rng, now=now, taken=taken, summary=summary)
