@@ -25,7 +25,7 @@ from .base import ConsoleScreen
 # Seconds of quiet typing before the server is asked: long enough to fold a burst of keys (a paste,
 # tmux send-keys, a fast typist) into one query, short enough that the answer paints within ~¼ s
 # of the last key now that search is indexed. Older queries are cancelled, in flight included.
-SEARCH_DEBOUNCE = 0.08
+SEARCH_DEBOUNCE = 0.05
 DEVICE_DEBOUNCE = 0.3  # seconds the view must rest before device details are fetched
 DEVICE_CONCURRENCY = 4
 

@@ -76,15 +76,18 @@ class ConsoleFooter(Footer):
             if not binding.show or not enabled or binding.action in seen:
                 continue
             seen.add(binding.action)
-            items.append(
-                FooterKey(
-                    binding.key,
-                    self.app.get_key_display(binding),
-                    binding.description,
-                    binding.action,
-                    tooltip=tooltip,
-                ).data_bind(compact=Footer.compact)
+            key = FooterKey(
+                binding.key,
+                self.app.get_key_display(binding),
+                binding.description,
+                binding.action,
+                tooltip=tooltip,
             )
+            # Born in the footer's mode: a FooterKey starts compact, and the binding flipping it on
+            # mount restyled every key once more (the bulk of a recompose's CSS work).
+            key.set_reactive(FooterKey.compact, self.compact)
+            key.set_class(self.compact, "-compact", update=False)
+            items.append(key.data_bind(compact=Footer.compact))
         if self.show_command_palette and self.app.ENABLE_COMMAND_PALETTE:
             found = active_bindings.get(self.app.COMMAND_PALETTE_BINDING)
             if found is not None and found.enabled:
