@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from rich.cells import cell_len, set_cell_size
@@ -426,7 +427,8 @@ class VirtualTable(ScrollView, can_focus=True):
         if self.prefetch and self.prefetch_end and self._keyset:
             # A server that pages by cursor answers "the last rows" without the total: asked beside the
             # first page, so End after a new sort or filter is in the cache as soon as the total is.
-            self.run_worker(self._load_tail(self._generation, fetch), group=_PAGE_GROUP, exit_on_error=False,
+            # A callable, not a coroutine: a worker cancelled before it starts leaves no un-awaited coroutine.
+            self.run_worker(partial(self._load_tail, self._generation, fetch), group=_PAGE_GROUP, exit_on_error=False,
                             description="last rows")
         self.refresh()
 
@@ -588,7 +590,7 @@ class VirtualTable(ScrollView, can_focus=True):
             request = self._plan(page)
             self._inflight.add(page)
             self.run_worker(
-                self._load_page(page, self._generation, self._fetch, request),
+                partial(self._load_page, page, self._generation, self._fetch, request),
                 group=_PAGE_GROUP,
                 exit_on_error=False,
                 description=f"page {page}",
