@@ -26,6 +26,10 @@ from .base import ConsoleScreen
 # tmux send-keys, a fast typist) into one query, short enough that the answer paints within ~¼ s
 # of the last key now that search is indexed. Older queries are cancelled, in flight included.
 SEARCH_DEBOUNCE = 0.05
+# A search of one or two characters alone is the one the server cannot index (it scans every user,
+# most of a second at a million): it waits until the typist has clearly stopped at it.
+SHORT_SEARCH_DEBOUNCE = 0.4
+SHORT_SEARCH = 2
 DEVICE_DEBOUNCE = 0.3  # seconds the view must rest before device details are fetched
 DEVICE_CONCURRENCY = 4
 
@@ -291,7 +295,8 @@ class UsersScreen(ConsoleScreen):
     async def _debounced_search(self, term: str) -> None:
         # A newer keystroke cancels this worker while it sleeps: only the last term is sent,
         # and the table drops answers to older queries.
-        await asyncio.sleep(SEARCH_DEBOUNCE)
+        short = 0 < len(term) <= SHORT_SEARCH
+        await asyncio.sleep(SHORT_SEARCH_DEBOUNCE if short else SEARCH_DEBOUNCE)
         if term != self.search_term:
             self.search_term = term
             self.requery()
