@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
 
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -27,6 +30,9 @@ from .services import push as push_service
 from .services import totp as totp_service
 from .services.common import Principal
 from .services.keys import cached_authenticate
+from .store import Store
+
+T = TypeVar("T")
 
 TOTP_VERIFY = "/api/v2/protect/totp/verify"
 PUSH = "/api/v2/protect/push"
@@ -34,18 +40,30 @@ _JSON = b"application/json"
 MAX_BODY = 64 * 1024  # the hot routes' bodies are a few hundred bytes
 
 
+async def _decide(store: Store, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a hot decision: inline on SQLite (microseconds under the write gate, less than a thread hop),
+    in a thread on PostgreSQL (network round trips: inline, a worker would have one request in the
+    database at a time; measured 202/s inline)."""
+    if store.is_sqlite:
+        return work(*args, **kwargs)
+    return await anyio.to_thread.run_sync(partial(work, *args, **kwargs))
+
+
 async def _totp(app: FastAPI, actor: Principal, body: bytes) -> tuple[int, bytes, list] | None:
     if Permission.READ in ROLE_PERMISSIONS[actor.role]:
         return None  # the support desk's check is audited: the FastAPI route does it
     request = TotpVerifyRequest.model_validate_json(body)
     state = app.state
-    result = totp_service.verify_unaudited(state.store, actor, request.userId, request.code, state.clock.now())
+    result = await _decide(
+        state.store, totp_service.verify_unaudited, state.store, actor, request.userId, request.code, state.clock.now()
+    )
     return 200, result.model_dump_json().encode(), []
 
 
 async def _push(app: FastAPI, actor: Principal, body: bytes) -> tuple[int, bytes, list] | None:
     request = PushRequest.model_validate_json(body)
-    created = push_service.create_attempt(app.state.store, request, app.state.clock.now(), actor=actor)
+    store = app.state.store
+    created = await _decide(store, push_service.create_attempt, store, request, app.state.clock.now(), actor=actor)
     return 201, created.model_dump_json().encode(), []
 
 
