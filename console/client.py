@@ -434,13 +434,8 @@ class ProtectClient(_Http):
         search: str | None = None,
     ) -> Page[SystemUser]:
         """``filters`` are ``field:$op:value`` strings, ANDed; ``sort`` like ``-created username``."""
-        params: list[tuple[str, str | int]] = [("skip", skip), ("limit", limit)]
-        if sort:
-            params.append(("sort", sort if isinstance(sort, str) else " ".join(sort)))
-        params.extend(("filter", f) for f in filters)
-        if search:
-            params.append(("search", search))
-        return await self.page(SystemUser, "/api/systemusers", params=params)
+        path, params = self.user_page_request(skip=skip, limit=limit, sort=sort, filters=filters, search=search)
+        return await self.page(SystemUser, path, params=params)
 
     async def user_page(
         self,

@@ -869,6 +869,16 @@ class VirtualTable(ScrollView, can_focus=True):
         self._header_cache = (key, strip)
         return strip
 
+    def _page_rows(self, page: int) -> list[Any] | None:
+        """The rows of ``page`` to draw (None while missing); a missing or stale page is asked for."""
+        rows = self._pages.get(page)
+        if rows is None and page in self._ahead:
+            rows = self._ahead.pop(page)  # fetched ahead, now on screen: it joins the drawn pages
+            self._keep_drawn(page, rows, set(self._visible_pages()))
+        if rows is None or self._page_generation.get(page) != self._generation:
+            self._want(page)
+        return rows
+
     def _row_strip(self, index: int, base: Style) -> Strip | None:
         """Row ``index`` drawn (from the line cache when it is unchanged), a placeholder, or None."""
         total = self._total
@@ -876,12 +886,7 @@ class VirtualTable(ScrollView, can_focus=True):
             line = self._render_row(index)
             return None if line is None else self._text_strip(line, base)
         page = index // self.page_size
-        rows = self._pages.get(page)
-        if rows is None and page in self._ahead:
-            rows = self._ahead.pop(page)  # fetched ahead, now on screen: it joins the drawn pages
-            self._keep_drawn(page, rows, set(self._visible_pages()))
-        if rows is None or self._page_generation.get(page) != self._generation:
-            self._want(page)
+        rows = self._page_rows(page)
         cursor = index == self.cursor_row
         offset = index % self.page_size
         if rows is None or offset >= len(rows):
@@ -962,12 +967,7 @@ class VirtualTable(ScrollView, can_focus=True):
         if index >= total:
             return None
         page = index // self.page_size
-        rows = self._pages.get(page)
-        if rows is None and page in self._ahead:
-            rows = self._ahead.pop(page)  # fetched ahead, now on screen: it joins the drawn pages
-            self._keep_drawn(page, rows, set(self._visible_pages()))
-        if rows is None or self._page_generation.get(page) != self._generation:
-            self._want(page)
+        rows = self._page_rows(page)
         if rows is None:
             return self._placeholder(_FAILED if page in self._failed else _LOADING, cursor=index == self.cursor_row)
         self._pages.move_to_end(page)
