@@ -13,7 +13,7 @@ from .clock import Clock
 from .errors import ApiProblem
 from .services import devices as device_service
 from .services.common import Principal
-from .services.keys import authenticate, cached_authenticate
+from .services.keys import INVALID_KEY, authenticate, cached_authenticate
 from .store import Store
 
 _api_key = APIKeyHeader(name="x-api-key", auto_error=False, description="An API key issued by `protect-console keys create`.")
@@ -33,7 +33,7 @@ def current_principal(request: Request, key: str | None = Depends(_api_key)) -> 
         raise ApiProblem(401, "missing x-api-key header")
     principal = authenticate(get_store(request), key)
     if principal is None:
-        raise ApiProblem(401, "invalid or revoked API key")
+        raise ApiProblem(401, INVALID_KEY)
     return principal
 
 
@@ -61,7 +61,7 @@ def require_hot(*permissions: Permission) -> Callable[..., Any]:
             raise ApiProblem(401, "missing x-api-key header")
         principal = cached_authenticate(request.app.state.store, key)
         if principal is None:
-            raise ApiProblem(401, "invalid or revoked API key")
+            raise ApiProblem(401, INVALID_KEY)
         if principal.role not in granted_to:
             raise ApiProblem(403, f"role {principal.role.value!r} does not have permission {wanted!r}")
         return principal

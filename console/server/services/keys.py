@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, func, insert, or_, select, update
 
 from ...models import Role
 from ..clock import Clock
+from ..errors import ApiProblem
 from ..store import Store, api_keys
 from .audit import record
 from .common import Principal, digest, new_id
@@ -121,6 +122,8 @@ def authenticate(store: Store, key: str) -> Principal | None:
 
 # ------------------------------------------------------------------ the hot routes' key cache
 
+INVALID_KEY = "invalid or revoked API key"  # the 401 for a key that is not (or no longer) one of ours
+
 CACHE_SECONDS = 1.0  # a revoked key is refused by every process within this long, whatever it is used for
 CACHE_SIZE = 1024
 _CACHE = "api_keys"
@@ -163,3 +166,9 @@ def forget_key(store: Store, key_id: str) -> None:
     for hashed, (principal, _) in list(cache.items()):
         if principal.key_id == key_id:
             cache.pop(hashed, None)
+
+
+def revoked(store: Store, actor: Principal) -> ApiProblem:
+    """The hot routes found ``actor``'s key revoked: forget it here, and answer as authentication does."""
+    forget_key(store, actor.key_id)
+    return ApiProblem(401, INVALID_KEY)

@@ -37,7 +37,7 @@ from ..store import RawConn, Store, devices, push_attempts, users
 from . import paging
 from .audit import record
 from .common import Principal, new_id
-from .keys import KEY_IS_LIVE, forget_key, key_is_live
+from .keys import KEY_IS_LIVE, key_is_live, revoked
 from .settings import read_settings, settings_at, settings_version
 from .users import cancel_pending_pushes, push_block_from, push_block_until_expr, require_user
 
@@ -204,11 +204,11 @@ def create_attempt(store: Store, body: PushRequest, now: datetime, *, actor: Pri
             row = conn.one(_ADMISSION, user_id=body.userId, now=now, key_id=actor.key_id)
             if row is None:
                 if not conn.one(KEY_IS_LIVE, key_id=actor.key_id)[0]:
-                    raise _revoked(store, actor)
+                    raise revoked(store, actor)
                 raise not_found(f"user {body.userId}")
             state, account_locked, blocked_until, device_id, device_state, version, key_live = row
             if not key_live:
-                raise _revoked(store, actor)
+                raise revoked(store, actor)
             cfg = settings_at(store, conn, version)
             if state == "SUSPENDED" or account_locked:
                 raise ApiProblem(409, f"user {body.userId} is suspended or locked")
@@ -241,10 +241,6 @@ def create_attempt(store: Store, body: PushRequest, now: datetime, *, actor: Pri
     push_outcome(PushOutcome.ADMITTED)
     return PushCreated(id=attempt_id, status=PushStatus.PENDING, expiresAt=to_wire(expires))
 
-
-def _revoked(store: Store, actor: Principal) -> ApiProblem:
-    forget_key(store, actor.key_id)
-    return ApiProblem(401, "invalid or revoked API key")
 
 
 def pending_for_device(conn: Connection, device: Any, now: datetime) -> list[DevicePush]:

@@ -38,17 +38,20 @@ def settings_at(store: Store, conn: Any, version: int) -> ProtectSettings:
     cached: tuple[int, ProtectSettings] | None = store.caches.get(_CACHE)
     if cached is not None and cached[0] == version:
         return cached[1]
-    row = conn.one(_DOC)
-    current = (0, ProtectSettings()) if row is None else (row[1], ProtectSettings.model_validate(loads(row[0])))
-    store.caches[_CACHE] = current
-    return current[1]
+    current, version = _from_row(conn.one(_DOC))
+    store.caches[_CACHE] = (version, current)
+    return current
+
+
+def _from_row(row: Any) -> tuple[ProtectSettings, int]:
+    """(settings, version) from a ``(doc, version)`` row; the defaults at version 0 when there is none."""
+    if row is None:
+        return ProtectSettings(), 0
+    return ProtectSettings.model_validate(loads(row[0])), row[1]
 
 
 def read_settings(conn: Connection) -> tuple[ProtectSettings, int]:
-    row = conn.execute(select(settings.c.doc, settings.c.version).where(settings.c.id == ROW_ID)).first()
-    if row is None:
-        return ProtectSettings(), 0
-    return ProtectSettings.model_validate(loads(row.doc)), row.version
+    return _from_row(conn.execute(_DOC).first())
 
 
 def _merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:

@@ -18,10 +18,10 @@ from ..metrics import TotpOutcome, totp_outcome
 from ..store import RawConn, Store, users
 from .audit import record
 from .common import Principal
-from .keys import KEY_IS_LIVE, forget_key, key_is_live
+from .keys import KEY_IS_LIVE, key_is_live, revoked
 from .lockout import totp_lock
 from .settings import read_settings, settings_at, settings_version
-from .users import require_user
+from .users import ENROLLED, require_user
 
 STEP_SECONDS = 30
 ISSUER = "Protect"
@@ -105,7 +105,6 @@ def _check(
 
 # ------------------------------------------------------------------ the hot path (unaudited checks)
 
-ENROLLED = "ENROLLED"
 _USER = bindparam("user_id")
 # Everything one check needs in one statement: the user's TOTP state, the settings' version, the key's life.
 _READ = select(
@@ -151,10 +150,10 @@ def verify_unaudited(store: Store, actor: Principal, user_id: str, code: str, no
             row = conn.one(_READ, user_id=user_id, key_id=actor.key_id)
             if row is None:
                 if not conn.one(KEY_IS_LIVE, key_id=actor.key_id)[0]:
-                    raise _revoked(store, actor)
+                    raise revoked(store, actor)
                 raise not_found(f"user {user_id}")
             if not row[5]:
-                raise _revoked(store, actor)
+                raise revoked(store, actor)
             max_failures = settings_at(store, conn, row[4]).totp.maxFailures
             user = _TotpRow(*row[:4])
             result, step, outcome = _check(user, code, now, max_failures)
@@ -180,10 +179,5 @@ def verify_audited(store: Store, user_id: str, code: str, now: datetime, actor: 
     """The support desk's check (audited): the key confirmed live, then :func:`verify` under the user's lock."""
     with store.read() as conn:
         if not conn.execute(KEY_IS_LIVE, {"key_id": actor.key_id}).scalar():
-            raise _revoked(store, actor)
+            raise revoked(store, actor)
     return verify(store, user_id, code, now, actor=actor, audited=True)
-
-
-def _revoked(store: Store, actor: Principal) -> ApiProblem:
-    forget_key(store, actor.key_id)
-    return ApiProblem(401, "invalid or revoked API key")
