@@ -33,12 +33,13 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Static
 
+from ...client import CURSOR_END
 from ...safe_text import printable
 
 PageFetcher = Callable[[int, int], Awaitable[tuple[int, list[Any]]]]
 """``(skip, limit) -> (totalCount, rows)``: plain offset paging (any list API)."""
 
-END = "end"
+END = CURSOR_END
 """``before=END``: the last rows of the listing (the wire contract's ``before=end``)."""
 
 
