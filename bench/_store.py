@@ -77,6 +77,21 @@ def bench_store(value: str | None, default_name: str) -> Iterator[tuple[Store, s
 # ------------------------------------------------------------------ seeded, cached databases
 
 
+def seed_if_empty(store: Store, users: int) -> None:
+    """Seed ``users`` synthetic users into a store that has none (the scripts that bring their own database)."""
+    from sqlalchemy import func, select
+
+    from console.server.seed import seed_directory
+    from console.server.store import users as users_table
+
+    with store.read() as conn:
+        if conn.execute(select(func.count()).select_from(users_table)).scalar_one():
+            return
+    started = time.perf_counter()
+    seed_directory(store, users)
+    print(f"seeded {users:,} users in {time.perf_counter() - started:.1f} s", flush=True)
+
+
 def add_bench_arguments(parser: argparse.ArgumentParser, *, repeat: int) -> None:
     """The options every service/console benchmark takes."""
     parser.add_argument("--users", type=int, default=1_000_000,

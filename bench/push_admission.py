@@ -20,7 +20,6 @@ import argparse
 import json
 import secrets
 import sys
-import time
 from pathlib import Path
 
 from sqlalchemy import and_, func, or_, select
@@ -29,11 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _http_load import Serve, cpu_rows, measure, percentile, run_clients, table  # noqa: E402
-from _store import add_db_argument, bench_store  # noqa: E402
+from _store import add_db_argument, bench_store, seed_if_empty  # noqa: E402
 
 from console.models import ProtectSettingsPatch, Role  # noqa: E402
 from console.server.clock import Clock  # noqa: E402
-from console.server.seed import seed_directory  # noqa: E402
 from console.server.services.common import Principal  # noqa: E402
 from console.server.services.keys import create_key  # noqa: E402
 from console.server.services.settings import etag_for, read_settings, update_settings  # noqa: E402
@@ -105,12 +103,7 @@ def main() -> None:
         parser.error("--clients must be a multiple of --processes")
     resource = f"bench-{secrets.token_hex(4)}"  # no earlier attempt counts toward this run's cap
     with bench_store(args.db, "push.db") as (store, db_name):
-        with store.read() as conn:
-            existing = conn.execute(select(func.count()).select_from(users)).scalar_one()
-        if existing == 0:
-            started = time.perf_counter()
-            seed_directory(store, args.users)
-            print(f"seeded {args.users:,} users in {time.perf_counter() - started:.1f} s", flush=True)
+        seed_if_empty(store, args.users)
         targets = reachable_users(store)
         with store.read() as conn:
             current, version = read_settings(conn)

@@ -23,16 +23,15 @@ import time
 from base64 import b32decode
 from pathlib import Path
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _http_load import Serve, chunks, cpu_rows, measure, percentile, run_clients, table  # noqa: E402
-from _store import add_db_argument, bench_store  # noqa: E402
+from _store import add_db_argument, bench_store, seed_if_empty  # noqa: E402
 
 from console.models import Role  # noqa: E402
-from console.server.seed import seed_directory  # noqa: E402
 from console.server.services.keys import create_key  # noqa: E402
 from console.server.store import users  # noqa: E402
 
@@ -82,12 +81,7 @@ def main() -> None:
     add_db_argument(parser, "totp.db")
     args = parser.parse_args()
     with bench_store(args.db, "totp.db") as (store, db_name):
-        with store.read() as conn:
-            existing = conn.execute(select(func.count()).select_from(users)).scalar_one()
-        if existing == 0:
-            started = time.perf_counter()
-            seed_directory(store, args.users)
-            print(f"seeded {args.users:,} users in {time.perf_counter() - started:.1f} s", flush=True)
+        seed_if_empty(store, args.users)
         with store.read() as conn:
             secrets = [
                 (r.id, r.totp_secret)
