@@ -99,15 +99,18 @@ class Served:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            # SIGTERM to serve alone, as systemd's KillMode=mixed does: it stops its workers itself. Sent to
+            # the whole group, a worker could exit first and the supervisor start a replacement during shutdown.
+            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+                pass
+        try:  # whatever is left of the group
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
         code = self.proc.returncode
         self.proc = None
         return code

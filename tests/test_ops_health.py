@@ -19,6 +19,13 @@ from tests.serve_helpers import IPHONE, Served, client, create_user, enroll, met
 DB_FILES = ("protect.db", "protect.db-wal", "protect.db-shm")
 UNAVAILABLE = {"message": "the database is not answering; try again shortly"}
 DUMMY_ID = "0123456789abcdef01234567"
+# Well-formed bodies where a malformed one is refused (422) before any database work: the enrolment (no
+# API key) and the hot routes (their key may still be in the per-process cache when the outage starts).
+WELL_FORMED = {
+    "/device/v1/enroll": {"code": "ABCD2345", "name": "p", "device": IPHONE},
+    "/api/v2/protect/totp/verify": {"userId": DUMMY_ID, "code": "123456"},
+    "/api/v2/protect/push": {"userId": DUMMY_ID, "resource": "VPN"},
+}
 
 
 def wait_until(condition, timeout: float = 30.0) -> None:  # noqa: ANN001
@@ -151,9 +158,7 @@ async def test_sqlite_outage_every_call_503_then_recovers_by_itself(served, tmp_
                 url = re.sub(r"\{[^}]+\}", DUMMY_ID, path)
                 for method in operations:
                     auth = {"Authorization": f"Bearer {token}"} if path.startswith("/device/") else {"x-api-key": s.key}
-                    # The one call without credentials gets a well-formed body (a malformed one is a 422
-                    # decided before any database work).
-                    body = {"code": "ABCD2345", "name": "p", "device": IPHONE} if path == "/device/v1/enroll" else {}
+                    body = WELL_FORMED.get(path, {})
                     answer = h.request(method.upper(), url, headers=auth, json=body)
                     calls += 1
                     assert answer.status_code == 503, f"{method.upper()} {path}: {answer.status_code} {answer.text}"

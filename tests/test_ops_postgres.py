@@ -16,10 +16,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serve_helpers import IPHONE, Served, client, create_user, enroll
+from tests.serve_helpers import IPHONE, Served, client, create_user, enroll, free_port
 
 UNAVAILABLE = {"message": "the database is not answering; try again shortly"}
 DUMMY_ID = "0123456789abcdef01234567"
+# Well-formed bodies where a malformed one is refused (422) before any database work: the enrolment (no
+# API key) and the hot routes (their key may still be in the per-process cache when the outage starts).
+WELL_FORMED = {
+    "/device/v1/enroll": {"code": "ABCD2345", "name": "p", "device": IPHONE},
+    "/api/v2/protect/totp/verify": {"userId": DUMMY_ID, "code": "123456"},
+    "/api/v2/protect/push": {"userId": DUMMY_ID, "resource": "VPN"},
+}
 
 
 @pytest.fixture
@@ -60,7 +67,7 @@ async def test_postgres_outage_every_call_503_then_recovers_by_itself(private_pg
                 target = re.sub(r"\{[^}]+\}", DUMMY_ID, path)
                 for method in operations:
                     auth = {"Authorization": f"Bearer {token}"} if path.startswith("/device/") else {"x-api-key": s.key}
-                    body = {"code": "ABCD2345", "name": "p", "device": IPHONE} if path == "/device/v1/enroll" else {}
+                    body = WELL_FORMED.get(path, {})
                     answer = h.request(method.upper(), target, headers=auth, json=body)
                     calls += 1
                     assert answer.status_code == 503, f"{method.upper()} {path}: {answer.status_code} {answer.text}"
@@ -83,3 +90,19 @@ async def test_postgres_outage_every_call_503_then_recovers_by_itself(private_pg
     log = s.log.read_text()
     assert "Traceback" not in log
     assert "database unavailable:" in log
+
+
+def test_worker_started_while_the_database_is_down_exits_with_one_line(monkeypatch, caplog) -> None:
+    """uvicorn replaces a worker that died; when that happens during an outage the replacement says so in one
+    line and exits 1 (the supervisor tries again), never a traceback, never exit 3 (which stops `serve`)."""
+    from console.server import app as app_module
+
+    free_tcp_port = free_port()  # nothing listens there
+
+    monkeypatch.setenv(app_module.SERVE_DB_ENV, f"postgresql://protect@127.0.0.1:{free_tcp_port}/protect")
+    monkeypatch.setattr(app_module, "WORKER_RETRY_SECONDS", 0.0)
+    with caplog.at_level("ERROR", logger="uvicorn.error"), pytest.raises(SystemExit) as exited:
+        app_module.app_from_env()
+    assert exited.value.code == 1
+    assert [r.getMessage() for r in caplog.records if "worker not started" in r.getMessage()], caplog.text
+    assert f"127.0.0.1:{free_tcp_port}" in caplog.text

@@ -12,11 +12,14 @@ services/settings.py).
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy.exc import OperationalError
 from starlette.types import Receive, Scope, Send
 
 from .clock import Clock
@@ -25,7 +28,7 @@ from .health import watch_sqlite_file
 from .hot_routes import HOT_PATHS, HotRoutes
 from .metrics import MetricsMiddleware
 from .routers import device, ops, protect, pushendpoints, resource, systemusers
-from .store import Store, open_store
+from .store import CannotConnect, Store, connect_reason, open_store
 
 
 # The resource router first: its two hot routes are matched before the admin API's many others
@@ -34,6 +37,7 @@ ROUTERS = (resource.router, systemusers.router, pushendpoints.router, protect.ro
 
 SERVE_DB_ENV = "PROTECT_SERVE_DB"  # set by `serve` for its worker processes
 METRICS_KEY_ENV = "PROTECT_METRICS_KEY"  # "1": /metrics needs an API key
+WORKER_RETRY_SECONDS = 2.0  # a worker that finds the database down waits this long before it exits
 
 
 class ProtectApp(FastAPI):
@@ -83,4 +87,14 @@ def app_from_env() -> FastAPI:
     db = os.environ.get(SERVE_DB_ENV)
     if not db:
         raise RuntimeError(f"{SERVE_DB_ENV} is not set: start workers with `protect-console serve --workers N`")
-    return create_app(open_store(db), metrics_require_key=os.environ.get(METRICS_KEY_ENV) == "1")
+    try:
+        store = open_store(db)
+    except (CannotConnect, OperationalError) as exc:
+        # A worker (re)started while the database is down (uvicorn replaces a worker that died or hung):
+        # one line instead of a traceback, a pause so replacements do not spin, then exit 1, which the
+        # supervisor answers with another worker (its "can never start" code is 3, which would stop serve).
+        reason = str(exc) if isinstance(exc, CannotConnect) else connect_reason(exc)
+        logging.getLogger("uvicorn.error").error("worker not started: the database does not answer: %s", reason)
+        time.sleep(WORKER_RETRY_SECONDS)
+        raise SystemExit(1) from None
+    return create_app(store, metrics_require_key=os.environ.get(METRICS_KEY_ENV) == "1")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 import dataclasses
 import json
 import re
@@ -12,6 +14,7 @@ from typing import Any
 
 from rich.text import Text
 from textual import on, work
+from textual.css.query import NoMatches
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -332,7 +335,9 @@ class AuditDetailScreen(ModalScreen[None]):
             yield Static(Text(hint), id="audit-detail-hint")
 
     def on_mount(self) -> None:
-        self.query_one("#audit-detail-body").focus()
+        # A key typed ahead may dismiss this screen before it mounts: then there is nothing to focus.
+        with suppress(NoMatches):
+            self.query_one("#audit-detail-body").focus()
 
     @property
     def target_user_id(self) -> str | None:

@@ -8,6 +8,8 @@ every :attr:`UserDetailScreen.REFRESH_SECONDS` while it is the screen in view.
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 import asyncio
 import re
 from collections.abc import Callable, Iterable
@@ -18,6 +20,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual import work
+from textual.css.query import NoMatches
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
@@ -293,7 +296,9 @@ class UserDetailScreen(ConsoleScreen):
             return None
 
     def on_mount(self) -> None:
-        self.query_one("#detail-body").focus()
+        # A key typed ahead may dismiss this screen before it mounts: then there is nothing to focus.
+        with suppress(NoMatches):
+            self.query_one("#detail-body").focus()
         self.watch(self.app, "whoami", self._whoami_changed, init=False)
         # Kept: the app holds timers weakly.
         self._detail_refresh_timer = self.set_interval(self.REFRESH_SECONDS, self._refresh_tick, name="detail-refresh")

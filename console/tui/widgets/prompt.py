@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich.text import Text
+from textual.css.query import NoMatches
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -72,7 +75,9 @@ class PromptScreen(ModalScreen[str | None]):
                 yield Button(self._submit_label, id="submit", variant="primary")
 
     def on_mount(self) -> None:
-        self.query_one(Input).focus()
+        # A key typed ahead may dismiss this screen before it mounts: then there is nothing to focus.
+        with suppress(NoMatches):
+            self.query_one(Input).focus()
 
     def _submit(self) -> None:
         value = self.query_one(Input).value.strip()
@@ -176,7 +181,9 @@ class ChoiceScreen(ModalScreen[str | None]):
                     yield Button(label, id=f"choice-{key}", variant="error")
 
     def on_mount(self) -> None:
-        self.query_one("#cancel", Button).focus()
+        # A key typed ahead may dismiss this screen before it mounts: then there is nothing to focus.
+        with suppress(NoMatches):
+            self.query_one("#cancel", Button).focus()
 
     def on_key(self, event) -> None:  # noqa: ANN001 - textual.events.Key
         for key, _label in self._choices:
@@ -263,7 +270,9 @@ class StopAttackScreen(ModalScreen[StopAttackChoice | None]):
                 yield Button("Stop attack (y)", id="confirm", variant="error")
 
     def on_mount(self) -> None:
-        self.query_one("#cancel", Button).focus()
+        # A key typed ahead may dismiss this screen before it mounts: then there is nothing to focus.
+        with suppress(NoMatches):
+            self.query_one("#cancel", Button).focus()
 
     def _choice(self) -> StopAttackChoice | None:
         value = self.query_one("#stop-minutes", Input).value.strip()
