@@ -981,34 +981,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    from .server.services.keys import create_key
+    from .server.clock import Clock
+    from .server.services.keys import issue_key, parse_expiry
 
     db = _db_path(args)
     store = _open_store(db)
     try:
         try:
-            key = create_key(store, args.name, args.role)
+            expires = None if args.expires is None else parse_expiry(args.expires, Clock().now())
+            key, info = issue_key(store, args.name, args.role, expires_at=expires, resources=args.resource)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     finally:
         store.dispose()
     if args.json:
-        _print_json({"name": args.name.strip(), "role": args.role, "prefix": key[:8], "key": key, "db": str(db)})
+        _print_json({**_key_dict(info), "key": key, "db": str(db)})
         return 0
-    print(f"Created {args.role} key {printable(args.name)!r} in {db}. It is shown once; store it now:")
+    limits = "".join([f", expires {_when(info.expires_at)}" if info.expires_at else "",
+                      f", only for {', '.join(info.resources)}" if info.resources else ""])
+    print(printable(f"Created {args.role} key {args.name.strip()!r} in {db}{limits}. It is shown once; store it now:"))
     print(key)
     return 0
 
 
 def _key_dict(key: Any) -> dict[str, Any]:
+    from .server.clock import Clock
+
     def iso(value: datetime | None) -> str | None:
         return None if value is None else value.replace(tzinfo=timezone.utc).isoformat().replace("+00:00", "Z")
 
     return {"id": key.id, "prefix": key.prefix, "name": key.name, "role": key.role,
-            "created": iso(key.created_at), "revoked": iso(key.revoked_at)}
+            "status": key.status(Clock().now()).value, "created": iso(key.created_at), "lastUsed": iso(key.last_used_at),
+            "expires": iso(key.expires_at), "revoked": iso(key.revoked_at),
+            "resources": list(key.resources) if key.resources is not None else None}
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
+    from .server.clock import Clock
     from .server.services.keys import list_keys
 
     db = _db_path(args)
@@ -1020,42 +1029,63 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([_key_dict(k) for k in keys])
         return 0
-    table = _table("ID", "Prefix", "Name", "Role", "Created", "Revoked", shrink=("Created", "Revoked", "ID", "Name"))
+    now = Clock().now()
+    table = _table("ID", "Prefix", "Name", "Role", "Status", "Created", "Last used", "Expires", "Resources",
+                   shrink=("Resources", "Created", "ID", "Expires", "Last used", "Name"))
     for k in keys:
-        table.add_row(_text(k.id, "dim"), _text(k.prefix), _text(k.name), _text(k.role), _text(_when(k.created_at)),
-                      _text(_when(k.revoked_at), "red") if k.revoked else _text("-"))
+        status = k.status(now).value
+        when_ended = {"revoked": k.revoked_at, "expired": k.expires_at}.get(status)
+        table.add_row(
+            _text(k.id, "dim"), _text(k.prefix), _text(k.name), _text(k.role),
+            _text(f"{status} {_when(when_ended)}" if when_ended else status, "red" if when_ended else None),
+            _text(_when(k.created_at)), _text(_when(k.last_used_at)), _text(_when(k.expires_at)),
+            _text(", ".join(k.resources) if k.resources is not None else "any"),
+        )
     console = _console(args)
     _print_table(console, table)
-    active = sum(not k.revoked for k in keys)
+    active = sum(k.status(now).value == "active" for k in keys)
     console.print(_text(f"{_plural(len(keys), 'key')} in {db}, {active} active"))
     return 0
 
 
+def _one_live_key(store: Any, ref: str, db: Any) -> tuple[Any, Any]:
+    """The key ``ref`` names (id, prefix or name) that is not revoked: (it, None), or (None, the revoked match)."""
+    from .server.services.keys import find_keys
+
+    matches = find_keys(store, ref)
+    active = [k for k in matches if not k.revoked]
+    if not matches:
+        raise _Failure(f"no API key with id, prefix or name {ref!r} in {db}")
+    if not active:
+        return None, matches[0]
+    if len(active) > 1:
+        ids = ", ".join(f"{k.id} ({k.prefix}, {k.role})" for k in active)
+        raise UsageError(f"{len(active)} active keys match {ref!r}: {ids}; give the id")
+    return active[0], None
+
+
+def _last_admin_warning(store: Any, key: Any) -> str:
+    from .server.services.keys import list_keys
+
+    last_admin = key.role == models.Role.ADMIN and sum(
+        not k.revoked and k.role == models.Role.ADMIN for k in list_keys(store)
+    ) == 1
+    return " It is the last active admin key: nobody can change settings until `keys create` makes another." \
+        if last_admin else ""
+
+
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    from .server.services.keys import find_keys, list_keys, revoke_key
+    from .server.services.keys import revoke_key
 
     db = _db_path(args)
     store = _open_store(db, must_exist=True)
     try:
-        matches = find_keys(store, args.key)
-        active = [k for k in matches if not k.revoked]
-        if not matches:
-            raise _Failure(f"no API key with id, prefix or name {args.key!r} in {db}")
-        if not active:
-            return _done(args, _key_dict(matches[0]),
-                         f"Key {matches[0].name!r} ({matches[0].prefix}) is already revoked: nothing to revoke.")
-        if len(active) > 1:
-            ids = ", ".join(f"{k.id} ({k.prefix}, {k.role})" for k in active)
-            raise UsageError(f"{len(active)} active keys match {args.key!r}: {ids}; give the id")
-        key = active[0]
-        last_admin = key.role == models.Role.ADMIN and sum(
-            not k.revoked and k.role == models.Role.ADMIN for k in list_keys(store)
-        ) == 1
-        warning = " It is the last active admin key: nobody can change settings until `keys create` makes another." \
-            if last_admin else ""
+        key, gone = _one_live_key(store, args.key, db)
+        if key is None:
+            return _done(args, _key_dict(gone), f"Key {gone.name!r} ({gone.prefix}) is already revoked: nothing to revoke.")
         _confirm(
             f"Revoke {key.role} key {key.name!r} ({key.prefix}, created {_when(key.created_at)})? Everything using it "
-            f"is refused from now on.{warning}",
+            f"is refused from now on.{_last_admin_warning(store, key)}",
             yes=args.yes, action="revoking",
         )
         revoked = revoke_key(store, key.id)
@@ -1064,6 +1094,62 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     if revoked is None:  # revoked by someone else between the lookup and now
         return _done(args, _key_dict(key), f"Key {key.name!r} ({key.prefix}) is already revoked: nothing to revoke.")
     return _done(args, _key_dict(revoked), f"Revoked {revoked.role} key {revoked.name!r} ({revoked.prefix}).")
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from .server.services.keys import KeyNotUsable, rotate_key
+
+    db = _db_path(args)
+    store = _open_store(db, must_exist=True)
+    grace = args.grace_minutes * 60
+    try:
+        key, gone = _one_live_key(store, args.key, db)
+        if key is None:
+            raise _Failure(f"key {gone.name!r} ({gone.prefix}) is revoked: `keys create` makes a new one")
+        then = f"keeps working for {_plural(args.grace_minutes, 'minute')}, then expires" if grace \
+            else "is refused from now on"
+        _confirm(f"Rotate {key.role} key {key.name!r} ({key.prefix})? A new key is printed once; the old one {then}.",
+                 yes=args.yes, action="rotating")
+        try:
+            rotated = rotate_key(store, key.id, grace_seconds=grace)
+        except KeyNotUsable as exc:
+            raise _Failure(str(exc)) from None
+    finally:
+        store.dispose()
+    if rotated is None:
+        raise _Failure(f"no API key with id {key.id!r} in {db}")
+    secret, new, old = rotated
+    if args.json:
+        _print_json({**_key_dict(new), "key": secret, "replaced": _key_dict(old), "db": str(db)})
+        return 0
+    ends = f"expires {_when(old.expires_at)}" if old.revoked_at is None else "is revoked"
+    print(printable(f"Rotated {new.role} key {new.name!r}: the old one ({old.prefix}) {ends}. "
+                    "The new key is shown once; store it now:"))
+    print(secret)
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from .server.services.audit import verify_chain
+
+    db = _db_path(args)
+    store = _open_store(db, must_exist=True)
+    try:
+        with store.read() as conn:
+            report = verify_chain(conn)
+    finally:
+        store.dispose()
+    if args.json:
+        _print_json({"ok": report.ok, "checked": report.checked, "lastId": report.last_id,
+                     "lastHash": report.last_hash, "brokenId": report.broken_id, "problem": report.problem})
+    elif report.ok:
+        _out(f"Audit chain intact: {_plural(report.checked, 'event')} checked in {db}"
+             + (f", the last is {report.last_id} ({report.last_hash})." if report.last_id else "."))
+    else:
+        where = f"event {report.broken_id}" if report.broken_id is not None else "the chain"
+        print(printable(f"Audit chain broken at {where}: {report.problem} "
+                        f"({_plural(report.checked, 'event')} before it verified)"), file=sys.stderr)
+    return 0 if report.ok else 1
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
@@ -1224,10 +1310,16 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys_sub.add_parser("create", help="create an API key; it is printed once, alone on the last line")
     create.add_argument("--name", required=True, help="who or what uses the key (shown in the audit log)")
     create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--expires", metavar="WHEN",
+                        help="the key stops working after this: 90d, 12h, 30m, 2w, or an ISO date (UTC); default never")
+    create.add_argument("--resource", action="append", metavar="NAME",
+                        help="service keys: may push only for this resource (repeat for several); default any")
     _db_flag(create)
     create.add_argument("--json", action="store_true", help="print name, role, prefix and the key as JSON")
     create.set_defaults(run=cmd_keys_create)
-    klist = keys_sub.add_parser("list", help="the keys: id, prefix, name, role, created, revoked (never the key)")
+    klist = keys_sub.add_parser(
+        "list", help="the keys: id, prefix, name, role, status, created, last used, expiry, resources (never the key)"
+    )
     _db_flag(klist)
     klist.add_argument("--json", action="store_true", help="print JSON instead of a table")
     klist.add_argument("--wide", action="store_true", help="show whole values")
@@ -1238,6 +1330,25 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--json", action="store_true", help="print the revoked key (never the key itself) as JSON")
     revoke.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     revoke.set_defaults(run=cmd_keys_revoke)
+    rotate = keys_sub.add_parser(
+        "rotate", help="replace a key: a new one (same name, role, resources) printed once, the old one revoked"
+    )
+    rotate.add_argument("key", metavar="ID|PREFIX|NAME", help="the key's id, its prefix (pc_xxxxx) or its name")
+    rotate.add_argument("--grace-minutes", type=_int_in(0, 30 * 24 * 60), default=0, metavar="N",
+                        help="the old key keeps working N minutes, then expires (default 0: revoked at once)")
+    _db_flag(rotate)
+    rotate.add_argument("--json", action="store_true", help="print the new key and the old one's record as JSON")
+    rotate.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    rotate.set_defaults(run=cmd_keys_rotate)
+
+    auditp = sub.add_parser("audit", help="the audit trail on the local database")
+    audit_sub = auditp.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    verify = audit_sub.add_parser(
+        "verify", help="check the audit trail's hash chain; names the first broken event (exit 0 intact, 1 broken)"
+    )
+    _db_flag(verify)
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    verify.set_defaults(run=cmd_audit_verify)
 
     seed = sub.add_parser("seed", help="write a synthetic directory into the database")
     seed.add_argument("--users", type=_positive_int, required=True, metavar="N")

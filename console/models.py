@@ -347,6 +347,7 @@ class Permission(StrEnum):
     SETTINGS_WRITE = "settings.write"
     PUSH_CREATE = "push.create"
     PUSH_BLOCK = "push.block"
+    KEYS_MANAGE = "keys.manage"  # list, create, rotate and revoke API keys (admin only)
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -382,6 +383,11 @@ class AuditEvent(Wire):
     targetName: str | None = None  # the username when the target is a user, for people to read
     details: dict[str, Any] = Field(default_factory=dict)
     kind: Literal["admin", "device"] = "admin"  # admin: an API key did it; device: the user's app/device did
+    # Which key did it (null for device events, the local CLI and events from before keys were recorded).
+    actorKeyId: str | None = None
+    actorRole: Role | None = None
+    # sha256 over the event's fields and the previous event's hash: `protect-console audit verify` checks the chain.
+    hash: str | None = None
 
 
 class EnrollmentCode(Wire):
@@ -549,3 +555,69 @@ class DiagnosticsAccepted(Wire):
 
 class TotpEnrollResult(Wire):
     otpauthUri: str
+
+
+# ------------------------------------------------------------ API keys (admin: /api/v2/protect/keys)
+
+KEY_NAME_MAX = 200
+KEY_RESOURCES_MAX = 100  # resources one service key may be scoped to
+
+
+class ApiKeyStatus(StrEnum):
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+class ApiKey(Wire):
+    """What is shown about a key: never the key itself, never its hash."""
+
+    id: str
+    prefix: str = Field(description="The key's first characters (`pc_xxxxx`), to tell keys apart.")
+    name: str
+    role: Role
+    status: ApiKeyStatus
+    createdAt: datetime
+    lastUsedAt: datetime | None = Field(None, description="Updated at most once a minute per key and process.")
+    expiresAt: datetime | None = None
+    revokedAt: datetime | None = None
+    resources: list[str] | None = Field(None, description="Service keys: the resources it may push for (null: any).")
+
+
+class ApiKeyCreate(Strict):
+    name: str = Field(min_length=1, max_length=KEY_NAME_MAX, pattern=r"\S")
+    role: Role
+    expiresAt: datetime | None = Field(None, description="When the key stops working (null: never); in the future.")
+    resources: list[str] | None = Field(
+        None, min_length=1, max_length=KEY_RESOURCES_MAX,
+        description="Service keys only: pushes for any other resource are refused 403 (null: any resource).",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return _no_nul(value)  # type: ignore[return-value]
+
+    @field_validator("resources")
+    @classmethod
+    def _check_resources(cls, value: list[str] | None) -> list[str] | None:
+        for resource in value or ():
+            if not resource.strip() or len(resource) > NAME_MAX:
+                raise ValueError(f"each resource must be 1..{NAME_MAX} characters, not blank")
+            _no_nul(resource)
+        return value
+
+
+class ApiKeyRotate(Strict):
+    graceSeconds: int = Field(
+        0, ge=0, le=30 * 86400,
+        description="How long the old key keeps working (it then expires); 0: revoked at once.",
+    )
+
+
+class ApiKeyIssued(Wire):
+    """A key just created or rotated: ``key`` is shown here once and never again."""
+
+    key: str
+    apiKey: ApiKey
+    replaced: ApiKey | None = Field(None, description="Rotation: the old key, revoked or expiring after the grace.")

@@ -488,7 +488,8 @@ def test_keys_list_and_revoke(backend: Any, capsys: pytest.CaptureFixture[str], 
     assert key not in out and key[8:] not in out
     code, out, err = run(capsys, "keys", "list", "--db", db, "--json")
     listed = {k["name"]: k for k in json.loads(out)}
-    assert set(listed["ci-bot"]) == {"id", "prefix", "name", "role", "created", "revoked"}
+    assert set(listed["ci-bot"]) == {"id", "prefix", "name", "role", "status", "created", "lastUsed", "expires",
+                                     "revoked", "resources"}
     assert listed["ci-bot"]["revoked"] is None and listed["ci-bot"]["prefix"] == key[:8]
     assert key not in out
 

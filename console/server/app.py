@@ -27,13 +27,13 @@ from .errors import ErrorResponses, install_error_handlers
 from .health import watch_sqlite_file
 from .hot_routes import HOT_PATHS, HotRoutes
 from .metrics import MetricsMiddleware
-from .routers import device, ops, protect, pushendpoints, resource, systemusers
+from .routers import device, keys, ops, protect, pushendpoints, resource, systemusers
 from .store import CannotConnect, Store, connect_reason, open_store
 
 
 # The resource router first: its two hot routes are matched before the admin API's many others
 # (routing tries each route in order). No path of one router shadows another's.
-ROUTERS = (resource.router, systemusers.router, pushendpoints.router, protect.router, device.router)
+ROUTERS = (resource.router, systemusers.router, pushendpoints.router, protect.router, device.router, keys.router)
 
 SERVE_DB_ENV = "PROTECT_SERVE_DB"  # set by `serve` for its worker processes
 METRICS_KEY_ENV = "PROTECT_METRICS_KEY"  # "1": /metrics needs an API key

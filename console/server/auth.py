@@ -13,7 +13,7 @@ from .clock import Clock
 from .errors import ApiProblem
 from .services import devices as device_service
 from .services.common import Principal
-from .services.keys import INVALID_KEY, authenticate, cached_authenticate
+from .services.keys import cached_authenticate, identify
 from .store import Store
 
 _api_key = APIKeyHeader(name="x-api-key", auto_error=False, description="An API key issued by `protect-console keys create`.")
@@ -31,10 +31,7 @@ def get_clock(request: Request) -> Clock:
 def current_principal(request: Request, key: str | None = Depends(_api_key)) -> Principal:
     if not key:
         raise ApiProblem(401, "missing x-api-key header")
-    principal = authenticate(get_store(request), key)
-    if principal is None:
-        raise ApiProblem(401, INVALID_KEY)
-    return principal
+    return identify(get_store(request), key, get_clock(request).now())
 
 
 def require(*permissions: Permission) -> Callable[..., Principal]:
@@ -59,9 +56,10 @@ def require_hot(*permissions: Permission) -> Callable[..., Any]:
     async def check(request: Request, key: str | None = Depends(_api_key)) -> Principal:
         if not key:
             raise ApiProblem(401, "missing x-api-key header")
-        principal = cached_authenticate(request.app.state.store, key)
+        store, now = request.app.state.store, request.app.state.clock.now()
+        principal = cached_authenticate(store, key, now)
         if principal is None:
-            raise ApiProblem(401, INVALID_KEY)
+            principal = identify(store, key, now)  # refused: 401 saying why (unknown, revoked or expired)
         if principal.role not in granted_to:
             raise ApiProblem(403, f"role {principal.role.value!r} does not have permission {wanted!r}")
         return principal

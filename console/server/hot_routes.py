@@ -143,7 +143,7 @@ class HotRoutes:
     async def _answer(
         self, scope: Scope, key: str, permission: Permission, handle: Callable[..., Awaitable[Any]], body: bytes
     ) -> tuple[int, bytes, list] | None:
-        actor = cached_authenticate(self.fastapi.state.store, key)
+        actor = cached_authenticate(self.fastapi.state.store, key, self.fastapi.state.clock.now())
         if actor is None or permission not in ROLE_PERMISSIONS[actor.role]:
             return None  # 401/403: the route says it
         try:

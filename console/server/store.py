@@ -248,6 +248,33 @@ Index("ix_audit_actor_id", audit.c.actor, audit.c.id)
 Index("ix_audit_action_id", audit.c.action, audit.c.id)
 Index("ix_audit_kind_id", audit.c.kind, audit.c.id)
 
+# ------------------------------------------------------------ API key lifecycle, audit actor and chain (0008, 0009)
+# Kept apart from the tables above (appended columns): migration 0008 adds the key and actor columns, 0009 the chain.
+
+
+def _c_string(length: int) -> Any:
+    """Text in code point order on PostgreSQL too, as the audit table's other columns (migration 0003)."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
+api_keys.append_column(Column("expires_at", DateTime))  # null: never expires
+api_keys.append_column(Column("last_used_at", DateTime))  # written at most once a minute per key and process
+api_keys.append_column(Column("resources", Text))  # JSON list a service key may push for; null: any resource
+audit.append_column(Column("actor_key_id", _c_string(24)))  # the API key that did it (null: a device, the local CLI)
+audit.append_column(Column("actor_role", _c_string(16)))
+# Tamper evidence: hash = sha256(canonical event fields + prev_hash), prev_hash = the previous event's hash.
+audit.append_column(Column("prev_hash", _c_string(64)))
+audit.append_column(Column("hash", _c_string(64)))
+# One row (id 1): the last event's id and hash. Appenders lock it (FOR UPDATE on PostgreSQL; SQLite's write
+# lock serializes them anyway), and it shows whether events were cut off the end of the chain.
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("last_id", SERIAL_ID, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+)
+
 
 SORTABLE_NAMES = ("firstname", "lastname")
 

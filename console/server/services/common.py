@@ -6,6 +6,7 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from ...models import Role
@@ -34,8 +35,10 @@ def loads(text: str | None) -> Any:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: an API key's name and role."""
+    """Who is calling: an API key's id, name and role, and what limits the key carries."""
 
     key_id: str
     name: str
     role: Role
+    resources: frozenset[str] | None = None  # a service key scoped to these resources (None: any)
+    expires_at: datetime | None = None  # naive UTC; None: never

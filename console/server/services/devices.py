@@ -194,6 +194,17 @@ def authenticate_device(store: Store, token: str) -> Any | None:
         return conn.execute(select(devices).where(devices.c.token_hash == digest(token))).first()
 
 
+def _audit_settings_change(conn: Connection, before: Any, changed: dict[str, Any], now: datetime) -> None:
+    """The user's app changed its settings (diagnostics opt-out, notifications): a device event."""
+    username = conn.execute(select(users.c.username).where(users.c.id == before.user_id)).scalar()
+    wire = {"diagnostics_opt_out": "diagnosticsOptOut", "notifications_enabled": "notificationsEnabled"}
+    record(
+        conn, f"user:{username}", "device.settings", before.user_id,
+        {"device": before.id, "before": {wire[k]: bool(before._mapping[k]) for k in changed},
+         "after": {wire[k]: bool(v) for k, v in changed.items()}}, now,
+    )
+
+
 def update_device_settings(store: Store, device: Any, body: DeviceSettingsUpdate, now: datetime) -> DeviceSettingsResult:
     change: dict[str, Any] = {}
     if body.diagnosticsOptOut is not None:
@@ -202,11 +213,14 @@ def update_device_settings(store: Store, device: Any, body: DeviceSettingsUpdate
     if body.notificationsEnabled is not None:
         change["notifications_enabled"] = body.notificationsEnabled
     with store.write() as conn:
-        if change:
+        before = conn.execute(select(devices).where(devices.c.id == device.id)).first()
+        if before is None:
+            raise ApiProblem(401, "device is no longer enrolled")
+        changed = {k: v for k, v in change.items() if k != "privacy_updated_at" and before._mapping[k] != v}
+        if changed:
             conn.execute(update(devices).where(devices.c.id == device.id).values(**change))
+            _audit_settings_change(conn, before, changed, now)
         row = conn.execute(select(devices).where(devices.c.id == device.id)).first()
-    if row is None:
-        raise ApiProblem(401, "device is no longer enrolled")
     return DeviceSettingsResult(
         diagnosticsOptOut=bool(row.diagnostics_opt_out), notificationsEnabled=bool(row.notifications_enabled)
     )

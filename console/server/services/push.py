@@ -37,7 +37,7 @@ from ..store import RawConn, Store, devices, push_attempts, users
 from . import paging
 from .audit import record
 from .common import Principal, new_id
-from .keys import KEY_IS_LIVE, key_is_live, revoked
+from .keys import KEY_IS_LIVE, key_is_live, require_resource, revoked
 from .settings import read_settings, settings_at, settings_version
 from .users import cancel_pending_pushes, push_block_from, push_block_until_expr, require_user
 
@@ -197,6 +197,7 @@ def create_attempt(store: Store, body: PushRequest, now: datetime, *, actor: Pri
     ``blocked`` attempts: they are the evidence of push bombing. ``actor``'s key is confirmed live
     in the same statement that reads the user.
     """
+    require_resource(actor, body.resource)  # a service key scoped to other resources: 403, nothing recorded
 
     def admit(conn: RawConn) -> tuple[ApiProblem | None, str, datetime]:
         # PostgreSQL: BEGIN goes with the first read, and the INSERT with the COMMIT (three round trips).

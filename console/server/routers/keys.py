@@ -1,0 +1,104 @@
+"""API keys (admin only): list, create, rotate and revoke. The key itself is only in the answer that issues it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Path
+
+from ...models import ApiKey, ApiKeyCreate, ApiKeyIssued, ApiKeyRotate, ErrorBody, Page, Permission
+from ..auth import get_clock, get_store, require
+from ..clock import Clock, from_wire
+from ..errors import ApiProblem, ErrorResponses, not_found
+from ..services import keys as key_service
+from ..services.common import Principal
+from ..store import Store
+
+router = APIRouter(prefix="/api/v2/protect/keys", tags=["protect admin: API keys"])
+
+KeyId = Path(min_length=1, max_length=64, description="The key's id (from the list).")
+_NOT_USABLE = {409: {"model": ErrorBody, "description": "The key is revoked or expired: create a new one instead"}}
+_ADMIN = require(Permission.KEYS_MANAGE)
+
+
+def _invalid(exc: ValueError) -> ApiProblem:
+    return ApiProblem(422, str(exc))  # the service's messages start with the field's name
+
+
+@router.get("", response_model=Page[ApiKey], responses=ErrorResponses.of(401, 403))
+def list_keys(
+    _: Principal = Depends(_ADMIN), store: Store = Depends(get_store), clock: Clock = Depends(get_clock)
+) -> Page[ApiKey]:
+    """Every key, revoked and expired ones too, oldest first: prefix, name, role, status, created, last used,
+    expiry, resources. Never the key or its hash. Role: admin."""
+    now = clock.now()
+    keys = [k.wire(now) for k in key_service.list_keys(store)]
+    return Page[ApiKey](totalCount=len(keys), results=keys)
+
+
+@router.post("", response_model=ApiKeyIssued, status_code=201, responses=ErrorResponses.of(401, 403, 422))
+def create_key(
+    body: ApiKeyCreate,
+    actor: Principal = Depends(_ADMIN),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> ApiKeyIssued:
+    """Create a key; `key` is in this answer only. Audited as `key.create`. Role: admin."""
+    try:
+        expires = None if body.expiresAt is None else from_wire(body.expiresAt)
+        key, info = key_service.issue_key(store, body.name, body.role, expires_at=expires, resources=body.resources,
+                                          actor=actor, clock=clock)
+    except ValueError as exc:
+        raise _invalid(exc) from None
+    return ApiKeyIssued(key=key, apiKey=info.wire(clock.now()))
+
+
+@router.get("/{key_id}", response_model=ApiKey, responses=ErrorResponses.of(401, 403, 404))
+def get_key(
+    key_id: str = KeyId,
+    _: Principal = Depends(_ADMIN),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> ApiKey:
+    info = key_service.get_key(store, key_id)
+    if info is None:
+        raise not_found(f"API key {key_id}")
+    return info.wire(clock.now())
+
+
+@router.post("/{key_id}/revoke", response_model=ApiKey, responses=ErrorResponses.of(401, 403, 404))
+def revoke_key(
+    key_id: str = KeyId,
+    actor: Principal = Depends(_ADMIN),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> ApiKey:
+    """Revoke a key: every process refuses it within a second. Audited as `key.revoke`; a key already revoked
+    is answered as it is (nothing changes, nothing is audited). Role: admin."""
+    info = key_service.revoke_key(store, key_id, actor=actor, clock=clock) or key_service.get_key(store, key_id)
+    if info is None:
+        raise not_found(f"API key {key_id}")
+    return info.wire(clock.now())
+
+
+@router.post(
+    "/{key_id}/rotate", response_model=ApiKeyIssued, status_code=201,
+    responses={**ErrorResponses.of(401, 403, 404, 422), **_NOT_USABLE},
+)
+def rotate_key(
+    key_id: str = KeyId,
+    body: ApiKeyRotate | None = None,
+    actor: Principal = Depends(_ADMIN),
+    store: Store = Depends(get_store),
+    clock: Clock = Depends(get_clock),
+) -> ApiKeyIssued:
+    """A new key with the same name, role and resources (`key` is in this answer only); the old one is revoked
+    at once, or expires after `graceSeconds`. Audited as `key.rotate`. Role: admin."""
+    grace = (body or ApiKeyRotate()).graceSeconds
+    try:
+        rotated = key_service.rotate_key(store, key_id, grace_seconds=grace, actor=actor, clock=clock)
+    except key_service.KeyNotUsable as exc:
+        raise ApiProblem(409, str(exc)) from None
+    if rotated is None:
+        raise not_found(f"API key {key_id}")
+    key, new, old = rotated
+    now = clock.now()
+    return ApiKeyIssued(key=key, apiKey=new.wire(now), replaced=old.wire(now))
