@@ -584,27 +584,48 @@ class ApiKey(Wire):
     resources: list[str] | None = Field(None, description="Service keys: the resources it may push for (null: any).")
 
 
+# A key's name and a resource: text with at least one visible character, no NUL (JSON Schema and Python alike).
+_KEY_VISIBLE = "\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+KEY_TEXT_PATTERN = f"^[^\\x00]*[^{_KEY_VISIBLE}][^\\x00]*$"
+
+
+def _key_text(value: str) -> str:
+    import re  # noqa: PLC0415 - this section stays independent of the module's imports
+
+    if re.fullmatch(KEY_TEXT_PATTERN, value) is None:
+        raise ValueError("must have a visible character and no NUL")
+    return _no_nul(value)  # type: ignore[return-value]
+
+
+def _state_resource_items(schema: dict[str, Any]) -> None:
+    """The JSON schema of ``resources``' items: the checks ``_key_text`` makes."""
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") == "array":
+            branch["items"] = {"type": "string", "minLength": 1, "maxLength": NAME_MAX, "pattern": KEY_TEXT_PATTERN}
+
+
 class ApiKeyCreate(Strict):
-    name: str = Field(min_length=1, max_length=KEY_NAME_MAX, pattern=r"\S")
+    name: str = Field(min_length=1, max_length=KEY_NAME_MAX, json_schema_extra={"pattern": KEY_TEXT_PATTERN})
     role: Role
     expiresAt: datetime | None = Field(None, description="When the key stops working (null: never); in the future.")
     resources: list[str] | None = Field(
         None, min_length=1, max_length=KEY_RESOURCES_MAX,
         description="Service keys only: pushes for any other resource are refused 403 (null: any resource).",
+        json_schema_extra=_state_resource_items,
     )
 
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        return _no_nul(value)  # type: ignore[return-value]
+        return _key_text(value)
 
     @field_validator("resources")
     @classmethod
     def _check_resources(cls, value: list[str] | None) -> list[str] | None:
         for resource in value or ():
-            if not resource.strip() or len(resource) > NAME_MAX:
-                raise ValueError(f"each resource must be 1..{NAME_MAX} characters, not blank")
-            _no_nul(resource)
+            if len(resource) > NAME_MAX:
+                raise ValueError(f"each resource must be at most {NAME_MAX} characters")
+            _key_text(resource)
         return value
 
 

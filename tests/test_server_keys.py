@@ -81,8 +81,10 @@ async def test_the_key_is_shown_once_and_never_in_a_list(make_backend, capsys) -
         before = len(await listed(admin))
         for body, field in (({"name": " ", "role": "admin"}, "name"), ({"name": "x", "role": "root"}, "role"),
                             ({"name": "x", "role": "service", "resources": []}, "resources"),
-                            ({"name": "x", "role": "admin", "resources": ["VPN"]}, "resource"),
-                            ({"name": "x", "role": "admin", "expiresAt": "2001-01-01T00:00:00Z"}, "expires")):
+                            ({"name": "x", "role": "service", "resources": ["VPN", "\u3000"]}, "resources"),
+                            ({"name": "x", "role": "admin", "resources": ["VPN"]}, "resources"),
+                            ({"name": "x", "role": "admin", "expiresAt": "2001-01-01T00:00:00Z"}, "expiresAt"),
+                            ({"name": "x", "role": "admin", "expiresAt": "9999-01-01T00:00:00Z"}, "expiresAt")):
             answer = await admin.post(KEYS, json=body)
             assert answer.status_code == 422 and field in answer.json()["message"], (body, answer.text)
         assert len(await listed(admin)) == before

@@ -19,8 +19,13 @@ _NOT_USABLE = {409: {"model": ErrorBody, "description": "The key is revoked or e
 _ADMIN = require(Permission.KEYS_MANAGE)
 
 
+_API_FIELDS = {"expires": "expiresAt", "resource": "resources"}  # the service names the CLI's flags
+
+
 def _invalid(exc: ValueError) -> ApiProblem:
-    return ApiProblem(422, str(exc))  # the service's messages start with the field's name
+    """The service's message starts with the field's name: the API's name for it."""
+    field, _, reason = str(exc).partition(": ")
+    return ApiProblem(422, f"{_API_FIELDS.get(field, field)}: {reason}" if reason else str(exc))
 
 
 @router.get("", response_model=Page[ApiKey], responses=ErrorResponses.of(401, 403))
@@ -44,6 +49,9 @@ def create_key(
     """Create a key; `key` is in this answer only. Audited as `key.create`. Role: admin."""
     try:
         expires = None if body.expiresAt is None else from_wire(body.expiresAt)
+    except ValueError as exc:
+        raise ApiProblem(422, f"expiresAt: {exc}") from None
+    try:
         key, info = key_service.issue_key(store, body.name, body.role, expires_at=expires, resources=body.resources,
                                           actor=actor, clock=clock)
     except ValueError as exc:

@@ -110,11 +110,11 @@ def _check_new_key(name: str, role: Role, expires_at: datetime | None, resources
     if expires_at is not None and expires_at <= now:
         raise ValueError("expires: must be in the future")
     if resources is not None:
-        resources = tuple(dict.fromkeys(r.strip() for r in resources))
+        resources = tuple(dict.fromkeys(resources))  # matched exactly against the push's resource
         if role != Role.SERVICE:
             raise ValueError(f"resource: only service keys push, so only they are scoped to resources (not {role.value})")
-        if not resources or any(not r or "\x00" in r for r in resources):
-            raise ValueError("resource: must not be empty")
+        if not resources or any(not r.strip() or "\x00" in r for r in resources):
+            raise ValueError("resource: must have a visible character and no NUL")
     return name, resources
 
 
