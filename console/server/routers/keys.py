@@ -22,10 +22,11 @@ _ADMIN = require(Permission.KEYS_MANAGE)
 _API_FIELDS = {"expires": "expiresAt", "resource": "resources"}  # the service names the CLI's flags
 
 
-def _invalid(exc: ValueError) -> ApiProblem:
-    """The service's message starts with the field's name: the API's name for it."""
+def _refused(exc: ValueError) -> ApiProblem:
+    """A rule the schema cannot state (an expiry in the past, resources on a key that does not push): 400.
+    The service's message starts with the field's name: the API's name for it."""
     field, _, reason = str(exc).partition(": ")
-    return ApiProblem(422, f"{_API_FIELDS.get(field, field)}: {reason}" if reason else str(exc))
+    return ApiProblem(400, f"{_API_FIELDS.get(field, field)}: {reason}" if reason else str(exc))
 
 
 @router.get("", response_model=Page[ApiKey], responses=ErrorResponses.of(401, 403))
@@ -39,7 +40,7 @@ def list_keys(
     return Page[ApiKey](totalCount=len(keys), results=keys)
 
 
-@router.post("", response_model=ApiKeyIssued, status_code=201, responses=ErrorResponses.of(401, 403, 422))
+@router.post("", response_model=ApiKeyIssued, status_code=201, responses=ErrorResponses.of(400, 401, 403, 422))
 def create_key(
     body: ApiKeyCreate,
     actor: Principal = Depends(_ADMIN),
@@ -50,16 +51,16 @@ def create_key(
     try:
         expires = None if body.expiresAt is None else from_wire(body.expiresAt)
     except ValueError as exc:
-        raise ApiProblem(422, f"expiresAt: {exc}") from None
+        raise ApiProblem(400, f"expiresAt: {exc}") from None
     try:
         key, info = key_service.issue_key(store, body.name, body.role, expires_at=expires, resources=body.resources,
                                           actor=actor, clock=clock)
     except ValueError as exc:
-        raise _invalid(exc) from None
+        raise _refused(exc) from None
     return ApiKeyIssued(key=key, apiKey=info.wire(clock.now()))
 
 
-@router.get("/{key_id}", response_model=ApiKey, responses=ErrorResponses.of(401, 403, 404))
+@router.get("/{key_id}", response_model=ApiKey, responses=ErrorResponses.of(401, 403, 404, 422))
 def get_key(
     key_id: str = KeyId,
     _: Principal = Depends(_ADMIN),
@@ -72,7 +73,7 @@ def get_key(
     return info.wire(clock.now())
 
 
-@router.post("/{key_id}/revoke", response_model=ApiKey, responses=ErrorResponses.of(401, 403, 404))
+@router.post("/{key_id}/revoke", response_model=ApiKey, responses=ErrorResponses.of(401, 403, 404, 422))
 def revoke_key(
     key_id: str = KeyId,
     actor: Principal = Depends(_ADMIN),
