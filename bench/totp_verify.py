@@ -32,6 +32,7 @@ from _http_load import Serve, chunks, cpu_rows, measure, percentile, run_clients
 from _store import add_db_argument, bench_store, seed_if_empty  # noqa: E402
 
 from console.models import Role  # noqa: E402
+from console.server import secretbox  # noqa: E402
 from console.server.services.keys import create_key  # noqa: E402
 from console.server.store import users  # noqa: E402
 
@@ -84,7 +85,7 @@ def main() -> None:
         seed_if_empty(store, args.users)
         with store.read() as conn:
             secrets = [
-                (r.id, r.totp_secret)
+                (r.id, secretbox.reveal(store, r.id, r.totp_secret))  # stored sealed (secretbox.py)
                 for r in conn.execute(
                     select(users.c.id, users.c.totp_secret).where(
                         users.c.totp_status == "ENROLLED", users.c.totp_failures == 0,

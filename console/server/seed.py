@@ -38,7 +38,7 @@ from sqlalchemy import Column, Index, Table, func, inspect, literal, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateIndex, DropIndex
 
-from . import search_index
+from . import search_index, secretbox
 from .clock import Clock
 from .services.common import digest, dumps
 from .store import Store, devices, diagnostics, folded, push_attempts, users
@@ -448,11 +448,12 @@ def seed_directory(store: Store, users_count: int, *, rng_seed: int = 1, clock: 
             rng = random.Random(f"{rng_seed}:{len(taken)}")
 
     summary = Summary()
+    seal = _sealer(store)
     # closing(): a failed load stops the process making the rows at once.
     with contextlib.closing(_rows_for(users_count, rng=rng, now=now, taken=taken, summary=summary)) as batches:
         # Bulk load (indexes built after) into an empty directory or one that at least doubles; a small
         # re-seed goes through the live indexes.
-        load(store, batches, bulk=users_count > 0 and users_count >= held * BULK_RATIO)
+        load(store, _sealed(batches, seal), bulk=users_count > 0 and users_count >= held * BULK_RATIO)
     if not store.is_sqlite and users_count >= ANALYZE_AFTER:
         # PostgreSQL plans from statistics and counts through the visibility map: after a bulk
         # load, refresh both now rather than whenever autovacuum comes by.
@@ -466,6 +467,27 @@ def seed_directory(store: Store, users_count: int, *, rng_seed: int = 1, clock: 
         "bombingVictim": summary.bombing_victim,
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def _sealer(store: Store) -> Callable[[str, str], str]:
+    """``seal(user_id, secret)``: TOTP secrets go in encrypted, under the database's current key (secretbox.py)."""
+    box = secretbox.box_of(store)
+    with store.write() as conn:
+        kid = secretbox.ensure_current(conn, box, datetime.utcnow())
+    box.key(kid)  # a missing key is refused now, before any row is made
+    return lambda user_id, secret: box.seal(user_id, secret, kid)
+
+
+def _sealed(batches: Iterable[Batch | Complete], seal: Callable[[str, str], str]) -> Iterator[Batch | Complete]:
+    """``batches`` with the users' TOTP secrets encrypted (each for its user: the user id is bound in)."""
+    at, id_at = USER_COLUMNS.index("totp_secret"), USER_COLUMNS.index("id")
+    for item in batches:
+        if isinstance(item, Batch) and item.table is users:
+            item.rows = [
+                row if row[at] is None else (*row[:at], seal(row[id_at], row[at]), *row[at + 1:])
+                for row in item.rows
+            ]
+        yield item
 
 
 def load(store: Store, batches: Iterable[Batch | Complete], *, bulk: bool) -> None:

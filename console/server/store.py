@@ -276,6 +276,19 @@ audit_chain = Table(
 )
 
 
+# ------------------------------------------------------------ secrets at rest (0006)
+# TOTP secrets are stored sealed (AES-GCM, console/server/secretbox.py): "v1:<key id>:<base64url>", wider than
+# the plain secret. secret_keys lists the key ids (never a key) this database's secrets may be under, and
+# which is current: new secrets are sealed under it.
+users.c.totp_secret.type = String(160)
+secret_keys = Table(
+    "secret_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("is_current", Boolean, nullable=False, default=False),
+)
+
 SORTABLE_NAMES = ("firstname", "lastname")
 
 # Letters that NFKD does not decompose into a base letter plus marks (Ł, ø, đ...).
@@ -729,6 +742,9 @@ def _sqlite_engine(path: Path) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # Secrets at rest: deleted and overwritten content (a reset TOTP secret) is zeroed in the file, not left
+        # in free pages.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -737,6 +753,22 @@ def _sqlite_engine(path: Path) -> Engine:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def _private_file(path: Path) -> None:
+    """A new SQLite database is created 0600 in a folder created 0700 (SQLite gives its -wal and -shm files the
+    database file's mode, and the lock file is made 0600). An existing folder or file keeps the mode its owner
+    gave it: the service does not change permissions it did not set."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if str(path) == ":memory:" or path.exists():
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        pass  # another process made it meanwhile
+    except OSError:
+        pass  # SQLite reports why it cannot open the file
 
 
 def _no_nul(value: object) -> object:
@@ -776,7 +808,7 @@ def _postgres_engine(url: URL) -> Engine:
 
 def _engine(target: DbTarget) -> Engine:
     if target.path is not None:
-        target.path.parent.mkdir(parents=True, exist_ok=True)
+        _private_file(target.path)
         return _sqlite_engine(target.path)
     return _postgres_engine(target.url)
 
@@ -914,10 +946,18 @@ def open_store(db: "str | Path | DbTarget") -> Store:
                     f"the database {target} is behind this version (schema {state.revision}, needs {state.head}): "
                     f"run `protect-console db upgrade` with the same --db first"
                 )
+            _load_secret_keys(store, conn)
     except BaseException:
         store.dispose()
         raise
     return store
+
+
+def _load_secret_keys(store: Store, conn: Connection) -> None:
+    """The keys the database's TOTP secrets are sealed under, checked (secretbox.SecretKeyError names them)."""
+    from . import secretbox
+
+    secretbox.attach(store, conn)
 
 
 def upgrade_database(db: "str | Path | DbTarget") -> tuple[SchemaState, SchemaState]:

@@ -13,6 +13,7 @@ import pyotp
 from sqlalchemy import bindparam, or_, select, update
 
 from ...models import TotpEnrollResult, TotpVerifyResult
+from .. import secretbox
 from ..errors import ApiProblem, not_found
 from ..metrics import TotpOutcome, totp_outcome
 from ..store import RawConn, Store, users
@@ -36,7 +37,7 @@ def enroll(store: Store, device: Any, now: datetime) -> TotpEnrollResult:
         conn.execute(
             update(users)
             .where(users.c.id == user.id)
-            .values(totp_secret=secret, totp_status="ENROLLED", totp_last_step=None, totp_failures=0)
+            .values(totp_secret=_sealed(store, conn, user.id, secret), totp_status="ENROLLED", totp_last_step=None, totp_failures=0)
         )
         record(conn, f"user:{user.username}", "totp.enroll", user.id, {"replaced": user.totp_secret is not None}, now)
     uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=ISSUER)
@@ -54,7 +55,7 @@ def verify(
     with store.write() as conn:
         max_failures = read_settings(conn)[0].totp.maxFailures
         user = require_user(conn, user_id, lock=True)
-        result, step, outcome = _check(user, code, now, max_failures)
+        result, step, outcome = _check(_opened(store, user_id, user), code, now, max_failures)
         if result.valid:
             conn.execute(update(users).where(users.c.id == user.id).values(totp_last_step=step, totp_failures=0))
         elif result.reason == WRONG_CODE and not totp_lock(user.totp_failures, max_failures).locked:
@@ -156,7 +157,7 @@ def verify_unaudited(store: Store, actor: Principal, user_id: str, code: str, no
                 raise revoked(store, actor)
             max_failures = settings_at(store, conn, row[4]).totp.maxFailures
             user = _TotpRow(*row[:4])
-            result, step, outcome = _check(user, code, now, max_failures)
+            result, step, outcome = _check(_opened(store, user_id, user), code, now, max_failures)
             if outcome is TotpOutcome.VALID:
                 changed = conn.write(_ACCEPT, user_id=user_id, secret=user.totp_secret, max_failures=max_failures,
                                      step=step)
@@ -181,3 +182,40 @@ def verify_audited(store: Store, user_id: str, code: str, now: datetime, actor: 
         if not conn.execute(KEY_IS_LIVE, {"key_id": actor.key_id}).scalar():
             raise revoked(store, actor)
     return verify(store, user_id, code, now, actor=actor, audited=True)
+
+
+# ------------------------------------------------------------------ secrets at rest (secretbox.py)
+
+
+class _Opened:
+    """A user's row as _check reads it, with the TOTP secret decrypted. Writes still compare the stored form."""
+
+    __slots__ = ("_row", "totp_secret")
+
+    def __init__(self, row: Any, secret: str | None) -> None:
+        self._row, self.totp_secret = row, secret
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._row, name)
+
+
+def _opened(store: Store, user_id: str, user: Any) -> Any:
+    """``user`` with its secret decrypted: 503 naming the key when the server lacks it, 409 when the stored
+    secret is not one sealed for this user (altered, copied from another row, or left in plain text)."""
+    if user.totp_secret is None:
+        return user
+    try:
+        return _Opened(user, secretbox.reveal(store, user_id, user.totp_secret))
+    except secretbox.SecretKeyError as exc:
+        raise ApiProblem(503, exc.for_api) from None
+    except secretbox.SecretUnreadable as exc:
+        raise ApiProblem(409, f"the stored TOTP secret of user {user_id} cannot be used: it {exc}; "
+                              f"reset TOTP and enrol again") from None
+
+
+def _sealed(store: Store, conn: Any, user_id: str, secret: str) -> str:
+    """``secret`` encrypted for the user under the database's current key; 503 naming the key when it is missing."""
+    try:
+        return secretbox.seal(store, conn, user_id, secret)
+    except secretbox.SecretKeyError as exc:
+        raise ApiProblem(503, exc.for_api) from None
