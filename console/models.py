@@ -8,22 +8,111 @@ are camelCase on purpose. No server or UI imports here.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 T = TypeVar("T")
 
 NAME_MAX = 1024  # users edit their names in the portal: any Unicode up to this length
 
 
+def _unicode(value: str) -> str:
+    # A lone surrogate ("\ud800" is legal JSON) is not text: neither store can encode it.
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must not contain lone surrogates (not valid Unicode)") from None
+    return value
+
+
 def _no_nul(value: str | None) -> str | None:
     # PostgreSQL text cannot hold NUL; refuse it everywhere so both stores agree.
-    if value is not None and "\x00" in value:
-        raise ValueError("must not contain NUL characters")
+    if value is not None:
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        _unicode(value)
     return value
+
+
+def _plain_json(value: Any, where: str = "") -> Any:
+    """A free-form JSON value (a filter) whose every string and key is Unicode text. A NUL is the service's
+    to refuse (a filter value is matched, never stored), with a 400 naming the filter field."""
+    if isinstance(value, str):
+        try:
+            _unicode(value)
+        except ValueError as exc:
+            raise ValueError(f"{where + ': ' if where else ''}{exc}") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            _plain_json(key, where)
+            _plain_json(item, path)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _plain_json(item, f"{where}[{i}]")
+    return value
+
+
+class _Pattern:
+    """States in the JSON schema a pattern that a validator enforces (with a message people can read)."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
+        schema = handler(core_schema)
+        schema["pattern"] = self.pattern
+        return schema
+
+
+def _matching(pattern: str, message: str) -> Any:
+    def check(value: str) -> str:
+        if re.fullmatch(pattern, value) is None:
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
+# Patterns spell whitespace and control characters out, so that JSON Schema's (ECMA-262), Python's and
+# pydantic's regular expressions read them alike (their \s differ).
+_SPACE_OR_CONTROL = "\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+TEXT_PATTERN = "^[^\\x00]*$"  # and no lone surrogate, which a JSON Schema pattern cannot say
+USERNAME_PATTERN = f"^[^{_SPACE_OR_CONTROL}]+$"
+EMAIL_PATTERN = f"^[^@{_SPACE_OR_CONTROL}]+@[^{_SPACE_OR_CONTROL}]*\\.[^{_SPACE_OR_CONTROL}]*$"
+
+# Request text: any Unicode but NUL and lone surrogates.
+Text = Annotated[str, AfterValidator(_no_nul), _Pattern(TEXT_PATTERN)]
+Username = Annotated[
+    str, AfterValidator(_no_nul), _matching(USERNAME_PATTERN, "must be non-empty with no spaces or control characters"),
+    _Pattern(USERNAME_PATTERN),
+]
+Email = Annotated[
+    str, AfterValidator(_no_nul), _matching(EMAIL_PATTERN, "must be an email address like name@example.com"),
+    _Pattern(EMAIL_PATTERN),
+]
+# A free-form JSON object (a filter, a diagnostics report): keys and strings are text.
+JsonObject = Annotated[dict[str, Any], AfterValidator(_plain_json)]
+
+_ISO_DATE_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+
+
+def _iso_date_time(value: Any) -> Any:
+    # pydantic's lax mode reads a number (or "0.5") as a Unix time; the schema says an ISO 8601 date-time.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE_TIME.match(value):
+        raise ValueError("must be an ISO 8601 date-time like 2026-01-01T09:30:00Z")
+    return value
+
+
+# A date-time in a request: ISO 8601 text only.
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_date_time)]
 
 
 class Wire(BaseModel):
@@ -63,6 +152,17 @@ class ErrorBody(Wire):
     message: str
     retryAfter: int | None = None
     blockedUntil: datetime | None = None  # 429 while a Stop-attack block is in force
+
+
+class FieldError(Wire):
+    field: str  # "username", "context.ip", "since (query)", "request body"
+    message: str
+
+
+class ValidationErrorBody(ErrorBody):
+    """422: the request does not validate; ``message`` sums up ``errors``, one per field."""
+
+    errors: list[FieldError] = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------- users
@@ -139,51 +239,27 @@ class UserRef(Wire):
     displayname: str = ""
 
 
-class _UserFields(Strict):
-    @field_validator("username", "email", "firstname", "lastname", "displayname", check_fields=False)
-    @classmethod
-    def _check_text(cls, value: str | None) -> str | None:
-        return _no_nul(value)
-
-    @field_validator("email", check_fields=False)
-    @classmethod
-    def _check_email(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        local, sep, domain = value.partition("@")
-        if not sep or not local or "." not in domain or any(c.isspace() for c in value):
-            raise ValueError("must be an email address like name@example.com")
-        return value
-
-    @field_validator("username", check_fields=False)
-    @classmethod
-    def _check_username(cls, value: str | None) -> str | None:
-        if value is not None and (not value.strip() or any(c.isspace() or ord(c) < 32 for c in value)):
-            raise ValueError("must be non-empty with no spaces or control characters")
-        return value
+class SystemUserCreate(Strict):
+    username: Username = Field(min_length=1, max_length=NAME_MAX)
+    email: Email = Field(min_length=3, max_length=254)
+    firstname: Text = Field("", max_length=NAME_MAX)
+    lastname: Text = Field("", max_length=NAME_MAX)
+    displayname: Text = Field("", max_length=NAME_MAX)
 
 
-class SystemUserCreate(_UserFields):
-    username: str = Field(min_length=1, max_length=NAME_MAX)
-    email: str = Field(min_length=3, max_length=254)
-    firstname: str = Field("", max_length=NAME_MAX)
-    lastname: str = Field("", max_length=NAME_MAX)
-    displayname: str = Field("", max_length=NAME_MAX)
-
-
-class SystemUserUpdate(_UserFields):
-    username: str | None = Field(None, min_length=1, max_length=NAME_MAX)
-    email: str | None = Field(None, min_length=3, max_length=254)
-    firstname: str | None = Field(None, max_length=NAME_MAX)
-    lastname: str | None = Field(None, max_length=NAME_MAX)
-    displayname: str | None = Field(None, max_length=NAME_MAX)
+class SystemUserUpdate(Strict):
+    username: Username | None = Field(None, min_length=1, max_length=NAME_MAX)
+    email: Email | None = Field(None, min_length=3, max_length=254)
+    firstname: Text | None = Field(None, max_length=NAME_MAX)
+    lastname: Text | None = Field(None, max_length=NAME_MAX)
+    displayname: Text | None = Field(None, max_length=NAME_MAX)
     state: UserState | None = None
-    account_locked: bool | None = None
-    requireUserVerification: bool | None = None  # Protect: per-user biometric requirement for approvals
+    account_locked: StrictBool | None = None
+    requireUserVerification: StrictBool | None = None  # Protect: per-user biometric requirement for approvals
 
 
 class SearchFilter(Strict):
-    searchTerm: str = Field("", max_length=NAME_MAX)
+    searchTerm: str = Field("", max_length=NAME_MAX)  # a NUL: the service's 400 naming `search`
     fields: list[Literal["username", "email", "firstname", "lastname", "displayname"]] = Field(
         default_factory=lambda: ["username", "email", "firstname", "lastname"], max_length=5
     )
@@ -197,13 +273,19 @@ class UserSearch(Strict):
     """
 
     searchFilter: SearchFilter = Field(default_factory=SearchFilter)
-    filter: dict[str, Any] | None = None
+    filter: JsonObject | None = None
 
 
 class ResetMfaRequest(Strict):
-    exclusion: bool = False
+    # The schema says what _one_of checks: not both (a null one is as good as absent).
+    model_config = ConfigDict(json_schema_extra={"not": {
+        "required": ["exclusionDays", "exclusionUntil"],
+        "properties": {"exclusionDays": {"type": "integer"}, "exclusionUntil": {"type": "string"}},
+    }})
+
+    exclusion: StrictBool = False
     exclusionDays: int | None = Field(None, ge=1, le=365)
-    exclusionUntil: datetime | None = None
+    exclusionUntil: IsoDateTime | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> "ResetMfaRequest":
@@ -222,17 +304,38 @@ class TotpResetResult(Wire):
 
 
 class DeviceInfo(Strict):
-    make: str = Field(min_length=1, max_length=128)
-    model: str = Field(min_length=1, max_length=NAME_MAX)
+    make: Text = Field(min_length=1, max_length=128)
+    model: Text = Field(min_length=1, max_length=NAME_MAX)
     os: Literal["iOS", "Android"]
-    osVersion: str = Field(min_length=1, max_length=32)
-    appVersion: str = Field(min_length=1, max_length=32)
-    uvEnabled: bool = False
+    osVersion: Text = Field(min_length=1, max_length=32)
+    appVersion: Text = Field(min_length=1, max_length=32)
+    uvEnabled: StrictBool = False
 
-    @field_validator("make", "model", "osVersion", "appVersion")
-    @classmethod
-    def _check_text(cls, value: str) -> str:
-        return _no_nul(value)  # type: ignore[return-value]
+
+MIN_OS_MAJOR = {"iOS": 13, "Android": 8}  # from the Protect FAQ; enrolment refuses older systems
+
+
+def _at_least(minimum: int) -> str:
+    """A regular expression for the whole numbers >= ``minimum`` (< 100), leading zeros allowed."""
+    tens, units = divmod(minimum, 10)
+    if not tens:
+        return f"0*(?:[{units}-9]|[1-9][0-9]+)"
+    higher = f"|[{tens + 1}-9][0-9]" if tens < 9 else ""
+    return f"0*(?:{tens}[{units}-9]{higher}|[1-9][0-9]{{2,}})"
+
+
+def os_version_pattern(os: str) -> str:
+    """The versions of ``os`` enrolment accepts: the major (up to the first dot) at least MIN_OS_MAJOR."""
+    return f"^{_at_least(MIN_OS_MAJOR[os])}(?:\\.[\\s\\S]*)?$"
+
+
+class EnrollingDevice(DeviceInfo):
+    """The device in an enrolment: as DeviceInfo, and a supported system (services/devices.py checks it)."""
+
+    model_config = ConfigDict(json_schema_extra={"allOf": [
+        {"if": {"properties": {"os": {"const": os}}}, "then": {"properties": {"osVersion": {"pattern": os_version_pattern(os)}}}}
+        for os in MIN_OS_MAJOR
+    ]})
 
 
 class DevicePrivacy(Wire):
@@ -253,13 +356,8 @@ class PushEndpoint(Wire):
 
 
 class PushEndpointPatch(Strict):
-    name: str | None = Field(None, min_length=1, max_length=NAME_MAX)
+    name: Text | None = Field(None, min_length=1, max_length=NAME_MAX)
     state: Literal["active", "inactive"] | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _check_text(cls, value: str | None) -> str | None:
-        return _no_nul(value)
 
 
 class PrivacyDevice(PushEndpoint):
@@ -278,14 +376,14 @@ class PrivacySummary(Wire):
 
 
 class ConcurrentLimit(Strict):
-    enabled: bool = True
+    enabled: StrictBool = True
     max: int = Field(1, ge=1, le=10, description="Pending pushes allowed per user and resource in the window.")
 
 
 class PushSettings(Strict):
     concurrentLimit: ConcurrentLimit = Field(default_factory=ConcurrentLimit)
     timeoutSeconds: int = Field(60, ge=30, le=300, description="How long a push can be answered.")
-    requireUserVerification: bool = Field(False, description="Approvals must carry biometric/passcode verification.")
+    requireUserVerification: StrictBool = Field(False, description="Approvals must carry biometric/passcode verification.")
 
 
 class TotpSettings(Strict):
@@ -298,14 +396,14 @@ class ProtectSettings(Strict):
 
 
 class ConcurrentLimitPatch(Strict):
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
     max: int | None = Field(None, ge=1, le=10)
 
 
 class PushSettingsPatch(Strict):
     concurrentLimit: ConcurrentLimitPatch | None = None
     timeoutSeconds: int | None = Field(None, ge=30, le=300)
-    requireUserVerification: bool | None = None
+    requireUserVerification: StrictBool | None = None
 
 
 class TotpSettingsPatch(Strict):
@@ -414,14 +512,9 @@ BOMBING_THRESHOLD = 5
 
 
 class PushContext(Strict):
-    app: str | None = Field(None, max_length=NAME_MAX)
-    location: str | None = Field(None, max_length=NAME_MAX)
-    ip: str | None = Field(None, max_length=64)
-
-    @field_validator("app", "location", "ip")
-    @classmethod
-    def _check_text(cls, value: str | None) -> str | None:
-        return _no_nul(value)
+    app: Text | None = Field(None, max_length=NAME_MAX)
+    location: Text | None = Field(None, max_length=NAME_MAX)
+    ip: Text | None = Field(None, max_length=64)
 
 
 class PushAttempt(Wire):
@@ -439,13 +532,8 @@ class PushAttempt(Wire):
 
 class PushRequest(Strict):
     userId: str = Field(min_length=1, max_length=64)
-    resource: str = Field(min_length=1, max_length=NAME_MAX)
+    resource: Text = Field(min_length=1, max_length=NAME_MAX)
     context: PushContext = Field(default_factory=PushContext)
-
-    @field_validator("resource")
-    @classmethod
-    def _check_text(cls, value: str) -> str:
-        return _no_nul(value)  # type: ignore[return-value]
 
 
 class PushCreated(Wire):
@@ -458,8 +546,8 @@ class PushBlockRequest(Strict):
     """Body of ``POST /api/v2/protect/users/{id}/push/block`` (Stop attack)."""
 
     minutes: int = Field(15, ge=1, le=1440, description="How long new pushes are refused.")
-    cancelPending: bool = Field(True, description="Cancel the user's pending pushes now (they become expired).")
-    requireUserVerification: bool = Field(
+    cancelPending: StrictBool = Field(True, description="Cancel the user's pending pushes now (they become expired).")
+    requireUserVerification: StrictBool = Field(
         False, description="From now on, approvals for this user must carry biometric/passcode verification."
     )
 
@@ -510,14 +598,9 @@ class TotpVerifyResult(Wire):
 
 
 class DeviceEnrollRequest(Strict):
-    code: str = Field(min_length=1, max_length=64)
-    name: str = Field(min_length=1, max_length=NAME_MAX)
-    device: DeviceInfo
-
-    @field_validator("name")
-    @classmethod
-    def _check_text(cls, value: str) -> str:
-        return _no_nul(value)  # type: ignore[return-value]
+    code: Text = Field(min_length=1, max_length=64)
+    name: Text = Field(min_length=1, max_length=NAME_MAX)
+    device: EnrollingDevice
 
 
 class DeviceEnrollResult(Wire):
@@ -535,13 +618,13 @@ class DevicePush(Wire):
 
 class PushResponse(Strict):
     decision: Literal["approve", "deny"]
-    userVerified: bool = False
-    reportFraud: bool = False
+    userVerified: StrictBool = False
+    reportFraud: StrictBool = False
 
 
 class DeviceSettingsUpdate(Strict):
-    diagnosticsOptOut: bool | None = None
-    notificationsEnabled: bool | None = None
+    diagnosticsOptOut: StrictBool | None = None
+    notificationsEnabled: StrictBool | None = None
 
 
 class DeviceSettingsResult(Wire):

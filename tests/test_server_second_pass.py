@@ -534,26 +534,27 @@ async def test_new_routes_role_matrix(backend, admin, role, may_block, may_delet
 def test_openapi_describes_the_new_routes_truthfully(tmp_path):
     spec = create_app(tmp_path / "o.db").openapi()
     paths = spec["paths"]
-    # 503: every route answers it while the database is down.
+    # 503: every route answers it while the database is down; 413 and 429 too (errors.document_errors).
     expected = {
-        ("/api/v2/protect/users/{user_id}/push/block", "post"): ({"200", "401", "403", "404", "422", "503"}, "helpdesk"),
-        ("/api/v2/protect/users/{user_id}/push/block", "delete"): ({"200", "401", "403", "404", "422", "503"}, "helpdesk"),
-        ("/api/v2/protect/users/{user_id}/pushstats", "get"): ({"200", "400", "401", "403", "404", "422", "503"}, "Role"),
-        ("/api/v2/protect/pushstats", "get"): ({"200", "400", "401", "403", "422", "503"}, "Role"),
-        ("/api/v2/protect/audit", "get"): ({"200", "401", "403", "422", "503"}, "Role"),
-        ("/api/systemusers/{user_id}/unlock", "post"): ({"200", "401", "403", "404", "422", "503"}, "admin"),
-        ("/api/systemusers/{user_id}", "delete"): ({"200", "401", "403", "404", "422", "503"}, "admin"),
-        ("/api/v2/protect/users/{user_id}/totp/reset", "post"): ({"200", "401", "403", "404", "422", "503"}, "helpdesk"),
-        ("/api/v2/protect/push", "post"): ({"201", "401", "403", "404", "409", "422", "429", "503"}, "service"),
+        ("/api/v2/protect/users/{user_id}/push/block", "post"): ({"200", "401", "403", "404", "422", "413", "429", "503"}, "helpdesk"),
+        ("/api/v2/protect/users/{user_id}/push/block", "delete"): ({"200", "401", "403", "404", "422", "413", "429", "503"}, "helpdesk"),
+        ("/api/v2/protect/users/{user_id}/pushstats", "get"): ({"200", "400", "401", "403", "404", "422", "413", "429", "503"}, "Role"),
+        ("/api/v2/protect/pushstats", "get"): ({"200", "400", "401", "403", "422", "413", "429", "503"}, "Role"),
+        ("/api/v2/protect/audit", "get"): ({"200", "400", "401", "403", "422", "413", "429", "503"}, "Role"),
+        ("/api/systemusers/{user_id}/unlock", "post"): ({"200", "401", "403", "404", "422", "413", "429", "503"}, "admin"),
+        ("/api/systemusers/{user_id}", "delete"): ({"200", "401", "403", "404", "422", "413", "429", "503"}, "admin"),
+        ("/api/v2/protect/users/{user_id}/totp/reset", "post"): ({"200", "401", "403", "404", "422", "413", "429", "503"}, "helpdesk"),
+        ("/api/v2/protect/push", "post"): ({"201", "401", "403", "404", "409", "422", "413", "429", "503"}, "service"),
     }
-    # Every error status is our envelope (FastAPI's own 422 schema is replaced: the handler sends ErrorBody).
+    # Every error status is our envelope (FastAPI's own 422 schema is replaced: the handler sends ValidationErrorBody).
     for (path, method), (statuses, role) in expected.items():
         operation = paths[path][method]
         assert set(operation["responses"]) == statuses, (path, method, set(operation["responses"]))
         assert role in operation["description"], (path, method)
         for status in statuses - {"200", "201"}:
             schema = operation["responses"][status]["content"]["application/json"]["schema"]
-            assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (path, method, status)
+            body = "ValidationErrorBody" if status == "422" else "ErrorBody"
+            assert schema == {"$ref": f"#/components/schemas/{body}"}, (path, method, status)
     block = paths["/api/v2/protect/users/{user_id}/push/block"]["post"]
     assert "#/components/schemas/PushBlockRequest" in str(block["requestBody"]["content"]["application/json"])
     assert block["responses"]["200"]["content"]["application/json"]["schema"] == {

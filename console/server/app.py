@@ -23,9 +23,10 @@ from sqlalchemy.exc import OperationalError
 from starlette.types import Receive, Scope, Send
 
 from .clock import Clock
-from .errors import ErrorResponses, install_error_handlers
+from .errors import document_errors, install_error_handlers
 from .health import watch_sqlite_file
 from .hot_routes import HOT_PATHS, HotRoutes
+from .limits import Limits, RequestGuard
 from .metrics import MetricsMiddleware
 from .routers import device, keys, ops, protect, pushendpoints, resource, systemusers
 from .store import CannotConnect, Store, connect_reason, open_store
@@ -43,21 +44,24 @@ WORKER_RETRY_SECONDS = 2.0  # a worker that finds the database down waits this l
 class ProtectApp(FastAPI):
     """The FastAPI app, with the two hot routes' ordinary requests answered before Starlette's middleware
     stack and FastAPI's routing (hot_routes.py); every other request, and every unusual one to those
-    routes, goes through FastAPI as usual."""
+    routes, goes through FastAPI as usual. Every HTTP request first passes the limits' checks (limits.py)."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, limits: Limits, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.state.limits = limits
         self._hot = HotRoutes(super().__call__, self)
+        self._guard = RequestGuard(super().__call__, self._hot, HOT_PATHS, self, limits)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("path") in HOT_PATHS:
-            await self._hot(scope, receive, send)
+        if scope["type"] == "http":
+            await self._guard(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
 
 def create_app(
-    store: Store | str | Path, *, clock: Clock | None = None, metrics_require_key: bool = False
+    store: Store | str | Path, *, clock: Clock | None = None, metrics_require_key: bool = False,
+    limits: Limits | None = None,
 ) -> FastAPI:
     if not isinstance(store, Store):
         store = open_store(store)
@@ -67,6 +71,7 @@ def create_app(
         description="Push and TOTP multi-factor authentication with a JumpCloud-shaped admin API.",
         # No OpenTelemetry (metrics are Prometheus, metrics.py): not even its per-request "is it set up?" check.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        limits=limits or Limits(),
     )
     if store.is_sqlite and store.engine.url.database not in (None, "", ":memory:"):
         watch_sqlite_file(store.engine, Path(store.engine.url.database))
@@ -76,9 +81,9 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware)
     for router in ROUTERS:
-        # Every API call can meet a database outage: 503 {"message"}, never a 500.
-        app.include_router(router, responses=ErrorResponses.of(503))
+        app.include_router(router)
     app.include_router(ops.router)
+    document_errors(app, ROUTERS)  # every operation's error statuses, derived from its route (errors.py)
     return app
 
 
@@ -97,4 +102,4 @@ def app_from_env() -> FastAPI:
         logging.getLogger("uvicorn.error").error("worker not started: the database does not answer: %s", reason)
         time.sleep(WORKER_RETRY_SECONDS)
         raise SystemExit(1) from None
-    return create_app(store, metrics_require_key=os.environ.get(METRICS_KEY_ENV) == "1")
+    return create_app(store, metrics_require_key=os.environ.get(METRICS_KEY_ENV) == "1", limits=Limits.from_env())

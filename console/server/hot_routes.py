@@ -29,6 +29,7 @@ from .routers import resource
 from .services import push as push_service
 from .services import totp as totp_service
 from .services.common import Principal
+from .limits import key_problem, read_limited, too_large
 from .services.keys import cached_authenticate
 from .store import Store
 
@@ -102,11 +103,28 @@ class HotRoutes:
             return
         started = time.perf_counter()
         key = content_type = None
+        length = 0
         for name, value in scope["headers"]:
             if name == b"x-api-key":
                 key = value
             elif name == b"content-type":
                 content_type = value
+            elif name == b"content-length":
+                length = int(value)  # h11 admits only digits here
+        # Before the body is read: its size, then the key (limits.py).
+        state = self.fastapi.state
+        actor = None
+        if length > state.limits.max_body:
+            problem: Exception | None = too_large(state.limits)
+        else:
+            try:
+                actor = cached_authenticate(state.store, key.decode("latin-1"), state.clock.now()) if key else None
+                problem = None if actor is not None else await key_problem(self.fastapi, scope, key)
+            except Exception as exc:  # noqa: BLE001 - a database outage: the app's handler answers (503)
+                problem = exc
+        if problem is not None:
+            await self._send(send, scope, await self._problem(scope, problem), started)
+            return
         chunks: list[bytes] = []
         size, more = 0, True
         while more and size <= MAX_BODY:
@@ -116,19 +134,27 @@ class HotRoutes:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             more = message.get("more_body", False)
+        if more:  # a chunked body past MAX_BODY: not an ordinary request, but bounded all the same
+            rest = await read_limited(receive, state.limits.max_body - size)
+            if rest is None:
+                await self._send(send, scope, await self._problem(scope, too_large(state.limits)), started)
+                return
+            chunks.append(rest)
+            more = False
         body = b"".join(chunks)
         permission, handle = hot
         answer = None
-        if more:
-            pass  # a body this large is not an ordinary request: the route (and its limits) answer it
-        elif key and content_type is not None and content_type.split(b";")[0].strip() == _JSON:
+        if actor is not None and content_type is not None and content_type.split(b";")[0].strip() == _JSON:
             try:
-                answer = await self._answer(scope, key.decode("latin-1"), permission, handle, body)
+                answer = await self._answer(scope, actor, permission, handle, body)
             except Exception as exc:  # noqa: BLE001 - answered by the app's own handler, as the route would be
                 answer = await self._problem(scope, exc)
         if answer is None:
             await self.app(scope, _replay(body, more, receive), send)
             return
+        await self._send(send, scope, answer, started)
+
+    async def _send(self, send: Send, scope: Scope, answer: tuple[int, bytes, list], started: float) -> None:
         status, payload, headers = answer
         route = scope["route"] = self._route(scope["path"])
         try:
@@ -141,10 +167,9 @@ class HotRoutes:
             count_http("POST", route.path, status, time.perf_counter() - started)
 
     async def _answer(
-        self, scope: Scope, key: str, permission: Permission, handle: Callable[..., Awaitable[Any]], body: bytes
+        self, scope: Scope, actor: Principal, permission: Permission, handle: Callable[..., Awaitable[Any]], body: bytes
     ) -> tuple[int, bytes, list] | None:
-        actor = cached_authenticate(self.fastapi.state.store, key, self.fastapi.state.clock.now())
-        if actor is None or permission not in ROLE_PERMISSIONS[actor.role]:
+        if permission not in ROLE_PERMISSIONS[actor.role]:
             return None  # 401/403: the route says it
         try:
             return await handle(self.fastapi, actor, body)

@@ -8,6 +8,8 @@ import time
 import uvicorn
 from fastapi import FastAPI
 
+from .limits import LIMITS_ENV, GuardedH11Protocol, Limits, protocol_for
+
 
 # uvloop for the event loop (a dependency, see pyproject; named so a missing one fails loudly). The HTTP
 # parser stays h11: httptools measured no faster on the hot routes here (2,463 vs 2,524 TOTP checks/s,
@@ -15,6 +17,17 @@ from fastapi import FastAPI
 # hostile client) with a bare "400 Invalid HTTP request" before the app can name the header.
 HTTP = "h11"
 LOOP = "uvloop"
+# The h11 protocol with the connection limits (limits.py); worker processes load it by this name.
+GUARDED_HTTP = f"{GuardedH11Protocol.__module__}:{GuardedH11Protocol.__qualname__}"
+
+
+def _limited(limits: Limits) -> dict:
+    """uvicorn settings for the limits: idle keep-alive; the in-progress cap is the app's (503 {"message"})."""
+    return {"timeout_keep_alive": limits.keep_alive}
+
+
+def _limits_of(app: FastAPI) -> Limits:
+    return getattr(app.state, "limits", None) or Limits()
 
 
 class ServerThread:
@@ -42,8 +55,9 @@ class ServerThread:
             log_config=None if self.quiet else uvicorn.config.LOGGING_CONFIG,
             log_level="critical" if self.quiet else "info",
             lifespan="off",
-            http=HTTP,
+            http=protocol_for(_limits_of(self.app)),
             loop=LOOP,
+            **_limited(_limits_of(self.app)),
         )
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
@@ -74,8 +88,14 @@ class ServerThread:
         self.stop()
 
 
+def serve_app(app: FastAPI, *, host: str, port: int, log_level: str = "info") -> None:
+    """``serve`` in one process: uvicorn in the foreground, with the app's limits (limits.py)."""
+    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="off",
+                http=protocol_for(_limits_of(app)), loop=LOOP, **_limited(_limits_of(app)))
+
+
 def serve_workers(db: str, *, host: str, port: int, workers: int, metrics_require_key: bool = False,
-                  log_level: str = "info", access_log: bool = True) -> None:
+                  log_level: str = "info", access_log: bool = True, limits: Limits | None = None) -> None:
     """``serve --workers N``: N uvicorn worker processes over the app factory, sharing one listening socket.
 
     Each worker opens its own connections to ``db``; they share nothing else. Metrics are
@@ -90,14 +110,16 @@ def serve_workers(db: str, *, host: str, port: int, workers: int, metrics_requir
     from .metrics import MULTIPROC_ENV
 
     metrics_dir = tempfile.mkdtemp(prefix="protect-metrics-")
-    saved = {name: os.environ.get(name) for name in (SERVE_DB_ENV, METRICS_KEY_ENV, MULTIPROC_ENV)}
+    limits = limits or Limits()
+    saved = {name: os.environ.get(name) for name in (SERVE_DB_ENV, METRICS_KEY_ENV, MULTIPROC_ENV, LIMITS_ENV)}
     os.environ[SERVE_DB_ENV] = db
+    os.environ[LIMITS_ENV] = limits.to_env()
     os.environ[METRICS_KEY_ENV] = "1" if metrics_require_key else "0"
     os.environ[MULTIPROC_ENV] = metrics_dir
     try:
         uvicorn.run(
             "console.server.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-            log_level=log_level, lifespan="off", http=HTTP, loop=LOOP,
+            log_level=log_level, lifespan="off", http=GUARDED_HTTP, loop=LOOP, **_limited(limits),
             # A line per request costs about a fifth of a TOTP check's CPU (bench/totp_verify.py).
             access_log=access_log,
         )

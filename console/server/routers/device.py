@@ -19,6 +19,7 @@ from ...models import (
 )
 from ..auth import current_device, get_clock, get_store
 from ..clock import Clock
+from ..errors import ErrorResponses
 from ..services import devices as device_service
 from ..services import push as push_service
 from ..services import totp as totp_service
@@ -27,7 +28,7 @@ from ..store import Store
 router = APIRouter(prefix="/device/v1", tags=["device"])
 
 
-@router.post("/enroll", response_model=DeviceEnrollResult, status_code=201)
+@router.post("/enroll", response_model=DeviceEnrollResult, status_code=201, responses=ErrorResponses.of(400))
 def enroll(body: DeviceEnrollRequest, store: Store = Depends(get_store), clock: Clock = Depends(get_clock)) -> DeviceEnrollResult:
     """Enrol with a one-time code; replaces the user's existing device. iOS 13+ / Android 8+."""
     return device_service.enroll_device(store, body, clock.now())
@@ -40,7 +41,7 @@ def pending_pushes(device: Any = Depends(current_device), store: Store = Depends
         return push_service.pending_for_device(conn, device, clock.now())
 
 
-@router.post("/pushes/{attempt_id}/respond", response_model=PushAttempt)
+@router.post("/pushes/{attempt_id}/respond", response_model=PushAttempt, responses=ErrorResponses.of(403, 409))
 def respond(
     attempt_id: str,
     body: PushResponse,

@@ -49,6 +49,8 @@ def healthz(request: Request) -> Health | JSONResponse:
 @router.get(
     "/metrics",
     response_class=Response,
+    # The key is optional unless the service runs with `--metrics-key`: `{}` is "no key" in OpenAPI terms.
+    openapi_extra={"security": [{}]},
     responses={
         200: {"description": "Prometheus text exposition format (version 0.0.4)",
               "content": {"text/plain": {"schema": {"type": "string"}}}},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -12,6 +11,7 @@ from ...models import (
     ROLE_PERMISSIONS,
     AuditEvent,
     EnrollmentCode,
+    IsoDateTime,
     Page,
     Permission,
     PrivacyDevice,
@@ -61,7 +61,7 @@ def get_settings(
     return current
 
 
-@router.patch("/settings", response_model=ProtectSettings, responses={412: {"description": "stale If-Match"}})
+@router.patch("/settings", response_model=ProtectSettings, responses=ErrorResponses.of(412, 428))
 def patch_settings(
     body: ProtectSettingsPatch,
     response: Response,
@@ -138,7 +138,7 @@ Since = Query(
 @router.get("/users/{user_id}/pushstats", response_model=PushStats, responses=ErrorResponses.of(400, 401, 403, 404, 422))
 def user_push_stats(
     user_id: str,
-    since: datetime | None = Since,
+    since: IsoDateTime | None = Since,
     _: Principal = Depends(require(Permission.READ)),
     store: Store = Depends(get_store),
     clock: Clock = Depends(get_clock),
@@ -154,7 +154,7 @@ def user_push_stats(
 
 @router.get("/pushstats", response_model=Page[PushStats], responses=ErrorResponses.of(400, 401, 403, 422))
 def push_suspects(
-    since: datetime | None = Since,
+    since: IsoDateTime | None = Since,
     minHostile: int = Query(
         BOMBING_THRESHOLD, ge=0, le=1_000_000, description="Blocked + denied attempts in the window that make a suspect."
     ),
@@ -202,11 +202,11 @@ def privacy_devices(
         return device_service.privacy_devices(conn, optedOut, skip, limit)
 
 
-@router.get("/pushattempts", response_model=Page[PushAttempt])
+@router.get("/pushattempts", response_model=Page[PushAttempt], responses=ErrorResponses.of(400))
 def push_attempts(
     userId: str | None = Query(None, max_length=64),
     status: PushStatus | None = Query(None),
-    since: datetime | None = Query(None, description="ISO 8601; attempts created at or after."),
+    since: IsoDateTime | None = Query(None, description="ISO 8601; attempts created at or after."),
     skip: int = Skip,
     limit: int = Limit,
     after: str | None = After,
@@ -225,7 +225,7 @@ def push_attempts(
         )
 
 
-@router.get("/audit", response_model=Page[AuditEvent], responses=ErrorResponses.of(401, 403, 422))
+@router.get("/audit", response_model=Page[AuditEvent], responses=ErrorResponses.of(400))
 def audit_events(
     skip: int = Skip,
     limit: int = Limit,

@@ -23,8 +23,9 @@ router = APIRouter(prefix="/api/v2/protect", tags=["resource"])
     response_model=PushCreated,
     status_code=201,
     responses={
-        **ErrorResponses.of(401, 403, 404, 422, 429),
+        **ErrorResponses.of(404),
         409: {"model": ErrorBody, "description": "The user is suspended or locked, or has no active push device"},
+        429: ErrorResponses.push_refused,
     },
 )
 def create_push(
@@ -50,7 +51,7 @@ def get_push(
         return push_service.get_attempt(conn, attempt_id, clock.now())
 
 
-@router.post("/totp/verify", response_model=TotpVerifyResult)
+@router.post("/totp/verify", response_model=TotpVerifyResult, responses=ErrorResponses.of(404))
 async def verify_totp(
     body: TotpVerifyRequest, request: Request, actor: Principal = Depends(require_hot(Permission.TOTP_VERIFY))
 ) -> Response:

@@ -29,7 +29,7 @@ Before = Query(
 Count = Query(True, description="false: do not count the matches (`totalCount` is then null); paging on is cheaper.")
 
 
-@router.get("/systemusers", response_model=Page[SystemUser])
+@router.get("/systemusers", response_model=Page[SystemUser], responses=ErrorResponses.of(400))
 def list_systemusers(
     skip: int = Skip,
     limit: int = Limit,
@@ -58,7 +58,7 @@ def list_systemusers(
         )
 
 
-@router.post("/search/systemusers", response_model=Page[SystemUser])
+@router.post("/search/systemusers", response_model=Page[SystemUser], responses=ErrorResponses.of(400))
 def search_systemusers(
     body: UserSearch,
     skip: int = Skip,
@@ -92,7 +92,7 @@ def get_systemuser(
         return user_service.get_user(conn, user_id, clock.now())
 
 
-@router.post("/systemusers", response_model=SystemUser, status_code=201)
+@router.post("/systemusers", response_model=SystemUser, status_code=201, responses=ErrorResponses.of(409))
 def create_systemuser(
     body: SystemUserCreate,
     actor: Principal = Depends(require(Permission.USERS_WRITE)),
@@ -102,7 +102,7 @@ def create_systemuser(
     return user_service.create_user(store, body, actor, clock.now())
 
 
-@router.put("/systemusers/{user_id}", response_model=SystemUser)
+@router.put("/systemusers/{user_id}", response_model=SystemUser, responses=ErrorResponses.of(409))
 def update_systemuser(
     user_id: str,
     body: SystemUserUpdate,
@@ -113,7 +113,7 @@ def update_systemuser(
     return user_service.update_user(store, user_id, body, actor, clock.now())
 
 
-@router.post("/systemusers/{user_id}/resetmfa", response_model=SystemUser)
+@router.post("/systemusers/{user_id}/resetmfa", response_model=SystemUser, responses=ErrorResponses.of(400))
 def reset_mfa(
     user_id: str,
     body: ResetMfaRequest | None = None,
@@ -128,7 +128,7 @@ def reset_mfa(
     return user_service.reset_mfa(store, user_id, body or ResetMfaRequest(), actor, clock.now())
 
 
-@router.post("/systemusers/{user_id}/unlock", response_model=SystemUser, responses=ErrorResponses.of(401, 403, 404, 422))
+@router.post("/systemusers/{user_id}/unlock", response_model=SystemUser)
 def unlock_systemuser(
     user_id: str,
     actor: Principal = Depends(require(Permission.USERS_WRITE)),
@@ -144,7 +144,7 @@ def unlock_systemuser(
     return user
 
 
-@router.delete("/systemusers/{user_id}", response_model=SystemUser, responses=ErrorResponses.of(401, 403, 404, 422))
+@router.delete("/systemusers/{user_id}", response_model=SystemUser)
 def delete_systemuser(
     user_id: str,
     actor: Principal = Depends(require(Permission.USERS_WRITE)),
