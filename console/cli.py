@@ -957,6 +957,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server.services.keys import ensure_bootstrap_key
 
     db = _db_path(args)
+    _use_secret_key_file(args)
     store = _open_store(db)
     key = ensure_bootstrap_key(store)
     if key:
@@ -1181,6 +1182,117 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     role=args.role, port=args.port)
 
 
+# ------------------------------------------------------------------ secrets at rest (TOTP secrets' keys)
+
+
+def _use_secret_key_file(args: argparse.Namespace) -> None:
+    """``serve --secret-key-file``: through PROTECT_SECRET_KEY_FILE, so that its worker processes use it too."""
+    from .server import secretbox
+
+    if not getattr(args, "secret_key_file", None):
+        return
+    if os.environ.get(secretbox.KEY_ENV, "").strip():
+        raise UsageError(f"--secret-key-file and {secretbox.KEY_ENV} both give the secret key: use one")
+    os.environ[secretbox.KEY_FILE_ENV] = str(Path(args.secret_key_file).expanduser().resolve())
+
+
+def _secrets_store(args: argparse.Namespace):  # noqa: ANN202
+    return _open_store(_db_path(args), must_exist=True)
+
+
+def cmd_secrets_status(args: argparse.Namespace) -> int:
+    from .server import secretbox
+
+    store = _secrets_store(args)
+    try:
+        report = secretbox.status(store)
+    finally:
+        store.dispose()
+    if args.json:
+        _print_json(report)
+        return 0
+    _out(f"Keys from {report['source']}:")
+    for key in report["keys"]:
+        role = "current" if key["current"] else ("not used yet" if key.get("unused") else "previous")
+        missing = "" if key["inSource"] else " (NOT in the key source)"
+        _out(f"  {key['id']}  {role:<12} {_plural(key['secrets'], 'secret')}{missing}")
+    if report["plainText"]:
+        _out(f"{_plural(report['plainText'], 'secret')} in plain text: never used; reset those users' TOTP")
+    if report["unknownKey"]:
+        _out(f"{_plural(report['unknownKey'], 'secret')} under keys this database does not list")
+    return 0
+
+
+def cmd_secrets_rotate(args: argparse.Namespace) -> int:
+    from .server import secretbox
+    from .server.clock import Clock
+
+    store = _secrets_store(args)
+    if args.prepare:
+        try:
+            try:
+                kid = secretbox.prepare(store)
+            except ValueError as exc:
+                raise _Failure(str(exc)) from None
+            source = str(secretbox.box_of(store).source)
+        finally:
+            store.dispose()
+        return _done(args, {"keyId": kid, "source": source, "prepared": True},
+                     f"Added key {kid} to {source}, not used yet: copy it to every host serving this database, then "
+                     f"run `protect-console secrets rotate` (without --prepare).")
+    try:
+        done = secretbox.rotate(store, Clock().now())
+        source = str(secretbox.box_of(store).source)
+    finally:
+        store.dispose()
+    if args.json:
+        _print_json({"keyId": done.key_id, "generated": done.generated, "reencrypted": done.reencrypted,
+                     "unreadable": done.unreadable, "previous": list(done.previous), "source": source})
+        return 0
+    made = f"Generated key {done.key_id} in {source}" if done.generated else f"Key {done.key_id} from {source}"
+    _out(f"{made}; it is now current: new TOTP secrets are encrypted under it.")
+    _out(f"Re-encrypted {_plural(done.reencrypted, 'secret')} under {done.key_id}.")
+    if done.unreadable:
+        _out(f"{_plural(done.unreadable, 'secret')} could not be opened (plain text or altered) and were left: "
+             f"reset those users' TOTP (`secrets status` counts them).")
+    for kid in done.previous:
+        _out(f"Key {kid} is no longer needed by this database: `protect-console secrets retire {kid}` removes it "
+             f"(keep a copy while backups made before now may be restored).")
+    return 0
+
+
+def cmd_secrets_retire(args: argparse.Namespace) -> int:
+    from .server import secretbox
+
+    store = _secrets_store(args)
+    try:
+        try:
+            secretbox.retire(store, args.key_id)
+        except ValueError as exc:
+            raise _Failure(str(exc)) from None
+        env = secretbox.box_of(store).source.is_env
+    finally:
+        store.dispose()
+    after = f"; remove it from {secretbox.KEY_ENV} too" if env else " and from the key file"
+    return _done(args, {"retired": args.key_id}, f"Retired key {args.key_id}: removed from the database's keys{after}.")
+
+
+def _secrets_parser(sub: Any) -> None:
+    secrets = sub.add_parser("secrets", help="the keys TOTP secrets are encrypted under (local database)")
+    secrets_sub = secrets.add_subparsers(dest="secrets_command", metavar="ACTION", required=True)
+    status = secrets_sub.add_parser("status", help="key source, key ids and how many secrets each holds")
+    rotate = secrets_sub.add_parser(
+        "rotate", help="make a new key current and re-encrypt every secret under it (services keep running)")
+    rotate.add_argument("--prepare", action="store_true",
+                        help="only add a new key to the key file (to copy to other hosts first); the next rotate uses it")
+    retire = secrets_sub.add_parser("retire", help="forget a previous key once no secret is under it")
+    retire.add_argument("key_id", metavar="KEY_ID", help="the key id (`secrets status` lists them)")
+    for parser, run in ((status, cmd_secrets_status), (rotate, cmd_secrets_rotate), (retire, cmd_secrets_retire)):
+        _db_flag(parser)
+        parser.add_argument("--json", action="store_true", help="print JSON")
+        parser.set_defaults(run=run)
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from .server.store import StoreError, upgrade_database
 
@@ -1302,6 +1414,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="worker processes sharing the port and the database (default 1)")
     serve.add_argument("--metrics-key", action="store_true",
                        help="require an API key (any valid one) for GET /metrics")
+    serve.add_argument("--secret-key-file", metavar="PATH",
+                       help="key file for TOTP secrets at rest (default: $PROTECT_SECRET_KEY_FILE, else <db>.key "
+                            "beside a SQLite file, or secret.key in the XDG data dir for PostgreSQL)")
     serve.set_defaults(run=cmd_serve)
 
     keys = sub.add_parser("keys", help="manage API keys (local database, no API key needed)")
@@ -1364,6 +1479,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="role of the console's key (default admin)")
     demo.add_argument("--port", type=_port, default=0, help="port for the service (default: any free port)")
     demo.set_defaults(run=cmd_demo)
+
+    _secrets_parser(sub)
 
     dbp = sub.add_parser("db", help="the service's database schema (migrations)")
     db_sub = dbp.add_subparsers(dest="db_command", metavar="ACTION", required=True)
