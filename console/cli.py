@@ -388,7 +388,8 @@ def _totp_words(user: Any) -> str:
     status = user.mfaEnrollment.totpStatus.value
     lock = user.totpLock
     if lock.locked:
-        return f"{status} (locked: {lock.failures} of {lock.maxFailures} wrong codes; `totp reset` unlocks)"
+        until = f" until {lock.lockedUntil:%Y-%m-%d %H:%M} UTC" if lock.lockedUntil is not None else ""
+        return f"{status} (locked{until}: {lock.failures} of {lock.maxFailures} wrong codes; `totp reset` unlocks)"
     if lock.failures:
         return f"{status} ({lock.failures} of {lock.maxFailures} wrong codes)"
     return status
@@ -638,10 +639,10 @@ async def totp_verify(client: Any, args: argparse.Namespace) -> int:
     if lock.locked:
         raise _Failure(
             f"TOTP of user {user.username} is locked ({lock.failures} of {lock.maxFailures} wrong codes): every code "
-            f"is refused until `protect-console totp reset {user.username}`; nothing was checked"
+            f"is refused until the lock-out ends or `protect-console totp reset {user.username}`; nothing was checked"
         )
     if lock.failures:
-        _say(f"note: {user.username} has {lock.failures} of {lock.maxFailures} wrong codes in a row; "
+        _say(f"note: {user.username} has {lock.failures} of {lock.maxFailures} wrong codes in the last 15 minutes; "
              "a wrong code now counts toward the lock-out")
     result = await client.verify_totp(user.id, args.code)
     if args.json:
@@ -755,7 +756,8 @@ _SETTING_MEANINGS = {
     "push.concurrentLimit.max": "Pending pushes allowed per user and resource within the timeout; more are blocked.",
     "push.timeoutSeconds": "Seconds a push can be answered; later answers are refused as expired.",
     "push.requireUserVerification": "Approvals must carry biometric or passcode verification from the device.",
-    "totp.maxFailures": "Wrong TOTP codes in a row before the user's TOTP locks until an admin resets it.",
+    "totp.maxFailures": "Wrong TOTP codes within 15 minutes before the user's TOTP locks for 1, 5, 15, then 60 "
+                        "minutes (a TOTP reset unlocks).",
 }
 # The CLI's first names, still accepted.
 _OLD_SETTING_NAMES = {

@@ -200,9 +200,11 @@ class MfaEnrollment(Wire):
 class TotpLockState(Wire):
     """How close a user's TOTP is to locking (computed with the maxFailures setting in force)."""
 
-    failures: int = 0  # consecutive wrong codes so far
+    failures: int = 0  # wrong codes in the current failure window (a good code does not clear them)
     maxFailures: int = 5  # the setting in force
-    locked: bool = False  # failures >= maxFailures: every code is refused until a reset
+    locked: bool = False  # a lock-out is in force: every code is refused until lockedUntil or a TOTP reset
+    lockedUntil: datetime | None = None  # when the lock-out in force ends
+    lockouts: int = 0  # lock-outs in a row (each one longer); forgotten a day after the last one ended
 
 
 class PushBlock(Wire):
@@ -382,17 +384,38 @@ class ConcurrentLimit(Strict):
 
 class PushSettings(Strict):
     concurrentLimit: ConcurrentLimit = Field(default_factory=ConcurrentLimit)
+    maxPendingPerUser: int = Field(
+        5, ge=1, le=50, description="Pending pushes allowed per user across all resources; more are blocked."
+    )
     timeoutSeconds: int = Field(60, ge=30, le=300, description="How long a push can be answered.")
     requireUserVerification: StrictBool = Field(False, description="Approvals must carry biometric/passcode verification.")
 
 
 class TotpSettings(Strict):
-    maxFailures: int = Field(5, ge=1, le=20, description="Consecutive bad codes before TOTP locks until reset.")
+    maxFailures: int = Field(
+        5, ge=1, le=20,
+        description="Wrong codes within 15 minutes before TOTP locks for 1, then 5, 15 and 60 minutes (or until reset).",
+    )
+
+
+class RateLimitSettings(Strict):
+    """Requests per minute allowed to each API key and, separately, to each client address (all processes)."""
+
+    totpVerifyPerMinute: int = Field(
+        3000, ge=10, le=1_000_000, description="TOTP checks per minute per API key and per client address."
+    )
+    pushPerMinute: int = Field(
+        1200, ge=10, le=1_000_000, description="Push requests per minute per API key and per client address."
+    )
+    enrollPerMinute: int = Field(
+        60, ge=1, le=10_000, description="Device enrolments per minute per client address."
+    )
 
 
 class ProtectSettings(Strict):
     push: PushSettings = Field(default_factory=PushSettings)
     totp: TotpSettings = Field(default_factory=TotpSettings)
+    rateLimits: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
 
 class ConcurrentLimitPatch(Strict):
@@ -402,6 +425,7 @@ class ConcurrentLimitPatch(Strict):
 
 class PushSettingsPatch(Strict):
     concurrentLimit: ConcurrentLimitPatch | None = None
+    maxPendingPerUser: int | None = Field(None, ge=1, le=50)
     timeoutSeconds: int | None = Field(None, ge=30, le=300)
     requireUserVerification: StrictBool | None = None
 
@@ -410,16 +434,27 @@ class TotpSettingsPatch(Strict):
     maxFailures: int | None = Field(None, ge=1, le=20)
 
 
+class RateLimitSettingsPatch(Strict):
+    totpVerifyPerMinute: int | None = Field(None, ge=10, le=1_000_000)
+    pushPerMinute: int | None = Field(None, ge=10, le=1_000_000)
+    enrollPerMinute: int | None = Field(None, ge=1, le=10_000)
+
+
 class ProtectSettingsPatch(Strict):
     push: PushSettingsPatch | None = None
     totp: TotpSettingsPatch | None = None
+    rateLimits: RateLimitSettingsPatch | None = None
 
 
 # Allowed ranges, for clients that explain the settings (the console, the CLI).
 SETTING_RANGES: dict[str, tuple[int, int]] = {
     "push.concurrentLimit.max": (1, 10),
+    "push.maxPendingPerUser": (1, 50),
     "push.timeoutSeconds": (30, 300),
     "totp.maxFailures": (1, 20),
+    "rateLimits.totpVerifyPerMinute": (10, 1_000_000),
+    "rateLimits.pushPerMinute": (10, 1_000_000),
+    "rateLimits.enrollPerMinute": (1, 10_000),
 }
 
 

@@ -207,20 +207,21 @@ async def test_j_k_and_page_keys_move_and_e_edits_the_highlighted_setting_typed_
         # One burst straight from Users, before Settings has loaded its values: 3, down twice, edit.
         burst(app, ["3", "j", "j", "e"])
         await wait_for(lambda: isinstance(app.screen, SettingEditor))
-        assert editor_key(app) == "push.timeoutSeconds"  # the third setting, not the first
+        assert editor_key(app) == "push.maxPendingPerUser"  # the third setting, not the first
         # Each burst below starts on the list (a key typed into the editor's box belongs to the box).
         await close_editor(app, pilot)
         burst(app, ["k", "e"])
         await wait_for(lambda: isinstance(app.screen, SettingEditor) and editor_key(app) == "push.concurrentLimit.max")
         await close_editor(app, pilot)
         burst(app, ["end", "e"])
-        await wait_for(lambda: isinstance(app.screen, SettingEditor) and editor_key(app) == "totp.maxFailures")
+        await wait_for(lambda: isinstance(app.screen, SettingEditor) and editor_key(app) == "rateLimits.enrollPerMinute")
         await close_editor(app, pilot)
-        burst(app, ["home", "down", "down", "down", "enter"])  # Enter edits too (a bool: confirm)
+        burst(app, ["home", "down", "down", "down", "down", "enter"])  # Enter edits too (a bool: confirm)
         await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
         assert "Require biometric" in str(app.screen.query_one("#confirm-title").content)
         burst(app, ["n", "pagedown", "pageup", "j", "e"])  # the confirmation has no text box: typed on
-        await wait_for(lambda: isinstance(app.screen, SettingEditor) and editor_key(app) == "push.concurrentLimit.max")
+        # (nine settings since issue 9: a page up from the end lands on the second, j on the third)
+        await wait_for(lambda: isinstance(app.screen, SettingEditor) and editor_key(app) == "push.maxPendingPerUser")
         assert isinstance(app.screen.query_one("#editor-input"), Input)
         burst(app, ["escape"])
         await wait_for(lambda: isinstance(app.screen, SettingsScreen))

@@ -31,6 +31,7 @@ from .services import totp as totp_service
 from .services.common import Principal
 from .limits import key_problem, read_limited, too_large
 from .services.keys import cached_authenticate
+from .services.ratelimit import client_address
 from .store import Store
 
 T = TypeVar("T")
@@ -50,25 +51,28 @@ async def _decide(store: Store, work: Callable[..., T], *args: Any, **kwargs: An
     return await anyio.to_thread.run_sync(partial(work, *args, **kwargs))
 
 
-async def _totp(app: FastAPI, actor: Principal, body: bytes) -> tuple[int, bytes, list] | None:
+async def _totp(app: FastAPI, actor: Principal, body: bytes, address: str | None) -> tuple[int, bytes, list] | None:
     if Permission.READ in ROLE_PERMISSIONS[actor.role]:
         return None  # the support desk's check is audited: the FastAPI route does it
     request = TotpVerifyRequest.model_validate_json(body)
     state = app.state
     result = await _decide(
-        state.store, totp_service.verify_unaudited, state.store, actor, request.userId, request.code, state.clock.now()
+        state.store, totp_service.verify_unaudited, state.store, actor, request.userId, request.code, state.clock.now(),
+        address=address,
     )
     return 200, result.model_dump_json().encode(), []
 
 
-async def _push(app: FastAPI, actor: Principal, body: bytes) -> tuple[int, bytes, list] | None:
+async def _push(app: FastAPI, actor: Principal, body: bytes, address: str | None) -> tuple[int, bytes, list] | None:
     request = PushRequest.model_validate_json(body)
     store = app.state.store
-    created = await _decide(store, push_service.create_attempt, store, request, app.state.clock.now(), actor=actor)
+    created = await _decide(
+        store, push_service.create_attempt, store, request, app.state.clock.now(), actor=actor, address=address
+    )
     return 201, created.model_dump_json().encode(), []
 
 
-_ROUTES: dict[str, tuple[Permission, Callable[[FastAPI, Principal, bytes], Awaitable[Any]]]] = {
+_ROUTES: dict[str, tuple[Permission, Callable[[FastAPI, Principal, bytes, str | None], Awaitable[Any]]]] = {
     TOTP_VERIFY: (Permission.TOTP_VERIFY, _totp),
     PUSH: (Permission.PUSH_CREATE, _push),
 }
@@ -172,7 +176,7 @@ class HotRoutes:
         if permission not in ROLE_PERMISSIONS[actor.role]:
             return None  # 401/403: the route says it
         try:
-            return await handle(self.fastapi, actor, body)
+            return await handle(self.fastapi, actor, body, client_address(scope.get("client")))
         except ValidationError:
             return None  # 422 naming the field: the route says it
 

@@ -26,6 +26,7 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 class PushOutcome(StrEnum):
     ADMITTED = "admitted"
     BLOCKED_CAP = "blocked_cap"  # refused: max concurrent pending pushes for the user and resource
+    BLOCKED_USER_CAP = "blocked_user_cap"  # refused: max pending pushes for the user across all resources
     BLOCKED_ATTACK = "blocked_attack"  # refused: an admin's Stop attack block is in force
     APPROVED = "approved"
     DENIED = "denied"
@@ -52,6 +53,11 @@ HTTP_LATENCY = Histogram(
 )
 PUSH_ATTEMPTS = Counter("protect_push_attempts", "Push attempts by outcome", ["outcome"])
 TOTP_VERIFICATIONS = Counter("protect_totp_verifications", "TOTP verifications by outcome", ["outcome"])
+TOTP_LOCKOUTS = Counter("protect_totp_lockouts", "TOTP lock-outs started (too many wrong codes)")
+RATE_LIMITED = Counter(
+    "protect_rate_limited", "Requests refused with 429 by a rate limit, by route and subject (key or address)",
+    ["route", "subject"],
+)
 
 
 # Labelled children, made once: .labels() takes a lock and builds a key on every call.
@@ -67,6 +73,15 @@ def push_outcome(outcome: PushOutcome, count: int = 1) -> None:
 
 def totp_outcome(outcome: TotpOutcome) -> None:
     _TOTP[outcome].inc()
+
+
+def totp_lockout() -> None:
+    TOTP_LOCKOUTS.inc()
+
+
+def rate_limited(route: str, subject: str) -> None:
+    """``route`` one of services.ratelimit.Route, ``subject`` "key" or "address" (closed sets)."""
+    RATE_LIMITED.labels(route=route, subject=subject).inc()
 
 
 def _http_children(method: str, route: str, status: str) -> tuple[Any, Any]:

@@ -209,6 +209,25 @@ Index("ix_push_user_created", push_attempts.c.user_id, push_attempts.c.created_a
 Index("ix_push_created", push_attempts.c.created_at)
 Index("ix_push_status_created", push_attempts.c.status, push_attempts.c.created_at)
 
+# ------------------------------------------------------------ throttling: lock-out back-off and rate limits (0007)
+# Kept apart from the tables above (appended columns). TOTP failures are counted in a window that slides
+# with each wrong code (totp_failure_at: the last one); a lock-out lasts until totp_locked_until, each one
+# in a row longer (totp_lockouts). See services/lockout.py.
+users.append_column(Column("totp_failure_at", DateTime))
+users.append_column(Column("totp_locked_until", DateTime))
+users.append_column(Column("totp_lockouts", Integer, nullable=False, default=0, server_default="0"))
+# One counter per (route, subject, minute), subject "key:<key id>" or "ip:<address>": what every process
+# counts against (services/ratelimit.py). Rows of past windows are pruned as new windows start.
+rate_limit_hits = Table(
+    "rate_limit_hits",
+    metadata,
+    Column("route", String(16), primary_key=True),
+    Column("subject", String(80), primary_key=True),
+    Column("window_start", BigInteger, primary_key=True, autoincrement=False),
+    Column("hits", Integer, nullable=False),
+)
+Index("ix_rate_limit_hits_window", rate_limit_hits.c.window_start)
+
 settings = Table(
     "settings",
     metadata,

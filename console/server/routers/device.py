@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends
+from fastapi import APIRouter, Body, Depends, Request
 
 from ...models import (
     DeviceEnrollRequest,
@@ -22,6 +22,7 @@ from ..clock import Clock
 from ..errors import ErrorResponses
 from ..services import devices as device_service
 from ..services import push as push_service
+from ..services import ratelimit
 from ..services import totp as totp_service
 from ..store import Store
 
@@ -29,9 +30,11 @@ router = APIRouter(prefix="/device/v1", tags=["device"])
 
 
 @router.post("/enroll", response_model=DeviceEnrollResult, status_code=201, responses=ErrorResponses.of(400))
-def enroll(body: DeviceEnrollRequest, store: Store = Depends(get_store), clock: Clock = Depends(get_clock)) -> DeviceEnrollResult:
+def enroll(
+    body: DeviceEnrollRequest, request: Request, store: Store = Depends(get_store), clock: Clock = Depends(get_clock)
+) -> DeviceEnrollResult:
     """Enrol with a one-time code; replaces the user's existing device. iOS 13+ / Android 8+."""
-    return device_service.enroll_device(store, body, clock.now())
+    return device_service.enroll_device(store, body, clock.now(), address=ratelimit.client_address(request.client))
 
 
 @router.get("/pushes", response_model=list[DevicePush])

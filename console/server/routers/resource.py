@@ -11,6 +11,7 @@ from ..auth import get_clock, get_store, require, require_hot
 from ..clock import Clock
 from ..errors import ErrorResponses
 from ..services import push as push_service
+from ..services import ratelimit
 from ..services import totp as totp_service
 from ..services.common import Principal
 from ..store import Store
@@ -30,6 +31,7 @@ router = APIRouter(prefix="/api/v2/protect", tags=["resource"])
 )
 def create_push(
     body: PushRequest,
+    request: Request,
     actor: Principal = Depends(require(Permission.PUSH_CREATE)),
     store: Store = Depends(get_store),
     clock: Clock = Depends(get_clock),
@@ -37,7 +39,7 @@ def create_push(
     """Send a push to the user's device, unless it is refused with 429 (recorded as a `blocked` attempt):
     while an admin's Stop-attack block is in force (`blockedUntil`), or when the concurrency cap is reached.
     Role: service, or admin."""
-    return push_service.create_attempt(store, body, clock.now(), actor=actor)
+    return push_service.create_attempt(store, body, clock.now(), actor=actor, address=ratelimit.client_address(request.client))
 
 
 @router.get("/push/{attempt_id}", response_model=PushAttempt)
@@ -51,7 +53,7 @@ def get_push(
         return push_service.get_attempt(conn, attempt_id, clock.now())
 
 
-@router.post("/totp/verify", response_model=TotpVerifyResult, responses=ErrorResponses.of(404))
+@router.post("/totp/verify", response_model=TotpVerifyResult, responses=ErrorResponses.of(404, 409))
 async def verify_totp(
     body: TotpVerifyRequest, request: Request, actor: Principal = Depends(require_hot(Permission.TOTP_VERIFY))
 ) -> Response:
@@ -60,7 +62,9 @@ async def verify_totp(
     # conditional UPDATE (microseconds on SQLite, two round trips on PostgreSQL), done inline.
     store, now = request.app.state.store, request.app.state.clock.now()
     if Permission.READ in ROLE_PERMISSIONS[actor.role]:
-        result = await run_in_threadpool(totp_service.verify_audited, store, body.userId, body.code, now, actor)
+        result = await run_in_threadpool(
+            totp_service.verify_audited, store, body.userId, body.code, now, actor, address=ratelimit.client_address(request.client)
+        )
     else:
-        result = totp_service.verify_unaudited(store, actor, body.userId, body.code, now)
+        result = totp_service.verify_unaudited(store, actor, body.userId, body.code, now, address=ratelimit.client_address(request.client))
     return Response(result.model_dump_json(), media_type="application/json")

@@ -31,6 +31,7 @@ from ...models import (
 from ..clock import to_wire
 from ..errors import ApiProblem, bad_request, not_found
 from ..store import Store, devices, diagnostics, enrollment_codes, users
+from . import ratelimit
 from .audit import record
 from .common import Principal, digest, new_id
 from .users import cancel_pending_pushes, remove_push_device, require_user
@@ -146,7 +147,11 @@ def _check_os(device: DeviceInfo) -> None:
         raise ApiProblem(422, f"device.osVersion: Protect needs {device.os} {minimum} or later")
 
 
-def enroll_device(store: Store, body: DeviceEnrollRequest, now: datetime) -> DeviceEnrollResult:
+def enroll_device(
+    store: Store, body: DeviceEnrollRequest, now: datetime, *, address: str | None = None
+) -> DeviceEnrollResult:
+    """Spend a one-time code on a new device; each client address may try ``rateLimits.enrollPerMinute`` a minute."""
+    ratelimit.admit(store, ratelimit.Route.ENROLL, key_id=None, address=address, now=now)  # counted, even if refused
     _check_os(body.device)
     token = "pd_" + secrets.token_urlsafe(32)
     device_id = new_id()

@@ -34,7 +34,7 @@ from ..clock import from_wire, to_wire
 from ..errors import ApiProblem, bad_request, not_found
 from ..metrics import PushOutcome, push_outcome
 from ..store import RawConn, Store, devices, push_attempts, users
-from . import paging
+from . import paging, ratelimit
 from .audit import record
 from .common import Principal, new_id
 from .keys import KEY_IS_LIVE, key_is_live, require_resource, revoked
@@ -135,13 +135,15 @@ def list_attempts(
 
 
 class PushCapReached(ApiProblem):
-    def __init__(self, retry_after: int, limit: int) -> None:
+    def __init__(self, retry_after: int, limit: int, *, across_resources: bool = False) -> None:
+        scope = "across all resources" if across_resources else "and resource"
         super().__init__(
             429,
-            f"too many concurrent push attempts for this user and resource (limit {limit}); try again later",
+            f"too many concurrent push attempts for this user {scope} (limit {limit}); try again later",
             headers={"Retry-After": str(retry_after)},
             retryAfter=retry_after,
         )
+        self.across_resources = across_resources
 
 
 class PushBlocked(ApiProblem):
@@ -173,10 +175,16 @@ _ADMISSION = (
     .where(users.c.id == _USER)
     .with_for_update(of=users)
 )
-# Read after the lock is held, so it counts every admission committed before ours.
-_PENDING = select(func.count(), func.min(push_attempts.c.expires_at)).where(
+# Read after the lock is held, so it counts every admission committed before ours: the user's pending
+# attempts for this resource and across all resources, and when the earliest of each expires.
+_FOR_RESOURCE = push_attempts.c.resource == bindparam("resource")
+_PENDING = select(
+    func.coalesce(func.sum(case((_FOR_RESOURCE, 1), else_=0)), 0),
+    func.min(case((_FOR_RESOURCE, push_attempts.c.expires_at))),
+    func.count(),
+    func.min(push_attempts.c.expires_at),
+).where(
     push_attempts.c.user_id == _USER,
-    push_attempts.c.resource == bindparam("resource"),
     push_attempts.c.status == "pending",
     push_attempts.c.expires_at > _NOW,
 )
@@ -188,8 +196,11 @@ _RECORD = insert(push_attempts).values(
 )
 
 
-def create_attempt(store: Store, body: PushRequest, now: datetime, *, actor: Principal) -> PushCreated:
-    """Admit a push unless the user's pushes are blocked or they already have ``max`` pending for this resource.
+def create_attempt(
+    store: Store, body: PushRequest, now: datetime, *, actor: Principal, address: str | None = None
+) -> PushCreated:
+    """Admit a push unless the user's pushes are blocked, or they already have ``max`` pending for this resource
+    or ``maxPendingPerUser`` across all resources, or the key or ``address`` is over its rate limit.
 
     One short transaction: the user's row locked (``BEGIN IMMEDIATE`` on SQLite, ``FOR UPDATE`` on
     PostgreSQL) while the pending attempts are counted and the new one inserted, so concurrent
@@ -200,6 +211,8 @@ def create_attempt(store: Store, body: PushRequest, now: datetime, *, actor: Pri
     require_resource(actor, body.resource)  # a service key scoped to other resources: 403, nothing recorded
 
     def admit(conn: RawConn) -> tuple[ApiProblem | None, str, datetime]:
+        # Counted by itself first (a short UPSERT): the key's counter row is not held during admission.
+        hits = ratelimit.count_raw(conn, ratelimit.Route.PUSH, key_id=actor.key_id, address=address, now=now)
         # PostgreSQL: BEGIN goes with the first read, and the INSERT with the COMMIT (three round trips).
         with conn.pipeline(), conn.begin():
             row = conn.one(_ADMISSION, user_id=body.userId, now=now, key_id=actor.key_id)
@@ -211,20 +224,17 @@ def create_attempt(store: Store, body: PushRequest, now: datetime, *, actor: Pri
             if not key_live:
                 raise revoked(store, actor)
             cfg = settings_at(store, conn, version)
+            hits.check(cfg)  # 429 before anything is recorded
             if state == "SUSPENDED" or account_locked:
                 raise ApiProblem(409, f"user {body.userId} is suspended or locked")
             refusal: ApiProblem | None = None
-            limit = cfg.push.concurrentLimit
             if blocked_until is not None:
                 # Stop attack is in force (checked before the device: the block is the answer that matters).
                 refusal = PushBlocked(store.dt_out(blocked_until), now)
             elif device_id is None or device_state != "active":
                 raise ApiProblem(409, f"user {body.userId} has no active push device")
-            elif limit.enabled:
-                pending, earliest = conn.one(_PENDING, user_id=body.userId, resource=body.resource, now=now)
-                if pending >= limit.max:
-                    wait = (store.dt_out(earliest) - now).total_seconds()
-                    refusal = PushCapReached(max(1, math.ceil(wait)), limit.max)
+            else:
+                refusal = _cap_refusal(store, conn, body, cfg, now)
             attempt_id = new_id()
             expires = now if refusal is not None else now + timedelta(seconds=cfg.push.timeoutSeconds)
             ctx = body.context
@@ -237,11 +247,36 @@ def create_attempt(store: Store, body: PushRequest, now: datetime, *, actor: Pri
 
     refusal, attempt_id, expires = store.run_raw(admit)
     if refusal is not None:
-        push_outcome(PushOutcome.BLOCKED_ATTACK if isinstance(refusal, PushBlocked) else PushOutcome.BLOCKED_CAP)
+        push_outcome(_refusal_outcome(refusal))
         raise refusal  # after the commit: the blocked attempt stays recorded
     push_outcome(PushOutcome.ADMITTED)
     return PushCreated(id=attempt_id, status=PushStatus.PENDING, expiresAt=to_wire(expires))
 
+
+def _cap_refusal(store: Store, conn: RawConn, body: PushRequest, cfg: ProtectSettings, now: datetime) -> ApiProblem | None:
+    """The concurrency caps, read under the user's lock: ``concurrentLimit`` per resource (when enabled), then
+    ``maxPendingPerUser`` across all resources (always: varying the free-text resource must not get past it)."""
+    limit = cfg.push.concurrentLimit
+    pending, earliest, pending_all, earliest_all = conn.one(_PENDING, user_id=body.userId, resource=body.resource,
+                                                            now=now)
+    if limit.enabled and pending >= limit.max:
+        return PushCapReached(_seconds_until(store, earliest, now), limit.max)
+    if pending_all >= cfg.push.maxPendingPerUser:
+        return PushCapReached(_seconds_until(store, earliest_all, now), cfg.push.maxPendingPerUser,
+                              across_resources=True)
+    return None
+
+
+def _seconds_until(store: Store, earliest: Any, now: datetime) -> int:
+    return max(1, math.ceil((store.dt_out(earliest) - now).total_seconds()))
+
+
+def _refusal_outcome(refusal: ApiProblem) -> PushOutcome:
+    if isinstance(refusal, PushBlocked):
+        return PushOutcome.BLOCKED_ATTACK
+    if isinstance(refusal, PushCapReached) and refusal.across_resources:
+        return PushOutcome.BLOCKED_USER_CAP
+    return PushOutcome.BLOCKED_CAP
 
 
 def pending_for_device(conn: Connection, device: Any, now: datetime) -> list[DevicePush]:

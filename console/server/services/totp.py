@@ -10,23 +10,25 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import pyotp
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import DateTime, bindparam, or_, select, update
 
-from ...models import TotpEnrollResult, TotpVerifyResult
+from ...models import Role, TotpEnrollResult, TotpVerifyResult
 from .. import secretbox
 from ..errors import ApiProblem, not_found
-from ..metrics import TotpOutcome, totp_outcome
+from ..metrics import TotpOutcome, totp_lockout, totp_outcome
 from ..store import RawConn, Store, users
+from . import ratelimit
 from .audit import record
 from .common import Principal
 from .keys import KEY_IS_LIVE, key_is_live, revoked
-from .lockout import totp_lock
+from .lockout import CLEAR, TotpFailures, after_wrong_code, is_locked
 from .settings import read_settings, settings_at, settings_version
 from .users import ENROLLED, require_user
 
 STEP_SECONDS = 30
 ISSUER = "Protect"
 WRONG_CODE = "code does not match"
+NOT_ENROLLED = "TOTP is not enrolled for this user"
 
 
 def enroll(store: Store, device: Any, now: datetime) -> TotpEnrollResult:
@@ -37,7 +39,7 @@ def enroll(store: Store, device: Any, now: datetime) -> TotpEnrollResult:
         conn.execute(
             update(users)
             .where(users.c.id == user.id)
-            .values(totp_secret=_sealed(store, conn, user.id, secret), totp_status="ENROLLED", totp_last_step=None, totp_failures=0)
+            .values(totp_secret=_sealed(store, conn, user.id, secret), totp_status="ENROLLED", totp_last_step=None, **CLEAR)
         )
         record(conn, f"user:{user.username}", "totp.enroll", user.id, {"replaced": user.totp_secret is not None}, now)
     uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=ISSUER)
@@ -52,20 +54,52 @@ def verify(
     store: Store, user_id: str, code: str, now: datetime, *, actor: Principal | None = None, audited: bool = False
 ) -> TotpVerifyResult:
     """Accept the current step or one either side, never a step at or before the last accepted."""
+    locked_out = False
     with store.write() as conn:
         max_failures = read_settings(conn)[0].totp.maxFailures
         user = require_user(conn, user_id, lock=True)
-        result, step, outcome = _check(_opened(store, user_id, user), code, now, max_failures)
+        state = _failures(user)
+        result, step, outcome = _check(_opened(store, user_id, user), state, code, now, max_failures)
         if result.valid:
-            conn.execute(update(users).where(users.c.id == user.id).values(totp_last_step=step, totp_failures=0))
-        elif result.reason == WRONG_CODE and not totp_lock(user.totp_failures, max_failures).locked:
+            # A good code does not clear the failures: they leave the window as it slides (lockout.py).
+            conn.execute(update(users).where(users.c.id == user.id).values(totp_last_step=step))
+        elif outcome is TotpOutcome.WRONG_CODE:
             # Only wrong codes count toward the lock-out (it is against guessing); a replay of
             # an accepted code proves the secret, and a double-submitted login must not lock.
-            conn.execute(update(users).where(users.c.id == user.id).values(totp_failures=users.c.totp_failures + 1))
+            after, lockout = after_wrong_code(state, now, max_failures)
+            conn.execute(update(users).where(users.c.id == user.id).values(**_columns(after)))
+            if lockout is not None:
+                _record_lockout(conn, actor, user.id, after, lockout, max_failures, now)
+                locked_out = True
         if audited and actor is not None:
             record(conn, actor, "totp.verify", user.id, {"valid": result.valid, "reason": result.reason}, now)
     totp_outcome(outcome)
+    if locked_out:
+        totp_lockout()
     return result
+
+
+def _failures(user: Any) -> TotpFailures:
+    return TotpFailures.of(user.totp_failures, user.totp_failure_at, user.totp_locked_until, user.totp_lockouts)
+
+
+def _columns(state: TotpFailures) -> dict[str, Any]:
+    return {
+        "totp_failures": state.failures, "totp_failure_at": state.failure_at,
+        "totp_locked_until": state.locked_until, "totp_lockouts": state.lockouts,
+    }
+
+
+def _record_lockout(
+    conn: Any, actor: Principal | None, user_id: str, after: TotpFailures, lockout: Any, max_failures: int,
+    now: datetime,
+) -> None:
+    """The lock-out's audit event, in the transaction that locks (actor: the key whose wrong code locked it)."""
+    details = {
+        "failures": max_failures, "minutes": int(lockout.total_seconds() // 60), "lockouts": after.lockouts,
+        "lockedUntil": after.locked_until.replace(tzinfo=UTC).isoformat(),
+    }
+    record(conn, actor if actor is not None else "service", "totp.lockout", user_id, details, now)
 
 
 def _matching_step(secret: str, code: str, now: datetime) -> int | None:
@@ -88,12 +122,13 @@ def _hotp(key: bytes, counter: int) -> str:
 
 
 def _check(
-    user: Any, code: str, now: datetime, max_failures: int
+    user: Any, state: TotpFailures, code: str, now: datetime, max_failures: int
 ) -> tuple[TotpVerifyResult, int | None, TotpOutcome]:
     if user.totp_secret is None or user.totp_status != "ENROLLED":
-        return TotpVerifyResult(valid=False, reason="TOTP is not enrolled for this user"), None, TotpOutcome.NOT_ENROLLED
-    if totp_lock(user.totp_failures, max_failures).locked:
-        reason = f"TOTP locked after {max_failures} failed codes; an admin must reset TOTP"
+        return TotpVerifyResult(valid=False, reason=NOT_ENROLLED), None, TotpOutcome.NOT_ENROLLED
+    if is_locked(state, now):
+        until = state.locked_until.replace(tzinfo=UTC).isoformat()
+        reason = f"TOTP locked until {until} (too many wrong codes); try again then, or an admin can reset TOTP"
         return TotpVerifyResult(valid=False, reason=reason), None, TotpOutcome.LOCKED
     step = _matching_step(user.totp_secret, code, now)
     if step is None:
@@ -107,30 +142,38 @@ def _check(
 # ------------------------------------------------------------------ the hot path (unaudited checks)
 
 _USER = bindparam("user_id")
+_NOW = bindparam("now", type_=DateTime)
 # Everything one check needs in one statement: the user's TOTP state, the settings' version, the key's life.
 _READ = select(
     users.c.totp_secret, users.c.totp_status, users.c.totp_last_step, users.c.totp_failures,
+    users.c.totp_failure_at, users.c.totp_locked_until, users.c.totp_lockouts,
     settings_version.label("settings_version"), key_is_live.label("key_live"),
 ).where(users.c.id == _USER)
+_SETTINGS_VERSION = select(settings_version.label("settings_version"))
+_NOT_LOCKED = or_(users.c.totp_locked_until.is_(None), users.c.totp_locked_until <= _NOW)
 # The decisions, each one conditional on what the check was made against: a concurrent acceptance, a
-# new secret, or the lock-out reached meanwhile makes it change nothing (rowcount 0), and the check is
-# made again on the row as it is now.
+# new secret, another wrong code or a lock-out meanwhile makes it change nothing (rowcount 0), and the
+# check is made again on the row as it is now.
 _ACCEPT = (
     update(users)
     .where(
-        users.c.id == _USER, users.c.totp_status == ENROLLED, users.c.totp_secret == bindparam("secret"),
-        users.c.totp_failures < bindparam("max_failures"),
+        users.c.id == _USER, users.c.totp_status == ENROLLED, users.c.totp_secret == bindparam("secret"), _NOT_LOCKED,
         or_(users.c.totp_last_step.is_(None), users.c.totp_last_step < bindparam("step")),
     )
-    .values(totp_last_step=bindparam("step"), totp_failures=0)
+    .values(totp_last_step=bindparam("step"))
 )
 _COUNT_FAILURE = (
     update(users)
     .where(
-        users.c.id == _USER, users.c.totp_status == ENROLLED, users.c.totp_secret == bindparam("secret"),
-        users.c.totp_failures < bindparam("max_failures"),
+        users.c.id == _USER, users.c.totp_status == ENROLLED, users.c.totp_secret == bindparam("secret"), _NOT_LOCKED,
+        users.c.totp_failures == bindparam("was_failures"),
+        users.c.totp_failure_at.is_not_distinct_from(bindparam("was_failure_at", type_=DateTime)),
+        users.c.totp_lockouts == bindparam("was_lockouts"),
     )
-    .values(totp_failures=users.c.totp_failures + 1)
+    .values(
+        totp_failures=bindparam("failures"), totp_failure_at=bindparam("failure_at", type_=DateTime),
+        totp_locked_until=bindparam("locked_until", type_=DateTime), totp_lockouts=bindparam("lockouts"),
+    )
 )
 _ROUNDS = 32  # each round lost means another check on this user was decided meanwhile
 
@@ -139,48 +182,91 @@ class _TotpRow(NamedTuple):
     totp_secret: str | None
     totp_status: str
     totp_last_step: int | None
-    totp_failures: int
 
 
-def verify_unaudited(store: Store, actor: Principal, user_id: str, code: str, now: datetime) -> TotpVerifyResult:
-    """:func:`verify` for callers whose checks are not audited (login flows), without a lock: one read, then
-    one conditional UPDATE that both decides and records (see ``_ACCEPT`` and ``_COUNT_FAILURE``)."""
+def verify_unaudited(
+    store: Store, actor: Principal, user_id: str, code: str, now: datetime, *, address: str | None = None
+) -> TotpVerifyResult:
+    """:func:`verify` for callers whose checks are not audited (login flows), without a lock: the rate-limit
+    count (one UPSERT), one read, then one conditional UPDATE that both decides and records (see ``_ACCEPT``
+    and ``_COUNT_FAILURE``). A wrong code that starts a lock-out is recorded with its audit event in one
+    transaction (rare: once per ``maxFailures`` wrong codes).
 
-    def decide(conn: RawConn) -> tuple[TotpVerifyResult, TotpOutcome]:
+    For service keys an unknown user gets the answer of a user without TOTP (no enumeration of users)."""
+
+    def decide(conn: RawConn) -> tuple[TotpVerifyResult, TotpOutcome, bool]:
+        hits = ratelimit.count_raw(conn, ratelimit.Route.TOTP_VERIFY, key_id=actor.key_id, address=address, now=now)
         for _ in range(_ROUNDS):
             row = conn.one(_READ, user_id=user_id, key_id=actor.key_id)
             if row is None:
                 if not conn.one(KEY_IS_LIVE, key_id=actor.key_id)[0]:
                     raise revoked(store, actor)
+                hits.check(settings_at(store, conn, conn.one(_SETTINGS_VERSION)[0]))
+                if actor.role == Role.SERVICE:
+                    return TotpVerifyResult(valid=False, reason=NOT_ENROLLED), TotpOutcome.NOT_ENROLLED, False
                 raise not_found(f"user {user_id}")
-            if not row[5]:
+            if not row[8]:
                 raise revoked(store, actor)
-            max_failures = settings_at(store, conn, row[4]).totp.maxFailures
-            user = _TotpRow(*row[:4])
-            result, step, outcome = _check(_opened(store, user_id, user), code, now, max_failures)
+            cfg = settings_at(store, conn, row[7])
+            hits.check(cfg)
+            user = _TotpRow(*row[:3])
+            state = TotpFailures.of(row[3], store.dt_out(row[4]), store.dt_out(row[5]), row[6])
+            max_failures = cfg.totp.maxFailures
+            result, step, outcome = _check(_opened(store, user_id, user), state, code, now, max_failures)
             if outcome is TotpOutcome.VALID:
-                changed = conn.write(_ACCEPT, user_id=user_id, secret=user.totp_secret, max_failures=max_failures,
-                                     step=step)
+                changed = conn.write(_ACCEPT, user_id=user_id, secret=user.totp_secret, now=now, step=step)
             elif outcome is TotpOutcome.WRONG_CODE:
                 # Only wrong codes count toward the lock-out (see verify).
-                changed = conn.write(_COUNT_FAILURE, user_id=user_id, secret=user.totp_secret,
-                                     max_failures=max_failures)
+                after, lockout = after_wrong_code(state, now, max_failures)
+                params = {
+                    "user_id": user_id, "secret": user.totp_secret, "now": now, "was_failures": state.failures,
+                    "was_failure_at": state.failure_at, "was_lockouts": state.lockouts, **_bind(after),
+                }
+                if lockout is None:
+                    changed = conn.write(_COUNT_FAILURE, **params)
+                else:
+                    changed = _lock_out(store, actor, user_id, params, after, lockout, max_failures, now)
+                    if changed == 1:
+                        return result, outcome, True
             else:
-                return result, outcome  # not enrolled, locked, replay: nothing to record
+                return result, outcome, False  # not enrolled, locked, replay: nothing to record
             if changed == 1:
-                return result, outcome
+                return result, outcome, False
         raise ApiProblem(503, "too many simultaneous checks for this user; try again")
 
-    result, outcome = store.run_raw(decide)
+    result, outcome, locked_out = store.run_raw(decide)
     totp_outcome(outcome)
+    if locked_out:
+        totp_lockout()
     return result
 
 
-def verify_audited(store: Store, user_id: str, code: str, now: datetime, actor: Principal) -> TotpVerifyResult:
-    """The support desk's check (audited): the key confirmed live, then :func:`verify` under the user's lock."""
+def _bind(after: TotpFailures) -> dict[str, Any]:
+    return {"failures": after.failures, "failure_at": after.failure_at, "locked_until": after.locked_until,
+            "lockouts": after.lockouts}
+
+
+def _lock_out(
+    store: Store, actor: Principal, user_id: str, params: dict[str, Any], after: TotpFailures, lockout: Any,
+    max_failures: int, now: datetime,
+) -> int:
+    """The wrong code that locks: the conditional UPDATE and the audit event in one transaction."""
+    with store.write() as conn:
+        changed = conn.execute(_COUNT_FAILURE, params).rowcount
+        if changed == 1:
+            _record_lockout(conn, actor, user_id, after, lockout, max_failures, now)
+    return changed
+
+
+def verify_audited(
+    store: Store, user_id: str, code: str, now: datetime, actor: Principal, *, address: str | None = None
+) -> TotpVerifyResult:
+    """The support desk's check (audited): the key confirmed live and the request counted against the rate
+    limits, then :func:`verify` under the user's lock."""
     with store.read() as conn:
         if not conn.execute(KEY_IS_LIVE, {"key_id": actor.key_id}).scalar():
             raise revoked(store, actor)
+    ratelimit.admit(store, ratelimit.Route.TOTP_VERIFY, key_id=actor.key_id, address=address, now=now)
     return verify(store, user_id, code, now, actor=actor, audited=True)
 
 

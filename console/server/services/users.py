@@ -52,7 +52,7 @@ from ..store import SEARCH_INDEX_TABLE, Store, devices, enrollment_codes, folded
 from . import paging
 from .audit import keep_target_name, record
 from .common import Principal, new_id
-from .lockout import totp_lock
+from .lockout import CLEAR, TotpFailures, totp_lock
 from .paging import Key, beyond
 from .settings import read_settings
 
@@ -119,6 +119,9 @@ def _user_columns(now: datetime) -> list[Any]:
         push_status_expr(now).label("push_status_now"),
         overall_status_expr(now).label("overall_status_now"),
         users.c.totp_failures,
+        users.c.totp_failure_at,
+        users.c.totp_locked_until,
+        users.c.totp_lockouts,
         push_block_until_expr(now).label("push_blocked_now"),
         users.c.push_blocked_by,
         users.c.push_blocked_at,
@@ -132,7 +135,7 @@ def push_block_from(until: datetime | None, by: str | None, at: datetime | None)
     return PushBlock(blockedUntil=to_wire(until), blockedBy=by or "", blockedAt=to_wire(at or until))
 
 
-def _to_user(row: Any, max_failures: int) -> SystemUser:
+def _to_user(row: Any, max_failures: int, now: datetime) -> SystemUser:
     overall = row.overall_status_now
     return SystemUser(
         _id=row.id,
@@ -156,7 +159,10 @@ def _to_user(row: Any, max_failures: int) -> SystemUser:
             pushStatus=row.push_status_now,
             webAuthnStatus=row.webauthn_status,
         ),
-        totpLock=totp_lock(row.totp_failures, max_failures),
+        totpLock=totp_lock(
+            TotpFailures.of(row.totp_failures, row.totp_failure_at, row.totp_locked_until, row.totp_lockouts),
+            max_failures, now,
+        ),
         pushBlock=push_block_from(row.push_blocked_now, row.push_blocked_by, row.push_blocked_at),
         requireUserVerification=bool(row.require_user_verification),
     )
@@ -681,7 +687,7 @@ def list_users(
     if reverse:
         rows.reverse()
     max_failures = _max_failures(conn)
-    results = [_to_user(r, max_failures) for r in rows]
+    results = [_to_user(r, max_failures, now) for r in rows]
     return Page[SystemUser](
         totalCount=total if count else None,
         results=results,
@@ -694,7 +700,7 @@ def get_user(conn: Connection, user_id: str, now: datetime) -> SystemUser:
     row = conn.execute(select(*_user_columns(now)).where(users.c.id == user_id)).first()
     if row is None:
         raise not_found(f"user {user_id}")
-    return _to_user(row, _max_failures(conn))
+    return _to_user(row, _max_failures(conn), now)
 
 
 def require_user(conn: Connection, user_id: str, *, lock: bool = False) -> Any:
@@ -829,12 +835,13 @@ def remove_push_device(conn: Connection, user_id: str, now: datetime) -> Removed
 
 
 def _clear_totp() -> dict[str, Any]:
-    return {"totp_secret": None, "totp_status": "NOT_ENROLLED", "totp_last_step": None, "totp_failures": 0}
+    return {"totp_secret": None, "totp_status": "NOT_ENROLLED", "totp_last_step": None, **CLEAR}
 
 
 def _has_totp(row: Any) -> bool:
     """Whether a TOTP reset would change anything (a secret, an enrolment, or failures counted)."""
-    return row.totp_secret is not None or row.totp_status != "NOT_ENROLLED" or bool(row.totp_failures)
+    return (row.totp_secret is not None or row.totp_status != "NOT_ENROLLED" or bool(row.totp_failures)
+            or row.totp_locked_until is not None)
 
 
 def reset_totp(store: Store, user_id: str, actor: Principal, now: datetime) -> tuple[SystemUser, bool]:

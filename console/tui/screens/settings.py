@@ -79,6 +79,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "per resource",
     ),
     SettingSpec(
+        "push.maxPendingPerUser",
+        "Max pending pushes per user",
+        "However the resource is named, Protect blocks more than this many pending notifications per user "
+        "across all resources: varying the resource does not get past the limit above.",
+        "per user",
+    ),
+    SettingSpec(
         "push.timeoutSeconds",
         "Push timeout",
         "How long a user has to answer a push notification (sixty seconds by default); after that "
@@ -94,9 +101,30 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec(
         "totp.maxFailures",
         "TOTP max failures",
-        "Wrong verification (TOTP) codes in a row before the user's TOTP is locked until an admin "
-        "resets it.",
+        "Wrong verification (TOTP) codes within 15 minutes before the user's TOTP is locked: for 1 minute, "
+        "then 5, 15 and 60 minutes on repeated lock-outs. A good code does not clear the count; a TOTP reset "
+        "by an admin unlocks at once.",
         "codes",
+    ),
+    SettingSpec(
+        "rateLimits.totpVerifyPerMinute",
+        "TOTP checks rate limit",
+        "TOTP checks each API key, and each client address, may make per minute (all service processes "
+        "together); more are refused with 429 until the minute ends.",
+        "per minute",
+    ),
+    SettingSpec(
+        "rateLimits.pushPerMinute",
+        "Push requests rate limit",
+        "Push requests each API key, and each client address, may make per minute; more are refused with 429.",
+        "per minute",
+    ),
+    SettingSpec(
+        "rateLimits.enrollPerMinute",
+        "Device enrolment rate limit",
+        "Device enrolments each client address may attempt per minute (against guessing enrolment codes); "
+        "more are refused with 429.",
+        "per minute",
     ),
 )
 

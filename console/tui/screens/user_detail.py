@@ -37,6 +37,7 @@ from ...models import (
     PushStats,
     PushStatus,
     SystemUser,
+    TotpLockState,
 )
 from ...safe_text import printable
 from ..formatting import ago, clock_zone, enrollment_text, stamp, stamp_zone, user_label, user_name
@@ -80,6 +81,11 @@ def window_words(window: timedelta = BOMBING_WINDOW) -> str:
 def os_major(version: str) -> int | None:
     match = re.match(r"\s*(\d+)", version)
     return int(match.group(1)) if match else None
+
+
+def _until(lock: TotpLockState) -> str:
+    """`` until 2026-01-01 14:05`` (local time) while a (temporary) lock-out is in force."""
+    return f" until {stamp(lock.lockedUntil)}" if lock.lockedUntil is not None else ""
 
 
 def totp_lock_words(user: SystemUser) -> str:
@@ -143,7 +149,7 @@ def troubleshooting_hints(
         )
         hints.append(
             ("bold red", f"TOTP is locked after {lock.failures} wrong codes (limit {lock.maxFailures}): every code "
-                         f"is refused; {fix}.")
+                         f"is refused{_until(lock)}; {fix}.")
         )
     if device is not None and device.state != "active":
         ways = []
@@ -817,7 +823,7 @@ class UserDetailScreen(ConsoleScreen):
                 + (" and locks TOTP." if left <= 1 else f" ({left} left before TOTP locks).")
             )
         else:
-            warning = f"A wrong code counts toward the lock-out ({lock.maxFailures} wrong codes in a row lock TOTP)."
+            warning = f"A wrong code counts toward the lock-out ({lock.maxFailures} wrong codes within 15 minutes lock TOTP)."
         code = await self.ask(totp_code_prompt(self.label, warning))
         if not code:
             return

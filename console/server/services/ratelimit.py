@@ -1,0 +1,173 @@
+"""Rate limits on the routes a guesser or a flood would use, shared by every process through the database.
+
+Each API key and, separately, each client address may make ``rateLimits.<route>PerMinute`` requests
+(settings) to a route per minute of the server clock. A request adds one to the counter row of each
+of its subjects, ``(route, "key:<key id>", minute)`` and ``(route, "ip:<address>", minute)``, in one
+UPSERT that returns the new counts; over the limit the answer is 429 with ``Retry-After`` (the
+seconds left in the minute). Fixed windows: at a window's edge a subject can make up to twice the
+limit within a few seconds, which is acceptable for limits set well above normal use. Refused
+requests count too: a client that keeps hammering stays refused until the minute ends.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import bindparam, delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from ...models import ProtectSettings
+from ..errors import ApiProblem
+from ..metrics import rate_limited
+from ..store import RawConn, Store, rate_limit_hits
+from .settings import read_settings
+
+WINDOW_SECONDS = 60
+
+
+class Route(StrEnum):
+    """The limited routes (the counter rows' ``route``)."""
+
+    TOTP_VERIFY = "totp"
+    PUSH = "push"
+    ENROLL = "enroll"
+
+
+_WHAT = {Route.TOTP_VERIFY: "TOTP checks", Route.PUSH: "push requests", Route.ENROLL: "device enrolments"}
+KEY, ADDRESS = "key:", "ip:"
+
+
+def limit_for(route: Route, cfg: ProtectSettings) -> int:
+    """The setting that limits ``route`` (per API key and per client address, per minute)."""
+    limits = cfg.rateLimits
+    return {
+        Route.TOTP_VERIFY: limits.totpVerifyPerMinute,
+        Route.PUSH: limits.pushPerMinute,
+        Route.ENROLL: limits.enrollPerMinute,
+    }[route]
+
+
+class RateLimited(ApiProblem):
+    """429: the key or the address made more requests to the route than the limit this minute."""
+
+    def __init__(self, route: Route, subject: str, limit: int, retry_after: int) -> None:
+        who = "this API key" if subject.startswith(KEY) else "this client address"
+        super().__init__(
+            429,
+            f"too many {_WHAT[route]} from {who} (limit {limit} a minute); try again in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+            retryAfter=retry_after,
+        )
+
+
+class Hits:
+    """The counts one request brought its subjects to, in the minute starting at ``window``."""
+
+    def __init__(self, route: Route, window: int, epoch: int, counts: dict[str, int]) -> None:
+        self.route, self.window, self.epoch, self.counts = route, window, epoch, counts
+
+    def check(self, cfg: ProtectSettings) -> None:
+        """Raise :class:`RateLimited` if a subject is over the limit in force."""
+        limit = limit_for(self.route, cfg)
+        for subject, count in self.counts.items():
+            if count > limit:
+                rate_limited(self.route.value, "key" if subject.startswith(KEY) else "address")
+                raise RateLimited(self.route, subject, limit, max(1, self.window + WINDOW_SECONDS - self.epoch))
+
+
+def client_address(client: Any) -> str | None:
+    """The address a rate limit counts: the peer's host (``scope["client"]`` or Starlette's ``request.client``).
+
+    Behind a proxy it is the proxy's unless uvicorn is told to trust its forwarded headers (README)."""
+    return client[0] if client else None
+
+
+def _subjects(key_id: str | None, address: str | None) -> list[str]:
+    subjects = []
+    if key_id:
+        subjects.append(KEY + key_id)
+    if address:
+        subjects.append(ADDRESS + address[:64])
+    return subjects
+
+
+_UPSERTS: dict[tuple[str, int], Any] = {}
+
+
+def _upsert(dialect: str, n: int) -> Any:
+    """``INSERT ... ON CONFLICT DO UPDATE SET hits = hits + 1 RETURNING subject, hits`` for ``n`` subjects."""
+    statement = _UPSERTS.get((dialect, n))
+    if statement is None:
+        make = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        rows = [
+            {"route": bindparam("route"), "subject": bindparam(f"subject{i}"), "window_start": bindparam("window"),
+             "hits": 1}
+            for i in range(n)
+        ]
+        statement = _UPSERTS[(dialect, n)] = (
+            make(rate_limit_hits)
+            .values(rows)
+            .on_conflict_do_update(
+                index_elements=[rate_limit_hits.c.route, rate_limit_hits.c.subject, rate_limit_hits.c.window_start],
+                set_={"hits": rate_limit_hits.c.hits + 1},
+            )
+            .returning(rate_limit_hits.c.subject, rate_limit_hits.c.hits)
+        )
+    return statement
+
+
+# A new minute's first request clears the windows before the last one (the index on window_start).
+_PRUNE = delete(rate_limit_hits).where(rate_limit_hits.c.window_start < bindparam("before"))
+
+
+def _window(now: datetime) -> tuple[int, int]:
+    epoch = int(now.replace(tzinfo=UTC).timestamp())
+    return epoch - epoch % WINDOW_SECONDS, epoch
+
+
+def _params(route: Route, subjects: list[str], window: int) -> dict[str, Any]:
+    return {"route": route.value, "window": window, **{f"subject{i}": s for i, s in enumerate(subjects)}}
+
+
+def count_raw(conn: RawConn, route: Route, *, key_id: str | None, address: str | None, now: datetime) -> Hits:
+    """The hot routes' count: one UPSERT on ``conn`` (:meth:`Store.run_raw`), committed by itself."""
+    store = conn.store
+    window, epoch = _window(now)
+    subjects = _subjects(key_id, address)
+    if not subjects:
+        return Hits(route, window, epoch, {})
+    statement = _upsert(store.engine.dialect.name, len(subjects))
+    with store.write_gate():
+        counts = dict(conn.execute(statement, **_params(route, subjects, window)).fetchall())
+        if 1 in counts.values():
+            conn.run(_PRUNE, before=window - WINDOW_SECONDS)
+    return Hits(route, window, epoch, counts)
+
+
+def count(conn: Connection, route: Route, *, key_id: str | None, address: str | None, now: datetime) -> Hits:
+    """:func:`count_raw` on a SQLAlchemy connection (in the caller's transaction)."""
+    window, epoch = _window(now)
+    subjects = _subjects(key_id, address)
+    if not subjects:
+        return Hits(route, window, epoch, {})
+    statement = _upsert(conn.dialect.name, len(subjects))
+    counts = dict(conn.execute(statement, _params(route, subjects, window)).all())
+    if 1 in counts.values():
+        conn.execute(_PRUNE, {"before": window - WINDOW_SECONDS})
+    return Hits(route, window, epoch, counts)
+
+
+def admit(store: Store, route: Route, *, key_id: str | None, address: str | None, now: datetime) -> None:
+    """Count the request in a transaction of its own, then refuse it if it is over the limit.
+
+    For the routes that are not hot (the audited TOTP check, device enrolment): the count is
+    committed before the request's own work, so requests that then fail (a wrong enrolment code,
+    an unknown user) still count.
+    """
+    with store.write() as conn:
+        hits = count(conn, route, key_id=key_id, address=address, now=now)
+        cfg = read_settings(conn)[0]
+    hits.check(cfg)
