@@ -134,11 +134,30 @@ def test_events_cut_off_the_end_are_noticed(chained, capsys) -> None:
 async def test_appends_from_two_processes_at_once_keep_one_chain(make_backend, tmp_path, capsys) -> None:
     b = make_backend(users=0)
     other = Served(db=b.db, home=tmp_path / "other", workers=2).start()
+    done = asyncio.Event()
+    verified: list = []
+
+    def verify_once():  # noqa: ANN202
+        with b.store.read() as conn:
+            return verify_chain(conn)
+
+    async def verify_meanwhile() -> None:
+        """Verifying while events are appended never sees a broken chain (one snapshot per verification)."""
+        while not done.is_set():
+            verified.append(await asyncio.to_thread(verify_once))
+
+    async def writers() -> None:
+        try:
+            await asyncio.gather(*(some_history(url, b.admin_key, f"race{n}.{side}.", users=3, settings=False)
+                                   for n in range(3) for side, url in (("a", b.url), ("b", other.url))))
+        finally:
+            done.set()
+
     try:
-        await asyncio.gather(*(some_history(url, b.admin_key, f"race{n}.{side}.", users=3, settings=False)
-                               for n in range(3) for side, url in (("a", b.url), ("b", other.url))))
+        await asyncio.gather(writers(), verify_meanwhile())
     finally:
         other.stop()
+    assert verified and [r.problem for r in verified if not r.ok] == []
     with b.store.read() as conn:
         report = verify_chain(conn)
         count = conn.execute(text("SELECT count(*) FROM audit")).scalar()

@@ -121,7 +121,11 @@ def _short(value: str | None) -> str:
 
 
 def verify_chain(conn: Connection) -> ChainReport:
-    """Walk every event in id order: each must link to the one before and match its own hash."""
+    """Walk every event in id order: each must link to the one before and match its own hash; the chain head
+    must name the last. Call it first thing in a fresh read transaction (see below)."""
+    if conn.dialect.name == "postgresql":
+        # One snapshot for every batch and the head, so events appended meanwhile are not half seen.
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
     prev, prev_id, checked = GENESIS, None, 0
     for row in _events(conn):
         before = f"event {prev_id}'s hash" if prev_id is not None else "the start of the chain"
