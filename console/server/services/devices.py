@@ -14,6 +14,7 @@ from sqlalchemy import case, delete, func, insert, select, true, update
 from sqlalchemy.engine import Connection
 
 from ...models import (
+    MIN_OS_MAJOR,  # the schema states it too (models.EnrollingDevice)
     DeviceEnrollRequest,
     DeviceEnrollResult,
     DeviceInfo,
@@ -37,7 +38,6 @@ from .common import Principal, digest, new_id
 from .users import cancel_pending_pushes, remove_push_device, require_user
 
 ENROLLMENT_CODE_TTL = timedelta(minutes=10)
-MIN_OS_MAJOR = {"iOS": 13, "Android": 8}  # from the Protect FAQ
 DIAGNOSTICS_MAX_BYTES = 64 * 1024
 
 
