@@ -313,3 +313,27 @@ async def test_the_per_user_push_cap_holds_across_resources_under_concurrency(ma
         await change_settings(admin, {"push": {"maxPendingPerUser": 4}})
         more = [await service.post(PUSH, json={"userId": user["_id"], "resource": f"more-{i}"}) for i in range(2)]
         assert [a.status_code for a in more] == [201, 429]
+
+
+async def test_the_per_user_cap_is_shown_and_edited_in_the_consoles_settings(make_backend) -> None:
+    from console.tui.widgets.confirm import ConfirmScreen
+    from tests.helpers import wait_for
+    from tests.test_tui_settings import highlight, open_settings, status_of, type_value
+    from tests.tui_helpers import SIZE, console_app
+
+    backend = make_backend(users=0)
+    app = console_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_settings(app, pilot)
+        shown = " ".join(str(option.prompt) for option in screen.query_one("#settings-list").options)
+        assert "Max pending pushes per user" in shown and "allowed 1-50 per user" in shown
+        await highlight(screen, pilot, "push.maxPendingPerUser")
+        await pilot.press("e")
+        await type_value(app, pilot, "2")
+        await pilot.press("enter")
+        await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(lambda: screen.settings.push.maxPendingPerUser == 2)
+        assert "Saved" in status_of(screen)
+    async with client(backend.url, backend.admin_key) as admin:
+        assert (await admin.get("/api/v2/protect/settings")).json()["push"]["maxPendingPerUser"] == 2
