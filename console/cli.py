@@ -1202,6 +1202,20 @@ def _secrets_store(args: argparse.Namespace):  # noqa: ANN202
     return _open_store(_db_path(args), must_exist=True)
 
 
+def _secret_key_failures(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A key that goes missing mid-way (a secret under a key the source lacks): one line, not a traceback."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        from .server.secretbox import SecretKeyError
+
+        try:
+            return run(args)
+        except SecretKeyError as exc:
+            raise _Failure(str(exc)) from None
+
+    return wrapped
+
+
 def cmd_secrets_status(args: argparse.Namespace) -> int:
     from .server import secretbox
 
@@ -1265,11 +1279,12 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
 
 def cmd_secrets_retire(args: argparse.Namespace) -> int:
     from .server import secretbox
+    from .server.clock import Clock
 
     store = _secrets_store(args)
     try:
         try:
-            secretbox.retire(store, args.key_id)
+            secretbox.retire(store, args.key_id, Clock().now())
         except ValueError as exc:
             raise _Failure(str(exc)) from None
         env = secretbox.box_of(store).source.is_env
@@ -1292,7 +1307,7 @@ def _secrets_parser(sub: Any) -> None:
     for parser, run in ((status, cmd_secrets_status), (rotate, cmd_secrets_rotate), (retire, cmd_secrets_retire)):
         _db_flag(parser)
         parser.add_argument("--json", action="store_true", help="print JSON")
-        parser.set_defaults(run=run)
+        parser.set_defaults(run=_secret_key_failures(run))
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:

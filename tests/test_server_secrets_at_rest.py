@@ -253,7 +253,7 @@ def test_rotate_while_a_served_instance_keeps_verifying(new_db, own_key_file, tm
     try:
         status = secretbox.status(store)
         assert {k["id"]: k["secrets"] for k in status["keys"]} == {report["keyId"]: len(users), old: 0}
-        secretbox.retire(store, old)  # nothing needs the old key any more
+        secretbox.retire(store, old, Clock().now())  # nothing needs the old key any more
         assert old not in secretbox.SecretBox(secretbox.key_source(store.target)).ids
     finally:
         store.dispose()
@@ -277,6 +277,16 @@ def test_rotate_retire_and_status_from_the_cli(new_db, capsys) -> None:
     assert code == 0 and f"Retired key {old}" in out, err
     code, out, err = run_cli(capsys, "secrets", "status", "--db", db)
     assert old not in out and "current" in out
+    store = open_store(db)
+    try:
+        with store.read() as conn:
+            events = conn.execute(text("SELECT actor, action, details FROM audit WHERE target = 'secrets' ORDER BY id"))
+            events = [(actor, action, json.loads(details)) for actor, action, details in events]
+    finally:
+        store.dispose()
+    assert [(actor, action) for actor, action, _ in events] == [("local cli", "secrets.rotate"),
+                                                                ("local cli", "secrets.retire")]
+    assert events[0][2]["previousKeyId"] == old and events[1][2] == {"keyId": old}
     # Several hosts: the key is added first (copied to each), then made current.
     code, out, err = run_cli(capsys, "secrets", "rotate", "--prepare", "--db", db, "--json")
     assert code == 0, err
@@ -364,3 +374,15 @@ def test_a_0005_database_with_plain_secrets_upgrades_to_encrypted_ones(new_db, s
         assert answer.status_code == 200 and answer.json()["valid"] is True, answer.text
     finally:
         store.dispose()
+
+
+def test_a_key_file_others_can_read_is_warned_about(tmp_path, caplog) -> None:
+    path = tmp_path / "open.key"
+    secretbox.write_key_file(path, [secretbox.new_key()])
+    with caplog.at_level("WARNING", logger="protect.server"):
+        secretbox.SecretBox(secretbox.KeySource(path))
+        assert not caplog.records  # 0600 as written
+        path.chmod(0o644)
+        secretbox.SecretBox(secretbox.KeySource(path))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the key file {path} is mode 644: anyone who can read it can read the TOTP secrets; chmod 600 it"]

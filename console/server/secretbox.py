@@ -191,6 +191,15 @@ class SecretBox:
             self._aead = {key_id(k): self._aead.get(key_id(k)) or AESGCM(k) for k in keys}
             self._ids = [key_id(k) for k in keys]
             self._file_state = state
+        self._warn_if_readable()
+
+    def _warn_if_readable(self) -> None:
+        if self.source.path is None or self._file_state is None:
+            return
+        mode = self.source.path.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning("%s is mode %s: anyone who can read it can read the TOTP secrets; chmod 600 it",
+                        self.source, oct(mode)[2:].zfill(3))
 
     def _stat(self) -> tuple | None:
         if self.source.path is None:
@@ -415,11 +424,22 @@ def rotate(store: Store, now: datetime) -> Rotation:
         kid, generated = box.ids[0], True
     with store.write() as conn:
         make_current(conn, kid, now)
+        _audit(conn, "secrets.rotate", {"keyId": kid, "previousKeyId": current, "generated": generated}, now)
     result = Rotation(kid, generated)
     result.reencrypted, result.unreadable = reencrypt(store, box, kid)
     with store.read() as conn:
         result.previous = tuple(k for k, is_current in registered(conn) if not is_current)
     return result
+
+
+def _audit(conn: Connection, action: str, details: dict, now: datetime) -> None:
+    """Key changes are admin changes made on the database host (the audit's ``local cli``); never a key itself."""
+    from ..models import Role
+    from .services.audit import record
+    from .services.common import Principal
+    from .services.keys import LOCAL_ACTOR
+
+    record(conn, Principal(key_id="", name=LOCAL_ACTOR, role=Role.ADMIN), action, "secrets", details, now)
 
 
 def _key_lines(path: Path) -> list[str]:
@@ -465,7 +485,7 @@ def _pass(store: Store, box: SecretBox, kid: str) -> tuple[int, int]:
                 ).rowcount or 0
 
 
-def retire(store: Store, kid: str) -> None:
+def retire(store: Store, kid: str, now: datetime) -> None:
     """Forget key ``kid``: no secret may be under it and it may not be current. From a key file it is removed
     too; with ``PROTECT_SECRET_KEY`` the operator drops it from the variable."""
     box = box_of(store)
@@ -479,6 +499,7 @@ def retire(store: Store, kid: str) -> None:
         if using:
             raise ValueError(f"{using} secrets are still under key {kid}: `secrets rotate` re-encrypts them first")
         conn.execute(delete(secret_keys).where(secret_keys.c.id == kid))
+        _audit(conn, "secrets.retire", {"keyId": kid}, now)
         if box.source.path is not None and kid in box.ids:
             path = box.source.path
             write_key_file(path, [line for line in _key_lines(path) if key_id(parse_key(line, str(path))) != kid])
