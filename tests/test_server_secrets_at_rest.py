@@ -129,7 +129,7 @@ def test_plain_text_left_in_a_row_is_never_used(make_backend) -> None:
         with backend.store.write() as conn:
             conn.execute(text("UPDATE users SET totp_secret = :s WHERE id = :id"), {"s": totp.secret, "id": user_id})
         answer = admin.post(VERIFY, json={"userId": user_id, "code": totp.now()})
-        assert answer.status_code == 409 and "plain text" in answer.json()["message"], answer.text
+        assert answer.status_code == 409 and "it is not encrypted (plain text" in answer.json()["message"], answer.text
 
 
 def test_a_secret_under_a_key_the_service_lacks_is_a_503_naming_the_key(make_backend, tmp_path) -> None:

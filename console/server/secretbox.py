@@ -116,7 +116,8 @@ def parse_key(text: str, where: str) -> bytes:
 
 
 def _read_source(source: KeySource) -> list[bytes]:
-    """The keys, newest first. A missing key file is SecretKeyError (FileNotFoundError inside)."""
+    """The keys, newest first. A missing key file is FileNotFoundError (the caller decides whether to make one);
+    anything else wrong is SecretKeyError naming the source."""
     if source.path is None:
         texts = [t for t in os.environ.get(KEY_ENV, "").split(",") if t.strip()]
     else:
@@ -196,7 +197,10 @@ class SecretBox:
     def _warn_if_readable(self) -> None:
         if self.source.path is None or self._file_state is None:
             return
-        mode = self.source.path.stat().st_mode & 0o777
+        try:
+            mode = self.source.path.stat().st_mode & 0o777
+        except OSError:
+            return
         if mode & 0o077:
             log.warning("%s is mode %s: anyone who can read it can read the TOTP secrets; chmod 600 it",
                         self.source, oct(mode)[2:].zfill(3))
@@ -239,7 +243,7 @@ class SecretBox:
         version, _, rest = stored.partition(":")
         kid, _, blob = rest.partition(":")
         if version != VERSION or len(kid) != KEY_ID_CHARS or not blob:
-            raise SecretUnreadable("not an encrypted secret (plain text from before encryption, or altered)")
+            raise SecretUnreadable("is not encrypted (plain text from before encryption, or altered)")
         aead = self.key(kid)
         try:
             raw = base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))
