@@ -26,7 +26,20 @@ from console.server.services.keys import create_key
 from console.server.services.lockout import BACKOFF
 from console.server.services.totp import current_step
 from console.server.store import open_store
-from tests.serve_helpers import IPHONE, Served, client, create_user, enroll, enroll_totp, enrollment_code, metric_value
+from console.tui.widgets.confirm import ConfirmScreen
+from tests.helpers import wait_for
+from tests.serve_helpers import (
+    IPHONE,
+    Served,
+    client,
+    create_user,
+    enroll,
+    enroll_totp,
+    enrollment_code,
+    metric_value,
+)
+from tests.test_tui_settings import highlight, open_settings, status_of, type_value
+from tests.tui_helpers import SIZE, console_app
 
 VERIFY = "/api/v2/protect/totp/verify"
 PUSH = "/api/v2/protect/push"
@@ -53,7 +66,7 @@ def seconds_left_in_minute(clock: ManualClock) -> int:
     return 60 - epoch % 60
 
 
-def code_at(totp, clock: ManualClock) -> str:  # noqa: ANN001 - pyotp.TOTP
+def code_at(totp, clock: ManualClock) -> str:
     return totp.generate_otp(current_step(clock.now()))
 
 
@@ -61,7 +74,7 @@ def wrong(code: str) -> str:
     return f"{(int(code) + 1) % 1_000_000:06d}"
 
 
-async def totp_user(admin: httpx.AsyncClient, name: str):  # noqa: ANN201
+async def totp_user(admin: httpx.AsyncClient, name: str):
     user = await create_user(admin, name)
     return user, await enroll_totp(admin, await enroll(admin, user["_id"]))
 
@@ -316,11 +329,6 @@ async def test_the_per_user_push_cap_holds_across_resources_under_concurrency(ma
 
 
 async def test_the_per_user_cap_is_shown_and_edited_in_the_consoles_settings(make_backend) -> None:
-    from console.tui.widgets.confirm import ConfirmScreen
-    from tests.helpers import wait_for
-    from tests.test_tui_settings import highlight, open_settings, status_of, type_value
-    from tests.tui_helpers import SIZE, console_app
-
     backend = make_backend(users=0)
     app = console_app(backend)
     async with app.run_test(size=SIZE) as pilot:

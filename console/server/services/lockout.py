@@ -32,7 +32,7 @@ class TotpFailures(NamedTuple):
 
     @classmethod
     def of(cls, failures: int | None, failure_at: datetime | None, locked_until: datetime | None,
-           lockouts: int | None) -> "TotpFailures":
+           lockouts: int | None) -> TotpFailures:
         return cls(int(failures or 0), failure_at, locked_until, int(lockouts or 0))
 
 
