@@ -235,14 +235,12 @@ def test_past_the_connection_cap_the_longest_idle_connection_makes_room(serve) -
 # ------------------------------------------------------------------ protect-console serve
 
 
-def _serve_at_open_file_limit(tmp_path: Path, db: str, limit: int, **extra: object) -> Served:
-    """`serve` started with RLIMIT_NOFILE lowered to ``limit`` (a child inherits it; this process gets its own back)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-    try:
-        return Served(db=db, home=tmp_path / "serve", **extra).start()  # type: ignore[arg-type]
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+def _serve_at_open_file_limit(tmp_path: Path, db: str, limit: int) -> Served:
+    """`serve` (one process), its open-file limit then lowered to ``limit`` (prlimit: for the files it opens next)."""
+    served = Served(db=db, home=tmp_path / "serve").start()
+    assert served.proc is not None
+    resource.prlimit(served.proc.pid, resource.RLIMIT_NOFILE, (limit, limit))
+    return served
 
 
 def test_1100_idle_connections_do_not_take_serve_down_at_1024_open_files(new_db, tmp_path: Path) -> None:  # noqa: ANN001

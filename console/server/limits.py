@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import resource
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .errors import ApiProblem
+from .metrics import METHODS, UNMATCHED, count_http
 
 LIMITS_ENV = "PROTECT_SERVE_LIMITS"  # set by `serve --workers N` for its worker processes
 MIB = 1024 * 1024
@@ -143,7 +145,7 @@ class RequestGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.in_progress >= self.limits.max_requests:
-            await _answer(send, 503, BUSY, {"Retry-After": "1"})
+            await self._refuse(scope, send, ApiProblem(503, BUSY, headers={"Retry-After": "1"}))
             return
         self.in_progress += 1
         try:
@@ -164,7 +166,7 @@ class RequestGuard:
             elif name == b"x-api-key":
                 key = value
         if length > self.limits.max_body:
-            await send_problem(send, too_large(self.limits))
+            await self._refuse(scope, send, too_large(self.limits))
             return
         if (length or chunked) and scope["path"].startswith(API_PREFIX):
             try:
@@ -173,16 +175,23 @@ class RequestGuard:
                 await self._handled(scope, receive, send, exc)
                 return
             if problem is not None:
-                await send_problem(send, problem)
+                await self._refuse(scope, send, problem)
                 return
         if chunked:
             body = await read_limited(receive, self.limits.max_body)
             if body is None:
-                await send_problem(send, too_large(self.limits))
+                await self._refuse(scope, send, too_large(self.limits))
                 return
             receive = replay(body, receive)
         await self.app(scope, receive, send)
 
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, problem: ApiProblem) -> None:
+        """Answer ``problem``, counted in the metrics as the app counts its answers (no route matched yet)."""
+        started = time.perf_counter()
+        await send_problem(send, problem)
+        method = scope["method"] if scope["method"] in METHODS else "OTHER"
+        count_http(method, UNMATCHED, problem.status, time.perf_counter() - started)
 
     async def _handled(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
         handlers = self.fastapi.exception_handlers
