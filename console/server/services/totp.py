@@ -6,7 +6,7 @@ import base64
 import binascii
 import hmac
 import struct
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import pyotp
@@ -91,7 +91,7 @@ def _columns(state: TotpFailures) -> dict[str, Any]:
 
 
 def _record_lockout(
-    conn: Any, actor: Principal | None, user_id: str, after: TotpFailures, lockout: Any, max_failures: int,
+    conn: Any, actor: Principal | None, user_id: str, after: TotpFailures, lockout: timedelta, max_failures: int,
     now: datetime,
 ) -> None:
     """The lock-out's audit event, in the transaction that locks (actor: the key whose wrong code locked it)."""
@@ -247,7 +247,7 @@ def _bind(after: TotpFailures) -> dict[str, Any]:
 
 
 def _lock_out(
-    store: Store, actor: Principal, user_id: str, params: dict[str, Any], after: TotpFailures, lockout: Any,
+    store: Store, actor: Principal, user_id: str, params: dict[str, Any], after: TotpFailures, lockout: timedelta,
     max_failures: int, now: datetime,
 ) -> int:
     """The wrong code that locks: the conditional UPDATE and the audit event in one transaction."""
