@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from collections.abc import Iterable, Iterator
 
@@ -62,6 +63,26 @@ def _field(loc: tuple[Any, ...]) -> str:
         if source != "body":
             return f"{'.'.join(parts)} ({source})"
     return ".".join(parts)
+
+
+def _utf8(raw: bytes) -> str | None:
+    try:
+        return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def invalid_query(query_string: bytes) -> ApiProblem | None:
+    """A 422 naming the first query parameter whose name or value is not UTF-8 once percent-decoded (a lone
+    surrogate's bytes, %ED%A0%80): Starlette would read it as U+FFFD, another value than the one sent."""
+    for pair in query_string.split(b"&"):
+        name, _, value = pair.partition(b"=")
+        field = _utf8(name)
+        if field is None or _utf8(value) is None:
+            where = f"{field} (query)" if field else "query"
+            message = "is not valid UTF-8 text (percent-encoded bytes of no character)"
+            return ApiProblem(422, f"{where}: {message}", errors=[{"field": where, "message": message}])
+    return None
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, list[dict[str, str]]]:

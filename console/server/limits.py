@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .errors import ApiProblem
+from .errors import ApiProblem, invalid_query
 from .metrics import METHODS, UNMATCHED, count_http
 
 LIMITS_ENV = "PROTECT_SERVE_LIMITS"  # set by `serve --workers N` for its worker processes
@@ -70,8 +70,8 @@ class Limits:
         return cls(**json.loads(raw)) if raw else cls()
 
 
-async def _answer(send: Send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-    payload = json.dumps({"message": message}, separators=(",", ":")).encode()
+async def _answer(send: Send, status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> None:
+    payload = json.dumps({"message": message, **extra}, separators=(",", ":")).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
@@ -84,7 +84,7 @@ def too_large(limits: Limits) -> ApiProblem:
 
 
 async def send_problem(send: Send, problem: ApiProblem) -> None:
-    await _answer(send, problem.status, problem.message, problem.headers)
+    await _answer(send, problem.status, problem.message, problem.headers, **problem.extra)
 
 
 async def key_problem(fastapi: Any, scope: Scope, key: bytes | None) -> ApiProblem | None:
@@ -167,6 +167,9 @@ class RequestGuard:
                 key = value
         if length > self.limits.max_body:
             await self._refuse(scope, send, too_large(self.limits))
+            return
+        if scope["query_string"] and (problem := invalid_query(scope["query_string"])) is not None:
+            await self._refuse(scope, send, problem)
             return
         if (length or chunked) and scope["path"].startswith(API_PREFIX):
             try:
