@@ -78,9 +78,13 @@ async def _answer(send: Send, status: int, message: str, headers: dict[str, str]
     await send({"type": "http.response.body", "body": payload})
 
 
+# On an answer given before the body is read: uvicorn then closes the connection instead of reading the
+# rest of the body to discard it.
+_CLOSE = {"Connection": "close"}
+
+
 def too_large(limits: Limits) -> ApiProblem:
-    # Connection: close: uvicorn then stops reading the rest of the body instead of discarding it.
-    return ApiProblem(413, TOO_LARGE.format(limit=limits.max_body), headers={"Connection": "close"})
+    return ApiProblem(413, TOO_LARGE.format(limit=limits.max_body), headers=_CLOSE)
 
 
 async def send_problem(send: Send, problem: ApiProblem) -> None:
@@ -88,11 +92,12 @@ async def send_problem(send: Send, problem: ApiProblem) -> None:
 
 
 async def key_problem(fastapi: Any, scope: Scope, key: bytes | None) -> ApiProblem | None:
-    """None when ``key`` is a live API key; else the 401 the routes' own authentication gives (auth.py)."""
+    """None when ``key`` is a live API key; else the 401 the routes' own authentication gives (auth.py), with
+    ``Connection: close``: the request's body is then never read."""
     from .auth import current_principal
 
     if not key:
-        return ApiProblem(401, "missing x-api-key header")
+        return ApiProblem(401, "missing x-api-key header", headers=_CLOSE)
     scope.setdefault("app", fastapi)  # what Request.app reads; Starlette sets the same later
     request, text = Request(scope), key.decode("latin-1")
     try:
@@ -101,6 +106,7 @@ async def key_problem(fastapi: Any, scope: Scope, key: bytes | None) -> ApiProbl
         else:  # a network round trip: not on the event loop
             await anyio.to_thread.run_sync(current_principal, request, text)
     except ApiProblem as problem:
+        problem.headers = {**(problem.headers or {}), **_CLOSE}
         return problem
     return None
 
