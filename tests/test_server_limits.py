@@ -172,6 +172,27 @@ def test_no_key_gets_401_before_the_body_is_read_or_parsed(serve, path: str, key
     assert status in (401, 413), body
 
 
+@pytest.mark.parametrize(("method", "path"), [("POST", "/device/v1/diagnostics"), ("PUT", "/device/v1/settings"),
+                                            ("POST", "/device/v1/pushes/x/respond")])
+@pytest.mark.parametrize("authorization", [None, "Bearer pd_not-a-token", "Basic abc"])
+def test_no_device_token_gets_401_before_the_body_is_read_or_parsed(serve, method: str, path: str,
+                                                                     authorization: str | None) -> None:
+    url = serve()
+    headers = {"Content-Type": "application/json", "Content-Length": "1000",
+               **({"Authorization": authorization} if authorization else {})}
+    with connect(url) as sock:
+        sock.sendall(head(method, path, headers) + b"{not json")
+        status, answered, body = read_response(sock)
+        assert status == 401 and "device" in json.loads(body)["message"], body
+        assert answered.get("connection") == "close" and closed_by_server(sock)
+
+
+def test_enrolment_takes_no_token_so_its_body_is_validated(serve) -> None:
+    answer = httpx.post(f"{serve()}/device/v1/enroll", content=b"{not json", timeout=WAIT,
+                        headers={"content-type": "application/json"})
+    assert answer.status_code == 422 and "request body" in answer.json()["message"], answer.text
+
+
 @pytest.mark.parametrize("path", ROUTES[:3])
 def test_a_valid_key_with_a_malformed_body_still_gets_422_naming_the_body(serve, admin_key: str, path: str) -> None:
     url = serve()

@@ -208,18 +208,19 @@ class ErrorResponses:
         return {status: table[status] for status in statuses}
 
 
-def _api_routes(routes: Iterable[Any]) -> Iterator[APIRoute]:
+def api_routes(routes: Iterable[Any]) -> Iterator[APIRoute]:
+    """Every APIRoute of an app, those of included routers too."""
     for route in routes:
         if isinstance(route, APIRoute):
             yield route
         elif hasattr(route, "original_router"):  # FastAPI includes a router as one route that holds it
-            yield from _api_routes(route.original_router.routes)
+            yield from api_routes(route.original_router.routes)
 
 
 def _methods_on(app: FastAPI, scope: dict[str, Any]) -> list[str]:
     """Every method some route answers on this request's path."""
     path = scope.get("path", "")
-    return sorted({m for r in _api_routes(app.routes) if r.path_regex.match(path) for m in r.methods})
+    return sorted({m for r in api_routes(app.routes) if r.path_regex.match(path) for m in r.methods})
 
 
 # ------------------------------------------------------------------ documented statuses
@@ -241,15 +242,16 @@ _REF = "#/components/schemas/{model}"
 _HTTP_METHODS = ("get", "put", "post", "delete", "patch", "options", "head")
 
 
-def _dependants(dependant: Dependant) -> Iterator[Dependant]:
+def dependants(dependant: Dependant) -> Iterator[Dependant]:
+    """A route's dependency and all it depends on."""
     yield dependant
     for sub in dependant.dependencies:
-        yield from _dependants(sub)
+        yield from dependants(sub)
 
 
 def _checks_role(route: APIRoute) -> bool:
     return any(getattr(d.call, "__qualname__", "").startswith(("require.", "require_hot."))
-               for d in _dependants(route.dependant))
+               for d in dependants(route.dependant))
 
 
 def derived_statuses(operation: dict[str, Any], path: str, route: APIRoute | None) -> list[int]:

@@ -25,11 +25,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import anyio
+from fastapi.security import HTTPAuthorizationCredentials
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .errors import ApiProblem, invalid_query
+from .errors import ApiProblem, api_routes, dependants, invalid_query
 from .metrics import METHODS, UNMATCHED, count_http
 
 LIMITS_ENV = "PROTECT_SERVE_LIMITS"  # set by `serve --workers N` for its worker processes
@@ -91,24 +92,37 @@ async def send_problem(send: Send, problem: ApiProblem) -> None:
     await _answer(send, problem.status, problem.message, problem.headers, **problem.extra)
 
 
-async def key_problem(fastapi: Any, scope: Scope, key: bytes | None) -> ApiProblem | None:
-    """None when ``key`` is a live API key; else the 401 the routes' own authentication gives (auth.py), with
-    ``Connection: close``: the request's body is then never read."""
-    from .auth import current_principal
-
-    if not key:
-        return ApiProblem(401, "missing x-api-key header", headers=_CLOSE)
+async def _refusal(fastapi: Any, scope: Scope, authenticate: Any, credentials: Any) -> ApiProblem | None:
+    """Run one of auth.py's dependencies as the route would: None when it admits the caller, else its 401,
+    with ``Connection: close``: the request's body is then never read."""
     scope.setdefault("app", fastapi)  # what Request.app reads; Starlette sets the same later
-    request, text = Request(scope), key.decode("latin-1")
+    request = Request(scope)
     try:
         if fastapi.state.store.is_sqlite:
-            current_principal(request, text)
+            authenticate(request, credentials)
         else:  # a network round trip: not on the event loop
-            await anyio.to_thread.run_sync(current_principal, request, text)
+            await anyio.to_thread.run_sync(authenticate, request, credentials)
     except ApiProblem as problem:
         problem.headers = {**(problem.headers or {}), **_CLOSE}
         return problem
     return None
+
+
+async def key_problem(fastapi: Any, scope: Scope, key: bytes | None) -> ApiProblem | None:
+    """None when ``key`` is a live API key; else the 401 the routes' own authentication gives (auth.py)."""
+    from .auth import current_principal
+
+    return await _refusal(fastapi, scope, current_principal, key.decode("latin-1") if key else None)
+
+
+async def device_token_problem(fastapi: Any, scope: Scope, authorization: bytes | None) -> ApiProblem | None:
+    """None when ``Authorization: Bearer`` carries an enrolled device's token; else the 401 the device routes give."""
+    from .auth import current_device
+
+    scheme, _, token = (authorization or b"").decode("latin-1").partition(" ")
+    bearer = scheme.lower() == "bearer" and token.strip()
+    credentials = HTTPAuthorizationCredentials(scheme=scheme, credentials=token.strip()) if bearer else None
+    return await _refusal(fastapi, scope, current_device, credentials)
 
 
 async def read_limited(receive: Receive, limit: int) -> bytes | None:
@@ -148,6 +162,16 @@ class RequestGuard:
     def __init__(self, app: ASGIApp, hot: ASGIApp, hot_paths: frozenset[str], fastapi: Any, limits: Limits) -> None:
         self.app, self.hot, self.hot_paths, self.fastapi, self.limits = app, hot, hot_paths, fastapi, limits
         self.in_progress = 0
+        self._device_paths: list[Any] | None = None
+
+    def _takes_device_token(self, path: str) -> bool:
+        """Whether a route on ``path`` authenticates a device (auth.current_device), from the routes themselves."""
+        if self._device_paths is None:
+            from .auth import current_device
+
+            self._device_paths = [r.path_regex for r in api_routes(self.fastapi.routes)
+                                  if any(d.call is current_device for d in dependants(r.dependant))]
+        return any(pattern.match(path) for pattern in self._device_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.in_progress >= self.limits.max_requests:
@@ -163,7 +187,7 @@ class RequestGuard:
             self.in_progress -= 1
 
     async def _checked(self, scope: Scope, receive: Receive, send: Send) -> None:
-        length, chunked, key = 0, False, None
+        length, chunked, key, authorization = 0, False, None, None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 length = int(value)  # h11 admits only digits here
@@ -171,15 +195,21 @@ class RequestGuard:
                 chunked = True  # h11 admits only chunked
             elif name == b"x-api-key":
                 key = value
+            elif name == b"authorization":
+                authorization = value
         if length > self.limits.max_body:
             await self._refuse(scope, send, too_large(self.limits))
             return
         if scope["query_string"] and (problem := invalid_query(scope["query_string"])) is not None:
             await self._refuse(scope, send, problem)
             return
-        if (length or chunked) and scope["path"].startswith(API_PREFIX):
+        if length or chunked:  # the caller first, then the body
+            problem = None
             try:
-                problem = await key_problem(self.fastapi, scope, key)
+                if scope["path"].startswith(API_PREFIX):
+                    problem = await key_problem(self.fastapi, scope, key)
+                elif self._takes_device_token(scope["path"]):
+                    problem = await device_token_problem(self.fastapi, scope, authorization)
             except Exception as exc:  # noqa: BLE001 - a database outage: the app's own handler answers (503)
                 await self._handled(scope, receive, send, exc)
                 return
