@@ -10,14 +10,19 @@ one store only. Other modules (TUI, CLI) use SQLite.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from console.models import Role
-from console.server.app import create_app
+# The tests' default data folder (databases, the secret key file of PostgreSQL stores) is a temporary one,
+# never the home folder of whoever runs them; serve processes started by tests inherit it.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="protect-tests-data-")
+
+from console.models import Role  # noqa: E402 - after the data folder is set
+from console.server.app import create_app  # noqa: E402
 from console.server.clock import Clock, ManualClock
 from console.server.runner import ServerThread
 from console.server.seed import seed_directory

@@ -232,12 +232,11 @@ def _methods_on(app: FastAPI, scope: dict[str, Any]) -> list[str]:
 #   404  an id in its path: the thing may not exist
 #   422  parameters or a body: validation, answered by install_error_handlers naming the field
 #   413  any route: a body over the limit is refused before it is read (limits.py)
-#   429  any route: throttling and lock-outs (services/ratelimit.py, services/lockout.py)
 #   503  any route: a database outage (above) or the requests-in-progress cap (limits.py)
-# Statuses a route's service decides (400, 409, 412, 428, a 404 for an id in the body) the route declares
+# Statuses a route's service decides (400, 409, 412, 428, 429 from a rate limit, a 404 for an id in the body) the route declares
 # itself with ErrorResponses.of(...); what a route declares wins. The operations endpoints (/healthz,
 # /metrics) describe their own.
-_EVERYWHERE = (413, 429, 503)
+_EVERYWHERE = (413, 503)
 _REF = "#/components/schemas/{model}"
 _HTTP_METHODS = ("get", "put", "post", "delete", "patch", "options", "head")
 

@@ -29,7 +29,7 @@ from ..store import Store
 router = APIRouter(prefix="/device/v1", tags=["device"])
 
 
-@router.post("/enroll", response_model=DeviceEnrollResult, status_code=201, responses=ErrorResponses.of(400))
+@router.post("/enroll", response_model=DeviceEnrollResult, status_code=201, responses=ErrorResponses.of(400, 429))
 def enroll(
     body: DeviceEnrollRequest, request: Request, store: Store = Depends(get_store), clock: Clock = Depends(get_clock)
 ) -> DeviceEnrollResult:

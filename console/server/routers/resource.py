@@ -53,7 +53,7 @@ def get_push(
         return push_service.get_attempt(conn, attempt_id, clock.now())
 
 
-@router.post("/totp/verify", response_model=TotpVerifyResult, responses=ErrorResponses.of(404, 409))
+@router.post("/totp/verify", response_model=TotpVerifyResult, responses=ErrorResponses.of(404, 409, 429))
 async def verify_totp(
     body: TotpVerifyRequest, request: Request, actor: Principal = Depends(require_hot(Permission.TOTP_VERIFY))
 ) -> Response:
