@@ -960,26 +960,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     db = _db_path(args)
     _use_secret_key_file(args)
+    access_log_file = _access_log_file(args.access_log)
     store = _open_store(db)
     key = ensure_bootstrap_key(store)
     if key:
-        print("Created the first admin API key. It is shown once and cannot be shown again; store it now:")
+        # stdout holds the key alone (KEY=$(protect-console serve … | head -1)); the logs go to stderr.
+        _say("Created the first admin API key (on stdout). It is shown once and cannot be shown again; store it now.")
         print(key, flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         _say(f"warning: serving plain HTTP on {args.host}; put TLS in front before using it over a network")
     workers = f", {args.workers} worker processes" if args.workers > 1 else ""
     _say(f"Protect service on http://{args.host}:{args.port} (database {db}{workers})")
+    logs = {"access_log": not args.no_access_log, "access_log_file": access_log_file}
     if args.workers > 1:
         store.dispose()  # each worker opens its own connections
         serve_workers(db.value, host=args.host, port=args.port, workers=args.workers,
-                      metrics_require_key=args.metrics_key, limits=Limits.from_env())
+                      metrics_require_key=args.metrics_key, limits=Limits.from_env(), **logs)
         return 0
     try:
         serve_app(create_app(store, metrics_require_key=args.metrics_key, limits=Limits.from_env()),
-                  host=args.host, port=args.port)
+                  host=args.host, port=args.port, **logs)
     finally:
         store.dispose()
     return 0
+
+
+def _access_log_file(path: str | None) -> str | None:
+    """``serve --access-log FILE`` as an absolute path, checked now: appending to it must work."""
+    if path is None:
+        return None
+    resolved = Path(path).expanduser().resolve()
+    try:
+        with open(resolved, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--access-log {path}: {exc.strerror or exc}") from None
+    return str(resolved)
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
@@ -1434,6 +1450,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--secret-key-file", metavar="PATH",
                        help="key file for TOTP secrets at rest (default: $PROTECT_SECRET_KEY_FILE, else <db>.key "
                             "beside a SQLite file, or secret.key in the XDG data dir for PostgreSQL)")
+    access = serve.add_mutually_exclusive_group()
+    access.add_argument("--access-log", metavar="FILE",
+                        help="append the access log (one line per request, no query values) to FILE instead of stderr")
+    access.add_argument("--no-access-log", action="store_true", help="write no access log")
     serve.set_defaults(run=cmd_serve)
 
     keys = sub.add_parser("keys", help="manage API keys (local database, no API key needed)")

@@ -79,7 +79,7 @@ class Served:
         else:
             self.stop()
             raise AssertionError(f"serve did not answer /healthz in {START_TIMEOUT:.0f} s")
-        # stdout: the key banner (printed before the service starts), then uvicorn's access log.
+        # stdout: the bootstrap key alone, when serve created one (the logs are on stderr: serve.log).
         self.stdout_lines = self.out.read_text().splitlines()
         keys = [line for line in self.stdout_lines if line.startswith("pc_")]
         self.key = keys[0] if keys else ""

@@ -406,10 +406,10 @@ def test_serve_prints_the_bootstrap_key_once_and_serves(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "console", "serve", "--db", str(tmp_path / "serve.db"), "--port", str(port)]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
-        assert process.stdout is not None
-        note = process.stdout.readline()
-        key = process.stdout.readline().strip()
-        assert "shown once" in note and key
+        assert process.stdout is not None and process.stderr is not None
+        key = process.stdout.readline().strip()  # stdout holds the key alone; the note is on stderr
+        note = process.stderr.readline()
+        assert "shown once" in note and key.startswith("pc_")
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20
         while True:  # poll the condition: the service answers
