@@ -33,7 +33,8 @@ SEED_USERS = 300
 SEED = 7
 
 STORES = ("sqlite", "postgresql")
-BOTH_STORES = ("test_server_", "test_qa_api", "test_qa_concurrency", "test_qa_secrets", "test_seed", "test_store_")
+BOTH_STORES = ("test_server_", "test_qa_api", "test_qa_concurrency", "test_qa_secrets", "test_seed", "test_store_",
+               "test_ops_durability")
 
 
 def _stores() -> list[str]:

@@ -1,4 +1,4 @@
-"""Rule 8: the role matrix, and the audit trail of every admin-API change."""
+"""Rule 8: the role matrix over every operation x role, and the audit trail of every admin-API change."""
 
 from __future__ import annotations
 
@@ -11,29 +11,51 @@ from console.models import ROLE_PERMISSIONS, Permission, Role
 from .helpers import enrolled_device, new_user
 
 P = Permission
-# (permission that admits the call, method, path, body); {u} user id, {d} device id
-CALLS = [
-    (P.READ, "GET", "/api/systemusers", None),
-    (P.READ, "POST", "/api/search/systemusers", {"searchFilter": {"searchTerm": "a"}}),
-    (P.READ, "GET", "/api/systemusers/{u}", None),
-    (P.USERS_WRITE, "POST", "/api/systemusers", {"username": "r-{role}", "email": "r-{role}@x.example"}),
-    (P.USERS_WRITE, "PUT", "/api/systemusers/{u}", {"lastname": "Changed"}),
-    (P.READ, "GET", "/api/v2/users/{u}/pushendpoints", None),
-    (P.READ, "GET", "/api/v2/users/{u}/pushendpoints/{d}", None),
-    (P.DEVICES_WRITE, "PATCH", "/api/v2/users/{u}/pushendpoints/{d}", {"name": "renamed"}),
-    (P.READ, "GET", "/api/v2/protect/settings", None),
-    (P.SETTINGS_WRITE, "PATCH", "/api/v2/protect/settings", {"totp": {"maxFailures": 6}}),
-    (P.ENROLL, "POST", "/api/v2/protect/users/{u}/enrollments", None),
-    (P.READ, "GET", "/api/v2/protect/privacy/summary", None),
-    (P.READ, "GET", "/api/v2/protect/privacy/devices", None),
-    (P.READ, "GET", "/api/v2/protect/pushattempts", None),
-    (P.READ, "GET", "/api/v2/protect/audit", None),
-    (P.PUSH_CREATE, "POST", "/api/v2/protect/push", {"userId": "{u}", "resource": "role-{role}"}),
-    (P.TOTP_VERIFY, "POST", "/api/v2/protect/totp/verify", {"userId": "{u}", "code": "123456"}),
-    (P.TOTP_RESET, "POST", "/api/v2/protect/users/{u}/totp/reset", None),
-    (P.DEVICES_UNENROLL, "DELETE", "/api/v2/users/{u}/pushendpoints/{d}", None),
-    (P.MFA_RESET, "POST", "/api/systemusers/{u}/resetmfa", {"exclusion": False}),
+ANY_KEY: tuple[Permission, ...] = ()  # admitted for every role's key (whoami)
+# Every operation of the OpenAPI document but the operations endpoints and the device app's routes (which
+# take no API key): the permissions that admit it (any of them; who holds each comes from ROLE_PERMISSIONS),
+# method, path exactly as the document names it, body. Path parameters and {role} are filled in per role.
+# Order matters for the roles that may call everything: a push before the block, renames and unenrolment
+# before the MFA reset, the key's rotation before its revocation, the user's deletion last.
+MATRIX: list[tuple[tuple[Permission, ...], str, str, dict | None]] = [
+    (ANY_KEY, "GET", "/api/v2/protect/whoami", None),
+    ((P.READ,), "GET", "/api/systemusers", None),
+    ((P.READ,), "POST", "/api/search/systemusers", {"searchFilter": {"searchTerm": "a"}}),
+    ((P.READ,), "GET", "/api/systemusers/{user_id}", None),
+    ((P.USERS_WRITE,), "POST", "/api/systemusers", {"username": "r-{role}", "email": "r-{role}@x.example"}),
+    ((P.USERS_WRITE,), "PUT", "/api/systemusers/{user_id}", {"lastname": "Changed"}),
+    ((P.USERS_WRITE,), "POST", "/api/systemusers/{user_id}/unlock", None),
+    ((P.READ,), "GET", "/api/v2/users/{user_id}/pushendpoints", None),
+    ((P.READ,), "GET", "/api/v2/users/{user_id}/pushendpoints/{endpoint_id}", None),
+    ((P.DEVICES_WRITE,), "PATCH", "/api/v2/users/{user_id}/pushendpoints/{endpoint_id}", {"name": "renamed"}),
+    ((P.READ,), "GET", "/api/v2/protect/settings", None),
+    ((P.SETTINGS_WRITE,), "PATCH", "/api/v2/protect/settings", {"totp": {"maxFailures": 6}}),
+    ((P.ENROLL,), "POST", "/api/v2/protect/users/{user_id}/enrollments", None),
+    ((P.READ,), "GET", "/api/v2/protect/privacy/summary", None),
+    ((P.READ,), "GET", "/api/v2/protect/privacy/devices", None),
+    ((P.READ,), "GET", "/api/v2/protect/pushattempts", None),
+    ((P.READ,), "GET", "/api/v2/protect/audit", None),
+    ((P.PUSH_CREATE,), "POST", "/api/v2/protect/push", {"userId": "{user_id}", "resource": "role-{role}"}),
+    ((P.PUSH_CREATE, P.READ), "GET", "/api/v2/protect/push/{attempt_id}", None),
+    ((P.READ,), "GET", "/api/v2/protect/users/{user_id}/pushstats", None),
+    ((P.READ,), "GET", "/api/v2/protect/pushstats", None),
+    ((P.PUSH_BLOCK,), "POST", "/api/v2/protect/users/{user_id}/push/block", {"minutes": 5}),
+    ((P.PUSH_BLOCK,), "DELETE", "/api/v2/protect/users/{user_id}/push/block", None),
+    ((P.TOTP_VERIFY,), "POST", "/api/v2/protect/totp/verify", {"userId": "{user_id}", "code": "123456"}),
+    ((P.TOTP_RESET,), "POST", "/api/v2/protect/users/{user_id}/totp/reset", None),
+    ((P.KEYS_MANAGE,), "GET", "/api/v2/protect/keys", None),
+    ((P.KEYS_MANAGE,), "POST", "/api/v2/protect/keys", {"name": "made-by-{role}", "role": "readonly"}),
+    ((P.KEYS_MANAGE,), "GET", "/api/v2/protect/keys/{key_id}", None),
+    ((P.KEYS_MANAGE,), "POST", "/api/v2/protect/keys/{key_id}/rotate", None),
+    ((P.KEYS_MANAGE,), "POST", "/api/v2/protect/keys/{key_id}/revoke", None),
+    ((P.DEVICES_UNENROLL,), "DELETE", "/api/v2/users/{user_id}/pushendpoints/{endpoint_id}", None),
+    ((P.MFA_RESET,), "POST", "/api/systemusers/{user_id}/resetmfa", {"exclusion": False}),
+    ((P.USERS_WRITE,), "DELETE", "/api/systemusers/{user_id}", None),
 ]
+# Operations without an API key, not in the matrix: the load balancer's and Prometheus's, and the device app's
+# (its token: tests/test_server_api.py and the device tests).
+OPERATIONS_ENDPOINTS = {("GET", "/healthz"), ("GET", "/metrics")}
+DEVICE_ROUTES = "/device/"
 
 
 def fill(value, **names):
@@ -44,38 +66,69 @@ def fill(value, **names):
     return value
 
 
+def admitted(role: Role, permissions: tuple[Permission, ...]) -> bool:
+    return not permissions or any(p in ROLE_PERMISSIONS[role] for p in permissions)
+
+
+def test_the_matrix_covers_every_operation_of_the_openapi_document(backend):
+    documented = {
+        (method.upper(), path)
+        for path, operations in backend.server.app.openapi()["paths"].items()
+        for method in operations
+        if not path.startswith(DEVICE_ROUTES)
+    } - OPERATIONS_ENDPOINTS
+    listed = [(method, path) for _, method, path, _ in MATRIX]
+    assert len(listed) == len(set(listed)), "an operation is listed twice"
+    assert documented - set(listed) == set(), "operations missing from the role matrix"
+    assert set(listed) - documented == set(), "the matrix lists operations the service does not have"
+
+
+async def _subjects(backend, admin: ProtectClient, role: Role) -> tuple[dict[str, str], object]:
+    """The path parameters for ``role``'s run: a user with a push device, a push attempt, a throwaway key."""
+    user = await new_user(admin, f"matrix-{role.value}")
+    phone = await enrolled_device(admin, backend.url, user.id)
+    (endpoint,) = await admin.push_endpoints(user.id)
+    async with httpx.AsyncClient(base_url=backend.url, headers={"x-api-key": backend.admin_key}) as http:
+        attempt = await http.post("/api/v2/protect/push", json={"userId": user.id, "resource": "setup"})
+        assert attempt.status_code == 201, attempt.text
+        key = await http.post("/api/v2/protect/keys", json={"name": f"throwaway-{role.value}", "role": "readonly"})
+        assert key.status_code == 201, key.text
+    names = {"user_id": user.id, "endpoint_id": endpoint.id, "attempt_id": attempt.json()["id"],
+             "key_id": key.json()["apiKey"]["id"], "role": role.value}
+    return names, phone
+
+
 @pytest.mark.parametrize("role", list(Role))
 async def test_role_matrix(backend, role):
     async with ProtectClient(backend.url, backend.admin_key) as admin:
-        user = await new_user(admin, f"matrix-{role.value}")
-        phone = await enrolled_device(admin, backend.url, user.id)
-        (endpoint,) = await admin.push_endpoints(user.id)
+        names, phone = await _subjects(backend, admin, role)
         key = backend.key(role)
-        granted = ROLE_PERMISSIONS[role]
         async with httpx.AsyncClient(base_url=backend.url, headers={"x-api-key": key}) as http:
-            for permission, method, path, body in CALLS:
+            for permissions, method, path, body in MATRIX:
                 headers = {}
-                if method == "PATCH" and "settings" in path:
+                if method == "PATCH" and path.endswith("/settings"):
                     headers["If-Match"] = (await admin.get_settings())[1]
-                names = {"u": user.id, "d": endpoint.id, "role": role.value}
-                response = await http.request(
-                    method, fill(path, **names), json=fill(body, **names), headers=headers
-                )
-                if permission in granted:
-                    assert response.status_code < 400, (role, method, path, response.text)
+                response = await http.request(method, fill(path, **names), json=fill(body, **names), headers=headers)
+                if admitted(role, permissions):
+                    assert 200 <= response.status_code < 300, (role, method, path, response.text)
                 else:
                     assert response.status_code == 403, (role, method, path, response.text)
                     assert role.value in response.json()["message"]
             whoami = (await http.get("/api/v2/protect/whoami")).json()
-            assert whoami["role"] == role.value and set(whoami["permissions"]) == {p.value for p in granted}
+            assert whoami["role"] == role.value and set(whoami["permissions"]) == set(ROLE_PERMISSIONS[role])
         await phone.aclose()
 
 
-async def test_missing_and_bad_keys_are_401(backend):
+async def test_every_operation_refuses_a_missing_or_unknown_key_with_401(backend):
+    names = {"user_id": "0123456789abcdef01234567", "endpoint_id": "0123456789abcdef01234567",
+             "attempt_id": "0123456789abcdef01234567", "key_id": "k", "role": "nobody"}
     async with httpx.AsyncClient(base_url=backend.url) as http:
-        assert (await http.get("/api/systemusers")).status_code == 401
-        response = await http.get("/api/systemusers", headers={"x-api-key": "pc_wrong"})
-        assert response.status_code == 401 and "invalid" in response.json()["message"]
+        for _, method, path, body in MATRIX:
+            url, json_body = fill(path, **names), fill(body, **names)
+            for headers, why in (({}, "missing"), ({"x-api-key": "pc_wrong"}, "invalid")):
+                response = await http.request(method, url, json=json_body, headers=headers)
+                assert response.status_code == 401, (method, path, headers, response.text)
+                assert why in response.json()["message"], (method, path, response.text)
 
 
 async def test_every_change_is_audited_with_key_action_target_and_before_after(backend):

@@ -741,7 +741,27 @@ class RawConn:
             pass
 
 
+# Durability of an acknowledged write on SQLite (WAL mode). FULL syncs the WAL to disk at every commit, so a
+# write the service answered 2xx survives a power cut or an OS crash, not only a crash of the process; NORMAL
+# syncs at checkpoints only (a process crash loses nothing; a power cut can lose the last commits, never
+# corrupt the file). The cost of FULL is one fsync per commit: bench/durability.py measures it.
+SQLITE_SYNCHRONOUS_ENV = "PROTECT_SQLITE_SYNCHRONOUS"
+SQLITE_SYNCHRONOUS_LEVELS = ("FULL", "NORMAL")  # the first is the default
+
+
+def sqlite_synchronous() -> str:
+    """The ``PRAGMA synchronous`` level for the service's SQLite connections: FULL unless
+    ``PROTECT_SQLITE_SYNCHRONOUS`` says NORMAL; any other value is a StoreError naming the variable."""
+    raw = os.environ.get(SQLITE_SYNCHRONOUS_ENV, "").strip()
+    level = raw.upper() or SQLITE_SYNCHRONOUS_LEVELS[0]
+    if level not in SQLITE_SYNCHRONOUS_LEVELS:
+        allowed = " or ".join(SQLITE_SYNCHRONOUS_LEVELS)
+        raise StoreError(f"{SQLITE_SYNCHRONOUS_ENV}={raw!r} is not a synchronous level: use {allowed}")
+    return level
+
+
 def _sqlite_engine(path: Path) -> Engine:
+    synchronous = sqlite_synchronous()
     engine = create_engine(
         f"sqlite:///{path}",
         connect_args={"timeout": 30, "check_same_thread": False},
@@ -758,7 +778,7 @@ def _sqlite_engine(path: Path) -> Engine:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         # Secrets at rest: deleted and overwritten content (a reset TOTP secret) is zeroed in the file, not left
