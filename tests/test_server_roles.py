@@ -12,8 +12,8 @@ from .helpers import enrolled_device, new_user
 
 P = Permission
 ANY_KEY: tuple[Permission, ...] = ()  # admitted for every role's key (whoami)
-# Every operation of the OpenAPI document but the operations endpoints and the device app's routes (which
-# take no API key): the permissions that admit it (any of them; who holds each comes from ROLE_PERMISSIONS),
+# Every operation of the OpenAPI document but the operations endpoints and the device app's routes (no role
+# is checked there): the permissions that admit it (any of them; who holds each comes from ROLE_PERMISSIONS),
 # method, path exactly as the document names it, body. Path parameters and {role} are filled in per role.
 # Order matters for the roles that may call everything: a push before the block, renames and unenrolment
 # before the MFA reset, the key's rotation before its revocation, the user's deletion last.
@@ -52,8 +52,8 @@ MATRIX: list[tuple[tuple[Permission, ...], str, str, dict | None]] = [
     ((P.MFA_RESET,), "POST", "/api/systemusers/{user_id}/resetmfa", {"exclusion": False}),
     ((P.USERS_WRITE,), "DELETE", "/api/systemusers/{user_id}", None),
 ]
-# Operations without an API key, not in the matrix: the load balancer's and Prometheus's, and the device app's
-# (its token: tests/test_server_api.py and the device tests).
+# Not in the matrix: the load balancer's and Prometheus's operations (tests/test_ops_health.py) and the device
+# app's routes, which take a device token instead of an API key.
 OPERATIONS_ENDPOINTS = {("GET", "/healthz"), ("GET", "/metrics")}
 DEVICE_ROUTES = "/device/"
 
