@@ -134,3 +134,16 @@ def test_sqlite_acknowledges_a_write_only_once_it_is_on_disk(tmp_path: Path, mon
     monkeypatch.setenv(SQLITE_SYNCHRONOUS_ENV, "off")
     with pytest.raises(StoreError, match=f"{SQLITE_SYNCHRONOUS_ENV}='off' .*FULL or NORMAL"):
         level("refused.db")
+
+
+async def test_only_the_login_routes_connection_commits_normal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hot routes' own connection (the event loop's, store.run_raw) is NORMAL; the pool's stay FULL."""
+    monkeypatch.delenv(SQLITE_SYNCHRONOUS_ENV, raising=False)
+    store = open_store(tmp_path / "hot.db")
+    try:
+        hot = store.run_raw(lambda conn: conn.conn.execute("PRAGMA synchronous").fetchone()[0])
+        with store.write() as conn:
+            other = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+        assert (hot, other) == (1, 2)  # NORMAL, FULL
+    finally:
+        store.dispose()
