@@ -92,6 +92,25 @@ def seed_if_empty(store: Store, users: int) -> None:
     print(f"seeded {users:,} users in {time.perf_counter() - started:.1f} s", flush=True)
 
 
+def lift_rate_limits(store: Store) -> None:
+    """Set the per-key and per-address rate limits of the login routes to their largest values.
+
+    The throughput benchmarks send tens of thousands of requests a minute from one key and one address,
+    as a busy login backend would; such a deployment raises ``rateLimits.*`` the same way."""
+    from console.models import SETTING_RANGES, ProtectSettingsPatch, Role
+    from console.server.clock import Clock
+    from console.server.services.common import Principal
+    from console.server.services.settings import etag_for, read_settings, update_settings
+
+    limits = {name.split(".", 1)[1]: SETTING_RANGES[name][1]
+              for name in ("rateLimits.totpVerifyPerMinute", "rateLimits.pushPerMinute")}
+    with store.read() as conn:
+        _, version = read_settings(conn)
+    update_settings(store, ProtectSettingsPatch.model_validate({"rateLimits": limits}), etag_for(version),
+                    Principal(key_id="", name="bench", role=Role.ADMIN), Clock().now())
+    print(f"rate limits for the run: {limits}", flush=True)
+
+
 def add_bench_arguments(parser: argparse.ArgumentParser, *, repeat: int) -> None:
     """The options every service/console benchmark takes."""
     parser.add_argument("--users", type=int, default=1_000_000,

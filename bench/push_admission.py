@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _http_load import Serve, cpu_rows, measure, percentile, run_clients, table  # noqa: E402
-from _store import add_db_argument, bench_store, seed_if_empty  # noqa: E402
+from _store import add_db_argument, bench_store, lift_rate_limits, seed_if_empty  # noqa: E402
 
 from console.models import ProtectSettingsPatch, Role  # noqa: E402
 from console.server.clock import Clock  # noqa: E402
@@ -104,6 +104,7 @@ def main() -> None:
     resource = f"bench-{secrets.token_hex(4)}"  # no earlier attempt counts toward this run's cap
     with bench_store(args.db, "push.db") as (store, db_name):
         seed_if_empty(store, args.users)
+        lift_rate_limits(store)
         targets = reachable_users(store)
         with store.read() as conn:
             current, version = read_settings(conn)

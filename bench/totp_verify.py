@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _http_load import Serve, chunks, cpu_rows, measure, percentile, run_clients, table  # noqa: E402
-from _store import add_db_argument, bench_store, seed_if_empty  # noqa: E402
+from _store import add_db_argument, bench_store, lift_rate_limits, seed_if_empty  # noqa: E402
 
 from console.models import Role  # noqa: E402
 from console.server import secretbox  # noqa: E402
@@ -83,6 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     with bench_store(args.db, "totp.db") as (store, db_name):
         seed_if_empty(store, args.users)
+        lift_rate_limits(store)
         with store.read() as conn:
             secrets = [
                 (r.id, secretbox.reveal(store, r.id, r.totp_secret))  # stored sealed (secretbox.py)
