@@ -337,7 +337,7 @@ def _run_twin(args: argparse.Namespace) -> int:
         raise ConfigError(f"profile {profile.name!r} is read-only: nothing changed")
 
     async def run() -> int:
-        async with ProtectClient(profile.url, profile.api_key, retries=2) as client:
+        async with ProtectClient(profile.url, profile.api_key, retries=2, timeout=profile.timeout) as client:
             return await args.handler(client, args)
 
     return asyncio.run(run())
@@ -1644,6 +1644,17 @@ def _with_default_command(argv: list[str], commands: set[str] | None = None) -> 
     return argv
 
 
+def _first_known(group: BaseExceptionGroup) -> BaseException:
+    """The first error in ``group`` that :func:`main` explains, else the group itself."""
+    from .client import ApiError
+
+    known = (ApiError, ConfigError, _Failure, UsageError, Cancelled, KeyboardInterrupt)
+    matched, _rest = group.split(lambda exc: isinstance(exc, known))
+    while isinstance(matched, BaseExceptionGroup):
+        matched = matched.exceptions[0]
+    return matched if matched is not None else group
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``protect-console``; returns the exit code."""
     from .client import ApiError
@@ -1655,7 +1666,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse has printed usage or help
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        return args.run(args)
+        try:
+            return args.run(args)
+        except BaseExceptionGroup as group:  # concurrent requests failing together: report the first reason
+            raise _first_known(group) from group
     except UsageError as exc:
         _err(str(exc))
         return 2

@@ -12,6 +12,7 @@ import asyncio
 import os
 import random
 import re
+import socket
 import ssl
 import sys
 import threading
@@ -67,7 +68,9 @@ USER_ID_RE = re.compile(r"^[0-9a-f]{24}$")
 # word (no spaces or control characters, as the server requires); anything else is only a search.
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _USERNAME_RE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,1024}$")
-DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+REQUEST_TIMEOUT = 10.0  # seconds a call may take in all, its retries included (a profile's ``timeout``)
+CONNECT_TIMEOUT = 3.0  # seconds for one connection attempt, within that
+DEFAULT_TIMEOUT = httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT)
 CURSOR_END = "end"  # before=end: the last rows of a listing (keyset paging)
 
 
@@ -135,6 +138,10 @@ class ApiError(Exception):
 
 class BackendUnavailable(ApiError):
     """No answer: connection refused, timed out, or the reply was not the API's."""
+
+
+class InvalidConnection(ApiError):
+    """The URL or API key given cannot be used for a request at all (nothing was sent)."""
 
 
 class BadRequest(ApiError):
@@ -288,7 +295,7 @@ class _Http:
         base_url: str,
         headers: Mapping[str, str],
         *,
-        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
         retries: int = 3,
         backoff: float = 0.25,
         max_retry_wait: float = 5.0,
@@ -296,6 +303,10 @@ class _Http:
         warm: WarmStart | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.shown_url = shown_url(self.base_url)
+        # The whole call, retries included, gives up after ``timeout``; one connection attempt
+        # after at most CONNECT_TIMEOUT of it, so a retry can still go to another address.
+        self.timeout = REQUEST_TIMEOUT if timeout is None else float(timeout)
         self._warm = warm if warm is not None and warm.base_url == base_url.rstrip("/") else None
         self.retries = retries
         self.backoff = backoff
@@ -303,13 +314,20 @@ class _Http:
         extra: dict[str, Any] = {}
         if transport is None and _no_tls_needed(self.base_url):
             extra["verify"] = _unused_tls_context()
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={"accept": "application/json", "user-agent": "protect-console", **headers},
-            timeout=timeout,
-            transport=transport,
-            **extra,
-        )
+        try:
+            self._http = httpx.AsyncClient(
+                base_url=self.base_url,
+                headers={"accept": "application/json", "user-agent": "protect-console", **headers},
+                timeout=httpx.Timeout(self.timeout, connect=min(CONNECT_TIMEOUT, self.timeout)),
+                transport=transport,
+                **extra,
+            )
+        except httpx.InvalidURL as exc:
+            raise InvalidConnection(f"cannot use the URL {self.shown_url}: {exc}") from None
+        except UnicodeError:  # a header value httpx cannot encode: never repeat it, it may be the key
+            raise InvalidConnection(
+                "cannot send the API key: it is not plain ASCII (check where it came from)"
+            ) from None
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -329,28 +347,56 @@ class _Http:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._attempts(method, path, deadline, params=params, json=json, headers=headers)
+        except TimeoutError:
+            raise BackendUnavailable(f"no answer from {self.shown_url} within {self.timeout:g} s") from None
+        except httpx.InvalidURL as exc:
+            raise InvalidConnection(f"cannot use the URL {self.shown_url}: {exc}") from None
+        except UnicodeError:  # a bad host name or header: never repeat the header, it may be the key
+            raise InvalidConnection(
+                f"cannot send a request to {self.shown_url}: the host name or the API key is not valid "
+                f"(check both)"
+            ) from None
+
+    async def _attempts(self, method: str, path: str, deadline: float, **kwargs: Any) -> httpx.Response:
+        """Send once, and again (reads only) while an error may pass and ``deadline`` leaves time."""
         idempotent = method in ("GET", "HEAD")
-        if self._warm is not None and method == "GET" and json is None and headers is None:
-            early = await self._warm.take(path, params)
+        if self._warm is not None and method == "GET" and kwargs["json"] is None and kwargs["headers"] is None:
+            early = await self._warm.take(path, kwargs["params"])
             if early is not None:
                 return early
+        loop = asyncio.get_running_loop()
         attempt = 0
         while True:
             try:
-                response = await self._http.request(method, path, params=params, json=json, headers=headers)
-            except (httpx.TransportError,) as exc:
-                if idempotent and attempt < self.retries:
+                response = await self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                delay = self._delay(attempt + 1, None)
+                again = not isinstance(exc, (httpx.LocalProtocolError, httpx.UnsupportedProtocol))  # same every time
+                if again and idempotent and attempt < self.retries and loop.time() + delay < deadline:
                     attempt += 1
-                    await asyncio.sleep(self._delay(attempt, None))
+                    await asyncio.sleep(delay)
                     continue
-                raise BackendUnavailable(f"cannot reach {self.base_url}: {_describe(exc)}") from exc
+                if isinstance(exc, httpx.TimeoutException):
+                    raise BackendUnavailable(f"no answer from {self.shown_url} within {self.timeout:g} s") from exc
+                if isinstance(exc, httpx.LocalProtocolError):  # h11's message quotes the header: not repeated
+                    raise InvalidConnection(
+                        f"cannot send a request to {self.shown_url}: a header is not valid in HTTP "
+                        f"(does the API key have a line break or control character?)"
+                    ) from None
+                raise BackendUnavailable(f"cannot reach {self.shown_url}: {_describe(exc)}") from exc
             if response.status_code < 400:
                 return response
             error = _error_from_response(response)
             retryable = response.status_code == 429 or response.status_code >= 500
-            if idempotent and retryable and attempt < self.retries:
+            delay = self._delay(attempt + 1, error.retry_after)
+            if idempotent and retryable and attempt < self.retries and loop.time() + delay < deadline:
                 attempt += 1
-                await asyncio.sleep(self._delay(attempt, error.retry_after))
+                await asyncio.sleep(delay)
                 continue
             raise error
 
@@ -367,7 +413,7 @@ class _Http:
         try:
             return response.json()
         except ValueError as exc:
-            raise BackendUnavailable(f"{self.base_url} answered {path} with something that is not JSON") from exc
+            raise BackendUnavailable(f"{self.shown_url} answered {path} with something that is not JSON") from exc
 
     async def model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
         return _parse(model, await self.json(method, path, **kwargs), path)
@@ -405,11 +451,48 @@ def _parse(model: Any, data: Any, path: str) -> Any:
         raise ApiError(f"unexpected answer from {path}: {exc.error_count()} field(s) did not match") from exc
 
 
+def shown_url(url: str) -> str:
+    """``url`` fit to show: a password in it masked (``user:***@``)."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#@]*@", r"\1:***@", url.strip())
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc``, what it was raised from, and the members of any exception group among them."""
+    found: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or any(current is seen for seen in found):
+            continue
+        found.append(current)
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+        todo.extend((current.__cause__, current.__context__))
+    return found
+
+
 def _describe(exc: Exception) -> str:
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
+    """Why a request could not be sent or answered, in words (never a header: the API key travels in one)."""
     if isinstance(exc, httpx.ConnectError):
-        return "connection refused"
+        causes = _causes(exc)
+        if any(isinstance(c, socket.gaierror) for c in causes):
+            return "the host name could not be resolved (check the host in the URL, or DNS)"
+        if any(isinstance(c, ConnectionRefusedError) for c in causes):
+            return "connection refused (is the service running, on that port?)"
+        tls = [c for c in causes if isinstance(c, ssl.SSLError)]
+        if tls:
+            reason = getattr(tls[0], "verify_message", None) or tls[0].reason or "no reason given"
+            return f"the TLS handshake failed ({str(reason).lower()})"
+        reasons = [c.strerror for c in causes if isinstance(c, OSError) and c.strerror]
+        return f"cannot connect ({reasons[0].lower()})" if reasons else "cannot connect"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the server closed the connection or did not answer in HTTP (is the scheme, http or https, right?)"
+    if isinstance(exc, httpx.ProxyError):
+        return "the proxy refused the connection"
+    if isinstance(exc, (httpx.ReadError, httpx.WriteError)):
+        return "the connection was lost"
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return "the URL must start with http:// or https://"
     return type(exc).__name__
 
 

@@ -9,16 +9,20 @@
     api_key_env = "PROD_PROTECT_KEY"     # or api_key = "..." or api_key_command = "pass show protect"
     readonly = true
     theme = "textual-dark"
+    timeout = 10                         # seconds before a request with its retries gives up
 
 Precedence, lowest to highest: the profile in the file, then the environment
-(``PROTECT_CONSOLE_URL``, ``PROTECT_CONSOLE_API_KEY``), then flags (``--url``,
+(``PROTECT_CONSOLE_URL``, ``PROTECT_CONSOLE_API_KEY``, ``PROTECT_CONSOLE_TIMEOUT``), then flags (``--url``,
 ``--readonly``). API keys are never taken from flags: argv is visible to every
 local user in ``ps``.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
+import re
 import shlex
 import stat
 import subprocess
@@ -37,6 +41,8 @@ DEFAULT_THEME = "textual-dark"
 ENV_URL = "PROTECT_CONSOLE_URL"
 ENV_API_KEY = "PROTECT_CONSOLE_API_KEY"
 ENV_PROFILE = "PROTECT_CONSOLE_PROFILE"
+ENV_TIMEOUT = "PROTECT_CONSOLE_TIMEOUT"
+MIN_TIMEOUT, MAX_TIMEOUT = 0.1, 600.0  # seconds a request may take in all, retries included
 KEY_COMMAND_TIMEOUT = 30.0  # long enough to type a gpg passphrase into pinentry
 
 
@@ -53,19 +59,117 @@ class ConnectionProfile:
     api_key: str = field(repr=False)  # resolved from api_key/api_key_env/api_key_command; never printed
     readonly: bool = False
     theme: str = "textual-dark"
+    timeout: float | None = None  # seconds for a request, retries included; None: the client's default
     key_source: str = field(default="", compare=False)  # where the key came from ("$PROD_PROTECT_KEY", "api_key_command"), to say what to fix
 
 
 # ------------------------------------------------------------------ the file
 
 
+_URL_EXAMPLE = "like http://127.0.0.1:8080"
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")  # "_" too: container names have it
+
+
+def _check_host(host: str) -> None:
+    """Raise ValueError unless ``host`` is an IP address or a name DNS can look up (IDN included)."""
+    if not host:
+        raise ValueError(f"has no host name, {_URL_EXAMPLE}")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError("has an IPv6 address without its closing ], like http://[::1]:8080")
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError("has an invalid IPv6 address between [ and ]") from None
+        return
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError("has an invalid IPv4 address (four numbers 0-255 separated by dots)") from None
+        return
+    name = host.removesuffix(".")
+    if len(name) > 253:
+        raise ValueError("has a host name longer than 253 characters")
+    for label in name.split("."):
+        if label.isascii() and _DNS_LABEL.match(label) and not label.lower().startswith("xn--"):
+            continue
+        import idna  # httpx's own IDNA codec, so what passes here is what it sends
+
+        try:
+            (idna.decode if label.isascii() else idna.encode)(label)
+        except (idna.IDNAError, UnicodeError):
+            raise ValueError(
+                "has an invalid host name (letters, digits and hyphens between dots; a hyphen neither first nor last)"
+            ) from None
+
+
+def _check_port(port: str) -> None:
+    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("has an invalid port after the host (a number from 1 to 65535)")
+
+
+def _split_authority(authority: str) -> tuple[str, str | None]:
+    """``host[:port]`` as (host, port or None); an IPv6 host keeps its brackets."""
+    if authority.startswith("["):
+        inside, closed, after = authority.partition("]")
+        if closed and after and not after.startswith(":"):
+            raise ValueError("has something other than :PORT after the IPv6 address, like http://[::1]:8080")
+        return inside + closed, (after[1:] if after else None)
+    if ":" not in authority:
+        return authority, None
+    host, _colon, port = authority.rpartition(":")
+    if ":" in host:
+        raise ValueError("has more than one ':' after the host (an IPv6 address goes in [ ])")
+    return host, port
+
+
 def _check_url(value: str) -> str:
+    """The URL, normalised; ValueError says what is wrong (never repeating a password in it)."""
     value = value.strip()
-    if not value.startswith(("http://", "https://")) or len(value) <= len("https://"):
-        raise ValueError("must be an http:// or https:// URL, like http://127.0.0.1:8080")
-    if any(c.isspace() or ord(c) < 32 for c in value):
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
         raise ValueError("must not contain spaces or control characters")
-    return value.rstrip("/")
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise ValueError(f"must be an http:// or https:// URL, {_URL_EXAMPLE}")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority:
+        # The API key is the credential; a password in the URL would be shown wherever the URL is.
+        raise ValueError(
+            f"must not contain a user name or password (user:password@): the API key authenticates, "
+            f"give the URL alone, {_URL_EXAMPLE}"
+        )
+    if "?" in rest or "#" in rest:
+        raise ValueError(f"must not have a query (?...) or fragment (#...), {_URL_EXAMPLE}")
+    host, port = _split_authority(authority)
+    _check_host(host)
+    if port is not None:
+        _check_port(port)
+    return f"{scheme.lower()}://{rest}".rstrip("/")
+
+
+# What an API key may contain: the service issues URL-safe ASCII; a space, a line break or a
+# typographic quote in one is a copy-and-paste accident, better named here than sent as a header.
+def _check_key(key: str, where: str) -> str:
+    """``key`` if it can be an API key, else ConfigError naming ``where`` it came from (never the key)."""
+    for position, char in enumerate(key, start=1):
+        if char in "\r\n":
+            problem = "contains a line break (CR/LF): set the key alone, on one line"
+        elif not char.isascii():
+            problem = (f"contains a non-ASCII character (at position {position}): API keys are plain ASCII; "
+                       f"was it pasted with a typographic quote or a non-breaking space?")
+        elif char.isspace() or not char.isprintable():
+            problem = f"contains a space or control character (at position {position})"
+        else:
+            continue
+        raise ConfigError(f"{where}: the API key {problem}")
+    return key
+
+
+def _check_timeout(value: float) -> float:
+    if not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
+        raise ValueError(f"must be a number of seconds from {MIN_TIMEOUT:g} to {MAX_TIMEOUT:g}, got {value:g}")
+    return value
 
 
 class ProfileSettings(BaseModel):
@@ -91,10 +195,18 @@ class ProfileSettings(BaseModel):
     theme: str = Field(default=DEFAULT_THEME, min_length=1)
     """Textual theme name for the console."""
 
+    timeout: float | None = Field(default=None, allow_inf_nan=False)
+    """Seconds a request may take, retries included, before the console says there is no answer. Default 10."""
+
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         return None if value is None else _check_url(value)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: float | None) -> float | None:
+        return None if value is None else _check_timeout(value)
 
     @model_validator(mode="after")
     def _one_key_source(self) -> "ProfileSettings":
@@ -235,24 +347,41 @@ def _key_source(settings: ProfileSettings | None) -> str:
 def _resolve_key(name: str, settings: ProfileSettings | None, path: Path) -> str:
     env_key = os.environ.get(ENV_API_KEY, "").strip()
     if env_key:
-        return env_key
+        return _check_key(env_key, f"${ENV_API_KEY}")
     if settings is None:
         raise _missing_key(name, path)
     if settings.api_key is not None:
         key = settings.api_key.get_secret_value().strip()
         if not key:
             raise ConfigError(f"profile {name!r}: api_key is empty in {path}")
-        return key
+        return _check_key(key, f"profile {name!r}: api_key in {path}")
     if settings.api_key_env is not None:
         key = os.environ.get(settings.api_key_env, "").strip()
         if not key:
             raise ConfigError(
                 f"profile {name!r}: api_key_env names {settings.api_key_env}, which is not set or empty"
             )
-        return key
+        return _check_key(key, f"profile {name!r}: ${settings.api_key_env} (its api_key_env)")
     if settings.api_key_command is not None:
-        return run_key_command(settings.api_key_command, profile=name)
+        key = run_key_command(settings.api_key_command, profile=name)
+        return _check_key(key, f"profile {name!r}: the output of api_key_command")
     raise _missing_key(name, path)
+
+
+def _resolve_timeout(profile: ProfileSettings | None) -> float | None:
+    raw = os.environ.get(ENV_TIMEOUT, "").strip()
+    if not raw:
+        return profile.timeout if profile else None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ConfigError(f"{ENV_TIMEOUT}: must be a number of seconds, got {raw!r}")
+    try:
+        return _check_timeout(value)
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_TIMEOUT}: {exc}") from exc
 
 
 # ------------------------------------------------------------------ resolve
@@ -309,5 +438,6 @@ def load_profile(
         api_key=_resolve_key(chosen, profile, path),
         readonly=(profile.readonly if profile else False) if readonly is None else readonly,
         theme=profile.theme if profile else DEFAULT_THEME,
+        timeout=_resolve_timeout(profile),
         key_source=_key_source(profile),
     )
