@@ -365,3 +365,12 @@ def test_errors_raised_together_are_reported_by_their_first_reason(
     code, _out, err = run(capsys, "users", "list", "--url", "http://127.0.0.1:9")
     assert code == 1
     assert one_error_line(err) == "error: cannot reach http://127.0.0.1:9: connection refused"
+
+
+def test_the_console_gives_up_within_its_profile_timeout() -> None:
+    """The full-screen console's client takes the profile's `timeout`, as the CLI twin's does."""
+    from console.config import ConnectionProfile
+    from console.tui.app import ProtectConsoleApp
+
+    app = ProtectConsoleApp(ConnectionProfile("p", "http://127.0.0.1:9", "k", timeout=2.5))
+    assert app.api.timeout == 2.5

@@ -93,7 +93,7 @@ class ProtectConsoleApp(App[None]):
         self.profile = profile
         self._owns_client = client is None
         # ``warm``: the first screen's requests, already sent by the CLI while this module loaded.
-        self.api: ProtectClient = client or ProtectClient(profile.url, profile.api_key, warm=warm)
+        self.api: ProtectClient = client or ProtectClient(profile.url, profile.api_key, warm=warm, timeout=profile.timeout)
         self._open_user_ref = open_user
 
     # ------------------------------------------------------------ identity
