@@ -21,7 +21,7 @@ import anyio
 from fastapi import FastAPI
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .metrics import count_http
 from ..models import ROLE_PERMISSIONS, Permission, PushRequest, TotpVerifyRequest
@@ -29,7 +29,7 @@ from .routers import resource
 from .services import push as push_service
 from .services import totp as totp_service
 from .services.common import Principal
-from .limits import key_problem, read_limited, too_large
+from .limits import key_problem, read_limited, replay, too_large
 from .services.keys import cached_authenticate
 from .services.ratelimit import client_address
 from .store import Store
@@ -154,7 +154,7 @@ class HotRoutes:
             except Exception as exc:  # noqa: BLE001 - answered by the app's own handler, as the route would be
                 answer = await self._problem(scope, exc)
         if answer is None:
-            await self.app(scope, _replay(body, more, receive), send)
+            await self.app(scope, replay(body, receive, more=more), send)
             return
         await self._send(send, scope, answer, started)
 
@@ -190,15 +190,3 @@ class HotRoutes:
         return response.status_code, bytes(response.body), headers
 
 
-def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
-    """``receive`` as if nothing had been read: what was read first, then the rest of the stream."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": more}
-        return await receive()
-
-    return replay

@@ -141,15 +141,16 @@ async def read_limited(receive: Receive, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def replay(body: bytes, receive: Receive) -> Receive:
-    """``receive`` as if nothing had been read: ``body`` first, then whatever the stream says next."""
+def replay(body: bytes, receive: Receive, *, more: bool = False) -> Receive:
+    """``receive`` as if nothing had been read: ``body`` first (``more``: the stream has more of it), then
+    whatever the stream says next."""
     sent = False
 
     async def again() -> Message:
         nonlocal sent
         if not sent:
             sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": more}
         return await receive()
 
     return again
