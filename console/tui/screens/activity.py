@@ -229,7 +229,7 @@ class ActivityScreen(ConsoleScreen):
         suspects = [Suspect.from_stats(stats) for stats in page.results]
         self.panel.can_stop = self.app.can(Permission.PUSH_BLOCK)  # hints name `X` only for keys that have it
         self.panel.show_suspects(suspects, partial=page.totalCount > len(suspects))
-        self.refresh_bindings()  # `b` and `X` depend on what the panel lists
+        self._label_stop_key()  # `b` and `X` depend on what the panel lists (relabel refreshes the bindings)
 
     @on(VirtualTable.Loaded, "#activity-attempts")
     def _attempts_loaded(self, event: VirtualTable.Loaded) -> None:
@@ -382,7 +382,7 @@ class ActivityScreen(ConsoleScreen):
             title="Done",
             markup=False,
         )
-        self.refresh_bindings()
+        self._label_stop_key()
         self.scan_for_bombing()  # the server's word on it
 
     @work(exclusive=True, group="activity-stop", exit_on_error=False)
@@ -395,7 +395,7 @@ class ActivityScreen(ConsoleScreen):
         self.panel.mark_stopped(suspect.user_id, None)
         message = f"Push block lifted for {label}." if lifted.lifted else f"{label} had no push block in force."
         self.notify(message, title="Done", markup=False)
-        self.refresh_bindings()
+        self._label_stop_key()
         self.scan_for_bombing()
 
     def escape_one_level(self) -> bool:
@@ -412,7 +412,11 @@ class ActivityScreen(ConsoleScreen):
 
     @on(OptionList.OptionHighlighted, "#bombing-list")
     def _suspect_highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        # `X` says what it will do to the highlighted user: stop their attack, or lift the stop.
+        self._label_stop_key()
+
+    def _label_stop_key(self) -> None:
+        """`X` says what it will do to the highlighted user: stop their attack, or lift the stop. Called when the
+        highlight moves and whenever the listed suspects change (a stop or a lift keeps the highlight where it is)."""
         suspect = self.panel.highlighted_suspect
         relabel(self, "stop_attack", "Lift block" if suspect is not None and suspect.stopped else "Stop attack")
 

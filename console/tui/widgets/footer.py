@@ -162,7 +162,9 @@ class ConsoleFooter(Footer):
         if self._recompose_pending:
             return
         self._recompose_pending = True
-        self.call_after_refresh(self._recompose_now)
+        # On the footer's own queue: call_after_refresh queues on the screen in front at that moment, and a
+        # modal closing then (Stop attack confirmed) took the callback with it, leaving the footer stale for good.
+        self.call_later(self._recompose_now)
 
     async def _recompose_now(self) -> None:
         self._recompose_pending = False
