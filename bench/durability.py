@@ -39,23 +39,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import create_engine, or_, select, text, update
+from sqlalchemy import create_engine, select, text, update
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _http_load import Serve, chunks, measure, run_clients  # noqa: E402
-from _store import machine_note, percentile  # noqa: E402
-from totp_verify import GOAL_RATE, PATH, STEP, classify, make_source_factory  # noqa: E402
+from _store import lift_rate_limits, machine_note, percentile  # noqa: E402
+from totp_verify import GOAL_RATE, PATH, classify, enrolled_secrets, make_source_factory  # noqa: E402
 
-from console.models import ProtectSettingsPatch, Role, SystemUserCreate  # noqa: E402
-from console.server import secretbox  # noqa: E402
+from console.models import Role, SystemUserCreate  # noqa: E402
 from console.server.clock import Clock  # noqa: E402
 from console.server.seed import seed_directory  # noqa: E402
 from console.server.services.common import Principal  # noqa: E402
 from console.server.services.keys import create_key  # noqa: E402
-from console.server.services.settings import etag_for, read_settings, update_settings  # noqa: E402
 from console.server.services.users import create_user  # noqa: E402
 from console.server.store import SQLITE_SYNCHRONOUS_ENV, Store, open_store, users  # noqa: E402
 
@@ -180,20 +178,8 @@ def served_lines(args: argparse.Namespace, folder: Path) -> tuple[list[Line], st
         started = time.perf_counter()
         seed_directory(store, args.users)
         seeded = time.perf_counter() - started
-        with store.read() as conn:
-            _, version = read_settings(conn)
-        patch = ProtectSettingsPatch.model_validate({"rateLimits": {"totpVerifyPerMinute": 1_000_000}})
-        update_settings(store, patch, etag_for(version), BENCH_ADMIN, Clock().now())
-        with store.read() as conn:
-            enrolled = [
-                (r.id, secretbox.reveal(store, r.id, r.totp_secret))
-                for r in conn.execute(
-                    select(users.c.id, users.c.totp_secret).where(
-                        users.c.totp_status == "ENROLLED", users.c.totp_failures == 0,
-                        or_(users.c.totp_last_step.is_(None), users.c.totp_last_step < int(time.time()) // STEP),
-                    ).order_by(users.c.id)
-                )
-            ]
+        lift_rate_limits(store)  # the run's TOTP checks come from one key and one address
+        enrolled = enrolled_secrets(store)
         key = create_key(store, "bench-durability", Role.SERVICE)
     finally:
         store.dispose()  # the service's workers are the only users of the file while it runs

@@ -72,6 +72,21 @@ def classify(status: int, body: bytes) -> str:
     return "valid" if answer["valid"] else (answer.get("reason") or "invalid")
 
 
+def enrolled_secrets(store) -> list[tuple[str, str]]:  # noqa: ANN001 - a console.server.store.Store
+    """(user id, TOTP secret) of the users whose current code is still unused: enrolled, not failing, not yet
+    verified in this step (by an earlier run). Secrets are stored sealed (secretbox.py): opened here."""
+    with store.read() as conn:
+        return [
+            (r.id, secretbox.reveal(store, r.id, r.totp_secret))
+            for r in conn.execute(
+                select(users.c.id, users.c.totp_secret).where(
+                    users.c.totp_status == "ENROLLED", users.c.totp_failures == 0,
+                    or_(users.c.totp_last_step.is_(None), users.c.totp_last_step < int(time.time()) // STEP),
+                ).order_by(users.c.id)
+            )
+        ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=60000, help="users to seed when the database has none")
@@ -84,17 +99,7 @@ def main() -> None:
     with bench_store(args.db, "totp.db") as (store, db_name):
         seed_if_empty(store, args.users)
         lift_rate_limits(store)
-        with store.read() as conn:
-            secrets = [
-                (r.id, secretbox.reveal(store, r.id, r.totp_secret))  # stored sealed (secretbox.py)
-                for r in conn.execute(
-                    select(users.c.id, users.c.totp_secret).where(
-                        users.c.totp_status == "ENROLLED", users.c.totp_failures == 0,
-                        # not yet verified in this step (an earlier run): its current code would be a replay
-                        or_(users.c.totp_last_step.is_(None), users.c.totp_last_step < int(time.time()) // STEP),
-                    ).order_by(users.c.id)
-                )
-            ]
+        secrets = enrolled_secrets(store)
         key = create_key(store, "bench-totp", Role.SERVICE)
         db_value = store.target.value
         store.dispose()  # the service's workers are the only users of the database while it runs
