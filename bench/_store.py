@@ -228,7 +228,7 @@ def _sqlite_cached(path: Path, users: int, fresh: bool) -> SeededDb:
                 for suffix in ("", "-wal", "-shm"):
                     Path(str(leftover) + suffix).unlink(missing_ok=True)
             seconds = _seed(str(partial), users)  # seeded aside, so an interrupted seed is never reused
-            for suffix in ("", "-wal", "-shm"):
+            for suffix in ("", "-wal", "-shm", ".key"):  # .key: the seed's secret key file (TOTP secrets)
                 if Path(str(partial) + suffix).exists():
                     os.replace(str(partial) + suffix, str(path) + suffix)
             _note(note_file, users, seconds)
