@@ -17,16 +17,19 @@ How a screen uses it (the contract H4/H5/H6 code against):
   inside the screen (a search box or panel with focus gave focus back to the main table, a search was
   cleared); False lets the frame go back (pop the screen, then return to Users). Do not bind Esc yourself.
 - ``main_widget()``: the widget that Esc and a number key give focus back to (default: ``AUTO_FOCUS``).
+- ``self.console_app``: the app, typed as :class:`ConsoleAppLike` (``api``, ``can``, ``open_user``, ...);
+  Textual types ``self.app`` as a plain ``App``. Widgets and modals use ``console_app_of(self)``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message_pump import MessagePump
 from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.worker import Worker, WorkerState
@@ -37,7 +40,47 @@ from ..widgets.error_banner import ErrorBanner
 from ..widgets.footer import ConsoleFooter
 from ..widgets.header import ConsoleHeader
 
+if TYPE_CHECKING:
+    from ...client import ProtectClient
+    from ...config import ConnectionProfile
+    from ...models import WhoAmI
+    from ..app import ProtectConsoleApp
+
 T = TypeVar("T")
+
+
+class ConsoleAppLike(Protocol):
+    """What screens and widgets use of the console app beyond Textual's ``App``.
+
+    :class:`~console.tui.app.ProtectConsoleApp` is the one implementation (mypy checks it below).
+    """
+
+    @property
+    def api(self) -> ProtectClient: ...
+    @property
+    def profile(self) -> ConnectionProfile: ...
+    @property
+    def whoami(self) -> WhoAmI | None: ...
+    @property
+    def readonly(self) -> bool: ...
+    def can(self, permission: Permission) -> bool: ...
+    def open_user(self, user_id: str) -> None: ...
+    def load_whoami(self) -> object: ...
+    def report_error(self, exc: BaseException, retry: Callable[[], object] | None = None) -> None: ...
+    def action_show_screen(self, mode: str) -> None: ...
+    def action_help(self) -> None: ...
+    def action_back(self) -> None: ...
+
+
+def console_app_of(node: MessagePump) -> ConsoleAppLike:
+    """The console app ``node`` runs in, typed (for widgets and modals; screens have ``console_app``)."""
+    return cast("ConsoleAppLike", node.app)
+
+
+if TYPE_CHECKING:
+
+    def _implements(app: ProtectConsoleApp) -> ConsoleAppLike:
+        return app  # mypy: the app has everything the protocol promises
 
 # Actions the frame itself binds on every console screen: always available.
 FRAME_ACTIONS = frozenset({"reload", "retry"})
@@ -86,6 +129,11 @@ class ConsoleScreen(Screen):
         self._retry: Callable[[], object] | None = None
         self._last_error: BaseException | None = None
 
+    @property
+    def console_app(self) -> ConsoleAppLike:
+        """``self.app``, typed as the console app (see :class:`ConsoleAppLike`)."""
+        return cast("ConsoleAppLike", self.app)
+
     def compose(self) -> ComposeResult:
         yield ConsoleHeader(self.TITLE)
         yield ErrorBanner()
@@ -114,7 +162,7 @@ class ConsoleScreen(Screen):
         whoami = getattr(app, "whoami", None)
         if whoami is None:
             return f"Cannot {what} yet: this key's permissions are still loading (r reloads)."
-        if not app.can(permission):  # type: ignore[attr-defined]
+        if not self.console_app.can(permission):
             return f"Role {whoami.role} cannot {what} (needs {permission.value})."
         return None
 
