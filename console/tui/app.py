@@ -22,7 +22,7 @@ from ..models import ROLE_PERMISSIONS, Permission, WhoAmI
 from .commands import ConsoleCommands
 from .screens.base import ConsoleScreen, describe_action
 from .screens.users import UsersScreen
-from .widgets.header import TABS
+from .tabs import HOME, TABS
 
 
 class PlaceholderScreen(ConsoleScreen):
@@ -61,19 +61,17 @@ class ProtectConsoleApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "Protect Console"
 
+    # The first screen is imported with the app; the others on first use.
     MODES = {
-        "users": UsersScreen,
-        "activity": _lazy_screen("activity", "ActivityScreen", "Activity"),
-        "settings": _lazy_screen("settings", "SettingsScreen", "Settings"),
-        "privacy": _lazy_screen("privacy", "PrivacyScreen", "Privacy"),
-        "audit": _lazy_screen("audit", "AuditScreen", "Audit"),
+        tab.mode: UsersScreen if tab.mode == HOME else _lazy_screen(tab.module, tab.screen_class, tab.label)
+        for tab in TABS
     }
-    DEFAULT_MODE = "users"
+    DEFAULT_MODE = HOME
 
     COMMANDS = App.COMMANDS | {ConsoleCommands}
 
     BINDINGS = [
-        *(Binding(key, f"show_screen('{mode}')", label, show=False) for key, mode, label in TABS),
+        *(Binding(tab.key, f"show_screen('{tab.mode}')", tab.label, show=False) for tab in TABS),
         Binding("question_mark", "help", "Help"),
         Binding("escape", "back", "Back", show=False),
         Binding("q", "quit", "Quit"),
@@ -269,8 +267,8 @@ class ProtectConsoleApp(App[None]):
             return
         if len(self.screen_stack) > 1:
             self.pop_screen()
-        elif self.current_mode != "users":
-            self.action_show_screen("users")
+        elif self.current_mode != HOME:
+            self.action_show_screen(HOME)
 
     def action_show_screen(self, mode: str) -> None:
         """A number key: show that mode's list, never what was opened over it earlier.

@@ -10,18 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
-
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
 
 from ..client import ApiError, user_key_kind
 from ..safe_text import printable
 from .formatting import enrollment_text, user_name
-from .widgets.header import TABS
-
-if TYPE_CHECKING:
-    from .app import ProtectConsoleApp
+from .screens.base import console_app_of
+from .tabs import TABS
 
 # Frame keys that mean nothing from the palette: Esc would close the palette, not go back.
 PALETTE_SKIPS = frozenset({"escape"})
@@ -35,7 +31,7 @@ class ConsoleCommands(Provider):
     """Screen actions (respecting permissions), screen switches, and "open user …"."""
 
     def _commands(self) -> list[tuple[str, Callable[[], object], str]]:
-        app = self.app
+        app = console_app_of(self.screen)
         commands: list[tuple[str, Callable[[], object], str]] = []
         screen = self.screen
         seen: set[str] = set()
@@ -51,9 +47,9 @@ class ConsoleCommands(Provider):
             # The tooltip, when a binding has one, is the longer wording ("Deactivate the push device").
             what = binding.tooltip or binding.description
             commands.append((f"{title}: {what}", partial(active.node.run_action, binding.action), f"key {binding.key}"))
-        for key, mode, label in TABS:
-            commands.append((f"Go to {label}", partial(app.action_show_screen, mode), f"key {key}"))  # type: ignore[attr-defined]
-        commands.append(("Help: keys for this screen", app.action_help, "key ?"))  # type: ignore[attr-defined]
+        for tab in TABS:
+            commands.append((f"Go to {tab.label}", partial(app.action_show_screen, tab.mode), f"key {tab.key}"))
+        commands.append(("Help: keys for this screen", app.action_help, "key ?"))
         return commands
 
     async def discover(self) -> Hits:
@@ -69,7 +65,7 @@ class ConsoleCommands(Provider):
         term = query.strip()
         if len(term) < 2:
             return
-        app: ProtectConsoleApp = self.app  # type: ignore[assignment]
+        app = console_app_of(self.screen)
         exact_id: str | None = None
         if user_key_kind(term) is not None:
             # The user whose id, email or username this is, first and at once (a unique index answers).
@@ -94,7 +90,7 @@ class ConsoleCommands(Provider):
                 yield self._user_hit(user, 0.9 - rank * 0.01)
 
     def _user_hit(self, user, score: float) -> Hit:  # noqa: ANN001 - SystemUser
-        app: ProtectConsoleApp = self.app  # type: ignore[assignment]
+        app = console_app_of(self.screen)
         username = printable(user.username, max_length=60)
         email = printable(user.email, max_length=60)
         name = printable(user_name(user), max_length=60)

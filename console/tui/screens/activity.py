@@ -150,7 +150,7 @@ class ActivityScreen(ConsoleScreen):
 
     def _permissions_known(self, *_: object) -> None:
         panel = self.panel
-        panel.can_stop = self.app.can(Permission.PUSH_BLOCK)
+        panel.can_stop = self.console_app.can(Permission.PUSH_BLOCK)
         if panel.checked:
             panel.show_suspects(panel.suspects)
 
@@ -190,7 +190,7 @@ class ActivityScreen(ConsoleScreen):
         return self.query_one("#bombing-panel", BombingPanel)
 
     async def fetch_attempts(self, skip: int, limit: int) -> tuple[int, list[Any]]:
-        page = await self.app.api.push_attempts(status=self.status_filter, skip=skip, limit=limit)
+        page = await self.console_app.api.push_attempts(status=self.status_filter, skip=skip, limit=limit)
         return page.totalCount, page.results
 
     def _busy(self) -> bool:
@@ -221,13 +221,13 @@ class ActivityScreen(ConsoleScreen):
         """The server's per-user aggregate over the bombing window: the same figures as the user's screen."""
         since = datetime.now(timezone.utc) - BOMBING_WINDOW
         try:
-            page = await self.app.api.push_suspects(since=since, min_hostile=BOMBING_THRESHOLD, limit=SUSPECTS_LIMIT)
+            page = await self.console_app.api.push_suspects(since=since, min_hostile=BOMBING_THRESHOLD, limit=SUSPECTS_LIMIT)
         except ApiError as exc:
             self.panel.show_problem(f"not checked ({exc})")
             self.report_error(exc, retry=self.reload_data)
             return
         suspects = [Suspect.from_stats(stats) for stats in page.results]
-        self.panel.can_stop = self.app.can(Permission.PUSH_BLOCK)  # hints name `X` only for keys that have it
+        self.panel.can_stop = self.console_app.can(Permission.PUSH_BLOCK)  # hints name `X` only for keys that have it
         self.panel.show_suspects(suspects, partial=page.totalCount > len(suspects))
         self._label_stop_key()  # `b` and `X` depend on what the panel lists (relabel refreshes the bindings)
 
@@ -361,7 +361,7 @@ class ActivityScreen(ConsoleScreen):
     @work(exclusive=True, group="activity-stop", exit_on_error=False)
     async def stop_attack(self, suspect: Suspect, label: str, choice: StopAttackChoice) -> None:
         try:
-            result = await self.app.api.block_push(
+            result = await self.console_app.api.block_push(
                 suspect.user_id,
                 minutes=choice.minutes,
                 cancel_pending=choice.cancel_pending,
@@ -370,7 +370,7 @@ class ActivityScreen(ConsoleScreen):
         except ApiError as exc:
             self.notify(f"Stop attack failed: {printable(str(exc), max_length=200)}", severity="error", markup=False)
             return
-        me = self.app.whoami
+        me = self.console_app.whoami
         block = PushBlock(
             blockedUntil=result.blockedUntil, blockedBy=me.name if me else "you", blockedAt=datetime.now(timezone.utc)
         )
@@ -388,7 +388,7 @@ class ActivityScreen(ConsoleScreen):
     @work(exclusive=True, group="activity-stop", exit_on_error=False)
     async def lift_block(self, suspect: Suspect, label: str) -> None:
         try:
-            lifted = await self.app.api.lift_push_block(suspect.user_id)
+            lifted = await self.console_app.api.lift_push_block(suspect.user_id)
         except ApiError as exc:
             self.notify(f"Lift block failed: {printable(str(exc), max_length=200)}", severity="error", markup=False)
             return
@@ -422,8 +422,8 @@ class ActivityScreen(ConsoleScreen):
 
     @on(BombingPanel.UserChosen)
     def _open_suspect(self, event: BombingPanel.UserChosen) -> None:
-        self.app.open_user(event.user_id)
+        self.console_app.open_user(event.user_id)
 
     @on(VirtualTable.RowSelected, "#activity-attempts")
     def _open_attempt_user(self, event: VirtualTable.RowSelected) -> None:
-        self.app.open_user(event.row.userId)
+        self.console_app.open_user(event.row.userId)

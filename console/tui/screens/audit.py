@@ -27,7 +27,7 @@ from ...models import AuditEvent
 from ...safe_text import printable
 from ..widgets.prompt import PromptScreen
 from ..widgets.virtual_table import Column, TablePosition, VirtualTable
-from .base import ConsoleScreen
+from .base import ConsoleScreen, console_app_of
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -362,7 +362,7 @@ class AuditDetailScreen(ModalScreen[None]):
         user_id = self.target_user_id
         if user_id is not None:
             self.dismiss(None)
-            self.app.open_user(user_id)
+            console_app_of(self).open_user(user_id)
 
 
 class AuditScreen(ConsoleScreen):
@@ -404,7 +404,7 @@ class AuditScreen(ConsoleScreen):
 
     async def fetch_events(self, skip: int, limit: int) -> tuple[int, list[Any]]:
         f = self.filter  # read when the page is asked for: a new filter starts a new query
-        page = await self.app.api.audit(
+        page = await self.console_app.api.audit(
             skip=skip, limit=limit, actor=f.actor, action=f.action, target=f.target, kind=f.kind
         )
         return page.totalCount, page.results

@@ -36,6 +36,7 @@ from textual.worker import Worker, WorkerState
 
 from ...client import Unauthorized
 from ...models import Permission
+from ..tabs import HOME
 from ..widgets.error_banner import ErrorBanner
 from ..widgets.footer import ConsoleFooter
 from ..widgets.header import ConsoleHeader
@@ -285,7 +286,7 @@ class ConsoleScreen(Screen):
         """Whether Esc has a level to go back to (for the footer's ``esc Back``)."""
         app = self.app
         stack = app.screen_stack
-        if (self in stack and stack.index(self) > 0) or getattr(app, "current_mode", "users") != "users":
+        if (self in stack and stack.index(self) > 0) or getattr(app, "current_mode", HOME) != HOME:
             return True
         main, focused = self.main_widget(), self.focused
         return main is not None and focused is not None and focused is not main

@@ -10,11 +10,11 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
-from ..widgets.header import TABS
+from ..tabs import TABS
 from ..widgets.virtual_table import VirtualTable
 
 GLOBAL_KEYS: list[tuple[str, str]] = [
-    *((key, f"{label}: its list (whatever was opened over it closes)") for key, _mode, label in TABS),
+    *((tab.key, f"{tab.label}: its list (whatever was opened over it closes)") for tab in TABS),
     ("r", "Reload this screen (after an error: retry, the key's role included)"),
     ("ctrl+p", "Command palette: this screen's actions, the screens, and user lookup by email or username"),
     ("?", "This help"),

@@ -131,13 +131,13 @@ class PrivacyScreen(ConsoleScreen):
 
     async def fetch_devices(self, skip: int, limit: int) -> tuple[int, list[Any]]:
         # Runs in the table's page worker; the filter is read when the page is asked for.
-        page = await self.app.api.privacy_devices(opted_out=True if self.opted_out_only else None, skip=skip, limit=limit)
+        page = await self.console_app.api.privacy_devices(opted_out=True if self.opted_out_only else None, skip=skip, limit=limit)
         return page.totalCount, page.results
 
     @work(exclusive=True, group="privacy-summary", exit_on_error=False)
     async def load_summary(self) -> None:
         try:
-            summary = await self.app.api.privacy_summary()
+            summary = await self.console_app.api.privacy_summary()
         except ApiError as exc:
             if self.summary is None:
                 self.query_one("#privacy-summary", Static).update(Text("Privacy summary not loaded (r retries)"))
@@ -204,4 +204,4 @@ class PrivacyScreen(ConsoleScreen):
 
     @on(VirtualTable.RowSelected, "#privacy-devices")
     def _open_user(self, event: VirtualTable.RowSelected) -> None:
-        self.app.open_user(event.row.user.id)
+        self.console_app.open_user(event.row.user.id)

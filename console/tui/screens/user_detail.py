@@ -326,7 +326,7 @@ class UserDetailScreen(ConsoleScreen):
     # ------------------------------------------------------------ loading
     @work(exclusive=True, group="detail-load", exit_on_error=False)
     async def load(self) -> None:
-        api = self.app.api  # type: ignore[attr-defined]
+        api = self.console_app.api
         try:
             if self.user is None:
                 user = await api.find_user(self.user_ref)
@@ -356,7 +356,7 @@ class UserDetailScreen(ConsoleScreen):
 
     async def _push_stats(self, user_id: str) -> PushStats | None:
         """The server's counts over the bombing window (the Activity panel's aggregate)."""
-        api = self.app.api  # type: ignore[attr-defined]
+        api = self.console_app.api
         try:
             return await api.push_stats(user_id, since=datetime.now(timezone.utc) - BOMBING_WINDOW)
         except NotFound:
@@ -367,7 +367,7 @@ class UserDetailScreen(ConsoleScreen):
         return user_label(self.user) if self.user else printable(self.user_ref, max_length=60)
 
     def _can(self, permission: Permission) -> bool:
-        return bool(self.app.can(permission))  # type: ignore[attr-defined]
+        return bool(self.console_app.can(permission))
 
     def _show(self) -> None:
         user = self.user
@@ -655,7 +655,7 @@ class UserDetailScreen(ConsoleScreen):
         if not await self.ask(ConfirmScreen(self._question("Unenroll the push device of"), body)):
             return
         try:
-            await self.app.api.unenroll_device(user.id, device.id)  # type: ignore[attr-defined]
+            await self.console_app.api.unenroll_device(user.id, device.id)
         except ApiError as exc:
             self._failed("Unenroll", exc)
             return
@@ -681,7 +681,7 @@ class UserDetailScreen(ConsoleScreen):
         if not await self.ask(ConfirmScreen(question, body, confirm_label=f"{verb} (y)")):
             return
         try:
-            await self.app.api.update_push_endpoint(user.id, device.id, state=state)  # type: ignore[attr-defined]
+            await self.console_app.api.update_push_endpoint(user.id, device.id, state=state)
         except ApiError as exc:
             self._failed(verb, exc)
             return
@@ -701,7 +701,7 @@ class UserDetailScreen(ConsoleScreen):
 
     async def _do_reset_totp(self, user: SystemUser) -> None:
         try:
-            await self.app.api.reset_totp(user.id)  # type: ignore[attr-defined]
+            await self.console_app.api.reset_totp(user.id)
         except ApiError as exc:
             self._failed("Reset TOTP", exc)
             return
@@ -741,7 +741,7 @@ class UserDetailScreen(ConsoleScreen):
         if not await self.ask(ConfirmScreen(self._question("Reset ALL MFA for"), Text("\n".join(lines)))):
             return
         try:
-            await self.app.api.reset_mfa(user.id, grace_days=days or None)  # type: ignore[attr-defined]
+            await self.console_app.api.reset_mfa(user.id, grace_days=days or None)
         except ApiError as exc:
             self._failed("Reset MFA", exc)
             return
@@ -782,7 +782,7 @@ class UserDetailScreen(ConsoleScreen):
                     return
         elif not await self.ask(ConfirmScreen(question, body, confirm_label="Create (y)")):
             return
-        api = self.app.api  # type: ignore[attr-defined]
+        api = self.console_app.api
         if deactivate_first and device is not None:
             try:
                 await api.update_push_endpoint(user.id, device.id, state="inactive")
@@ -828,7 +828,7 @@ class UserDetailScreen(ConsoleScreen):
         if not code:
             return
         try:
-            result = await self.app.api.verify_totp(user.id, code)  # type: ignore[attr-defined]
+            result = await self.console_app.api.verify_totp(user.id, code)
         except ApiError as exc:
             self._failed("Verify", exc)
             return
@@ -861,7 +861,7 @@ class UserDetailScreen(ConsoleScreen):
         if choice is None:
             return
         try:
-            result = await self.app.api.block_push(  # type: ignore[attr-defined]
+            result = await self.console_app.api.block_push(
                 user.id,
                 minutes=choice.minutes,
                 cancel_pending=choice.cancel_pending,
@@ -890,7 +890,7 @@ class UserDetailScreen(ConsoleScreen):
         if not await self.ask(ConfirmScreen(self._question("Lift the push block on"), body, confirm_label="Lift (y)")):
             return
         try:
-            lifted = await self.app.api.lift_push_block(user.id)  # type: ignore[attr-defined]
+            lifted = await self.console_app.api.lift_push_block(user.id)
         except ApiError as exc:
             self._failed("Lift block", exc)
             return
@@ -908,7 +908,7 @@ class UserDetailScreen(ConsoleScreen):
         if not await self.ask(ConfirmScreen(self._question("Unlock the account of"), body, confirm_label="Unlock (y)")):
             return
         try:
-            await self.app.api.unlock_user(user.id)  # type: ignore[attr-defined]
+            await self.console_app.api.unlock_user(user.id)
         except ApiError as exc:
             self._failed("Unlock", exc)
             return
@@ -933,7 +933,7 @@ class UserDetailScreen(ConsoleScreen):
         if answer != username:
             return
         try:
-            deleted = await self.app.api.delete_user(user.id)  # type: ignore[attr-defined]
+            deleted = await self.console_app.api.delete_user(user.id)
         except ApiError as exc:
             self._failed("Delete", exc)
             return

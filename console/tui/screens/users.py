@@ -206,7 +206,7 @@ class UsersScreen(ConsoleScreen):
 
         @cursor_fetcher
         async def fetch(request: PageRequest) -> PageAnswer:
-            api = self.app.api  # type: ignore[attr-defined]
+            api = self.console_app.api
             skip = request.offset if (request.after or request.before) else request.skip
             page = await api.user_page(
                 skip=skip, limit=request.limit, sort=sort, filters=filters, search=term,
@@ -269,7 +269,7 @@ class UsersScreen(ConsoleScreen):
 
     @on(VirtualTable.RowSelected, "#users-table")
     def _open(self, event: VirtualTable.RowSelected) -> None:
-        self.app.open_user(event.row.id)  # type: ignore[attr-defined]
+        self.console_app.open_user(event.row.id)
 
     def _update_toolbar(self) -> None:
         mfa = MFA_FILTERS[self.filter_index].label
@@ -334,12 +334,12 @@ class UsersScreen(ConsoleScreen):
         user = table.row_at(0)
         if user is not None:
             self._enter_term = None
-            self.app.open_user(user.id)  # type: ignore[attr-defined]
+            self.console_app.open_user(user.id)
 
     @work(exclusive=True, group="users-exact", exit_on_error=False)
     async def _open_exact(self, term: str) -> None:
         try:
-            user = await self.app.api.lookup_user(term)  # type: ignore[attr-defined]
+            user = await self.console_app.api.lookup_user(term)
         except ApiError:
             return  # the search itself reports a dead backend
         # Only for the Enter it answers: not after another search, Esc, or the single match opening it.
@@ -347,7 +347,7 @@ class UsersScreen(ConsoleScreen):
             return
         self._enter_term = None
         self._open_single = False
-        self.app.open_user(user.id)  # type: ignore[attr-defined]
+        self.console_app.open_user(user.id)
 
     def action_focus_search(self) -> None:
         search = self.query_one("#users-search", Input)
@@ -458,7 +458,7 @@ class UsersScreen(ConsoleScreen):
                 wanted.append(user.id)
         if not wanted:
             return
-        api = self.app.api  # type: ignore[attr-defined]
+        api = self.console_app.api
         gate = asyncio.Semaphore(DEVICE_CONCURRENCY)
 
         async def one(user_id: str) -> None:

@@ -6,15 +6,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from ...safe_text import printable
-
-# (key, mode, label): the number keys that switch screens.
-TABS: list[tuple[str, str, str]] = [
-    ("1", "users", "Users"),
-    ("2", "activity", "Activity"),
-    ("3", "settings", "Settings"),
-    ("4", "privacy", "Privacy"),
-    ("5", "audit", "Audit"),
-]
+from ..tabs import TABS
 
 _SEP = " · "
 
@@ -78,9 +70,9 @@ class ConsoleHeader(Static):
     def tabs_line(self) -> Text:
         current = getattr(self.app, "current_mode", "")
         line = Text(end="")
-        for key, mode, label in TABS:
-            style = "bold reverse" if mode == current else "dim"
-            line.append(f" {key} {label} ", style=style)
+        for tab in TABS:
+            style = "bold reverse" if tab.mode == current else "dim"
+            line.append(f" {tab.key} {tab.label} ", style=style)
         line.append("   ? help · ^p palette", style="dim")
         return line
 

@@ -18,6 +18,8 @@ listed: the palette then opens that user itself (one indexed lookup) instead of 
 
 from __future__ import annotations
 
+import inspect
+
 from textual import on, work
 from textual.await_complete import AwaitComplete
 from textual.command import CommandList, CommandPalette
@@ -26,6 +28,7 @@ from textual.message import Message
 from textual.widgets import Button, Input
 
 from ...client import ApiError, user_key_kind
+from ..screens.base import console_app_of
 
 
 class GuardedCommandPalette(CommandPalette):
@@ -56,7 +59,7 @@ class GuardedCommandPalette(CommandPalette):
         # Textual's search worker (exit_on_error: its NoMatches ended the console) when the palette
         # closes under it: Enter on a hit typed ahead while the user lookup was still searching.
         try:
-            await CommandPalette._gather_commands.__wrapped__(self, search_value)  # type: ignore[attr-defined]
+            await inspect.unwrap(CommandPalette._gather_commands)(self, search_value)
         except NoMatches:
             pass
 
@@ -105,7 +108,7 @@ class GuardedCommandPalette(CommandPalette):
     @work(exclusive=True, group="palette-exact", exit_on_error=False)
     async def _open_exact(self, term: str) -> None:
         try:
-            user = await self.app.api.lookup_user(term)  # type: ignore[attr-defined]
+            user = await console_app_of(self).api.lookup_user(term)
         except ApiError:
             return  # nothing to open: the palette stays, its search says why
         if self._palette_closed or not self.is_current or self.query_one(Input).value.strip() != term:
@@ -116,7 +119,7 @@ class GuardedCommandPalette(CommandPalette):
         self._cancel_gather_commands()
         self.app.post_message(CommandPalette.Closed(option_selected=True))
         self.dismiss()
-        self.app.call_later(self.app.open_user, user.id)  # type: ignore[attr-defined]
+        self.app.call_later(console_app_of(self).open_user, user.id)
 
     def dismiss(self, result=None) -> AwaitComplete:  # noqa: ANN001
         # Dismiss pops the app's top screen, whichever it is: only ever once, and only while on top.
