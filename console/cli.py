@@ -23,13 +23,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from . import models
+from . import display, models
 from .config import ConfigError, ConnectionProfile, load_profile
 from .safe_text import printable
 
@@ -244,30 +244,12 @@ def _print_table(console: Any, table: Any) -> None:
 
 
 def _when(value: datetime | None) -> str:
-    if value is None:
-        return "-"
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc)
-    return value.strftime("%Y-%m-%d %H:%M:%SZ")
+    # Output is copied and compared: UTC (display's zone policy), "-" in a table cell when there is none.
+    return display.utc_stamp(value, missing="-")
 
 
-_STATUS_STYLE = {
-    "approved": "green",
-    "denied": "red",
-    "blocked": "magenta",
-    "expired": "yellow",
-    "pending": "cyan",
-    "ENROLLED": "green",
-    "NOT_ENROLLED": "dim",
-    "ACTIVATED": "green",
-    "SUSPENDED": "red",
-    "STAGED": "yellow",
-}
-
-
-def _status(value: object):  # noqa: ANN202
-    text = str(getattr(value, "value", value))
-    return _text(text, _STATUS_STYLE.get(text, ""))
+def _status(value: object):  # noqa: ANN202 - a rich Text, imported lazily
+    return _text(getattr(value, "value", value), display.status_style(value))
 
 
 def _print_json(data: Any) -> None:
@@ -277,10 +259,6 @@ def _print_json(data: Any) -> None:
 
 def _dump(model: Any) -> Any:
     return model.model_dump(mode="json", by_alias=True)
-
-
-def _display_name(user: Any) -> str:
-    return user.displayname or " ".join(p for p in (user.firstname, user.lastname) if p)
 
 
 def _confirm(question: str, *, yes: bool, action: str) -> None:
@@ -354,8 +332,6 @@ async def users_list(client: Any, args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"totalCount": total, "results": [_dump(u) for u in users]})
         return 0
-    from .tui.formatting import enrollment_text  # the console's spelling (rich only, no Textual)
-
     table = _table("Username", "Name", "Email", "State", "Push", "TOTP", "WebAuthn", "ID",
                    shrink=("ID", "Name", "WebAuthn", "State", "TOTP", "Push", "Email", "Username"))
     for u in users:
@@ -363,12 +339,12 @@ async def users_list(client: Any, args: argparse.Namespace) -> int:
         state = _status(u.state)
         if u.account_locked:
             state.append(" locked", "red")
-        totp = enrollment_text(e.totpStatus)
+        totp = display.enrollment_text(e.totpStatus)
         if u.totpLock.locked:
             totp = _text("✗ locked", "red")
         table.add_row(
-            _text(u.username), _text(_display_name(u)), _text(u.email), state,
-            enrollment_text(e.pushStatus), totp, enrollment_text(e.webAuthnStatus), _text(u.id, "dim"),
+            _text(u.username), _text(display.user_name(u)), _text(u.email), state,
+            display.enrollment_text(e.pushStatus), totp, display.enrollment_text(e.webAuthnStatus), _text(u.id, "dim"),
         )
     console = _console(args)
     _print_table(console, table)
@@ -388,7 +364,7 @@ def _totp_words(user: Any) -> str:
     status = user.mfaEnrollment.totpStatus.value
     lock = user.totpLock
     if lock.locked:
-        until = f" until {lock.lockedUntil:%Y-%m-%d %H:%M} UTC" if lock.lockedUntil is not None else ""
+        until = f" until {display.utc_minute(lock.lockedUntil)}" if lock.lockedUntil is not None else ""
         return f"{status} (locked{until}: {lock.failures} of {lock.maxFailures} wrong codes; `totp reset` unlocks)"
     if lock.failures:
         return f"{status} ({lock.failures} of {lock.maxFailures} wrong codes)"
@@ -414,7 +390,7 @@ async def users_show(client: Any, args: argparse.Namespace) -> int:
     rows: list[tuple[str, Any]] = [
         ("ID", user.id),
         ("Username", user.username),
-        ("Name", _display_name(user)),
+        ("Name", display.user_name(user)),
         ("Email", user.email),
         ("State", user.state.value + (" (locked)" if user.account_locked else "")),
         ("Created", _when(user.created)),
@@ -575,7 +551,7 @@ async def enroll(client: Any, args: argparse.Namespace) -> int:
         _print_json(_dump(code))
         return 0
     _print_qr(code.uri)
-    minutes = max(0, round((code.expiresAt - datetime.now(timezone.utc)).total_seconds() / 60))
+    minutes = max(0, round((code.expiresAt - display.now()).total_seconds() / 60))
     _out(f"Enrollment code for user {user.username}: {code.code}")
     _out(f"Expires {_when(code.expiresAt)} (in about {minutes} min). Scan the QR code with the Protect app, "
          "or type the code in it.")
@@ -870,14 +846,12 @@ async def privacy(client: Any, args: argparse.Namespace) -> int:
 
 
 def _attempts_table(attempts: Sequence[Any], title: str | None = None):  # noqa: ANN202
-    from .tui.formatting import push_status_text  # the console's spelling (rich only, no Textual)
-
     table = _table("Created", "User", "Resource", "Status", "App", "Location", "IP", title=title,
                    shrink=("Location", "App", "Created", "Resource", "IP", "Status", "User"))
     for a in attempts:
         table.add_row(
             _text(_when(a.createdAt)), _text(a.username or a.userId), _text(a.resource),
-            push_status_text(a.status, fraud=a.fraud),
+            display.push_status_text(a.status, fraud=a.fraud),
             _text(a.context.app or ""), _text(a.context.location or ""), _text(a.context.ip or ""),
         )
     return table
@@ -1025,9 +999,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 def _key_dict(key: Any) -> dict[str, Any]:
     from .server.clock import Clock
 
-    def iso(value: datetime | None) -> str | None:
-        return None if value is None else value.replace(tzinfo=timezone.utc).isoformat().replace("+00:00", "Z")
-
+    iso = display.iso_z  # the store's naive times are UTC
     return {"id": key.id, "prefix": key.prefix, "name": key.name, "role": key.role,
             "status": key.status(Clock().now()).value, "created": iso(key.created_at), "lastUsed": iso(key.last_used_at),
             "expires": iso(key.expires_at), "revoked": iso(key.revoked_at),
