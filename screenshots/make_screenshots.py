@@ -204,9 +204,10 @@ async def take_screenshots(demo: Demo) -> list[Path]:
     from console.tui.screens.settings import SettingsScreen
     from console.tui.screens.user_detail import UserDetailScreen
     from console.tui.screens.users import UsersScreen, _has_push
-    from console.tui.widgets.confirm import ConfirmScreen
-    from console.tui.widgets.prompt import ChoiceScreen, StopAttackScreen
-    from console.tui.widgets.qr import EnrollmentCodeScreen
+    from console.tui.modals.confirm import ConfirmScreen
+    from console.tui.modals.choice import ChoiceScreen
+    from console.tui.modals.stop_attack import StopAttackScreen
+    from console.tui.modals.enrollment import EnrollmentCodeScreen
 
     victim = demo.victim
     assert victim is not None

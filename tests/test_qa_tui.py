@@ -21,13 +21,14 @@ from console.config import ConnectionProfile
 from console.models import DeviceInfo, Role, SystemUserCreate, SystemUserUpdate
 from console.tui.app import ProtectConsoleApp
 from console.tui.screens.activity import ActivityScreen
-from console.tui.screens.audit import AuditDetailScreen, AuditScreen
-from console.tui.screens.help import HelpScreen
+from console.tui.modals.audit_detail import AuditDetailScreen
+from console.tui.screens.audit import AuditScreen
+from console.tui.modals.help import HelpScreen
 from console.tui.screens.privacy import PrivacyScreen
 from console.tui.screens.settings import SettingsScreen
 from console.tui.screens.user_detail import UserDetailScreen
 from console.tui.screens.users import UsersScreen
-from console.tui.widgets.confirm import ConfirmScreen
+from console.tui.modals.confirm import ConfirmScreen
 from console.tui.widgets.virtual_table import VirtualTable
 
 from .helpers import wait_for

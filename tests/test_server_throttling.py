@@ -26,7 +26,7 @@ from console.server.services.keys import create_key
 from console.server.services.lockout import BACKOFF
 from console.server.services.totp import current_step
 from console.server.store import open_store
-from console.tui.widgets.confirm import ConfirmScreen
+from console.tui.modals.confirm import ConfirmScreen
 from tests.helpers import wait_for
 from tests.serve_helpers import (
     IPHONE,

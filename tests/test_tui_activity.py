@@ -14,7 +14,7 @@ from console.tui.app import ProtectConsoleApp
 from console.tui.screens.activity import ActivityScreen
 
 from .helpers import enrolled_device, new_user, wait_for
-from console.tui.widgets.confirm import ConfirmScreen
+from console.tui.modals.confirm import ConfirmScreen
 
 from .tui_helpers import SIZE, SMALL, burst, console_app, open_screen, table_lines, table_loaded, text_of, toasts
 
@@ -288,8 +288,8 @@ async def test_stop_attack_from_the_panel_as_helpdesk_then_lift(backend) -> None
     biometric off by default); the stop shows in the panel; `X` again offers Lift block."""
     from textual.widgets import Checkbox, Input
 
-    from console.tui.widgets.prompt import StopAttackScreen
-    from console.tui.widgets.confirm import ConfirmScreen
+    from console.tui.modals.stop_attack import StopAttackScreen
+    from console.tui.modals.confirm import ConfirmScreen
 
     victim = await bomb(backend, "victim.stopme")
     service = ProtectClient(backend.url, backend.key(Role.SERVICE))
@@ -368,7 +368,7 @@ async def test_stop_attack_key_says_why_it_cannot_act(make_backend) -> None:
 
 
 def StopAttackScreenType():  # noqa: N802 - a type, imported late
-    from console.tui.widgets.prompt import StopAttackScreen
+    from console.tui.modals.stop_attack import StopAttackScreen
 
     return StopAttackScreen
 

@@ -7,7 +7,9 @@ from datetime import datetime, timezone
 
 from console.client import ProtectClient
 from console.tui.app import ProtectConsoleApp
-from console.tui.screens.audit import AuditDetailScreen, AuditScreen, summarize, summarize_details
+from console.tui.audit_text import summarize, summarize_details
+from console.tui.modals.audit_detail import AuditDetailScreen
+from console.tui.screens.audit import AuditScreen
 from console.tui.screens.settings import SettingsScreen
 
 from .helpers import PIXEL, enrolled_device, new_user, wait_for

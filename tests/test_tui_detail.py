@@ -28,10 +28,11 @@ from console.models import (
 )
 from console.tui.app import ProtectConsoleApp
 from console.tui.screens.user_detail import UserDetailScreen, troubleshooting_hints
-from console.tui.widgets.confirm import ConfirmScreen
+from console.tui.modals.confirm import ConfirmScreen
 from console.tui.widgets.footer import ConsoleFooter
-from console.tui.widgets.prompt import PromptScreen
-from console.tui.widgets.qr import EnrollmentCodeScreen, QrCode
+from console.tui.modals.prompt import PromptScreen
+from console.tui.modals.enrollment import EnrollmentCodeScreen
+from console.tui.widgets.qr import QrCode
 
 from .helpers import IPHONE, PIXEL, enrolled_device, new_user, wait_for
 from .tui_helpers import SIZE, SMALL, console_app, detail_ready, text_of

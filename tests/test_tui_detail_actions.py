@@ -17,9 +17,11 @@ from console.models import EnrollmentStatus, Role, SystemUser
 from console.tui.formatting import clock_zone, user_label
 from console.tui.screens.user_detail import UserDetailScreen
 from console.tui.screens.users import UsersScreen
-from console.tui.widgets.confirm import ConfirmScreen
-from console.tui.widgets.prompt import ChoiceScreen, PromptScreen, StopAttackScreen
-from console.tui.widgets.qr import EnrollmentCodeScreen
+from console.tui.modals.confirm import ConfirmScreen
+from console.tui.modals.choice import ChoiceScreen
+from console.tui.modals.prompt import PromptScreen
+from console.tui.modals.stop_attack import StopAttackScreen
+from console.tui.modals.enrollment import EnrollmentCodeScreen
 
 from .helpers import IPHONE, enrolled_device, new_user, wait_for
 from .test_tui_detail import fully_enrolled_user, palette_prompts

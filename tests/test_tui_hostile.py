@@ -14,7 +14,7 @@ from console.models import DeviceInfo, SystemUserCreate
 from console.tui.app import ProtectConsoleApp
 from console.tui.screens.user_detail import UserDetailScreen
 from console.tui.screens.users import UsersScreen
-from console.tui.widgets.confirm import ConfirmScreen
+from console.tui.modals.confirm import ConfirmScreen
 from console.tui.widgets.error_banner import ErrorBanner
 from console.tui.widgets.virtual_table import VirtualTable
 

@@ -233,7 +233,8 @@ async def test_users_toolbar_keeps_the_count_whole_with_the_longest_filter_and_s
 
 
 async def test_enrollment_qr_code_is_whole_on_an_80x24_screen(backend) -> None:
-    from console.tui.widgets.qr import EnrollmentCodeScreen, QrCode
+    from console.tui.modals.enrollment import EnrollmentCodeScreen
+    from console.tui.widgets.qr import QrCode
 
     async with ProtectClient(backend.url, backend.admin_key) as admin:
         user = await new_user(admin, "quentin.qr")

@@ -14,10 +14,10 @@ from console.models import Permission, Role
 from console.tui.app import ProtectConsoleApp
 from console.tui.screens.activity import ActivityScreen
 from console.tui.screens.base import ConsoleScreen
-from console.tui.screens.help import HelpScreen
+from console.tui.modals.help import HelpScreen
 from console.tui.screens.user_detail import UserDetailScreen
 from console.tui.screens.users import UsersScreen
-from console.tui.widgets.confirm import ConfirmScreen
+from console.tui.modals.confirm import ConfirmScreen
 from console.tui.widgets.error_banner import ErrorBanner
 from console.tui.widgets.footer import ConsoleFooter
 from console.tui.widgets.header import ConsoleHeader

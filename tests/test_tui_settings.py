@@ -9,7 +9,7 @@ from console.client import ProtectClient, RateLimited
 from console.models import Role
 from console.tui.app import ProtectConsoleApp
 from console.tui.screens.settings import SETTINGS, SettingsScreen
-from console.tui.widgets.confirm import ConfirmScreen
+from console.tui.modals.confirm import ConfirmScreen
 from console.tui.widgets.setting_editor import SettingEditor, check_setting_value
 
 from .helpers import enrolled_device, new_user, wait_for

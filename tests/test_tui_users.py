@@ -8,10 +8,10 @@ from textual.widgets import Input
 from console.client import ProtectClient
 from console.models import EnrollmentStatus, SystemUserUpdate
 from console.tui.app import ProtectConsoleApp
-from console.tui.screens.help import HelpScreen
+from console.tui.modals.help import HelpScreen
 from console.tui.screens.user_detail import UserDetailScreen
 from console.tui.screens.users import MFA_FILTERS, UsersScreen
-from console.tui.widgets.confirm import ConfirmScreen
+from console.tui.modals.confirm import ConfirmScreen
 from console.tui.widgets.virtual_table import VirtualTable
 
 from .helpers import enrolled_device, new_user, wait_for
@@ -179,7 +179,7 @@ async def test_number_keys_switch_screens_and_help_lists_the_screen_keys(backend
         await users_ready(app)
         await pilot.press("question_mark")
         await wait_for(lambda: isinstance(app.screen, HelpScreen))
-        assert ("/", "Search") in app.screen._screen_keys
+        assert ("/", "Search") in app.screen.screen_keys
         await pilot.press("escape")
         await wait_for(lambda: isinstance(app.screen, UsersScreen))
         for key, mode in (("2", "activity"), ("3", "settings"), ("4", "privacy"), ("5", "audit"), ("1", "users")):

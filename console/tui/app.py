@@ -303,6 +303,6 @@ class ProtectConsoleApp(App[None]):
             base.set_focus(main)
 
     def action_help(self) -> None:
-        from .screens.help import HelpScreen
+        from .modals.help import HelpScreen
 
         self.push_screen(HelpScreen(self.screen))

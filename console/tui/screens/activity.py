@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -21,8 +20,8 @@ from ...models import BOMBING_THRESHOLD, BOMBING_WINDOW, Permission, PushAttempt
 from ...safe_text import printable
 from ..formatting import PUSH_STATUS_STYLES, push_status_text
 from ..widgets.bombing_panel import BombingPanel, Suspect, block_text, clock_text
-from ..widgets.confirm import ConfirmScreen
-from ..widgets.prompt import StopAttackChoice, StopAttackScreen
+from ..modals.confirm import ConfirmScreen
+from ..modals.stop_attack import StopAttackChoice, StopAttackScreen
 from ..widgets.virtual_table import Column, TablePosition, VirtualTable
 from .base import ConsoleScreen
 
@@ -57,16 +56,6 @@ ATTEMPT_COLUMNS = [
     Column("app", "App", 14, lambda a: printable(a.context.app or ""), min_width=10, flex=1, drop_rank=1),
     Column("ip", "IP", 15, lambda a: printable(a.context.ip or ""), drop_rank=2),
 ]
-
-
-def relabel(node: Any, action: str, description: str) -> None:
-    """Give ``action``'s binding on ``node`` a new footer label (the filter in force), for this node only."""
-    bindings = node._bindings.key_to_bindings
-    for key, found in list(bindings.items()):
-        if any(b.action == action for b in found):
-            # A new list: the class's merged bindings are shared by every instance.
-            bindings[key] = [dataclasses.replace(b, description=description) if b.action == action else b for b in found]
-    node.refresh_bindings()
 
 
 class AttemptsTable(VirtualTable):
@@ -313,7 +302,7 @@ class ActivityScreen(ConsoleScreen):
     def action_cycle_filter(self) -> None:
         index = STATUS_FILTERS.index(self.status_filter)
         self.status_filter = STATUS_FILTERS[(index + 1) % len(STATUS_FILTERS)]
-        relabel(self, "cycle_filter", f"Status: {self.status_filter or 'all'}")
+        self.relabel("cycle_filter", f"Status: {self.status_filter or 'all'}")
         self._table_pending_since = time.monotonic()
         self.table.set_fetch(self.fetch_attempts)
         self._update_status_line()
@@ -418,7 +407,7 @@ class ActivityScreen(ConsoleScreen):
         """`X` says what it will do to the highlighted user: stop their attack, or lift the stop. Called when the
         highlight moves and whenever the listed suspects change (a stop or a lift keeps the highlight where it is)."""
         suspect = self.panel.highlighted_suspect
-        relabel(self, "stop_attack", "Lift block" if suspect is not None and suspect.stopped else "Stop attack")
+        self.relabel("stop_attack", "Lift block" if suspect is not None and suspect.stopped else "Stop attack")
 
     @on(BombingPanel.UserChosen)
     def _open_suspect(self, event: BombingPanel.UserChosen) -> None:

@@ -24,6 +24,7 @@ How a screen uses it (the contract H4/H5/H6 code against):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast
 
@@ -175,6 +176,15 @@ class ConsoleScreen(Screen):
             # In the footer only when there is somewhere to go back to; hidden, Esc still reaches app.back.
             return self.can_go_back()
         return self.action_unavailable(action) is None
+
+    def relabel(self, action: str, description: str) -> None:
+        """Give ``action``'s binding a new footer label (the filter in force), on this screen only."""
+        bindings = self._bindings.key_to_bindings
+        for key, found in list(bindings.items()):
+            if any(b.action == action for b in found):
+                # A new list: the class's merged bindings are shared by every instance.
+                bindings[key] = [dataclasses.replace(b, description=description) if b.action == action else b for b in found]
+        self.refresh_bindings()
 
     # ------------------------------------------------------------ errors
     async def ask(self, modal: ModalScreen[T]) -> T | None:

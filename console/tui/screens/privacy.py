@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -61,16 +60,6 @@ DEVICE_COLUMNS = [
     Column("changed", "Changed", 10, _changed_cell, drop_rank=2),
     Column("email", "Email", 30, lambda d: printable(d.user.email), flex=1, drop_rank=3),
 ]
-
-
-def relabel(node: Any, action: str, description: str) -> None:
-    """Give ``action``'s binding on ``node`` a new footer label (the filter in force), for this node only."""
-    bindings = node._bindings.key_to_bindings
-    for key, found in list(bindings.items()):
-        if any(b.action == action for b in found):
-            # A new list: the class's merged bindings are shared by every instance.
-            bindings[key] = [dataclasses.replace(b, description=description) if b.action == action else b for b in found]
-    node.refresh_bindings()
 
 
 def summary_text(summary: PrivacySummary) -> Text:
@@ -180,7 +169,7 @@ class PrivacyScreen(ConsoleScreen):
         return text
 
     def _update_filter_line(self) -> None:
-        relabel(self, "toggle_opted_out", f"Opted out: {'on' if self.opted_out_only else 'off'}")
+        self.relabel("toggle_opted_out", f"Opted out: {'on' if self.opted_out_only else 'off'}")
         position = self.query_one("#privacy-position", TablePosition)
         noun = "opted-out devices" if self.opted_out_only else "devices"
         if position.noun != noun:

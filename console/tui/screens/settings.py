@@ -16,7 +16,7 @@ from textual.widgets.option_list import Option
 from ...client import ApiError, BackendUnavailable, PreconditionFailed
 from ...models import SETTING_RANGES, Permission, ProtectSettings
 from ...safe_text import printable
-from ..widgets.confirm import ConfirmScreen
+from ..modals.confirm import ConfirmScreen
 from ..widgets.setting_editor import SettingEditor
 from .base import ConsoleScreen
 

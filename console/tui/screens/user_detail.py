@@ -42,15 +42,11 @@ from ...models import (
 from ...safe_text import printable
 from ..formatting import ago, clock_zone, enrollment_text, stamp, stamp_zone, user_label, user_name
 from ..widgets.attempts_table import AttemptsTable
-from ..widgets.confirm import ConfirmScreen
-from ..widgets.prompt import (
-    ChoiceScreen,
-    StopAttackScreen,
-    grace_days_prompt,
-    totp_code_prompt,
-    type_to_confirm_prompt,
-)
-from ..widgets.qr import EnrollmentCodeScreen
+from ..modals.choice import ChoiceScreen
+from ..modals.confirm import ConfirmScreen
+from ..modals.enrollment import EnrollmentCodeScreen
+from ..modals.prompt import grace_days_prompt, totp_code_prompt, type_to_confirm_prompt
+from ..modals.stop_attack import StopAttackScreen
 from .base import ConsoleScreen, describe_action
 
 SHOWN_ATTEMPTS = 15  # drawn in the table; the counts come from the server's aggregate (push_stats)

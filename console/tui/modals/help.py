@@ -7,11 +7,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import Static
 
 from ..tabs import TABS
 from ..widgets.virtual_table import VirtualTable
+from .base import ConsoleModal
 
 GLOBAL_KEYS: list[tuple[str, str]] = [
     *((tab.key, f"{tab.label}: its list (whatever was opened over it closes)") for tab in TABS),
@@ -45,21 +46,15 @@ def _keys_table(title: str, rows: list[tuple[str, str]]) -> Table:
     return table
 
 
-class HelpScreen(ModalScreen[None]):
-    DEFAULT_CSS = """
-    HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll {
-        width: 76; max-width: 100%; height: auto; max-height: 100%;
-        border: thick $accent; background: $surface; padding: 0 1;
-    }
-    """
+class HelpScreen(ConsoleModal[None]):
+    FOCUS = ""
 
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close")]
 
     def __init__(self, under: Screen) -> None:
         super().__init__()
         # The bindings the screen underneath offers right now (check_action already applied).
-        self._screen_keys: list[tuple[str, str]] = []
+        self.screen_keys: list[tuple[str, str]] = []
         seen: set[str] = set()
         for key, active in under.active_bindings.items():
             binding = active.binding
@@ -68,14 +63,14 @@ class HelpScreen(ModalScreen[None]):
             if binding.action in seen:
                 continue
             seen.add(binding.action)
-            self._screen_keys.append((under.app.get_key_display(binding), binding.tooltip or binding.description))
+            self.screen_keys.append((under.app.get_key_display(binding), binding.tooltip or binding.description))
         self._title = getattr(under, "TITLE", "") or "Screen"
         self._has_table = bool(under.query(VirtualTable))  # table keys only where there is a table
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll():
-            if self._screen_keys:
-                yield Static(_keys_table(f"{self._title} keys", self._screen_keys), markup=False)
+        with VerticalScroll(classes="card"):
+            if self.screen_keys:
+                yield Static(_keys_table(f"{self._title} keys", self.screen_keys), markup=False)
             if self._has_table:
                 yield Static(_keys_table("Tables", TABLE_KEYS), markup=False)
             else:
