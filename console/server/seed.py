@@ -23,6 +23,7 @@ import pickle
 import queue
 import random
 import secrets
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -88,7 +89,8 @@ BULK_RATIO = 1.0
 # the commit's checkpoint: the gigabytes a big seed writes reach the disk when the OS flushes them
 # rather than while the command waits. journal_mode stays WAL: a crash of the process loses nothing;
 # only an OS crash or power cut before that flush could hurt the file.
-SQLITE_LOAD_PRAGMAS = {"cache_size": -1_048_576, "threads": 2, "synchronous": 0}
+# Foreign keys are not checked row by row during the load: the seed's rows refer only to users it adds.
+SQLITE_LOAD_PRAGMAS = {"cache_size": -1_048_576, "threads": 2, "synchronous": 0, "foreign_keys": 0}
 POSTGRES_LOAD_SETTINGS = {"maintenance_work_mem": "1GB"}  # index builds sort in memory (the GIN trigram one most)
 
 T = TypeVar("T")
@@ -448,12 +450,14 @@ def seed_directory(store: Store, users_count: int, *, rng_seed: int = 1, clock: 
             rng = random.Random(f"{rng_seed}:{len(taken)}")
 
     summary = Summary()
-    seal = _sealer(store)
+    sealing = _sealing(store)
     # closing(): a failed load stops the process making the rows at once.
-    with contextlib.closing(_rows_for(users_count, rng=rng, now=now, taken=taken, summary=summary)) as batches:
+    with contextlib.closing(
+        _rows_for(users_count, rng=rng, now=now, taken=taken, summary=summary, sealing=sealing)
+    ) as batches:
         # Bulk load (indexes built after) into an empty directory or one that at least doubles; a small
         # re-seed goes through the live indexes.
-        load(store, _sealed(batches, seal), bulk=users_count > 0 and users_count >= held * BULK_RATIO)
+        load(store, batches, bulk=users_count > 0 and users_count >= held * BULK_RATIO, first=not held)
     if not store.is_sqlite and users_count >= ANALYZE_AFTER:
         # PostgreSQL plans from statistics and counts through the visibility map: after a bulk
         # load, refresh both now rather than whenever autovacuum comes by.
@@ -469,13 +473,27 @@ def seed_directory(store: Store, users_count: int, *, rng_seed: int = 1, clock: 
     }
 
 
-def _sealer(store: Store) -> Callable[[str, str], str]:
-    """``seal(user_id, secret)``: TOTP secrets go in encrypted, under the database's current key (secretbox.py)."""
+@dataclass(frozen=True)
+class _Sealing:
+    """Where the key comes from and which one seals: TOTP secrets go in encrypted, under the database's
+    current key (secretbox.py). Picklable, so the process making the rows can seal them itself."""
+
+    source: secretbox.KeySource
+    kid: str
+
+    def sealer(self) -> Callable[[str, str], str]:
+        """``seal(user_id, secret)``."""
+        box, kid = secretbox.SecretBox(self.source), self.kid
+        box.key(kid)  # a key gone since is refused before any row is made
+        return lambda user_id, secret: box.seal(user_id, secret, kid)
+
+
+def _sealing(store: Store) -> _Sealing:
     box = secretbox.box_of(store)
     with store.write() as conn:
         kid = secretbox.ensure_current(conn, box, datetime.utcnow())
     box.key(kid)  # a missing key is refused now, before any row is made
-    return lambda user_id, secret: box.seal(user_id, secret, kid)
+    return _Sealing(box.source, kid)
 
 
 def _sealed(batches: Iterable[Batch | Complete], seal: Callable[[str, str], str]) -> Iterator[Batch | Complete]:
@@ -490,14 +508,14 @@ def _sealed(batches: Iterable[Batch | Complete], seal: Callable[[str, str], str]
         yield item
 
 
-def load(store: Store, batches: Iterable[Batch | Complete], *, bulk: bool) -> None:
+def load(store: Store, batches: Iterable[Batch | Complete], *, bulk: bool, first: bool = False) -> None:
     """Insert ``batches`` (parents before their children) in one write transaction.
 
     ``bulk``: the seeded tables' declared indexes that the database has (``store.metadata``'s, so
     nothing is listed twice) are dropped first and built once a table is complete, and the users
     search index likewise through ``search_index``. Otherwise rows go through the live indexes.
     """
-    with _write(store, bulk=bulk) as conn:
+    with _write(store, bulk=bulk, first=first) as conn:
         if bulk:
             search_index.drop_for_bulk_load(conn)
         dropped = {table: _existing_indexes(conn, table) for table in SEEDED} if bulk else {}
@@ -523,7 +541,7 @@ def load(store: Store, batches: Iterable[Batch | Complete], *, bulk: bool) -> No
 
 
 @contextlib.contextmanager
-def _write(store: Store, *, bulk: bool) -> Iterator[Connection]:
+def _write(store: Store, *, bulk: bool, first: bool = False) -> Iterator[Connection]:
     """``store.write()``, with the bulk-load settings for a bulk load.
 
     SQLite's PRAGMAs are set on the connection before its transaction begins (``synchronous`` cannot
@@ -539,9 +557,12 @@ def _write(store: Store, *, bulk: bool) -> Iterator[Connection]:
                 conn.exec_driver_sql(f"SET LOCAL {name} = '{value}'")
             yield conn
         return
+    if first:
+        store.engine.dispose()  # the pool's idle connections would keep the file in WAL mode (see below)
     with store.engine.connect() as conn:
         driver = conn.connection.driver_connection  # outside SQLAlchemy's transaction: no BEGIN yet
         before = {name: driver.execute(f"PRAGMA {name}").fetchone()[0] for name in SQLITE_LOAD_PRAGMAS}
+        journal = first and _journal_in_memory(driver)
         try:
             for name, value in SQLITE_LOAD_PRAGMAS.items():
                 driver.execute(f"PRAGMA {name}={int(value)}")
@@ -551,6 +572,28 @@ def _write(store: Store, *, bulk: bool) -> Iterator[Connection]:
         finally:
             for name, value in before.items():
                 driver.execute(f"PRAGMA {name}={int(value)}")
+            if journal:
+                with contextlib.suppress(sqlite3.OperationalError):  # else the next connection sets it (store.py)
+                    driver.execute("PRAGMA journal_mode=WAL")
+
+
+def _journal_in_memory(driver: Any) -> bool:
+    """The first load into a database (no users yet) writes each page once, to the file, instead of
+    to the WAL and again at the checkpoint: the rollback journal in memory for its transaction.
+
+    A failed load still rolls back (the journal holds the few pages the file had); only the process
+    dying mid-load (kill -9, power cut) can leave the file damaged, and a first seed is simply run
+    again into a new file. A seed into a directory with users keeps WAL. Leaving WAL needs the file
+    to itself: when another connection has it open (a running ``serve``), the load stays in WAL.
+    """
+    timeout = driver.execute("PRAGMA busy_timeout").fetchone()[0]
+    driver.execute("PRAGMA busy_timeout=0")  # ask once: a file in use is answered at once
+    try:
+        return str(driver.execute("PRAGMA journal_mode=MEMORY").fetchone()[0]).lower() == "memory"
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        driver.execute(f"PRAGMA busy_timeout={int(timeout)}")
 
 
 SEEDED = (users, devices, push_attempts, diagnostics)
@@ -606,11 +649,13 @@ APART_FROM = 50_000  # users: from this many up, a child process makes the rows 
 
 
 def _rows_for(
-    users_count: int, *, rng: random.Random, now: datetime, taken: set[str], summary: Summary,
+    users_count: int, *, rng: random.Random, now: datetime, taken: set[str], summary: Summary, sealing: _Sealing,
 ) -> Generator[Batch | Complete, None, None]:
+    """The rows to load, TOTP secrets sealed: made here, or (many) by a child process, which seals them too."""
     if users_count < APART_FROM:
-        return generate(users_count, rng=rng, now=now, taken=taken, summary=summary)
-    return _generated_apart(users_count, rng=rng, now=now, taken=taken, summary=summary)
+        seal = sealing.sealer()
+        return _sealed(generate(users_count, rng=rng, now=now, taken=taken, summary=summary), seal)
+    return _generated_apart(users_count, rng=rng, now=now, taken=taken, summary=summary, sealing=sealing)
 
 
 # The child's program: the parent's import path first (it may run from a checkout), then the rows.
@@ -621,9 +666,11 @@ _CHILD = (
 
 
 def _generated_apart(
-    users_count: int, *, rng: random.Random, now: datetime, taken: set[str], summary: Summary,
+    users_count: int, *, rng: random.Random, now: datetime, taken: set[str], summary: Summary, sealing: _Sealing,
 ) -> Iterator[Batch | Complete]:
-    """generate()'s batches, made by a child process: generating and loading take a core each.
+    """generate()'s batches, made (and their TOTP secrets sealed) by a child process: generating and
+    loading take a core each. Loading is the longer part, so the child seals (its key from the same
+    source as this process's: the key file, or the inherited environment).
 
     A thread would not do (the GIL would hand the loader back only every switch interval), nor
     multiprocessing's spawn (it runs the caller's main module again in the child).
@@ -634,7 +681,7 @@ def _generated_apart(
     try:
         with child.stdin:
             pickle.dump(sys.path, child.stdin)
-            pickle.dump((users_count, rng, now, taken), child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((users_count, rng, now, taken, sealing), child.stdin, protocol=pickle.HIGHEST_PROTOCOL)
         read = child.stdout.read
         while True:
             head = read(8)
@@ -665,7 +712,7 @@ def _generate_to_stdout(depth: int = 4) -> None:
 
     A thread writes while the main one generates (the write lets go of the GIL).
     """
-    users_count, rng, now, taken = pickle.load(sys.stdin.buffer)
+    users_count, rng, now, taken, sealing = pickle.load(sys.stdin.buffer)
     out = sys.stdout.buffer
     pending: queue.Queue = queue.Queue(depth)
 
@@ -683,7 +730,8 @@ def _generate_to_stdout(depth: int = 4) -> None:
 
     try:
         summary = Summary()
-        for item in generate(users_count, rng=rng, now=now, taken=taken, summary=summary):
+        seal = sealing.sealer()
+        for item in _sealed(generate(users_count, rng=rng, now=now, taken=taken, summary=summary), seal):
             if isinstance(item, Complete):
                 send(("complete", [table.name for table in item.tables]))
             else:
