@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path
+from typing import Annotated
 
-from ...models import ApiKey, ApiKeyCreate, ApiKeyIssued, ApiKeyRotate, ErrorBody, Page, Permission
-from ..auth import get_clock, get_store, require
-from ..clock import Clock, from_wire
+from fastapi import APIRouter, Path
+
+from ...models import ApiKey, ApiKeyCreate, ApiKeyIssued, ApiKeyRotate, ErrorBody, Page
+from ..clock import from_wire
+from ..deps import CanManageKeys, ClockDep, StoreDep
 from ..errors import ApiProblem, ErrorResponses, not_found
 from ..services import keys as key_service
-from ..services.common import Principal
-from ..store import Store
 
 router = APIRouter(prefix="/api/v2/protect/keys", tags=["protect admin: API keys"])
 
-KeyId = Path(min_length=1, max_length=64, description="The key's id (from the list).")
+KeyId = Annotated[str, Path(min_length=1, max_length=64, description="The key's id (from the list).")]
 _NOT_USABLE = {409: {"model": ErrorBody, "description": "The key is revoked or expired: create a new one instead"}}
-_ADMIN = require(Permission.KEYS_MANAGE)
 
 
 _API_FIELDS = {"expires": "expiresAt", "resource": "resources"}  # the service names the CLI's flags
@@ -30,9 +29,7 @@ def _refused(exc: ValueError) -> ApiProblem:
 
 
 @router.get("", response_model=Page[ApiKey], responses=ErrorResponses.of(401, 403))
-def list_keys(
-    _: Principal = Depends(_ADMIN), store: Store = Depends(get_store), clock: Clock = Depends(get_clock)
-) -> Page[ApiKey]:
+def list_keys(_: CanManageKeys, store: StoreDep, clock: ClockDep) -> Page[ApiKey]:
     """Every key, revoked and expired ones too, oldest first: prefix, name, role, status, created, last used,
     expiry, resources. Never the key or its hash. Role: admin."""
     now = clock.now()
@@ -41,12 +38,7 @@ def list_keys(
 
 
 @router.post("", response_model=ApiKeyIssued, status_code=201, responses=ErrorResponses.of(400, 401, 403, 422))
-def create_key(
-    body: ApiKeyCreate,
-    actor: Principal = Depends(_ADMIN),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
-) -> ApiKeyIssued:
+def create_key(body: ApiKeyCreate, actor: CanManageKeys, store: StoreDep, clock: ClockDep) -> ApiKeyIssued:
     """Create a key; `key` is in this answer only. Audited as `key.create`. Role: admin."""
     try:
         expires = None if body.expiresAt is None else from_wire(body.expiresAt)
@@ -61,12 +53,7 @@ def create_key(
 
 
 @router.get("/{key_id}", response_model=ApiKey, responses=ErrorResponses.of(401, 403, 404, 422))
-def get_key(
-    key_id: str = KeyId,
-    _: Principal = Depends(_ADMIN),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
-) -> ApiKey:
+def get_key(key_id: KeyId, _: CanManageKeys, store: StoreDep, clock: ClockDep) -> ApiKey:
     info = key_service.get_key(store, key_id)
     if info is None:
         raise not_found(f"API key {key_id}")
@@ -74,12 +61,7 @@ def get_key(
 
 
 @router.post("/{key_id}/revoke", response_model=ApiKey, responses=ErrorResponses.of(401, 403, 404, 422))
-def revoke_key(
-    key_id: str = KeyId,
-    actor: Principal = Depends(_ADMIN),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
-) -> ApiKey:
+def revoke_key(key_id: KeyId, actor: CanManageKeys, store: StoreDep, clock: ClockDep) -> ApiKey:
     """Revoke a key: every process refuses it within a second. Audited as `key.revoke`; a key already revoked
     is answered as it is (nothing changes, nothing is audited). Role: admin."""
     info = key_service.revoke_key(store, key_id, actor=actor, clock=clock) or key_service.get_key(store, key_id)
@@ -93,11 +75,7 @@ def revoke_key(
     responses={**ErrorResponses.of(401, 403, 404, 422), **_NOT_USABLE},
 )
 def rotate_key(
-    key_id: str = KeyId,
-    body: ApiKeyRotate | None = None,
-    actor: Principal = Depends(_ADMIN),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
+    key_id: KeyId, actor: CanManageKeys, store: StoreDep, clock: ClockDep, body: ApiKeyRotate | None = None
 ) -> ApiKeyIssued:
     """A new key with the same name, role and resources (`key` is in this answer only); the old one is revoked
     at once, or expires after `graceSeconds`. Audited as `key.rotate`. Role: admin."""

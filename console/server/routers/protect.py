@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from ...models import (
     BOMBING_THRESHOLD,
@@ -13,7 +13,6 @@ from ...models import (
     EnrollmentCode,
     IsoDateTime,
     Page,
-    Permission,
     PrivacyDevice,
     PrivacySummary,
     ProtectSettings,
@@ -27,16 +26,13 @@ from ...models import (
     TotpResetResult,
     WhoAmI,
 )
-from ..auth import current_principal, get_clock, get_store, require
-from ..clock import Clock
+from ..deps import AnyKey, CanBlockPush, CanEnroll, CanRead, CanResetTotp, CanWriteSettings, ClockDep, StoreDep
 from ..errors import ErrorResponses
 from ..services import audit as audit_service
 from ..services import devices as device_service
 from ..services import push as push_service
 from ..services import settings as settings_service
 from ..services import users as user_service
-from ..services.common import Principal
-from ..store import Store
 from .systemusers import After, Before, Count
 
 router = APIRouter(prefix="/api/v2/protect", tags=["protect admin"])
@@ -46,15 +42,13 @@ Limit = Query(10, ge=1, le=100)
 
 
 @router.get("/whoami", response_model=WhoAmI)
-def whoami(principal: Principal = Depends(current_principal)) -> WhoAmI:
+def whoami(principal: AnyKey) -> WhoAmI:
     """The calling key's name, role and what that role may do."""
     return WhoAmI(name=principal.name, role=principal.role, permissions=sorted(ROLE_PERMISSIONS[principal.role]))
 
 
 @router.get("/settings", response_model=ProtectSettings)
-def get_settings(
-    response: Response, _: Principal = Depends(require(Permission.READ)), store: Store = Depends(get_store)
-) -> ProtectSettings:
+def get_settings(response: Response, _: CanRead, store: StoreDep) -> ProtectSettings:
     with store.read() as conn:
         current, version = settings_service.read_settings(conn)
     response.headers["ETag"] = settings_service.etag_for(version)
@@ -65,10 +59,10 @@ def get_settings(
 def patch_settings(
     body: ProtectSettingsPatch,
     response: Response,
+    actor: CanWriteSettings,
+    store: StoreDep,
+    clock: ClockDep,
     if_match: str | None = Header(None, alias="If-Match", description="The ETag from GET /settings."),
-    actor: Principal = Depends(require(Permission.SETTINGS_WRITE)),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
 ) -> ProtectSettings:
     """Change some settings. Send ``If-Match`` with the ETag you read; a stale one gets 412."""
     updated, version = settings_service.update_settings(store, body, if_match, actor, clock.now())
@@ -77,12 +71,7 @@ def patch_settings(
 
 
 @router.post("/users/{user_id}/totp/reset", response_model=TotpResetResult, responses=ErrorResponses.of(401, 403, 404, 422))
-def reset_totp(
-    user_id: str,
-    actor: Principal = Depends(require(Permission.TOTP_RESET)),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
-) -> TotpResetResult:
+def reset_totp(user_id: str, actor: CanResetTotp, store: StoreDep, clock: ClockDep) -> TotpResetResult:
     """Reset TOTP only (the push device stays); also lifts a failed-codes lock.
 
     A user without TOTP is left as is: `changed: false`, and no audit event. Role: admin or helpdesk.
@@ -98,10 +87,10 @@ def reset_totp(
 )
 def block_push(
     user_id: str,
+    actor: CanBlockPush,
+    store: StoreDep,
+    clock: ClockDep,
     body: PushBlockRequest | None = None,
-    actor: Principal = Depends(require(Permission.PUSH_BLOCK)),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
 ) -> PushBlockResult:
     """Stop a push-bombing attack on one user.
 
@@ -117,12 +106,7 @@ def block_push(
 
 
 @router.delete("/users/{user_id}/push/block", response_model=PushBlockLifted, responses=ErrorResponses.of(401, 403, 404, 422))
-def lift_push_block(
-    user_id: str,
-    actor: Principal = Depends(require(Permission.PUSH_BLOCK)),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
-) -> PushBlockLifted:
+def lift_push_block(user_id: str, actor: CanBlockPush, store: StoreDep, clock: ClockDep) -> PushBlockLifted:
     """Lift the user's push block. `lifted: false` when none was in force (nothing changed, nothing audited);
     otherwise audited as `push.unblock`. The per-user verification requirement stays.
     Role: admin or helpdesk (permission `push.block`).
@@ -138,10 +122,10 @@ Since = Query(
 @router.get("/users/{user_id}/pushstats", response_model=PushStats, responses=ErrorResponses.of(400, 401, 403, 404, 422))
 def user_push_stats(
     user_id: str,
+    _: CanRead,
+    store: StoreDep,
+    clock: ClockDep,
     since: IsoDateTime | None = Since,
-    _: Principal = Depends(require(Permission.READ)),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
 ) -> PushStats:
     """One user's push attempts in the window, counted on the server: by status (as of now: a pending
     attempt past its time counts as expired), reported fraud, resources (most attempted first), the
@@ -154,14 +138,14 @@ def user_push_stats(
 
 @router.get("/pushstats", response_model=Page[PushStats], responses=ErrorResponses.of(400, 401, 403, 422))
 def push_suspects(
+    _: CanRead,
+    store: StoreDep,
+    clock: ClockDep,
     since: IsoDateTime | None = Since,
     minHostile: int = Query(
         BOMBING_THRESHOLD, ge=0, le=1_000_000, description="Blocked + denied attempts in the window that make a suspect."
     ),
     limit: int = Query(50, ge=1, le=100),
-    _: Principal = Depends(require(Permission.READ)),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
 ) -> Page[PushStats]:
     """Push-bombing suspects: users with at least `minHostile` blocked+denied attempts in the window,
     plus every user with a push block in force; most hostile first, then the latest attack.
@@ -175,9 +159,9 @@ def push_suspects(
 def create_enrollment(
     user_id: str,
     request: Request,
-    actor: Principal = Depends(require(Permission.ENROLL)),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
+    actor: CanEnroll,
+    store: StoreDep,
+    clock: ClockDep,
 ) -> EnrollmentCode:
     """A one-time push enrolment code (what the QR code carries), valid 10 minutes."""
     server_url = str(request.base_url).rstrip("/")
@@ -185,18 +169,18 @@ def create_enrollment(
 
 
 @router.get("/privacy/summary", response_model=PrivacySummary)
-def privacy_summary(_: Principal = Depends(require(Permission.READ)), store: Store = Depends(get_store)) -> PrivacySummary:
+def privacy_summary(_: CanRead, store: StoreDep) -> PrivacySummary:
     with store.read() as conn:
         return device_service.privacy_summary(conn)
 
 
 @router.get("/privacy/devices", response_model=Page[PrivacyDevice])
 def privacy_devices(
+    _: CanRead,
+    store: StoreDep,
     optedOut: bool | None = Query(None, description="Only devices that opted out (true) or in (false)."),
     skip: int = Skip,
     limit: int = Limit,
-    _: Principal = Depends(require(Permission.READ)),
-    store: Store = Depends(get_store),
 ) -> Page[PrivacyDevice]:
     with store.read() as conn:
         return device_service.privacy_devices(conn, optedOut, skip, limit)
@@ -204,6 +188,9 @@ def privacy_devices(
 
 @router.get("/pushattempts", response_model=Page[PushAttempt], responses=ErrorResponses.of(400))
 def push_attempts(
+    _: CanRead,
+    store: StoreDep,
+    clock: ClockDep,
     userId: str | None = Query(None, max_length=64),
     status: PushStatus | None = Query(None),
     since: IsoDateTime | None = Query(None, description="ISO 8601; attempts created at or after."),
@@ -212,9 +199,6 @@ def push_attempts(
     after: str | None = After,
     before: str | None = Before,
     count: bool = Count,
-    _: Principal = Depends(require(Permission.READ)),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
 ) -> Page[PushAttempt]:
     """Push attempts, newest first. Keyset paging as the users list: `after`/`before` a page's cursor,
     `count=false`."""
@@ -227,6 +211,8 @@ def push_attempts(
 
 @router.get("/audit", response_model=Page[AuditEvent], responses=ErrorResponses.of(400))
 def audit_events(
+    _: CanRead,
+    store: StoreDep,
     skip: int = Skip,
     limit: int = Limit,
     actor: str | None = Query(None, max_length=1024, description="Exactly this actor (an API key's name, or `user:<username>`)."),
@@ -240,8 +226,6 @@ def audit_events(
     after: str | None = After,
     before: str | None = Before,
     count: bool = Count,
-    _: Principal = Depends(require(Permission.READ)),
-    store: Store = Depends(get_store),
 ) -> Page[AuditEvent]:
     """Every change, newest first, optionally filtered (filters AND together). Role: any reading role.
 

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from ...models import ROLE_PERMISSIONS, ErrorBody, Permission, PushAttempt, PushCreated, PushRequest, TotpVerifyRequest, TotpVerifyResult
-from ..auth import get_clock, get_store, require, require_hot
-from ..clock import Clock
+from ...models import (
+    ROLE_PERMISSIONS,
+    ErrorBody,
+    Permission,
+    PushAttempt,
+    PushCreated,
+    PushRequest,
+    TotpVerifyRequest,
+    TotpVerifyResult,
+)
+from ..deps import CanPush, CanReadPush, CanVerifyTotp, ClockDep, StoreDep
 from ..errors import ErrorResponses
 from ..services import push as push_service
 from ..services import ratelimit
 from ..services import totp as totp_service
-from ..services.common import Principal
-from ..store import Store
 
 router = APIRouter(prefix="/api/v2/protect", tags=["resource"])
 
@@ -29,13 +35,7 @@ router = APIRouter(prefix="/api/v2/protect", tags=["resource"])
         429: ErrorResponses.push_refused,
     },
 )
-def create_push(
-    body: PushRequest,
-    request: Request,
-    actor: Principal = Depends(require(Permission.PUSH_CREATE)),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
-) -> PushCreated:
+def create_push(body: PushRequest, request: Request, actor: CanPush, store: StoreDep, clock: ClockDep) -> PushCreated:
     """Send a push to the user's device, unless it is refused with 429 (recorded as a `blocked` attempt):
     while an admin's Stop-attack block is in force (`blockedUntil`), or when the concurrency cap is reached.
     Role: service, or admin."""
@@ -43,20 +43,13 @@ def create_push(
 
 
 @router.get("/push/{attempt_id}", response_model=PushAttempt)
-def get_push(
-    attempt_id: str,
-    _: Principal = Depends(require(Permission.PUSH_CREATE, Permission.READ)),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
-) -> PushAttempt:
+def get_push(attempt_id: str, _: CanReadPush, store: StoreDep, clock: ClockDep) -> PushAttempt:
     with store.read() as conn:
         return push_service.get_attempt(conn, attempt_id, clock.now())
 
 
 @router.post("/totp/verify", response_model=TotpVerifyResult, responses=ErrorResponses.of(404, 409, 429))
-async def verify_totp(
-    body: TotpVerifyRequest, request: Request, actor: Principal = Depends(require_hot(Permission.TOTP_VERIFY))
-) -> Response:
+async def verify_totp(body: TotpVerifyRequest, request: Request, actor: CanVerifyTotp) -> Response:
     """Check a code. From a helpdesk/admin key this is the support desk's caller check, and is audited."""
     # The hot path: no thread hop, and the answer serialised once. The database work is a read and one
     # conditional UPDATE (microseconds on SQLite, two round trips on PostgreSQL), done inline.

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from ...models import NAME_MAX, Page, Permission, ResetMfaRequest, SystemUser, SystemUserCreate, SystemUserUpdate, UserSearch
-from ..auth import get_clock, get_store, require
-from ..clock import Clock
+from ...models import NAME_MAX, Page, ResetMfaRequest, SystemUser, SystemUserCreate, SystemUserUpdate, UserSearch
+from ..deps import CanRead, CanResetMfa, CanWriteUsers, ClockDep, StoreDep
 from ..errors import ErrorResponses
 from ..services import users as user_service
-from ..services.common import Principal
-from ..store import Store
 
 router = APIRouter(prefix="/api", tags=["users"])
 
@@ -31,6 +28,9 @@ Count = Query(True, description="false: do not count the matches (`totalCount` i
 
 @router.get("/systemusers", response_model=Page[SystemUser], responses=ErrorResponses.of(400))
 def list_systemusers(
+    _: CanRead,
+    store: StoreDep,
+    clock: ClockDep,
     skip: int = Skip,
     limit: int = Limit,
     sort: str | None = Query(None, max_length=512, description="Space-separated fields; `-` prefix for descending."),
@@ -44,9 +44,6 @@ def list_systemusers(
     after: str | None = After,
     before: str | None = Before,
     count: bool = Count,
-    _: Principal = Depends(require(Permission.READ)),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
 ) -> Page[SystemUser]:
     """Users, a page at a time: `skip`/`limit` as JumpCloud, or keyset paging with `after`/`before`
     (the cursors of each page are `startCursor`/`endCursor`), which costs the same at any depth."""
@@ -61,15 +58,15 @@ def list_systemusers(
 @router.post("/search/systemusers", response_model=Page[SystemUser], responses=ErrorResponses.of(400))
 def search_systemusers(
     body: UserSearch,
+    _: CanRead,
+    store: StoreDep,
+    clock: ClockDep,
     skip: int = Skip,
     limit: int = Limit,
     sort: str | None = Query(None, max_length=512),
     after: str | None = After,
     before: str | None = Before,
     count: bool = Count,
-    _: Principal = Depends(require(Permission.READ)),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
 ) -> Page[SystemUser]:
     """Search users (`searchFilter`: every word must match one of `fields`), with the list's paging."""
     conditions = user_service.parse_filter_body(body.filter)
@@ -82,23 +79,13 @@ def search_systemusers(
 
 
 @router.get("/systemusers/{user_id}", response_model=SystemUser)
-def get_systemuser(
-    user_id: str,
-    _: Principal = Depends(require(Permission.READ)),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
-) -> SystemUser:
+def get_systemuser(user_id: str, _: CanRead, store: StoreDep, clock: ClockDep) -> SystemUser:
     with store.read() as conn:
         return user_service.get_user(conn, user_id, clock.now())
 
 
 @router.post("/systemusers", response_model=SystemUser, status_code=201, responses=ErrorResponses.of(409))
-def create_systemuser(
-    body: SystemUserCreate,
-    actor: Principal = Depends(require(Permission.USERS_WRITE)),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
-) -> SystemUser:
+def create_systemuser(body: SystemUserCreate, actor: CanWriteUsers, store: StoreDep, clock: ClockDep) -> SystemUser:
     return user_service.create_user(store, body, actor, clock.now())
 
 
@@ -106,9 +93,9 @@ def create_systemuser(
 def update_systemuser(
     user_id: str,
     body: SystemUserUpdate,
-    actor: Principal = Depends(require(Permission.USERS_WRITE)),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
+    actor: CanWriteUsers,
+    store: StoreDep,
+    clock: ClockDep,
 ) -> SystemUser:
     return user_service.update_user(store, user_id, body, actor, clock.now())
 
@@ -116,10 +103,10 @@ def update_systemuser(
 @router.post("/systemusers/{user_id}/resetmfa", response_model=SystemUser, responses=ErrorResponses.of(400))
 def reset_mfa(
     user_id: str,
+    actor: CanResetMfa,
+    store: StoreDep,
+    clock: ClockDep,
     body: ResetMfaRequest | None = None,
-    actor: Principal = Depends(require(Permission.MFA_RESET)),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
 ) -> SystemUser:
     """Reset the TOTP secret, remove the push device and (with ``exclusion``) start a grace period.
 
@@ -129,12 +116,7 @@ def reset_mfa(
 
 
 @router.post("/systemusers/{user_id}/unlock", response_model=SystemUser)
-def unlock_systemuser(
-    user_id: str,
-    actor: Principal = Depends(require(Permission.USERS_WRITE)),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
-) -> SystemUser:
+def unlock_systemuser(user_id: str, actor: CanWriteUsers, store: StoreDep, clock: ClockDep) -> SystemUser:
     """Unlock the account (`account_locked` becomes false); answers the user, as JumpCloud does.
 
     Audited as `user.unlock` only when the user was locked. TOTP's own failed-codes lock is lifted
@@ -145,12 +127,7 @@ def unlock_systemuser(
 
 
 @router.delete("/systemusers/{user_id}", response_model=SystemUser)
-def delete_systemuser(
-    user_id: str,
-    actor: Principal = Depends(require(Permission.USERS_WRITE)),
-    store: Store = Depends(get_store),
-    clock: Clock = Depends(get_clock),
-) -> SystemUser:
+def delete_systemuser(user_id: str, actor: CanWriteUsers, store: StoreDep, clock: ClockDep) -> SystemUser:
     """Delete the user; answers the user as it was, as JumpCloud does.
 
     Removes the push device, enrolment codes and pending pushes (they end as expired). The audit
