@@ -161,11 +161,11 @@ async def test_backend_stopped_mid_session_shows_the_banner_and_recovers(backend
         table = users.query_one(VirtualTable)
         await wait_for(lambda: app.whoami is not None and table.row_at(0) is not None)
         banner = users.query_one(ErrorBanner)
-        assert not banner.visible
+        assert not banner.showing
 
         backend.stop()
         await pilot.press("slash", *"zz", "enter")  # a new query while the backend is down
-        await wait_for(lambda: banner.visible, timeout=20)
+        await wait_for(lambda: banner.showing, timeout=20)
         assert "Backend unavailable" in banner.message
         assert "reload" in {a.binding.action for a in users.active_bindings.values()}  # `r` reloads (and retries)
         assert app.is_running and isinstance(app.screen, UsersScreen)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.text import Text
 
 from ..client import USER_ID_RE
+from ..display import aware, utc_compact
 from ..models import AuditEvent
 from ..safe_text import printable
 
@@ -35,15 +36,7 @@ def _as_time(value: Any) -> datetime | None:
         when = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
-def compact_time(when: datetime, at: datetime | None = None) -> str:
-    """``09:38 UTC`` on the event's own day, else ``2026-12-05 09:38 UTC``: the same for every reader."""
-    utc = when.astimezone(timezone.utc)
-    if at is not None and utc.date() == at.astimezone(timezone.utc).date():
-        return utc.strftime("%H:%M UTC")
-    return utc.strftime("%Y-%m-%d %H:%M UTC")
+    return aware(when)
 
 
 def short_id(value: Any) -> str:
@@ -66,7 +59,7 @@ def _span(seconds: float) -> str:
 def _short(value: Any, at: datetime | None = None, *, short_ids: bool = False) -> str:
     when = _as_time(value)
     if when is not None:
-        return compact_time(when, at)
+        return utc_compact(when, at)
     if isinstance(value, str):
         return short_id(value) if short_ids else value
     return json.dumps(value, ensure_ascii=False, default=str)
@@ -129,7 +122,7 @@ def _action_summary(action: str, details: dict[str, Any], at: datetime | None) -
             return None
         # The time first: at 80 columns the cell is about 26 cells wide.
         valid = f" ({_span((expires - at).total_seconds())})" if at and expires > at else ""
-        return [f"expires {compact_time(expires, at)}{valid}"]
+        return [f"expires {utc_compact(expires, at)}{valid}"]
     if action == "totp.verify" and "valid" in details:
         if details.get("valid"):
             return ["code valid"]
@@ -144,7 +137,7 @@ def summarize_details(details: dict[str, Any], action: str = "", at: datetime | 
     Times read as ``09:38 UTC`` and ids as their first 8 digits: the full event is on Enter.
     """
     if at is not None and at.tzinfo is None:
-        at = at.replace(tzinfo=timezone.utc)
+        at = at.replace(tzinfo=UTC)
     special = _action_summary(action, details, at) if action else None
     if special is not None:
         return printable("; ".join(special))

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from functools import partial
+
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
 
 from ..client import ApiError, user_key_kind
+from ..display import enrollment_text, user_name
+from ..models import SystemUser
 from ..safe_text import printable
-from .formatting import enrollment_text, user_name
 from .screens.base import console_app_of
 from .tabs import TABS
 
@@ -89,7 +91,7 @@ class ConsoleCommands(Provider):
             if user.id != exact_id:
                 yield self._user_hit(user, 0.9 - rank * 0.01)
 
-    def _user_hit(self, user, score: float) -> Hit:  # noqa: ANN001 - SystemUser
+    def _user_hit(self, user: SystemUser, score: float) -> Hit:
         app = console_app_of(self.screen)
         username = printable(user.username, max_length=60)
         email = printable(user.email, max_length=60)
@@ -108,7 +110,7 @@ class ConsoleCommands(Provider):
         )
 
 
-def user_statuses(user) -> str:  # noqa: ANN001 - SystemUser
+def user_statuses(user: SystemUser) -> str:
     """``push ✓ · TOTP — · WebAuthn — · locked``: the Users table's words, for a palette line."""
     enrollment = user.mfaEnrollment
     parts = [
@@ -116,10 +118,10 @@ def user_statuses(user) -> str:  # noqa: ANN001 - SystemUser
         f"TOTP {enrollment_text(enrollment.totpStatus).plain}",
         f"WebAuthn {enrollment_text(enrollment.webAuthnStatus).plain}",
     ]
-    lock = getattr(user, "totpLock", None)
-    if lock is not None and getattr(lock, "locked", False):
+    lock = user.totpLock
+    if lock.locked:
         parts[1] = "TOTP locked"
-    elif lock is not None and getattr(lock, "failures", 0):
+    elif lock.failures:
         parts[1] += f" ({lock.failures} of {lock.maxFailures} failures)"
     if user.state != "ACTIVATED":
         parts.append(printable(user.state).lower())

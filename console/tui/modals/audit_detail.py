@@ -9,6 +9,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
 from ...client import USER_ID_RE
+from ...display import stamp_seconds_zone
 from ...models import AuditEvent
 from ...safe_text import printable
 from ..audit_text import change_lines, pretty_json, summarize
@@ -41,7 +42,7 @@ class AuditDetailScreen(ConsoleModal[None]):
             # The name for people; the id for matching against logs and other tools.
             target.append(f"  (user {printable(event.target)})", style="dim")
         for label, value in (
-            ("When", Text(event.at.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"))),
+            ("When", Text(stamp_seconds_zone(event.at))),
             ("Actor", Text(printable(event.actor))),
             ("Action", Text(printable(event.action))),
             ("Target", target),

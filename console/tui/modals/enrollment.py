@@ -8,9 +8,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Static
 
+from ...display import stamp_zone
 from ...models import EnrollmentCode
 from ...safe_text import printable
-from ..formatting import stamp_zone
 from ..widgets.qr import QrCode
 from .base import ConsoleModal
 
@@ -35,19 +35,18 @@ class EnrollmentCodeScreen(ConsoleModal[None]):
     def compose(self) -> ComposeResult:
         title = Text("Enrollment code for ")
         title.append(self.user_label, style="bold")
-        with VerticalScroll(classes="card"):
-            with Horizontal(id="enroll-layout"):
-                yield QrCode(self.code.uri, id="enroll-qr")
-                with Vertical(id="enroll-text"):
-                    yield Static(title, markup=False)
-                    yield Static(Text(f"Code: {printable(self.code.code)}"), id="enroll-code", markup=False)
-                    yield Static(
-                        Text(f"Expires {stamp_zone(self.code.expiresAt)}. Scan the code with the Protect app."),
-                        id="enroll-expires",
-                        markup=False,
-                    )
-                    yield Static(Text(printable(self.code.uri), style="dim"), id="enroll-uri", markup=False)
-                    yield Button("Close", id="close", variant="primary")
+        with VerticalScroll(classes="card"), Horizontal(id="enroll-layout"):
+            yield QrCode(self.code.uri, id="enroll-qr")
+            with Vertical(id="enroll-text"):
+                yield Static(title, markup=False)
+                yield Static(Text(f"Code: {printable(self.code.code)}"), id="enroll-code", markup=False)
+                yield Static(
+                    Text(f"Expires {stamp_zone(self.code.expiresAt)}. Scan the code with the Protect app."),
+                    id="enroll-expires",
+                    markup=False,
+                )
+                yield Static(Text(printable(self.code.uri), style="dim"), id="enroll-uri", markup=False)
+                yield Button("Close", id="close", variant="primary")
 
     def on_mount(self) -> None:
         self._fit()

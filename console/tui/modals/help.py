@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -51,12 +53,12 @@ class HelpScreen(ConsoleModal[None]):
 
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close")]
 
-    def __init__(self, under: Screen) -> None:
+    def __init__(self, under: Screen[Any]) -> None:
         super().__init__()
         # The bindings the screen underneath offers right now (check_action already applied).
         self.screen_keys: list[tuple[str, str]] = []
         seen: set[str] = set()
-        for key, active in under.active_bindings.items():
+        for _key, active in under.active_bindings.items():
             binding = active.binding
             if active.node is not under or not active.enabled or not binding.show or not binding.description:
                 continue

@@ -4,29 +4,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.binding import Binding
-from textual.timer import Timer
 from textual.containers import Horizontal
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import OptionList, Static
 
 from ...client import ApiError
+from ...display import clock, push_status_text, since
+from ...display import now as current_time
 from ...models import BOMBING_THRESHOLD, BOMBING_WINDOW, Permission, PushAttempt, PushBlock, PushStatus
 from ...safe_text import printable
-from ..formatting import PUSH_STATUS_STYLES, push_status_text
-from ..widgets.bombing_panel import BombingPanel, Suspect, block_text, clock_text
 from ..modals.confirm import ConfirmScreen
 from ..modals.stop_attack import StopAttackChoice, StopAttackScreen
+from ..widgets.bombing_panel import BombingPanel, Suspect, block_text
 from ..widgets.virtual_table import Column, TablePosition, VirtualTable
 from .base import ConsoleScreen
-
-# Colours live in formatting (one source of truth); kept under this name for older imports.
-STATUS_STYLES = PUSH_STATUS_STYLES
 
 STATUS_FILTERS: tuple[str | None, ...] = (None, *(s.value for s in PushStatus))
 
@@ -38,10 +36,7 @@ def status_text(attempt: PushAttempt) -> Text:
 
 
 def _when(at: datetime) -> str:
-    local = at.astimezone()
-    if local.date() == datetime.now().astimezone().date():
-        return local.strftime("%H:%M:%S")
-    return local.strftime("%m-%d %H:%M")
+    return clock(at, time="%H:%M:%S", other_day="%m-%d %H:%M")
 
 
 # Who first, and whole: the user column never shrinks below 22 cells (two users who share a long
@@ -72,13 +67,6 @@ class AttemptsTable(VirtualTable):
             # No screen line to hold: the cursor moves down with its row; the view only
             # scrolls if the row would leave it.
             self._anchor = (key, index, None, pages)
-
-
-def age_text(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    if seconds < 120:
-        return f"{seconds}s ago"
-    return f"{seconds // 60}m ago"
 
 
 class ActivityScreen(ConsoleScreen):
@@ -180,7 +168,7 @@ class ActivityScreen(ConsoleScreen):
 
     async def fetch_attempts(self, skip: int, limit: int) -> tuple[int, list[Any]]:
         page = await self.console_app.api.push_attempts(status=self.status_filter, skip=skip, limit=limit)
-        return page.totalCount, page.results
+        return page.totalCount or 0, page.results  # counted: these requests never say count=false
 
     def _busy(self) -> bool:
         """A refresh still in flight: the next tick is skipped rather than stacked on top."""
@@ -208,16 +196,16 @@ class ActivityScreen(ConsoleScreen):
     @work(exclusive=True, group="activity-bombing", exit_on_error=False)
     async def scan_for_bombing(self) -> None:
         """The server's per-user aggregate over the bombing window: the same figures as the user's screen."""
-        since = datetime.now(timezone.utc) - BOMBING_WINDOW
+        start = current_time() - BOMBING_WINDOW
         try:
-            page = await self.console_app.api.push_suspects(since=since, min_hostile=BOMBING_THRESHOLD, limit=SUSPECTS_LIMIT)
+            page = await self.console_app.api.push_suspects(since=start, min_hostile=BOMBING_THRESHOLD, limit=SUSPECTS_LIMIT)
         except ApiError as exc:
             self.panel.show_problem(f"not checked ({exc})")
             self.report_error(exc, retry=self.reload_data)
             return
         suspects = [Suspect.from_stats(stats) for stats in page.results]
         self.panel.can_stop = self.console_app.can(Permission.PUSH_BLOCK)  # hints name `X` only for keys that have it
-        self.panel.show_suspects(suspects, partial=page.totalCount > len(suspects))
+        self.panel.show_suspects(suspects, partial=(page.totalCount or 0) > len(suspects))
         self._label_stop_key()  # `b` and `X` depend on what the panel lists (relabel refreshes the bindings)
 
     @on(VirtualTable.Loaded, "#activity-attempts")
@@ -243,7 +231,7 @@ class ActivityScreen(ConsoleScreen):
             line.append(" · not loaded (r retries)", style="bold")
         line.append(f" · {self.status_filter or 'all'} (f)", style="dim")
         if self.updated_at is not None:
-            line.append(f" · updated {age_text(time.monotonic() - self.updated_at)}")
+            line.append(f" · updated {since(current_time() - timedelta(seconds=time.monotonic() - self.updated_at))}")
         if self.paused:
             line.append(" · PAUSED (p resumes)", style="bold yellow")
         else:
@@ -328,10 +316,12 @@ class ActivityScreen(ConsoleScreen):
             question.append(label, style="bold")
             question.append("?")
             body = Text(f"Now: {block_text(suspect.block)}.\nNew pushes reach the user's device again at once.")
-            self.app.push_screen(
-                ConfirmScreen(question, body, confirm_label="Lift block (y)"),
-                lambda yes: self.lift_block(suspect, label) if yes else None,
-            )
+
+            def lift(yes: bool | None) -> None:
+                if yes:
+                    self.lift_block(suspect, label)
+
+            self.app.push_screen(ConfirmScreen(question, body, confirm_label="Lift block (y)"), lift)
             return
         question = Text("Stop the push attack on ")
         question.append(label, style="bold")
@@ -339,13 +329,15 @@ class ActivityScreen(ConsoleScreen):
         body = Text(
             f"Cancels the pending pushes and refuses new ones until the block ends or is lifted (X again). "
             f"In the {self.panel.window_label}: {suspect.blocked} blocked, {suspect.denied} denied"
-            + (f", the last at {clock_text(suspect.last, zone=True)}" if suspect.last else "")
+            + (f", the last at {clock(suspect.last, zone=True)}" if suspect.last else "")
             + "."
         )
-        self.app.push_screen(
-            StopAttackScreen(question, body),
-            lambda choice: self.stop_attack(suspect, label, choice) if choice is not None else None,
-        )
+
+        def stop(choice: StopAttackChoice | None) -> None:
+            if choice is not None:
+                self.stop_attack(suspect, label, choice)
+
+        self.app.push_screen(StopAttackScreen(question, body), stop)
 
     @work(exclusive=True, group="activity-stop", exit_on_error=False)
     async def stop_attack(self, suspect: Suspect, label: str, choice: StopAttackChoice) -> None:
@@ -361,12 +353,12 @@ class ActivityScreen(ConsoleScreen):
             return
         me = self.console_app.whoami
         block = PushBlock(
-            blockedUntil=result.blockedUntil, blockedBy=me.name if me else "you", blockedAt=datetime.now(timezone.utc)
+            blockedUntil=result.blockedUntil, blockedBy=me.name if me else "you", blockedAt=current_time()
         )
         self.panel.mark_stopped(suspect.user_id, block)
         extra = "; biometric approval required from now on" if choice.require_user_verification else ""
         self.notify(
-            f"Attack on {label} stopped: new pushes refused until {clock_text(result.blockedUntil, zone=True)}; "
+            f"Attack on {label} stopped: new pushes refused until {clock(result.blockedUntil, zone=True)}; "
             f"{result.cancelled} pending push(es) cancelled{extra}.",
             title="Done",
             markup=False,

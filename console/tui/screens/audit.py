@@ -13,6 +13,7 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Static
 
+from ...display import local_text
 from ...models import AuditEvent
 from ...safe_text import printable
 from ..audit_text import summarize, target_text
@@ -24,7 +25,7 @@ from .base import ConsoleScreen
 
 def _when(event: AuditEvent) -> str:
     # To the minute: the order is the table's, and the seconds are in the detail view (Enter).
-    return event.at.astimezone().strftime("%m-%d %H:%M")
+    return local_text(event.at, "%m-%d %H:%M")
 
 
 # Who did what to whom, then the details. Target (whom: a username) keeps its width longest and
@@ -79,7 +80,7 @@ class AuditFilter:
 def parse_filter(text: str, current: AuditFilter) -> AuditFilter | str:
     """``actor:NAME action:ACTION target:USER`` (any of them; a bare word is the target) -> a filter
     keeping ``current``'s kind, or an error message naming the field."""
-    values: dict[str, str | None] = {name: None for name in FILTER_FIELDS}
+    values: dict[str, str | None] = dict.fromkeys(FILTER_FIELDS)
     for word in text.split():
         name, sep, value = word.partition(":")
         if not sep:
@@ -137,7 +138,7 @@ class AuditScreen(ConsoleScreen):
         page = await self.console_app.api.audit(
             skip=skip, limit=limit, actor=f.actor, action=f.action, target=f.target, kind=f.kind
         )
-        return page.totalCount, page.results
+        return page.totalCount or 0, page.results  # counted: these requests never say count=false
 
     def on_screen_resume(self) -> None:
         # Coming back from another screen, where the admin may just have changed something.

@@ -95,12 +95,12 @@ def describe_action(node: Any, action: str) -> str:
         for _key, binding in bindings:
             name = binding.action.rsplit(".", 1)[-1].split("(", 1)[0]
             if name == action and (binding.tooltip or binding.description):
-                words = binding.tooltip or binding.description
+                words: str = binding.tooltip or binding.description
                 return words[:1].lower() + words[1:] if words[1:2].islower() else words
     return action.replace("_", " ")
 
 
-class ConsoleScreen(Screen):
+class ConsoleScreen(Screen[None]):
     """Subclasses implement ``compose_body``; errors go to ``report_error``.
 
     Contract used by every screen module:
@@ -230,7 +230,7 @@ class ConsoleScreen(Screen):
             banner = self.query_one(ErrorBanner)
         except Exception:  # noqa: BLE001
             return
-        if banner.visible:
+        if banner.showing:
             banner.hide()
             self._retry = None
             self._last_error = None
@@ -239,7 +239,7 @@ class ConsoleScreen(Screen):
     @property
     def error_visible(self) -> bool:
         try:
-            return self.query_one(ErrorBanner).visible
+            return self.query_one(ErrorBanner).showing
         except Exception:  # noqa: BLE001
             return False
 

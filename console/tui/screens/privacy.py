@@ -13,6 +13,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from ...client import ApiError
+from ...display import day
 from ...models import PrivacyDevice, PrivacySummary
 from ...safe_text import printable
 from ..widgets.virtual_table import Column, TablePosition, VirtualTable
@@ -45,8 +46,7 @@ def _user_cell(device: PrivacyDevice) -> str:
 
 
 def _changed_cell(device: PrivacyDevice) -> str:
-    at = device.privacy.updatedAt
-    return at.astimezone().strftime("%Y-%m-%d") if at else ""
+    return day(device.privacy.updatedAt)
 
 
 # Email (the user column already names the user) shows from about 102 columns; narrower,
@@ -121,7 +121,7 @@ class PrivacyScreen(ConsoleScreen):
     async def fetch_devices(self, skip: int, limit: int) -> tuple[int, list[Any]]:
         # Runs in the table's page worker; the filter is read when the page is asked for.
         page = await self.console_app.api.privacy_devices(opted_out=True if self.opted_out_only else None, skip=skip, limit=limit)
-        return page.totalCount, page.results
+        return page.totalCount or 0, page.results  # counted: these requests never say count=false
 
     @work(exclusive=True, group="privacy-summary", exit_on_error=False)
     async def load_summary(self) -> None:

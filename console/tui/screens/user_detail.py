@@ -8,31 +8,44 @@ every :attr:`UserDetailScreen.REFRESH_SECONDS` while it is the screen in view.
 
 from __future__ import annotations
 
-from contextlib import suppress
-
 import asyncio
 import re
-from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta, timezone
-from typing import ClassVar
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import suppress
+from datetime import datetime, timedelta
+from typing import ClassVar, TypeVar
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual import work
-from textual.css.query import NoMatches
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.css.query import NoMatches
 from textual.widget import Widget
 from textual.widgets import Static
 
 from ...client import ApiError, NotFound
+from ...display import (
+    ago,
+    clock_zone,
+    enrollment_text,
+    min_os_words,
+    stamp,
+    stamp_zone,
+    user_label,
+    user_name,
+    window_words,
+)
+from ...display import now as current_time
 from ...models import (
     BOMBING_THRESHOLD,
     BOMBING_WINDOW,
+    MIN_OS_MAJOR,
     EnrollmentStatus,
     Permission,
     PushAttempt,
+    PushBlockResult,
     PushEndpoint,
     PushStats,
     PushStatus,
@@ -40,17 +53,17 @@ from ...models import (
     TotpLockState,
 )
 from ...safe_text import printable
-from ..formatting import ago, clock_zone, enrollment_text, stamp, stamp_zone, user_label, user_name
-from ..widgets.attempts_table import AttemptsTable
 from ..modals.choice import ChoiceScreen
 from ..modals.confirm import ConfirmScreen
 from ..modals.enrollment import EnrollmentCodeScreen
 from ..modals.prompt import grace_days_prompt, totp_code_prompt, type_to_confirm_prompt
 from ..modals.stop_attack import StopAttackScreen
+from ..widgets.attempts_table import AttemptsTable
 from .base import ConsoleScreen, describe_action
 
+T = TypeVar("T")
+
 SHOWN_ATTEMPTS = 15  # drawn in the table; the counts come from the server's aggregate (push_stats)
-MIN_OS = {"iOS": 13, "Android": 8}  # from the Protect FAQ
 
 # Every action of this screen that needs the user loaded (all of them).
 USER_ACTIONS = frozenset(
@@ -63,15 +76,6 @@ USER_ACTIONS = frozenset(
 
 def _allow_all(_permission: Permission) -> bool:
     return True
-
-
-def window_words(window: timedelta = BOMBING_WINDOW) -> str:
-    """``the last hour``, ``the last 2 hours``, ``the last 30 minutes``."""
-    minutes = int(window.total_seconds() // 60)
-    if minutes % 60 == 0:
-        hours = minutes // 60
-        return "the last hour" if hours == 1 else f"the last {hours} hours"
-    return f"the last {minutes} minutes"
 
 
 def os_major(version: str) -> int | None:
@@ -113,8 +117,8 @@ def troubleshooting_hints(
     if block is not None:
         lift = " X lifts it." if can(Permission.PUSH_BLOCK) else ""
         hints.append(
-            ("bold red", f"New pushes are blocked until {clock_zone(block.blockedUntil, now)} "
-                         f"(by {printable(block.blockedBy, max_length=60)}).{lift}")
+            ("bold red", (f"New pushes are blocked until {clock_zone(block.blockedUntil, now)} "
+                         f"(by {printable(block.blockedBy, max_length=60)}).{lift}"))
         )
     hostile = stats.hostile if stats is not None else 0
     bombing = hostile >= BOMBING_THRESHOLD
@@ -130,12 +134,12 @@ def troubleshooting_hints(
         hints.append(
             (
                 "bold red",
-                f"Possible push bombing: {hostile} blocked or denied attempts in {window_words()} "
+                f"Possible push bombing: {hostile} blocked or denied attempts in the {window_words()} "
                 f"({stats.blocked} blocked, {stats.denied} denied). " + " ".join(steps),
             )
         )
     if stats is not None and stats.fraud:
-        hints.append(("red", f"The user reported {stats.fraud} push(es) as fraud in {window_words()}."))
+        hints.append(("red", f"The user reported {stats.fraud} push(es) as fraud in the {window_words()}."))
     if user.totpLock.locked:
         lock = user.totpLock
         fix = (
@@ -144,8 +148,8 @@ def troubleshooting_hints(
             else "ask an admin or the help desk to reset TOTP"
         )
         hints.append(
-            ("bold red", f"TOTP is locked after {lock.failures} wrong codes (limit {lock.maxFailures}): every code "
-                         f"is refused{_until(lock)}; {fix}.")
+            ("bold red", (f"TOTP is locked after {lock.failures} wrong codes (limit {lock.maxFailures}): every code "
+                         f"is refused{_until(lock)}; {fix}."))
         )
     if device is not None and device.state != "active":
         ways = []
@@ -157,13 +161,13 @@ def troubleshooting_hints(
         hints.append(("red", f"Device is {printable(device.state)}: pushes to it are refused; {fix}."))
     if device is not None:
         major = os_major(device.device.osVersion)
-        minimum = MIN_OS.get(device.device.os)
+        minimum = MIN_OS_MAJOR.get(device.device.os)
         if major is not None and minimum is not None and major < minimum:
             hints.append(
                 (
                     "red",
-                    f"{device.device.os} {printable(device.device.osVersion)} is unsupported: Protect needs "
-                    "iOS 13+ or Android 8+. Update the OS or use TOTP/WebAuthn.",
+                    (f"{device.device.os} {printable(device.device.osVersion)} is unsupported: Protect needs "
+                    f"{min_os_words()}. Update the OS or use TOTP/WebAuthn."),
                 )
             )
     recent = attempts[:10]
@@ -173,9 +177,9 @@ def troubleshooting_hints(
         hints.append(
             (
                 "yellow",
-                f"{len(expired)} recent push(es) expired unanswered: check that the device clock is set "
+                (f"{len(expired)} recent push(es) expired unanswered: check that the device clock is set "
                 "automatically, notifications are on for Protect, Do Not Disturb is off, and the phone has "
-                "Wi-Fi or data.",
+                "Wi-Fi or data."),
             )
         )
     if device is not None and device.device.os == "Android":
@@ -224,6 +228,123 @@ def _device_words(device: PushEndpoint) -> str:
         f"{printable(info.make)} {printable(info.model)} ({info.os} {printable(info.osVersion)}), "
         f"named \"{printable(device.name, max_length=60)}\""
     )
+
+
+def title_text(user: SystemUser, now: datetime) -> Text:
+    """Name, username and email; then what stops the user logging in, first (not a row further down)."""
+    title = Text(end="")
+    name = user_name(user)
+    title.append(name or printable(user.username), style="bold")
+    if name:
+        title.append(f"  {printable(user.username)}", style="dim")
+    title.append(f"  <{printable(user.email)}>")
+    if user.state != "ACTIVATED":
+        title.append(f"  {printable(user.state).lower()}", style="bold yellow")
+    if user.account_locked:
+        title.append("  LOCKED", style="bold red")
+    if user.pushBlock is not None:
+        block = user.pushBlock
+        title.append("\n")
+        title.append(
+            f" push blocked until {clock_zone(block.blockedUntil, now)} by "
+            f"{printable(block.blockedBy, max_length=60)} ",
+            style="bold white on red",
+        )
+    return title
+
+
+def profile_section(user: SystemUser) -> Group:
+    # Two label/value pairs a line: the profile is full width, so this keeps it to four lines.
+    profile = Table.grid(padding=(0, 1))
+    for _pair in range(2):
+        profile.add_column(style="bold", no_wrap=True)
+        profile.add_column(overflow="fold")
+    state = Text(printable(user.state).lower())  # as the Users table writes it
+    if user.account_locked:
+        state.append("  locked", style="bold red")
+    profile.add_row("Username", Text(printable(user.username)), "Email", Text(printable(user.email)))
+    profile.add_row("First", Text(printable(user.firstname)), "Last", Text(printable(user.lastname)))
+    profile.add_row("Display", Text(printable(user.displayname)), "ID", Text(user.id, style="dim"))
+    profile.add_row("State", state, "Created", Text(stamp(user.created)))
+    return _section("Profile", profile)
+
+
+def mfa_section(user: SystemUser, caller_check: Text | None = None) -> Group:
+    """The factors and their state; ``caller_check``: the last Verify's outcome on this screen."""
+    mfa = _grid()
+    enrollment = user.mfaEnrollment
+    mfa.add_row("Overall", enrollment_text(enrollment.overallStatus))
+    mfa.add_row("Push", enrollment_text(enrollment.pushStatus))
+    totp = enrollment_text(enrollment.totpStatus)
+    lock_words = totp_lock_words(user)
+    if lock_words:
+        totp.append(f" · {lock_words}", style="bold red" if user.totpLock.locked else "yellow")
+    mfa.add_row("TOTP", totp)
+    mfa.add_row("WebAuthn", enrollment_text(enrollment.webAuthnStatus))
+    mfa.add_row("Configured", _yes_no(user.mfa.configured))
+    if user.requireUserVerification:
+        mfa.add_row("Biometric", Text("required for approvals", style="yellow"))
+    if user.mfa.exclusion:
+        until = user.mfa.exclusionUntil
+        mfa.add_row("Grace", Text(f"until {stamp(until)}" if until else "open-ended", style="yellow"))
+    if caller_check is not None:
+        mfa.add_row("Caller check", caller_check)
+    return _section("MFA", mfa)
+
+
+def device_section(device: PushEndpoint | None, now: datetime) -> Group:
+    grid = _grid()
+    if device is None:
+        grid.add_row("", Text("no push device enrolled", style="dim"))
+        return _section("Push device", grid)
+    info = device.device
+    grid.add_row("Name", Text(printable(device.name)))
+    grid.add_row("Device", Text(f"{printable(info.make)} {printable(info.model)}"))
+    grid.add_row("OS", Text(f"{info.os} {printable(info.osVersion)}"))
+    grid.add_row("App", Text(printable(info.appVersion)))
+    grid.add_row("Biometric", _yes_no(info.uvEnabled))
+    active = device.state == "active"
+    grid.add_row("State", Text(printable(device.state), style="" if active else "bold red"))
+    grid.add_row("Enrolled", Text(stamp(device.enrollmentDate)))
+    last = device.lastUsedDate
+    age = ago(last, now)
+    # Date only next to the age: the panel is half of an 80-column screen.
+    used = f"{stamp(last)[:10]} ({age})" if "ago" in age else stamp(last)
+    grid.add_row("Last used", Text(used if last else "never"))
+    opt_out = device.privacy.diagnosticsOptOut
+    grid.add_row("Diagnostics", Text("opted out (not collected)" if opt_out else "shared (no user info)"))
+    return _section("Push device", grid)
+
+
+def hints_text(hints: list[tuple[str, str]]) -> Text:
+    """The troubleshooting hints as one bulleted Text (not a Group: Static measures a Group's wrapped
+    height one line short)."""
+    text = Text("Troubleshooting\n", style="", end="")
+    text.stylize("bold underline", 0, len("Troubleshooting"))
+    for style, hint in hints:
+        text.append("• ", style=style or "dim")
+        text.append(hint + "\n", style=style)
+    if not hints:
+        text.append("Nothing stands out.", style="dim")
+    text.rstrip()
+    return text
+
+
+def attempts_section(attempts: list[PushAttempt], stats: PushStats | None, now: datetime) -> Group:
+    """The server's counts over the bombing window as the heading, the latest attempts below."""
+    heading = f"Push attempts in the {window_words()}"
+    if stats is not None:
+        parts = [f"{stats.total} total", f"{stats.blocked} blocked", f"{stats.denied} denied"]
+        if stats.fraud:
+            parts.append(f"{stats.fraud} reported fraud")
+        if stats.pending:
+            parts.append(f"{stats.pending} pending")
+        heading += ": " + ", ".join(parts)
+    if attempts:
+        heading += f" (latest {len(attempts)} below)"
+    # The table is sized when drawn, for the width it gets.
+    body: RenderableType = AttemptsTable(attempts[:SHOWN_ATTEMPTS], now) if attempts else Text("none", style="dim")
+    return _section(heading, body)
 
 
 class UserDetailScreen(ConsoleScreen):
@@ -354,7 +475,7 @@ class UserDetailScreen(ConsoleScreen):
         """The server's counts over the bombing window (the Activity panel's aggregate)."""
         api = self.console_app.api
         try:
-            return await api.push_stats(user_id, since=datetime.now(timezone.utc) - BOMBING_WINDOW)
+            return await api.push_stats(user_id, since=current_time() - BOMBING_WINDOW)
         except NotFound:
             return None  # a service without the aggregate: no counts rather than wrong ones
 
@@ -370,113 +491,17 @@ class UserDetailScreen(ConsoleScreen):
         assert user is not None
         body = self.query_one("#detail-body", VerticalScroll)
         scroll_y = body.scroll_y  # a refresh never moves the admin's place
-        now = datetime.now(timezone.utc)
-        title = Text(end="")
-        name = user_name(user)
-        title.append(name or printable(user.username), style="bold")
-        if name:
-            title.append(f"  {printable(user.username)}", style="dim")
-        title.append(f"  <{printable(user.email)}>")
-        # An account that cannot log in is the first thing to see, not a row further down.
-        if user.state != "ACTIVATED":
-            title.append(f"  {printable(user.state).lower()}", style="bold yellow")
-        if user.account_locked:
-            title.append("  LOCKED", style="bold red")
-        if user.pushBlock is not None:
-            block = user.pushBlock
-            title.append("\n")
-            title.append(
-                f" push blocked until {clock_zone(block.blockedUntil, now)} by "
-                f"{printable(block.blockedBy, max_length=60)} ",
-                style="bold white on red",
-            )
-        self.query_one("#detail-title", Static).update(title)
-
-        # Two label/value pairs a line: the profile is full width, so this keeps it to four lines.
-        profile = Table.grid(padding=(0, 1))
-        for _pair in range(2):
-            profile.add_column(style="bold", no_wrap=True)
-            profile.add_column(overflow="fold")
-        state = Text(printable(user.state).lower())  # as the Users table writes it
-        if user.account_locked:
-            state.append("  locked", style="bold red")
-        profile.add_row("Username", Text(printable(user.username)), "Email", Text(printable(user.email)))
-        profile.add_row("First", Text(printable(user.firstname)), "Last", Text(printable(user.lastname)))
-        profile.add_row("Display", Text(printable(user.displayname)), "ID", Text(user.id, style="dim"))
-        profile.add_row("State", state, "Created", Text(stamp(user.created)))
-        self.query_one("#detail-profile", Static).update(_section("Profile", profile))
-
-        mfa = _grid()
-        enrollment = user.mfaEnrollment
-        mfa.add_row("Overall", enrollment_text(enrollment.overallStatus))
-        mfa.add_row("Push", enrollment_text(enrollment.pushStatus))
-        totp = enrollment_text(enrollment.totpStatus)
-        lock_words = totp_lock_words(user)
-        if lock_words:
-            totp.append(f" · {lock_words}", style="bold red" if user.totpLock.locked else "yellow")
-        mfa.add_row("TOTP", totp)
-        mfa.add_row("WebAuthn", enrollment_text(enrollment.webAuthnStatus))
-        mfa.add_row("Configured", _yes_no(user.mfa.configured))
-        if user.requireUserVerification:
-            mfa.add_row("Biometric", Text("required for approvals", style="yellow"))
-        if user.mfa.exclusion:
-            until = user.mfa.exclusionUntil
-            mfa.add_row("Grace", Text(f"until {stamp(until)}" if until else "open-ended", style="yellow"))
-        if self.caller_check is not None:
-            mfa.add_row("Caller check", self.caller_check)
-        self.query_one("#detail-mfa", Static).update(_section("MFA", mfa))
-
-        device_grid = _grid()
-        device = self.device
-        if device is None:
-            device_grid.add_row("", Text("no push device enrolled", style="dim"))
-        else:
-            info = device.device
-            device_grid.add_row("Name", Text(printable(device.name)))
-            device_grid.add_row("Device", Text(f"{printable(info.make)} {printable(info.model)}"))
-            device_grid.add_row("OS", Text(f"{info.os} {printable(info.osVersion)}"))
-            device_grid.add_row("App", Text(printable(info.appVersion)))
-            device_grid.add_row("Biometric", _yes_no(info.uvEnabled))
-            active = device.state == "active"
-            device_grid.add_row("State", Text(printable(device.state), style="" if active else "bold red"))
-            device_grid.add_row("Enrolled", Text(stamp(device.enrollmentDate)))
-            last = device.lastUsedDate
-            age = ago(last, now)
-            # Date only next to the age: the panel is half of an 80-column screen.
-            used = f"{stamp(last)[:10]} ({age})" if "ago" in age else stamp(last)
-            device_grid.add_row("Last used", Text(used if last else "never"))
-            opt_out = device.privacy.diagnosticsOptOut
-            device_grid.add_row(
-                "Diagnostics", Text("opted out (not collected)" if opt_out else "shared (no user info)")
-            )
-        self.query_one("#detail-device", Static).update(_section("Push device", device_grid))
-
-        hints = troubleshooting_hints(user, device, self.attempts, now, self.stats, self._can)
-        hint_text = Text("Troubleshooting\n", style="", end="")
-        hint_text.stylize("bold underline", 0, len("Troubleshooting"))
-        for style, hint in hints:
-            hint_text.append("• ", style=style or "dim")
-            hint_text.append(hint + "\n", style=style)
-        if not hints:
-            hint_text.append("Nothing stands out.", style="dim")
-        hint_text.rstrip()
-        # One Text (not a Group): Static measures a Group's wrapped height one line short.
-        self.query_one("#detail-hints", Static).update(hint_text)
-
-        table = AttemptsTable(self.attempts[:SHOWN_ATTEMPTS], now)  # sized when drawn, for the width it gets
-        stats = self.stats
-        heading = f"Push attempts in {window_words()}"
-        if stats is not None:
-            parts = [f"{stats.total} total", f"{stats.blocked} blocked", f"{stats.denied} denied"]
-            if stats.fraud:
-                parts.append(f"{stats.fraud} reported fraud")
-            if stats.pending:
-                parts.append(f"{stats.pending} pending")
-            heading += ": " + ", ".join(parts)
-        if self.attempts:
-            heading += f" (latest {len(self.attempts)} below)"
-        body_renderable: RenderableType = table if self.attempts else Text("none", style="dim")
-        self.query_one("#detail-attempts", Static).update(_section(heading, body_renderable))
+        now = current_time()
+        hints = troubleshooting_hints(user, self.device, self.attempts, now, self.stats, self._can)
+        for selector, renderable in (
+            ("#detail-title", title_text(user, now)),
+            ("#detail-hints", hints_text(hints)),
+            ("#detail-mfa", mfa_section(user, self.caller_check)),
+            ("#detail-device", device_section(self.device, now)),
+            ("#detail-attempts", attempts_section(self.attempts, self.stats, now)),
+            ("#detail-profile", profile_section(user)),
+        ):
+            self.query_one(selector, Static).update(renderable)
         if scroll_y:
             self.call_after_refresh(body.scroll_to, y=scroll_y, animate=False, immediate=True)
 
@@ -576,6 +601,24 @@ class UserDetailScreen(ConsoleScreen):
         self.notify(message, title="Done", markup=False)
         self.load()
 
+    async def _change(self, what: str, call: Callable[[], Awaitable[T]], done: Callable[[T], str]) -> bool:
+        """Make one change: on an error ``<what> failed: ...`` (never retried blindly), else ``done(result)``
+        as a toast and the user reloaded. Whether it went through."""
+        try:
+            result = await call()
+        except ApiError as exc:
+            self._failed(what, exc)
+            return False
+        self._done(done(result))
+        return True
+
+    async def _confirm_change(
+        self, question: ConfirmScreen, what: str, call: Callable[[], Awaitable[T]], done: Callable[[T], str]
+    ) -> None:
+        """Ask ``question``; on yes, :meth:`_change`."""
+        if await self.ask(question):
+            await self._change(what, call, done)
+
     def _failed(self, what: str, exc: ApiError) -> None:
         # Changes are never retried blindly: `r` reloads the view, the admin decides again.
         self.notify(f"{what} failed: {printable(str(exc), max_length=200)}", severity="error", markup=False)
@@ -648,14 +691,12 @@ class UserDetailScreen(ConsoleScreen):
             f"Device: {_device_words(device)}, enrolled {stamp_zone(device.enrollmentDate)}.\n"
             "Push stops working until the user enrolls again."
         )
-        if not await self.ask(ConfirmScreen(self._question("Unenroll the push device of"), body)):
-            return
-        try:
-            await self.console_app.api.unenroll_device(user.id, device.id)
-        except ApiError as exc:
-            self._failed("Unenroll", exc)
-            return
-        self._done(f"Push device of {user_label(user)} unenrolled.")
+        await self._confirm_change(
+            ConfirmScreen(self._question("Unenroll the push device of"), body),
+            "Unenroll",
+            lambda: self.console_app.api.unenroll_device(user.id, device.id),
+            lambda _: f"Push device of {user_label(user)} unenrolled.",
+        )
 
     @work(exclusive=True, group="detail-action", exit_on_error=False)
     async def _set_device_state(self, state: str) -> None:
@@ -673,15 +714,12 @@ class UserDetailScreen(ConsoleScreen):
             verb, done = "Activate", "activated"
             effect = "Activate: the user gets push notifications on this device again."
         body = Text(f"Device: {_device_words(device)}.\n{effect}")
-        question = self._question(f"{verb} the push device of")
-        if not await self.ask(ConfirmScreen(question, body, confirm_label=f"{verb} (y)")):
-            return
-        try:
-            await self.console_app.api.update_push_endpoint(user.id, device.id, state=state)
-        except ApiError as exc:
-            self._failed(verb, exc)
-            return
-        self._done(f"Push device of {user_label(user)} {done}.")
+        await self._confirm_change(
+            ConfirmScreen(self._question(f"{verb} the push device of"), body, confirm_label=f"{verb} (y)"),
+            verb,
+            lambda: self.console_app.api.update_push_endpoint(user.id, device.id, state=state),
+            lambda _: f"Push device of {user_label(user)} {done}.",
+        )
 
     @work(exclusive=True, group="detail-action", exit_on_error=False)
     async def _reset_totp(self) -> None:
@@ -691,17 +729,13 @@ class UserDetailScreen(ConsoleScreen):
         body = Text("Their current authenticator codes stop working; they must enroll TOTP again.")
         if user.totpLock.locked:
             body.append(f"\nTOTP is {totp_lock_words(user)}: the reset also clears the lock-out.")
-        if not await self.ask(ConfirmScreen(self._question("Reset TOTP for"), body)):
-            return
-        await self._do_reset_totp(user)
+        if await self.ask(ConfirmScreen(self._question("Reset TOTP for"), body)):
+            await self._do_reset_totp(user)
 
     async def _do_reset_totp(self, user: SystemUser) -> None:
-        try:
-            await self.console_app.api.reset_totp(user.id)
-        except ApiError as exc:
-            self._failed("Reset TOTP", exc)
-            return
-        self._done(f"TOTP reset for {user_label(user)}.")
+        await self._change(
+            "Reset TOTP", lambda: self.console_app.api.reset_totp(user.id), lambda _: f"TOTP reset for {user_label(user)}."
+        )
 
     @work(exclusive=True, group="detail-action", exit_on_error=False)
     async def _reset_mfa(self) -> None:
@@ -712,7 +746,7 @@ class UserDetailScreen(ConsoleScreen):
         if answer is None:
             return
         days = int(answer) if answer else 0
-        until = datetime.now(timezone.utc) + timedelta(days=days)
+        until = current_time() + timedelta(days=days)
         grace = (
             f"Grace period: {days} day{'s' if days != 1 else ''} (until {stamp_zone(until)}) to log in without "
             "MFA while re-enrolling."
@@ -734,18 +768,16 @@ class UserDetailScreen(ConsoleScreen):
         if kept:
             lines.append(f"Kept: {', '.join(kept)} (a reset does not touch it).")
         lines.append(grace)
-        if not await self.ask(ConfirmScreen(self._question("Reset ALL MFA for"), Text("\n".join(lines)))):
-            return
-        try:
-            await self.console_app.api.reset_mfa(user.id, grace_days=days or None)
-        except ApiError as exc:
-            self._failed("Reset MFA", exc)
-            return
         what = f"removed {' and '.join(removed)}" if removed else "nothing to remove"
         if kept:
             what += f"; kept {', '.join(kept)}"
         grace_done = f"; {days}-day grace until {stamp_zone(until)}" if days else "; no grace period"
-        self._done(f"All MFA reset for {user_label(user)}: {what}{grace_done}.")
+        await self._confirm_change(
+            ConfirmScreen(self._question("Reset ALL MFA for"), Text("\n".join(lines))),
+            "Reset MFA",
+            lambda: self.console_app.api.reset_mfa(user.id, grace_days=days or None),
+            lambda _: f"All MFA reset for {user_label(user)}: {what}{grace_done}.",
+        )
 
     @work(exclusive=True, group="detail-action", exit_on_error=False)
     async def _enroll_code(self) -> None:
@@ -828,7 +860,7 @@ class UserDetailScreen(ConsoleScreen):
         except ApiError as exc:
             self._failed("Verify", exc)
             return
-        at = clock_zone(datetime.now(timezone.utc))
+        at = clock_zone(current_time())
         if result.valid:
             self.caller_check = Text(f"✓ valid ({at})", style="bold green")
             self.notify(f"Code VALID for {user_label(user)}.", title="Caller verified", markup=False)
@@ -850,28 +882,31 @@ class UserDetailScreen(ConsoleScreen):
         body.append(user_label(user), style="bold")
         body.append(" and refuses new ones until the block ends (resources get 429 with its end).")
         if stats is not None:
-            body.append(f"\nIn {window_words()}: {stats.blocked} blocked, {stats.denied} denied, "
+            body.append(f"\nIn the {window_words()}: {stats.blocked} blocked, {stats.denied} denied, "
                         f"{stats.pending} pending.")
         question = self._question("Stop the push attack on")
         choice = await self.ask(StopAttackScreen(question, body, biometric_already=user.requireUserVerification))
         if choice is None:
             return
-        try:
-            result = await self.console_app.api.block_push(
+
+        def stopped(result: PushBlockResult) -> str:
+            parts = [f"new pushes blocked until {clock_zone(result.blockedUntil)}"]
+            if choice.cancel_pending:
+                parts.append(f"{result.cancelled} pending cancelled")
+            if choice.require_user_verification:
+                parts.append("biometric approval now required")
+            return f"Push attack on {user_label(user)} stopped: {'; '.join(parts)}."
+
+        await self._change(
+            "Stop attack",
+            lambda: self.console_app.api.block_push(
                 user.id,
                 minutes=choice.minutes,
                 cancel_pending=choice.cancel_pending,
                 require_user_verification=choice.require_user_verification,
-            )
-        except ApiError as exc:
-            self._failed("Stop attack", exc)
-            return
-        parts = [f"new pushes blocked until {clock_zone(result.blockedUntil)}"]
-        if choice.cancel_pending:
-            parts.append(f"{result.cancelled} pending cancelled")
-        if choice.require_user_verification:
-            parts.append("biometric approval now required")
-        self._done(f"Push attack on {user_label(user)} stopped: {'; '.join(parts)}.")
+            ),
+            stopped,
+        )
 
     @work(exclusive=True, group="detail-action", exit_on_error=False)
     async def _lift_block(self) -> None:
@@ -883,17 +918,14 @@ class UserDetailScreen(ConsoleScreen):
             f"Blocked until {stamp_zone(block.blockedUntil)} by {printable(block.blockedBy, max_length=60)} "
             f"(since {stamp_zone(block.blockedAt)}).\nNew pushes reach the user's device again."
         )
-        if not await self.ask(ConfirmScreen(self._question("Lift the push block on"), body, confirm_label="Lift (y)")):
-            return
-        try:
-            lifted = await self.console_app.api.lift_push_block(user.id)
-        except ApiError as exc:
-            self._failed("Lift block", exc)
-            return
-        if lifted.lifted:
-            self._done(f"Push block on {user_label(user)} lifted: pushes flow again.")
-        else:
-            self._done(f"No push block was in force for {user_label(user)} (it had ended): nothing changed.")
+        await self._confirm_change(
+            ConfirmScreen(self._question("Lift the push block on"), body, confirm_label="Lift (y)"),
+            "Lift block",
+            lambda: self.console_app.api.lift_push_block(user.id),
+            lambda lifted: f"Push block on {user_label(user)} lifted: pushes flow again."
+            if lifted.lifted
+            else f"No push block was in force for {user_label(user)} (it had ended): nothing changed.",
+        )
 
     @work(exclusive=True, group="detail-action", exit_on_error=False)
     async def _unlock(self) -> None:
@@ -901,14 +933,12 @@ class UserDetailScreen(ConsoleScreen):
         if user is None:
             return
         body = Text("The account is locked: the user cannot log in. Unlocking lets them log in again; MFA is unchanged.")
-        if not await self.ask(ConfirmScreen(self._question("Unlock the account of"), body, confirm_label="Unlock (y)")):
-            return
-        try:
-            await self.console_app.api.unlock_user(user.id)
-        except ApiError as exc:
-            self._failed("Unlock", exc)
-            return
-        self._done(f"Account of {user_label(user)} unlocked.")
+        await self._confirm_change(
+            ConfirmScreen(self._question("Unlock the account of"), body, confirm_label="Unlock (y)"),
+            "Unlock",
+            lambda: self.console_app.api.unlock_user(user.id),
+            lambda _: f"Account of {user_label(user)} unlocked.",
+        )
 
     @work(exclusive=True, group="detail-action", exit_on_error=False)
     async def _delete_user(self) -> None:

@@ -15,11 +15,19 @@ from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from ...client import ApiError, user_key_kind
+from ...display import enrollment_short, enrollment_text, short_age, stamp_zone, user_label, user_name
 from ...models import EnrollmentStatus, PushEndpoint, SystemUser
 from ...safe_text import printable
-from ..formatting import enrollment_short, enrollment_text, short_age, user_label, user_name
 from ..startup import USERS_DEFAULT_SORT, USERS_PAGE_SIZE
-from ..widgets.virtual_table import Column, PageAnswer, PageRequest, TablePosition, VirtualTable, cursor_fetcher
+from ..widgets.virtual_table import (
+    Column,
+    CursorFetcher,
+    PageAnswer,
+    PageRequest,
+    TablePosition,
+    VirtualTable,
+    cursor_fetcher,
+)
 from .base import ConsoleScreen
 
 # Seconds of quiet typing before the server is asked: long enough to fold a burst of keys (a paste,
@@ -181,8 +189,8 @@ class UsersScreen(ConsoleScreen):
             lines.append(("Last used", short_age(found.lastUsedDate) or "never"))
         if user.pushBlock is not None:
             block = user.pushBlock
-            lines.append(("Push block", f"until {block.blockedUntil:%Y-%m-%d %H:%M %Z} by {block.blockedBy}"))
-        lines.append(("Created", f"{user.created:%Y-%m-%d %H:%M %Z}".strip()))
+            lines.append(("Push block", f"until {stamp_zone(block.blockedUntil)} by {block.blockedBy}"))
+        lines.append(("Created", stamp_zone(user.created)))
         return lines
 
     @property
@@ -197,7 +205,7 @@ class UsersScreen(ConsoleScreen):
         self.requery()
 
     # ------------------------------------------------------------ querying
-    def _fetcher(self):  # noqa: ANN202 - a PageFetcher
+    def _fetcher(self) -> CursorFetcher:
         """A page source for the current search, filter and sort (the client is looked up per call)."""
         term = self.search_term or None
         filters = list(MFA_FILTERS[self.filter_index].filters)

@@ -17,9 +17,9 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 from rich.text import Text
 
+from ...display import ago, push_status_text
 from ...models import PushAttempt
 from ...safe_text import printable
-from ..formatting import ago, push_status_text
 
 GAP = 2  # cells between columns (padding 1 on each side, none at the table's edges)
 MIN_TEXT = 6  # the narrowest a text column gets before the IP column gives way
@@ -73,7 +73,7 @@ class AttemptsTable:
             fixed = [i for i in columns if i not in self.TEXT_COLUMNS]
             available = width - sum(naturals[i] for i in fixed) - GAP * (len(columns) - 1)
             shared = share_width([naturals[i] for i in self.TEXT_COLUMNS], available, MIN_TEXT)
-            widths = dict(zip(self.TEXT_COLUMNS, shared))
+            widths = dict(zip(self.TEXT_COLUMNS, shared, strict=True))
             with_ip = 5 in columns
             if not with_ip or all(widths[i] >= min(naturals[i], IP_KEEPS) for i in self.TEXT_COLUMNS):
                 return [(i, widths.get(i, naturals[i])) for i in columns]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
 from rich.text import Text
 from textual import on
@@ -20,22 +20,12 @@ from textual.message import Message
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from ...models import BOMBING_THRESHOLD, BOMBING_WINDOW, PushAttempt, PushBlock, PushStats, PushStatus
+from ...display import FRAUD_STYLE, PUSH_STATUS_STYLES, aware, clock, since, window_words
+from ...display import now as current_time
+from ...models import BOMBING_THRESHOLD, PushBlock, PushStats, PushStatus
 from ...safe_text import printable
-from ..formatting import FRAUD_STYLE, PUSH_STATUS_STYLES
 
-SUSPECT_THRESHOLD = BOMBING_THRESHOLD  # older name, kept for imports
 LIVE_SECONDS = 5 * 60  # a last attempt this recent reads as an attack going on now
-
-
-def describe_window(window: timedelta = BOMBING_WINDOW) -> str:
-    """``last hour``, ``last 30 minutes``: the window in words."""
-    minutes = int(window.total_seconds() // 60)
-    if minutes == 60:
-        return "last hour"
-    if minutes % 60 == 0:
-        return f"last {minutes // 60} hours"
-    return f"last {minutes} minutes"
 
 
 @dataclass
@@ -60,7 +50,7 @@ class Suspect:
         return self.block is not None
 
     @classmethod
-    def from_stats(cls, stats: PushStats) -> "Suspect":
+    def from_stats(cls, stats: PushStats) -> Suspect:
         return cls(
             stats.userId,
             stats.username,
@@ -73,69 +63,23 @@ class Suspect:
         )
 
 
-def tally_suspects(attempts: Iterable[PushAttempt], threshold: int = SUSPECT_THRESHOLD) -> list[Suspect]:
-    """Users with at least ``threshold`` blocked or denied attempts, most first (for a list of attempts
-    already in hand; the panel itself reads the server's aggregate)."""
-    by_user: dict[str, Suspect] = {}
-    seen: set[str] = set()
-    for attempt in attempts:
-        if attempt.id in seen or attempt.status not in (PushStatus.BLOCKED, PushStatus.DENIED):
-            continue
-        seen.add(attempt.id)
-        suspect = by_user.setdefault(attempt.userId, Suspect(attempt.userId, attempt.username))
-        if attempt.status == PushStatus.BLOCKED:
-            suspect.blocked += 1
-        else:
-            suspect.denied += 1
-        suspect.fraud += int(attempt.fraud)
-        suspect.resources.add(attempt.resource)
-        if suspect.last is None or attempt.createdAt > suspect.last:
-            suspect.last = attempt.createdAt
-    found = [s for s in by_user.values() if s.total >= threshold]
-    return sorted(found, key=lambda s: (-s.total, s.username))
-
-
-def _aware(when: datetime) -> datetime:
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
-def ago_text(when: datetime, now: datetime | None = None) -> str:
-    """``12s ago``, ``7m ago``, ``3h ago``: how long since ``when``."""
-    now = now or datetime.now(timezone.utc)
-    seconds = max(0, int((now - _aware(when)).total_seconds()))
-    if seconds < 120:
-        return f"{seconds}s ago"
-    if seconds < 120 * 60:
-        return f"{seconds // 60}m ago"
-    return f"{seconds // 3600}h ago"
-
-
-def clock_text(when: datetime, *, zone: bool = False) -> str:
-    """``14:05`` in the console's local time (``14:05 CET`` with ``zone``)."""
-    local = _aware(when).astimezone()
-    text = local.strftime("%H:%M")
-    if local.date() != datetime.now().astimezone().date():
-        text = local.strftime("%Y-%m-%d %H:%M")
-    return f"{text} {local.strftime('%Z')}".rstrip() if zone else text
-
-
 def block_text(block: PushBlock) -> str:
     """``push blocked until 14:05 by desk-anna``."""
-    return f"push blocked until {clock_text(block.blockedUntil)} by {printable(block.blockedBy, max_length=32)}"
+    return f"push blocked until {clock(block.blockedUntil)} by {printable(block.blockedBy, max_length=32)}"
 
 
 def suspect_prompt(suspect: Suspect, now: datetime | None = None, *, can_stop: bool = True) -> Text:
     """First line: who, how many refused, when last, where; second line (only when stopped): the block."""
-    now = now or datetime.now(timezone.utc)
+    now = now or current_time()
     line = Text(no_wrap=True, overflow="ellipsis")
     line.append(f"{printable(suspect.username or suspect.user_id, max_length=24):<24} ", style="bold")
     line.append(f"{suspect.blocked:>3} blocked", style=PUSH_STATUS_STYLES[PushStatus.BLOCKED])
     line.append("  ")
     line.append(f"{suspect.denied:>3} denied", style=PUSH_STATUS_STYLES[PushStatus.DENIED])
     if suspect.last is not None:
-        live = (now - _aware(suspect.last)).total_seconds() < LIVE_SECONDS
+        live = (now - aware(suspect.last)).total_seconds() < LIVE_SECONDS
         line.append("  last ", style="dim")
-        line.append(ago_text(suspect.last, now), style="bold" if live else "dim")
+        line.append(since(suspect.last, now), style="bold" if live else "dim")
     if suspect.fraud:
         line.append(f"  {suspect.fraud} reported fraud", style=FRAUD_STYLE)
     if suspect.resources:
@@ -170,7 +114,7 @@ class BombingPanel(Vertical):
     class Leave(Message):
         """The list emptied while it had focus: the screen gives focus back to its table."""
 
-    def __init__(self, *, window_label: str = describe_window(), id: str | None = None) -> None:
+    def __init__(self, *, window_label: str = window_words(), id: str | None = None) -> None:
         super().__init__(id=id)
         self.window_label = window_label
         self.suspects: list[Suspect] = []
@@ -207,7 +151,7 @@ class BombingPanel(Vertical):
             title.append(" (b, then Enter opens, X stops)" if self.can_stop else " (b, then Enter opens)", style="dim")
         else:
             title.append(
-                f"No push bombing seen: nobody has {SUSPECT_THRESHOLD}+ blocked/denied pushes in the {self.window_label}",
+                f"No push bombing seen: nobody has {BOMBING_THRESHOLD}+ blocked/denied pushes in the {self.window_label}",
                 style="dim",
             )
         if partial:
@@ -216,7 +160,7 @@ class BombingPanel(Vertical):
         option_list = self.option_list
         highlighted = option_list.highlighted_option.id if option_list.highlighted_option else None
         had_focus = self.screen.focused is option_list
-        now = datetime.now(timezone.utc)
+        now = current_time()
         option_list.clear_options()
         option_list.add_options(Option(suspect_prompt(s, now, can_stop=self.can_stop), id=s.user_id) for s in suspects)
         option_list.display = bool(suspects)

@@ -73,5 +73,5 @@ class ErrorBanner(Static):
         self.remove_class("-visible")
 
     @property
-    def visible(self) -> bool:
+    def showing(self) -> bool:
         return self.has_class("-visible")

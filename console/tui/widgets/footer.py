@@ -8,6 +8,8 @@ dim colour alone is not enough (with NO_COLOR it is grey 244 against 248).
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.cells import cell_len
 from textual import events
 from textual.app import ComposeResult
@@ -46,15 +48,15 @@ class ConsoleFooter(Footer):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._laid_out_for = 0
-        self._watched_modal: Screen | None = None
+        self._watched_modal: Screen[Any] | None = None
         self.shown_keys: list[str] = []  # what the last compose kept (tests read it)
-        self.source: Screen | None = None  # whose keys the last compose showed
+        self.source: Screen[Any] | None = None  # whose keys the last compose showed
         self._recompose_pending = False
 
     def _available(self) -> int:
         return self.size.width or self.app.size.width
 
-    def key_source(self) -> Screen:
+    def key_source(self) -> Screen[Any]:
         """The screen whose keys are shown: a modal open over this footer's screen, else the screen."""
         screen = self.screen
         try:
@@ -67,7 +69,7 @@ class ConsoleFooter(Footer):
                 return above[-1]
         return screen
 
-    def _footer_keys(self, source: Screen) -> list[Widget]:
+    def _footer_keys(self, source: Screen[Any]) -> list[Widget]:
         """Textual's Footer.compose for ``source``, with only the keys that work now."""
         active_bindings = source.active_bindings
         items: list[Widget] = []
@@ -136,7 +138,7 @@ class ConsoleFooter(Footer):
         self._fit_width()
         self.app.screen_change_signal.subscribe(self, self._screen_changed)
 
-    def _screen_changed(self, _screen: Screen) -> None:
+    def _screen_changed(self, _screen: Screen[Any]) -> None:
         """A screen was pushed or popped: follow a modal over ours (its keys, as its focus moves)."""
         if not self.is_attached:
             return
@@ -149,7 +151,7 @@ class ConsoleFooter(Footer):
             self._bindings_ready = True
             self._recompose_soon()
 
-    def bindings_changed(self, screen: Screen) -> None:
+    def bindings_changed(self, screen: Screen[Any]) -> None:
         self._bindings_ready = True
         if not screen.app.app_focus:
             return

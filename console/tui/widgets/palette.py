@@ -19,6 +19,7 @@ listed: the palette then opens that user itself (one indexed lookup) instead of 
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 from textual import on, work
 from textual.await_complete import AwaitComplete
@@ -71,7 +72,7 @@ class GuardedCommandPalette(CommandPalette):
             event.stop()
             event.prevent_default()
 
-    def _select_or_command(self, event=None) -> None:  # noqa: ANN001 - Input.Submitted | Button.Pressed | None
+    def _select_or_command(self, event: Input.Submitted | Button.Pressed | None = None) -> None:
         if self._palette_closed or not self.is_current:
             if event is not None:
                 event.stop()
@@ -121,9 +122,9 @@ class GuardedCommandPalette(CommandPalette):
         self.dismiss()
         self.app.call_later(console_app_of(self).open_user, user.id)
 
-    def dismiss(self, result=None) -> AwaitComplete:  # noqa: ANN001
+    def dismiss(self, result: Any = None) -> AwaitComplete:
         # Dismiss pops the app's top screen, whichever it is: only ever once, and only while on top.
         if self._palette_closed or not self.is_current:
-            return AwaitComplete.nothing()
+            return AwaitComplete.nothing()  # type: ignore[no-untyped-call,no-any-return]  # untyped in Textual
         self._palette_closed = True
         return super().dismiss(result)

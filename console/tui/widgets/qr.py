@@ -7,7 +7,6 @@ from rich.style import Style
 from rich.text import Text
 from textual.widgets import Static
 
-
 # Light modules are drawn as foreground blocks, white on black: correct with
 # colour, and still correct under NO_COLOR on the usual dark terminal.
 _QR_STYLE = Style(color="white", bgcolor="black")
@@ -21,8 +20,8 @@ def qr_text(data: str, *, border: int = 2) -> Text:
     if len(rows) % 2:
         rows.append([True] * len(rows[0]))  # pad with a light row
     lines = []
-    for top, bottom in zip(rows[0::2], rows[1::2]):
-        lines.append("".join(_BLOCKS[(t, b)] for t, b in zip(top, bottom)))
+    for top, bottom in zip(rows[0::2], rows[1::2], strict=True):
+        lines.append("".join(_BLOCKS[(t, b)] for t, b in zip(top, bottom, strict=True)))
     return Text("\n".join(lines), style=_QR_STYLE, no_wrap=True, end="")
 
 
