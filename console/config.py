@@ -209,7 +209,7 @@ class ProfileSettings(BaseModel):
         return None if value is None else _check_timeout(value)
 
     @model_validator(mode="after")
-    def _one_key_source(self) -> "ProfileSettings":
+    def _one_key_source(self) -> ProfileSettings:
         given = [n for n in ("api_key", "api_key_env", "api_key_command") if getattr(self, n) is not None]
         if len(given) > 1:
             raise ValueError(f"give only one of api_key, api_key_env, api_key_command (found {', '.join(given)})")

@@ -20,13 +20,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .client import ApiError, BackendUnavailable, DeviceClient, ProtectClient, RateLimited
 from .models import DeviceInfo, SystemUser
 
 # (make, model, os, OS versions the model runs) - all at or above the supported minimums.
-PHONES: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+PHONES: tuple[tuple[str, str, Literal["iOS", "Android"], tuple[str, ...]], ...] = (
     ("Apple", "iPhone 15 Pro", "iOS", ("17.5.1", "17.6", "18.1")),
     ("Apple", "iPhone 14", "iOS", ("16.7.8", "17.5.1", "18.0.1")),
     ("Apple", "iPhone 13 mini", "iOS", ("16.6", "17.4.1")),
@@ -249,7 +249,7 @@ class Simulator:
     async def _pick_users(self, admin: ProtectClient) -> list[SystemUser]:
         """Activated users from several random windows, so the simulated crowd spans the directory."""
         active = ["state:$eq:ACTIVATED"]
-        total = (await admin.list_users(limit=1, filters=active)).totalCount
+        total = (await admin.list_users(limit=1, filters=active)).totalCount or 0  # counted: count=true by default
         windows = 5
         per_window = -(-self.devices // windows)  # ceiling
         chosen: dict[str, SystemUser] = {}

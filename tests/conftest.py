@@ -21,8 +21,8 @@ import pytest
 # never the home folder of whoever runs them; serve processes started by tests inherit it.
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="protect-tests-data-")
 
-from console.models import Role  # noqa: E402 - after the data folder is set
-from console.server.app import create_app  # noqa: E402
+from console.models import Role
+from console.server.app import create_app
 from console.server.clock import Clock, ManualClock
 from console.server.runner import ServerThread
 from console.server.seed import seed_directory

@@ -87,7 +87,7 @@ class CrossProcessRules:
             # The race really was spread over processes: count, per process, the pushes each one answered.
             # (A single-worker instance got its round-robin share by construction.)
             served_by: list[str] = []
-            for instance, old in zip(deployment.instances, before):
+            for instance, old in zip(deployment.instances, before, strict=True):
                 if instance.workers == 1:
                     served_by.append(f"instance on port {instance.port}")
                     continue

@@ -25,7 +25,7 @@ FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", 
 class PgCluster:
     """A PostgreSQL server the tests may create and drop databases on."""
 
-    def __init__(self, admin_url: str, server=None) -> None:  # noqa: ANN001
+    def __init__(self, admin_url: str, server=None) -> None:
         self.admin_url = make_url(admin_url.replace("postgresql://", "postgresql+psycopg://", 1)
                                   if admin_url.startswith("postgresql://") else admin_url)
         self._server = server
@@ -79,7 +79,7 @@ class PgCluster:
                        timeout=60)
             except Exception:  # noqa: BLE001 - already stopped
                 pass
-            self._server._postmaster_info = None  # noqa: SLF001 - stopped: pgserver only deletes the folder
+            self._server._postmaster_info = None
             self._server.cleanup()
 
 
@@ -103,8 +103,8 @@ def start_cluster() -> PgCluster:
     engine.dispose()
     pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=30)  # max_connections
     # pgserver stops the postmaster it started: tell it the new one's pid.
-    server._postmaster_info = PostmasterInfo.read_from_pgdata(server.pgdata)  # noqa: SLF001
+    server._postmaster_info = PostmasterInfo.read_from_pgdata(server.pgdata)
     return PgCluster(server.get_uri("postgres"), server)
 
 
-__all__ = ["ENV", "PgCluster", "URL", "start_cluster"]
+__all__ = ["ENV", "URL", "PgCluster", "start_cluster"]

@@ -55,7 +55,7 @@ class Served:
     def out(self) -> Path:
         return self.home / "serve.out"
 
-    def start(self) -> "Served":
+    def start(self) -> Served:
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "tmp").mkdir(exist_ok=True)
         self.port = self.port or free_port()
@@ -63,9 +63,10 @@ class Served:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         argv = [sys.executable, "-m", "console", "serve", "--db", self.db, "--port", str(self.port),
                 "--workers", str(self.workers), *self.extra]
-        self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=open(self.out, "wb"), stderr=open(self.log, "wb"), start_new_session=True,
-        )
+        with open(self.out, "wb") as out, open(self.log, "wb") as log:  # the child keeps its own copies
+            self.proc = subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdout=out, stderr=log, start_new_session=True,
+            )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

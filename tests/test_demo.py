@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,7 +17,7 @@ from console.demo import PHONES, Simulator, closing_summary, demo_services
 T = TypeVar("T")
 
 # Fast enough for tests, same behaviour as the demo's defaults.
-FAST = dict(devices=6, interval=(0.02, 0.06), response_delay=(0.0, 0.1), attack_every=(0.2, 0.4), rng_seed=3)
+FAST = {"devices": 6, "interval": (0.02, 0.06), "response_delay": (0.0, 0.1), "attack_every": (0.2, 0.4), "rng_seed": 3}
 
 
 def api(url: str, key: str, call: Callable[[ProtectClient], Awaitable[T]]) -> T:
@@ -43,7 +43,7 @@ def simulator(backend: Any) -> Any:
 
 
 def test_simulator_produces_push_activity(backend: Any, simulator: Any) -> None:
-    started = datetime.now(timezone.utc).replace(microsecond=0)
+    started = datetime.now(UTC).replace(microsecond=0)
     sim = simulator(victim_reports=1.0)
     sim.start()
     reached = sim.wait_until(
@@ -84,7 +84,7 @@ def test_simulator_changes_diagnostics_choices(backend: Any, simulator: Any) -> 
     summary = api(backend.url, backend.admin_key, lambda c: c.privacy_summary())
     assert summary.diagnosticsStored - stored_before == stats["diagnostics_stored"]  # opted-out reports not stored
     for phone in sim._phones:  # the server agrees with every phone's last choice
-        device = api(backend.url, backend.admin_key, lambda c: c.push_endpoints(phone.user_id))[0]
+        device = api(backend.url, backend.admin_key, lambda c, user_id=phone.user_id: c.push_endpoints(user_id))[0]
         assert device.privacy.diagnosticsOptOut is phone.opted_out
 
 

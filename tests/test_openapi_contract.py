@@ -54,7 +54,7 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(new_db) -> Iterator[Served]:  # noqa: ANN001
+def served(new_db) -> Iterator[Served]:
     store = open_store(new_db())
     seed_directory(store, 20, rng_seed=7)
     admin_key = create_key(store, "contract-admin", Role.ADMIN)

@@ -28,7 +28,7 @@ WELL_FORMED = {
 }
 
 
-def wait_until(condition, timeout: float = 30.0) -> None:  # noqa: ANN001
+def wait_until(condition, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -151,7 +151,7 @@ async def test_sqlite_outage_every_call_503_then_recovers_by_itself(served, tmp_
     _move(tmp_path, tmp_path / "away")  # the volume is gone
     try:
         calls = 0
-        with httpx.Client(base_url=s.url, timeout=30) as h:
+        async with httpx.AsyncClient(base_url=s.url, timeout=30) as h:
             for path, operations in spec["paths"].items():
                 if path in ("/metrics",):
                     continue
@@ -159,16 +159,16 @@ async def test_sqlite_outage_every_call_503_then_recovers_by_itself(served, tmp_
                 for method in operations:
                     auth = {"Authorization": f"Bearer {token}"} if path.startswith("/device/") else {"x-api-key": s.key}
                     body = WELL_FORMED.get(path, {})
-                    answer = h.request(method.upper(), url, headers=auth, json=body)
+                    answer = await h.request(method.upper(), url, headers=auth, json=body)
                     calls += 1
                     assert answer.status_code == 503, f"{method.upper()} {path}: {answer.status_code} {answer.text}"
                     assert answer.json() == UNAVAILABLE
                     assert answer.headers["retry-after"] == "1"
             assert calls > 30
             for _ in range(6):  # new connections: both workers see it
-                with httpx.Client(base_url=s.url, timeout=30) as fresh:
-                    assert fresh.get("/healthz").status_code == 503
-            assert h.get("/metrics").status_code == 200  # metrics do not need the database
+                async with httpx.AsyncClient(base_url=s.url, timeout=30) as fresh:
+                    assert (await fresh.get("/healthz")).status_code == 503
+            assert (await h.get("/metrics")).status_code == 200  # metrics do not need the database
         # What the console's error banner shows: the client's error carries the service's message.
         from console.client import ProtectClient, ServerError
 
@@ -179,12 +179,13 @@ async def test_sqlite_outage_every_call_503_then_recovers_by_itself(served, tmp_
         assert not (tmp_path / "protect.db").exists(), "the service must not create an empty database in its place"
     finally:
         _move(tmp_path / "away", tmp_path)  # the volume is back
-    with httpx.Client(base_url=s.url, timeout=30, headers={"x-api-key": s.key}) as h:
+    async with httpx.AsyncClient(base_url=s.url, timeout=30, headers={"x-api-key": s.key}) as h:
         for _ in range(8):
-            with httpx.Client(base_url=s.url, timeout=30) as fresh:
-                assert fresh.get("/healthz").json() == {"status": "ok"}
-        assert h.get(f"/api/systemusers/{user['_id']}").json()["username"] == "outage.person"
-        assert h.post("/api/systemusers", json={"username": "after", "email": "after@ops.example"}).status_code == 201
+            async with httpx.AsyncClient(base_url=s.url, timeout=30) as fresh:
+                assert (await fresh.get("/healthz")).json() == {"status": "ok"}
+        assert (await h.get(f"/api/systemusers/{user['_id']}")).json()["username"] == "outage.person"
+        created = await h.post("/api/systemusers", json={"username": "after", "email": "after@ops.example"})
+        assert created.status_code == 201
     assert len(s.metrics_dirs()) == 1  # the runner's PROMETHEUS_MULTIPROC_DIR, in this instance's TMPDIR
     assert s.stop() == 0  # SIGTERM: the workers stop, then the runner removes the metrics directory
     assert s.metrics_dirs() == []

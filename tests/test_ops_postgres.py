@@ -60,7 +60,7 @@ async def test_postgres_outage_every_call_503_then_recovers_by_itself(private_pg
         stop_pg()
         calls = 0
         started = time.monotonic()
-        with httpx.Client(base_url=s.url, timeout=60) as h:
+        async with httpx.AsyncClient(base_url=s.url, timeout=60) as h:
             for path, operations in spec["paths"].items():
                 if path == "/metrics":
                     continue
@@ -68,22 +68,23 @@ async def test_postgres_outage_every_call_503_then_recovers_by_itself(private_pg
                 for method in operations:
                     auth = {"Authorization": f"Bearer {token}"} if path.startswith("/device/") else {"x-api-key": s.key}
                     body = WELL_FORMED.get(path, {})
-                    answer = h.request(method.upper(), target, headers=auth, json=body)
+                    answer = await h.request(method.upper(), target, headers=auth, json=body)
                     calls += 1
                     assert answer.status_code == 503, f"{method.upper()} {path}: {answer.status_code} {answer.text}"
                     assert answer.json() == UNAVAILABLE
             for _ in range(6):
-                with httpx.Client(base_url=s.url, timeout=60) as fresh:
-                    assert fresh.get("/healthz").status_code == 503
+                async with httpx.AsyncClient(base_url=s.url, timeout=60) as fresh:
+                    assert (await fresh.get("/healthz")).status_code == 503
         outage_seconds = time.monotonic() - started
         assert calls > 30
         start_pg()
-        with httpx.Client(base_url=s.url, timeout=60, headers={"x-api-key": s.key}) as h:
+        async with httpx.AsyncClient(base_url=s.url, timeout=60, headers={"x-api-key": s.key}) as h:
             for _ in range(8):  # new connections: every worker has recovered
-                with httpx.Client(base_url=s.url, timeout=60) as fresh:
-                    assert fresh.get("/healthz").json() == {"status": "ok"}
-            assert h.get(f"/api/systemusers/{user['_id']}").json()["username"] == "pg.outage"
-            assert h.post("/api/systemusers", json={"username": "after", "email": "after@ops.example"}).status_code == 201
+                async with httpx.AsyncClient(base_url=s.url, timeout=60) as fresh:
+                    assert (await fresh.get("/healthz")).json() == {"status": "ok"}
+            assert (await h.get(f"/api/systemusers/{user['_id']}")).json()["username"] == "pg.outage"
+            created = await h.post("/api/systemusers", json={"username": "after", "email": "after@ops.example"})
+            assert created.status_code == 201
         print(f"{calls} calls during the outage answered 503 in {outage_seconds:.2f} s")
     finally:
         s.stop()

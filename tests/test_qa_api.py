@@ -21,7 +21,7 @@ HOSTILE = "[@click=app.quit]x[/]\x1b]0;pwn\x07\u202eevil\u202c 👩‍💻 e\u03
 
 
 @pytest.fixture(scope="module")
-def backend(new_db):  # noqa: ANN201 - overrides conftest's per-test backend for speed
+def backend(new_db):
     """One real service for the whole module (same parts as conftest's): every test here only adds
     uniquely named users and devices, and reads what it wrote, so they can share it."""
     from types import SimpleNamespace
@@ -266,7 +266,7 @@ def test_nul_in_search_matches_nothing_or_is_refused(http) -> None:
     total = http.get("/api/systemusers", params={"limit": 1}).json()["totalCount"]
     for term in ("\x00", "a\x00zzzz-no-such-user"):
         response = http.get("/api/systemusers", params={"search": term})
-        assert response.status_code == 400 and "search" in response.json()["message"] or (
+        assert (response.status_code == 400 and "search" in response.json()["message"]) or (
             response.status_code == 200 and response.json()["totalCount"] == 0
         ), (term, response.status_code, response.json().get("totalCount"), total)
         posted = http.post("/api/search/systemusers", json={"searchFilter": {"searchTerm": term}})
@@ -485,7 +485,7 @@ def test_non_ascii_digit_os_versions_are_refused_not_500(http, backend, version)
 
 
 def test_device_api_hostile_input(http, backend) -> None:
-    user, token = enrolled(http, backend.url, "device.hostile")
+    _user, token = enrolled(http, backend.url, "device.hostile")
     auth = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=backend.url, headers=auth, timeout=30) as phone:
         refused(phone.post("/device/v1/pushes/nope/respond", json={"decision": "approve"}), 404)

@@ -208,7 +208,7 @@ class Serve:
             reader.start()
 
     @staticmethod
-    def _read(stream, buffer: list[str]) -> None:  # noqa: ANN001
+    def _read(stream, buffer: list[str]) -> None:
         for line in stream:
             buffer.append(line)
 

@@ -77,7 +77,7 @@ def test_a_db_that_is_neither_a_path_nor_a_postgresql_url_is_one_line_exit_2_not
 @pytest.mark.parametrize("command", list(COMMANDS.values()), ids=list(COMMANDS))
 def test_protect_db_is_read_like_db(isolated: Path, capsys, monkeypatch: pytest.MonkeyPatch, command) -> None:
     monkeypatch.setenv("PROTECT_DB", "mysql://protect@db.internal/protect")
-    code, out, err = run_cli(capsys, *command)
+    code, _out, err = run_cli(capsys, *command)
     assert code == 2 and "unsupported database URL scheme 'mysql:'" in one_error_line(err)
     assert list(isolated.iterdir()) == []
 
@@ -140,10 +140,10 @@ def test_an_unreachable_server_is_one_line_exit_1(isolated: Path, capsys, comman
 
 
 def test_a_missing_socket_directory_is_named(isolated: Path, capsys) -> None:
-    code, out, err = run_cli(capsys, "serve", "--db", f"postgresql://protect@/protect?host={isolated}/nowhere")
+    code, _out, err = run_cli(capsys, "serve", "--db", f"postgresql://protect@/protect?host={isolated}/nowhere")
     assert code == 1
-    assert one_error_line(err) == f"error: cannot connect to PostgreSQL at {isolated}/nowhere:5432: " \
-                                  "No such file or directory"
+    expected = f"error: cannot connect to PostgreSQL at {isolated}/nowhere:5432: No such file or directory"
+    assert one_error_line(err) == expected
 
 
 def test_serve_on_an_unreachable_server_prints_no_traceback(tmp_path: Path) -> None:
@@ -160,8 +160,8 @@ def test_serve_on_an_unreachable_server_prints_no_traceback(tmp_path: Path) -> N
 
 def test_a_missing_database_on_a_running_server_is_named(pg_cluster, isolated: Path, capsys) -> None:
     url = pg_cluster.url("protect_no_such_database")
-    code, out, err = run_cli(capsys, "db", "current", "--db", url)
+    code, _out, err = run_cli(capsys, "db", "current", "--db", url)
     assert code == 1
     line = one_error_line(err)
-    assert line.startswith("error: cannot connect to PostgreSQL at ") and 'database "protect_no_such_database" ' \
-        "does not exist" in line, line
+    assert line.startswith("error: cannot connect to PostgreSQL at "), line
+    assert 'database "protect_no_such_database" does not exist' in line, line

@@ -21,11 +21,13 @@ _device_token = HTTPBearer(auto_error=False, description="The token a device rec
 
 
 def get_store(request: Request) -> Store:
-    return request.app.state.store
+    store: Store = request.app.state.store  # set by create_app
+    return store
 
 
 def get_clock(request: Request) -> Clock:
-    return request.app.state.clock
+    clock: Clock = request.app.state.clock
+    return clock
 
 
 def current_principal(request: Request, key: str | None = Depends(_api_key)) -> Principal:

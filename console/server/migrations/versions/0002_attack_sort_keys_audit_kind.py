@@ -58,6 +58,7 @@ def upgrade() -> None:
     else:
         for fk in sa.inspect(bind).get_foreign_keys("push_attempts"):
             if fk["referred_table"] == "users":
+                assert fk["name"] is not None, "PostgreSQL names every constraint"
                 op.drop_constraint(fk["name"], "push_attempts", type_="foreignkey")
         op.add_column("push_attempts", username)
 

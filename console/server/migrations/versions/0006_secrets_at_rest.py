@@ -13,6 +13,7 @@ Create Date: 2026-12-02
   (``PROTECT_SECRET_KEY`` or the key file, which is created when missing): none is left in plain text.
 """
 
+from collections.abc import Callable
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -59,7 +60,7 @@ def downgrade() -> None:
     op.drop_table("secret_keys")
 
 
-def _rewrite(conn: sa.Connection, which: sa.ColumnElement, change) -> None:  # noqa: ANN001
+def _rewrite(conn: sa.Connection, which: sa.ColumnElement[bool], change: Callable[[str, str], str]) -> None:
     """Each secret matching ``which`` replaced by ``change(user_id, secret)``, a batch at a time (by id)."""
     after = ""
     write = sa.update(_users).where(_users.c.id == sa.bindparam("uid")).values(totp_secret=sa.bindparam("value"))
@@ -86,7 +87,7 @@ def _set_width(old: int, new: int) -> None:
     schema = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'users'").scalar()
     if schema is None or schema.count(before) != 1:
         return  # not the shape the migrations made: its declared type is left as it is
-    version = conn.exec_driver_sql("PRAGMA schema_version").scalar()
+    version = conn.exec_driver_sql("PRAGMA schema_version").scalar_one()
     conn.exec_driver_sql("PRAGMA writable_schema=ON")
     try:
         conn.exec_driver_sql("UPDATE sqlite_master SET sql = replace(sql, ?, ?) WHERE type = 'table' AND name = 'users'",

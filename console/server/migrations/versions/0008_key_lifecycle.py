@@ -19,7 +19,7 @@ branch_labels = None
 depends_on = None
 
 
-def c_string(length: int) -> sa.types.TypeEngine:
+def c_string(length: int) -> sa.types.TypeEngine[str]:
     """Audit text in code point order on PostgreSQL too, as the table's other columns (0003)."""
     return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
 

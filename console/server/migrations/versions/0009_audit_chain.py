@@ -20,7 +20,7 @@ branch_labels = None
 depends_on = None
 
 
-def c_string(length: int) -> sa.types.TypeEngine:
+def c_string(length: int) -> sa.types.TypeEngine[str]:
     """Audit text in code point order on PostgreSQL too, as the table's other columns (0003)."""
     return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
 
@@ -52,7 +52,7 @@ def upgrade() -> None:
             break
         updates = []
         for row in rows:
-            digest = event_hash(row._mapping, prev)
+            digest = event_hash(dict(row._mapping), prev)
             updates.append({"row_id": row.id, "p": prev, "h": digest})
             last_id, prev = row.id, digest
         conn.execute(
