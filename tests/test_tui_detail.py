@@ -35,7 +35,7 @@ from console.tui.modals.enrollment import EnrollmentCodeScreen
 from console.tui.widgets.qr import QrCode
 
 from .helpers import IPHONE, PIXEL, enrolled_device, new_user, wait_for
-from .tui_helpers import SIZE, SMALL, console_app, detail_ready, text_of
+from .tui_helpers import SIZE, SMALL, console_app, detail_ready, text_of, toasts
 
 ACTION_KEYS = {"U": "unenroll", "T": "reset_totp", "R": "reset_mfa", "E": "enroll_code", "V": "verify"}
 DEVICE_ACTIONS = {"deactivate_device", "activate_device"}  # both on `A`, admins only (devices.write)
@@ -107,12 +107,12 @@ async def test_reset_totp_confirms_then_the_server_shows_not_enrolled(backend) -
             await pilot.press("y")
             await wait_for(lambda: screen.user.mfaEnrollment.totpStatus == EnrollmentStatus.NOT_ENROLLED)
             assert (await admin.get_user(user.id)).mfaEnrollment.totpStatus == EnrollmentStatus.NOT_ENROLLED
-            assert any("TOTP reset" in n.message for n in app._notifications)
+            assert any("TOTP reset" in message for message in toasts(app))
             # Nothing left to reset: the key is out of the footer and says why when pressed.
             assert "reset_totp" not in shown_actions(screen)
             assert screen.action_unavailable("reset_totp") == "TOTP is not enrolled: nothing to reset."
             await pilot.press("T")
-            await wait_for(lambda: any("nothing to reset" in n.message for n in app._notifications))
+            await wait_for(lambda: any("nothing to reset" in message for message in toasts(app)))
             assert app.screen is screen
 
 
@@ -180,7 +180,7 @@ async def test_verify_caller_with_the_code_they_read_out(backend) -> None:
         await pilot.press("backspace", "backspace", *totp.now(), "enter")
         await wait_for(lambda: screen.caller_check is not None)
         assert "✓ valid" in screen.caller_check.plain
-        assert any("VALID" in n.message for n in app._notifications)
+        assert any("VALID" in message for message in toasts(app))
         wrong = f"{(int(totp.now()) + 500000) % 1000000:06d}"
         await pilot.press("V")
         await wait_for(lambda: isinstance(app.screen, PromptScreen))
@@ -231,7 +231,7 @@ async def test_helpdesk_sees_support_actions(backend) -> None:
         active = screen.active_bindings
         assert "A" not in active and not {b.binding.action for b in active.values()} & DEVICE_ACTIONS
         await pilot.press("A")
-        await wait_for(lambda: any("helpdesk cannot deactivate the push device" in n.message for n in app._notifications))
+        await wait_for(lambda: any("helpdesk cannot deactivate the push device" in message for message in toasts(app)))
         assert app.screen is screen
         offered = "\n".join(await palette_prompts(app, pilot))
         assert "Deactivate the push device" not in offered and "Activate the push device" not in offered
@@ -269,7 +269,7 @@ async def test_admin_deactivates_and_reactivates_the_push_device(backend) -> Non
             await pilot.press("y")
             await wait_for(lambda: screen.device is not None and screen.device.state == "inactive")
             assert (await admin.push_endpoints(user.id))[0].state == "inactive"
-            assert any("deactivated" in n.message and "dana.device" in n.message for n in app._notifications)
+            assert any("deactivated" in message and "dana.device" in message for message in toasts(app))
             with pytest.raises(Conflict):  # the server refuses pushes to the user now
                 await service.create_push(user.id, "VPN")
             await pilot.pause()
@@ -282,7 +282,7 @@ async def test_admin_deactivates_and_reactivates_the_push_device(backend) -> Non
             await pilot.press("y")
             await wait_for(lambda: screen.device is not None and screen.device.state == "active")
             assert (await admin.push_endpoints(user.id))[0].state == "active"
-            assert any("activated" in n.message and "deactivated" not in n.message for n in app._notifications)
+            assert any("activated" in message and "deactivated" not in message for message in toasts(app))
             assert (await service.create_push(user.id, "VPN")).id  # pushes flow again
 
 

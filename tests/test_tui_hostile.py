@@ -19,7 +19,7 @@ from console.tui.widgets.error_banner import ErrorBanner
 from console.tui.widgets.virtual_table import VirtualTable
 
 from .helpers import enrolled_device, wait_for
-from .tui_helpers import SIZE, console_app, table_lines
+from .tui_helpers import SIZE, console_app, table_lines, toasts
 OSC_TITLE = "\x1b]0;pwn\x07"
 ANSI_RED = "\x1b[31mred\x1b[0m"
 CONTROL = ("\x1b", "\x07", "\x9b", "\u202e", "\u2066")
@@ -122,9 +122,9 @@ async def test_hostile_names_render_literally_everywhere(backend) -> None:
             await pilot.press("y")
             await wait_for(lambda: isinstance(app.screen, UserDetailScreen) and app.screen.device is None)
             await pilot.pause()
-            toasts = [n.message for n in app._notifications]
-            assert any("Osc\ufffd]0;pwn\ufffdTitle" in message for message in toasts)
-            assert all(not any(bad in message for bad in CONTROL) for message in toasts)
+            shown = toasts(app)
+            assert any("Osc\ufffd]0;pwn\ufffdTitle" in message for message in shown)
+            assert all(not any(bad in message for bad in CONTROL) for message in shown)
             assert_clean_screen(app)
             assert await admin.push_endpoints(ids["osc-title"]) == []
             await pilot.press("escape")
@@ -188,7 +188,7 @@ async def test_backend_stopped_mid_session_shows_the_banner_and_recovers(backend
         await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
         await wait_for(lambda: detail.error_visible, timeout=20)
-        assert any(n.severity == "error" and "Unenroll failed" in n.message for n in app._notifications)
+        assert any("Unenroll failed" in message for message in toasts(app, "error"))
         backend.restart()
         await pilot.press("r")
         await wait_for(lambda: not detail.error_visible and detail.device is not None, timeout=20)

@@ -227,7 +227,7 @@ async def test_the_page_cache_stays_bounded_after_scrolling_far(make_backend) ->
         assert len(table._pages) <= table.max_pages
         assert len(table._ahead) <= table.max_ahead
         assert len(table._line_cache) <= 4 * table._body_height + 8
-        assert len(app.screen.devices._items) <= app.screen.devices._size
+        assert len(app.screen.devices) <= app.screen.devices.maxsize
 
 
 async def test_after_a_new_sort_the_last_rows_are_asked_beside_the_first_page(backend) -> None:

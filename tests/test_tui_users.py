@@ -15,7 +15,7 @@ from console.tui.modals.confirm import ConfirmScreen
 from console.tui.widgets.virtual_table import VirtualTable
 
 from .helpers import enrolled_device, new_user, wait_for
-from .tui_helpers import SIZE, console_app, detail_ready, table_lines, text_of
+from .tui_helpers import SIZE, console_app, detail_ready, table_lines, text_of, toasts
 
 
 async def users_ready(app: ProtectConsoleApp) -> VirtualTable:
@@ -34,7 +34,7 @@ async def test_first_rows_show_with_the_total_and_only_one_page_fetched(backend)
         count = app.screen.query_one("#users-count")
         # The position and the count, as k9s shows them (`users 37/20,000`).
         await wait_for(lambda: str(count.content) == f"users 1/{table.total:,}")
-        assert len(table._pages) == 1  # one page of 100, not the directory
+        assert len(table.pages_held) == 1  # one page of 100, not the directory
         header = table_lines(table)[0]
         # At 100 columns who it is reads whole; Device, WebAuthn and Last used make room (they return
         # when wider: identity columns get width first, issue 6 item 9).
@@ -69,7 +69,7 @@ async def test_search_open_and_unenroll_removes_the_device_on_the_server(backend
             await pilot.press("y")
             await wait_for(lambda: isinstance(app.screen, UserDetailScreen) and app.screen.device is None)
             assert await admin.push_endpoints(user.id) == []
-            assert any("unenrolled" in n.message for n in app._notifications)
+            assert any("unenrolled" in message for message in toasts(app))
             await pilot.press("escape")
             await wait_for(lambda: isinstance(app.screen, UsersScreen))
 
@@ -130,7 +130,7 @@ async def test_scrolling_to_the_end_fetches_only_the_pages_shown(backend) -> Non
         await wait_for(lambda: table.row_at(last) is not None)
         assert table.cursor_row == last
         # The first page and the last page(s) on screen, nothing in between.
-        assert set(table._pages) <= {0, (last - table.size.height) // 100, last // 100}
+        assert set(table.pages_held) <= {0, (last - table.size.height) // 100, last // 100}
 
 
 async def test_open_user_flag_opens_the_detail_straight_away(backend) -> None:
@@ -227,7 +227,7 @@ import base64  # noqa: E402
 
 from console.tui.widgets.virtual_table import RowDetailsScreen  # noqa: E402
 
-from .tui_helpers import SMALL, burst, toasts  # noqa: E402
+from .tui_helpers import SMALL, burst  # noqa: E402
 
 
 async def test_identity_columns_read_whole_at_80_columns_and_right_arrow_brings_the_rest(backend) -> None:

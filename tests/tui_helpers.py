@@ -87,9 +87,10 @@ def text_of(screen: Screen, selector: str) -> str:
     return "\n".join("".join(segment.text for segment in strip) for strip in strips)
 
 
-def toasts(app) -> list[str]:
-    """The messages of the toasts (notifications) the app has shown and still holds, oldest first."""
-    return [notification.message for notification in app._notifications]
+def toasts(app, severity: str | None = None) -> list[str]:
+    """The messages of the toasts (notifications) the app has shown and still holds, oldest first;
+    ``severity`` (``"error"``...): only those. The one place tests read Textual's private list."""
+    return [n.message for n in app._notifications if severity is None or n.severity == severity]
 
 
 def burst(app, keys: list[str]) -> None:

@@ -85,7 +85,7 @@ if TYPE_CHECKING:
         return app  # mypy: the app has everything the protocol promises
 
 # Actions the frame itself binds on every console screen: always available.
-FRAME_ACTIONS = frozenset({"reload", "retry"})
+FRAME_ACTIONS = frozenset({"reload"})
 
 
 def describe_action(node: Any, action: str) -> str:
@@ -104,8 +104,8 @@ class ConsoleScreen(Screen[None]):
     """Subclasses implement ``compose_body``; errors go to ``report_error``.
 
     Contract used by every screen module:
-    - ``self.app.api``: the :class:`console.client.ProtectClient`
-    - ``self.app.can(permission) -> bool``: whether the key's role (and the
+    - ``self.console_app.api``: the :class:`console.client.ProtectClient`
+    - ``self.console_app.can(permission) -> bool``: whether the key's role (and the
       profile's read-only flag) allows a changing action
     - ``ACTION_PERMISSIONS`` / ``action_unavailable`` / ``reload_data`` /
       ``escape_one_level``: see the module docstring
@@ -156,15 +156,14 @@ class ConsoleScreen(Screen[None]):
         permission = self.ACTION_PERMISSIONS.get(action)
         if permission is None or permission == Permission.READ:
             return None
-        app = self.app
+        app = self.console_app
         what = describe_action(self, action)
-        profile = getattr(app, "profile", None)
-        if profile is not None and profile.readonly:
-            return f"Read-only profile {profile.name!r}: cannot {what}."
-        whoami = getattr(app, "whoami", None)
+        if app.profile.readonly:
+            return f"Read-only profile {app.profile.name!r}: cannot {what}."
+        whoami = app.whoami
         if whoami is None:
             return f"Cannot {what} yet: this key's permissions are still loading (r reloads)."
-        if not self.console_app.can(permission):
+        if not app.can(permission):
             return f"Role {whoami.role} cannot {what} (needs {permission.value})."
         return None
 
@@ -220,7 +219,7 @@ class ConsoleScreen(Screen[None]):
         self._retry = retry
         self._last_error = exc
         try:
-            self.query_one(ErrorBanner).show(exc, profile=getattr(self.app, "profile", None))
+            self.query_one(ErrorBanner).show(exc, profile=self.console_app.profile)
         except Exception:  # noqa: BLE001 - not composed yet (or already gone): a toast will do
             self.app.notify(str(exc), severity="error", markup=False)
         self.refresh_bindings()
@@ -253,17 +252,14 @@ class ConsoleScreen(Screen[None]):
         self.clear_error()
         self._retry = None
         self._last_error = None
-        app = self.app
-        if hasattr(app, "load_whoami") and (getattr(app, "whoami", None) is None or isinstance(error, Unauthorized)):
+        app = self.console_app
+        if app.whoami is None or isinstance(error, Unauthorized):
             app.load_whoami()
         if type(self).reload_data is ConsoleScreen.reload_data and retry is not None:
             retry()  # a screen without reload_data of its own: the failed call is all there is to redo
         else:
             self.reload_data()
         self.refresh_bindings()
-
-    # Older name, still called by screens (`r` used to act only while the banner showed).
-    action_retry = action_reload
 
     # ------------------------------------------------------------ going back
     def main_widget(self) -> Widget | None:
@@ -296,17 +292,13 @@ class ConsoleScreen(Screen[None]):
         """Whether Esc has a level to go back to (for the footer's ``esc Back``)."""
         app = self.app
         stack = app.screen_stack
-        if (self in stack and stack.index(self) > 0) or getattr(app, "current_mode", HOME) != HOME:
+        if (self in stack and stack.index(self) > 0) or app.current_mode != HOME:
             return True
         main, focused = self.main_widget(), self.focused
         return main is not None and focused is not None and focused is not main
 
     def action_escape(self) -> None:
-        back = getattr(self.app, "action_back", None)
-        if back is not None:
-            back()  # asks escape_one_level first
-        elif self.escape_one_level():
-            self.refresh_bindings()
+        self.console_app.action_back()  # asks escape_one_level first
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker: Worker[Any] = event.worker

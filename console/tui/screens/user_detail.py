@@ -510,7 +510,7 @@ class UserDetailScreen(ConsoleScreen):
         """The user (or the key's permissions) is still on its way, and nothing failed."""
         if self.error_visible:
             return False
-        return self.user is None or getattr(self.app, "whoami", None) is None
+        return self.user is None or self.console_app.whoami is None
 
     def _may_wait(self, action: str) -> bool:
         """Whether a key for ``action`` pressed while loading waits for the data (else the frame says why)."""
@@ -519,10 +519,9 @@ class UserDetailScreen(ConsoleScreen):
         permission = self.ACTION_PERMISSIONS.get(action)
         if permission is None:
             return True
-        profile = getattr(self.app, "profile", None)
-        if profile is not None and profile.readonly:
+        if self.console_app.profile.readonly:
             return False
-        return getattr(self.app, "whoami", None) is None or self._can(permission)
+        return self.console_app.whoami is None or self._can(permission)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Two bindings share `A` and two share `X`: only the one that applies to the state is live.

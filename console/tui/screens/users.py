@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rich.text import Text
 from textual import on, work
 from textual.binding import Binding
+from textual.cache import LRUCache
 from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Input, Static
@@ -40,6 +40,7 @@ SHORT_SEARCH_DEBOUNCE = 0.4
 SHORT_SEARCH = 2
 DEVICE_DEBOUNCE = 0.3  # seconds the view must rest before device details are fetched
 DEVICE_CONCURRENCY = 4
+DEVICES_KEPT = 2000  # push devices of the users shown most recently (None: the user has none)
 
 
 @dataclass(frozen=True)
@@ -71,29 +72,6 @@ SORT_FIELDS: dict[str, str] = {
 }
 
 
-class DeviceCache:
-    """Push devices of recently shown users (None = the user has none), bounded."""
-
-    def __init__(self, size: int = 2000) -> None:
-        self._items: OrderedDict[str, PushEndpoint | None] = OrderedDict()
-        self._size = size
-
-    def __contains__(self, user_id: str) -> bool:
-        return user_id in self._items
-
-    def get(self, user_id: str) -> PushEndpoint | None:
-        return self._items.get(user_id)
-
-    def put(self, user_id: str, device: PushEndpoint | None) -> None:
-        self._items[user_id] = device
-        self._items.move_to_end(user_id)
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
-
-    def forget(self, user_id: str) -> None:
-        self._items.pop(user_id, None)
-
-
 class UsersScreen(ConsoleScreen):
     TITLE = "Users"
     # Without this Textual may focus the first focusable widget (the search box) after
@@ -118,7 +96,7 @@ class UsersScreen(ConsoleScreen):
         self.filter_index = 0
         self.sort_key = USERS_DEFAULT_SORT
         self.sort_descending = False
-        self.devices = DeviceCache()
+        self.devices: LRUCache[str, PushEndpoint | None] = LRUCache(DEVICES_KEPT)
         self._open_single = False  # Enter in the search box: open the user if the answer has exactly one
         self._enter_term: str | None = None  # the term Enter was pressed on, until a user opens for it
         self._had_user = False
@@ -239,7 +217,7 @@ class UsersScreen(ConsoleScreen):
         Works from any state, a first load that never succeeded (started while the service was
         down) included: nothing of the failed attempt is reused.
         """
-        self.devices = DeviceCache()
+        self.devices = LRUCache(DEVICES_KEPT)
         self.table.set_sort(self.sort_key, self.sort_descending)
         self.table.set_fetch(self._fetcher(), keep_cursor=True)
         self._update_toolbar()
@@ -472,7 +450,8 @@ class UsersScreen(ConsoleScreen):
         async def one(user_id: str) -> None:
             async with gate:
                 endpoints = await api.push_endpoints(user_id)
-            self.devices.put(user_id, endpoints[0] if endpoints else None)
+            self.devices.discard(user_id)  # LRUCache.set keeps an existing value
+            self.devices.set(user_id, endpoints[0] if endpoints else None)
 
         try:
             await asyncio.gather(*(one(user_id) for user_id in wanted))
