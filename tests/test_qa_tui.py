@@ -20,15 +20,15 @@ from console.client import DeviceClient, ProtectClient, RateLimited
 from console.config import ConnectionProfile
 from console.models import DeviceInfo, Role, SystemUserCreate, SystemUserUpdate
 from console.tui.app import ProtectConsoleApp
-from console.tui.screens.activity import ActivityScreen
 from console.tui.modals.audit_detail import AuditDetailScreen
-from console.tui.screens.audit import AuditScreen
+from console.tui.modals.confirm import ConfirmScreen
 from console.tui.modals.help import HelpScreen
+from console.tui.screens.activity import ActivityScreen
+from console.tui.screens.audit import AuditScreen
 from console.tui.screens.privacy import PrivacyScreen
 from console.tui.screens.settings import SettingsScreen
 from console.tui.screens.user_detail import UserDetailScreen
 from console.tui.screens.users import UsersScreen
-from console.tui.modals.confirm import ConfirmScreen
 from console.tui.widgets.virtual_table import VirtualTable
 
 from .helpers import wait_for
@@ -355,26 +355,26 @@ async def test_backend_stopped_on_each_screen_then_restarted(backend) -> None:
         screens = {}
         for key, screen_type in OUTAGE_SCREENS:  # visit each once while the backend is up
             await pilot.press(key)
-            await wait_for(lambda: isinstance(app.screen, screen_type) and screen_loaded(app.screen))
+            await wait_for(lambda screen_type=screen_type: isinstance(app.screen, screen_type) and screen_loaded(app.screen))
             screens[key] = app.screen
             assert not app.screen.error_visible
 
         backend.stop()
         for key, screen_type in OUTAGE_SCREENS:
             await pilot.press(key)
-            await wait_for(lambda: app.screen is screens[key])
+            await wait_for(lambda key=key: app.screen is screens[key])
             await pilot.press("r")  # reload: the request fails, the banner says so
-            await wait_for(lambda: screens[key].error_visible, timeout=20)
+            await wait_for(lambda key=key: screens[key].error_visible, timeout=20)
             assert app.is_running and app.screen is screens[key]
             assert "Backend unavailable" in str(app.screen.query_one("#error-banner").message)
             assert_nothing_leaks(app, f"{screen_type.__name__} while down")
 
         backend.restart()
-        for key, screen_type in OUTAGE_SCREENS:
+        for key, _screen_type in OUTAGE_SCREENS:
             await pilot.press(key)
-            await wait_for(lambda: app.screen is screens[key])
+            await wait_for(lambda key=key: app.screen is screens[key])
             await pilot.press("r")  # the banner's retry
-            await wait_for(lambda: not screens[key].error_visible and screen_loaded(screens[key]), timeout=20)
+            await wait_for(lambda key=key: not screens[key].error_visible and screen_loaded(screens[key]), timeout=20)
         await settled(app)
         await pilot.pause()
         assert app.is_running and not any(s.error_visible for s in screens.values())

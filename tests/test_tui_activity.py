@@ -11,12 +11,22 @@ from textual.widgets import OptionList
 from console.client import ProtectClient, RateLimited
 from console.models import Role
 from console.tui.app import ProtectConsoleApp
+from console.tui.modals.confirm import ConfirmScreen
 from console.tui.screens.activity import ActivityScreen
 
 from .helpers import enrolled_device, new_user, wait_for
-from console.tui.modals.confirm import ConfirmScreen
-
-from .tui_helpers import SIZE, SMALL, burst, console_app, open_screen, table_lines, table_loaded, text_of, toasts
+from .tui_helpers import (
+    SIZE,
+    SMALL,
+    burst,
+    console_app,
+    footer_labels,
+    open_screen,
+    table_lines,
+    table_loaded,
+    text_of,
+    toasts,
+)
 
 
 @pytest.fixture
@@ -24,12 +34,6 @@ def fast_refresh(monkeypatch):
     """Refresh every 0.3 s instead of every few seconds, so the loop is observable quickly."""
     monkeypatch.setattr(ActivityScreen, "REFRESH_SECONDS", 0.3)
     return 0.3
-
-
-def footer_labels(screen) -> list[str]:
-    from textual.widgets._footer import FooterKey
-
-    return [key.description for key in screen.query(FooterKey)]
 
 
 async def open_activity(app: ProtectConsoleApp, pilot) -> ActivityScreen:
@@ -269,7 +273,7 @@ async def test_bombing_panel_shows_the_server_aggregate_last_attempt_and_a_stop(
         suspect = screen.panel.suspect(victim.id)
         assert (suspect.blocked, suspect.denied, suspect.fraud) == (stats.blocked, stats.denied, stats.fraud)
         assert suspect.last == stats.lastAttemptAt and not suspect.stopped
-        line = next(l for l in panel_text(screen).splitlines() if "victim.aggregate" in l)
+        line = next(text for text in panel_text(screen).splitlines() if "victim.aggregate" in text)
         assert f"{stats.blocked} blocked" in line and re.search(r"last \d+s ago", line)
 
         # Stopped elsewhere (the CLI, the user screen): the next refresh marks it.
@@ -288,8 +292,8 @@ async def test_stop_attack_from_the_panel_as_helpdesk_then_lift(backend) -> None
     biometric off by default); the stop shows in the panel; `X` again offers Lift block."""
     from textual.widgets import Checkbox, Input
 
-    from console.tui.modals.stop_attack import StopAttackScreen
     from console.tui.modals.confirm import ConfirmScreen
+    from console.tui.modals.stop_attack import StopAttackScreen
 
     victim = await bomb(backend, "victim.stopme")
     service = ProtectClient(backend.url, backend.key(Role.SERVICE))
@@ -367,7 +371,7 @@ async def test_stop_attack_key_says_why_it_cannot_act(make_backend) -> None:
         assert screen.table.has_focus
 
 
-def StopAttackScreenType():  # noqa: N802 - a type, imported late
+def StopAttackScreenType():
     from console.tui.modals.stop_attack import StopAttackScreen
 
     return StopAttackScreen

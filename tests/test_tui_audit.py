@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from console.client import ProtectClient
 from console.tui.app import ProtectConsoleApp
@@ -13,7 +13,17 @@ from console.tui.screens.audit import AuditScreen
 from console.tui.screens.settings import SettingsScreen
 
 from .helpers import PIXEL, enrolled_device, new_user, wait_for
-from .tui_helpers import SIZE, SMALL, burst, console_app, open_screen, table_lines, table_loaded, toasts
+from .tui_helpers import (
+    SIZE,
+    SMALL,
+    burst,
+    console_app,
+    footer_labels,
+    open_screen,
+    table_lines,
+    table_loaded,
+    toasts,
+)
 
 
 async def open_audit(app: ProtectConsoleApp, pilot) -> AuditScreen:
@@ -32,7 +42,7 @@ async def test_audit_shows_a_settings_change_made_in_the_console(backend) -> Non
         while settings_screen.focused_spec() is None or settings_screen.focused_spec().key != "push.timeoutSeconds":
             await pilot.press("down")
         await pilot.press("e")
-        await wait_for(lambda: app.screen.__class__.__name__ == "SettingEditor")
+        await wait_for(lambda: app.screen.__class__.__name__ == "PromptScreen")
         await pilot.press("end", "backspace", "backspace", "9", "0", "enter")
         await wait_for(lambda: app.screen.__class__.__name__ == "ConfirmScreen")
         await pilot.press("y")
@@ -123,7 +133,7 @@ async def test_device_events_read_as_people_say_them(backend) -> None:
 
 
 def test_summaries_of_the_other_shapes() -> None:
-    at = datetime(2026, 11, 28, 9, 21, tzinfo=timezone.utc)
+    at = datetime(2026, 11, 28, 9, 21, tzinfo=UTC)
     grace = summarize_details(
         {"before": {"pushStatus": "ENROLLED"}, "after": {"pushStatus": "NOT_ENROLLED"},
          "removedDevice": "0123456789abcdef01234567", "graceUntil": "2026-12-01T09:21:21.718960"},
@@ -147,12 +157,6 @@ def test_summaries_of_the_other_shapes() -> None:
 def ready(modal) -> bool:
     """A modal that has taken focus (its Focus event handled): keys typed now reach it."""
     return modal.focused is not None and modal.focused.has_focus
-
-
-def footer_labels(screen) -> list[str]:
-    from textual.widgets._footer import FooterKey
-
-    return [key.description for key in screen.query(FooterKey)]
 
 
 def rows(screen: AuditScreen) -> list:

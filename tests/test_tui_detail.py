@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pyotp
 import pytest
@@ -11,15 +11,15 @@ from textual.widgets import Input
 
 from console.client import Conflict, DeviceClient, ProtectClient
 from console.models import (
-    DeviceInfo,
-    EnrollmentStatus,
-    MfaEnrollment,
-    PushAttempt,
-    PushEndpoint,
     BOMBING_THRESHOLD,
     BOMBING_WINDOW,
     ROLE_PERMISSIONS,
+    DeviceInfo,
+    EnrollmentStatus,
+    MfaEnrollment,
     Permission,
+    PushAttempt,
+    PushEndpoint,
     PushStats,
     PushStatus,
     Role,
@@ -27,11 +27,11 @@ from console.models import (
     TotpLockState,
 )
 from console.tui.app import ProtectConsoleApp
-from console.tui.screens.user_detail import UserDetailScreen, troubleshooting_hints
 from console.tui.modals.confirm import ConfirmScreen
-from console.tui.widgets.footer import ConsoleFooter
-from console.tui.modals.prompt import PromptScreen
 from console.tui.modals.enrollment import EnrollmentCodeScreen
+from console.tui.modals.prompt import PromptScreen
+from console.tui.screens.user_detail import UserDetailScreen, troubleshooting_hints
+from console.tui.widgets.footer import ConsoleFooter
 from console.tui.widgets.qr import QrCode
 
 from .helpers import IPHONE, PIXEL, enrolled_device, new_user, wait_for
@@ -136,7 +136,7 @@ async def test_reset_all_mfa_asks_for_grace_days(backend) -> None:
             assert after.mfaEnrollment.pushStatus == EnrollmentStatus.NOT_ENROLLED
             assert after.mfaEnrollment.totpStatus == EnrollmentStatus.NOT_ENROLLED
             assert after.mfa.exclusion and after.mfa.exclusionUntil is not None
-            left = after.mfa.exclusionUntil - datetime.now(timezone.utc)
+            left = after.mfa.exclusionUntil - datetime.now(UTC)
             assert timedelta(days=2, hours=23) < left <= timedelta(days=3, minutes=1)
             assert await admin.push_endpoints(user.id) == []
 
@@ -244,46 +244,45 @@ async def test_admin_deactivates_and_reactivates_the_push_device(backend) -> Non
         user, _totp = await fully_enrolled_user(admin, backend.url, "dana.device", PIXEL)
     service = ProtectClient(backend.url, backend.key(Role.SERVICE))
     app = console_app(backend, open_user=user.username)
-    async with ProtectClient(backend.url, backend.admin_key) as admin, service:
-        async with app.run_test(size=SMALL) as pilot:
-            screen = await detail_ready(app, pilot)
-            assert screen.active_bindings["A"].binding.action == "deactivate_device"
-            assert "A" in screen.query_one(ConsoleFooter).shown_keys  # fits at 80 columns with the others
-            offered = "\n".join(await palette_prompts(app, pilot))
-            assert "User: Deactivate the push device" in offered
+    async with ProtectClient(backend.url, backend.admin_key) as admin, service, app.run_test(size=SMALL) as pilot:
+        screen = await detail_ready(app, pilot)
+        assert screen.active_bindings["A"].binding.action == "deactivate_device"
+        assert "A" in screen.query_one(ConsoleFooter).shown_keys  # fits at 80 columns with the others
+        offered = "\n".join(await palette_prompts(app, pilot))
+        assert "User: Deactivate the push device" in offered
 
-            # The confirmation names the user and the device and says what happens; n changes nothing.
-            await pilot.press("A")
-            await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
-            question = text_of(app.screen, "#confirm-title")
-            body = " ".join(text_of(app.screen, "#confirm-body").split())
-            assert "Deactivate the push device of" in question and "dana.device" in question
-            assert "Google Pixel 8 (Android 14)" in body
-            assert "Deactivate: pushes to this device are refused until reactivated" in body
-            await pilot.press("n")
-            await wait_for(lambda: app.screen is screen)
-            assert (await admin.push_endpoints(user.id))[0].state == "active"
+        # The confirmation names the user and the device and says what happens; n changes nothing.
+        await pilot.press("A")
+        await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+        question = text_of(app.screen, "#confirm-title")
+        body = " ".join(text_of(app.screen, "#confirm-body").split())
+        assert "Deactivate the push device of" in question and "dana.device" in question
+        assert "Google Pixel 8 (Android 14)" in body
+        assert "Deactivate: pushes to this device are refused until reactivated" in body
+        await pilot.press("n")
+        await wait_for(lambda: app.screen is screen)
+        assert (await admin.push_endpoints(user.id))[0].state == "active"
 
-            await pilot.press("A")
-            await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
-            await pilot.press("y")
-            await wait_for(lambda: screen.device is not None and screen.device.state == "inactive")
-            assert (await admin.push_endpoints(user.id))[0].state == "inactive"
-            assert any("deactivated" in message and "dana.device" in message for message in toasts(app))
-            with pytest.raises(Conflict):  # the server refuses pushes to the user now
-                await service.create_push(user.id, "VPN")
-            await pilot.pause()
-            assert "Device is inactive" in text_of(screen, "#detail-hints")
-            assert screen.active_bindings["A"].binding.action == "activate_device"  # the footer says what A does now
+        await pilot.press("A")
+        await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(lambda: screen.device is not None and screen.device.state == "inactive")
+        assert (await admin.push_endpoints(user.id))[0].state == "inactive"
+        assert any("deactivated" in message and "dana.device" in message for message in toasts(app))
+        with pytest.raises(Conflict):  # the server refuses pushes to the user now
+            await service.create_push(user.id, "VPN")
+        await pilot.pause()
+        assert "Device is inactive" in text_of(screen, "#detail-hints")
+        assert screen.active_bindings["A"].binding.action == "activate_device"  # the footer says what A does now
 
-            await pilot.press("A")
-            await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
-            assert "Activate the push device of" in text_of(app.screen, "#confirm-title")
-            await pilot.press("y")
-            await wait_for(lambda: screen.device is not None and screen.device.state == "active")
-            assert (await admin.push_endpoints(user.id))[0].state == "active"
-            assert any("activated" in message and "deactivated" not in message for message in toasts(app))
-            assert (await service.create_push(user.id, "VPN")).id  # pushes flow again
+        await pilot.press("A")
+        await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
+        assert "Activate the push device of" in text_of(app.screen, "#confirm-title")
+        await pilot.press("y")
+        await wait_for(lambda: screen.device is not None and screen.device.state == "active")
+        assert (await admin.push_endpoints(user.id))[0].state == "active"
+        assert any("activated" in message and "deactivated" not in message for message in toasts(app))
+        assert (await service.create_push(user.id, "VPN")).id  # pushes flow again
 
 
 async def test_seeded_push_bombing_victim_gets_the_warning(backend) -> None:
@@ -297,18 +296,18 @@ async def test_seeded_push_bombing_victim_gets_the_warning(backend) -> None:
 
 def _user(**enrollment: EnrollmentStatus) -> SystemUser:
     return SystemUser(
-        _id="a" * 24, username="u", email="u@x.example", created=datetime.now(timezone.utc),
+        _id="a" * 24, username="u", email="u@x.example", created=datetime.now(UTC),
         mfaEnrollment=MfaEnrollment(**enrollment),
     )
 
 
 def _device(os: str, version: str) -> PushEndpoint:
     info = DeviceInfo(make="X", model="Y", os=os, osVersion=version, appVersion="1.0", uvEnabled=True)
-    return PushEndpoint(id="d", name="n", state="active", enrollmentDate=datetime.now(timezone.utc), device=info)
+    return PushEndpoint(id="d", name="n", state="active", enrollmentDate=datetime.now(UTC), device=info)
 
 
 def _attempt(status: PushStatus, minutes_ago: int) -> PushAttempt:
-    at = datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)
+    at = datetime.now(UTC) - timedelta(minutes=minutes_ago)
     return PushAttempt(id="p", userId="u", resource="VPN", status=status, createdAt=at, expiresAt=at)
 
 
@@ -317,18 +316,18 @@ def _attempt(status: PushStatus, minutes_ago: int) -> PushAttempt:
     [("iOS", "12.5", True), ("iOS", "13.0", False), ("Android", "7.1", True), ("Android", "8", False)],
 )
 def test_hint_flags_unsupported_os(os: str, version: str, unsupported: bool) -> None:
-    hints = troubleshooting_hints(_user(pushStatus=EnrollmentStatus.ENROLLED), _device(os, version), [], datetime.now(timezone.utc))
+    hints = troubleshooting_hints(_user(pushStatus=EnrollmentStatus.ENROLLED), _device(os, version), [], datetime.now(UTC))
     assert any("unsupported" in text for _style, text in hints) is unsupported
 
 
 def _stats(blocked: int, denied: int, fraud: int = 0) -> PushStats:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return PushStats(userId="u", since=now - BOMBING_WINDOW, total=blocked + denied, blocked=blocked, denied=denied,
                      fraud=fraud)
 
 
 def test_hints_for_expiring_pushes_and_bombing() -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     user = _user(pushStatus=EnrollmentStatus.ENROLLED)
     expiring = [_attempt(PushStatus.EXPIRED, 5), _attempt(PushStatus.EXPIRED, 50), _attempt(PushStatus.APPROVED, 90)]
     texts = [t for _s, t in troubleshooting_hints(user, _device("iOS", "17"), expiring, now, _stats(0, 0))]
@@ -350,7 +349,7 @@ def test_hints_for_expiring_pushes_and_bombing() -> None:
 
 def test_hints_name_only_keys_the_role_has() -> None:
     """Item 14: a helpdesk key is never told to press A (devices.write) or L; a readonly key no key at all."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     user = _user(pushStatus=EnrollmentStatus.ENROLLED, totpStatus=EnrollmentStatus.ENROLLED)
     user.account_locked = True
     user.totpLock = TotpLockState(failures=5, maxFailures=5, locked=True)

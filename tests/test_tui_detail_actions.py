@@ -7,7 +7,7 @@ Everything against the real service (``backend``) and the real app; key flows ar
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from textual.widgets import Input
@@ -15,17 +15,28 @@ from textual.widgets import Input
 from console.client import ApiError, NotFound, ProtectClient
 from console.models import EnrollmentStatus, Role, SystemUser
 from console.tui.formatting import clock_zone, user_label
-from console.tui.screens.user_detail import UserDetailScreen
-from console.tui.screens.users import UsersScreen
-from console.tui.modals.confirm import ConfirmScreen
 from console.tui.modals.choice import ChoiceScreen
+from console.tui.modals.confirm import ConfirmScreen
+from console.tui.modals.enrollment import EnrollmentCodeScreen
 from console.tui.modals.prompt import PromptScreen
 from console.tui.modals.stop_attack import StopAttackScreen
-from console.tui.modals.enrollment import EnrollmentCodeScreen
+from console.tui.screens.user_detail import UserDetailScreen
+from console.tui.screens.users import UsersScreen
 
 from .helpers import IPHONE, enrolled_device, new_user, wait_for
 from .test_tui_detail import fully_enrolled_user, palette_prompts
-from .tui_helpers import SIZE, SMALL, burst, console_app, detail_ready, open_screen, table_loaded, text_of, toasts
+from .tui_helpers import (
+    SIZE,
+    SMALL,
+    burst,
+    console_app,
+    detail_ready,
+    footer_keys_shown,
+    open_screen,
+    table_loaded,
+    text_of,
+    toasts,
+)
 
 
 def toasted(app, *words: str) -> bool:
@@ -111,7 +122,7 @@ async def test_an_action_key_before_the_user_loads_waits_for_it(backend) -> None
 
 async def test_a_key_for_a_user_that_does_not_load_says_why(backend) -> None:
     app = console_app(backend, open_user="nobody@nowhere.example")
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE):
         await wait_for(lambda: isinstance(app.screen, UserDetailScreen), interval=0.001)
         burst(app, ["T"])
         try:
@@ -272,7 +283,7 @@ async def test_reset_all_mfa_lists_what_the_user_has_and_what_is_kept(backend) -
             body = body_of(app)
             assert "Removes: push device Apple iPhone 15" in body and "TOTP" not in body
             assert "Kept: WebAuthn" in body
-            assert "(until 20" in body and clock_zone(datetime.now(timezone.utc)).split()[-1] in body  # zone shown
+            assert "(until 20" in body and clock_zone(datetime.now(UTC)).split()[-1] in body  # zone shown
             burst(app, ["y"])
             await wait_for(lambda: toasted(app, "All MFA reset for", "removed push device Apple iPhone 15", "kept WebAuthn"))
             after = await admin.get_user(user.id)
@@ -286,22 +297,21 @@ async def test_reset_all_mfa_lists_what_the_user_has_and_what_is_kept(backend) -
 async def test_enroll_on_an_active_device_offers_to_deactivate_it_first(backend) -> None:
     user = await first_user(backend, "lost.phone")
     app = console_app(backend, open_user=user.id)
-    async with ProtectClient(backend.url, backend.admin_key) as admin:
-        async with app.run_test(size=SIZE) as pilot:
-            screen = await detail_ready(app, pilot)
-            burst(app, ["E"])
-            await modal(app, ChoiceScreen)
-            assert "lost.phone" in title_of(app)
-            assert "still ACTIVE" in body_of(app) and "keeps approving" in body_of(app)
-            assert app.screen.focused.id == "cancel"
-            burst(app, ["d"])
-            await wait_for(lambda: isinstance(app.screen, EnrollmentCodeScreen))
-            assert (await admin.push_endpoints(user.id))[0].state == "inactive"
-            await wait_for(lambda: "Expires 20" in text_of(app.screen, "#enroll-expires"))
-            expires = " ".join(text_of(app.screen, "#enroll-expires").split())
-            assert clock_zone(datetime.now(timezone.utc)).split()[-1] in expires
-            await pilot.press("escape")
-            await wait_for(lambda: app.screen is screen)
+    async with ProtectClient(backend.url, backend.admin_key) as admin, app.run_test(size=SIZE) as pilot:
+        screen = await detail_ready(app, pilot)
+        burst(app, ["E"])
+        await modal(app, ChoiceScreen)
+        assert "lost.phone" in title_of(app)
+        assert "still ACTIVE" in body_of(app) and "keeps approving" in body_of(app)
+        assert app.screen.focused.id == "cancel"
+        burst(app, ["d"])
+        await wait_for(lambda: isinstance(app.screen, EnrollmentCodeScreen))
+        assert (await admin.push_endpoints(user.id))[0].state == "inactive"
+        await wait_for(lambda: "Expires 20" in text_of(app.screen, "#enroll-expires"))
+        expires = " ".join(text_of(app.screen, "#enroll-expires").split())
+        assert clock_zone(datetime.now(UTC)).split()[-1] in expires
+        await pilot.press("escape")
+        await wait_for(lambda: app.screen is screen)
     helpdesk = console_app(backend, backend.key(Role.HELPDESK), open_user=user.id)
     async with ProtectClient(backend.url, backend.admin_key) as admin:
         await admin.update_push_endpoint(user.id, (await admin.push_endpoints(user.id))[0].id, state="active")
@@ -385,26 +395,25 @@ def printable_name(user: SystemUser) -> str:
 async def test_delete_asks_to_type_the_username_then_closes_the_screen(backend) -> None:
     user = await first_user(backend, "aaab.delete")
     app = console_app(backend)
-    async with ProtectClient(backend.url, backend.admin_key) as admin:
-        async with app.run_test(size=SIZE) as pilot:
-            await open_screen(app, pilot, None, UsersScreen, lambda s: table_loaded(s.table))
-            await wait_for(lambda: app.whoami is not None)
-            burst(app, ["enter", "D"])
-            await modal(app, PromptScreen, timeout=20)
-            assert "Delete the user" in title_of(app) and "aaab.delete" in title_of(app)
-            assert "Type the username aaab.delete" in body_of(app)
-            burst(app, ["escape"])  # Esc is safe
-            await wait_for(lambda: isinstance(app.screen, UserDetailScreen))
-            assert (await admin.get_user(user.id)).username == "aaab.delete"
-            burst(app, ["D"])
-            await modal(app, PromptScreen)
-            burst(app, [*"aaab", "enter"])  # not the whole username: refused, still asking
-            await wait_for(lambda: "exactly" in text_of(app.screen, "#prompt-error"))
-            burst(app, [*".delete", "enter"])
-            await wait_for(lambda: isinstance(app.screen, UsersScreen), timeout=20)
-            await wait_for(lambda: toasted(app, "Deleted user", "aaab.delete", "audit and push history kept"))
-            with pytest.raises(NotFound):
-                await admin.get_user(user.id)
+    async with ProtectClient(backend.url, backend.admin_key) as admin, app.run_test(size=SIZE) as pilot:
+        await open_screen(app, pilot, None, UsersScreen, lambda s: table_loaded(s.table))
+        await wait_for(lambda: app.whoami is not None)
+        burst(app, ["enter", "D"])
+        await modal(app, PromptScreen, timeout=20)
+        assert "Delete the user" in title_of(app) and "aaab.delete" in title_of(app)
+        assert "Type the username aaab.delete" in body_of(app)
+        burst(app, ["escape"])  # Esc is safe
+        await wait_for(lambda: isinstance(app.screen, UserDetailScreen))
+        assert (await admin.get_user(user.id)).username == "aaab.delete"
+        burst(app, ["D"])
+        await modal(app, PromptScreen)
+        burst(app, [*"aaab", "enter"])  # not the whole username: refused, still asking
+        await wait_for(lambda: "exactly" in text_of(app.screen, "#prompt-error"))
+        burst(app, [*".delete", "enter"])
+        await wait_for(lambda: isinstance(app.screen, UsersScreen), timeout=20)
+        await wait_for(lambda: toasted(app, "Deleted user", "aaab.delete", "audit and push history kept"))
+        with pytest.raises(NotFound):
+            await admin.get_user(user.id)
 
 
 # ------------------------------------------------------------------ item 9: copy
@@ -433,14 +442,12 @@ async def test_c_and_shift_c_copy_email_and_id_with_osc52(backend) -> None:
 async def test_every_action_key_fits_the_footer_at_80_columns(backend) -> None:
     """Stop attack (X) and the device key (A) are not pushed off the edge at 80 columns: the keys that
     work on every screen (palette, q, ?, r, Esc) give way first."""
-    from textual.widgets._footer import FooterKey
-
     user = await first_user(backend, "fiona.footer")
     app = console_app(backend, open_user=user.id)
     async with app.run_test(size=SMALL) as pilot:
         screen = await detail_ready(app, pilot)
         await pilot.pause()
-        keys = {key.key: key.region for key in screen.query(FooterKey)}
+        keys = {key.key: key.region for key in footer_keys_shown(screen)}
         for key in ("U", "T", "R", "E", "V", "A", "X"):
             assert key in keys and keys[key].right <= SMALL[0], (key, keys)
         assert all(region.right <= SMALL[0] for region in keys.values())
@@ -449,7 +456,7 @@ async def test_every_action_key_fits_the_footer_at_80_columns(backend) -> None:
     async with app.run_test(size=(160, 40)) as pilot:
         screen = await detail_ready(app, pilot)
         await pilot.pause()
-        keys = {key.key: key.region for key in screen.query(FooterKey)}
+        keys = {key.key: key.region for key in footer_keys_shown(screen)}
         assert "D" in keys and all(region.right <= 160 for region in keys.values())
         offered = "\n".join(await palette_prompts(app, pilot))
         for words in ("User: Delete the user", "User: Copy the email", "User: Copy the user id"):

@@ -12,14 +12,15 @@ from textual.command import CommandList, CommandPalette
 from console.client import ProtectClient
 from console.models import DeviceInfo, SystemUserCreate
 from console.tui.app import ProtectConsoleApp
+from console.tui.modals.confirm import ConfirmScreen
 from console.tui.screens.user_detail import UserDetailScreen
 from console.tui.screens.users import UsersScreen
-from console.tui.modals.confirm import ConfirmScreen
 from console.tui.widgets.error_banner import ErrorBanner
 from console.tui.widgets.virtual_table import VirtualTable
 
 from .helpers import enrolled_device, wait_for
 from .tui_helpers import SIZE, console_app, table_lines, toasts
+
 OSC_TITLE = "\x1b]0;pwn\x07"
 ANSI_RED = "\x1b[31mred\x1b[0m"
 CONTROL = ("\x1b", "\x07", "\x9b", "\u202e", "\u2066")

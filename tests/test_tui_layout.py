@@ -6,11 +6,12 @@ the right edge, a header that wraps, or a footer that hides a screen's keys make
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
 from rich.cells import cell_len
 from rich.color import Color as RichColor
 from textual.geometry import Region
-from textual.widgets._footer import FooterKey
 
 from console.client import ProtectClient
 from console.models import PushStatus, Role
@@ -23,7 +24,7 @@ from console.tui.widgets.header import ConsoleHeader
 from console.tui.widgets.virtual_table import VirtualTable
 
 from .helpers import IPHONE, PIXEL, enrolled_device, new_user, wait_for
-from .tui_helpers import SMALL, console_app, drawn_lines, table_lines
+from .tui_helpers import SMALL, console_app, drawn_lines, footer_keys_shown, table_lines
 
 
 async def table_ready(app: ProtectConsoleApp, pilot, key: str, table_id: str) -> VirtualTable:
@@ -142,9 +143,9 @@ async def test_detail_at_80x24_footer_keys_hint_for_inactive_device_and_scrollin
 
         # The footer keeps every action that works now on screen (the global keys give way first);
         # T and V are not among them: this user has no TOTP (pressing them says so).
-        await wait_for(lambda: {"U", "R", "E", "A", "X"} <= {k.key for k in screen.query(FooterKey)})
+        await wait_for(lambda: {"U", "R", "E", "A", "X"} <= {k.key for k in footer_keys_shown(screen)})
         await pilot.pause()
-        keys = list(screen.query(FooterKey))
+        keys = footer_keys_shown(screen)
         assert {"U", "R", "E", "A", "X"} <= {k.key for k in keys}
         assert all(k.region.right <= 80 and k.region.width > 0 for k in keys)
 
@@ -174,11 +175,11 @@ def test_push_status_colours_come_from_one_place_and_always_carry_the_word() -> 
     fraud = push_status_text(PushStatus.DENIED, fraud=True)
     assert fraud.plain == "denied FRAUD" and str(fraud.style) == "red"
     # Activity and the push-bombing panel use the same look.
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from console.models import PushAttempt
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     attempt = PushAttempt(id="p", userId="u", resource="VPN", status=PushStatus.EXPIRED, createdAt=now, expiresAt=now)
     assert status_text(attempt).plain == "expired" and str(status_text(attempt).style) == "dim"
     prompt = suspect_prompt(Suspect("u", "victim", blocked=7, denied=2))

@@ -12,12 +12,12 @@ from console.client import ProtectClient
 from console.config import ConnectionProfile
 from console.models import Permission, Role
 from console.tui.app import ProtectConsoleApp
+from console.tui.modals.confirm import ConfirmScreen
+from console.tui.modals.help import HelpScreen
 from console.tui.screens.activity import ActivityScreen
 from console.tui.screens.base import ConsoleScreen
-from console.tui.modals.help import HelpScreen
 from console.tui.screens.user_detail import UserDetailScreen
 from console.tui.screens.users import UsersScreen
-from console.tui.modals.confirm import ConfirmScreen
 from console.tui.widgets.error_banner import ErrorBanner
 from console.tui.widgets.footer import ConsoleFooter
 from console.tui.widgets.header import ConsoleHeader
@@ -238,7 +238,7 @@ async def test_escape_goes_back_one_level_at_a_time(backend) -> None:
 
 async def test_esc_back_is_in_the_footer_where_there_is_somewhere_to_go_back_to(backend) -> None:
     app = console_app(backend, open_user="nobody@nowhere.example")
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE):
         await wait_for(lambda: isinstance(app.screen, UserDetailScreen) and app.screen.error_visible)
         detail = app.screen
         footer = detail.query_one(ConsoleFooter)

@@ -7,7 +7,7 @@ from console.tui.app import ProtectConsoleApp
 from console.tui.screens.privacy import PrivacyScreen
 
 from .helpers import enrolled_device, new_user, wait_for
-from .tui_helpers import SIZE, burst, console_app, open_screen, table_lines, table_loaded, text_of
+from .tui_helpers import SIZE, burst, console_app, footer_labels, open_screen, table_lines, table_loaded, text_of
 
 
 async def open_privacy(app: ProtectConsoleApp, pilot) -> PrivacyScreen:
@@ -73,12 +73,6 @@ async def test_device_model_and_user_render_literally(backend) -> None:
 
 
 # ------------------------------------------------------------------ issue 6, second pass
-
-
-def footer_labels(screen) -> list[str]:
-    from textual.widgets._footer import FooterKey
-
-    return [key.description for key in screen.query(FooterKey)]
 
 
 async def test_enter_opens_the_rows_user_and_the_filter_in_force_is_shown(backend) -> None:

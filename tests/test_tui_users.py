@@ -8,10 +8,10 @@ from textual.widgets import Input
 from console.client import ProtectClient
 from console.models import EnrollmentStatus, SystemUserUpdate
 from console.tui.app import ProtectConsoleApp
+from console.tui.modals.confirm import ConfirmScreen
 from console.tui.modals.help import HelpScreen
 from console.tui.screens.user_detail import UserDetailScreen
 from console.tui.screens.users import MFA_FILTERS, UsersScreen
-from console.tui.modals.confirm import ConfirmScreen
 from console.tui.widgets.virtual_table import VirtualTable
 
 from .helpers import enrolled_device, new_user, wait_for
@@ -93,32 +93,31 @@ async def test_search_is_debounced_and_only_the_last_term_counts(backend) -> Non
 
 async def test_filter_by_mfa_status_and_sort_by_column(backend) -> None:
     app = console_app(backend)
-    async with ProtectClient(backend.url, backend.admin_key) as admin:
-        async with app.run_test(size=SIZE) as pilot:
-            table = await users_ready(app)
-            await pilot.press("f")  # all -> push enrolled
-            assert MFA_FILTERS[1].label == "push enrolled"
-            expected = await admin.list_users(filters=["mfaEnrollment.pushStatus:$eq:ENROLLED"], limit=1)
-            await wait_for(lambda: table.total == expected.totalCount and table.row_at(0) is not None)
-            assert expected.totalCount < backend.seed_report["users"]
-            for index in table.visible_rows():
-                row = table.row_at(index)
-                assert row is not None and row.mfaEnrollment.pushStatus == EnrollmentStatus.ENROLLED
-            assert "push enrolled" in str(app.screen.query_one("#users-filter").content)
+    async with ProtectClient(backend.url, backend.admin_key) as admin, app.run_test(size=SIZE) as pilot:
+        table = await users_ready(app)
+        await pilot.press("f")  # all -> push enrolled
+        assert MFA_FILTERS[1].label == "push enrolled"
+        expected = await admin.list_users(filters=["mfaEnrollment.pushStatus:$eq:ENROLLED"], limit=1)
+        await wait_for(lambda: table.total == expected.totalCount and table.row_at(0) is not None)
+        assert expected.totalCount < backend.seed_report["users"]
+        for index in table.visible_rows():
+            row = table.row_at(index)
+            assert row is not None and row.mfaEnrollment.pushStatus == EnrollmentStatus.ENROLLED
+        assert "push enrolled" in str(app.screen.query_one("#users-filter").content)
 
-            await pilot.press("s")  # username -> name (lastname)
-            first_by_lastname = (
-                await admin.list_users(filters=["mfaEnrollment.pushStatus:$eq:ENROLLED"], sort="lastname", limit=1)
-            ).results[0]
-            await wait_for(lambda: table.row_at(0) is not None and table.row_at(0).id == first_by_lastname.id)
-            assert "Name ▲" in table_lines(table)[0]
+        await pilot.press("s")  # username -> name (lastname)
+        first_by_lastname = (
+            await admin.list_users(filters=["mfaEnrollment.pushStatus:$eq:ENROLLED"], sort="lastname", limit=1)
+        ).results[0]
+        await wait_for(lambda: table.row_at(0) is not None and table.row_at(0).id == first_by_lastname.id)
+        assert "Name ▲" in table_lines(table)[0]
 
-            await pilot.press("S")  # reverse
-            last_by_lastname = (
-                await admin.list_users(filters=["mfaEnrollment.pushStatus:$eq:ENROLLED"], sort="-lastname", limit=1)
-            ).results[0]
-            await wait_for(lambda: table.row_at(0) is not None and table.row_at(0).id == last_by_lastname.id)
-            assert "Name ▼" in table_lines(table)[0]
+        await pilot.press("S")  # reverse
+        last_by_lastname = (
+            await admin.list_users(filters=["mfaEnrollment.pushStatus:$eq:ENROLLED"], sort="-lastname", limit=1)
+        ).results[0]
+        await wait_for(lambda: table.row_at(0) is not None and table.row_at(0).id == last_by_lastname.id)
+        assert "Name ▼" in table_lines(table)[0]
 
 
 async def test_scrolling_to_the_end_fetches_only_the_pages_shown(backend) -> None:
@@ -184,7 +183,7 @@ async def test_number_keys_switch_screens_and_help_lists_the_screen_keys(backend
         await wait_for(lambda: isinstance(app.screen, UsersScreen))
         for key, mode in (("2", "activity"), ("3", "settings"), ("4", "privacy"), ("5", "audit"), ("1", "users")):
             await pilot.press(key)
-            await wait_for(lambda: app.current_mode == mode)
+            await wait_for(lambda mode=mode: app.current_mode == mode)
         assert isinstance(app.screen, UsersScreen)
 
 
@@ -443,25 +442,24 @@ async def test_started_while_the_service_is_down_then_r_loads_users_fully(backen
 
 async def test_r_reloads_and_the_highlight_stays_on_the_same_user(backend) -> None:
     app = console_app(backend)
-    async with ProtectClient(backend.url, backend.admin_key) as admin:
-        async with app.run_test(size=SIZE) as pilot:
-            table = await users_ready(app)
-            total = table.total
-            burst(app, ["j", "j", "j", "j", "j"])
-            await wait_for(lambda: table.cursor_row == 5)
-            chosen = table.row_at(5)
-            await new_user(admin, "aaaa.newcomer")  # sorts first: everyone moves down a row
-            await pilot.press("r")
-            await wait_for(lambda: table.total == total + 1)
-            await wait_for(lambda: table.row_at(table.cursor_row).id == chosen.id)
-            assert table.cursor_row == 6
-            # Open that user, something changes meanwhile, come back: still the same user.
-            burst(app, ["enter"])
-            await wait_for(lambda: isinstance(app.screen, UserDetailScreen) and app.screen.user is not None)
-            assert app.screen.user.id == chosen.id
-            await new_user(admin, "aaaa.another")
-            burst(app, ["escape"])
-            await wait_for(lambda: isinstance(app.screen, UsersScreen) and table.total == total + 2)
-            await wait_for(lambda: table.row_at(table.cursor_row) is not None
-                           and table.row_at(table.cursor_row).id == chosen.id)
-            assert table.cursor_row == 7
+    async with ProtectClient(backend.url, backend.admin_key) as admin, app.run_test(size=SIZE) as pilot:
+        table = await users_ready(app)
+        total = table.total
+        burst(app, ["j", "j", "j", "j", "j"])
+        await wait_for(lambda: table.cursor_row == 5)
+        chosen = table.row_at(5)
+        await new_user(admin, "aaaa.newcomer")  # sorts first: everyone moves down a row
+        await pilot.press("r")
+        await wait_for(lambda: table.total == total + 1)
+        await wait_for(lambda: table.row_at(table.cursor_row).id == chosen.id)
+        assert table.cursor_row == 6
+        # Open that user, something changes meanwhile, come back: still the same user.
+        burst(app, ["enter"])
+        await wait_for(lambda: isinstance(app.screen, UserDetailScreen) and app.screen.user is not None)
+        assert app.screen.user.id == chosen.id
+        await new_user(admin, "aaaa.another")
+        burst(app, ["escape"])
+        await wait_for(lambda: isinstance(app.screen, UsersScreen) and table.total == total + 2)
+        await wait_for(lambda: table.row_at(table.cursor_row) is not None
+                       and table.row_at(table.cursor_row).id == chosen.id)
+        assert table.cursor_row == 7

@@ -6,7 +6,7 @@ API-side helpers (users, devices, ``wait_for``) live in :mod:`tests.helpers`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from textual.geometry import Region
 from textual.screen import Screen
@@ -91,6 +91,19 @@ def toasts(app, severity: str | None = None) -> list[str]:
     """The messages of the toasts (notifications) the app has shown and still holds, oldest first;
     ``severity`` (``"error"``...): only those. The one place tests read Textual's private list."""
     return [n.message for n in app._notifications if severity is None or n.severity == severity]
+
+
+def footer_keys_shown(screen: Screen) -> list[Any]:
+    """The FooterKey widgets the screen's footer shows (Textual keeps the class in a private module:
+    imported here only)."""
+    from textual.widgets._footer import FooterKey
+
+    return list(screen.query(FooterKey))
+
+
+def footer_labels(screen: Screen) -> list[str]:
+    """The descriptions the screen's footer shows, in order."""
+    return [key.description for key in footer_keys_shown(screen)]
 
 
 def burst(app, keys: list[str]) -> None:
