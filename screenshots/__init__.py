@@ -1,0 +1,1 @@
+"""The console's screenshots and the demo scenes they share with the snapshot tests."""
