@@ -341,3 +341,24 @@ def test_the_profile_knows_where_its_key_came_from(tmp_path, monkeypatch) -> Non
     assert profile.key_source == "$PROD_PROTECT_KEY" and "secret" not in profile.key_source
     monkeypatch.setenv(ENV_API_KEY, "other")
     assert load_profile("prod", url=None, readonly=None, config_path=config).key_source == f"${ENV_API_KEY}"
+
+
+def test_the_tab_list_is_the_one_source_of_the_modes_and_number_keys() -> None:
+    """The app's modes, its number keys and its home screen all come from console.tui.tabs, and every
+    tab names a screen class that exists (a typo would show a placeholder instead of the screen)."""
+    import importlib
+
+    from console.tui.tabs import HOME, TABS
+
+    assert list(ProtectConsoleApp.MODES) == [tab.mode for tab in TABS]
+    assert ProtectConsoleApp.DEFAULT_MODE == HOME == TABS[0].mode
+    number_keys = {
+        binding.key: binding.action
+        for binding in ProtectConsoleApp.BINDINGS
+        if isinstance(binding, Binding) and binding.action.startswith("show_screen")
+    }
+    assert number_keys == {tab.key: f"show_screen('{tab.mode}')" for tab in TABS}
+    for tab in TABS:
+        module = importlib.import_module(f"console.tui.screens.{tab.module}")
+        screen_class = getattr(module, tab.screen_class)
+        assert issubclass(screen_class, ConsoleScreen) and tab.label == screen_class.TITLE
