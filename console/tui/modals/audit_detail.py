@@ -20,7 +20,7 @@ from .base import ConsoleModal
 class AuditDetailScreen(ConsoleModal[None]):
     """The whole event: who, what, on what, and its details (before/after) in full."""
 
-    FOCUS = "#audit-detail-body"
+    AUTO_FOCUS = "#audit-detail-body"
 
     BINDINGS = [
         Binding("escape", "close", "Close"),

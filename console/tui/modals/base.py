@@ -19,13 +19,16 @@ class ConsoleModal(ModalScreen[ResultT]):
     """Compose one container with ``classes="card"`` (add ``-warning`` for a question before a change);
     its title ``card-title``, a problem line ``card-error``, the buttons row ``card-buttons``."""
 
-    FOCUS: ClassVar[str] = "#cancel"  # what has focus on opening ("" for nothing): Cancel, so `y` must be meant
+    # What has focus on opening: Cancel, so `y` must be meant. Textual focuses it as the card is composed,
+    # before any key typed ahead is read (the first focusable widget, an Input, took those keys before).
+    AUTO_FOCUS: ClassVar[str | None] = "#cancel"
 
     def on_mount(self) -> None:
+        # Again on mount: composing focuses nothing while the terminal does not have the focus.
         # A key typed ahead may dismiss this screen before it mounts: then there is nothing to focus.
-        if self.FOCUS:
+        if self.AUTO_FOCUS and self.focused is None:
             with suppress(NoMatches):
-                self.query_one(self.FOCUS).focus()
+                self.query_one(self.AUTO_FOCUS).focus()
 
 
 def literal(value: str | Text) -> Text:

@@ -24,7 +24,7 @@ class EnrollmentCodeScreen(ConsoleModal[None]):
     """
 
     SIDE_BY_SIDE = 78  # columns
-    FOCUS = ""
+    AUTO_FOCUS = None  # the app's: the first focusable widget
     BINDINGS = [Binding("escape,enter,q", "close", "Close")]
 
     def __init__(self, user_label: str, code: EnrollmentCode) -> None:

@@ -49,7 +49,7 @@ def _keys_table(title: str, rows: list[tuple[str, str]]) -> Table:
 
 
 class HelpScreen(ConsoleModal[None]):
-    FOCUS = ""
+    AUTO_FOCUS = None  # the app's: the first focusable widget
 
     BINDINGS = [Binding("escape,question_mark,q", "close", "Close")]
 

@@ -19,7 +19,7 @@ Check = Callable[[str], str | None]  # value -> error message naming the field, 
 class PromptScreen(ConsoleModal[str | None]):
     """Dismisses with the typed value, or None on Esc/Cancel. Enter submits when valid."""
 
-    FOCUS = "Input"
+    AUTO_FOCUS = "Input"
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(
