@@ -13,8 +13,8 @@ import pytest
 from textual.widgets import Input
 
 from console.client import ApiError, NotFound, ProtectClient
+from console.display import clock_zone, user_label
 from console.models import EnrollmentStatus, Role, SystemUser
-from console.tui.formatting import clock_zone, user_label
 from console.tui.modals.choice import ChoiceScreen
 from console.tui.modals.confirm import ConfirmScreen
 from console.tui.modals.enrollment import EnrollmentCodeScreen

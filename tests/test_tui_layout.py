@@ -14,9 +14,9 @@ from rich.color import Color as RichColor
 from textual.geometry import Region
 
 from console.client import ProtectClient
+from console.display import PUSH_STATUS_STYLES, push_status_text
 from console.models import PushStatus, Role
 from console.tui.app import ProtectConsoleApp
-from console.tui.formatting import PUSH_STATUS_STYLES, push_status_text
 from console.tui.screens.activity import status_text
 from console.tui.screens.user_detail import UserDetailScreen
 from console.tui.widgets.bombing_panel import Suspect, suspect_prompt
