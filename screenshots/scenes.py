@@ -454,8 +454,14 @@ async def search(pilot: Pilot[Any], term: str) -> Any:
 
 async def open_user(pilot: Pilot[Any], user: SystemUser) -> Any:
     """Search for ``user``'s username and open them from the results, as an admin would."""
+    await search(pilot, user.username)
+    return await open_from_results(pilot, user)
+
+
+async def open_from_results(pilot: Pilot[Any], user: SystemUser) -> Any:
+    """Open ``user`` from the search results on screen: Enter on one match, else down to their row first."""
     app = pilot.app
-    users = await search(pilot, user.username)
+    users = await on_screen(pilot, "UsersScreen")
 
     def row_id(index: int) -> str | None:
         row = users.table.row_at(index)
