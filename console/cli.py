@@ -22,10 +22,10 @@ import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -33,8 +33,13 @@ from . import display, models
 from .config import ConfigError, ConnectionProfile, load_profile
 from .safe_text import printable
 
-ROLES = tuple(r.value for r in models.Role)
-PUSH_STATUSES = tuple(s.value for s in models.PushStatus)
+if TYPE_CHECKING:  # rich and the service load only when a command needs them
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from .server.store import DbTarget, Store
+
 PAGE_MAX = 100  # the API's largest page
 WIDE_COLUMNS = 10_000  # --wide: tables take the width their values need
 
@@ -68,7 +73,7 @@ def _bounds(model: type[BaseModel], field: str) -> tuple[int, int]:
 def _pattern(model: type[BaseModel], field: str) -> str:
     for rule in model.model_fields[field].metadata:
         if getattr(rule, "pattern", None):
-            return rule.pattern
+            return str(rule.pattern)
     raise RuntimeError(f"{model.__name__}.{field} has no pattern")  # pragma: no cover
 
 
@@ -167,7 +172,7 @@ def _say(message: str) -> None:
     print(printable(message), file=sys.stderr)
 
 
-def _console(args: argparse.Namespace | None = None):  # noqa: ANN202 - rich imported lazily
+def _console(args: argparse.Namespace | None = None) -> Console:
     from rich.console import Console
 
     if args is not None and getattr(args, "wide", False):
@@ -180,13 +185,13 @@ def _console(args: argparse.Namespace | None = None):  # noqa: ANN202 - rich imp
     return Console(file=sys.stdout, highlight=False, width=width)
 
 
-def _text(value: object, style: str = ""):  # noqa: ANN202
+def _text(value: object, style: str = "") -> Text:
     from rich.text import Text
 
     return Text(printable(value), style=style)
 
 
-def _table(*columns: str, title: str | None = None, prose: Sequence[str] = (), shrink: Sequence[str] = ()):  # noqa: ANN202
+def _table(*columns: str, title: str | None = None, prose: Sequence[str] = (), shrink: Sequence[str] = ()) -> Table:
     """A table whose values are never split across lines: too narrow, they end in ``…`` (``--wide`` widens).
 
     Only ``prose`` columns (sentences such as a setting's meaning) wrap, at spaces. When the table is
@@ -219,13 +224,13 @@ def _fit(table: Any, width: int) -> None:
     columns = table.columns
     natural = []
     for column in columns:
-        cells = [cell_len(getattr(cell, "plain", str(cell))) for cell in column._cells]  # noqa: SLF001
+        cells = [cell_len(getattr(cell, "plain", str(cell))) for cell in column._cells]
         natural.append(max([cell_len(str(column.header)), *cells]))
     overhead = 3 * len(columns) + 1  # borders and one space of padding either side
     excess = sum(natural) + overhead - width
     if excess <= 0:
         return
-    widths = dict(zip((c.header for c in columns), natural))
+    widths = dict(zip((c.header for c in columns), natural, strict=True))
     for name in table.shrink_order:
         if excess <= 0:
             break
@@ -248,7 +253,7 @@ def _when(value: datetime | None) -> str:
     return display.utc_stamp(value, missing="-")
 
 
-def _status(value: object):  # noqa: ANN202 - a rich Text, imported lazily
+def _status(value: object) -> Text:
     return _text(getattr(value, "value", value), display.status_style(value))
 
 
@@ -316,7 +321,8 @@ def _run_twin(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         async with ProtectClient(profile.url, profile.api_key, retries=2, timeout=profile.timeout) as client:
-            return await args.handler(client, args)
+            code: int = await args.handler(client, args)
+            return code
 
     return asyncio.run(run())
 
@@ -361,7 +367,7 @@ def _normalise_filter(value: str) -> str:
 
 
 def _totp_words(user: Any) -> str:
-    status = user.mfaEnrollment.totpStatus.value
+    status: str = user.mfaEnrollment.totpStatus.value
     lock = user.totpLock
     if lock.locked:
         until = f" until {display.utc_minute(lock.lockedUntil)}" if lock.lockedUntil is not None else ""
@@ -522,7 +528,8 @@ def qr_lines(data: str, *, border: int = 2) -> list[str]:
     if len(rows) % 2:
         rows.append([True] * len(rows[0]))  # pad with a light row
     blocks = {(False, False): " ", (True, False): "▀", (False, True): "▄", (True, True): "█"}
-    return ["".join(blocks[(t, b)] for t, b in zip(top, bottom)) for top, bottom in zip(rows[0::2], rows[1::2])]
+    return ["".join(blocks[(t, b)] for t, b in zip(top, bottom, strict=True))
+            for top, bottom in zip(rows[0::2], rows[1::2], strict=True)]
 
 
 def _print_qr(data: str) -> None:
@@ -675,105 +682,22 @@ async def attack_lift(client: Any, args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ settings
 
 
-@dataclass(frozen=True)
-class SettingSpec:
-    """A setting as the console names it (its dotted path in the settings document)."""
-
-    name: str
-    kind: type
-    meaning: str
-    low: int | None = None
-    high: int | None = None
-
-    @property
-    def path(self) -> tuple[str, ...]:
-        return tuple(self.name.split("."))
-
-    def read(self, document: dict[str, Any]) -> Any:
-        for part in self.path:
-            document = document[part]
-        return document
-
-    def patch(self, value: Any) -> dict[str, Any]:
-        body: Any = value
-        for part in reversed(self.path):
-            body = {part: body}
-        return body
-
-    def parse(self, text: str, typed_name: str | None = None) -> Any:
-        name = typed_name or self.name
-        if self.kind is bool:
-            lowered = text.strip().lower()
-            if lowered in ("true", "on", "yes", "1"):
-                return True
-            if lowered in ("false", "off", "no", "0"):
-                return False
-            raise UsageError(f"{name}: expected true or false (or on/off), got {text!r}")
-        try:
-            value = int(text)
-        except ValueError:
-            raise UsageError(f"{name}: expected a whole number, got {text!r}") from None
-        if not self.low <= value <= self.high:  # type: ignore[operator]
-            raise UsageError(f"{name}: must be between {self.low} and {self.high}, got {value}")
-        return value
-
-    def show(self, value: Any) -> str:
-        return ("on" if value else "off") if self.kind is bool else str(value)
-
-    @property
-    def allowed(self) -> str:
-        return "on/off" if self.kind is bool else f"{self.low}..{self.high}"
-
-
-# What each setting means, in the console's words; names, types and ranges come from the models.
-_SETTING_MEANINGS = {
-    "push.concurrentLimit.enabled": "On: extra pushes for the same resource are blocked while earlier ones are "
-                                    "pending (the guard against push bombing). Off: no limit.",
-    "push.concurrentLimit.max": "Pending pushes allowed per user and resource within the timeout; more are blocked.",
-    "push.timeoutSeconds": "Seconds a push can be answered; later answers are refused as expired.",
-    "push.requireUserVerification": "Approvals must carry biometric or passcode verification from the device.",
-    "totp.maxFailures": "Wrong TOTP codes within 15 minutes before the user's TOTP locks for 1, 5, 15, then 60 "
-                        "minutes (a TOTP reset unlocks).",
-}
-# The CLI's first names, still accepted.
-_OLD_SETTING_NAMES = {
-    "push.max-concurrent": "push.concurrentLimit.max",
-    "push.limit-enabled": "push.concurrentLimit.enabled",
-    "push.timeout": "push.timeoutSeconds",
-    "push.require-biometric": "push.requireUserVerification",
-    "totp.max-failures": "totp.maxFailures",
+# Names, ranges, checks and meanings: models.SETTINGS, as the service and the console read them.
+_SETTINGS_BY_NAME = {
+    name.lower(): setting for setting in models.SETTINGS for name in (setting.key, *setting.aliases)
 }
 
 
-def _setting_specs() -> tuple[SettingSpec, ...]:
-    """Every leaf of :class:`~console.models.ProtectSettings`, ranges from ``SETTING_RANGES`` (as the console)."""
-    specs: list[SettingSpec] = []
-
-    def walk(model: type[BaseModel], prefix: str) -> None:
-        for field, info in model.model_fields.items():
-            name = prefix + field
-            kind = info.annotation
-            if isinstance(kind, type) and issubclass(kind, BaseModel):
-                walk(kind, name + ".")
-                continue
-            meaning = _SETTING_MEANINGS.get(name) or info.description or ""
-            if kind is bool:
-                specs.append(SettingSpec(name, bool, meaning))
-            else:
-                low, high = models.SETTING_RANGES.get(name) or _bounds(model, field)
-                specs.append(SettingSpec(name, int, meaning, low, high))
-
-    walk(models.ProtectSettings, "")
-    return tuple(specs)
+_SETTING_NAMES = ", ".join(setting.key for setting in models.SETTINGS)
 
 
-SETTINGS = _setting_specs()
-_SETTINGS_BY_NAME = {spec.name.lower(): spec for spec in SETTINGS}
+def find_setting(name: str) -> models.Setting | None:
+    """The setting ``name`` names: its key (any case) or one of the CLI's first names for it."""
+    return _SETTINGS_BY_NAME.get(name.strip().lower())
 
 
-def find_setting(name: str) -> SettingSpec | None:
-    key = name.strip()
-    return _SETTINGS_BY_NAME.get(_OLD_SETTING_NAMES.get(key, key).lower())
+def _allowed(setting: models.Setting) -> str:
+    return "on/off" if setting.range is None else f"{setting.range[0]}..{setting.range[1]}"
 
 
 async def settings_get(client: Any, args: argparse.Namespace) -> int:
@@ -783,9 +707,9 @@ async def settings_get(client: Any, args: argparse.Namespace) -> int:
         _print_json(document)
         return 0
     table = _table("Setting", "Value", "Allowed", "Meaning", prose=("Meaning",))
-    for spec in SETTINGS:
-        table.add_row(_text(spec.name, "bold"), _text(spec.show(spec.read(document))), _text(spec.allowed),
-                      _text(spec.meaning))
+    for setting in models.SETTINGS:
+        table.add_row(_text(setting.key, "bold"), _text(setting.show(setting.read(document), unit=False)),
+                      _text(_allowed(setting)), _text(setting.meaning))
     _print_table(_console(args), table)
     return 0
 
@@ -795,13 +719,17 @@ async def settings_set(client: Any, args: argparse.Namespace) -> int:
 
     spec = find_setting(args.name)
     if spec is None:
-        raise UsageError(f"unknown setting {args.name!r}; choose one of {', '.join(s.name for s in SETTINGS)}")
-    new = spec.parse(args.value, args.name)
+        raise UsageError(f"unknown setting {args.name!r}; choose one of {_SETTING_NAMES}")
+    new, problem = spec.check(args.value, args.name)
+    if new is None:
+        raise UsageError(problem)
     settings, etag = await client.get_settings()
-    old = spec.read(settings.model_dump(mode="json"))
+    old = spec.read(settings)
     if old == new:
-        return _done(args, settings.model_dump(mode="json"), f"{spec.name} is already {spec.show(new)}: nothing to change.")
-    _confirm(f"Change {spec.name} from {spec.show(old)} to {spec.show(new)}?", yes=args.yes, action="changing settings")
+        return _done(args, settings.model_dump(mode="json"),
+                     f"{spec.key} is already {spec.show(new, unit=False)}: nothing to change.")
+    _confirm(f"Change {spec.key} from {spec.show(old, unit=False)} to {spec.show(new, unit=False)}?", yes=args.yes,
+             action="changing settings")
     try:
         updated, _ = await client.update_settings(spec.patch(new), etag)
     except PreconditionFailed:
@@ -809,8 +737,8 @@ async def settings_set(client: Any, args: argparse.Namespace) -> int:
             "someone else changed the settings since they were read; nothing changed. "
             "Run `protect-console settings get` and try again"
         ) from None
-    document = updated.model_dump(mode="json")
-    return _done(args, document, f"{spec.name}: {spec.show(old)} -> {spec.show(spec.read(document))}")
+    return _done(args, updated.model_dump(mode="json"),
+                 f"{spec.key}: {spec.show(old, unit=False)} -> {spec.show(spec.read(updated), unit=False)}")
 
 
 # ------------------------------------------------------- privacy, attempts
@@ -845,7 +773,7 @@ async def privacy(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _attempts_table(attempts: Sequence[Any], title: str | None = None):  # noqa: ANN202
+def _attempts_table(attempts: Sequence[Any], title: str | None = None) -> Table:
     table = _table("Created", "User", "Resource", "Status", "App", "Location", "IP", title=title,
                    shrink=("Location", "App", "Created", "Resource", "IP", "Status", "User"))
     for a in attempts:
@@ -877,19 +805,21 @@ async def attempts(client: Any, args: argparse.Namespace) -> int:
 
 def cmd_tui(args: argparse.Namespace) -> int:
     profile = _profile(args)
-    from .client import WarmStart
-    from .tui.startup import first_requests
+    from .tui.startup import console_memory, first_requests
 
-    # The first screen's requests go out now and are answered while Textual loads (~0.3 s).
-    warm = WarmStart.begin(profile.url, profile.api_key, first_requests())
-    from .tui.app import ProtectConsoleApp  # Textual only when the console runs
+    with console_memory():  # no cyclic GC while the UI loads (tui/startup.py says why)
+        from .client import WarmStart
 
-    app = ProtectConsoleApp(profile, open_user=args.user, warm=warm)
-    app.run()
+        # The first screen's requests go out now and are answered while Textual loads (~0.3 s).
+        warm = WarmStart.begin(profile.url, profile.api_key, first_requests())
+        from .tui.app import ProtectConsoleApp  # Textual only when the console runs
+
+        app = ProtectConsoleApp(profile, open_user=args.user, warm=warm)
+        app.run()
     return app.return_code or 0
 
 
-def _db_path(args: argparse.Namespace):  # noqa: ANN202 - a console.server.store.DbTarget
+def _db_path(args: argparse.Namespace) -> DbTarget:
     """``--db``, else ``PROTECT_DB``, else protect.db in the XDG data dir: a SQLite path or a PostgreSQL URL.
 
     A value that is neither is a usage error (exit 2) before anything is created. ``str()`` of
@@ -907,7 +837,7 @@ def _db_path(args: argparse.Namespace):  # noqa: ANN202 - a console.server.store
         raise UsageError(str(exc)) from None
 
 
-def _open_store(db: Any, *, must_exist: bool = False):  # noqa: ANN202
+def _open_store(db: Any, *, must_exist: bool = False) -> Store:
     """The store at ``db`` (a DbTarget), or a one-line reason it cannot be used."""
     from .server.store import StoreError, open_store
 
@@ -921,7 +851,7 @@ def _open_store(db: Any, *, must_exist: bool = False):  # noqa: ANN202
         raise _Failure(str(exc)) from None
     except OSError as exc:
         raise _Failure(f"cannot open database {db}: {exc.strerror or exc}") from None
-    except Exception as exc:  # SQLAlchemy's errors: not a database, locked, read-only...
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's errors: not a database, locked, read-only...
         reason = getattr(exc, "orig", None) or exc
         raise _Failure(f"cannot open database {db}: {reason}") from None
 
@@ -945,15 +875,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _say(f"warning: serving plain HTTP on {args.host}; put TLS in front before using it over a network")
     workers = f", {args.workers} worker processes" if args.workers > 1 else ""
     _say(f"Protect service on http://{args.host}:{args.port} (database {db}{workers})")
-    logs = {"access_log": not args.no_access_log, "access_log_file": access_log_file}
+    access_log = not args.no_access_log
     if args.workers > 1:
         store.dispose()  # each worker opens its own connections
         serve_workers(db.value, host=args.host, port=args.port, workers=args.workers,
-                      metrics_require_key=args.metrics_key, limits=Limits.from_env(), **logs)
+                      metrics_require_key=args.metrics_key, limits=Limits.from_env(), access_log=access_log,
+                      access_log_file=access_log_file)
         return 0
     try:
         serve_app(create_app(store, metrics_require_key=args.metrics_key, limits=Limits.from_env()),
-                  host=args.host, port=args.port, **logs)
+                  host=args.host, port=args.port, access_log=access_log, access_log_file=access_log_file)
     finally:
         store.dispose()
     return 0
@@ -1027,7 +958,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         when_ended = {"revoked": k.revoked_at, "expired": k.expires_at}.get(status)
         table.add_row(
             _text(k.id, "dim"), _text(k.prefix), _text(k.name), _text(k.role),
-            _text(f"{status} {_when(when_ended)}" if when_ended else status, "red" if when_ended else None),
+            _text(f"{status} {_when(when_ended)}" if when_ended else status, "red" if when_ended else ""),
             _text(_when(k.created_at)), _text(_when(k.last_used_at)), _text(_when(k.expires_at)),
             _text(", ".join(k.resources) if k.resources is not None else "any"),
         )
@@ -1168,7 +1099,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     db = _db_path(args) if args.db or os.environ.get("PROTECT_DB") else None
     if db is not None:
         _open_store(db).dispose()  # a bad path or URL, or a database behind the code: one line, before any set-up
-    return run_demo(db=(db.path if db.is_sqlite else db) if db is not None else None, users=args.users,
+    return run_demo(db=(db.path if db.path is not None else db) if db is not None else None, users=args.users,
                     role=args.role, port=args.port)
 
 
@@ -1186,7 +1117,7 @@ def _use_secret_key_file(args: argparse.Namespace) -> None:
     os.environ[secretbox.KEY_FILE_ENV] = str(Path(args.secret_key_file).expanduser().resolve())
 
 
-def _secrets_store(args: argparse.Namespace):  # noqa: ANN202
+def _secrets_store(args: argparse.Namespace) -> Store:
     return _open_store(_db_path(args), must_exist=True)
 
 
@@ -1328,7 +1259,7 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     from .server.store import StoreError, database_state
 
     db = _db_path(args)
-    if db.is_sqlite and not db.path.is_file():
+    if db.path is not None and not db.path.is_file():
         raise _Failure(f"no database at {db} (pass --db FILE or URL, the one `protect-console serve --db` uses)")
     try:
         state = database_state(db)
@@ -1373,7 +1304,7 @@ def _connection_flags(parser: argparse.ArgumentParser, *, top: bool = False) -> 
 
 def _twin(sub: Any, name: str, handler: Callable[..., Awaitable[int]], help: str, *, changing: bool = False,
           tables: bool = False) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help, description=help)
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
     _connection_flags(parser)
     parser.add_argument("--json", action="store_true",
                         help="print the API's JSON (for changes: the result object) instead of text")
@@ -1383,6 +1314,11 @@ def _twin(sub: Any, name: str, handler: Callable[..., Awaitable[int]], help: str
         parser.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     parser.set_defaults(run=_run_twin, handler=handler, changing=changing)
     return parser
+
+
+def _values(enum: type[StrEnum]) -> list[str]:
+    # The enum is the list; its plain values, so that argparse's usage and errors read `admin`, not `Role.ADMIN`.
+    return [member.value for member in enum]
 
 
 def _user_arg(parser: argparse.ArgumentParser) -> None:
@@ -1432,7 +1368,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     create = keys_sub.add_parser("create", help="create an API key; it is printed once, alone on the last line")
     create.add_argument("--name", required=True, help="who or what uses the key (shown in the audit log)")
-    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--role", required=True, choices=_values(models.Role))
     create.add_argument("--expires", metavar="WHEN",
                         help="the key stops working after this: 90d, 12h, 30m, 2w, or an ISO date (UTC); default never")
     create.add_argument("--resource", action="append", metavar="NAME",
@@ -1484,7 +1420,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--db", metavar="PATH|URL", help="SQLite file or postgresql:// URL to use (default: $PROTECT_DB, "
                       "else a fresh SQLite file in a temporary directory)")
     demo.add_argument("--users", type=_positive_int, default=5000, metavar="N", help="users to seed (default 5000)")
-    demo.add_argument("--role", choices=("admin", "helpdesk", "readonly"), default="admin",
+    demo.add_argument("--role", choices=[r for r in _values(models.Role) if r != models.Role.SERVICE], default="admin",
                       help="role of the console's key (default admin)")
     demo.add_argument("--port", type=_port, default=0, help="port for the service (default: any free port)")
     demo.set_defaults(run=cmd_demo)
@@ -1566,7 +1502,7 @@ def build_parser() -> argparse.ArgumentParser:
     _twin(settings_sub, "get", settings_get, "show the settings, their allowed ranges and meaning", tables=True)
     sset = _twin(settings_sub, "set", settings_set, "change one setting (safe against concurrent changes)",
                  changing=True)
-    sset.add_argument("name", metavar="NAME", help=", ".join(s.name for s in SETTINGS))
+    sset.add_argument("name", metavar="NAME", help=_SETTING_NAMES)
     sset.add_argument("value", metavar="VALUE", help="a whole number in range, or on/off")
 
     priv = _twin(sub, "privacy", privacy, "diagnostics opt-out summary and devices", tables=True)
@@ -1575,7 +1511,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     att = _twin(sub, "attempts", attempts, "push attempts, newest first", tables=True)
     att.add_argument("--user", metavar="USER", help="only this user's attempts (email, username or id)")
-    att.add_argument("--status", choices=PUSH_STATUSES)
+    att.add_argument("--status", choices=_values(models.PushStatus))
     att.add_argument("--limit", type=_positive_int, default=20, metavar="N", help="how many attempts (default 20)")
 
     return parser
@@ -1585,8 +1521,8 @@ _TOP_VALUE_FLAGS = ("--profile", "--url")
 
 
 def _commands(parser: argparse.ArgumentParser) -> set[str]:
-    for action in parser._actions:  # noqa: SLF001 - argparse keeps subparsers here
-        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
             return set(action.choices)
     return set()  # pragma: no cover
 
@@ -1622,9 +1558,10 @@ def _first_known(group: BaseExceptionGroup) -> BaseException:
 
     known = (ApiError, ConfigError, _Failure, UsageError, Cancelled, KeyboardInterrupt)
     matched, _rest = group.split(lambda exc: isinstance(exc, known))
-    while isinstance(matched, BaseExceptionGroup):
-        matched = matched.exceptions[0]
-    return matched if matched is not None else group
+    first: BaseException | None = matched
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first if first is not None else group
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1639,7 +1576,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         try:
-            return args.run(args)
+            code: int = args.run(args)
+            return code
         except BaseExceptionGroup as group:  # concurrent requests failing together: report the first reason
             raise _first_known(group) from group
     except UsageError as exc:

@@ -20,10 +20,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .client import ApiError, BackendUnavailable, DeviceClient, ProtectClient, RateLimited
 from .models import DeviceInfo, SystemUser
+
+if TYPE_CHECKING:
+    from .server.store import DbTarget
 
 # (make, model, os, OS versions the model runs) - all at or above the supported minimums.
 PHONES: tuple[tuple[str, str, Literal["iOS", "Android"], tuple[str, ...]], ...] = (
@@ -422,7 +425,7 @@ class DemoServices:
     """A running demo backend: where it is, the console's key, and the simulator."""
 
     url: str
-    db: Path
+    db: Path | DbTarget
     role: str
     console_key: str = field(repr=False)
     simulator: Simulator
@@ -431,7 +434,7 @@ class DemoServices:
 
 @contextlib.contextmanager
 def demo_services(
-    *, db: Path | None, users: int = 5000, role: str = "admin", port: int = 0, simulator_options: dict[str, Any] | None = None
+    *, db: Path | DbTarget | None, users: int = 5000, role: str = "admin", port: int = 0, simulator_options: dict[str, Any] | None = None
 ) -> Iterator[DemoServices]:
     """Seed (unless ``db`` already has users), serve on loopback, simulate; undo it all on exit."""
     import tempfile
@@ -492,7 +495,7 @@ def _quit_on_termination(app: Any) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run_demo(*, db: Path | None, users: int = 5000, role: str = "admin", port: int = 0) -> int:
+def run_demo(*, db: Path | DbTarget | None, users: int = 5000, role: str = "admin", port: int = 0) -> int:
     """Serve a seeded database on loopback, simulate activity, and run the console until it quits."""
     from .config import ConnectionProfile
 

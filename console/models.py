@@ -9,11 +9,21 @@ are camelCase on purpose. No server or UI imports here.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 T = TypeVar("T")
 
@@ -65,7 +75,7 @@ class _Pattern:
         self.pattern = pattern
 
     def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
-        schema = handler(core_schema)
+        schema: dict[str, Any] = handler(core_schema)
         schema["pattern"] = self.pattern
         return schema
 
@@ -260,11 +270,16 @@ class SystemUserUpdate(Strict):
     requireUserVerification: StrictBool | None = None  # Protect: per-user biometric requirement for approvals
 
 
+SearchField = Literal["username", "email", "firstname", "lastname", "displayname"]
+
+
+def _default_search_fields() -> list[SearchField]:
+    return ["username", "email", "firstname", "lastname"]
+
+
 class SearchFilter(Strict):
     searchTerm: str = Field("", max_length=NAME_MAX)  # a NUL: the service's 400 naming `search`
-    fields: list[Literal["username", "email", "firstname", "lastname", "displayname"]] = Field(
-        default_factory=lambda: ["username", "email", "firstname", "lastname"], max_length=5
-    )
+    fields: list[SearchField] = Field(default_factory=_default_search_fields, max_length=5)
 
 
 class UserSearch(Strict):
@@ -290,7 +305,7 @@ class ResetMfaRequest(Strict):
     exclusionUntil: IsoDateTime | None = None
 
     @model_validator(mode="after")
-    def _one_of(self) -> "ResetMfaRequest":
+    def _one_of(self) -> ResetMfaRequest:
         if self.exclusionDays is not None and self.exclusionUntil is not None:
             raise ValueError("give exclusionDays or exclusionUntil, not both")
         return self
@@ -377,39 +392,168 @@ class PrivacySummary(Wire):
 # ----------------------------------------------------------------- settings
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One Protect setting, declared once in :data:`SETTINGS`.
+
+    The settings models below take their defaults, ranges and descriptions from it (so the service
+    validates with it), and the CLI's ``settings set``, the console's Settings editor and the
+    README's table read it: changing a range here changes it everywhere.
+    """
+
+    key: str  # the dotted path in the settings document, and the setting's name in the CLI
+    label: str  # the console's name for it
+    default: int | bool
+    meaning: str  # what it does, in the Protect FAQ's words where the FAQ has them
+    low: int | None = None  # the allowed range; none for an on/off setting
+    high: int | None = None
+    unit: str = ""
+    aliases: tuple[str, ...] = ()  # the CLI's first names for it, still accepted
+
+    @property
+    def is_bool(self) -> bool:
+        return isinstance(self.default, bool)
+
+    @property
+    def range(self) -> tuple[int, int] | None:
+        return None if self.low is None or self.high is None else (self.low, self.high)
+
+    def read(self, document: Any) -> Any:
+        """This setting's value in ``document`` (the settings model, or its JSON as a dict)."""
+        node = document
+        for part in self.key.split("."):
+            node = node[part] if isinstance(node, dict) else getattr(node, part)
+        return node
+
+    def patch(self, value: int | bool) -> dict[str, Any]:
+        """The smallest PATCH body that sets only this value."""
+        body: Any = value
+        for part in reversed(self.key.split(".")):
+            body = {part: body}
+        return dict(body)
+
+    def check(self, text: str, name: str = "") -> tuple[int | bool | None, str]:
+        """``(value, "")`` for text the service accepts, else ``(None, a message naming the setting)``."""
+        name = name or self.key
+        typed = text.strip()
+        if self.is_bool:
+            if typed.lower() in ("true", "on", "yes", "1"):
+                return True, ""
+            if typed.lower() in ("false", "off", "no", "0"):
+                return False, ""
+            return None, f"{name}: expected true or false (or on/off), got {text!r}"
+        try:
+            value = int(typed)
+        except ValueError:
+            return None, f"{name}: expected a whole number, got {text!r}"
+        allowed = self.range
+        if allowed is not None and not allowed[0] <= value <= allowed[1]:
+            return None, f"{name}: must be between {self.low} and {self.high}, got {value}"
+        return value, ""
+
+    def show(self, value: Any, *, unit: bool = True) -> str:
+        """``on``/``off``, or the number with its unit (``60 seconds``)."""
+        if self.is_bool:
+            return "on" if value else "off"
+        return f"{value} {self.unit}".strip() if unit else str(value)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "push.concurrentLimit.enabled", "Limit concurrent push attempts", True,
+        "On: Protect blocks extra push notifications for the same resource while earlier ones are "
+        "still pending, which protects users against push bombing. Off: no limit.",
+        aliases=("push.limit-enabled",),
+    ),
+    Setting(
+        "push.concurrentLimit.max", "Max concurrent push attempts", 1,
+        "Against fraudulent push attempts, Protect blocks more than this many notifications per "
+        "user and resource within the timeout period. The user can try again after the timeout, "
+        "or after approving or denying the first request.",
+        low=1, high=10, unit="per resource", aliases=("push.max-concurrent",),
+    ),
+    Setting(
+        "push.maxPendingPerUser", "Max pending pushes per user", 5,
+        "However the resource is named, Protect blocks more than this many pending notifications per user "
+        "across all resources: varying the resource does not get past the limit above.",
+        low=1, high=50, unit="per user",
+    ),
+    Setting(
+        "push.timeoutSeconds", "Push timeout", 60,
+        "How long a user has to answer a push notification (sixty seconds by default); after that "
+        "it expires. If a phone's clock is not set automatically, notifications may arrive expired.",
+        low=30, high=300, unit="seconds", aliases=("push.timeout",),
+    ),
+    Setting(
+        "push.requireUserVerification", "Require biometric", False,
+        "Approvals must be confirmed with biometrics (Touch ID, Face ID) or the device passcode. "
+        "Recommended against push bombing: an accidental tap is not enough to approve.",
+        aliases=("push.require-biometric",),
+    ),
+    Setting(
+        "totp.maxFailures", "TOTP max failures", 5,
+        "Wrong verification (TOTP) codes within 15 minutes before the user's TOTP is locked: for 1 minute, "
+        "then 5, 15 and 60 minutes on repeated lock-outs. A good code does not clear the count; a TOTP reset "
+        "by an admin unlocks at once.",
+        low=1, high=20, unit="codes", aliases=("totp.max-failures",),
+    ),
+    Setting(
+        "rateLimits.totpVerifyPerMinute", "TOTP checks rate limit", 3000,
+        "TOTP checks each API key, and each client address, may make per minute (all service processes "
+        "together); more are refused with 429 until the minute ends.",
+        low=10, high=1_000_000, unit="per minute",
+    ),
+    Setting(
+        "rateLimits.pushPerMinute", "Push requests rate limit", 1200,
+        "Push requests each API key, and each client address, may make per minute; more are refused with 429.",
+        low=10, high=1_000_000, unit="per minute",
+    ),
+    Setting(
+        "rateLimits.enrollPerMinute", "Device enrolment rate limit", 60,
+        "Device enrolments each client address may attempt per minute (against guessing enrolment codes); "
+        "more are refused with 429.",
+        low=1, high=10_000, unit="per minute",
+    ),
+)
+SETTING: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
+# Allowed ranges by key, for the tools that only need those (benchmarks lifting the rate limits).
+SETTING_RANGES: dict[str, tuple[int, int]] = {s.key: s.range for s in SETTINGS if s.range is not None}
+
+
+def _value(key: str) -> Any:
+    """The field of setting ``key`` in :class:`ProtectSettings`: default, range and meaning from SETTINGS."""
+    setting = SETTING[key]
+    return Field(setting.default, ge=setting.low, le=setting.high, description=setting.meaning)
+
+
+def _change(key: str) -> Any:
+    """The field of setting ``key`` in :class:`ProtectSettingsPatch`: absent or in range."""
+    setting = SETTING[key]
+    return Field(None, ge=setting.low, le=setting.high, description=setting.meaning)
+
+
 class ConcurrentLimit(Strict):
-    enabled: StrictBool = True
-    max: int = Field(1, ge=1, le=10, description="Pending pushes allowed per user and resource in the window.")
+    enabled: StrictBool = _value("push.concurrentLimit.enabled")
+    max: int = _value("push.concurrentLimit.max")
 
 
 class PushSettings(Strict):
     concurrentLimit: ConcurrentLimit = Field(default_factory=ConcurrentLimit)
-    maxPendingPerUser: int = Field(
-        5, ge=1, le=50, description="Pending pushes allowed per user across all resources; more are blocked."
-    )
-    timeoutSeconds: int = Field(60, ge=30, le=300, description="How long a push can be answered.")
-    requireUserVerification: StrictBool = Field(False, description="Approvals must carry biometric/passcode verification.")
+    maxPendingPerUser: int = _value("push.maxPendingPerUser")
+    timeoutSeconds: int = _value("push.timeoutSeconds")
+    requireUserVerification: StrictBool = _value("push.requireUserVerification")
 
 
 class TotpSettings(Strict):
-    maxFailures: int = Field(
-        5, ge=1, le=20,
-        description="Wrong codes within 15 minutes before TOTP locks for 1, then 5, 15 and 60 minutes (or until reset).",
-    )
+    maxFailures: int = _value("totp.maxFailures")
 
 
 class RateLimitSettings(Strict):
     """Requests per minute allowed to each API key and, separately, to each client address (all processes)."""
 
-    totpVerifyPerMinute: int = Field(
-        3000, ge=10, le=1_000_000, description="TOTP checks per minute per API key and per client address."
-    )
-    pushPerMinute: int = Field(
-        1200, ge=10, le=1_000_000, description="Push requests per minute per API key and per client address."
-    )
-    enrollPerMinute: int = Field(
-        60, ge=1, le=10_000, description="Device enrolments per minute per client address."
-    )
+    totpVerifyPerMinute: int = _value("rateLimits.totpVerifyPerMinute")
+    pushPerMinute: int = _value("rateLimits.pushPerMinute")
+    enrollPerMinute: int = _value("rateLimits.enrollPerMinute")
 
 
 class ProtectSettings(Strict):
@@ -419,43 +563,31 @@ class ProtectSettings(Strict):
 
 
 class ConcurrentLimitPatch(Strict):
-    enabled: StrictBool | None = None
-    max: int | None = Field(None, ge=1, le=10)
+    enabled: StrictBool | None = _change("push.concurrentLimit.enabled")
+    max: int | None = _change("push.concurrentLimit.max")
 
 
 class PushSettingsPatch(Strict):
     concurrentLimit: ConcurrentLimitPatch | None = None
-    maxPendingPerUser: int | None = Field(None, ge=1, le=50)
-    timeoutSeconds: int | None = Field(None, ge=30, le=300)
-    requireUserVerification: StrictBool | None = None
+    maxPendingPerUser: int | None = _change("push.maxPendingPerUser")
+    timeoutSeconds: int | None = _change("push.timeoutSeconds")
+    requireUserVerification: StrictBool | None = _change("push.requireUserVerification")
 
 
 class TotpSettingsPatch(Strict):
-    maxFailures: int | None = Field(None, ge=1, le=20)
+    maxFailures: int | None = _change("totp.maxFailures")
 
 
 class RateLimitSettingsPatch(Strict):
-    totpVerifyPerMinute: int | None = Field(None, ge=10, le=1_000_000)
-    pushPerMinute: int | None = Field(None, ge=10, le=1_000_000)
-    enrollPerMinute: int | None = Field(None, ge=1, le=10_000)
+    totpVerifyPerMinute: int | None = _change("rateLimits.totpVerifyPerMinute")
+    pushPerMinute: int | None = _change("rateLimits.pushPerMinute")
+    enrollPerMinute: int | None = _change("rateLimits.enrollPerMinute")
 
 
 class ProtectSettingsPatch(Strict):
     push: PushSettingsPatch | None = None
     totp: TotpSettingsPatch | None = None
     rateLimits: RateLimitSettingsPatch | None = None
-
-
-# Allowed ranges, for clients that explain the settings (the console, the CLI).
-SETTING_RANGES: dict[str, tuple[int, int]] = {
-    "push.concurrentLimit.max": (1, 10),
-    "push.maxPendingPerUser": (1, 50),
-    "push.timeoutSeconds": (30, 300),
-    "totp.maxFailures": (1, 20),
-    "rateLimits.totpVerifyPerMinute": (10, 1_000_000),
-    "rateLimits.pushPerMinute": (10, 1_000_000),
-    "rateLimits.enrollPerMinute": (1, 10_000),
-}
 
 
 # ---------------------------------------------------------- identity, audit
@@ -703,16 +835,13 @@ class ApiKey(Wire):
 
 
 # A key's name and a resource: text with at least one visible character, no NUL (JSON Schema and Python alike).
-_KEY_VISIBLE = "\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
-KEY_TEXT_PATTERN = f"^[^\\x00]*[^{_KEY_VISIBLE}][^\\x00]*$"
+KEY_TEXT_PATTERN = f"^[^\\x00]*[^{_SPACE_OR_CONTROL}][^\\x00]*$"
 
 
 def _key_text(value: str) -> str:
-    import re  # noqa: PLC0415 - this section stays independent of the module's imports
-
-    if re.fullmatch(KEY_TEXT_PATTERN, value) is None:
+    if re.fullmatch(KEY_TEXT_PATTERN, value) is None:  # the pattern refuses a NUL too
         raise ValueError("must have a visible character and no NUL")
-    return _no_nul(value)  # type: ignore[return-value]
+    return _unicode(value)
 
 
 def _state_resource_items(schema: dict[str, Any]) -> None:

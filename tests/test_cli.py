@@ -206,7 +206,7 @@ def test_mfa_reset_with_yes_changes_the_server(cli: Any, capsys: pytest.CaptureF
 
 def test_totp_reset(cli: Any, capsys: pytest.CaptureFixture[str]) -> None:
     user = a_user(cli, "mfaEnrollment.totpStatus:$eq:ENROLLED")
-    code, out, err = run(capsys, "totp", "reset", user.id, "--yes")
+    code, _out, err = run(capsys, "totp", "reset", user.id, "--yes")
     assert code == 0, err
     assert api(cli, lambda c: c.get_user(user.id)).mfaEnrollment.totpStatus != "ENROLLED"
 
@@ -258,7 +258,7 @@ def test_settings_set_max_concurrent(cli: Any, capsys: pytest.CaptureFixture[str
 )
 def test_settings_set_other_names(cli: Any, capsys: pytest.CaptureFixture[str], name: str, value: str,
                                   field: tuple[str, str], expected: Any) -> None:
-    code, out, err = run(capsys, "settings", "set", name, value, "--yes")
+    code, _out, err = run(capsys, "settings", "set", name, value, "--yes")
     assert code == 0, err
     after, _ = api(cli, lambda c: c.get_settings())
     assert after.model_dump()[field[0]][field[1]] == expected
@@ -275,7 +275,7 @@ def test_settings_set_other_names(cli: Any, capsys: pytest.CaptureFixture[str], 
 )
 def test_settings_set_bad_values(cli: Any, capsys: pytest.CaptureFixture[str], argv: tuple[str, str], message: str) -> None:
     before, _ = api(cli, lambda c: c.get_settings())
-    code, out, err = run(capsys, "settings", "set", *argv, "--yes")
+    code, _out, err = run(capsys, "settings", "set", *argv, "--yes")
     assert code == 2
     assert message in one_error_line(err)
     assert api(cli, lambda c: c.get_settings())[0] == before
@@ -290,7 +290,7 @@ def test_settings_set_reports_a_concurrent_change(cli: Any, capsys: pytest.Captu
                        headers={"if-match": etag}).raise_for_status()
 
     monkeypatch.setattr(sys, "stdin", FakeTty("y\n", before_answer=someone_else_changes_the_timeout))
-    code, out, err = run(capsys, "settings", "set", "push.max-concurrent", "5")
+    code, _out, err = run(capsys, "settings", "set", "push.max-concurrent", "5")
     assert code == 1
     assert "Change push.concurrentLimit.max from 1 to 5? [y/N]" in err
     assert "someone else changed the settings" in err.splitlines()[-1]
@@ -300,7 +300,7 @@ def test_settings_set_reports_a_concurrent_change(cli: Any, capsys: pytest.Captu
 
 def test_readonly_flag_refuses_changes(cli: Any, capsys: pytest.CaptureFixture[str]) -> None:
     user = a_user(cli, "mfaEnrollment.totpStatus:$eq:ENROLLED")
-    code, out, err = run(capsys, "totp", "reset", user.username, "--yes", "--readonly")
+    code, _out, err = run(capsys, "totp", "reset", user.username, "--yes", "--readonly")
     assert code == 1
     assert "read-only" in one_error_line(err)
     assert api(cli, lambda c: c.get_user(user.id)).mfaEnrollment.totpStatus == "ENROLLED"
@@ -337,7 +337,7 @@ def test_unreachable_url_is_a_clean_error(capsys: pytest.CaptureFixture[str], mo
 
 
 def test_missing_key_is_a_clean_error(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, "settings", "get")
+    code, _out, err = run(capsys, "settings", "get")
     assert code == 1
     assert "PROTECT_CONSOLE_API_KEY" in one_error_line(err)
 

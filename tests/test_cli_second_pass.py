@@ -119,7 +119,7 @@ def test_grace_days_zero_ends_a_grace_period_and_the_prompt_says_so(cli: Any, ca
     user, _ = user_with_device(cli, "grace.ends")
     assert run(capsys, "mfa", "reset", user.username, "--grace-days", "3", "--yes")[0] == 0
     monkeypatch.setattr(sys, "stdin", FakeTty("y\n"))
-    code, out, err = run(capsys, "mfa", "reset", user.username, "--grace-days", "0")
+    code, _out, err = run(capsys, "mfa", "reset", user.username, "--grace-days", "0")
     assert code == 0, err
     assert "end the grace period" in err and "no grace period" in err
     assert api(cli, lambda c: c.get_user(user.id)).mfa.exclusion is False
@@ -310,7 +310,7 @@ def test_totp_verify_without_totp_says_so_and_counts_nothing(cli: Any, capsys: p
 
 def test_totp_verify_is_refused_by_a_readonly_profile(cli: Any, capsys: pytest.CaptureFixture[str]) -> None:
     user, _ = user_with_device(cli, "ro.verify", totp=True)
-    code, out, err = run(capsys, "totp", "verify", user.username, "123456", "--readonly")
+    code, _out, err = run(capsys, "totp", "verify", user.username, "123456", "--readonly")
     assert code == 1 and "read-only" in one_error_line(err)
     assert api(cli, lambda c: c.get_user(user.id)).totpLock.failures == 0
 
@@ -377,7 +377,7 @@ def test_enroll_warns_that_an_active_device_keeps_approving(cli: Any, capsys: py
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     user, _ = user_with_device(cli, "still.active")
     monkeypatch.setattr(sys, "stdin", FakeTty("n\n"))
-    code, out, err = run(capsys, "enroll", user.username)
+    code, _out, err = run(capsys, "enroll", user.username)
     assert code == 1 and "cancelled" in err
     assert "still active and keeps approving" in err and f"devices deactivate {user.username}" in err
     assert audited(cli, "enrollment.create", user.id) == 1  # only the helper's own enrolment
@@ -516,11 +516,11 @@ def test_keys_revoke_refuses_an_ambiguous_or_unknown_name(backend: Any, capsys: 
     db = str(backend.db_path)
     backend.key("helpdesk", "desk")
     backend.key("readonly", "desk")
-    code, out, err = run(capsys, "keys", "revoke", "desk", "--db", db, "--yes")
+    code, _out, err = run(capsys, "keys", "revoke", "desk", "--db", db, "--yes")
     assert code == 2 and "2 active keys match 'desk'" in one_error_line(err) and "give the id" in err
-    code, out, err = run(capsys, "keys", "revoke", "nobody", "--db", db, "--yes")
+    code, _out, err = run(capsys, "keys", "revoke", "nobody", "--db", db, "--yes")
     assert code == 1 and "no API key with id, prefix or name 'nobody'" in one_error_line(err)
-    code, out, err = run(capsys, "keys", "list", "--db", str(tmp_path / "missing.db"))
+    code, _out, err = run(capsys, "keys", "list", "--db", str(tmp_path / "missing.db"))
     assert code == 1 and "no database at" in one_error_line(err)
     assert not (tmp_path / "missing.db").exists()
 

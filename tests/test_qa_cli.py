@@ -40,7 +40,7 @@ def assert_clean(text: str, where: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def shared_backend(tmp_path_factory):  # noqa: ANN201
+def shared_backend(tmp_path_factory):
     """One real service for the read-only flag table below (same parts as conftest's ``backend``)."""
     from types import SimpleNamespace
 

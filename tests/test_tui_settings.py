@@ -6,11 +6,11 @@ import pytest
 from textual.widgets import OptionList
 
 from console.client import ProtectClient, RateLimited
-from console.models import Role
+from console.models import SETTING, Role
 from console.tui.app import ProtectConsoleApp
-from console.tui.screens.settings import SETTINGS, SettingsScreen
 from console.tui.modals.confirm import ConfirmScreen
-from console.tui.widgets.setting_editor import SettingEditor, check_setting_value
+from console.tui.modals.prompt import PromptScreen
+from console.tui.screens.settings import SETTINGS, SettingsScreen
 
 from .helpers import enrolled_device, new_user, wait_for
 from .tui_helpers import SIZE, console_app, open_screen
@@ -34,8 +34,8 @@ async def highlight(screen: SettingsScreen, pilot, key: str) -> None:
 
 
 async def type_value(app: ProtectConsoleApp, pilot, value: str) -> None:
-    await wait_for(lambda: isinstance(app.screen, SettingEditor))
-    field = app.screen.query_one("#editor-input")
+    await wait_for(lambda: isinstance(app.screen, PromptScreen))
+    field = app.screen.query_one("#prompt-input")
     await pilot.press("end", *(["backspace"] * len(field.value)), *value)
     assert field.value == value
 
@@ -104,8 +104,8 @@ async def test_editor_refuses_out_of_range_values_naming_the_field(backend) -> N
         await type_value(app, pilot, "301")
         await pilot.press("enter")
         await pilot.pause()
-        assert isinstance(app.screen, SettingEditor), "an out-of-range value must not be accepted"
-        error = str(app.screen.query_one("#editor-error").content)
+        assert isinstance(app.screen, PromptScreen), "an out-of-range value must not be accepted"
+        error = str(app.screen.query_one("#prompt-error").content)
         assert "push.timeoutSeconds" in error and "30" in error and "300" in error
         await pilot.press("escape")
         await wait_for(lambda: isinstance(app.screen, SettingsScreen))
@@ -114,9 +114,10 @@ async def test_editor_refuses_out_of_range_values_naming_the_field(backend) -> N
 
 
 def test_check_setting_value() -> None:
-    assert check_setting_value("totp.maxFailures", " 7 ", 1, 20) == (7, "")
-    assert check_setting_value("totp.maxFailures", "0", 1, 20)[0] is None
-    assert "totp.maxFailures" in check_setting_value("totp.maxFailures", "x", 1, 20)[1]
+    max_failures = SETTING["totp.maxFailures"]  # 1..20
+    assert max_failures.check(" 7 ") == (7, "")
+    assert max_failures.check("0")[0] is None
+    assert "totp.maxFailures" in max_failures.check("x")[1]
 
 
 async def test_a_concurrent_change_is_reported_and_reloaded(backend) -> None:
@@ -192,7 +193,8 @@ from .tui_helpers import burst, toasts  # noqa: E402
 
 
 def editor_key(app: ProtectConsoleApp) -> str:
-    return app.screen.key  # type: ignore[attr-defined]
+    """The setting the open value prompt edits (its label starts with the key)."""
+    return str(app.screen.query_one("#prompt-label").content).split(":", 1)[0]
 
 
 async def close_editor(app: ProtectConsoleApp, pilot) -> None:
@@ -206,23 +208,23 @@ async def test_j_k_and_page_keys_move_and_e_edits_the_highlighted_setting_typed_
         await wait_for(lambda: isinstance(app.screen, UsersScreen) and app.whoami is not None)
         # One burst straight from Users, before Settings has loaded its values: 3, down twice, edit.
         burst(app, ["3", "j", "j", "e"])
-        await wait_for(lambda: isinstance(app.screen, SettingEditor))
+        await wait_for(lambda: isinstance(app.screen, PromptScreen))
         assert editor_key(app) == "push.maxPendingPerUser"  # the third setting, not the first
         # Each burst below starts on the list (a key typed into the editor's box belongs to the box).
         await close_editor(app, pilot)
         burst(app, ["k", "e"])
-        await wait_for(lambda: isinstance(app.screen, SettingEditor) and editor_key(app) == "push.concurrentLimit.max")
+        await wait_for(lambda: isinstance(app.screen, PromptScreen) and editor_key(app) == "push.concurrentLimit.max")
         await close_editor(app, pilot)
         burst(app, ["end", "e"])
-        await wait_for(lambda: isinstance(app.screen, SettingEditor) and editor_key(app) == "rateLimits.enrollPerMinute")
+        await wait_for(lambda: isinstance(app.screen, PromptScreen) and editor_key(app) == "rateLimits.enrollPerMinute")
         await close_editor(app, pilot)
         burst(app, ["home", "down", "down", "down", "down", "enter"])  # Enter edits too (a bool: confirm)
         await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
         assert "Require biometric" in str(app.screen.query_one("#confirm-title").content)
         burst(app, ["n", "pagedown", "pageup", "j", "e"])  # the confirmation has no text box: typed on
         # (nine settings since issue 9: a page up from the end lands on the second, j on the third)
-        await wait_for(lambda: isinstance(app.screen, SettingEditor) and editor_key(app) == "push.maxPendingPerUser")
-        assert isinstance(app.screen.query_one("#editor-input"), Input)
+        await wait_for(lambda: isinstance(app.screen, PromptScreen) and editor_key(app) == "push.maxPendingPerUser")
+        assert isinstance(app.screen.query_one("#prompt-input"), Input)
         burst(app, ["escape"])
         await wait_for(lambda: isinstance(app.screen, SettingsScreen))
     async with ProtectClient(backend.url, backend.admin_key) as admin:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import insert, select, update
 from sqlalchemy import func as sql_func
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -73,7 +74,7 @@ def _diff(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> di
 
 
 def update_settings(
-    store: Store, change: ProtectSettingsPatch, if_match: str | None, actor: Principal, now
+    store: Store, change: ProtectSettingsPatch, if_match: str | None, actor: Principal, now: datetime
 ) -> tuple[ProtectSettings, int]:
     if not if_match:
         raise ApiProblem(428, "If-Match header is required: read the settings and send back their ETag")
@@ -84,7 +85,7 @@ def update_settings(
         before = current.model_dump()
         try:
             updated = ProtectSettings.model_validate(_merge(before, change.model_dump(exclude_none=True)))
-        except ValidationError as exc:  # pragma: no cover - the patch model has the same bounds
+        except ValidationError as exc:  # pragma: no cover - both models take their bounds from models.SETTINGS
             raise ApiProblem(422, str(exc)) from exc
         after = updated.model_dump()
         changes = _diff(before, after)

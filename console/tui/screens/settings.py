@@ -1,9 +1,8 @@
-"""Settings: the push and TOTP policy, each value with its range and what it means."""
+"""Settings: the push and TOTP policy, each value with its range and what it means (models.SETTINGS)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
@@ -14,132 +13,51 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from ...client import ApiError, BackendUnavailable, PreconditionFailed
-from ...models import SETTING_RANGES, Permission, ProtectSettings
+from ...models import SETTINGS, Permission, ProtectSettings, Setting
 from ...safe_text import printable
 from ..modals.confirm import ConfirmScreen
-from ..widgets.setting_editor import SettingEditor
+from ..modals.prompt import PromptScreen
 from .base import ConsoleScreen
 
 
-@dataclass(frozen=True)
-class SettingSpec:
-    """One editable value: where it lives in the settings document and how to explain it."""
-
-    key: str  # dotted path, e.g. "push.concurrentLimit.max"
-    label: str
-    meaning: str  # plain words, drawn from the Protect FAQ
-    unit: str = ""
-
-    @property
-    def is_bool(self) -> bool:
-        return self.key not in SETTING_RANGES
-
-    @property
-    def range(self) -> tuple[int, int] | None:
-        return SETTING_RANGES.get(self.key)
-
-    def value(self, settings: ProtectSettings) -> Any:
-        node: Any = settings
-        for part in self.key.split("."):
-            node = getattr(node, part)
-        return node
-
-    def patch(self, value: Any) -> dict[str, Any]:
-        """The smallest PATCH body that sets only this value."""
-        body: Any = value
-        for part in reversed(self.key.split(".")):
-            body = {part: body}
-        return body
-
-    def show(self, value: Any) -> str:
-        if self.is_bool:
-            return "on" if value else "off"
-        return f"{value} {self.unit}".strip()
-
-    def allowed(self) -> str:
-        if self.range is None:
-            return "on / off"
-        low, high = self.range
-        return f"{low}-{high} {self.unit}".strip()
+def allowed(setting: Setting) -> str:
+    """``on / off``, or the range with its unit (``30-300 seconds``)."""
+    if setting.range is None:
+        return "on / off"
+    low, high = setting.range
+    return f"{low}-{high} {setting.unit}".strip()
 
 
-SETTINGS: tuple[SettingSpec, ...] = (
-    SettingSpec(
-        "push.concurrentLimit.enabled",
-        "Limit concurrent push attempts",
-        "On: Protect blocks extra push notifications for the same resource while earlier ones are "
-        "still pending, which protects users against push bombing. Off: no limit.",
-    ),
-    SettingSpec(
-        "push.concurrentLimit.max",
-        "Max concurrent push attempts",
-        "Against fraudulent push attempts, Protect blocks more than this many notifications per "
-        "user and resource within the timeout period. The user can try again after the timeout, "
-        "or after approving or denying the first request.",
-        "per resource",
-    ),
-    SettingSpec(
-        "push.maxPendingPerUser",
-        "Max pending pushes per user",
-        "However the resource is named, Protect blocks more than this many pending notifications per user "
-        "across all resources: varying the resource does not get past the limit above.",
-        "per user",
-    ),
-    SettingSpec(
-        "push.timeoutSeconds",
-        "Push timeout",
-        "How long a user has to answer a push notification (sixty seconds by default); after that "
-        "it expires. If a phone's clock is not set automatically, notifications may arrive expired.",
-        "seconds",
-    ),
-    SettingSpec(
-        "push.requireUserVerification",
-        "Require biometric",
-        "Approvals must be confirmed with biometrics (Touch ID, Face ID) or the device passcode. "
-        "Recommended against push bombing: an accidental tap is not enough to approve.",
-    ),
-    SettingSpec(
-        "totp.maxFailures",
-        "TOTP max failures",
-        "Wrong verification (TOTP) codes within 15 minutes before the user's TOTP is locked: for 1 minute, "
-        "then 5, 15 and 60 minutes on repeated lock-outs. A good code does not clear the count; a TOTP reset "
-        "by an admin unlocks at once.",
-        "codes",
-    ),
-    SettingSpec(
-        "rateLimits.totpVerifyPerMinute",
-        "TOTP checks rate limit",
-        "TOTP checks each API key, and each client address, may make per minute (all service processes "
-        "together); more are refused with 429 until the minute ends.",
-        "per minute",
-    ),
-    SettingSpec(
-        "rateLimits.pushPerMinute",
-        "Push requests rate limit",
-        "Push requests each API key, and each client address, may make per minute; more are refused with 429.",
-        "per minute",
-    ),
-    SettingSpec(
-        "rateLimits.enrollPerMinute",
-        "Device enrolment rate limit",
-        "Device enrolments each client address may attempt per minute (against guessing enrolment codes); "
-        "more are refused with 429.",
-        "per minute",
-    ),
-)
-
-
-def setting_prompt(spec: SettingSpec, settings: ProtectSettings | None) -> Text:
+def setting_prompt(setting: Setting, settings: ProtectSettings | None) -> Text:
     """A multi-line option: label, value and range on the first line, the meaning below."""
-    value = spec.show(spec.value(settings)) if settings is not None else "…"
+    value = setting.show(setting.read(settings)) if settings is not None else "…"
     line = Text()
-    line.append(f"{spec.label:<32}", style="bold")
+    line.append(f"{setting.label:<32}", style="bold")
     line.append(f"{value:<18}", style="bold")
-    line.append(f"allowed {spec.allowed()}", style="dim")
+    line.append(f"allowed {allowed(setting)}", style="dim")
     line.append("\n")
-    line.append(spec.meaning)
-    line.append(f" ({spec.key})", style="dim italic")
+    line.append(setting.meaning)
+    line.append(f" ({setting.key})", style="dim italic")
     return line
+
+
+def value_prompt(setting: Setting, current: int) -> PromptScreen:
+    """Asks for a new whole number for ``setting``; only a value in its range gets through."""
+    assert setting.range is not None
+    high = setting.range[1]
+
+    def check(text: str) -> str | None:
+        return setting.check(text)[1] or None
+
+    return PromptScreen(
+        setting.label,
+        f"{setting.key}: now {setting.show(current)}; allowed {allowed(setting)}",
+        value=str(current),
+        check=check,
+        restrict=r"[0-9]*",
+        max_length=len(str(high)),
+        submit_label="Save",
+    )
 
 
 class SettingsList(OptionList):
@@ -204,7 +122,7 @@ class SettingsScreen(ConsoleScreen):
 
     # ------------------------------------------------------------ permission
     def can_edit(self) -> bool:
-        return bool(self.app.can(Permission.SETTINGS_WRITE))
+        return self.console_app.can(Permission.SETTINGS_WRITE)
 
     def action_unavailable(self, action: str) -> str | None:
         if action == "edit":
@@ -227,7 +145,7 @@ class SettingsScreen(ConsoleScreen):
         options = self.query_one("#settings-list", OptionList)
         options.loading = self.settings is None
         try:
-            settings, etag = await self.app.api.get_settings()
+            settings, etag = await self.console_app.api.get_settings()
         except ApiError as exc:
             self._edit_when_loaded = False  # an `e` typed before a failed load is not kept for later
             self.report_error(exc, retry=self.load_settings)
@@ -277,7 +195,7 @@ class SettingsScreen(ConsoleScreen):
     def _editing(self) -> bool:
         return any(w.group == "settings-edit" and w.is_running for w in self.workers)
 
-    def focused_spec(self) -> SettingSpec | None:
+    def focused_spec(self) -> Setting | None:
         index = self.query_one("#settings-list", OptionList).highlighted
         return SETTINGS[index] if index is not None and 0 <= index < len(SETTINGS) else None
 
@@ -299,15 +217,16 @@ class SettingsScreen(ConsoleScreen):
         self.action_edit()  # Enter edits too; on a read-only key it says why not
 
     @work(exclusive=True, group="settings-edit", exit_on_error=False)
-    async def edit_setting(self, spec: SettingSpec) -> None:
+    async def edit_setting(self, spec: Setting) -> None:
         assert self.settings is not None
-        old = spec.value(self.settings)
+        old = spec.read(self.settings)
         etag = self.etag  # the version the admin is looking at: a change since then is a 412
+        new: Any
         if spec.is_bool:
-            new: Any = not old
+            new = not old
         else:
-            low, high = spec.range  # type: ignore[misc]
-            new = await self.ask(SettingEditor(spec.label, spec.key, old, low, high, spec.unit))
+            typed = await self.ask(value_prompt(spec, old))
+            new = spec.check(typed)[0] if typed is not None else None
             if new is None or new == old:
                 return
         body = Text()
@@ -316,7 +235,7 @@ class SettingsScreen(ConsoleScreen):
         if not await self.ask(ConfirmScreen(f"Change {spec.label}?", body, confirm_label="Change (y)")):
             return
         try:
-            settings, new_etag = await self.app.api.update_settings(spec.patch(new), etag)
+            settings, new_etag = await self.console_app.api.update_settings(spec.patch(new), etag)
         except PreconditionFailed:
             message = f"{spec.label} not changed: the settings were changed by someone else. Reloaded; check and edit again."
             self.notify(message, severity="warning", markup=False)
