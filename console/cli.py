@@ -643,7 +643,7 @@ async def totp_verify(client: Any, args: argparse.Namespace) -> int:
 
 async def attack_stop(client: Any, args: argparse.Namespace) -> int:
     user = await client.find_user(args.user)
-    pending = (await client.push_attempts(user_id=user.id, status="pending", limit=1)).totalCount
+    pending = (await client.push_attempts(user_id=user.id, status=models.PushStatus.PENDING, limit=1)).totalCount
     steps = [f"refuse new pushes for {_plural(args.minutes, 'minute')}"]
     if not args.keep_pending:
         steps.insert(0, f"cancel {_plural(pending, 'pending push')}")
@@ -954,17 +954,17 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     table = _table("ID", "Prefix", "Name", "Role", "Status", "Created", "Last used", "Expires", "Resources",
                    shrink=("Resources", "Created", "ID", "Expires", "Last used", "Name"))
     for k in keys:
-        status = k.status(now).value
-        when_ended = {"revoked": k.revoked_at, "expired": k.expires_at}.get(status)
+        status = k.status(now)
+        when_ended = {models.ApiKeyStatus.REVOKED: k.revoked_at, models.ApiKeyStatus.EXPIRED: k.expires_at}.get(status)
         table.add_row(
             _text(k.id, "dim"), _text(k.prefix), _text(k.name), _text(k.role),
-            _text(f"{status} {_when(when_ended)}" if when_ended else status, "red" if when_ended else ""),
+            _text(f"{status.value} {_when(when_ended)}" if when_ended else status.value, "red" if when_ended else ""),
             _text(_when(k.created_at)), _text(_when(k.last_used_at)), _text(_when(k.expires_at)),
             _text(", ".join(k.resources) if k.resources is not None else "any"),
         )
     console = _console(args)
     _print_table(console, table)
-    active = sum(k.status(now).value == "active" for k in keys)
+    active = sum(k.status(now) == models.ApiKeyStatus.ACTIVE for k in keys)
     console.print(_text(f"{_plural(len(keys), 'key')} in {db}, {active} active"))
     return 0
 
@@ -1420,7 +1420,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--db", metavar="PATH|URL", help="SQLite file or postgresql:// URL to use (default: $PROTECT_DB, "
                       "else a fresh SQLite file in a temporary directory)")
     demo.add_argument("--users", type=_positive_int, default=5000, metavar="N", help="users to seed (default 5000)")
-    demo.add_argument("--role", choices=[r for r in _values(models.Role) if r != models.Role.SERVICE], default="admin",
+    demo.add_argument("--role", choices=[r for r in _values(models.Role) if r != models.Role.SERVICE], default=models.Role.ADMIN.value,
                       help="role of the console's key (default admin)")
     demo.add_argument("--port", type=_port, default=0, help="port for the service (default: any free port)")
     demo.set_defaults(run=cmd_demo)
