@@ -31,7 +31,6 @@ from .metrics import MetricsMiddleware
 from .routers import device, keys, ops, protect, pushendpoints, resource, systemusers
 from .store import CannotConnect, Store, connect_reason, open_store
 
-
 # The resource router first: its two hot routes are matched before the admin API's many others
 # (routing tries each route in order). No path of one router shadows another's.
 ROUTERS = (resource.router, systemusers.router, pushendpoints.router, protect.router, device.router, keys.router)

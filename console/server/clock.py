@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
 
 class Clock:
@@ -25,6 +26,10 @@ class ManualClock(Clock):
         self._now += timedelta(seconds=seconds)
 
 
+@overload
+def to_wire(value: datetime) -> datetime: ...
+@overload
+def to_wire(value: None) -> None: ...
 def to_wire(value: datetime | None) -> datetime | None:
     """Stored naive UTC -> aware UTC for the API."""
     return None if value is None else value.replace(tzinfo=UTC)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
-
-from collections.abc import Iterable, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
@@ -114,7 +113,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body": not UTF-8
             errors = [{"field": "request body", "message": "is not valid JSON (not UTF-8)"}]
             return JSONResponse({"message": "request body: is not valid JSON (not UTF-8)", "errors": errors}, status_code=422)
-        message = exc.detail if isinstance(exc.detail, str) else "request refused"
+        detail: object = exc.detail  # FastAPI's HTTPException takes any detail, Starlette's a str
+        message = detail if isinstance(detail, str) else "request refused"
         headers = exc.headers
         if exc.status_code == 405:  # Starlette names the methods of the first route on the path only
             headers = {**(headers or {}), "Allow": ", ".join(_methods_on(app, request.scope))}
@@ -124,7 +124,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PoolTimeoutError)
     async def _database(_request: Request, exc: Exception) -> JSONResponse:
         if not is_outage(exc):
-            log.exception("unhandled database error", exc_info=exc)
+            log.error("unhandled database error", exc_info=exc)
             return JSONResponse({"message": "internal error"}, status_code=500)
         # One line, no traceback: the database is down or unreachable; the pool reconnects by itself.
         reason = str(getattr(exc, "orig", None) or type(exc).__name__).strip().splitlines() or ["?"]
@@ -133,7 +133,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
+        log.error("unhandled error", exc_info=exc)
         return JSONResponse({"message": "internal error"}, status_code=500)
 
 
@@ -217,10 +217,10 @@ def api_routes(routes: Iterable[Any]) -> Iterator[APIRoute]:
             yield from api_routes(route.original_router.routes)
 
 
-def _methods_on(app: FastAPI, scope: dict[str, Any]) -> list[str]:
+def _methods_on(app: FastAPI, scope: Mapping[str, Any]) -> list[str]:
     """Every method some route answers on this request's path."""
     path = scope.get("path", "")
-    return sorted({m for r in api_routes(app.routes) if r.path_regex.match(path) for m in r.methods})
+    return sorted({m for r in api_routes(app.routes) if r.path_regex.match(path) for m in r.methods or ()})
 
 
 # ------------------------------------------------------------------ documented statuses
@@ -305,7 +305,7 @@ def _add_error_statuses(schema: dict[str, Any], routes: dict[tuple[str, str], AP
 def document_errors(app: FastAPI, routers: Iterable[APIRouter]) -> None:
     """Make ``app``'s OpenAPI document every error status each operation can answer, each with the
     ``{"message"}`` body (see the table above). ``routers``: the API's routers, for what their routes check."""
-    routes = {(r.path, m): r for router in routers for r in router.routes if isinstance(r, APIRoute) for m in r.methods}
+    routes = {(r.path, m): r for router in routers for r in router.routes if isinstance(r, APIRoute) for m in r.methods or ()}
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:

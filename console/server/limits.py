@@ -66,7 +66,7 @@ class Limits:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_env(cls) -> "Limits":
+    def from_env(cls) -> Limits:
         raw = os.environ.get(LIMITS_ENV)
         return cls(**json.loads(raw)) if raw else cls()
 
@@ -256,13 +256,14 @@ class GuardedH11Protocol(H11Protocol):
         cls = type(self)
         if cls.limits is None:
             cls.limits = Limits.from_env()
+        self._limits: Limits = cls.limits
         self._head_deadline: Any = None
         self._idle_since = 0
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._await_head()
-        if len(self.connections) > self.limits.connection_cap():
+        if len(self.connections) > self._limits.connection_cap():
             self._make_room()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -280,12 +281,13 @@ class GuardedH11Protocol(H11Protocol):
             self._await_head()
 
     def _in_request(self) -> bool:
-        return self.cycle is not None and not self.cycle.response_complete
+        cycle: Any = self.cycle  # None until the first request comes (uvicorn types it as always set)
+        return cycle is not None and not cycle.response_complete
 
     def _await_head(self) -> None:
         self._cancel_head_deadline()
         self._idle_since = next(_IDLE_ORDER)
-        self._head_deadline = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+        self._head_deadline = self.loop.call_later(self._limits.header_timeout, self._head_timed_out)
 
     def _cancel_head_deadline(self) -> None:
         if self._head_deadline is not None:

@@ -17,12 +17,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import api_routes, dependants
 from .limits import LIMITS_ENV, GuardedH11Protocol, Limits, protocol_for
 
-
 # uvloop for the event loop (a dependency, see pyproject; named so a missing one fails loudly). The HTTP
-# parser stays h11: httptools measured no faster on the hot routes here (2,463 vs 2,524 TOTP checks/s,
-# bench/totp_verify.py, 2 workers) and answers a header with a control character (an If-Match from a
-# hostile client) with a bare "400 Invalid HTTP request" before the app can name the header.
-HTTP = "h11"
+# parser stays h11 (limits.GuardedH11Protocol): httptools measured no faster on the hot routes here (2,463 vs
+# 2,524 TOTP checks/s, bench/totp_verify.py, 2 workers) and answers a header with a control character (an
+# If-Match from a hostile client) with a bare "400 Invalid HTTP request" before the app can name the header.
 LOOP = "uvloop"
 # The h11 protocol with the connection limits (limits.py); worker processes load it by this name.
 GUARDED_HTTP = f"{GuardedH11Protocol.__module__}:{GuardedH11Protocol.__qualname__}"
@@ -156,7 +154,7 @@ def app_from_env_with_access_log() -> ASGIApp:
     return AccessLog(app_from_env())
 
 
-def _limited(limits: Limits) -> dict:
+def _limited(limits: Limits) -> dict[str, Any]:
     """uvicorn settings for the limits: idle keep-alive; the in-progress cap is the app's (503 {"message"})."""
     return {"timeout_keep_alive": limits.keep_alive}
 
@@ -194,8 +192,7 @@ class ServerThread:
             loop=LOOP,
             **_limited(_limits_of(self.app)),
         )
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
+        server = uvicorn.Server(config)  # off the main thread it leaves the signals alone (uvicorn >= 0.29)
         self._server = server
         self._thread = threading.Thread(target=server.run, name="protect-server", daemon=True)
         self._thread.start()
@@ -215,7 +212,7 @@ class ServerThread:
         self._server = None
         self._thread = None
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         self.start()
         return self
 

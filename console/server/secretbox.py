@@ -27,6 +27,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -175,7 +176,7 @@ class SecretBox:
         self._lock = threading.Lock()
         self._aead: dict[str, AESGCM] = {}
         self._ids: list[str] = []
-        self._file_state: tuple | None = None
+        self._file_state: tuple[int, int, int] | None = None
         self._reported: set[str] = set()
         self.reload()
 
@@ -205,7 +206,7 @@ class SecretBox:
             log.warning("%s is mode %s: anyone who can read it can read the TOTP secrets; chmod 600 it",
                         self.source, oct(mode)[2:].zfill(3))
 
-    def _stat(self) -> tuple | None:
+    def _stat(self) -> tuple[int, int, int] | None:
         if self.source.path is None:
             return None
         try:
@@ -401,7 +402,7 @@ def prepare(store: Store) -> str:
     box = box_of(store)
     if box.source.path is None:
         raise ValueError(f"the keys come from {KEY_ENV}: put a new key first in it on every instance instead")
-    write_key_file(box.source.path, [new_key()] + _key_lines(box.source.path))
+    write_key_file(box.source.path, [new_key(), *_key_lines(box.source.path)])
     box.reload()
     return box.ids[0]
 
@@ -423,7 +424,7 @@ def rotate(store: Store, now: datetime) -> Rotation:
     kid = box.ids[0]
     if not box.source.is_env and (kid == current or kid in listed):
         assert box.source.path is not None
-        write_key_file(box.source.path, [new_key()] + _key_lines(box.source.path))
+        write_key_file(box.source.path, [new_key(), *_key_lines(box.source.path)])
         box.reload()
         kid, generated = box.ids[0], True
     with store.write() as conn:
@@ -436,7 +437,7 @@ def rotate(store: Store, now: datetime) -> Rotation:
     return result
 
 
-def _audit(conn: Connection, action: str, details: dict, now: datetime) -> None:
+def _audit(conn: Connection, action: str, details: dict[str, Any], now: datetime) -> None:
     """Key changes are admin changes made on the database host (the audit's ``local cli``); never a key itself."""
     from ..models import Role
     from .services.audit import record
@@ -511,7 +512,7 @@ def retire(store: Store, kid: str, now: datetime) -> None:
         box.reload()
 
 
-def status(store: Store) -> dict:
+def status(store: Store) -> dict[str, Any]:
     """Key source, key ids (current first, with their secrets), and secrets not encrypted."""
     box = box_of(store)
     with store.read() as conn:

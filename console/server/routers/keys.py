@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
 from ...models import ApiKey, ApiKeyCreate, ApiKeyIssued, ApiKeyRotate, ErrorBody, Page
 from ..clock import from_wire
 from ..deps import CanManageKeys, ClockDep, StoreDep
-from ..errors import ApiProblem, ErrorResponses, not_found
+from ..errors import ApiProblem, ErrorResponses, bad_request, conflict, not_found
 from ..services import keys as key_service
 
 router = APIRouter(prefix="/api/v2/protect/keys", tags=["protect admin: API keys"])
 
 KeyId = Annotated[str, Path(min_length=1, max_length=64, description="The key's id (from the list).")]
-_NOT_USABLE = {409: {"model": ErrorBody, "description": "The key is revoked or expired: create a new one instead"}}
+_NOT_USABLE: dict[int | str, dict[str, Any]] = {409: {"model": ErrorBody, "description": "The key is revoked or expired: create a new one instead"}}
 
 
 _API_FIELDS = {"expires": "expiresAt", "resource": "resources"}  # the service names the CLI's flags
@@ -25,7 +25,7 @@ def _refused(exc: ValueError) -> ApiProblem:
     """A rule the schema cannot state (an expiry in the past, resources on a key that does not push): 400.
     The service's message starts with the field's name: the API's name for it."""
     field, _, reason = str(exc).partition(": ")
-    return ApiProblem(400, f"{_API_FIELDS.get(field, field)}: {reason}" if reason else str(exc))
+    return bad_request(f"{_API_FIELDS.get(field, field)}: {reason}" if reason else str(exc))
 
 
 @router.get("", response_model=Page[ApiKey], responses=ErrorResponses.of(401, 403))
@@ -43,7 +43,7 @@ def create_key(body: ApiKeyCreate, actor: CanManageKeys, store: StoreDep, clock:
     try:
         expires = None if body.expiresAt is None else from_wire(body.expiresAt)
     except ValueError as exc:
-        raise ApiProblem(400, f"expiresAt: {exc}") from None
+        raise bad_request(f"expiresAt: {exc}") from None
     try:
         key, info = key_service.issue_key(store, body.name, body.role, expires_at=expires, resources=body.resources,
                                           actor=actor, clock=clock)
@@ -83,7 +83,7 @@ def rotate_key(
     try:
         rotated = key_service.rotate_key(store, key_id, grace_seconds=grace, actor=actor, clock=clock)
     except key_service.KeyNotUsable as exc:
-        raise ApiProblem(409, str(exc)) from None
+        raise conflict(str(exc)) from None
     if rotated is None:
         raise not_found(f"API key {key_id}")
     key, new, old = rotated

@@ -40,7 +40,7 @@ def healthz(request: Request) -> Health | JSONResponse:
     try:
         with request.app.state.store.read() as conn:
             conn.execute(text("SELECT 1")).scalar_one()
-    except Exception as exc:  # any failure to answer is "not healthy"; the reason goes to the log, not the wire
+    except Exception as exc:  # noqa: BLE001 - any failure to answer is "not healthy"; the reason goes to the log
         log.warning("healthz: the database does not answer: %s", type(exc).__name__)
         return JSONResponse({"message": DATABASE_UNAVAILABLE}, status_code=503, headers={"Retry-After": "1"})
     return Health()

@@ -33,13 +33,9 @@ from ..services import devices as device_service
 from ..services import push as push_service
 from ..services import settings as settings_service
 from ..services import users as user_service
-from .systemusers import After, Before, Count
+from .params import PAGE_MAX, After, Before, Count, Limit, Skip
 
 router = APIRouter(prefix="/api/v2/protect", tags=["protect admin"])
-
-Skip = Query(0, ge=0, le=10_000_000)
-Limit = Query(10, ge=1, le=100)
-
 
 @router.get("/whoami", response_model=WhoAmI)
 def whoami(principal: AnyKey) -> WhoAmI:
@@ -145,7 +141,7 @@ def push_suspects(
     minHostile: int = Query(
         BOMBING_THRESHOLD, ge=0, le=1_000_000, description="Blocked + denied attempts in the window that make a suspect."
     ),
-    limit: int = Query(50, ge=1, le=100),
+    limit: int = Query(50, ge=1, le=PAGE_MAX),
 ) -> Page[PushStats]:
     """Push-bombing suspects: users with at least `minHostile` blocked+denied attempts in the window,
     plus every user with a push block in force; most hostile first, then the latest attack.

@@ -8,22 +8,9 @@ from ...models import NAME_MAX, Page, ResetMfaRequest, SystemUser, SystemUserCre
 from ..deps import CanRead, CanResetMfa, CanWriteUsers, ClockDep, StoreDep
 from ..errors import ErrorResponses
 from ..services import users as user_service
+from .params import After, Before, Count, Limit, Skip
 
 router = APIRouter(prefix="/api", tags=["users"])
-
-Skip = Query(0, ge=0, le=10_000_000, description="Rows to skip (after the cursor, when `after`/`before` is given).")
-Limit = Query(10, ge=1, le=100, description="Rows to return (1..100).")
-After = Query(
-    None, max_length=4096,
-    description="Keyset paging: the rows after this cursor (a page's `endCursor`), in the request's order. "
-    "The cursor must come from the same sort, search and filter (else 400).",
-)
-Before = Query(
-    None, max_length=4096,
-    description="Keyset paging: the `limit` rows just before this cursor (a page's `startCursor`), still in the "
-    "request's order; `end` gives the last page.",
-)
-Count = Query(True, description="false: do not count the matches (`totalCount` is then null); paging on is cheaper.")
 
 
 @router.get("/systemusers", response_model=Page[SystemUser], responses=ErrorResponses.of(400))

@@ -77,7 +77,9 @@ def record(
     head = conn.execute(_CHAIN_HEAD).first()
     prev = head.last_hash if head is not None else GENESIS
     digest = event_hash(event, prev)
-    event_id = conn.execute(insert(audit).values(**event, prev_hash=prev, hash=digest)).inserted_primary_key[0]
+    inserted = conn.execute(insert(audit).values(**event, prev_hash=prev, hash=digest)).inserted_primary_key
+    assert inserted is not None  # a single-row INSERT always has it
+    event_id = inserted[0]
     if head is None:  # the row is made by migration 0009; should it be gone, verify_chain says so
         conn.execute(insert(audit_chain).values(id=CHAIN_ROW, last_id=event_id, last_hash=digest))
     else:

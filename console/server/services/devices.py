@@ -225,7 +225,7 @@ def update_device_settings(store: Store, device: Any, body: DeviceSettingsUpdate
         if changed:
             conn.execute(update(devices).where(devices.c.id == device.id).values(**change))
             _audit_settings_change(conn, before, changed, now)
-        row = conn.execute(select(devices).where(devices.c.id == device.id)).first()
+        row = conn.execute(select(devices).where(devices.c.id == device.id)).one()  # read above, in this transaction
     return DeviceSettingsResult(
         diagnosticsOptOut=bool(row.diagnostics_opt_out), notificationsEnabled=bool(row.notifications_enabled)
     )
@@ -286,7 +286,7 @@ def privacy_devices(conn: Connection, opted_out: bool | None, skip: int, limit: 
         results.append(
             PrivacyDevice(
                 **endpoint.model_dump(),
-                user=UserRef(_id=r.user_id, username=r.username, email=r.email, displayname=r.displayname),
+                user=UserRef(id=r.user_id, username=r.username, email=r.email, displayname=r.displayname),
             )
         )
     return Page[PrivacyDevice](totalCount=total, results=results)

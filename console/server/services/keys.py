@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -79,7 +80,7 @@ def _resources(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(loads(text))
 
 
-def _info(row) -> ApiKeyInfo:  # noqa: ANN001 - a SQLAlchemy row
+def _info(row: Any) -> ApiKeyInfo:  # a SQLAlchemy row
     return ApiKeyInfo(id=row.id, name=row.name, role=row.role, prefix=row.prefix, created_at=row.created_at,
                       revoked_at=row.revoked_at, expires_at=row.expires_at, last_used_at=row.last_used_at,
                       resources=_resources(row.resources))
@@ -101,7 +102,9 @@ def parse_expiry(text: str, now: datetime) -> datetime:
     return when
 
 
-def _check_new_key(name: str, role: Role, expires_at: datetime | None, resources: Any, now: datetime) -> tuple:
+def _check_new_key(
+    name: str, role: Role, expires_at: datetime | None, resources: Iterable[str] | None, now: datetime
+) -> tuple[str, tuple[str, ...] | None]:
     name = name.strip()
     if not name:
         raise ValueError("name: must not be empty")
@@ -109,16 +112,17 @@ def _check_new_key(name: str, role: Role, expires_at: datetime | None, resources
         raise ValueError("name: must not contain NUL characters")
     if expires_at is not None and expires_at <= now:
         raise ValueError("expires: must be in the future")
+    scoped = None
     if resources is not None:
-        resources = tuple(dict.fromkeys(resources))  # matched exactly against the push's resource
+        scoped = tuple(dict.fromkeys(resources))  # matched exactly against the push's resource
         if role != Role.SERVICE:
             raise ValueError(f"resource: only service keys push, so only they are scoped to resources (not {role.value})")
-        if not resources or any(not r.strip() or "\x00" in r for r in resources):
+        if not scoped or any(not r.strip() or "\x00" in r for r in scoped):
             raise ValueError("resource: must have a visible character and no NUL")
-    return name, resources
+    return name, scoped
 
 
-def _insert_key(conn: Any, name: str, role: Role, expires_at: datetime | None, resources: tuple | None,
+def _insert_key(conn: Any, name: str, role: Role, expires_at: datetime | None, resources: tuple[str, ...] | None,
                 now: datetime) -> tuple[str, ApiKeyInfo]:
     key = KEY_PREFIX + secrets.token_urlsafe(30)
     info = ApiKeyInfo(id=new_id(), name=name, role=role.value, prefix=key[:8], created_at=now, expires_at=expires_at,
@@ -145,9 +149,9 @@ def issue_key(
     """Create a key (audited ``key.create``): the key in plain text, the only time it exists outside the caller."""
     role = Role(role)
     now = (clock or Clock()).now()
-    name, resources = _check_new_key(name, role, expires_at, resources, now)
+    name, scoped = _check_new_key(name, role, expires_at, resources, now)
     with store.write() as conn:
-        key, info = _insert_key(conn, name, role, expires_at, resources, now)
+        key, info = _insert_key(conn, name, role, expires_at, scoped, now)
         record(conn, _who(actor), "key.create", info.id, info.audit_details(), now)
     return key, info
 
@@ -265,6 +269,7 @@ def expired(principal: Principal, now: datetime) -> bool:
 
 
 def expired_problem(principal: Principal) -> ApiProblem:
+    assert principal.expires_at is not None, "only an expired key gets this answer"
     when = to_wire(principal.expires_at).isoformat().replace("+00:00", "Z")
     return ApiProblem(401, f"API key expired at {when}: ask an admin for a new one")
 
@@ -344,6 +349,7 @@ def cached_authenticate(store: Store, key: str, now: datetime | None = None) -> 
     at = time.monotonic()
     now = now or Clock().now()
     entry = cache.get(hashed)
+    principal: Principal | None
     if entry is not None and at - entry[1] < CACHE_SECONDS:
         principal = entry[0]
     else:
