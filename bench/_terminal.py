@@ -277,5 +277,9 @@ def console_env(url: str, key: str) -> dict[str, str]:
 
     config = tempfile.mkdtemp(prefix="protect-bench-config-")
     atexit.register(shutil.rmtree, config, ignore_errors=True)
+    # Bytecode as an installed console has it (pip compiles it at install): without this, a checkout run
+    # with PYTHONDONTWRITEBYTECODE (as in CI shells) compiled the console's own modules from source at
+    # every start, ~50-100 ms that no user pays. Kept out of the source tree; the warm-up run writes it.
     return {"PROTECT_CONSOLE_URL": url, "PROTECT_CONSOLE_API_KEY": key, "XDG_CONFIG_HOME": config,
-            "TERM": "tmux-256color", "COLORTERM": "truecolor"}
+            "TERM": "tmux-256color", "COLORTERM": "truecolor", "PYTHONDONTWRITEBYTECODE": "",
+            "PYTHONPYCACHEPREFIX": str(Path(tempfile.gettempdir()) / "protect-bench-pycache")}

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
-from rich.text import Text
 from textual import events, on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.command import CommandPalette, SearchIcon
 from textual.reactive import reactive
 from textual.screen import ModalScreen, Screen
-from textual.widget import Widget
-from textual.widgets import Static
 
 from ..client import ApiError, ProtectClient, WarmStart
 from ..safe_text import printable
@@ -22,34 +19,16 @@ from ..models import ROLE_PERMISSIONS, Permission, WhoAmI
 from .commands import ConsoleCommands
 from .screens.base import ConsoleScreen, describe_action
 from .screens.users import UsersScreen
-from .tabs import HOME, TABS
+from .startup import SETTLE_AFTER, settle_memory
+from .tabs import HOME, TABS, Tab
 
 
-class PlaceholderScreen(ConsoleScreen):
-    """Stands in for a screen whose module is not there (yet), so the rest still runs."""
-
-    def __init__(self, title: str, reason: str) -> None:
-        self.TITLE = title
-        self._reason = reason
-        super().__init__()
-
-    def compose_body(self) -> Iterable[Widget]:
-        yield Static(Text(f"{self.TITLE}: not available in this build ({self._reason})."), markup=False)
-
-
-def _lazy_screen(module: str, class_name: str, title: str) -> Callable[[], Screen]:
-    """A MODES factory importing the screen on first use (keeps start-up light)."""
+def _lazy_screen(tab: Tab) -> Callable[[], Screen]:
+    """A MODES factory importing the tab's screen on first use: start-up loads the first screen only."""
 
     def make() -> Screen:
-        full_name = f"{__package__}.screens.{module}"
-        try:
-            screen_class = getattr(importlib.import_module(full_name), class_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != full_name:
-                raise  # a real import bug inside the module: let it show
-            return PlaceholderScreen(title, "module missing")
-        except AttributeError:
-            return PlaceholderScreen(title, f"{class_name} missing")
+        screen_class: type[Screen] = getattr(importlib.import_module(f"{__package__}.screens.{tab.module}"),
+                                             tab.screen_class)
         return screen_class()
 
     return make
@@ -63,7 +42,7 @@ class ProtectConsoleApp(App[None]):
 
     # The first screen is imported with the app; the others on first use.
     MODES = {
-        tab.mode: UsersScreen if tab.mode == HOME else _lazy_screen(tab.module, tab.screen_class, tab.label)
+        tab.mode: UsersScreen if tab.mode == HOME else _lazy_screen(tab)
         for tab in TABS
     }
     DEFAULT_MODE = HOME
@@ -130,6 +109,8 @@ class ProtectConsoleApp(App[None]):
         if self.profile.theme in self.available_themes:
             self.theme = self.profile.theme
         self.load_whoami()
+        if not self.is_headless:  # a terminal session (tests run headless, many apps to a process)
+            self.set_timer(SETTLE_AFTER, settle_memory)
         if self._open_user_ref:
             self.open_user(self._open_user_ref)
 

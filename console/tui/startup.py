@@ -1,4 +1,4 @@
-"""What the console's first screen asks the server, known before Textual is imported.
+"""What the console's first screen asks the server, and its memory policy: known before Textual is imported.
 
 ``protect-console`` sends these from a thread (:class:`console.client.WarmStart`) while the UI
 loads; the Users screen asks for exactly the same (it takes its page size and default sort from
@@ -7,15 +7,55 @@ here), so the answers are waiting when it does. No Textual import here: that is 
 
 from __future__ import annotations
 
-from ..client import Params, ProtectClient
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..client import Params
 
 USERS_PAGE_SIZE = 100
 USERS_DEFAULT_SORT = "username"  # a key of users.SORT_FIELDS whose server field has the same name
 
+# Python's cyclic garbage collector, in a console (measured with bench/console_start.py and
+# console_keys.py, 2 cores): during start-up it ran dozens of times over the objects the imports
+# were creating (~50 ms of the ~450 ms of CPU to the first rows), and afterwards each full collection
+# walked every module, class and function loaded (100-300 ms pauses while PgDn was held; a young
+# collection every ~2 keys). So: no collection while the console starts; once the first screen has
+# settled, what exists then (imports, the first screen) is frozen out of all later collections, and
+# young collections run after 10,000 new objects rather than 700. Refcounting frees everything else as
+# before; the collector only looks for cycles, fewer and later.
+SETTLE_AFTER = 1.0  # seconds after the app mounts (the first rows are on screen well before)
+KEY_GC_THRESHOLDS = (10_000, 20, 20)
+
 
 def first_requests() -> list[tuple[str, Params]]:
     """whoami, then the Users screen's first page (with the total) in its default order."""
+    from ..client import ProtectClient
+
     return [
         (ProtectClient.WHOAMI_PATH, []),
         ProtectClient.user_page_request(skip=0, limit=USERS_PAGE_SIZE, sort=USERS_DEFAULT_SORT),
     ]
+
+
+@contextmanager
+def console_memory() -> Iterator[None]:
+    """Around a console session (the CLI, before the UI's imports): no cyclic collection until the app
+    calls :func:`settle_memory`; afterwards the interpreter's own settings again."""
+    thresholds = gc.get_threshold()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+        gc.enable()
+
+
+def settle_memory() -> None:
+    """Freeze what start-up made (never garbage worth looking for) and collect the rest less often."""
+    gc.freeze()
+    gc.set_threshold(*KEY_GC_THRESHOLDS)
+    gc.enable()

@@ -12,6 +12,7 @@ recomputed on resize), so nothing is ever measured over the data.
 from __future__ import annotations
 
 from collections import OrderedDict
+from weakref import WeakSet
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +32,7 @@ from textual.reactive import reactive
 from textual.screen import ModalScreen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import Static
 
 from ...client import CURSOR_END
@@ -84,7 +86,7 @@ CursorFetcher = Callable[[PageRequest], Awaitable[PageAnswer]]
 
 def cursor_fetcher(fetch: CursorFetcher) -> CursorFetcher:
     """Mark ``fetch`` as taking a :class:`PageRequest` (a plain :data:`PageFetcher` takes skip, limit)."""
-    fetch.takes_page_request = True  # type: ignore[attr-defined]
+    vars(fetch)["takes_page_request"] = True  # a function attribute (vars: typed, where the dot form is not)
     return fetch
 
 
@@ -327,7 +329,7 @@ class VirtualTable(ScrollView, can_focus=True):
     def __init__(
         self,
         columns: list[Column],
-        fetch: PageFetcher | None = None,
+        fetch: PageFetcher | CursorFetcher | None = None,
         *,
         page_size: int = 100,
         empty_text: str = "No rows",
@@ -358,7 +360,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self._details_title = details_title
         self._total: int | None = None
         # The highlighted row's identity while a reload is answered: (key, old index, screen line, pages to look in).
-        self._anchor: tuple[Hashable, int, int, frozenset[int]] | None = None
+        self._anchor: tuple[Hashable, int, int | None, frozenset[int]] | None = None
         self._moving = False  # the table itself moves the cursor (an anchor found): not the user
         self.first_column = 0  # columns scrolled off to the left with the right arrow
         self._generation = 0  # bumped by set_fetch/reload: answers from older generations are stale
@@ -387,6 +389,10 @@ class VirtualTable(ScrollView, can_focus=True):
         self._layout_width: int | None = None
         self._row_width = self._span(self._layout)
         self._update_virtual_size()
+        self._followers: WeakSet[Widget] = WeakSet()  # labels painted with the rows (TablePosition)
+        self._view_key: tuple[Size, bool, bool] | None = None
+        self._cell_styles: dict[tuple[str | Style, Style | None], Style | None] = {}  # (cell style, base) -> combined
+        self._view_size = (0, 0)
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -399,7 +405,12 @@ class VirtualTable(ScrollView, can_focus=True):
         """Rows the last answer said exist, or None before the first answer."""
         return self._total
 
-    def set_fetch(self, fetch: PageFetcher, *, keep_cursor: bool = False) -> None:
+    @property
+    def pages_held(self) -> list[int]:
+        """The numbers of the pages held in memory, least recently used first."""
+        return list(self._pages)
+
+    def set_fetch(self, fetch: PageFetcher | CursorFetcher, *, keep_cursor: bool = False) -> None:
         """A new query: forget every cached row, put the cursor on the first row and load.
 
         ``keep_cursor=True`` is a complete re-query of the same list instead (see :meth:`reload`).
@@ -433,7 +444,7 @@ class VirtualTable(ScrollView, can_focus=True):
                             description="last rows")
         self.refresh()
 
-    def reload(self, fetch: PageFetcher | None = None) -> None:
+    def reload(self, fetch: PageFetcher | CursorFetcher | None = None) -> None:
         """Fetch the total and the rows on screen again (with ``fetch``, a new source for the same list).
 
         The highlight stays on the same row, found by :attr:`row_key` in the pages loaded around the
@@ -551,9 +562,24 @@ class VirtualTable(ScrollView, can_focus=True):
         # +1 for the header line, which is drawn on screen line 0 whatever the scroll.
         self.virtual_size = Size(self._row_width, max(rows, 1) + 1)
 
+    def _view(self) -> tuple[int, int]:
+        """(width, height) of the scrolled content area: ``scrollable_content_region``'s size, kept.
+
+        That property looks the widget up in the screen's compositor on every read; a repaint read
+        it several times per line (about a tenth of a PgDn's time). It only changes with the
+        widget's size, its scrollbars or its styles.
+        """
+        key = (self.outer_size, self.show_vertical_scrollbar, self.show_horizontal_scrollbar)
+        if key != self._view_key:
+            gutter = self.gutter
+            size = key[0]
+            self._view_size = (max(0, size.width - gutter.width), max(0, size.height - gutter.height))
+            self._view_key = key
+        return self._view_size
+
     @property
     def _body_height(self) -> int:
-        return max(1, self.scrollable_content_region.height - 1)
+        return max(1, self._view()[1] - 1)
 
     def _visible_pages(self) -> range:
         first = int(self.scroll_offset.y)
@@ -807,7 +833,7 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def _relayout(self, force: bool = False) -> bool:
         """Fit the columns to the current width (cheap; does nothing if the width is unchanged)."""
-        width = self.scrollable_content_region.width
+        width = self._view()[0]
         if width <= 0 or (width == self._layout_width and not force):
             return False
         self._layout_width = width
@@ -840,6 +866,8 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
+        self._view_key = None  # a gutter or scrollbar size may have changed
+        self._cell_styles.clear()
         self._base_style = None
         self._header_cache = None
         self._line_cache.clear()
@@ -849,7 +877,7 @@ class VirtualTable(ScrollView, can_focus=True):
         if self._relayout():
             self.call_after_refresh(self.refresh)  # lines already drawn used the old widths
         scroll_x, scroll_y = self.scroll_offset
-        width = self.scrollable_content_region.width
+        width = self._view()[0]
         base = self._base_style
         if base is None:
             base = self._base_style = self.rich_style
@@ -863,7 +891,7 @@ class VirtualTable(ScrollView, can_focus=True):
         return strip.apply_style(base) if base else strip
 
     def _header_strip(self, base: Style) -> Strip:
-        key = (self._layout_version, self.sort_key, self.sort_descending, self.scrollable_content_region.width)
+        key = (self._layout_version, self.sort_key, self.sort_descending, self._view()[0])
         if self._header_cache is not None and self._header_cache[0] == key:
             return self._header_cache[1]
         strip = self._text_strip(self._render_header(), base)
@@ -899,17 +927,16 @@ class VirtualTable(ScrollView, can_focus=True):
             cached = self._line_cache.get(index)
             if cached is not None and cached[0] is row and cached[1] == self._layout_version:
                 return cached[2]
-        segments = self._row_segments(row)
+        segments = self._row_segments(row, base)
         length = self._row_width
         if cursor:
             style = self.get_component_rich_style("virtual-table--cursor")
             segments = list(Segment.apply_style(segments, post_style=style))
-            full = max(length, self.scrollable_content_region.width)
+            full = max(length, self._view()[0])
             if full > length:
-                segments.append(Segment(" " * (full - length), style))
+                segments.append(Segment(" " * (full - length), base + style if base else style))
                 length = full
         strip = Strip(segments, length)
-        strip = strip.apply_style(base) if base else strip
         if not cursor:
             self._line_cache[index] = (row, self._layout_version, strip)
             self._line_cache.move_to_end(index)
@@ -917,13 +944,20 @@ class VirtualTable(ScrollView, can_focus=True):
                 self._line_cache.popitem(last=False)
         return strip
 
-    def _row_segments(self, row: Any) -> list[Segment]:
-        """One row as segments, each cell exactly its width: no Rich Text built for plain cells."""
+    def _row_segments(self, row: Any, base: Style | None = None) -> list[Segment]:
+        """One row as segments, each cell exactly its width: no Rich Text built for plain cells.
+
+        ``base`` (the widget's own style) is built into each segment's style here, rather than
+        applied to the finished line as a second Strip (a Strip costs more than the segments)."""
         console = self.app.console
         segments: list[Segment] = []
+        if not base:
+            base = None
+        separator = _SEPARATOR_SEGMENT if base is None else Segment(_SEPARATOR, base)
+        styles = self._cell_styles
         for column, width in self._layout:  # only the shown columns are rendered
             if segments:
-                segments.append(_SEPARATOR_SEGMENT)
+                segments.append(separator)
             try:
                 value = column.render(row)
             except Exception:  # noqa: BLE001 - one odd row must not take the table down
@@ -932,14 +966,22 @@ class VirtualTable(ScrollView, can_focus=True):
                 value = ""
             if isinstance(value, Text):
                 if value.spans:  # styled parts: Rich does the work (rare)
-                    segments.extend(_fit(_safe_cell(value), width).render(console))
+                    cell = _fit(_safe_cell(value), width).render(console)
+                    segments.extend(cell if base is None else Segment.apply_style(cell, base))
                     continue
                 style = value.style
-                if isinstance(style, str):
-                    style = console.get_style(style) if style else None
-                segments.append(Segment(_fit_plain(printable(value.plain), width), style or None))
+                key = (style, base)
+                combined = styles.get(key)
+                if combined is None and key not in styles:
+                    if isinstance(style, str):
+                        style = console.get_style(style) if style else None
+                    combined = (base + style if style else base) if base is not None else (style or None)
+                    if len(styles) > 256:
+                        styles.clear()
+                    styles[key] = combined
+                segments.append(Segment(_fit_plain(printable(value.plain), width), combined))
             else:
-                segments.append(Segment(_fit_plain(printable(value), width)))
+                segments.append(Segment(_fit_plain(printable(value), width), base))
         return segments
 
     def _render_header(self) -> Text:
@@ -1002,7 +1044,7 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def _full_width(self, line: Text, style: Style) -> Text:
         """Extend a styled line (header, cursor) across the whole widget."""
-        width = max(self._row_width, self.scrollable_content_region.width)
+        width = max(self._row_width, self._view()[0])
         missing = width - cell_len(line.plain)
         if missing > 0:
             line.append(" " * missing, style)
@@ -1053,24 +1095,40 @@ class VirtualTable(ScrollView, can_focus=True):
     def on_blur(self) -> None:
         self._refresh_row(self.cursor_row)
 
+    def _paint_together(self) -> None:
+        """Hand this move's repaints to the screen now: the rows, the scrollbar and the position label.
+
+        Textual passes a widget's repaint to its screen when that widget's own message queue next
+        goes idle, and the screen paints as soon as the first one arrives: a PgDn drew the rows in
+        one frame and `users 37/20,000` in a second one, after the first had been rendered (two
+        frames per key, measured in tmux). Handed over together here, they make one frame.
+        """
+        for widget in (self, self._vertical_scrollbar, *self._followers):
+            if widget is not None:
+                widget._check_refresh()
+
     # ------------------------------------------------------------ actions
+    def _move_to(self, index: int) -> None:
+        self.cursor_row = index
+        self._paint_together()
+
     def action_cursor_up(self) -> None:
-        self.cursor_row -= 1
+        self._move_to(self.cursor_row - 1)
 
     def action_cursor_down(self) -> None:
-        self.cursor_row += 1
+        self._move_to(self.cursor_row + 1)
 
     def action_page_up(self) -> None:
-        self.cursor_row -= self._body_height
+        self._move_to(self.cursor_row - self._body_height)
 
     def action_page_down(self) -> None:
-        self.cursor_row += self._body_height
+        self._move_to(self.cursor_row + self._body_height)
 
     def action_first(self) -> None:
-        self.cursor_row = 0
+        self._move_to(0)
 
     def action_last(self) -> None:
-        self.cursor_row = (self._total or 1) - 1
+        self._move_to((self._total or 1) - 1)
 
     @property
     def hidden_right(self) -> bool:
@@ -1088,7 +1146,7 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def action_scroll_right(self) -> None:
         """Hide the leftmost column so that columns dropped for width come in, header included."""
-        if self._row_width > self.scrollable_content_region.width:
+        if self._row_width > self._view()[0]:
             self.scroll_to(x=self.scroll_offset.x + 8, animate=False, immediate=True)
         elif self.hidden_right and self.first_column < len(self.columns) - 1:
             self.first_column += 1
@@ -1133,7 +1191,7 @@ class VirtualTable(ScrollView, can_focus=True):
             return
         if index == self.cursor_row and event.chain >= 2:
             self.action_select()
-        self.cursor_row = index
+        self._move_to(index)
 
 
 class RowDetailsScreen(ModalScreen[None]):
@@ -1195,6 +1253,7 @@ class TablePosition(Static):
         super().__init__("", markup=False, id=id, classes=classes)
         self._selector = table
         self._shown_width = -1
+        self._shown: tuple[str, str] | None = None
         self.noun = noun
         self._suffix = suffix
         self._table: VirtualTable | None = None
@@ -1205,8 +1264,9 @@ class TablePosition(Static):
 
     @suffix.setter
     def suffix(self, value: str) -> None:
-        self._suffix = value
-        self.update_position()
+        if value != self._suffix:
+            self._suffix = value
+            self.update_position()
 
     def on_mount(self) -> None:
         self.call_after_refresh(self._bind)
@@ -1214,6 +1274,7 @@ class TablePosition(Static):
     def _bind(self) -> None:
         table = self.screen.query_one(self._selector, VirtualTable)
         self._table = table
+        table._followers.add(self)  # repainted in the same frame as the rows a key moves
         self.watch(table, "cursor_row", self.update_position, init=False)
         self.watch(table, "row_count", self.update_position, init=False)
         self.watch(table, "load_failed", self.update_position)
@@ -1223,6 +1284,9 @@ class TablePosition(Static):
             return
         label = self._table.position_label(self.noun, self._suffix)
         style = "dim" if self._table.total is None else ""
+        if (label, style) == self._shown:
+            return  # unchanged (a page landed, the toolbar was refreshed): no repaint
+        self._shown = (label, style)
         # A cursor move changes digits, rarely the width: only a new width needs a layout pass
         # (one per key re-laid and repainted the whole screen, several frames' worth of work).
         width = cell_len(label)
