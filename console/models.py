@@ -360,21 +360,22 @@ class DevicePrivacy(Wire):
     updatedAt: datetime | None = None
 
 
+DeviceState = Literal["active", "inactive"]  # inactive: the device stops approving pushes until activated
+
+
 class PushEndpoint(Wire):
     id: str
     name: str
-    state: Literal["active", "inactive"]
+    state: DeviceState
     enrollmentDate: datetime
     lastUsedDate: datetime | None = None
     device: DeviceInfo
     privacy: DevicePrivacy = Field(default_factory=DevicePrivacy)
 
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-
 
 class PushEndpointPatch(Strict):
     name: Text | None = Field(None, min_length=1, max_length=NAME_MAX)
-    state: Literal["active", "inactive"] | None = None
+    state: DeviceState | None = None
 
 
 class PrivacyDevice(PushEndpoint):
