@@ -199,5 +199,5 @@ async def test_backend_stopped_mid_session_shows_the_banner_and_recovers(backend
         await wait_for(lambda: isinstance(app.screen, UsersScreen))
         table.focus()
         await pilot.press("r")
-        await wait_for(lambda: not banner.visible and table.total is not None, timeout=20)
+        await wait_for(lambda: not banner.showing and table.total is not None, timeout=20)
         assert app.is_running
