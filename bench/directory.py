@@ -14,9 +14,9 @@ import argparse
 import asyncio
 import time
 
-from console.client import ProtectClient
-
 from _store import Row, add_bench_arguments, machine_note, print_table, seeded_db, served, some_users
+
+from console.client import ProtectClient
 
 
 async def measure(api: ProtectClient, total: int, email: str, repeat: int) -> dict[str, list[float]]:

@@ -32,7 +32,7 @@ def timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
         fn()
         samples.append((time.perf_counter() - started) * 1000)
     samples.sort()
-    return statistics.median(samples), samples[min(len(samples) - 1, int(round(0.95 * (len(samples) - 1))))]
+    return statistics.median(samples), samples[min(len(samples) - 1, round(0.95 * (len(samples) - 1)))]
 
 
 def bench(db: str, runs: int, limit: int) -> None:
@@ -45,8 +45,8 @@ def bench(db: str, runs: int, limit: int) -> None:
             someone = conn.execute(select(users.c.username).where(users.c.username_ci.like("wei.lewis%"))
                                    .order_by(users.c.username.desc()).limit(1)).scalar() or "wei.lewis"
 
-        def page(skip: int = 0, **kw):  # noqa: ANN003, ANN202
-            def run():  # noqa: ANN202
+        def page(skip: int = 0, **kw):
+            def run():
                 with store.read() as conn:
                     return user_service.list_users(conn, now, skip=skip, limit=limit, **kw)
             return run

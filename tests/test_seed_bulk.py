@@ -167,7 +167,7 @@ async def test_a_reseed_on_top_adds_users_and_search_finds_every_round(make_back
         with backend.store.read() as conn:
             newest = conn.execute(select(users.c.username).order_by(users.c.id)).scalars().all()
         latest = [u for u in newest if u not in {f.username for f in first}]
-        for user in first[:5] + [next(u for u in (await api.list_users(limit=100, sort="-created")).results)]:
+        for user in [*first[:5], next(u for u in (await api.list_users(limit=100, sort="-created")).results)]:
             assert user.username in await found(api, user.username[1:]), user.username
             assert user.username in await found(api, user.lastname[1:5] if len(user.lastname) > 4 else user.lastname)
         for username in latest[-5:]:
@@ -196,7 +196,7 @@ def test_a_failed_bulk_load_leaves_the_database_as_it_was(new_db, monkeypatch, a
         before, indexes = fingerprint(store), index_names(store)
         insert, calls = seed._insert, []
 
-        def failing(conn, batch):  # noqa: ANN001 - fails once rows of every kind are on their way
+        def failing(conn, batch):
             calls.append(batch.table.name)
             if batch.table is push_attempts:
                 raise RuntimeError("disk full")
@@ -209,6 +209,39 @@ def test_a_failed_bulk_load_leaves_the_database_as_it_was(new_db, monkeypatch, a
         assert fingerprint(store) == before  # one transaction: indexes, search index and rows as they were
         assert index_names(store) == indexes
         assert_indexes_usable(store)
+    finally:
+        store.dispose()
+
+
+def test_a_failed_first_load_leaves_the_database_empty_and_usable_and_a_second_try_works(new_db, monkeypatch) -> None:
+    """SQLite's first load (no users yet) runs with the rollback journal in memory, not the WAL: a failure
+    still rolls back, and the file is back in WAL mode afterwards, whether the load failed or not."""
+    monkeypatch.setattr(seed, "APART_FROM", 10**9)
+    store = open_store(new_db())
+    try:
+        before, indexes = fingerprint(store), index_names(store)
+        insert, journals = seed._insert, []
+
+        def failing(conn, batch):
+            if conn.dialect.name == "sqlite":
+                journals.append(conn.exec_driver_sql("PRAGMA journal_mode").scalar())
+            if batch.table is push_attempts:
+                raise RuntimeError("disk full")
+            insert(conn, batch)
+
+        monkeypatch.setattr(seed, "_insert", failing)
+        with pytest.raises(RuntimeError, match="disk full"):
+            seed.seed_directory(store, 200, rng_seed=1)
+        assert fingerprint(store) == before and index_names(store) == indexes
+        assert_indexes_usable(store)
+        if store.is_sqlite:
+            assert set(journals) == {"memory"}
+        monkeypatch.setattr(seed, "_insert", insert)
+        assert seed.seed_directory(store, 200, rng_seed=1)["users"] == 200
+        assert_indexes_usable(store)
+        if store.is_sqlite:
+            with store.read() as conn:
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     finally:
         store.dispose()
 

@@ -133,7 +133,7 @@ def test_a_cursor_from_another_listing_is_400(store) -> None:
     assert set(doc) == {"k", "f"} and doc["k"][-1]  # sort key values and the id, and the listing's fingerprint
 
 
-def plan(store: Store, sql_of) -> str:  # noqa: ANN001
+def plan(store: Store, sql_of) -> str:
     with store.read() as conn:
         if not store.is_sqlite:
             conn.execute(text("SET LOCAL enable_seqscan = off"))
@@ -151,7 +151,7 @@ def test_a_deep_keyset_page_seeks_the_sort_index(store, sort, index) -> None:
     """The page after a cursor starts where the cursor is in the index: no rows before it are read."""
     cursor = page(store, sort=sort, skip=200, limit=1).startCursor
 
-    def query(conn):  # noqa: ANN001, ANN202
+    def query(conn):
         now = Clock().now()
         keys = user_service._sort_keys(sort, now) if sort else [
             user_service.Key(user_service.users.c.username), user_service.Key(user_service.users.c.id)]

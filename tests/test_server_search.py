@@ -173,8 +173,8 @@ def test_a_bulk_load_between_the_hooks_is_indexed_after(new_db) -> None:
         now = Clock().now()
         rows = []
         for i in range(50):
-            row = dict(id=f"{i:024x}", username=f"bulk.loaded{i}", email=f"bulk{i}@search.example",
-                       firstname="Bulk", lastname=f"Loaded{i}", displayname="Bulk Loaded", created=now)
+            row = {"id": f"{i:024x}", "username": f"bulk.loaded{i}", "email": f"bulk{i}@search.example",
+                   "firstname": "Bulk", "lastname": f"Loaded{i}", "displayname": "Bulk Loaded", "created": now}
             rows.append(row | folded(row))
         with store.write() as conn:
             search_index.drop_for_bulk_load(conn)
@@ -191,7 +191,7 @@ def test_a_bulk_load_between_the_hooks_is_indexed_after(new_db) -> None:
         store.dispose()
 
 
-def plan_of(store: Store, query) -> str:  # noqa: ANN001
+def plan_of(store: Store, query) -> str:
     with store.read() as conn:
         if store.is_sqlite:
             sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
@@ -239,3 +239,63 @@ def test_the_fts_count_equals_a_scan(store) -> None:
             s = user_service._parse_search(term, DEFAULT_FIELDS)
             scan = conn.execute(select(func.count()).select_from(users).where(user_service._row_match(s))).scalar_one()
             assert user_service._count(conn, s, []) == scan, term
+
+
+def test_a_repeated_count_is_kept_until_a_name_changes_in_any_process(new_db, monkeypatch) -> None:
+    """Exact counts of unfiltered searches are reused by the names' version; a change made through
+    another store (another process's connection, SQL that skips the service) makes them stale."""
+    db = new_db()
+    ours, theirs = open_store(db), open_store(db)
+    try:
+        now = Clock().now()
+        for i in range(6):
+            user_service.create_user(ours, SystemUserCreate(
+                username=f"kept.{i}", email=f"kept{i}@tally.example", firstname="Kept", lastname=f"Count{i}",
+                displayname=f"Kept Count{i}"), ADMIN, now)
+
+        def version() -> tuple[str, int]:
+            with ours.read() as conn:
+                return search_index.version(conn)
+
+        assert search(ours, "count").totalCount == 6 and search(ours, "kept count3").totalCount == 1
+        assert search(ours, "", limit=1).totalCount == 6
+        uncounted = pytest.raises(AssertionError, match="counted")
+
+        def no_counting(*_args, **_kwargs):
+            raise AssertionError("counted")
+
+        with monkeypatch.context() as m:  # a repeat is answered without counting
+            m.setattr(user_service, "_count", no_counting)
+            m.setattr(user_service, "_fts_rows", no_counting)
+            assert search(ours, "count").totalCount == 6
+            assert search(ours, "", limit=1).totalCount == 6
+            with uncounted:  # a filter: counted each time (statuses depend on the clock)
+                search(ours, "count", conditions=[("state", "$eq", "ACTIVATED")])
+        before = version()
+        with theirs.write() as conn:  # not a name: the counts stand
+            conn.execute(users.update().where(users.c.username == "kept.0").values(totp_failures=3))
+        assert version() == before
+        with theirs.write() as conn:  # a rename behind the service's back, in another store
+            conn.execute(users.update().where(users.c.username == "kept.0")
+                         .values(lastname="Other", **folded({"lastname": "Other"})))
+        assert version()[1] > before[1] and version()[0] == before[0]
+        assert search(ours, "count").totalCount == 5 and search(ours, "kept count0").totalCount == 0
+        with theirs.write() as conn:
+            conn.execute(users.delete().where(users.c.username == "kept.1"))
+        assert search(ours, "count").totalCount == 4 and search(ours, "", limit=1).totalCount == 5
+        seed_directory(theirs, 10, rng_seed=3)  # rows through the live indexes (a small re-seed)
+        assert search(ours, "", limit=1).totalCount == 15
+        seed_directory(theirs, 40, rng_seed=4)  # a bulk load: the version moves once, at its end
+        assert search(ours, "", limit=1).totalCount == 55
+        assert search(ours, "count").totalCount == 4
+    finally:
+        ours.dispose()
+        theirs.dispose()
+    one, two = open_store(new_db()), open_store(new_db())
+    try:  # two new databases at the same version (on PostgreSQL copies of one template): counts kept apart
+        with one.read() as a, two.read() as b:
+            assert search_index.version(a)[1] == search_index.version(b)[1]
+            assert user_service._count_key(a, None) != user_service._count_key(b, None)
+    finally:
+        one.dispose()
+        two.dispose()

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Column, Index, Table, func, inspect, literal, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.schema import CreateIndex, DropIndex
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from . import search_index, secretbox
 from .clock import Clock
@@ -94,6 +95,7 @@ SQLITE_LOAD_PRAGMAS = {"cache_size": -1_048_576, "threads": 2, "synchronous": 0,
 POSTGRES_LOAD_SETTINGS = {"maintenance_work_mem": "1GB"}  # index builds sort in memory (the GIN trigram one most)
 
 T = TypeVar("T")
+Row = tuple[Any, ...]  # a row as its table's columns, in a batch's column order
 
 # Letters that NFKD does not decompose into ASCII (Ł, ø, ß...).
 _TRANSLIT = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "ß": "ss", "æ": "ae", "Æ": "AE", "đ": "d", "ı": "i"})
@@ -146,7 +148,7 @@ def _ip(rng: random.Random) -> str:
 
 
 def _new_id(rng: random.Random) -> str:
-    return "%024x" % rng.getrandbits(96)
+    return f"{rng.getrandbits(96):024x}"
 
 
 def _totp_secrets() -> Iterator[str]:
@@ -192,7 +194,7 @@ class Batch:
 
     table: Table
     columns: tuple[str, ...]
-    rows: list[tuple]
+    rows: list[Row]
 
 
 @dataclass
@@ -200,6 +202,9 @@ class Complete:
     """In a stream of batches: no more rows for these tables."""
 
     tables: tuple[Table, ...]
+
+
+Batches = Generator[Batch | Complete, None, None]
 
 
 @dataclass
@@ -251,15 +256,15 @@ def generate(
     # Names, their slugs and folded forms, once per first/last pair (64 x 60 of them), and whether
     # folded() leaves that pair's usernames and emails (ASCII: slugs, digits, domains) as they are.
     names: dict[tuple[str, str], tuple[str, str, tuple[str, ...], bool]] = {}
-    all_devices: list[tuple] = []
+    all_devices: list[Row] = []
     push_users: list[tuple[str, str]] = []
     add_push_user = push_users.append
     push_share, webauthn_share = 0.60 / 0.85, 0.10 / 0.85
     age_span = 3 * 365 - 1  # uniform(1, 3 * 365)
 
     for first_user in range(0, users_count, batch_size):
-        user_rows: list[tuple] = []
-        device_rows: list[tuple] = []
+        user_rows: list[Row] = []
+        device_rows: list[Row] = []
         add_user, add_device = user_rows.append, device_rows.append
         for _ in range(min(batch_size, users_count - first_user)):
             first, last = first_of(), last_of()
@@ -267,7 +272,7 @@ def generate(
             if named is None:
                 displayname = f"{first} {last}"
                 derived = folded({"firstname": first, "lastname": last, "displayname": displayname})
-                base = f"{_slug(first)}.{_slug(last)}" or "user"
+                base = f"{_slug(first)}.{_slug(last)}"
                 probe = f"{base}0123456789@{'.'.join(DOMAINS)}"
                 as_is = login_columns == ("username_ci", "email_ci") and folded(
                     {"username": probe, "email": probe}) == {"username_ci": probe, "email_ci": probe}
@@ -277,7 +282,7 @@ def generate(
             while username in taken:  # about 1.003 tries a user at 1,000,000 users (3,840 bases x 99,998 suffixes)
                 username = f"{base}{suffix()}"
             taken.add(username)
-            user_id = "%024x" % getrandbits(96)
+            user_id = f"{getrandbits(96):024x}"
             created = now - timedelta(days=1 + age_span * random_())
             roll = random_()
             state = "ACTIVATED" if roll < 0.90 else ("STAGED" if roll < 0.96 else "SUSPENDED")
@@ -310,7 +315,7 @@ def generate(
                 os_version = legacy_of[os_name]() if random_() < 0.01 else version_of[os_name]()
                 enrolled = created + (now - created) * (0.5 * random_())  # uniform(0.0, 0.5)
                 opted_out = random_() < 0.20
-                device_id = "%024x" % getrandbits(96)
+                device_id = f"{getrandbits(96):024x}"
                 enrolled_at = _stamp(enrolled)
                 add_device((
                     device_id, user_id, model, "active" if random_() > 0.02 else "inactive", make, model, os_name,
@@ -360,7 +365,7 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def _reports(rng: random.Random, device_rows: list[tuple], now: datetime) -> Iterator[tuple]:
+def _reports(rng: random.Random, device_rows: list[Row], now: datetime) -> Iterator[Row]:
     """Diagnostics reports as the app sends them: app and OS facts, no user information."""
     random_ = rng.random
     event_of = _picker(rng, ["push_received_late", "app_start", "crash", "notification_permission_denied"])
@@ -375,7 +380,7 @@ def _reports(rng: random.Random, device_rows: list[tuple], now: datetime) -> Ite
         yield device[_D_ID], _stamp(now - timedelta(hours=72 * random_())), dumps(payload)  # uniform(0, 72)
 
 
-def _attempts(rng: random.Random, push_users: list[tuple[str, str]], now: datetime) -> Iterator[tuple]:
+def _attempts(rng: random.Random, push_users: list[tuple[str, str]], now: datetime) -> Iterator[Row]:
     """Each push user's history over the last 30 days: what _attempt makes, drawn the same way."""
     random_ = rng.random
     getrandbits = rng.getrandbits
@@ -395,7 +400,7 @@ def _attempts(rng: random.Random, push_users: list[tuple[str, str]], now: dateti
             )
             created_at = _stamp(created)
             yield (
-                "%024x" % getrandbits(96), user_id, device_id, resource_of(), status,
+                f"{getrandbits(96):024x}", user_id, device_id, resource_of(), status,
                 status == "denied" and random_() < 0.2, status == "approved" and random_() < 0.6, created_at,
                 created_at if status == "blocked" else _stamp(created + minute), responded, app_of(), location_of(),
                 f"{ip_head()}.{octet()}.{octet()}.{last_octet()}",
@@ -410,17 +415,18 @@ def _attempt(
         roll = rng.random()
         status = "approved" if roll < 0.75 else "denied" if roll < 0.82 else "expired" if roll < 0.95 else "blocked"
     responded = created + timedelta(seconds=rng.uniform(2, 40)) if status in ("approved", "denied") else None
-    return dict(
-        id=_new_id(rng), user_id=user_id, username=None, device_id=device_id,
-        resource=resource or rng.choice(RESOURCES),
-        status=status, fraud=status == "denied" and rng.random() < 0.2,
-        user_verified=status == "approved" and rng.random() < 0.6, created_at=created,
-        expires_at=created if status == "blocked" else created + timedelta(seconds=60), responded_at=responded,
-        app=rng.choice(APPS), location=location or rng.choice(LOCATIONS), ip=_ip(rng),
-    )
+    # Drawn in this order (the keys' order): a seed's history depends on it.
+    return {
+        "id": _new_id(rng), "user_id": user_id, "username": None, "device_id": device_id,
+        "resource": resource or rng.choice(RESOURCES),
+        "status": status, "fraud": status == "denied" and rng.random() < 0.2,
+        "user_verified": status == "approved" and rng.random() < 0.6, "created_at": created,
+        "expires_at": created if status == "blocked" else created + timedelta(seconds=60), "responded_at": responded,
+        "app": rng.choice(APPS), "location": location or rng.choice(LOCATIONS), "ip": _ip(rng),
+    }
 
 
-def _bombing(rng: random.Random, user_id: str, device_id: str, now: datetime) -> Iterator[tuple]:
+def _bombing(rng: random.Random, user_id: str, device_id: str, now: datetime) -> Iterator[Row]:
     """One user hammered with pushes for a VPN from abroad: mostly blocked by the cap, some denied as fraud."""
     start = now - timedelta(minutes=25)
     for i in range(48):
@@ -496,7 +502,7 @@ def _sealing(store: Store) -> _Sealing:
     return _Sealing(box.source, kid)
 
 
-def _sealed(batches: Iterable[Batch | Complete], seal: Callable[[str, str], str]) -> Iterator[Batch | Complete]:
+def _sealed(batches: Iterable[Batch | Complete], seal: Callable[[str, str], str]) -> Batches:
     """``batches`` with the users' TOTP secrets encrypted (each for its user: the user id is bound in)."""
     at, id_at = USER_COLUMNS.index("totp_secret"), USER_COLUMNS.index("id")
     for item in batches:
@@ -560,18 +566,18 @@ def _write(store: Store, *, bulk: bool, first: bool = False) -> Iterator[Connect
     if first:
         store.engine.dispose()  # the pool's idle connections would keep the file in WAL mode (see below)
     with store.engine.connect() as conn:
-        driver = conn.connection.driver_connection  # outside SQLAlchemy's transaction: no BEGIN yet
+        driver: Any = conn.connection.driver_connection  # outside SQLAlchemy's transaction: no BEGIN yet
         before = {name: driver.execute(f"PRAGMA {name}").fetchone()[0] for name in SQLITE_LOAD_PRAGMAS}
         journal = first and _journal_in_memory(driver)
         try:
-            for name, value in SQLITE_LOAD_PRAGMAS.items():
-                driver.execute(f"PRAGMA {name}={int(value)}")
+            for pragma, level in SQLITE_LOAD_PRAGMAS.items():
+                driver.execute(f"PRAGMA {pragma}={int(level)}")
             conn.execution_options(sqlite_begin="IMMEDIATE")  # as store.write(): the write lock from the start
             with conn.begin():
                 yield conn
         finally:
-            for name, value in before.items():
-                driver.execute(f"PRAGMA {name}={int(value)}")
+            for pragma, level in before.items():
+                driver.execute(f"PRAGMA {pragma}={int(level)}")
             if journal:
                 with contextlib.suppress(sqlite3.OperationalError):  # else the next connection sets it (store.py)
                     driver.execute("PRAGMA journal_mode=WAL")
@@ -605,8 +611,13 @@ def _existing_indexes(conn: Connection, table: Table) -> list[Index]:
     return sorted((ix for ix in table.indexes if ix.name in present), key=lambda ix: ix.name or "")
 
 
+def _default(column: Column[Any]) -> Any:
+    """A column's declared scalar default (only such columns are in _defaults)."""
+    return column.default.arg if isinstance(column.default, ScalarElementColumnDefault) else None
+
+
 @functools.cache
-def _defaults(table: Table, columns: tuple[str, ...]) -> tuple[Column, ...]:
+def _defaults(table: Table, columns: tuple[str, ...]) -> tuple[Column[Any], ...]:
     """The columns ``columns`` leaves out that have a declared default (the rest are NULL)."""
     left = []
     for column in table.c:
@@ -625,11 +636,11 @@ def _insert(conn: Connection, batch: Batch) -> None:
     quote = conn.dialect.identifier_preparer.quote
     table = quote(batch.table.name)
     columns = ", ".join(quote(name) for name in batch.columns + tuple(c.name for c in defaulted))
-    driver = conn.connection.driver_connection
+    driver: Any = conn.connection.driver_connection
     if conn.dialect.name == "sqlite":
         # Defaults as literals in the statement: nothing to bind for them.
         values = ["?"] * len(batch.columns) + [
-            str(literal(c.default.arg, c.type).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+            str(literal(_default(c), c.type).compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
             for c in defaulted
         ]
         cursor = driver.cursor()
@@ -638,7 +649,7 @@ def _insert(conn: Connection, batch: Batch) -> None:
         finally:
             cursor.close()
         return
-    extra = tuple(c.default.arg for c in defaulted)
+    extra = tuple(_default(c) for c in defaulted)
     with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
         write = copy.write_row
         for row in batch.rows:
@@ -650,7 +661,7 @@ APART_FROM = 50_000  # users: from this many up, a child process makes the rows 
 
 def _rows_for(
     users_count: int, *, rng: random.Random, now: datetime, taken: set[str], summary: Summary, sealing: _Sealing,
-) -> Generator[Batch | Complete, None, None]:
+) -> Batches:
     """The rows to load, TOTP secrets sealed: made here, or (many) by a child process, which seals them too."""
     if users_count < APART_FROM:
         seal = sealing.sealer()
@@ -667,7 +678,7 @@ _CHILD = (
 
 def _generated_apart(
     users_count: int, *, rng: random.Random, now: datetime, taken: set[str], summary: Summary, sealing: _Sealing,
-) -> Iterator[Batch | Complete]:
+) -> Batches:
     """generate()'s batches, made (and their TOTP secrets sealed) by a child process: generating and
     loading take a core each. Loading is the longer part, so the child seals (its key from the same
     source as this process's: the key file, or the inherited environment).
@@ -714,7 +725,7 @@ def _generate_to_stdout(depth: int = 4) -> None:
     """
     users_count, rng, now, taken, sealing = pickle.load(sys.stdin.buffer)
     out = sys.stdout.buffer
-    pending: queue.Queue = queue.Queue(depth)
+    pending: queue.Queue[bytes | None] = queue.Queue(depth)
 
     def write() -> None:
         while (data := pending.get()) is not None:
@@ -725,7 +736,7 @@ def _generate_to_stdout(depth: int = 4) -> None:
     writer = threading.Thread(target=write, name="seed-write")
     writer.start()
 
-    def send(message: tuple) -> None:
+    def send(message: Row) -> None:
         pending.put(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
 
     try:

@@ -83,13 +83,13 @@ def beyond(keys: Sequence[Key], values: Sequence[Any], *, reverse: bool = False)
     directions = {k.descending != reverse for k in keys}
     if len(directions) == 1:
         left = tuple_(*(k.expr for k in keys))
-        right = tuple_(*(literal(v, k.expr.type) for k, v in zip(keys, values)))
+        right = tuple_(*(literal(v, k.expr.type) for k, v in zip(keys, values, strict=True)))
         return left < right if directions.pop() else left > right
 
     def nested(i: int) -> ColumnElement[bool]:
         key, value = keys[i], values[i]
         down = key.descending != reverse
-        strict = key.expr < value if down else key.expr > value
+        strict: ColumnElement[bool] = key.expr < value if down else key.expr > value
         if i == len(keys) - 1:
             return strict
         loose = key.expr <= value if down else key.expr >= value

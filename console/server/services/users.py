@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,6 +46,7 @@ from ...models import (
     SystemUserUpdate,
     UserState,
 )
+from .. import search_index
 from ..clock import from_wire, to_wire
 from ..errors import ApiProblem, bad_request, conflict, not_found
 from ..store import SEARCH_INDEX_TABLE, Store, devices, enrollment_codes, folded, push_attempts, users
@@ -138,7 +139,7 @@ def push_block_from(until: datetime | None, by: str | None, at: datetime | None)
 def _to_user(row: Any, max_failures: int, now: datetime) -> SystemUser:
     overall = row.overall_status_now
     return SystemUser(
-        _id=row.id,
+        id=row.id,
         username=row.username,
         email=row.email,
         firstname=row.firstname,
@@ -174,7 +175,7 @@ def _max_failures(conn: Connection) -> int:
 
 # ------------------------------------------------------- filters and sorts
 
-_OPS = {
+_OPS: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
     "$eq": lambda a, b: a == b,
     "$ne": lambda a, b: a != b,
     "$gt": lambda a, b: a > b,
@@ -281,10 +282,10 @@ def parse_filter_body(spec: Any, _depth: int = 0) -> list[tuple[str, str, Any]]:
     if spec is None:
         return []
     if isinstance(spec, list):
-        triples = [t for item in spec for t in parse_filter_body(item, _depth + 1)]
-        if len(triples) > MAX_FILTER_TERMS:
+        listed = [t for item in spec for t in parse_filter_body(item, _depth + 1)]
+        if len(listed) > MAX_FILTER_TERMS:
             raise bad_request(f"filter: more than {MAX_FILTER_TERMS} conditions")
-        return triples
+        return listed
     if not isinstance(spec, dict):
         raise bad_request("filter must be an object")
     triples: list[tuple[str, str, Any]] = []
@@ -352,7 +353,7 @@ FILTERED_SPARSE_MAX = 30_000  # FTS candidates read whole when filters or prefix
 VARIANTS_MAX = 16  # case variants of a prefix walked separately (each an index range)
 
 _fts = table(SEARCH_INDEX_TABLE, column("rowid"))
-_users_rowid = literal_column("users.rowid")
+_users_rowid: ColumnElement[Any] = literal_column("users.rowid")
 
 
 @dataclass(frozen=True)
@@ -469,6 +470,16 @@ def _count(conn: Connection, s: _Search | None, where: list[Any], fts_rows: int 
     return conn.execute(select(func.count()).select_from(users).where(*match, *where)).scalar_one()
 
 
+_COUNTS = search_index.CountCache()
+
+
+def _count_key(conn: Connection, s: _Search | None) -> Hashable:
+    """What an unfiltered count depends on: the database (its URL: PostgreSQL databases made from one
+    template share an epoch) and its names' version, the words and fields."""
+    where = str(conn.engine.url)  # the password masked
+    return (where, *search_index.version(conn), None if s is None else (s.words, tuple(sorted(s.fields))))
+
+
 def _directory_size(conn: Connection) -> int:
     """About how many users there are, without counting them (for choosing a plan)."""
     if conn.dialect.name == "sqlite":
@@ -578,7 +589,7 @@ def _walk_search(listing: _Listing, s: _Search, bound: list[Any] | None, reverse
             continue
         exact = or_(users.c.username_ci == s.exact, users.c.email_ci == s.exact) if s.exact else None
         if group == EXACT:
-            conds = [row_match, exact]
+            conds: list[Any] = [row_match, exact]
         elif group == PREFIX:
             conds = [_starts_with(users.c.username_ci, s.lead)]
             if exact is not None:
@@ -595,10 +606,11 @@ def _walk_search(listing: _Listing, s: _Search, bound: list[Any] | None, reverse
         if variants and len(variants) > 1:
             # The username index in ranges, one per case variant (in one statement), merged here:
             # no sort of the whole group, which can hold a tenth of the directory.
-            parts = [
-                select(names.where(*conds, _starts_with(users.c.username, v)).order_by(*order).limit(left).subquery())
+            ranges: list[Any] = [
+                names.where(*conds, _starts_with(users.c.username, v)).order_by(*order).limit(left).subquery()
                 for v in variants
             ]
+            parts = [select(r) for r in ranges]
             found = sorted((tuple(r) for r in listing.conn.execute(union_all(*parts))), reverse=reverse)
             out.extend(found[:left])
         else:
@@ -608,8 +620,8 @@ def _walk_search(listing: _Listing, s: _Search, bound: list[Any] | None, reverse
     ids = [user_id for _, user_id in out[skip:need]]
     if not ids:
         return []
-    found = {r.id: r for r in listing.conn.execute(listing.select(users.c.id.in_(ids)))}
-    return [found[i] for i in ids if i in found]
+    by_id = {r.id: r for r in listing.conn.execute(listing.select(users.c.id.in_(ids)))}
+    return [by_id[i] for i in ids if i in by_id]
 
 
 def list_users(
@@ -650,9 +662,14 @@ def list_users(
         bound = paging.decode(before, fp, "before", len(keys))
     listing = _Listing(conn, now, keys, where, fp)
 
-    total: int | None = None
+    # A count that depends on the names alone (no filter) is kept, by the names' version: a repeat (the
+    # next page, the same search again) is answered without counting. The first time is counted in full.
+    count_key = _count_key(conn, s) if count and not where else None
+    known = _COUNTS.get(count_key) if count_key is not None else None
+    total: int | None = known
     if s is None:
-        total = _count(conn, None, where) if count else None
+        if count and total is None:
+            total = _count(conn, None, where)
         rows = listing.read(None, bound, reverse, skip, limit)
     else:
         if conn.dialect.name == "postgresql":
@@ -660,14 +677,17 @@ def list_users(
             # every user for a rare one. Plan each search with its words.
             conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
         # How many match (exactly, or at most: the FTS count alone, which is cheap) chooses the plan.
-        fts_rows = _fts_rows(conn, s) if _uses_fts(conn, s) else None
-        if count and (fts_rows is None or (not where and not s.prefix_words)):
+        if known is not None and _uses_fts(conn, s) and not s.prefix_words:
+            fts_rows: int | None = known  # the FTS count is the count then (see _count)
+        else:
+            fts_rows = _fts_rows(conn, s) if _uses_fts(conn, s) else None
+        if count and total is None and (fts_rows is None or (not where and not s.prefix_words)):
             total = _count(conn, s, where, fts_rows)
         estimate = fts_rows if fts_rows is not None else total
         if fts_rows is not None and (where or s.prefix_words):
             # The FTS count is only an upper bound here (filters and prefix words cut it down, by how
             # much is unknown): read the candidates whole while that stays affordable.
-            sparse = estimate <= FILTERED_SPARSE_MAX
+            sparse = fts_rows <= FILTERED_SPARSE_MAX
         else:
             sparse = estimate is not None and estimate * estimate <= WALK_FACTOR * (skip + limit) * _directory_size(conn)
         if estimate == 0:
@@ -684,6 +704,8 @@ def list_users(
             rows = _walk_search(listing, s, bound, reverse, skip, limit)
         if count and total is None:
             total = _count(conn, s, where, fts_rows)
+    if count_key is not None and known is None and total is not None:
+        _COUNTS.put(count_key, total)
     if reverse:
         rows.reverse()
     max_failures = _max_failures(conn)
