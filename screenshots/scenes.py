@@ -294,18 +294,15 @@ def console_app(
 def console_time(demo: Demo) -> Iterator[None]:
     """The console's clock stopped at the service clock's now, and its local zone UTC, while in the block.
 
-    ``console.display.now`` is the clock every relative time reads. Console modules that still call
-    ``datetime.now`` themselves get a frozen ``datetime`` too (:func:`wall_clock_readers` names them), and the
-    activity screen's monotonic clock, which ages its data ("updated 0s ago"), is stopped."""
+    ``console.display.now`` is the one clock every relative time reads; it is replaced wherever it was imported
+    (``from ...display import now as current_time`` too). A console module that reads ``datetime.now`` itself
+    would make the shots depend on the day they are taken: it is refused, named. The activity screen's
+    monotonic clock, which ages its data ("updated 0s ago"), is stopped as well."""
     import importlib
 
-    now = demo.now
-
-    class FrozenDatetime(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> Any:
-            return now().astimezone(tz) if tz is not None else now().astimezone().replace(tzinfo=None)
-
+    readers = [module.__name__ for module in wall_clock_readers()]
+    if readers:
+        raise RuntimeError(f"read the time through console.display.now, not datetime.now: {', '.join(readers)}")
     saved: list[tuple[Any, str, Any]] = []
 
     def patch(module: Any, attribute: str, value: Any) -> None:
@@ -317,10 +314,8 @@ def console_time(demo: Demo) -> Iterator[None]:
     time.tzset()
     try:
         display = importlib.import_module("console.display")
-        for module, attribute in _names_of(display.now):  # `from ...display import now as current_time` too
-            patch(module, attribute, now)
-        for module in wall_clock_readers():
-            patch(module, "datetime", FrozenDatetime)
+        for module, attribute in _names_of(display.now):
+            patch(module, attribute, demo.now)
         activity = importlib.import_module("console.tui.screens.activity")
         patch(activity, "time", _FrozenTime(time.monotonic()))
         yield
@@ -355,8 +350,7 @@ def _names_of(value: object) -> list[tuple[Any, str]]:
 
 
 def wall_clock_readers() -> list[Any]:
-    """The console modules (not the service's, not ``console.display``) that call ``datetime.now`` themselves
-    instead of ``display.now``: until there are none, the snapshots freeze them too."""
+    """The console modules (not the service's, not ``console.display``) that call ``datetime.now`` themselves."""
     found = []
     for module in _console_modules():
         if module.__name__ == "console.display" or getattr(module, "datetime", None) is not datetime:
@@ -549,6 +543,6 @@ async def show_help(pilot: Pilot[Any]) -> Any:
 
 async def show_error_banner(pilot: Pilot[Any]) -> Any:
     """A console whose backend is down (see :func:`closed_port`): the users screen's banner."""
-    screen = await on_screen(pilot, "UsersScreen", lambda s: s.query_one("#error-banner").visible, "the error banner")
+    screen = await on_screen(pilot, "UsersScreen", lambda s: s.query_one("#error-banner").showing, "the error banner")
     await settle(pilot)
     return screen
