@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -23,9 +22,9 @@ import pytest
 from console.models import Role
 
 from .helpers import point_cli_at, run_cli
+from .serve_helpers import IPHONE, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-IPHONE = {"make": "Apple", "model": "iPhone 15", "os": "iOS", "osVersion": "17.4", "appVersion": "2.6.0", "uvEnabled": True}
 
 
 def sha256(text: str) -> str:
@@ -180,12 +179,6 @@ def test_cli_output_never_shows_a_secret(cli_env, capsys, monkeypatch) -> None:
 
 
 # ------------------------------------------------------------------ protect-console serve
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Serve:

@@ -6,7 +6,6 @@ An unreachable PostgreSQL is one line (``cannot connect to PostgreSQL at HOST:PO
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from console.server.store import BadDatabaseUrl, parse_db
 from tests.helpers import run_cli
+from tests.serve_helpers import free_port as closed_port  # a port nothing listens on
 
 REPO = Path(__file__).resolve().parent.parent
 FORMS = ("SQLite file path", "postgresql://user:password@host:port/dbname", "?host=/socket/dir")
@@ -121,12 +121,6 @@ def test_parse_errors_are_bad_database_urls() -> None:
     for value in BAD.values():
         with pytest.raises(BadDatabaseUrl):
             parse_db(value)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("command", list(COMMANDS.values()), ids=list(COMMANDS))
