@@ -97,8 +97,7 @@ async def take_screenshots(demo: Demo) -> list[Path]:
         await back_to(detail, "the detail after cancelling")
 
         # Stop attack: one confirmation (cancelled here, so the screenshots keep the attack live).
-        await pilot.press("X")
-        await scenes.on_screen(pilot, "StopAttackScreen", what="the stop-attack confirmation")
+        await scenes.ask_to_stop_attack(pilot)
         await shoot("stop_attack.svg", modal=True)
         await pilot.press("n")
         await back_to(detail, "the detail after cancelling the stop")

@@ -501,6 +501,18 @@ async def ask_to_reset(pilot: Pilot[Any]) -> Any:
     return confirm
 
 
+async def ask_to_stop_attack(pilot: Pilot[Any]) -> Any:
+    """On the user detail, `X`: the one question before stopping a push attack (Cancel focused)."""
+    await on_screen(pilot, "UserDetailScreen", lambda s: s.user is not None)
+    await pilot.press("X")
+    question = await on_screen(
+        pilot, "StopAttackScreen", lambda s: s.focused is not None and s.focused.id == "cancel",
+        "the stop-attack question, Cancel focused",
+    )
+    await settle(pilot, modal=True)
+    return question
+
+
 async def show_activity(pilot: Pilot[Any]) -> Any:
     await pilot.press("2")
     screen = await on_screen(

@@ -98,6 +98,16 @@ class TestConfirmation:
 
         assert snap(run_before, open_user=user.username)
 
+    def test_stop_attack_asks_once(self, snap: Callable[..., bool], demo: Demo) -> None:
+        """`X` on a user under attack: what stopping does, for how long, and Cancel focused."""
+        user = victim(demo)
+
+        async def run_before(pilot: Pilot[Any]) -> None:
+            await scenes.show_user(pilot, user)
+            await scenes.ask_to_stop_attack(pilot)
+
+        assert snap(run_before, open_user=user.username)
+
 
 class TestActivity:
     def test_attempts_and_the_attack_panel(self, snap: Callable[..., bool]) -> None:
