@@ -1,8 +1,9 @@
 """How the CLI and the console show things: statuses (words and colours), the facts people read
 (minimum OS, the push-bombing window) and times, in one zone policy.
 
-Rich only, never Textual: the CLI imports this without loading the console. Untrusted values pass
-through ``printable``; what comes back is plain ``str`` (to show literally) or ``Text``.
+Rich only (loaded on first use), never Textual: the CLI imports this without loading the console.
+Untrusted values pass through ``printable``; what comes back is plain ``str`` (to show literally)
+or ``Text``.
 
 Zone policy. A time a person reads on their own screen (tables, the user screen, modals, toasts)
 is in the local zone of the machine showing it, and names the zone wherever a bare time could be

@@ -15,7 +15,15 @@ from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from ...client import ApiError, user_key_kind
-from ...display import enrollment_short, enrollment_text, short_age, stamp_zone, user_label, user_name
+from ...display import (
+    enrollment_short,
+    enrollment_text,
+    short_age,
+    stamp_zone,
+    user_label,
+    user_name,
+    user_state_text,
+)
 from ...models import EnrollmentStatus, PushEndpoint, SystemUser
 from ...safe_text import printable
 from ..startup import USERS_DEFAULT_SORT, USERS_PAGE_SIZE
@@ -126,8 +134,7 @@ class UsersScreen(ConsoleScreen):
         def state(user: SystemUser) -> Text:
             if user.account_locked:
                 return Text("locked", style="bold red", end="")  # a word, not an emoji: no font needed
-            style = {"ACTIVATED": "", "SUSPENDED": "red", "STAGED": "yellow"}.get(user.state, "")
-            return Text(printable(user.state).lower(), style=style, end="")
+            return user_state_text(user.state)
 
         # Who it is comes first: Username, Name and Email (priority 1) keep their preferred width and
         # the least needed columns go as the terminal narrows: WebAuthn below ~132 columns, Last used
