@@ -161,7 +161,6 @@ class ErrorResponses:
         "The key's role lacks the permission", {"message": "role 'readonly' does not have permission 'push.block'"}
     )
     not_found = _error("No such thing: `message` says which", {"message": "user 5f0c1a2b3c4d5e6f7a8b9c0d not found"})
-    user_not_found = _error("No such user", {"message": "user 5f0c1a2b3c4d5e6f7a8b9c0d not found"})
     conflict = _error("The request conflicts with the current state; `message` says how",
                       {"message": "username 'ada' is already taken"})
     stale = _error("`If-Match` is not the current ETag: someone changed it since you read it; read it again",
@@ -228,7 +227,7 @@ def _methods_on(app: FastAPI, scope: Mapping[str, Any]) -> list[str]:
 # The error statuses every API operation documents, derived from what its route declares, so that a route
 # added later is described without hand-editing. Where each comes from:
 #   401  a security requirement: an API key or a device token (auth.py's dependencies)
-#   403  a role check among its dependencies (auth.require / auth.require_hot)
+#   403  a role check among its dependencies (auth.require / auth.require_hot: the Can* aliases of deps.py)
 #   404  an id in its path: the thing may not exist
 #   422  parameters or a body: validation, answered by install_error_handlers naming the field
 #   413  any route: a body over the limit is refused before it is read (limits.py)
