@@ -27,8 +27,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
 from . import display, models
 from .config import ConfigError, ConnectionProfile, load_profile
 from .safe_text import printable
@@ -59,28 +57,7 @@ class _Failure(Exception):
 # ------------------------------------------------------- limits from models
 
 
-def _bounds(model: type[BaseModel], field: str) -> tuple[int, int]:
-    """The ``ge``/``le`` bounds the service validates ``model.field`` with."""
-    low = high = None
-    for rule in model.model_fields[field].metadata:
-        low = getattr(rule, "ge", low)
-        high = getattr(rule, "le", high)
-    if low is None or high is None:  # pragma: no cover - a model change the CLI must follow
-        raise RuntimeError(f"{model.__name__}.{field} has no ge/le bounds")
-    return low, high
-
-
-def _pattern(model: type[BaseModel], field: str) -> str:
-    for rule in model.model_fields[field].metadata:
-        if getattr(rule, "pattern", None):
-            return str(rule.pattern)
-    raise RuntimeError(f"{model.__name__}.{field} has no pattern")  # pragma: no cover
-
-
-GRACE_DAYS_MAX = _bounds(models.ResetMfaRequest, "exclusionDays")[1]
-BLOCK_MINUTES = _bounds(models.PushBlockRequest, "minutes")
-BLOCK_MINUTES_DEFAULT = models.PushBlockRequest.model_fields["minutes"].default
-TOTP_CODE = re.compile(_pattern(models.TotpVerifyRequest, "code"))
+TOTP_CODE = re.compile(models.TOTP_CODE_PATTERN)
 
 # Server field names that may still appear in an error, and the flag or argument a person typed.
 FLAG_FOR_FIELD = {
@@ -1470,8 +1447,8 @@ def build_parser() -> argparse.ArgumentParser:
     reset = _twin(mfa_sub, "reset", mfa_reset, "reset all of a user's MFA (TOTP and push device; WebAuthn is kept)",
                   changing=True)
     _user_arg(reset)
-    reset.add_argument("--grace-days", type=_int_in(0, GRACE_DAYS_MAX, " (0 = no grace period)"), default=0,
-                       metavar="N", help=f"days (0..{GRACE_DAYS_MAX}) the user may log in without MFA while "
+    reset.add_argument("--grace-days", type=_int_in(0, models.GRACE_DAYS_MAX, " (0 = no grace period)"), default=0,
+                       metavar="N", help=f"days (0..{models.GRACE_DAYS_MAX}) the user may log in without MFA while "
                                          "enrolling again; 0, the default, means none")
 
     totp = sub.add_parser("totp", help="TOTP verification codes")
@@ -1488,9 +1465,9 @@ def build_parser() -> argparse.ArgumentParser:
     stop = _twin(attack_sub, "stop", attack_stop,
                  "cancel the user's pending pushes and refuse new ones for a while", changing=True)
     _user_arg(stop)
-    low, high = BLOCK_MINUTES
-    stop.add_argument("--minutes", type=_int_in(low, high), default=BLOCK_MINUTES_DEFAULT, metavar="N",
-                      help=f"how long new pushes are refused ({low}..{high}, default {BLOCK_MINUTES_DEFAULT})")
+    low, high = models.BLOCK_MINUTES
+    stop.add_argument("--minutes", type=_int_in(low, high), default=models.BLOCK_MINUTES_DEFAULT, metavar="N",
+                      help=f"how long new pushes are refused ({low}..{high}, default {models.BLOCK_MINUTES_DEFAULT})")
     stop.add_argument("--require-biometric", action="store_true",
                       help="from now on, this user's approvals need biometric or passcode verification")
     stop.add_argument("--keep-pending", action="store_true", help="do not cancel the pushes already pending")

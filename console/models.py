@@ -293,6 +293,9 @@ class UserSearch(Strict):
     filter: JsonObject | None = None
 
 
+GRACE_DAYS_MAX = 365  # the longest grace period an MFA reset may give
+
+
 class ResetMfaRequest(Strict):
     # The schema says what _one_of checks: not both (a null one is as good as absent).
     model_config = ConfigDict(json_schema_extra={"not": {
@@ -301,7 +304,7 @@ class ResetMfaRequest(Strict):
     }})
 
     exclusion: StrictBool = False
-    exclusionDays: int | None = Field(None, ge=1, le=365)
+    exclusionDays: int | None = Field(None, ge=1, le=GRACE_DAYS_MAX)
     exclusionUntil: IsoDateTime | None = None
 
     @model_validator(mode="after")
@@ -710,10 +713,16 @@ class PushCreated(Wire):
     expiresAt: datetime
 
 
+BLOCK_MINUTES = (1, 1440)  # how long a Stop-attack block may last
+BLOCK_MINUTES_DEFAULT = 15
+
+
 class PushBlockRequest(Strict):
     """Body of ``POST /api/v2/protect/users/{id}/push/block`` (Stop attack)."""
 
-    minutes: int = Field(15, ge=1, le=1440, description="How long new pushes are refused.")
+    minutes: int = Field(
+        BLOCK_MINUTES_DEFAULT, ge=BLOCK_MINUTES[0], le=BLOCK_MINUTES[1], description="How long new pushes are refused."
+    )
     cancelPending: StrictBool = Field(True, description="Cancel the user's pending pushes now (they become expired).")
     requireUserVerification: StrictBool = Field(
         False, description="From now on, approvals for this user must carry biometric/passcode verification."
@@ -752,9 +761,12 @@ class PushStats(Wire):
         return self.blocked + self.denied
 
 
+TOTP_CODE_PATTERN = r"^[0-9]{6}$"  # what a user reads out of the authenticator app
+
+
 class TotpVerifyRequest(Strict):
     userId: str = Field(min_length=1, max_length=64)
-    code: str = Field(pattern=r"^[0-9]{6}$", description="The six digits the user reads out.")
+    code: str = Field(pattern=TOTP_CODE_PATTERN, description="The six digits the user reads out.")
 
 
 class TotpVerifyResult(Wire):

@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Static
 
+from ...models import GRACE_DAYS_MAX
 from ...safe_text import printable
 from .base import ConsoleModal, literal
 
@@ -86,8 +87,8 @@ class PromptScreen(ConsoleModal[str | None]):
 def check_grace_days(value: str) -> str | None:
     if value == "":
         return None  # no grace period
-    if not value.isdigit() or not 0 <= int(value) <= 365:
-        return "grace days: enter a whole number from 0 to 365 (0 or empty = no grace period)"
+    if not value.isdigit() or not 0 <= int(value) <= GRACE_DAYS_MAX:
+        return f"grace days: enter a whole number from 0 to {GRACE_DAYS_MAX} (0 or empty = no grace period)"
     return None
 
 

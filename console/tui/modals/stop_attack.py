@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Checkbox, Input, Static
 
+from ...models import BLOCK_MINUTES, BLOCK_MINUTES_DEFAULT
 from .base import ConsoleModal
 
 
@@ -20,12 +21,10 @@ class StopAttackChoice:
     require_user_verification: bool
 
 
-MAX_BLOCK_MINUTES = 1440
-
-
 def check_block_minutes(value: str) -> str | None:
-    if not value.isdigit() or not 1 <= int(value) <= MAX_BLOCK_MINUTES:
-        return f"minutes: enter a whole number from 1 to {MAX_BLOCK_MINUTES}"
+    low, high = BLOCK_MINUTES
+    if not value.isdigit() or not low <= int(value) <= high:
+        return f"minutes: enter a whole number from {low} to {high}"
     return None
 
 
@@ -41,7 +40,9 @@ class StopAttackScreen(ConsoleModal[StopAttackChoice | None]):
         Binding("escape", "cancel", "Cancel"),
     ]
 
-    def __init__(self, title: Text, body: Text, *, minutes: int = 15, biometric_already: bool = False) -> None:
+    def __init__(
+        self, title: Text, body: Text, *, minutes: int = BLOCK_MINUTES_DEFAULT, biometric_already: bool = False
+    ) -> None:
         super().__init__()
         self._title = title
         self._body = body
