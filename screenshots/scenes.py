@@ -7,8 +7,11 @@ Determinism, on both sides of the wire:
 - **Service clock**: the service runs in-process with a :class:`ManualClock` that starts at :data:`START`
   and moves only when :func:`make_activity` advances it, a fixed step per call, so every stored time and
   every pending/expired status is the same each run.
-- **Console clock**: :func:`console_time` makes the console's "now" the service clock's (times shown
-  relative to now, "today" for time-only stamps, the push-bombing window) and its zone UTC.
+- **Ids, keys and codes**: while the demo runs, the service's modules draw them from a seeded generator
+  (:func:`seeded_secrets`; the audit log shows key ids, the enrolment modal a code and its QR).
+- **Console clock**: :func:`console_time` makes the console's "now" (``console.display.now``) the service
+  clock's (times shown relative to now, "today" for time-only stamps, the push-bombing window), its zone UTC,
+  and stops the activity screen's "updated 0s ago".
 - **URL**: the console shows :data:`SHOWN_URL`; its client reaches the real service on 127.0.0.1 and
   whatever free port it got through :class:`PortTransport` (the port differs per run and per xdist worker).
 
