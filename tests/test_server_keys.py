@@ -42,7 +42,7 @@ async def push_user(admin: httpx.AsyncClient, name: str) -> str:
     return user["_id"]
 
 
-def wire(moment) -> str:  # noqa: ANN001 - a naive UTC datetime
+def wire(moment) -> str:
     return moment.isoformat() + "Z"
 
 
@@ -69,7 +69,7 @@ async def test_the_key_is_shown_once_and_never_in_a_list(make_backend, capsys) -
             "expiresAt": None, "resources": None,
         }
         assert "key" not in row and "keyHash" not in row
-        code, out, err = run_cli(capsys, "keys", "list", "--db", b.db, "--json")
+        code, out, _err = run_cli(capsys, "keys", "list", "--db", b.db, "--json")
         assert code == 0 and "ci-bot" in out and key not in out and key[8:] not in out and digest(key) not in out
         # Admin only: every other role is refused, and cannot make itself a key.
         for role in (Role.HELPDESK, Role.READONLY, Role.SERVICE):

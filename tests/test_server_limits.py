@@ -85,7 +85,7 @@ def closed_by_server(sock: socket.socket) -> bool:
 
 
 @pytest.fixture(scope="module")
-def store(new_db) -> Iterator[Store]:  # noqa: ANN001
+def store(new_db) -> Iterator[Store]:
     store = open_store(new_db())
     yield store
     store.dispose()
@@ -267,7 +267,7 @@ def _serve_at_open_file_limit(tmp_path: Path, db: str, limit: int) -> Served:
     return served
 
 
-def test_1100_idle_connections_do_not_take_serve_down_at_1024_open_files(new_db, tmp_path: Path) -> None:  # noqa: ANN001
+def test_1100_idle_connections_do_not_take_serve_down_at_1024_open_files(new_db, tmp_path: Path) -> None:
     if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 1400:
         pytest.skip("this test needs 1,100 sockets of its own")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1400),
@@ -289,7 +289,7 @@ def test_1100_idle_connections_do_not_take_serve_down_at_1024_open_files(new_db,
 
 
 def test_serve_workers_close_idle_connections_after_the_configured_timeout(
-    new_db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    new_db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(LIMITS_ENV, Limits(header_timeout=0.5).to_env())
     served = Served(db=new_db(), home=tmp_path / "serve", workers=2).start()
