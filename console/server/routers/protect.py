@@ -37,6 +37,7 @@ from .params import PAGE_MAX, After, Before, Count, Limit, Skip
 
 router = APIRouter(prefix="/api/v2/protect", tags=["protect admin"])
 
+
 @router.get("/whoami", response_model=WhoAmI)
 def whoami(principal: AnyKey) -> WhoAmI:
     """The calling key's name, role and what that role may do."""
