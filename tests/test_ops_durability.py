@@ -147,3 +147,30 @@ async def test_only_the_login_routes_connection_commits_normal(tmp_path: Path, m
         assert (hot, other) == (1, 2)  # NORMAL, FULL
     finally:
         store.dispose()
+
+
+async def test_the_login_routes_connections_commit_without_waiting_for_the_flush_the_others_wait(
+    new_db, store_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot routes' connections (store.run_raw: replay marks, failure counts, rate counts, push attempts) trade
+    durability against a power cut (SQLite NORMAL) or a database crash (PostgreSQL synchronous_commit=off, set
+    for the session); every other connection keeps the server's setting, so lock-outs, resets, admin writes
+    and audit events stay durable (the lock-out is written on such a connection: services/totp._lock_out)."""
+    monkeypatch.delenv(SQLITE_SYNCHRONOUS_ENV, raising=False)
+    store = open_store(new_db())
+    try:
+        if store_kind == "sqlite":
+            hot = store.run_raw(lambda conn: conn.conn.execute("PRAGMA synchronous").fetchone()[0])
+            with store.write() as conn:
+                other = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+            assert (hot, other) == (1, 2)  # NORMAL, FULL
+        else:
+            query = "SELECT setting, source FROM pg_settings WHERE name = 'synchronous_commit'"
+            hot = store.run_raw(lambda conn: tuple(conn.conn.execute(query).fetchone()))
+            with store.write() as conn:
+                setting, source = conn.exec_driver_sql(query).one()
+            assert hot == ("off", "session")
+            # The server's own setting (the tests' server has it off server-wide: hence the source, not the value).
+            assert source != "session", (setting, source)
+    finally:
+        store.dispose()

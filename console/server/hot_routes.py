@@ -11,7 +11,9 @@ got before. The FastAPI routes stay the declaration (OpenAPI, docs) and the path
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
@@ -42,13 +44,29 @@ _JSON = b"application/json"
 MAX_BODY = 64 * 1024  # the hot routes' bodies are a few hundred bytes
 
 
+# PostgreSQL: the hot decisions run in at most this many threads per process (anyio's default pool is 40).
+# Each holds its thread for a few round trips of well under a millisecond (commits do not wait for the flush:
+# store.HOT_ROUTES_SYNCHRONOUS_COMMIT), so a few keep both cores busy; with 32 threads per process fighting
+# for the GIL the service spent ~2.0 ms of CPU per push admission, with 8 ~1.1 ms (bench/push_admission.py,
+# 64 clients, a loaded machine), and it keeps as few connections open (run_raw keeps up to 16 idle).
+HOT_THREADS = 8
+
+
 async def _decide(store: Store, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a hot decision: inline on SQLite (microseconds under the write gate, less than a thread hop),
     in a thread on PostgreSQL (network round trips: inline, a worker would have one request in the
-    database at a time; measured 202/s inline)."""
+    database at a time; measured 112/s inline against 680/s in 8 threads, push admission)."""
     if store.is_sqlite:
         return work(*args, **kwargs)
-    return await anyio.to_thread.run_sync(partial(work, *args, **kwargs))
+    loop = asyncio.get_running_loop()
+    limiter = _LIMITERS.get(loop)
+    if limiter is None:
+        limiter = _LIMITERS[loop] = anyio.CapacityLimiter(HOT_THREADS)
+    return await anyio.to_thread.run_sync(partial(work, *args, **kwargs), limiter=limiter)
+
+
+# One limiter per event loop (a limiter belongs to the loop it was made on; tests run several).
+_LIMITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
 
 
 async def _totp(app: FastAPI, actor: Principal, body: bytes, address: str | None) -> tuple[int, bytes, list] | None:

@@ -602,6 +602,8 @@ class Store:
             fairy.detach()  # kept by run_raw, not the pool (whose pre-ping costs a round trip per checkout)
             conn.autocommit = True
             conn.prepare_threshold = 0  # a handful of statements, run all the time: prepared on first use
+            # The PostgreSQL form of HOT_ROUTES_SYNCHRONOUS (see there); this connection serves run_raw only.
+            conn.execute(f"SET synchronous_commit = {HOT_ROUTES_SYNCHRONOUS_COMMIT}")
             return RawConn(self, conn, None, reused=False)
         except self.engine.dialect.dbapi.Error as exc:
             raise DBAPIError.instance(None, None, exc, self.engine.dialect.dbapi.Error, hide_parameters=True) from None
@@ -683,6 +685,15 @@ class RawConn:
         self._cursor.execute(prepared.sql, self._args(prepared, params))
         return self._cursor
 
+    def submit(self, statement: Any, **params: Any) -> Any:
+        """``statement`` on a cursor of its own, returned to be read later: in a PostgreSQL pipeline, after the
+        statements sent behind it (one round trip for all of them)."""
+        prepared = self.store.prepare(statement)
+        self.statements += 1
+        cursor = self.conn.cursor()
+        cursor.execute(prepared.sql, self._args(prepared, params))
+        return cursor
+
     def one(self, statement: Any, **params: Any) -> tuple | None:
         return self.execute(statement, **params).fetchone()
 
@@ -756,6 +767,15 @@ SQLITE_SYNCHRONOUS_LEVELS = ("FULL", "NORMAL")  # the first is the default
 # undo here is moot: a TOTP code (90 s at most) does not outlive a reboot. FULL on this connection halved the
 # TOTP checks (bench/durability.py: about 3,400 against 1,400/s); every other write stays FULL.
 HOT_ROUTES_SYNCHRONOUS = "NORMAL"
+# The same trade on PostgreSQL: run_raw's connections (they write only what the SQLite one does) commit with
+# synchronous_commit=off, so a commit returns once its WAL record is written, without waiting for the flush
+# (the WAL writer flushes within 3 x wal_writer_delay, 600 ms by default). A crash of the database server can
+# undo the hot routes' last commits (never half of one: the data stays consistent), and any durable commit
+# (every other connection: admin writes, resets, lock-outs, audit events) flushes the WAL up to itself, so it
+# takes the earlier hot-route commits with it. Each per-key and per-address rate-limit counter row is locked
+# from its UPSERT to its commit: with the flush inside the commit, every check of one API key waited for the
+# previous one's flush (196 TOTP checks/s with fsync on; bench/totp_verify.py).
+HOT_ROUTES_SYNCHRONOUS_COMMIT = "off"
 
 
 def sqlite_synchronous() -> str:

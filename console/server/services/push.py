@@ -210,40 +210,57 @@ def create_attempt(
     """
     require_resource(actor, body.resource)  # a service key scoped to other resources: 403, nothing recorded
 
-    def admit(conn: RawConn) -> tuple[ApiProblem | None, str, datetime]:
-        # Counted by itself first (a short UPSERT): the key's counter row is not held during admission.
-        hits = ratelimit.count_raw(conn, ratelimit.Route.PUSH, key_id=actor.key_id, address=address, now=now)
-        # PostgreSQL: BEGIN goes with the first read, and the INSERT with the COMMIT (three round trips).
-        with conn.pipeline(), conn.begin():
-            row = conn.one(_ADMISSION, user_id=body.userId, now=now, key_id=actor.key_id)
-            if row is None:
-                if not conn.one(KEY_IS_LIVE, key_id=actor.key_id)[0]:
-                    raise revoked(store, actor)
-                raise not_found(f"user {body.userId}")
-            state, account_locked, blocked_until, device_id, device_state, version, key_live = row
-            if not key_live:
+    def decide(conn: RawConn, hits: ratelimit.Hits) -> tuple[ApiProblem | None, str, datetime]:
+        row = conn.one(_ADMISSION, user_id=body.userId, now=now, key_id=actor.key_id)
+        if row is None:
+            if not conn.one(KEY_IS_LIVE, key_id=actor.key_id)[0]:
                 raise revoked(store, actor)
-            cfg = settings_at(store, conn, version)
-            hits.check(cfg)  # 429 before anything is recorded
-            if state == "SUSPENDED" or account_locked:
-                raise ApiProblem(409, f"user {body.userId} is suspended or locked")
-            refusal: ApiProblem | None = None
-            if blocked_until is not None:
-                # Stop attack is in force (checked before the device: the block is the answer that matters).
-                refusal = PushBlocked(store.dt_out(blocked_until), now)
-            elif device_id is None or device_state != "active":
-                raise ApiProblem(409, f"user {body.userId} has no active push device")
-            else:
-                refusal = _cap_refusal(store, conn, body, cfg, now)
-            attempt_id = new_id()
-            expires = now if refusal is not None else now + timedelta(seconds=cfg.push.timeoutSeconds)
-            ctx = body.context
-            conn.run(
-                _RECORD, attempt_id=attempt_id, for_user=body.userId, device=device_id, for_resource=body.resource,
-                outcome="blocked" if refusal is not None else "pending", now=now, until=expires,
-                ctx_app=ctx.app, ctx_location=ctx.location, ctx_ip=ctx.ip,
-            )
+            raise not_found(f"user {body.userId}")
+        state, account_locked, blocked_until, device_id, device_state, version, key_live = row
+        if not key_live:
+            raise revoked(store, actor)
+        cfg = settings_at(store, conn, version)
+        hits.check(cfg)  # 429 before anything is recorded
+        if state == "SUSPENDED" or account_locked:
+            raise ApiProblem(409, f"user {body.userId} is suspended or locked")
+        refusal: ApiProblem | None = None
+        if blocked_until is not None:
+            # Stop attack is in force (checked before the device: the block is the answer that matters).
+            refusal = PushBlocked(store.dt_out(blocked_until), now)
+        elif device_id is None or device_state != "active":
+            raise ApiProblem(409, f"user {body.userId} has no active push device")
+        else:
+            refusal = _cap_refusal(store, conn, body, cfg, now)
+        attempt_id = new_id()
+        expires = now if refusal is not None else now + timedelta(seconds=cfg.push.timeoutSeconds)
+        ctx = body.context
+        conn.run(
+            _RECORD, attempt_id=attempt_id, for_user=body.userId, device=device_id, for_resource=body.resource,
+            outcome="blocked" if refusal is not None else "pending", now=now, until=expires,
+            ctx_app=ctx.app, ctx_location=ctx.location, ctx_ip=ctx.ip,
+        )
         return refusal, attempt_id, expires
+
+    def admit(conn: RawConn) -> tuple[ApiProblem | None, str, datetime]:
+        if store.is_sqlite:
+            # The count in the admission's transaction: one pass of the write gate, one commit. An answer
+            # refused before anything is recorded (429, 401, 404, 409) still commits the count.
+            problem: ApiProblem | None = None
+            with conn.begin():
+                hits = ratelimit.count_raw(conn, ratelimit.Route.PUSH, key_id=actor.key_id, address=address, now=now)
+                try:
+                    decided = decide(conn, hits)
+                except ApiProblem as exc:
+                    problem = exc
+            if problem is not None:
+                raise problem
+            return decided
+        # PostgreSQL: counted by itself first (a short UPSERT), so the key's and the address's counter rows,
+        # which every push of theirs updates, are not held during admission.
+        hits = ratelimit.count_raw(conn, ratelimit.Route.PUSH, key_id=actor.key_id, address=address, now=now)
+        # BEGIN goes with the first read, and the INSERT with the COMMIT (three round trips).
+        with conn.pipeline(), conn.begin():
+            return decide(conn, hits)
 
     refusal, attempt_id, expires = store.run_raw(admit)
     if refusal is not None:

@@ -133,18 +133,58 @@ def _params(route: Route, subjects: list[str], window: int) -> dict[str, Any]:
 
 
 def count_raw(conn: RawConn, route: Route, *, key_id: str | None, address: str | None, now: datetime) -> Hits:
-    """The hot routes' count: one UPSERT on ``conn`` (:meth:`Store.run_raw`), committed by itself."""
+    """The hot routes' count: one UPSERT on ``conn`` (:meth:`Store.run_raw`), in the caller's transaction when
+    one is open (on SQLite, then, under the write gate it already holds), else committed by itself."""
+    return submit_raw(conn, route, key_id=key_id, address=address, now=now).hits()
+
+
+class PendingHits:
+    """A count sent and not yet read (:func:`submit_raw`): :meth:`hits` reads it."""
+
+    def __init__(self, conn: RawConn, route: Route, window: int, epoch: int, cursor: Any) -> None:
+        self.conn, self.route, self.window, self.epoch, self.cursor = conn, route, window, epoch, cursor
+
+    def hits(self) -> Hits:
+        counts: dict[str, int] = {}
+        if self.cursor is not None:
+            counts = dict(self.cursor.fetchall())
+            self.cursor.close()
+        if 1 in counts.values():
+            with self.conn.store.write_gate():
+                self.conn.run(_PRUNE, before=self.window - WINDOW_SECONDS)
+        return Hits(self.route, self.window, self.epoch, counts)
+
+
+def submit_raw(conn: RawConn, route: Route, *, key_id: str | None, address: str | None, now: datetime) -> PendingHits:
+    """:func:`count_raw` in two halves: in a PostgreSQL pipeline (:meth:`RawConn.pipeline`) the UPSERT is only
+    queued, and goes to the server with the statements after it; ``.hits()`` reads it after them.
+
+    On SQLite it is run (and read) at once: a statement left unread there would still be running."""
     store = conn.store
     window, epoch = _window(now)
     subjects = _subjects(key_id, address)
     if not subjects:
-        return Hits(route, window, epoch, {})
+        return PendingHits(conn, route, window, epoch, None)
     statement = _upsert(store.engine.dialect.name, len(subjects))
-    with store.write_gate():
-        counts = dict(conn.execute(statement, **_params(route, subjects, window)).fetchall())
-        if 1 in counts.values():
-            conn.run(_PRUNE, before=window - WINDOW_SECONDS)
-    return Hits(route, window, epoch, counts)
+    params = _params(route, subjects, window)
+    if store.is_sqlite:
+        with store.write_gate():
+            rows = conn.execute(statement, **params).fetchall()
+        return PendingHits(conn, route, window, epoch, _Read(rows))
+    return PendingHits(conn, route, window, epoch, conn.submit(statement, **params))
+
+
+class _Read:
+    """Rows already read, as a cursor hands them out."""
+
+    def __init__(self, rows: list) -> None:
+        self.rows = rows
+
+    def fetchall(self) -> list:
+        return self.rows
+
+    def close(self) -> None:
+        pass
 
 
 def count(conn: Connection, route: Route, *, key_id: str | None, address: str | None, now: datetime) -> Hits:

@@ -184,54 +184,97 @@ class _TotpRow(NamedTuple):
     totp_last_step: int | None
 
 
+# A check's verdict: decided (result, outcome, locked out), None when a concurrent check changed the row first
+# (read it again), or a lock-out still to record (in a durable transaction of its own, see _lock_out).
+_Decided = tuple[TotpVerifyResult, TotpOutcome, bool]
+
+
+class _LockOut(NamedTuple):
+    result: TotpVerifyResult
+    outcome: TotpOutcome
+    params: dict[str, Any]
+    after: TotpFailures
+    lockout: timedelta
+    max_failures: int
+
+
 def verify_unaudited(
     store: Store, actor: Principal, user_id: str, code: str, now: datetime, *, address: str | None = None
 ) -> TotpVerifyResult:
     """:func:`verify` for callers whose checks are not audited (login flows), without a lock: the rate-limit
     count (one UPSERT), one read, then one conditional UPDATE that both decides and records (see ``_ACCEPT``
     and ``_COUNT_FAILURE``). A wrong code that starts a lock-out is recorded with its audit event in one
-    transaction (rare: once per ``maxFailures`` wrong codes).
+    durable transaction of its own (rare: once per ``maxFailures`` wrong codes).
+
+    SQLite: the count, the read and the UPDATE in one transaction (one pass of the write gate, one commit);
+    a refusal (429, 401, 404) commits the count all the same. PostgreSQL: the count and the read in one
+    round trip (a pipeline), the UPDATE by itself: the count's rows (one per key and per address, shared by
+    every check they make) stay locked only for the UPSERT's own implicit transaction.
 
     For service keys an unknown user gets the answer of a user without TOTP (no enumeration of users)."""
 
-    def decide(conn: RawConn) -> tuple[TotpVerifyResult, TotpOutcome, bool]:
-        hits = ratelimit.count_raw(conn, ratelimit.Route.TOTP_VERIFY, key_id=actor.key_id, address=address, now=now)
-        for _ in range(_ROUNDS):
-            row = conn.one(_READ, user_id=user_id, key_id=actor.key_id)
-            if row is None:
-                if not conn.one(KEY_IS_LIVE, key_id=actor.key_id)[0]:
-                    raise revoked(store, actor)
-                hits.check(settings_at(store, conn, conn.one(_SETTINGS_VERSION)[0]))
-                if actor.role == Role.SERVICE:
-                    return TotpVerifyResult(valid=False, reason=NOT_ENROLLED), TotpOutcome.NOT_ENROLLED, False
-                raise not_found(f"user {user_id}")
-            if not row[8]:
+    def check(conn: RawConn, hits: ratelimit.Hits, row: Any) -> _Decided | _LockOut | None:
+        if row is None:
+            if not conn.one(KEY_IS_LIVE, key_id=actor.key_id)[0]:
                 raise revoked(store, actor)
-            cfg = settings_at(store, conn, row[7])
-            hits.check(cfg)
-            user = _TotpRow(*row[:3])
-            state = TotpFailures.of(row[3], store.dt_out(row[4]), store.dt_out(row[5]), row[6])
-            max_failures = cfg.totp.maxFailures
-            result, step, outcome = _check(_opened(store, user_id, user), state, code, now, max_failures)
-            if outcome is TotpOutcome.VALID:
-                changed = conn.write(_ACCEPT, user_id=user_id, secret=user.totp_secret, now=now, step=step)
-            elif outcome is TotpOutcome.WRONG_CODE:
-                # Only wrong codes count toward the lock-out (see verify).
-                after, lockout = after_wrong_code(state, now, max_failures)
-                params = {
-                    "user_id": user_id, "secret": user.totp_secret, "now": now, "was_failures": state.failures,
-                    "was_failure_at": state.failure_at, "was_lockouts": state.lockouts, **_bind(after),
-                }
-                if lockout is None:
-                    changed = conn.write(_COUNT_FAILURE, **params)
-                else:
-                    changed = _lock_out(store, actor, user_id, params, after, lockout, max_failures, now)
-                    if changed == 1:
-                        return result, outcome, True
-            else:
-                return result, outcome, False  # not enrolled, locked, replay: nothing to record
-            if changed == 1:
-                return result, outcome, False
+            hits.check(settings_at(store, conn, conn.one(_SETTINGS_VERSION)[0]))
+            if actor.role == Role.SERVICE:
+                return TotpVerifyResult(valid=False, reason=NOT_ENROLLED), TotpOutcome.NOT_ENROLLED, False
+            raise not_found(f"user {user_id}")
+        if not row[8]:
+            raise revoked(store, actor)
+        cfg = settings_at(store, conn, row[7])
+        hits.check(cfg)
+        user = _TotpRow(*row[:3])
+        state = TotpFailures.of(row[3], store.dt_out(row[4]), store.dt_out(row[5]), row[6])
+        max_failures = cfg.totp.maxFailures
+        result, step, outcome = _check(_opened(store, user_id, user), state, code, now, max_failures)
+        if outcome is TotpOutcome.VALID:
+            changed = conn.write(_ACCEPT, user_id=user_id, secret=user.totp_secret, now=now, step=step)
+        elif outcome is TotpOutcome.WRONG_CODE:
+            # Only wrong codes count toward the lock-out (see verify).
+            after, lockout = after_wrong_code(state, now, max_failures)
+            params = {
+                "user_id": user_id, "secret": user.totp_secret, "now": now, "was_failures": state.failures,
+                "was_failure_at": state.failure_at, "was_lockouts": state.lockouts, **_bind(after),
+            }
+            if lockout is not None:
+                return _LockOut(result, outcome, params, after, lockout, max_failures)
+            changed = conn.write(_COUNT_FAILURE, **params)
+        else:
+            return result, outcome, False  # not enrolled, locked, replay: nothing to record
+        return (result, outcome, False) if changed == 1 else None
+
+    def first(conn: RawConn) -> tuple[ratelimit.Hits, _Decided | _LockOut | None]:
+        if store.is_sqlite:
+            refusal: ApiProblem | None = None
+            with conn.begin():
+                hits = ratelimit.count_raw(conn, ratelimit.Route.TOTP_VERIFY, key_id=actor.key_id, address=address,
+                                           now=now)
+                try:
+                    verdict = check(conn, hits, conn.one(_READ, user_id=user_id, key_id=actor.key_id))
+                except ApiProblem as exc:
+                    refusal = exc  # refused requests count too: the count commits
+            if refusal is not None:
+                raise refusal
+            return hits, verdict
+        with conn.pipeline():
+            pending = ratelimit.submit_raw(conn, ratelimit.Route.TOTP_VERIFY, key_id=actor.key_id, address=address,
+                                           now=now)
+            row = conn.one(_READ, user_id=user_id, key_id=actor.key_id)
+            hits = pending.hits()
+        return hits, check(conn, hits, row)
+
+    def decide(conn: RawConn) -> _Decided:
+        hits, verdict = first(conn)
+        for _ in range(_ROUNDS):
+            if isinstance(verdict, _LockOut):
+                changed = _lock_out(store, actor, user_id, verdict.params, verdict.after, verdict.lockout,
+                                    verdict.max_failures, now)
+                verdict = (verdict.result, verdict.outcome, True) if changed == 1 else None
+            if verdict is not None:
+                return verdict
+            verdict = check(conn, hits, conn.one(_READ, user_id=user_id, key_id=actor.key_id))
         raise ApiProblem(503, "too many simultaneous checks for this user; try again")
 
     result, outcome, locked_out = store.run_raw(decide)
