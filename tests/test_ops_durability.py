@@ -18,6 +18,7 @@ import asyncio
 import os
 import signal
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -72,7 +73,9 @@ def _audit_chain(db: str) -> ChainReport:
         store.dispose()
 
 
-async def test_acknowledged_writes_survive_kill_9_of_the_whole_service(new_db, store_kind: str, tmp_path: Path) -> None:
+async def test_acknowledged_writes_survive_kill_9_of_the_whole_service(
+    new_db: Callable[..., str], store_kind: str, tmp_path: Path
+) -> None:
     db = new_db()
     first = Served(db=db, home=tmp_path / "before", workers=2).start()
     created: dict[str, str] = {}
@@ -88,6 +91,7 @@ async def test_acknowledged_writes_survive_kill_9_of_the_whole_service(new_db, s
             for task in done - {reached}:
                 task.result()  # a writer that failed says why
             assert enough.is_set(), "the writers did not reach the kill point"
+            assert first.proc is not None
             os.killpg(first.proc.pid, signal.SIGKILL)  # serve and its workers, mid-stream
             await asyncio.gather(*writers)
     finally:
@@ -123,7 +127,7 @@ def test_sqlite_acknowledges_a_write_only_once_it_is_on_disk(tmp_path: Path, mon
         store = open_store(tmp_path / name)
         try:
             with store.read() as conn:
-                return conn.exec_driver_sql("PRAGMA synchronous").scalar()
+                return int(conn.exec_driver_sql("PRAGMA synchronous").scalar_one())
         finally:
             store.dispose()
 
@@ -150,7 +154,7 @@ async def test_only_the_login_routes_connection_commits_normal(tmp_path: Path, m
 
 
 async def test_the_login_routes_connections_commit_without_waiting_for_the_flush_the_others_wait(
-    new_db, store_kind: str, monkeypatch: pytest.MonkeyPatch
+    new_db: Callable[..., str], store_kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The hot routes' connections (store.run_raw: replay marks, failure counts, rate counts, push attempts) trade
     durability against a power cut (SQLite NORMAL) or a database crash (PostgreSQL synchronous_commit=off, set

@@ -12,6 +12,7 @@ got before. The FastAPI routes stay the declaration (OpenAPI, docs) and the path
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -19,19 +20,18 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio
-
 from fastapi import FastAPI
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .metrics import count_http
 from ..models import ROLE_PERMISSIONS, Permission, PushRequest, TotpVerifyRequest
+from .limits import key_problem, read_limited, replay, too_large
+from .metrics import count_http
 from .routers import resource
 from .services import push as push_service
 from .services import totp as totp_service
 from .services.common import Principal
-from .limits import key_problem, read_limited, replay, too_large
 from .services.keys import cached_authenticate
 from .services.ratelimit import client_address
 from .store import Store
@@ -42,6 +42,8 @@ TOTP_VERIFY = "/api/v2/protect/totp/verify"
 PUSH = "/api/v2/protect/push"
 _JSON = b"application/json"
 MAX_BODY = 64 * 1024  # the hot routes' bodies are a few hundred bytes
+# An answer: status, JSON body, extra headers.
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
 
 # PostgreSQL: the hot decisions run in at most this many threads per process (anyio's default pool is 40).
@@ -69,7 +71,7 @@ async def _decide(store: Store, work: Callable[..., T], *args: Any, **kwargs: An
 _LIMITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
 
 
-async def _totp(app: FastAPI, actor: Principal, body: bytes, address: str | None) -> tuple[int, bytes, list] | None:
+async def _totp(app: FastAPI, actor: Principal, body: bytes, address: str | None) -> Answer | None:
     if Permission.READ in ROLE_PERMISSIONS[actor.role]:
         return None  # the support desk's check is audited: the FastAPI route does it
     request = TotpVerifyRequest.model_validate_json(body)
@@ -81,7 +83,7 @@ async def _totp(app: FastAPI, actor: Principal, body: bytes, address: str | None
     return 200, result.model_dump_json().encode(), []
 
 
-async def _push(app: FastAPI, actor: Principal, body: bytes, address: str | None) -> tuple[int, bytes, list] | None:
+async def _push(app: FastAPI, actor: Principal, body: bytes, address: str | None) -> Answer | None:
     request = PushRequest.model_validate_json(body)
     store = app.state.store
     created = await _decide(
@@ -114,7 +116,7 @@ class HotRoutes:
     def _route(self, path: str) -> Any:
         route = self._routes.get(path)
         if route is None:
-            route = next(r for r in resource.router.routes if getattr(r, "path", None) == path and "POST" in r.methods)
+            route = next(r for r in resource.router.routes if getattr(r, "path", None) == path and "POST" in getattr(r, "methods", ()))
             self._routes[path] = route
         return route
 
@@ -176,7 +178,7 @@ class HotRoutes:
             return
         await self._send(send, scope, answer, started)
 
-    async def _send(self, send: Send, scope: Scope, answer: tuple[int, bytes, list], started: float) -> None:
+    async def _send(self, send: Send, scope: Scope, answer: Answer, started: float) -> None:
         status, payload, headers = answer
         route = scope["route"] = self._route(scope["path"])
         try:
@@ -190,20 +192,23 @@ class HotRoutes:
 
     async def _answer(
         self, scope: Scope, actor: Principal, permission: Permission, handle: Callable[..., Awaitable[Any]], body: bytes
-    ) -> tuple[int, bytes, list] | None:
+    ) -> Answer | None:
         if permission not in ROLE_PERMISSIONS[actor.role]:
             return None  # 401/403: the route says it
         try:
-            return await handle(self.fastapi, actor, body, client_address(scope.get("client")))
+            answer: Answer | None = await handle(self.fastapi, actor, body, client_address(scope.get("client")))
         except ValidationError:
             return None  # 422 naming the field: the route says it
+        return answer
 
-    async def _problem(self, scope: Scope, exc: Exception) -> tuple[int, bytes, list]:
+    async def _problem(self, scope: Scope, exc: Exception) -> Answer:
         handlers = self.fastapi.exception_handlers
         handler = next((handlers[k] for k in type(exc).__mro__ if k in handlers), None)
         if handler is None:
             raise exc
-        response = await handler(Request(scope), exc)
+        response = handler(Request(scope), exc)
+        if inspect.isawaitable(response):
+            response = await response
         headers = [(k, v) for k, v in response.raw_headers if k not in (b"content-type", b"content-length")]
         return response.status_code, bytes(response.body), headers
 

@@ -125,14 +125,14 @@ Index(
 SEARCH_INDEX_TABLE = "users_search"
 
 
-def include_in_schema_compare(dialect: str):  # noqa: ANN201 - Alembic's include_object callable
+def include_in_schema_compare(dialect: str) -> Callable[..., bool]:
     """Alembic's ``include_object`` for comparing ``metadata`` with a database of ``dialect``.
 
     Leaves out indexes declared for the other store only (``Index(...).ddl_if(dialect=...)``) and the
     search index's own tables (an FTS5 virtual table and its shadow tables, which no metadata describes).
     """
 
-    def include(obj, name, type_, reflected, compare_to) -> bool:  # noqa: ANN001
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
         if type_ == "table" and name and (name == SEARCH_INDEX_TABLE or name.startswith(SEARCH_INDEX_TABLE + "_")):
             return False
         only = getattr(obj, "_ddl_if", None)
@@ -324,7 +324,7 @@ def sort_key(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().strip()
 
 
-def folded(values: dict) -> dict:
+def folded(values: dict[str, Any]) -> dict[str, Any]:
     """The derived columns (case-folded search copies, name sort keys) for whichever fields ``values`` sets."""
     derived = {f"{k}_ci": str(values[k]).casefold() for k in SEARCHABLE if k in values and values[k] is not None}
     derived.update(
@@ -401,7 +401,7 @@ class DbTarget:
         return self.url.set(drivername="postgresql").render_as_string(hide_password=True)
 
 
-def parse_db(value: "str | Path | DbTarget") -> DbTarget:
+def parse_db(value: str | Path | DbTarget) -> DbTarget:
     """``--db``/``PROTECT_DB``: a SQLite file path or a PostgreSQL URL; anything else is BadDatabaseUrl."""
     if isinstance(value, DbTarget):
         return value
@@ -468,9 +468,8 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            with conn.begin():
-                yield conn
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -478,9 +477,8 @@ class Store:
         with self.engine.connect() as conn:
             if self.is_sqlite:
                 conn.execution_options(sqlite_begin="IMMEDIATE")
-                with self.write_gate():
-                    with conn.begin():
-                        yield conn
+                with self.write_gate(), conn.begin():
+                    yield conn
             else:
                 with conn.begin():
                     yield conn
@@ -527,7 +525,7 @@ class Store:
 
     # ------------------------------------------------------------ the hot path
 
-    def prepare(self, statement: Any) -> "Prepared":
+    def prepare(self, statement: Any) -> Prepared:
         """``statement`` (SQLAlchemy Core, with ``bindparam`` names) compiled once for this database."""
         prepared = self._prepared.get(statement)
         if prepared is None:
@@ -544,7 +542,7 @@ class Store:
     def dt_out(self, value: Any) -> Any:
         return self._dt_out(value) if self._dt_out is not None and value is not None else value
 
-    def run_raw(self, work: "Callable[[RawConn], T]") -> "T":
+    def run_raw(self, work: Callable[[RawConn], T]) -> T:
         """``work(conn)`` on a DB-API connection in autocommit mode, without SQLAlchemy's per-statement cost.
 
         For the two hot routes. ``conn.begin()`` opens a transaction (on SQLite under the write
@@ -552,7 +550,7 @@ class Store:
         turns out dead on its first statement (PostgreSQL restarted meanwhile) is replaced and the
         work run once more; database errors come out as SQLAlchemy's (so the API answers 503).
         """
-        dbapi = self.engine.dialect.dbapi
+        dbapi = self._dbapi()
         for attempt in (1, 2):
             conn = self._take_raw()
             try:
@@ -573,10 +571,15 @@ class Store:
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _take_raw(self) -> "RawConn":
+    def _dbapi(self) -> Any:
+        """The DB-API module (sqlite3, psycopg): its ``Error`` classes."""
+        return self.engine.dialect.dbapi
+
+    def _take_raw(self) -> RawConn:
+        fairy: Any
         try:
             if self.is_sqlite:
-                if asyncio._get_running_loop() is None:  # noqa: SLF001 - a worker thread: the pool's, per call
+                if asyncio._get_running_loop() is None:
                     fairy = self.engine.raw_connection()
                     return RawConn(self, fairy.driver_connection, fairy, reused=True)
                 # The event loop's thread keeps one connection (no pool checkout per request), checked as
@@ -599,14 +602,15 @@ class Store:
                 return RawConn(self, conn, None, reused=True)
             fairy = self.engine.raw_connection()
             conn = fairy.driver_connection
+            assert conn is not None  # a connection just made
             fairy.detach()  # kept by run_raw, not the pool (whose pre-ping costs a round trip per checkout)
             conn.autocommit = True
             conn.prepare_threshold = 0  # a handful of statements, run all the time: prepared on first use
             # The PostgreSQL form of HOT_ROUTES_SYNCHRONOUS (see there); this connection serves run_raw only.
             conn.execute(f"SET synchronous_commit = {HOT_ROUTES_SYNCHRONOUS_COMMIT}")
             return RawConn(self, conn, None, reused=False)
-        except self.engine.dialect.dbapi.Error as exc:
-            raise DBAPIError.instance(None, None, exc, self.engine.dialect.dbapi.Error, hide_parameters=True) from None
+        except self._dbapi().Error as exc:
+            raise DBAPIError.instance(None, None, exc, self._dbapi().Error, hide_parameters=True) from None
 
     def _forget_pinned(self, fairy: Any) -> None:
         with self._idle_lock:
@@ -643,7 +647,7 @@ def still_the_file(engine: Engine, fairy: Any) -> bool:
         return True
     from .health import _IDENTITY, _identity
 
-    return fairy.info.get(_IDENTITY) == _identity(Path(engine.url.database))
+    return bool(fairy.info.get(_IDENTITY) == _identity(Path(str(engine.url.database))))
 
 
 @dataclass(frozen=True)
@@ -687,18 +691,19 @@ class RawConn:
 
     def submit(self, statement: Any, **params: Any) -> Any:
         """``statement`` on a cursor of its own, returned to be read later: in a PostgreSQL pipeline, after the
-        statements sent behind it (one round trip for all of them)."""
+        statements sent behind it (one round trip for all of them). Not counted in ``statements``: it reaches
+        the server with the next one, so a dead connection fails on that one, before anything ran."""
         prepared = self.store.prepare(statement)
-        self.statements += 1
         cursor = self.conn.cursor()
         cursor.execute(prepared.sql, self._args(prepared, params))
         return cursor
 
-    def one(self, statement: Any, **params: Any) -> tuple | None:
+    def one(self, statement: Any, **params: Any) -> Any:
+        """The first row (a tuple), or None."""
         return self.execute(statement, **params).fetchone()
 
     def rowcount(self, statement: Any, **params: Any) -> int:
-        return self.execute(statement, **params).rowcount
+        return int(self.execute(statement, **params).rowcount)
 
     def run(self, statement: Any, **params: Any) -> None:
         """A statement whose result is not needed (in a pipeline it waits for the next sync)."""
@@ -714,7 +719,7 @@ class RawConn:
             return self.rowcount(statement, **params)
 
     @contextmanager
-    def begin(self) -> Iterator["RawConn"]:
+    def begin(self) -> Iterator[RawConn]:
         """A transaction: on SQLite under the write gate with ``BEGIN IMMEDIATE``."""
         if self.store.is_sqlite:
             with self.store.write_gate():
@@ -738,12 +743,12 @@ class RawConn:
         if self.fairy is not None:
             self.fairy.close()
         else:
-            self.store._keep_idle(self.conn)  # noqa: SLF001
+            self.store._keep_idle(self.conn)
 
     def discard(self) -> None:
         if self.pinned:
-            self.store._pinned.fairy = None  # noqa: SLF001
-            self.store._forget_pinned(self.fairy)  # noqa: SLF001
+            self.store._pinned.fairy = None
+            self.store._forget_pinned(self.fairy)
         try:
             if self.fairy is not None:
                 self.fairy.invalidate()
@@ -823,7 +828,7 @@ def _sqlite_engine(path: Path) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event decide how transactions start.
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
@@ -865,7 +870,7 @@ def _no_nul(value: object) -> object:
 
 
 def _postgres_engine(url: URL) -> Engine:
-    connect_args: dict = {}
+    connect_args: dict[str, Any] = {}
     if "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = 10
     engine = create_engine(
@@ -880,16 +885,16 @@ def _postgres_engine(url: URL) -> Engine:
     )
 
     @event.listens_for(engine, "before_cursor_execute", retval=True)
-    def _on_execute(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ANN202
+    def _on_execute(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> Any:
         # PostgreSQL text cannot hold NUL (SQLite can). Stored text never has one (the models refuse
         # it), so a NUL can only come in a lookup (an id in a URL): U+FFFD keeps it a value that
         # matches nothing, as on SQLite, instead of an error.
         if isinstance(parameters, dict):
             if any(isinstance(v, str) and "\x00" in v for v in parameters.values()):
                 parameters = {k: _no_nul(v) for k, v in parameters.items()}
-        elif isinstance(parameters, (list, tuple)) and parameters and isinstance(parameters[0], dict):
-            if any(isinstance(v, str) and "\x00" in v for p in parameters for v in p.values()):
-                parameters = [{k: _no_nul(v) for k, v in p.items()} for p in parameters]
+        elif (isinstance(parameters, (list, tuple)) and parameters and isinstance(parameters[0], dict)
+              and any(isinstance(v, str) and "\x00" in v for p in parameters for v in p.values())):
+            parameters = [{k: _no_nul(v) for k, v in p.items()} for p in parameters]
         return statement, parameters
 
     return engine
@@ -934,7 +939,7 @@ def _connected(target: DbTarget) -> Engine:
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def _alembic_config(conn: Connection):  # noqa: ANN202
+def _alembic_config(conn: Connection) -> Any:  # an alembic Config
     from alembic.config import Config
 
     config = Config()
@@ -949,7 +954,9 @@ def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
     config = _alembic_config(None)  # type: ignore[arg-type]
-    return ScriptDirectory.from_config(config).get_current_head()
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None  # the migrations folder ships with the code
+    return head
 
 
 @functools.cache
@@ -1009,7 +1016,7 @@ def _upgrade(conn: Connection, state: SchemaState) -> None:
     command.upgrade(config, "head")
 
 
-def open_store(db: "str | Path | DbTarget") -> Store:
+def open_store(db: str | Path | DbTarget) -> Store:
     """Open the store at ``db`` (a SQLite path or a PostgreSQL URL) for serving.
 
     An empty database gets the schema through the migrations. A database behind the code is
@@ -1049,7 +1056,7 @@ def _load_secret_keys(store: Store, conn: Connection) -> None:
     secretbox.attach(store, conn)
 
 
-def upgrade_database(db: "str | Path | DbTarget") -> tuple[SchemaState, SchemaState]:
+def upgrade_database(db: str | Path | DbTarget) -> tuple[SchemaState, SchemaState]:
     """``protect-console db upgrade``: bring ``db`` to the code's schema. Safe to run again."""
     target = parse_db(db)
     engine = _connected(target)
@@ -1071,7 +1078,7 @@ def upgrade_database(db: "str | Path | DbTarget") -> tuple[SchemaState, SchemaSt
     return before, after
 
 
-def database_state(db: "str | Path | DbTarget") -> SchemaState:
+def database_state(db: str | Path | DbTarget) -> SchemaState:
     """``protect-console db current``: where ``db`` stands (nothing is changed)."""
     target = parse_db(db)
     engine = _connected(target)

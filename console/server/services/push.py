@@ -9,9 +9,25 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, DateTime, and_, bindparam, case, func, insert, literal, select, true, union, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    DateTime,
+    Select,
+    Subquery,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    union,
+    update,
+)
 from sqlalchemy.engine import Connection
 
 from ...models import (
@@ -81,7 +97,7 @@ def _to_attempt(row: Any) -> PushAttempt:
     )
 
 
-def _select(now: datetime):  # noqa: ANN202
+def _select(now: datetime) -> Select[Any]:
     return select(*_columns(now)).select_from(push_attempts.outerjoin(users, users.c.id == push_attempts.c.user_id))
 
 
@@ -164,11 +180,11 @@ class PushBlocked(ApiProblem):
 # Admission reads everything it decides on in one statement, with the user's row locked (FOR UPDATE on
 # PostgreSQL; on SQLite the transaction holds the write lock from BEGIN IMMEDIATE): the user, their
 # device, the block in force, the settings' version and whether the calling key is still live.
-_USER = bindparam("user_id")
-_NOW = bindparam("now", type_=DateTime)
+_USER: BindParameter[Any] = bindparam("user_id")
+_NOW: BindParameter[Any] = bindparam("now", type_=DateTime)
 _ADMISSION = (
     select(
-        users.c.state, users.c.account_locked, push_block_until_expr(_NOW).label("blocked_until"),
+        users.c.state, users.c.account_locked, push_block_until_expr(cast(datetime, _NOW)).label("blocked_until"),
         devices.c.id, devices.c.state, settings_version.label("settings_version"), key_is_live.label("key_live"),
     )
     .select_from(users.outerjoin(devices, devices.c.user_id == users.c.id))
@@ -245,16 +261,13 @@ def create_attempt(
         if store.is_sqlite:
             # The count in the admission's transaction: one pass of the write gate, one commit. An answer
             # refused before anything is recorded (429, 401, 404, 409) still commits the count.
-            problem: ApiProblem | None = None
             with conn.begin():
                 hits = ratelimit.count_raw(conn, ratelimit.Route.PUSH, key_id=actor.key_id, address=address, now=now)
                 try:
-                    decided = decide(conn, hits)
+                    return decide(conn, hits)
                 except ApiProblem as exc:
                     problem = exc
-            if problem is not None:
-                raise problem
-            return decided
+            raise problem
         # PostgreSQL: counted by itself first (a short UPSERT), so the key's and the address's counter rows,
         # which every push of theirs updates, are not held during admission.
         hits = ratelimit.count_raw(conn, ratelimit.Route.PUSH, key_id=actor.key_id, address=address, now=now)
@@ -285,7 +298,8 @@ def _cap_refusal(store: Store, conn: RawConn, body: PushRequest, cfg: ProtectSet
 
 
 def _seconds_until(store: Store, earliest: Any, now: datetime) -> int:
-    return max(1, math.ceil((store.dt_out(earliest) - now).total_seconds()))
+    until: datetime = store.dt_out(earliest)
+    return max(1, math.ceil((until - now).total_seconds()))
 
 
 def _refusal_outcome(refusal: ApiProblem) -> PushOutcome:
@@ -450,7 +464,7 @@ def window_start(since: datetime | None, now: datetime) -> datetime:
         raise bad_request("since: date-time out of range (1970..9000)") from None
 
 
-def _aggregate(now: datetime, since: datetime):  # noqa: ANN202
+def _aggregate(now: datetime, since: datetime) -> Subquery:
     """Counts by status (as of ``now``) of each user's attempts created at or after ``since``."""
     status = status_expr(now)
 

@@ -177,10 +177,10 @@ def submit_raw(conn: RawConn, route: Route, *, key_id: str | None, address: str 
 class _Read:
     """Rows already read, as a cursor hands them out."""
 
-    def __init__(self, rows: list) -> None:
+    def __init__(self, rows: list[Any]) -> None:
         self.rows = rows
 
-    def fetchall(self) -> list:
+    def fetchall(self) -> list[Any]:
         return self.rows
 
     def close(self) -> None:

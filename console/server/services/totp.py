@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import pyotp
-from sqlalchemy import DateTime, bindparam, or_, select, update
+from sqlalchemy import BindParameter, DateTime, bindparam, or_, select, update
 
 from ...models import Role, TotpEnrollResult, TotpVerifyResult
 from .. import secretbox
@@ -95,9 +95,10 @@ def _record_lockout(
     now: datetime,
 ) -> None:
     """The lock-out's audit event, in the transaction that locks (actor: the key whose wrong code locked it)."""
+    until = after.locked_until
     details = {
         "failures": max_failures, "minutes": int(lockout.total_seconds() // 60), "lockouts": after.lockouts,
-        "lockedUntil": after.locked_until.replace(tzinfo=UTC).isoformat(),
+        "lockedUntil": until.replace(tzinfo=UTC).isoformat() if until is not None else None,  # set by a lock-out
     }
     record(conn, actor if actor is not None else "service", "totp.lockout", user_id, details, now)
 
@@ -126,7 +127,7 @@ def _check(
 ) -> tuple[TotpVerifyResult, int | None, TotpOutcome]:
     if user.totp_secret is None or user.totp_status != "ENROLLED":
         return TotpVerifyResult(valid=False, reason=NOT_ENROLLED), None, TotpOutcome.NOT_ENROLLED
-    if is_locked(state, now):
+    if state.locked_until is not None and is_locked(state, now):
         until = state.locked_until.replace(tzinfo=UTC).isoformat()
         reason = f"TOTP locked until {until} (too many wrong codes); try again then, or an admin can reset TOTP"
         return TotpVerifyResult(valid=False, reason=reason), None, TotpOutcome.LOCKED
@@ -141,7 +142,7 @@ def _check(
 
 # ------------------------------------------------------------------ the hot path (unaudited checks)
 
-_USER = bindparam("user_id")
+_USER: BindParameter[Any] = bindparam("user_id")
 _NOW = bindparam("now", type_=DateTime)
 # Everything one check needs in one statement: the user's TOTP state, the settings' version, the key's life.
 _READ = select(
@@ -248,6 +249,7 @@ def verify_unaudited(
     def first(conn: RawConn) -> tuple[ratelimit.Hits, _Decided | _LockOut | None]:
         if store.is_sqlite:
             refusal: ApiProblem | None = None
+            verdict: _Decided | _LockOut | None = None
             with conn.begin():
                 hits = ratelimit.count_raw(conn, ratelimit.Route.TOTP_VERIFY, key_id=actor.key_id, address=address,
                                            now=now)
