@@ -65,7 +65,7 @@ def main() -> None:
 
             cpu: dict[str, list[float]] = {name: [0.0, 0.0] for name in results}  # console, serve
 
-            def press(key: str, done) -> None:  # noqa: ANN001
+            def press(key: str, done) -> None:
                 time.sleep(args.gap_ms / 1000)
                 console, server = pane.cpu_ms(), cpu_ms(service.pid)
                 sent = pane.keys(key)
@@ -106,9 +106,9 @@ def main() -> None:
              note=f"CPU per key: console {cpu[name][0] / max(1, len(samples)):.1f} ms, "
                   f"serve {cpu[name][1] / max(1, len(samples)):.1f} ms")
          for name, samples in results.items()],
-        [f"frames timed by tmux %output (captures every <= {args.poll_ms:g} ms and after each output; capture "
-         f"round trip p50 {capture:.2f} ms; {bounded} frames timed by a capture's return, an upper "
-         f"bound); {args.gap_ms:g} ms idle between presses", machine_note()],
+        [(f"frames timed by tmux %output (captures every <= {args.poll_ms:g} ms and after each output; capture "
+          f"round trip p50 {capture:.2f} ms; {bounded} frames timed by a capture's return, an upper "
+          f"bound); {args.gap_ms:g} ms idle between presses"), machine_note()],
     )
 
 

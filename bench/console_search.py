@@ -111,10 +111,10 @@ def main() -> None:
         [Row("last key -> the one match painted", samples, GOAL_MS,
              note=f"CPU per search (whole name): console {cpu[0] / max(1, len(samples)):.0f} ms, "
                   f"serve {cpu[1] / max(1, len(samples)):.0f} ms")],
-        [f"names typed {typing}, e.g. {names[1] if len(names) > 1 else names[0]}; one warm-up name not counted; "
-         f"{early} names left out because their prefix's answer was on screen before the last key",
-         f"frames timed by tmux %output (captures every <= {args.poll_ms:g} ms and after each output; capture "
-         f"round trip p50 {capture:.2f} ms)", machine_note()],
+        [(f"names typed {typing}, e.g. {names[1] if len(names) > 1 else names[0]}; one warm-up name not counted; "
+          f"{early} names left out because their prefix's answer was on screen before the last key"),
+         (f"frames timed by tmux %output (captures every <= {args.poll_ms:g} ms and after each output; capture "
+          f"round trip p50 {capture:.2f} ms)"), machine_note()],
     )
 
 

@@ -70,8 +70,8 @@ def main() -> None:
          Row("start -> first rows painted", to_rows, None),
          Row("console CPU until its rows were painted", console_cpu[1:], None,
              note=f"serve CPU meanwhile p50 {sorted(serve_cpu)[len(serve_cpu) // 2]:.0f} ms")],
-        [f"frames timed by tmux %output (captures every <= {args.poll_ms:g} ms and after each output; "
-         f"capture round trip p50 {capture:.2f} ms); one warm-up run not counted", machine_note()],
+        [(f"frames timed by tmux %output (captures every <= {args.poll_ms:g} ms and after each output; "
+          f"capture round trip p50 {capture:.2f} ms); one warm-up run not counted"), machine_note()],
     )
 
 

@@ -17,11 +17,11 @@ import ssl
 import sys
 import threading
 import time
-from concurrent.futures import Future
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar, cast
 
 # httpx's own command-line tool (httpx._main) pulls in click and pygments, ~40 ms of the console's
 # start-up for a `main` this program never calls: a None entry makes that optional import fail,
@@ -37,8 +37,8 @@ try:
 except ImportError:
     sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
-import httpx  # noqa: E402
-from pydantic import BaseModel, TypeAdapter, ValidationError  # noqa: E402
+import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .models import (
     BOMBING_THRESHOLD,
@@ -247,7 +247,7 @@ class WarmStart:
         self.base_url = base_url.rstrip("/")
         self.max_age = max_age
         self._started = time.monotonic()
-        self._answers: dict[tuple[str, tuple], Future] = {}
+        self._answers: dict[tuple[str, tuple[tuple[str, str | int], ...]], Future[httpx.Response]] = {}
         for path, params in requests:
             self._answers[(path, tuple(params))] = Future()
         self._sends = list(self._answers.items())  # the thread's own list: take() pops from the dict
@@ -255,7 +255,7 @@ class WarmStart:
         self._thread.start()
 
     @classmethod
-    def begin(cls, base_url: str, api_key: str, requests: Sequence[tuple[str, Params]]) -> "WarmStart | None":
+    def begin(cls, base_url: str, api_key: str, requests: Sequence[tuple[str, Params]]) -> WarmStart | None:
         """Start, for a plain-http URL without a proxy (else None: nothing to gain over TLS set-up twice)."""
         if not _no_tls_needed(base_url) or not api_key:
             return None
@@ -340,7 +340,7 @@ class _Http:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def __aenter__(self):  # noqa: ANN204 - returns the subclass
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -411,7 +411,7 @@ class _Http:
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(float(retry_after), self.max_retry_wait)
-        base = self.backoff * (2 ** (attempt - 1))
+        base: float = self.backoff * (2 ** (attempt - 1))
         return min(base + random.uniform(0, base / 2), self.max_retry_wait)
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -424,10 +424,10 @@ class _Http:
             raise BackendUnavailable(f"{self.shown_url} answered {path} with something that is not JSON") from exc
 
     async def model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
-        return _parse(model, await self.json(method, path, **kwargs), path)
+        return cast(M, _parse(model, await self.json(method, path, **kwargs), path))
 
     async def page(self, item: type[M], path: str, method: str = "GET", **kwargs: Any) -> Page[M]:
-        return _parse(Page[item], await self.json(method, path, **kwargs), path)  # type: ignore[valid-type]
+        return cast("Page[M]", _parse(Page[item], await self.json(method, path, **kwargs), path))  # type: ignore[valid-type]
 
     async def cursor_page(self, item: type[M], path: str, method: str = "GET", **kwargs: Any) -> CursorPage[M]:
         """A list answer read for keyset paging: the rows, the total (None if not counted), the cursors."""
@@ -444,7 +444,7 @@ class _Http:
         return CursorPage(results, total, start, end, "startCursor" in data or "endCursor" in data)
 
 
-_ADAPTERS: dict[Any, TypeAdapter] = {}
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
 
 
 def _parse(model: Any, data: Any, path: str) -> Any:
@@ -467,7 +467,7 @@ def shown_url(url: str) -> str:
 def _causes(exc: BaseException) -> list[BaseException]:
     """``exc``, what it was raised from, and the members of any exception group among them."""
     found: list[BaseException] = []
-    todo = [exc]
+    todo: list[BaseException | None] = [exc]
     while todo:
         current = todo.pop()
         if current is None or any(current is seen for seen in found):
@@ -673,7 +673,8 @@ class ProtectClient(_Http):
 
     # --------------------------------------------------------- push devices
     async def push_endpoints(self, user_id: str) -> list[PushEndpoint]:
-        return _parse(list[PushEndpoint], await self.json("GET", f"/api/v2/users/{user_id}/pushendpoints"), "pushendpoints")
+        endpoints = _parse(list[PushEndpoint], await self.json("GET", f"/api/v2/users/{user_id}/pushendpoints"), "pushendpoints")
+        return cast("list[PushEndpoint]", endpoints)
 
     async def get_push_endpoint(self, user_id: str, endpoint_id: str) -> PushEndpoint:
         return await self.model(PushEndpoint, "GET", f"/api/v2/users/{user_id}/pushendpoints/{endpoint_id}")
@@ -812,7 +813,7 @@ class DeviceClient(_Http):
         return result
 
     async def pushes(self) -> list[DevicePush]:
-        return _parse(list[DevicePush], await self.json("GET", "/device/v1/pushes"), "pushes")
+        return cast("list[DevicePush]", _parse(list[DevicePush], await self.json("GET", "/device/v1/pushes"), "pushes"))
 
     async def respond(
         self, attempt_id: str, decision: str, *, user_verified: bool = False, report_fraud: bool = False

@@ -28,13 +28,13 @@ from .tui_helpers import SIZE, burst, console_app, table_lines
 class PageSpy:
     """Records every ``user_page`` call of the app's client (the keyword arguments it was given)."""
 
-    def __init__(self, app) -> None:  # noqa: ANN001
+    def __init__(self, app) -> None:
         self.calls: list[dict] = []
         self.answers: list = []
         api = app.api
         original = api.user_page
 
-        async def spy(**kwargs):  # noqa: ANN003, ANN202
+        async def spy(**kwargs):
             self.calls.append(kwargs)
             answer = await original(**kwargs)
             self.answers.append(answer)
@@ -47,14 +47,14 @@ class PageSpy:
         return any(answer.cursors for answer in self.answers)
 
 
-async def users_table(app) -> VirtualTable:  # noqa: ANN001
+async def users_table(app) -> VirtualTable:
     await wait_for(lambda: isinstance(app.screen, UsersScreen))
     table = app.screen.query_one("#users-table", VirtualTable)
     await wait_for(lambda: table.total is not None and table.row_at(0) is not None)
     return table
 
 
-async def settled(app, pilot) -> None:  # noqa: ANN001
+async def settled(app, pilot) -> None:
     """Until no page request is left to start or to answer."""
     table = app.screen.query_one("#users-table", VirtualTable)
     await wait_for(lambda: not table._inflight and not table._wanted and not table._request_scheduled)
@@ -187,7 +187,7 @@ async def test_palette_opens_an_exact_email_or_username_with_one_enter(backend) 
             await wait_for(lambda: isinstance(app.screen, UsersScreen))
 
 
-def palette_first_line(app) -> str:  # noqa: ANN001
+def palette_first_line(app) -> str:
     from textual.command import CommandList
 
     try:
@@ -222,7 +222,7 @@ async def test_the_page_cache_stays_bounded_after_scrolling_far(make_backend) ->
         table.max_pages = 6
         for target in range(0, 2_500, 150):
             table.cursor_row = target
-            await wait_for(lambda: table.row_at(target) is not None)
+            await wait_for(lambda target=target: table.row_at(target) is not None)
         await settled(app, pilot)
         assert len(table._pages) <= table.max_pages
         assert len(table._ahead) <= table.max_ahead

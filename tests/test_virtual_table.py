@@ -277,7 +277,7 @@ async def test_page_cache_is_bounded() -> None:
         await wait_for(pilot, lambda: table.total == 100_000)
         for target in (5_000, 20_000, 40_000, 60_000, 80_000, 99_999):
             table.cursor_row = target
-            await wait_for(pilot, lambda: table.row_at(target) is not None)
+            await wait_for(pilot, lambda target=target: table.row_at(target) is not None)
         assert len(table._pages) <= 4
         assert table.row_at(99_999) is not None
         assert len(source.calls) == len(set(source.calls))  # never the same page twice in flight
@@ -351,7 +351,7 @@ async def test_resizing_refits_columns_without_sideways_scrolling() -> None:
                     40: ("id", "name", "email"), 100: ("id", "name", "email", "extra", "more")}
         for width, keys in expected.items():
             await pilot.resize_terminal(width, 12)
-            await wait_for(pilot, lambda: table.shown_columns == keys)
+            await wait_for(pilot, lambda keys=keys: table.shown_columns == keys)
             await pilot.pause()
             content = table.scrollable_content_region.width
             assert table.virtual_size.width == content  # flex columns fill the row exactly: no sideways scroll

@@ -179,7 +179,7 @@ async def test_scrolling_back_up_after_eviction_asks_before_the_page_below() -> 
         await wait_for(pilot, lambda: table.total == 100_000)
         for target in range(100, 1_300, 100):
             table.cursor_row = target
-            await wait_for(pilot, lambda: table.row_at(target) is not None)
+            await wait_for(pilot, lambda target=target: table.row_at(target) is not None)
         await settle(app, pilot)
         assert 0 not in table._pages and 5 not in table._pages  # evicted
         asked = len(source.requests)
@@ -198,7 +198,7 @@ async def test_page_cache_stays_bounded_while_scrolling_a_long_way() -> None:
         await wait_for(pilot, lambda: table.total == 200_000)
         for target in range(0, 100_001, 400):  # 100k rows, four pages a step
             table.cursor_row = target
-            await wait_for(pilot, lambda: table.row_at(target) is not None)
+            await wait_for(pilot, lambda target=target: table.row_at(target) is not None)
         await settle(app, pilot)
         assert len(table._pages) <= table.max_pages
         assert len(table._ahead) <= table.max_ahead

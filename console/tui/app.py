@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from textual import events, on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.command import CommandPalette, SearchIcon
+from textual.command import CommandListItem, CommandPalette, SearchIcon
 from textual.reactive import reactive
 from textual.screen import ModalScreen, Screen
+from textual.widget import AwaitMount
 
 from ..client import ApiError, ProtectClient, WarmStart
-from ..safe_text import printable
 from ..config import ConnectionProfile
 from ..models import ROLE_PERMISSIONS, Permission, WhoAmI
+from ..safe_text import printable
 from .commands import ConsoleCommands
 from .screens.base import ConsoleScreen, describe_action
 from .screens.users import UsersScreen
@@ -23,11 +25,11 @@ from .startup import SETTLE_AFTER, settle_memory
 from .tabs import HOME, TABS, Tab
 
 
-def _lazy_screen(tab: Tab) -> Callable[[], Screen]:
+def _lazy_screen(tab: Tab) -> Callable[[], Screen[Any]]:
     """A MODES factory importing the tab's screen on first use: start-up loads the first screen only."""
 
-    def make() -> Screen:
-        screen_class: type[Screen] = getattr(importlib.import_module(f"{__package__}.screens.{tab.module}"),
+    def make() -> Screen[Any]:
+        screen_class: type[Screen[Any]] = getattr(importlib.import_module(f"{__package__}.screens.{tab.module}"),
                                              tab.screen_class)
         return screen_class()
 
@@ -140,9 +142,9 @@ class ProtectConsoleApp(App[None]):
         # Global keys stay out of the way while a modal (confirm, prompt, palette) is up.
         # The palette too: its actions are the screen's, and opening it over a question let that question be
         # answered while it was not on top (its dismiss then popped the palette and answered twice).
-        if action in ("switch_mode", "show_screen", "help", "back", "quit", "command_palette") and self._modal_open():
-            return False
-        return True
+        return not (
+            action in ("switch_mode", "show_screen", "help", "back", "quit", "command_palette") and self._modal_open()
+        )
 
     # ------------------------------------------------------------ keys typed ahead
     async def on_event(self, event: events.Event) -> None:
@@ -204,7 +206,7 @@ class ProtectConsoleApp(App[None]):
                     return True
         return False
 
-    def get_system_commands(self, screen: Screen):  # noqa: ANN201 - Iterable[SystemCommand]
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         # Of Textual's own palette entries only the theme applies to this console: Keys (a
         # widget-help panel), Screenshot (an SVG in the current directory), Maximize and Quit
         # (`q`, in the footer) are either noise or do nothing useful here.
@@ -213,18 +215,18 @@ class ProtectConsoleApp(App[None]):
     def action_command_palette(self) -> None:
         from .widgets.palette import GuardedCommandPalette
 
-        if self.use_command_palette and not CommandPalette.is_open(self):
+        if self.use_command_palette and not CommandPalette.is_open(self):  # type: ignore[arg-type]  # App[object] there
             self.push_screen(GuardedCommandPalette(id="--command-palette"))
 
-    def search_commands(self, commands, placeholder: str = "Search for commands…"):  # noqa: ANN001, ANN201
+    def search_commands(self, commands: Sequence[CommandListItem], placeholder: str = "Search for commands…") -> AwaitMount:
         # Textual's own palettes (system commands, themes) get the same guard as ours.
         from textual.command import SimpleProvider
 
         from .widgets.palette import GuardedCommandPalette
 
-        return self.push_screen(
-            GuardedCommandPalette(providers=[SimpleProvider(self.screen, commands)], placeholder=placeholder)
-        )
+        # An instance where the annotation says a class: Textual's own search_commands does the same.
+        providers = [SimpleProvider(self.screen, list(commands))]
+        return self.push_screen(GuardedCommandPalette(providers=providers, placeholder=placeholder))  # type: ignore[arg-type]
 
     def search_themes(self) -> None:
         from textual.theme import ThemeProvider
@@ -239,7 +241,7 @@ class ProtectConsoleApp(App[None]):
         for icon in self.screen.query(SearchIcon):
             icon.icon = ">"
 
-    def action_back(self) -> None:
+    def action_back(self) -> None:  # type: ignore[override]  # sync: screens call it and go on at once
         """One level back: inside the screen first (focus back to its table, a search cleared),
         then close the screen on top, then return to Users."""
         screen = self.screen

@@ -12,11 +12,11 @@ recomputed on resize), so nothing is ever measured over the data.
 from __future__ import annotations
 
 from collections import OrderedDict
-from weakref import WeakSet
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Self, cast
+from weakref import WeakSet
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
@@ -92,8 +92,8 @@ def cursor_fetcher(fetch: CursorFetcher) -> CursorFetcher:
 
 async def _ask(fetch: PageFetcher | CursorFetcher, request: PageRequest) -> PageAnswer:
     if getattr(fetch, "takes_page_request", False):
-        return await fetch(request)  # type: ignore[call-arg, arg-type]
-    total, rows = await fetch(request.skip, request.limit)  # type: ignore[call-arg]
+        return await cast(CursorFetcher, fetch)(request)
+    total, rows = await cast(PageFetcher, fetch)(request.skip, request.limit)
     return PageAnswer(total, list(rows))
 
 RowKey = Callable[[Any], Hashable | None]
@@ -177,7 +177,7 @@ def fit_columns(columns: list[Column], available: int, *, roomy: bool = False) -
                 if weight:
                     grown[index] += 1
                     left -= 1
-            widths = [w + g for w, g in zip(widths, grown)]
+            widths = [w + g for w, g in zip(widths, grown, strict=True)]
     elif spare < 0:
         deficit = -spare
         # Lowest priority first; within one priority, in proportion to how far each may shrink.
@@ -201,7 +201,7 @@ def fit_columns(columns: list[Column], available: int, *, roomy: bool = False) -
             for index in members:
                 widths[index] -= cuts[index]
             deficit -= cut_total
-    return list(zip(shown, widths))
+    return list(zip(shown, widths, strict=True))
 
 
 def _safe_cell(value: str | Text) -> Text:
@@ -285,22 +285,22 @@ class VirtualTable(ScrollView, can_focus=True):
     class _TableMessage(Message):
         """A message about one table; ``control`` lets ``@on(..., "#id")`` select it."""
 
-        def __init__(self, table: "VirtualTable") -> None:
+        def __init__(self, table: VirtualTable) -> None:
             super().__init__()
             self.table = table
 
         @property
-        def control(self) -> "VirtualTable":
+        def control(self) -> VirtualTable:
             return self.table
 
     class RowHighlighted(_TableMessage):
-        def __init__(self, table: "VirtualTable", index: int, row: Any) -> None:
+        def __init__(self, table: VirtualTable, index: int, row: Any) -> None:
             super().__init__(table)
             self.index = index
             self.row = row
 
     class RowSelected(_TableMessage):
-        def __init__(self, table: "VirtualTable", index: int, row: Any) -> None:
+        def __init__(self, table: VirtualTable, index: int, row: Any) -> None:
             super().__init__(table)
             self.index = index
             self.row = row
@@ -308,20 +308,20 @@ class VirtualTable(ScrollView, can_focus=True):
     class Loaded(_TableMessage):
         """A page was answered. ``shown``: it is on screen (False for one fetched ahead of the view)."""
 
-        def __init__(self, table: "VirtualTable", total: int, shown: bool = True) -> None:
+        def __init__(self, table: VirtualTable, total: int, shown: bool = True) -> None:
             super().__init__(table)
             self.total = total
             self.shown = shown
 
     class LoadFailed(_TableMessage):
-        def __init__(self, table: "VirtualTable", error: BaseException) -> None:
+        def __init__(self, table: VirtualTable, error: BaseException) -> None:
             super().__init__(table)
             self.error = error
 
     class ColumnsChanged(_TableMessage):
         """The set of shown columns changed (the widget was resized); ``keys`` are the shown ones."""
 
-        def __init__(self, table: "VirtualTable", keys: tuple[str, ...]) -> None:
+        def __init__(self, table: VirtualTable, keys: tuple[str, ...]) -> None:
             super().__init__(table)
             self.keys = keys
 
@@ -333,7 +333,7 @@ class VirtualTable(ScrollView, can_focus=True):
         *,
         page_size: int = 100,
         empty_text: str = "No rows",
-        max_pages: int = 64,
+        max_pages: int = 32,  # 3,200 rows of 100: ~90 screens to scroll back through; ~3 KB a user model
         prefetch: bool = False,
         row_key: RowKey | None = default_row_key,
         details: RowDetails | None = None,
@@ -384,7 +384,7 @@ class VirtualTable(ScrollView, can_focus=True):
         # Scrolling a line or a screen back redraws from here; a full refresh() clears it (new data,
         # device details, a clock), and the cursor's line is never cached.
         self._line_cache: OrderedDict[int, tuple[Any, int, Strip]] = OrderedDict()
-        self._header_cache: tuple[tuple, Strip] | None = None
+        self._header_cache: tuple[tuple[int, str | None, bool, int], Strip] | None = None
         self._base_style: Style | None = None
         self._layout_width: int | None = None
         self._row_width = self._span(self._layout)
@@ -395,7 +395,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self._view_size = (0, 0)
 
     def on_mount(self) -> None:
-        super().on_mount()
+        super().on_mount()  # type: ignore[no-untyped-call]  # Textual's ScrollView.on_mount is unannotated
         if self._fetch is not None:
             self._want(0)
 
@@ -440,7 +440,7 @@ class VirtualTable(ScrollView, can_focus=True):
             # A server that pages by cursor answers "the last rows" without the total: asked beside the
             # first page, so End after a new sort or filter is in the cache as soon as the total is.
             # A callable, not a coroutine: a worker cancelled before it starts leaves no un-awaited coroutine.
-            self.run_worker(partial(self._load_tail, self._generation, fetch), group=_PAGE_GROUP, exit_on_error=False,
+            self.run_worker(partial(self._load_tail, self._generation, fetch), group=_PAGE_GROUP, exit_on_error=False,  # type: ignore[arg-type]
                             description="last rows")
         self.refresh()
 
@@ -617,7 +617,7 @@ class VirtualTable(ScrollView, can_focus=True):
             request = self._plan(page)
             self._inflight.add(page)
             self.run_worker(
-                partial(self._load_page, page, self._generation, self._fetch, request),
+                partial(self._load_page, page, self._generation, self._fetch, request),  # type: ignore[arg-type]
                 group=_PAGE_GROUP,
                 exit_on_error=False,
                 description=f"page {page}",
@@ -699,14 +699,17 @@ class VirtualTable(ScrollView, can_focus=True):
         total, size = self._total, self.page_size
         last = (total - 1) // size if total else 0
         count = total - last * size
-        if last == 0 or len(answer.rows) < count or last in self._inflight:
+        if last == 0 or len(answer.rows) < count:
             return  # one page in all, or the list changed meanwhile: the usual request does it
         if self._page_generation.get(last) == self._generation and (last in self._pages or last in self._ahead):
             return
+        # Kept even while the usual request for that page is in flight (prefetch asks for it once the
+        # total is known): End then paints from here instead of waiting for that second answer.
         rows = list(answer.rows[-count:])
         self._cursors[last] = (answer.start_cursor if count == len(answer.rows) else None, answer.end_cursor)
         self._wanted.discard(last)
-        self._store_page(last, rows)
+        if self._store_page(last, rows):
+            self.refresh()  # End was pressed before it came: its rows replace "loading…" now
 
     async def _load_page(self, page: int, generation: int, fetch: PageFetcher | CursorFetcher, request: PageRequest) -> None:
         try:
@@ -768,7 +771,7 @@ class VirtualTable(ScrollView, can_focus=True):
         anchor = self._anchor
         if anchor is None:
             return False
-        key, old_index, screen_line, pages = anchor
+        key, _old_index, screen_line, pages = anchor
         fresh = [p for p in sorted(pages) if p in self._pages and self._page_generation.get(p) == self._generation]
         for page in fresh:
             for offset, row in enumerate(self._pages[page]):
@@ -859,7 +862,7 @@ class VirtualTable(ScrollView, can_focus=True):
             self.refresh()
 
     # ------------------------------------------------------------ drawing
-    def refresh(self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False):  # noqa: ANN201
+    def refresh(self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False) -> Self:
         if not regions:
             self._line_cache.clear()  # a full repaint is asked for because something shown changed
         return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
@@ -969,13 +972,14 @@ class VirtualTable(ScrollView, can_focus=True):
                     cell = _fit(_safe_cell(value), width).render(console)
                     segments.extend(cell if base is None else Segment.apply_style(cell, base))
                     continue
-                style = value.style
-                key = (style, base)
+                key = (value.style, base)
                 combined = styles.get(key)
                 if combined is None and key not in styles:
-                    if isinstance(style, str):
-                        style = console.get_style(style) if style else None
-                    combined = (base + style if style else base) if base is not None else (style or None)
+                    style = console.get_style(value.style) if isinstance(value.style, str) else value.style
+                    if base is not None:
+                        combined = base + style if style else base
+                    else:
+                        combined = style or None
                     if len(styles) > 256:
                         styles.clear()
                     styles[key] = combined
@@ -1021,10 +1025,10 @@ class VirtualTable(ScrollView, can_focus=True):
         cells: list[Text] = []
         for column, width in self._layout:  # only the shown columns are rendered
             try:
-                value = column.render(row)
+                value = column.render(row)  # a render callable written without types may still answer None
             except Exception:  # noqa: BLE001 - one odd row must not take the table down
                 value = "?"
-            cells.append(_fit(_safe_cell(value if value is not None else ""), width))
+            cells.append(_fit(_safe_cell(value if value is not None else ""), width))  # type: ignore[redundant-expr]
         line = Text(_SEPARATOR, end="").join(cells)
         if index == self.cursor_row:
             style = self.get_component_rich_style("virtual-table--cursor")
@@ -1169,10 +1173,10 @@ class VirtualTable(ScrollView, can_focus=True):
             lines = []
             for column in self.columns:
                 try:
-                    value = column.render(row)
+                    value = column.render(row)  # a render callable written without types may still answer None
                 except Exception:  # noqa: BLE001
                     value = "?"
-                lines.append((column.label, value if value is not None else ""))
+                lines.append((column.label, value if value is not None else ""))  # type: ignore[redundant-expr]
         title = self._details_title(row) if self._details_title is not None else "Row details"
         self.app.push_screen(RowDetailsScreen(title, lines))
 
