@@ -193,8 +193,9 @@ from .tui_helpers import burst, toasts  # noqa: E402
 
 
 def editor_key(app: ProtectConsoleApp) -> str:
-    """The setting the open value prompt edits (its label starts with the key)."""
-    return str(app.screen.query_one("#prompt-label").content).split(":", 1)[0]
+    """The setting the open value prompt edits (its label starts with the key); "" until the prompt is built."""
+    labels = app.screen.query("#prompt-label")
+    return str(labels.first().content).split(":", 1)[0] if labels else ""
 
 
 async def close_editor(app: ProtectConsoleApp, pilot) -> None:
@@ -208,7 +209,7 @@ async def test_j_k_and_page_keys_move_and_e_edits_the_highlighted_setting_typed_
         await wait_for(lambda: isinstance(app.screen, UsersScreen) and app.whoami is not None)
         # One burst straight from Users, before Settings has loaded its values: 3, down twice, edit.
         burst(app, ["3", "j", "j", "e"])
-        await wait_for(lambda: isinstance(app.screen, PromptScreen))
+        await wait_for(lambda: isinstance(app.screen, PromptScreen) and bool(app.screen.query("#prompt-label")))
         assert editor_key(app) == "push.maxPendingPerUser"  # the third setting, not the first
         # Each burst below starts on the list (a key typed into the editor's box belongs to the box).
         await close_editor(app, pilot)
