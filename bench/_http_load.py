@@ -20,10 +20,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 @dataclass
@@ -53,7 +55,7 @@ def _request(host: str, path: str, key: str, body: bytes) -> bytes:
 def _client(
     index: int, host: str, port: int, path: str, key: str, connections: int, make_source: Callable[[int], Source],
     classify: Classify, start_at: float, warmup: float, seconds: float, interval: float | None,
-    out: "multiprocessing.Queue",
+    out: multiprocessing.Queue[ClientResult],
 ) -> None:
     """One client process. ``interval``: None sends the next request as soon as the answer is in (closed
     loop); else each connection sends one request every ``interval`` seconds (paced), and latency counts
@@ -97,8 +99,9 @@ def _client(
         clock = time.perf_counter()
         for i in range(connections):
             planned = due[i]
-            if planned is not None and not busy[i] and planned <= clock:
-                if clock >= stop_at or not send(i, planned if interval else clock):
+            if planned is not None and not busy[i] and planned <= clock and (
+                clock >= stop_at or not send(i, planned if interval else clock)
+            ):
                     due[i] = None
                     live -= 1
 
@@ -177,14 +180,14 @@ def run_clients(
         merged.answered += part.answered
         for k, v in part.statuses.items():
             merged.statuses[k] = merged.statuses.get(k, 0) + v
-        for k, v in part.bodies.items():
-            merged.bodies[k] = merged.bodies.get(k, 0) + v
+        for kind, n in part.bodies.items():
+            merged.bodies[kind] = merged.bodies.get(kind, 0) + n
     for p in procs:
         p.join(10)
     return merged
 
 
-def measure(served: "Serve", run: Callable[[], ClientResult]) -> ClientResult:
+def measure(served: Serve, run: Callable[[], ClientResult]) -> ClientResult:
     """``run()``, with the service's CPU time and the whole machine's over the same span."""
     cpu, busy, started = served.cpu_seconds(), machine_busy_seconds(), time.perf_counter()
     result = run()
@@ -215,7 +218,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 class Serve:
@@ -224,9 +227,9 @@ class Serve:
     def __init__(self, db: str, workers: int) -> None:
         self.db, self.workers = db, workers
         self.port = free_port()
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> "Serve":
+    def __enter__(self) -> Serve:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         import tempfile
@@ -260,6 +263,8 @@ class Serve:
         """CPU time (user + system) the service's processes have used so far: the runner and its workers."""
         total = 0.0
         ticks = os.sysconf("SC_CLK_TCK")
+        if self.proc is None:
+            return 0.0
         for pid in [self.proc.pid, *_children(self.proc.pid)]:
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -294,7 +299,7 @@ def machine_busy_seconds() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def chunks(items: list, parts: int) -> Iterator[list]:
+def chunks(items: list[T], parts: int) -> Iterator[list[T]]:
     for i in range(parts):
         yield items[i::parts]
 

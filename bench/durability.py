@@ -45,17 +45,17 @@ from sqlalchemy.engine import make_url
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _http_load import Serve, chunks, measure, run_clients  # noqa: E402
-from _store import lift_rate_limits, machine_note, percentile  # noqa: E402
-from totp_verify import GOAL_RATE, PATH, classify, enrolled_secrets, make_source_factory  # noqa: E402
+from _http_load import ClientResult, Serve, chunks, measure, run_clients
+from _store import lift_rate_limits, machine_note, percentile
+from totp_verify import GOAL_RATE, PATH, classify, enrolled_secrets, make_source_factory
 
-from console.models import Role, SystemUserCreate  # noqa: E402
-from console.server.clock import Clock  # noqa: E402
-from console.server.seed import seed_directory  # noqa: E402
-from console.server.services.common import Principal  # noqa: E402
-from console.server.services.keys import create_key  # noqa: E402
-from console.server.services.users import create_user  # noqa: E402
-from console.server.store import SQLITE_SYNCHRONOUS_ENV, Store, open_store, users  # noqa: E402
+from console.models import Role, SystemUserCreate
+from console.server.clock import Clock
+from console.server.seed import seed_directory
+from console.server.services.common import Principal
+from console.server.services.keys import create_key
+from console.server.services.users import create_user
+from console.server.store import SQLITE_SYNCHRONOUS_ENV, Store, open_store, users
 
 BENCH_ADMIN = Principal(key_id="", name="bench-durability", role=Role.ADMIN)
 WARMUP_WRITES = 10
@@ -143,7 +143,8 @@ def postgres_lines(args: argparse.Namespace) -> tuple[list[Line], str]:
         warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR not set
         import pgserver
 
-    server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="protect-bench-durability-pg-")), cleanup_mode="delete")
+    server = pgserver.get_server(  # type: ignore[attr-defined]  # pgserver re-exports it without __all__
+        Path(tempfile.mkdtemp(prefix="protect-bench-durability-pg-")), cleanup_mode="delete")
     admin_url = server.get_uri("postgres")
     admin = create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
     lines: list[Line] = []
@@ -184,7 +185,7 @@ def served_lines(args: argparse.Namespace, folder: Path) -> tuple[list[Line], st
     finally:
         store.dispose()  # the service's workers are the only users of the file while it runs
     lines = []
-    for level, mine in zip(("NORMAL", "FULL"), (enrolled[0::2], enrolled[1::2])):
+    for level, mine in zip(("NORMAL", "FULL"), (enrolled[0::2], enrolled[1::2]), strict=True):
         os.environ[SQLITE_SYNCHRONOUS_ENV] = level
         shares = list(chunks(mine, args.clients))
         with Serve(str(db), args.workers) as served:
@@ -198,7 +199,9 @@ def served_lines(args: argparse.Namespace, folder: Path) -> tuple[list[Line], st
     return lines, f"TOTP: {args.users:,} users seeded in {seeded:.1f} s, {len(enrolled):,} enrolled, half per level"
 
 
-def _clients(served: Serve, key: str, shares: list, args: argparse.Namespace) -> Callable:
+def _clients(
+    served: Serve, key: str, shares: list[list[tuple[str, str]]], args: argparse.Namespace
+) -> Callable[[], ClientResult]:
     return lambda: run_clients(
         "127.0.0.1", served.port, PATH, key, processes=args.clients, connections=1,
         make_source=make_source_factory(shares), classify=classify, warmup=args.warmup, seconds=args.seconds,
@@ -215,7 +218,7 @@ def report(lines: list[Line], notes: list[str]) -> None:
     ]
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head) - 1)]
     for row in [head, *rows]:
-        cells = [f"{c:<{w}}" if i < 3 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(row, widths))]
+        cells = [f"{c:<{w}}" if i < 3 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(row, widths, strict=True))]
         print("  ".join(cells) + "  " + row[-1])
     for note in [*notes, machine_note()]:
         print(f"  {note}")

@@ -20,6 +20,7 @@ import argparse
 import json
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import and_, func, or_, select
@@ -27,21 +28,21 @@ from sqlalchemy import and_, func, or_, select
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _http_load import Serve, cpu_rows, measure, percentile, run_clients, table  # noqa: E402
-from _store import add_db_argument, bench_store, lift_rate_limits, seed_if_empty  # noqa: E402
+from _http_load import ClientResult, Serve, Source, cpu_rows, measure, percentile, run_clients, table
+from _store import add_db_argument, bench_store, lift_rate_limits, seed_if_empty
 
-from console.models import ProtectSettingsPatch, Role  # noqa: E402
-from console.server.clock import Clock  # noqa: E402
-from console.server.services.common import Principal  # noqa: E402
-from console.server.services.keys import create_key  # noqa: E402
-from console.server.services.settings import etag_for, read_settings, update_settings  # noqa: E402
-from console.server.store import devices, push_attempts, users  # noqa: E402
+from console.models import ProtectSettingsPatch, Role
+from console.server.clock import Clock
+from console.server.services.common import Principal
+from console.server.services.keys import create_key
+from console.server.services.settings import etag_for, read_settings, update_settings
+from console.server.store import Store, devices, push_attempts, users
 
 PATH = "/api/v2/protect/push"
 GOAL_RATE, GOAL_P99_MS = 1000, 50.0
 
 
-def reachable_users(store) -> list[str]:  # noqa: ANN001
+def reachable_users(store: Store) -> list[str]:
     now = Clock().now()
     with store.read() as conn:
         return list(conn.execute(
@@ -55,11 +56,13 @@ def reachable_users(store) -> list[str]:  # noqa: ANN001
         ).scalars())
 
 
-def make_source_factory(targets: list[str], clients: int, per_process: int, per_user: int, resource: str):  # noqa: ANN201
+def make_source_factory(
+    targets: list[str], clients: int, per_process: int, per_user: int, resource: str
+) -> Callable[[int], Source]:
     """Connection c of process p is client n = p * per_process + c; its i-th request goes to the user of slot
     (i * clients + n) // per_user, so per_user consecutive clients race for one user at each turn."""
 
-    def make_source(process: int):  # noqa: ANN202
+    def make_source(process: int) -> Source:
         turn = [0] * per_process
 
         def next_body(conn: int) -> bytes | None:
@@ -113,7 +116,7 @@ def main() -> None:
             {"push": {"concurrentLimit": {"enabled": True, "max": args.cap}, "timeoutSeconds": 300}})
         update_settings(store, patch, etag_for(version), bench_admin, Clock().now())
         key = create_key(store, "bench-push", Role.SERVICE)
-        db_value = store.target.value
+        db_value = store.target.value if store.target is not None else ""
         per_process = args.clients // args.processes
         source = make_source_factory(targets, args.clients, per_process, args.pushes_per_user, resource)
         with Serve(db_value, args.workers) as served:
@@ -136,7 +139,7 @@ def main() -> None:
     report(args, db_name, len(targets), result, over, sum(r.n for r in per_user), attempts)
 
 
-def report(args: argparse.Namespace, db_name: str, reachable: int, result, over: int, pending: int,  # noqa: ANN001
+def report(args: argparse.Namespace, db_name: str, reachable: int, result: ClientResult, over: int, pending: int,
            attempts: int) -> None:
     lat = sorted(result.latencies_ms)
     rate = len(lat) / args.seconds

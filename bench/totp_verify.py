@@ -21,6 +21,7 @@ import struct
 import sys
 import time
 from base64 import b32decode
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import or_, select
@@ -28,13 +29,13 @@ from sqlalchemy import or_, select
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _http_load import Serve, chunks, cpu_rows, measure, percentile, run_clients, table  # noqa: E402
-from _store import add_db_argument, bench_store, lift_rate_limits, seed_if_empty  # noqa: E402
+from _http_load import ClientResult, Serve, Source, chunks, cpu_rows, measure, percentile, run_clients, table
+from _store import add_db_argument, bench_store, lift_rate_limits, seed_if_empty
 
-from console.models import Role  # noqa: E402
-from console.server import secretbox  # noqa: E402
-from console.server.services.keys import create_key  # noqa: E402
-from console.server.store import users  # noqa: E402
+from console.models import Role
+from console.server import secretbox
+from console.server.services.keys import create_key
+from console.server.store import Store, users
 
 PATH = "/api/v2/protect/totp/verify"
 STEP = 30
@@ -47,8 +48,8 @@ def code_at(key: bytes, step: int) -> str:
     return f"{(struct.unpack('>I', mac[offset:offset + 4])[0] & 0x7FFFFFFF) % 1_000_000:06d}"
 
 
-def make_source_factory(shares: list[list[tuple[str, str]]]):  # noqa: ANN201
-    def make_source(index: int):  # noqa: ANN202
+def make_source_factory(shares: list[list[tuple[str, str]]]) -> Callable[[int], Source]:
+    def make_source(index: int) -> Source:
         mine = [(uid, b32decode(secret + "=" * (-len(secret) % 8), casefold=True)) for uid, secret in shares[index]]
         position = [0]
 
@@ -72,7 +73,7 @@ def classify(status: int, body: bytes) -> str:
     return "valid" if answer["valid"] else (answer.get("reason") or "invalid")
 
 
-def enrolled_secrets(store) -> list[tuple[str, str]]:  # noqa: ANN001 - a console.server.store.Store
+def enrolled_secrets(store: Store) -> list[tuple[str, str]]:
     """(user id, TOTP secret) of the users whose current code is still unused: enrolled, not failing, not yet
     verified in this step (by an earlier run). Secrets are stored sealed (secretbox.py): opened here."""
     with store.read() as conn:
@@ -101,7 +102,7 @@ def main() -> None:
         lift_rate_limits(store)
         secrets = enrolled_secrets(store)
         key = create_key(store, "bench-totp", Role.SERVICE)
-        db_value = store.target.value
+        db_value = store.target.value if store.target is not None else ""
         store.dispose()  # the service's workers are the only users of the database while it runs
         shares = list(chunks(secrets, args.clients))
         with Serve(db_value, args.workers) as served:
@@ -112,7 +113,7 @@ def main() -> None:
     report(args, db_name, len(secrets), result)
 
 
-def report(args: argparse.Namespace, db_name: str, enrolled: int, result) -> None:  # noqa: ANN001
+def report(args: argparse.Namespace, db_name: str, enrolled: int, result: ClientResult) -> None:
     lat = sorted(result.latencies_ms)
     valid = result.bodies.get("valid", 0)
     total = len(lat)

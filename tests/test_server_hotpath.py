@@ -10,11 +10,13 @@ other service. Service keys are used for TOTP on purpose: their checks take the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pyotp
 import pytest
 
 from console.models import Role
@@ -45,7 +47,7 @@ class Pair:
 
 
 @pytest.fixture(scope="module")
-def pair(new_db, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+def pair(new_db: Callable[..., str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     db = new_db()
     store = open_store(db)
     admin_key = create_key(store, "hotpath-admin", Role.ADMIN)
@@ -61,13 +63,13 @@ def pair(new_db, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         store.dispose()
 
 
-async def totp_user(http: httpx.AsyncClient, name: str):  # noqa: ANN201
+async def totp_user(http: httpx.AsyncClient, name: str) -> tuple[dict[str, Any], pyotp.TOTP]:
     user = await create_user(http, name)
     token = await enroll(http, user["_id"])
     return user, await enroll_totp(http, token)
 
 
-async def settings_change(http: httpx.AsyncClient, change: dict) -> None:
+async def settings_change(http: httpx.AsyncClient, change: dict[str, Any]) -> None:
     got = await http.get("/api/v2/protect/settings")
     answer = await http.patch("/api/v2/protect/settings", json=change, headers={"if-match": got.headers["etag"]})
     assert answer.status_code == 200, answer.text
@@ -169,7 +171,7 @@ async def test_wrong_codes_raced_over_processes_count_exactly_to_the_lockout(pai
             finally:
                 await entry[1].aclose()
             results = [a.json() for a in answers]
-            assert all(a.status_code == 200 and not r["valid"] for a, r in zip(answers, results)), results
+            assert all(a.status_code == 200 and not r["valid"] for a, r in zip(answers, results, strict=True)), results
             reasons = sorted(r["reason"] for r in results)
             assert reasons.count("code does not match") == 3, reasons  # counted up to the maximum, no further
             assert all("locked until" in r for r in reasons if r != "code does not match"), reasons

@@ -3,34 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 import pytest
 
 from console.client import ApiError, DeviceClient, ProtectClient, RateLimited, Unauthorized, ValidationFailed
 from console.models import DeviceInfo, Role
+from console.server.clock import ManualClock
 
 from .helpers import IPHONE, PIXEL, enrolled_device, new_user
 
+if TYPE_CHECKING:
+    from tests.conftest import Backend
+
 
 @pytest.fixture
-async def admin(backend):
+async def admin(backend: Backend) -> AsyncIterator[ProtectClient]:
     async with ProtectClient(backend.url, backend.admin_key) as api:
         yield api
 
 
 @pytest.fixture
-async def service(backend):
+async def service(backend: Backend) -> AsyncIterator[ProtectClient]:
     async with ProtectClient(backend.url, backend.key(Role.SERVICE)) as api:
         yield api
 
 
-async def set_settings(api: ProtectClient, change: dict) -> None:
+async def set_settings(api: ProtectClient, change: dict[str, Any]) -> None:
     _, etag = await api.get_settings()
     await api.update_settings(change, etag)
 
 
-async def test_enrolling_a_new_device_unenrolls_the_old_one(backend, admin, service):
+async def test_enrolling_a_new_device_unenrolls_the_old_one(backend: Backend, admin: ProtectClient, service: ProtectClient) -> None:
     user = await new_user(admin, "rule1")
     old = await enrolled_device(admin, backend.url, user.id, IPHONE)
     pending = await service.create_push(user.id, "VPN")
@@ -49,7 +55,7 @@ async def test_enrolling_a_new_device_unenrolls_the_old_one(backend, admin, serv
     await new.aclose()
 
 
-async def test_push_cap_admits_exactly_one_of_32_concurrent_requests(backend, admin):
+async def test_push_cap_admits_exactly_one_of_32_concurrent_requests(backend: Backend, admin: ProtectClient) -> None:
     user = await new_user(admin, "rule2")
     phone = await enrolled_device(admin, backend.url, user.id)
     key = backend.key(Role.SERVICE)
@@ -84,7 +90,7 @@ async def test_push_cap_admits_exactly_one_of_32_concurrent_requests(backend, ad
     await phone.aclose()
 
 
-async def test_expiry_is_decided_by_the_server_clock(make_backend, manual_clock):
+async def test_expiry_is_decided_by_the_server_clock(make_backend: Callable[..., Backend], manual_clock: ManualClock) -> None:
     backend = make_backend(users=0, clock=manual_clock)
     async with ProtectClient(backend.url, backend.admin_key) as admin, ProtectClient(
         backend.url, backend.key(Role.SERVICE)
@@ -106,7 +112,7 @@ async def test_expiry_is_decided_by_the_server_clock(make_backend, manual_clock)
         await phone.aclose()
 
 
-async def test_require_user_verification_refuses_unverified_approval(backend, admin, service):
+async def test_require_user_verification_refuses_unverified_approval(backend: Backend, admin: ProtectClient, service: ProtectClient) -> None:
     await set_settings(admin, {"push": {"requireUserVerification": True}})
     user = await new_user(admin, "rule4")
     phone = await enrolled_device(admin, backend.url, user.id)
@@ -120,7 +126,7 @@ async def test_require_user_verification_refuses_unverified_approval(backend, ad
     await phone.aclose()
 
 
-async def test_deny_with_report_fraud_marks_the_attempt(backend, admin, service):
+async def test_deny_with_report_fraud_marks_the_attempt(backend: Backend, admin: ProtectClient, service: ProtectClient) -> None:
     user = await new_user(admin, "rule5")
     phone = await enrolled_device(admin, backend.url, user.id)
     first = await service.create_push(user.id, "VPN")
@@ -135,7 +141,7 @@ async def test_deny_with_report_fraud_marks_the_attempt(backend, admin, service)
     await phone.aclose()
 
 
-async def test_lost_notifications_are_still_fetched(backend, admin, service):
+async def test_lost_notifications_are_still_fetched(backend: Backend, admin: ProtectClient, service: ProtectClient) -> None:
     user = await new_user(admin, "lost")
     phone = await enrolled_device(admin, backend.url, user.id)
     ids = {(await service.create_push(user.id, r)).id for r in ("VPN", "GitHub")}
@@ -143,9 +149,10 @@ async def test_lost_notifications_are_still_fetched(backend, admin, service):
     await phone.aclose()
 
 
-async def test_old_operating_systems_cannot_enroll(backend, admin):
+async def test_old_operating_systems_cannot_enroll(backend: Backend, admin: ProtectClient) -> None:
     user = await new_user(admin, "oldphone")
-    for os_name, version, minimum in (("iOS", "12.5.7", "iOS 13"), ("Android", "7.1", "Android 8")):
+    old: tuple[tuple[Literal["iOS", "Android"], str, str], ...] = (("iOS", "12.5.7", "iOS 13"), ("Android", "7.1", "Android 8"))
+    for os_name, version, minimum in old:
         code = await admin.create_enrollment(user.id)
         device = DeviceInfo(make="X", model="Old", os=os_name, osVersion=version, appVersion="2.0")
         async with DeviceClient(backend.url) as phone:
@@ -155,7 +162,7 @@ async def test_old_operating_systems_cannot_enroll(backend, admin):
     assert await admin.push_endpoints(user.id) == []
 
 
-async def test_enrollment_codes_are_one_time_and_expire(make_backend, manual_clock):
+async def test_enrollment_codes_are_one_time_and_expire(make_backend: Callable[..., Backend], manual_clock: ManualClock) -> None:
     backend = make_backend(users=0, clock=manual_clock)
     async with ProtectClient(backend.url, backend.admin_key) as admin:
         user = await new_user(admin, "codes")
@@ -173,7 +180,7 @@ async def test_enrollment_codes_are_one_time_and_expire(make_backend, manual_clo
             assert "expired" in expired.value.message
 
 
-async def test_push_to_user_without_device_is_a_clear_conflict(backend, admin, service):
+async def test_push_to_user_without_device_is_a_clear_conflict(backend: Backend, admin: ProtectClient, service: ProtectClient) -> None:
     user = await new_user(admin, "nodevice")
     with pytest.raises(ApiError) as refused:
         await service.create_push(user.id, "VPN")

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import pyotp
 import pytest
+from textual.widgets import OptionList
 
 from console.models import Role
 from console.server.app import create_app
@@ -41,6 +45,9 @@ from tests.serve_helpers import (
 from tests.test_tui_settings import highlight, open_settings, status_of, type_value
 from tests.tui_helpers import SIZE, console_app
 
+if TYPE_CHECKING:
+    from tests.conftest import Backend
+
 VERIFY = "/api/v2/protect/totp/verify"
 PUSH = "/api/v2/protect/push"
 ENROLL = "/device/v1/enroll"
@@ -55,7 +62,7 @@ def client_from(url: str, key: str, address: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=url, headers=headers, timeout=60, transport=transport)
 
 
-async def change_settings(http: httpx.AsyncClient, change: dict) -> None:
+async def change_settings(http: httpx.AsyncClient, change: dict[str, Any]) -> None:
     got = await http.get("/api/v2/protect/settings")
     answer = await http.patch("/api/v2/protect/settings", json=change, headers={"if-match": got.headers["etag"]})
     assert answer.status_code == 200, answer.text
@@ -66,7 +73,7 @@ def seconds_left_in_minute(clock: ManualClock) -> int:
     return 60 - epoch % 60
 
 
-def code_at(totp, clock: ManualClock) -> str:
+def code_at(totp: pyotp.TOTP, clock: ManualClock) -> str:
     return totp.generate_otp(current_step(clock.now()))
 
 
@@ -74,7 +81,7 @@ def wrong(code: str) -> str:
     return f"{(int(code) + 1) % 1_000_000:06d}"
 
 
-async def totp_user(admin: httpx.AsyncClient, name: str):
+async def totp_user(admin: httpx.AsyncClient, name: str) -> tuple[dict[str, Any], pyotp.TOTP]:
     user = await create_user(admin, name)
     return user, await enroll_totp(admin, await enroll(admin, user["_id"]))
 
@@ -82,7 +89,7 @@ async def totp_user(admin: httpx.AsyncClient, name: str):
 # ------------------------------------------------------------------ rate limits
 
 
-async def test_totp_checks_are_limited_per_key_and_per_address_with_retry_after(make_backend, manual_clock) -> None:
+async def test_totp_checks_are_limited_per_key_and_per_address_with_retry_after(make_backend: Callable[..., Backend], manual_clock: ManualClock) -> None:
     backend = make_backend(users=0, clock=manual_clock)
     key_a, key_b = backend.key(Role.SERVICE, "limit-a"), backend.key(Role.SERVICE, "limit-b")
     body = {"userId": UNKNOWN, "code": "123456"}  # answered without a lock-out to reach
@@ -114,7 +121,7 @@ async def test_totp_checks_are_limited_per_key_and_per_address_with_retry_after(
         assert metric_value(metrics, "protect_http_requests_total", method="POST", route=VERIFY, status="429") >= 3
 
 
-async def test_push_creation_and_device_enrolment_are_rate_limited(make_backend, manual_clock) -> None:
+async def test_push_creation_and_device_enrolment_are_rate_limited(make_backend: Callable[..., Backend], manual_clock: ManualClock) -> None:
     backend = make_backend(users=0, clock=manual_clock)
     svc = backend.key(Role.SERVICE, "push-limit")
     async with client(backend.url, backend.admin_key) as admin, client(backend.url, svc) as service:
@@ -139,7 +146,7 @@ async def test_push_creation_and_device_enrolment_are_rate_limited(make_backend,
             assert (await other_device.post(ENROLL, json={**bad, "code": code})).status_code == 201
 
 
-async def test_limits_are_shared_by_two_app_instances_on_one_database(new_db) -> None:
+async def test_limits_are_shared_by_two_app_instances_on_one_database(new_db: Callable[..., str]) -> None:
     """Two instances of the app, each with its own store (connections, caches) on the same database."""
     db = new_db()
     clock = ManualClock()
@@ -163,7 +170,7 @@ async def test_limits_are_shared_by_two_app_instances_on_one_database(new_db) ->
             store.dispose()
 
 
-async def test_limits_are_shared_by_serve_workers_and_another_instance(new_db, tmp_path_factory) -> None:
+async def test_limits_are_shared_by_serve_workers_and_another_instance(new_db: Callable[..., str], tmp_path_factory: pytest.TempPathFactory) -> None:
     """`serve --workers 2` (two processes) and an app in this process, on one database and the real clock."""
     db = new_db()
     store = open_store(db)
@@ -201,7 +208,7 @@ async def test_limits_are_shared_by_serve_workers_and_another_instance(new_db, t
 # ------------------------------------------------------------------ lock-out
 
 
-async def test_lockout_is_temporary_grows_on_repeat_and_is_audited_and_counted(make_backend, manual_clock) -> None:
+async def test_lockout_is_temporary_grows_on_repeat_and_is_audited_and_counted(make_backend: Callable[..., Backend], manual_clock: ManualClock) -> None:
     backend = make_backend(users=0, clock=manual_clock)
     svc = backend.key(Role.SERVICE, "lockout-svc")
     async with client(backend.url, backend.admin_key) as admin, client(backend.url, svc) as service:
@@ -240,15 +247,16 @@ async def test_lockout_is_temporary_grows_on_repeat_and_is_audited_and_counted(m
         assert lock == {"failures": 0, "maxFailures": 5, "locked": False, "lockedUntil": None, "lockouts": 0}
 
 
-async def test_a_good_code_does_not_reset_the_failure_window_which_slides(make_backend, manual_clock) -> None:
+async def test_a_good_code_does_not_reset_the_failure_window_which_slides(make_backend: Callable[..., Backend], manual_clock: ManualClock) -> None:
     backend = make_backend(users=0, clock=manual_clock)
     svc = backend.key(Role.SERVICE, "window-svc")
     async with client(backend.url, backend.admin_key) as admin, client(backend.url, svc) as service:
         user, totp = await totp_user(admin, "lock.window")
         uid = user["_id"]
 
-        async def check(code: str) -> dict:
-            return (await service.post(VERIFY, json={"userId": uid, "code": code})).json()
+        async def check(code: str) -> dict[str, Any]:
+            answer: dict[str, Any] = (await service.post(VERIFY, json={"userId": uid, "code": code})).json()
+            return answer
 
         for _ in range(4):
             assert (await check(wrong(code_at(totp, manual_clock))))["valid"] is False
@@ -267,7 +275,7 @@ async def test_a_good_code_does_not_reset_the_failure_window_which_slides(make_b
         assert lock["failures"] == 1 and not lock["locked"], lock
 
 
-async def test_the_support_desks_audited_check_locks_out_too(make_backend, manual_clock) -> None:
+async def test_the_support_desks_audited_check_locks_out_too(make_backend: Callable[..., Backend], manual_clock: ManualClock) -> None:
     backend = make_backend(users=0, clock=manual_clock)
     desk = backend.key(Role.HELPDESK, "desk")
     async with client(backend.url, backend.admin_key) as admin, client(backend.url, desk) as helpdesk:
@@ -283,7 +291,7 @@ async def test_the_support_desks_audited_check_locks_out_too(make_backend, manua
 # ------------------------------------------------------------------ no enumeration
 
 
-async def test_service_keys_cannot_tell_an_unknown_user_from_one_without_totp(make_backend) -> None:
+async def test_service_keys_cannot_tell_an_unknown_user_from_one_without_totp(make_backend: Callable[..., Backend]) -> None:
     backend = make_backend(users=0)
     svc, desk = backend.key(Role.SERVICE, "enum-svc"), backend.key(Role.HELPDESK, "enum-desk")
     async with client(backend.url, backend.admin_key) as admin:
@@ -303,7 +311,7 @@ async def test_service_keys_cannot_tell_an_unknown_user_from_one_without_totp(ma
 # ------------------------------------------------------------------ per-user push cap
 
 
-async def test_the_per_user_push_cap_holds_across_resources_under_concurrency(make_backend) -> None:
+async def test_the_per_user_push_cap_holds_across_resources_under_concurrency(make_backend: Callable[..., Backend]) -> None:
     backend = make_backend(users=0)
     svc = backend.key(Role.SERVICE, "cap-svc")
     async with client(backend.url, backend.admin_key) as admin, client(backend.url, svc) as service:
@@ -328,12 +336,12 @@ async def test_the_per_user_push_cap_holds_across_resources_under_concurrency(ma
         assert [a.status_code for a in more] == [201, 429]
 
 
-async def test_the_per_user_cap_is_shown_and_edited_in_the_consoles_settings(make_backend) -> None:
+async def test_the_per_user_cap_is_shown_and_edited_in_the_consoles_settings(make_backend: Callable[..., Backend]) -> None:
     backend = make_backend(users=0)
     app = console_app(backend)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_settings(app, pilot)
-        shown = " ".join(str(option.prompt) for option in screen.query_one("#settings-list").options)
+        shown = " ".join(str(option.prompt) for option in screen.query_one("#settings-list", OptionList).options)
         assert "Max pending pushes per user" in shown and "allowed 1-50 per user" in shown
         await highlight(screen, pilot, "push.maxPendingPerUser")
         await pilot.press("e")
@@ -341,7 +349,7 @@ async def test_the_per_user_cap_is_shown_and_edited_in_the_consoles_settings(mak
         await pilot.press("enter")
         await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
-        await wait_for(lambda: screen.settings.push.maxPendingPerUser == 2)
+        await wait_for(lambda: screen.settings is not None and screen.settings.push.maxPendingPerUser == 2)
         assert "Saved" in status_of(screen)
     async with client(backend.url, backend.admin_key) as admin:
         assert (await admin.get("/api/v2/protect/settings")).json()["push"]["maxPendingPerUser"] == 2
