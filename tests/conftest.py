@@ -27,6 +27,7 @@ import pytest
 # never the home folder of whoever runs them; serve processes started by tests inherit it.
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="protect-tests-data-")
 
+# After the data folder is set.
 from console.models import Role
 from console.server.app import create_app
 from console.server.clock import Clock, ManualClock

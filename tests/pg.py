@@ -79,7 +79,7 @@ class PgCluster:
                        timeout=60)
             except Exception:  # noqa: BLE001 - already stopped
                 pass
-            self._server._postmaster_info = None
+            self._server._postmaster_info = None  # stopped: pgserver only deletes the folder
             self._server.cleanup()
 
 

@@ -21,7 +21,7 @@ HOSTILE = "[@click=app.quit]x[/]\x1b]0;pwn\x07\u202eevil\u202c 👩‍💻 e\u03
 
 
 @pytest.fixture(scope="module")
-def backend(new_db):
+def backend(new_db):  # overrides conftest's per-test backend for speed
     """One real service for the whole module (same parts as conftest's): every test here only adds
     uniquely named users and devices, and reads what it wrote, so they can share it."""
     from types import SimpleNamespace
