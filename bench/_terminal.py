@@ -115,7 +115,7 @@ class Tmux:
         return reply
 
     # ------------------------------------------------------------ windows
-    def spawn(self, argv: list[str], env: dict[str, str]) -> "Pane":
+    def spawn(self, argv: list[str], env: dict[str, str]) -> Pane:
         """A new window that waits for Enter (``pane.go()``), then execs ``argv`` with ``env`` added."""
         script = self._folder / f"run-{time.monotonic_ns()}.sh"
         exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
@@ -141,7 +141,7 @@ class Tmux:
             path.unlink()
         self._folder.rmdir()
 
-    def __enter__(self) -> "Tmux":
+    def __enter__(self) -> Tmux:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -161,8 +161,8 @@ class Pane:
         the send time."""
         flag = ("-l " if literal else "") + (f"-N {times} " if times > 1 else "")
         line = f"send-keys {flag}-t {self.id} " + " ".join(shlex.quote(n) for n in names)
-        with self.tmux._output:  # noqa: SLF001
-            self._seq_at_send = self.tmux._output_seq  # noqa: SLF001
+        with self.tmux._output:
+            self._seq_at_send = self.tmux._output_seq
         sent = time.perf_counter()
         self.tmux.command(line)
         return sent
@@ -187,8 +187,8 @@ class Pane:
         deadline = time.perf_counter() + timeout
         lower = since if since is not None else float("-inf")
         while True:
-            with tmux._output:  # noqa: SLF001
-                seq = tmux._output_seq  # noqa: SLF001
+            with tmux._output:
+                seq = tmux._output_seq
             issued = time.perf_counter()
             lines = self.screen()
             now = time.perf_counter()
@@ -203,22 +203,22 @@ class Pane:
                 tail = "\n".join(line for line in lines if line.strip())
                 raise TimeoutError(f"the screen did not show what was awaited within {timeout:.0f} s; it shows:\n"
                                    f"{tail}")
-            with tmux._output:  # noqa: SLF001
-                if tmux._output_seq == seq:  # noqa: SLF001
-                    tmux._output.wait(poll)  # noqa: SLF001
+            with tmux._output:
+                if tmux._output_seq == seq:
+                    tmux._output.wait(poll)
 
     def first_output(self) -> float | None:
         """When the pane's program switched to the alternate screen (a full-screen app's first output)."""
-        with self.tmux._output:  # noqa: SLF001
-            return self.tmux._first_output.get(self.id)  # noqa: SLF001
+        with self.tmux._output:
+            return self.tmux._first_output.get(self.id)
 
     def forget_output(self) -> None:
-        with self.tmux._output:  # noqa: SLF001
-            self.tmux._first_output.pop(self.id, None)  # noqa: SLF001
+        with self.tmux._output:
+            self.tmux._first_output.pop(self.id, None)
 
     def last_output(self) -> float | None:
-        with self.tmux._output:  # noqa: SLF001
-            return self.tmux._last_output.get(self.id)  # noqa: SLF001
+        with self.tmux._output:
+            return self.tmux._last_output.get(self.id)
 
     def alive(self) -> bool:
         try:
