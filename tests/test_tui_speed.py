@@ -8,10 +8,13 @@ client (a spy on ``ProtectClient.user_page``), never through a clock:
 - an exact email, username or id typed into the search, into ``--user`` or into the palette opens
   that user by its unique index, even when the search also matches others;
 - search typed in a burst asks the server once, for the last term;
-- the page cache stays bounded however far the list is scrolled.
+- the page cache stays bounded however far the list is scrolled;
+- the garbage collector is paused while the console starts and restored when the session ends.
 """
 
 from __future__ import annotations
+
+import gc
 
 from textual.command import CommandPalette
 from textual.widgets import Input
@@ -19,6 +22,7 @@ from textual.widgets import Input
 from console.client import ProtectClient
 from console.tui.screens.user_detail import UserDetailScreen
 from console.tui.screens.users import UsersScreen
+from console.tui.startup import KEY_GC_THRESHOLDS, console_memory, settle_memory
 from console.tui.widgets.virtual_table import VirtualTable
 
 from .helpers import new_user, wait_for
@@ -251,3 +255,17 @@ async def test_after_a_new_sort_the_last_rows_are_asked_beside_the_first_page(ba
             expected = (await admin.list_users(skip=last, limit=1, sort="-username")).results[0]
         await pilot.press("end")
         assert table.row_at(table.cursor_row).id == expected.id
+
+
+def test_a_console_session_pauses_the_collector_until_settled_and_restores_it_after() -> None:
+    before = gc.get_threshold()
+    assert gc.isenabled()
+    with console_memory():
+        assert not gc.isenabled()  # the imports and the first screen run without cyclic collections
+        settle_memory()
+        assert gc.isenabled()
+        assert gc.get_threshold() == KEY_GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0  # start-up's objects are out of later collections
+    assert gc.isenabled()
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
