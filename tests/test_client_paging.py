@@ -82,7 +82,7 @@ async def test_a_warm_start_answers_the_first_screens_requests_once(backend) -> 
         sent: list[str] = []
         original = api._http.request
 
-        async def spy(method, path, **kwargs):  # noqa: ANN001, ANN202
+        async def spy(method, path, **kwargs):
             sent.append(path)
             return await original(method, path, **kwargs)
 
