@@ -53,8 +53,18 @@ def _request(host: str, path: str, key: str, body: bytes) -> bytes:
 
 
 def _client(
-    index: int, host: str, port: int, path: str, key: str, connections: int, make_source: Callable[[int], Source],
-    classify: Classify, start_at: float, warmup: float, seconds: float, interval: float | None,
+    index: int,
+    host: str,
+    port: int,
+    path: str,
+    key: str,
+    connections: int,
+    make_source: Callable[[int], Source],
+    classify: Classify,
+    start_at: float,
+    warmup: float,
+    seconds: float,
+    interval: float | None,
     out: multiprocessing.Queue[ClientResult],
 ) -> None:
     """One client process. ``interval``: None sends the next request as soon as the answer is in (closed
@@ -81,7 +91,9 @@ def _client(
     measure_from, stop_at = start_at + warmup - perf_offset, start_at + warmup + seconds - perf_offset
     # Paced: connection i's first request at a phase of its own, so the connections do not send in step.
     phase = random.Random(index)
-    due: list[float | None] = [perf_start + (interval * phase.random() if interval else 0.0) for _ in range(connections)]
+    due: list[float | None] = [
+        perf_start + (interval * phase.random() if interval else 0.0) for _ in range(connections)
+    ]
     busy = [False] * connections
     live = connections
 
@@ -99,11 +111,14 @@ def _client(
         clock = time.perf_counter()
         for i in range(connections):
             planned = due[i]
-            if planned is not None and not busy[i] and planned <= clock and (
-                clock >= stop_at or not send(i, planned if interval else clock)
+            if (
+                planned is not None
+                and not busy[i]
+                and planned <= clock
+                and (clock >= stop_at or not send(i, planned if interval else clock))
             ):
-                    due[i] = None
-                    live -= 1
+                due[i] = None
+                live -= 1
 
     start_due()
     while live or any(busy):
@@ -153,8 +168,17 @@ def _client(
 
 
 def run_clients(
-    host: str, port: int, path: str, key: str, *, processes: int, connections: int,
-    make_source: Callable[[int], Source], classify: Classify, warmup: float, seconds: float,
+    host: str,
+    port: int,
+    path: str,
+    key: str,
+    *,
+    processes: int,
+    connections: int,
+    make_source: Callable[[int], Source],
+    classify: Classify,
+    warmup: float,
+    seconds: float,
     rate: float | None = None,
 ) -> ClientResult:
     """Run ``processes`` client processes of ``connections`` sockets each; the merged result of the window.
@@ -166,8 +190,25 @@ def run_clients(
     out = ctx.Queue()
     start_at = time.time() + 0.5 + 0.02 * processes  # every client connected before the clock starts
     procs = [
-        ctx.Process(target=_client, args=(i, host, port, path, key, connections, make_source, classify, start_at,
-                                          warmup, seconds, interval, out), daemon=True)
+        ctx.Process(
+            target=_client,
+            args=(
+                i,
+                host,
+                port,
+                path,
+                key,
+                connections,
+                make_source,
+                classify,
+                start_at,
+                warmup,
+                seconds,
+                interval,
+                out,
+            ),
+            daemon=True,
+        )
         for i in range(processes)
     ]
     for p in procs:
@@ -202,10 +243,18 @@ def cpu_rows(result: ClientResult) -> list[tuple[str, str, str]]:
     per = result.service_cpu / result.answered * 1000 if result.answered else float("nan")
     cores = os.cpu_count() or 1
     return [
-        ("service CPU per answer ms", f"{per:.3f}",
-         f"(the service alone, on {cores} idle cores: ~{cores / per * 1000:,.0f}/s)" if per == per and per > 0 else ""),
-        ("machine busy, all processes", f"{result.machine_busy / result.elapsed:.2f} cores",
-         f"of {cores}; service {result.service_cpu / result.elapsed:.2f}"),
+        (
+            "service CPU per answer ms",
+            f"{per:.3f}",
+            f"(the service alone, on {cores} idle cores: ~{cores / per * 1000:,.0f}/s)"
+            if per == per and per > 0
+            else "",
+        ),
+        (
+            "machine busy, all processes",
+            f"{result.machine_busy / result.elapsed:.2f} cores",
+            f"of {cores}; service {result.service_cpu / result.elapsed:.2f}",
+        ),
     ]
 
 
@@ -236,9 +285,23 @@ class Serve:
 
         self._log = tempfile.TemporaryFile()  # the access log: a file, never a pipe nobody reads
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "console", "serve", "--db", self.db, "--port", str(self.port),
-             "--workers", str(self.workers)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "console",
+                "serve",
+                "--db",
+                self.db,
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -51,7 +51,9 @@ PG_DATA = CACHE / "protect-bench-pg"
 
 def add_db_argument(parser: argparse.ArgumentParser, default_name: str) -> None:
     parser.add_argument(
-        "--db", metavar="PATH|URL", default=None,
+        "--db",
+        metavar="PATH|URL",
+        default=None,
         help=f"SQLite file, postgresql:// URL, or {TEMP_PG} (default: a new SQLite {default_name} in a temp folder)",
     )
 
@@ -87,7 +89,8 @@ def _durable_temp_cluster() -> Any:  # a tests.pg.PgCluster (tests/ is not a pac
         import pgserver
 
     server = pgserver.get_server(  # type: ignore[attr-defined]  # pgserver re-exports it without __all__
-        Path(tempfile.mkdtemp(prefix="protect-bench-pg-")), cleanup_mode="delete")
+        Path(tempfile.mkdtemp(prefix="protect-bench-pg-")), cleanup_mode="delete"
+    )
     return PgCluster(server.get_uri("postgres"), server)
 
 
@@ -119,22 +122,34 @@ def lift_rate_limits(store: Store) -> None:
     from console.server.services.common import Principal
     from console.server.services.settings import etag_for, read_settings, update_settings
 
-    limits = {name.split(".", 1)[1]: SETTING_RANGES[name][1]
-              for name in ("rateLimits.totpVerifyPerMinute", "rateLimits.pushPerMinute")}
+    limits = {
+        name.split(".", 1)[1]: SETTING_RANGES[name][1]
+        for name in ("rateLimits.totpVerifyPerMinute", "rateLimits.pushPerMinute")
+    }
     with store.read() as conn:
         _, version = read_settings(conn)
-    update_settings(store, ProtectSettingsPatch.model_validate({"rateLimits": limits}), etag_for(version),
-                    Principal(key_id="", name="bench", role=Role.ADMIN), Clock().now())
+    update_settings(
+        store,
+        ProtectSettingsPatch.model_validate({"rateLimits": limits}),
+        etag_for(version),
+        Principal(key_id="", name="bench", role=Role.ADMIN),
+        Clock().now(),
+    )
     print(f"rate limits for the run: {limits}", flush=True)
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser, *, repeat: int) -> None:
     """The options every service/console benchmark takes."""
-    parser.add_argument("--users", type=int, default=1_000_000,
-                        help="directory size (default 1,000,000; develop with 20k-100k)")
-    parser.add_argument("--db", metavar="PATH|URL", default=None,
-                        help=f"SQLite file, postgresql:// URL, or {TEMP_PG} (default: SQLite cached in "
-                             f"{CACHE}/protect-bench-<users>.db)")
+    parser.add_argument(
+        "--users", type=int, default=1_000_000, help="directory size (default 1,000,000; develop with 20k-100k)"
+    )
+    parser.add_argument(
+        "--db",
+        metavar="PATH|URL",
+        default=None,
+        help=f"SQLite file, postgresql:// URL, or {TEMP_PG} (default: SQLite cached in "
+        f"{CACHE}/protect-bench-<users>.db)",
+    )
     parser.add_argument("--repeat", type=int, default=repeat, help=f"samples per row (default {repeat})")
     parser.add_argument("--fresh", action="store_true", help="seed the cached database again")
     parser.add_argument("--workers", type=int, default=1, help="`serve --workers` (default 1)")
@@ -187,8 +202,11 @@ def _schema(value: str) -> tuple[str, str]:
 
 def _seed(value: str, users: int) -> float:
     started = time.perf_counter()
-    print(f"[bench] seeding {users:,} users into {parse_db(value)} (protect-console seed) ...", file=sys.stderr,
-          flush=True)
+    print(
+        f"[bench] seeding {users:,} users into {parse_db(value)} (protect-console seed) ...",
+        file=sys.stderr,
+        flush=True,
+    )
     _run(["seed", "--users", str(users), "--db", value, "--json"])
     return time.perf_counter() - started
 
@@ -211,16 +229,22 @@ def _ready(value: str, users: int, note_file: Path, fresh: bool) -> str | None:
         return f"reused (seeded {note.get('seeded', '?')} in {note.get('seconds', '?')} s, schema {revision})"
     if state == "behind":
         started = time.perf_counter()
-        print(f"[bench] {parse_db(value)} is at schema {revision}: protect-console db upgrade ...", file=sys.stderr,
-              flush=True)
+        print(
+            f"[bench] {parse_db(value)} is at schema {revision}: protect-console db upgrade ...",
+            file=sys.stderr,
+            flush=True,
+        )
         _run(["db", "upgrade", "--db", value])
         return f"reused after `db upgrade` from {revision} ({time.perf_counter() - started:.1f} s)"
     return None  # unknown revision (another branch's migration) or empty
 
 
 def _note(note_file: Path, users: int, seconds: float) -> None:
-    note_file.write_text(json.dumps({"users": users, "seconds": round(seconds, 1),
-                                     "seeded": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())}))
+    note_file.write_text(
+        json.dumps(
+            {"users": users, "seconds": round(seconds, 1), "seeded": time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())}
+        )
+    )
 
 
 @contextlib.contextmanager
@@ -343,7 +367,9 @@ def served(db: str, *, workers: int = 1, timeout: float = 120.0) -> Iterator[Ser
     with open(log, "w") as out:
         process = subprocess.Popen(
             [PROTECT, "serve", "--db", db, "--port", str(port), "--workers", str(workers)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -420,13 +446,25 @@ def print_table(title: str, rows: list[Row], notes: list[str] = ()) -> None:  # 
             print(f"{r.what:<{width}}  {0:>4}  {'-':>9}  {'-':>9}  {goal:>9}  skip  {r.note}".rstrip())
             continue
         unit = f" {r.unit}"
-        print(f"{r.what:<{width}}  {len(r.samples):>4}  {r.p50:>9.1f}  {r.p95:>9.1f}  {goal:>9}  {r.verdict:<7}"
-              f"{unit}{('  ' + r.note) if r.note else ''}")
+        print(
+            f"{r.what:<{width}}  {len(r.samples):>4}  {r.p50:>9.1f}  {r.p95:>9.1f}  {goal:>9}  {r.verdict:<7}"
+            f"{unit}{('  ' + r.note) if r.note else ''}"
+        )
     for note in notes:
         print(f"  {note}")
-    summary = [{"what": r.what, "n": len(r.samples), "p50": r.p50 if r.samples else None,
-                "p95": r.p95 if r.samples else None, "goal": r.goal, "unit": r.unit, "verdict": r.verdict,
-                "note": r.note} for r in rows]
+    summary = [
+        {
+            "what": r.what,
+            "n": len(r.samples),
+            "p50": r.p50 if r.samples else None,
+            "p95": r.p95 if r.samples else None,
+            "goal": r.goal,
+            "unit": r.unit,
+            "verdict": r.verdict,
+            "note": r.note,
+        }
+        for r in rows
+    ]
     print("BENCH-JSON " + json.dumps({"title": title, "rows": summary}), flush=True)
 
 
@@ -436,8 +474,20 @@ def machine_note() -> str:
 
 
 __all__ = [
-    "TEMP_PG", "Row", "SeededDb", "Service", "add_bench_arguments", "add_db_argument", "bench_store",
-    "create_admin_key", "free_port", "machine_note", "percentile", "print_table", "seeded_db", "served",
+    "TEMP_PG",
+    "Row",
+    "SeededDb",
+    "Service",
+    "add_bench_arguments",
+    "add_db_argument",
+    "bench_store",
+    "create_admin_key",
+    "free_port",
+    "machine_note",
+    "percentile",
+    "print_table",
+    "seeded_db",
+    "served",
     "some_users",
 ]
 
@@ -452,8 +502,9 @@ def some_users(db: str, count: int) -> list[dict[str, str]]:
     engine = _connected(parse_db(db))
     try:
         with engine.connect() as conn:
-            rows = conn.execute(select(users.c.id, users.c.username, users.c.email).order_by(users.c.id)
-                                .limit(2000)).all()
+            rows = conn.execute(
+                select(users.c.id, users.c.username, users.c.email).order_by(users.c.id).limit(2000)
+            ).all()
     finally:
         engine.dispose()
     picked = [r for r in rows if len(r.username) > 6 and r.username[-5:].isdigit() and not r.username[-6].isdigit()]

@@ -61,12 +61,38 @@ class Tmux:
         self._folder = Path(tempfile.mkdtemp(prefix="protect-bench-tty-"))
         base = ["tmux", "-L", self.socket, "-f", "/dev/null"]
         # A placeholder window keeps the session alive while console windows come and go.
-        subprocess.run([*base, "new-session", "-d", "-s", "bench", "-x", str(width), "-y", str(height), "sleep 1d",
-                        # (not window-size manual: tmux 3.3a segfaults on new-window from a control client then)
-                        ";", "set", "-g", "default-size",
-                        f"{width}x{height}", ";", "set", "-g", "remain-on-exit", "off"], check=True)
-        self._client = subprocess.Popen([*base, "-C", "attach", "-t", "bench", "-f", "ignore-size"],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        subprocess.run(
+            [
+                *base,
+                "new-session",
+                "-d",
+                "-s",
+                "bench",
+                "-x",
+                str(width),
+                "-y",
+                str(height),
+                "sleep 1d",
+                # (not window-size manual: tmux 3.3a segfaults on new-window from a control client then)
+                ";",
+                "set",
+                "-g",
+                "default-size",
+                f"{width}x{height}",
+                ";",
+                "set",
+                "-g",
+                "remain-on-exit",
+                "off",
+            ],
+            check=True,
+        )
+        self._client = subprocess.Popen(
+            [*base, "-C", "attach", "-t", "bench", "-f", "ignore-size"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+        )
         self._replies: queue.Queue[tuple[bool, list[str]]] = queue.Queue()
         self._output = threading.Condition()
         self._last_output: dict[str, float] = {}
@@ -119,11 +145,14 @@ class Tmux:
         """A new window that waits for Enter (``pane.go()``), then execs ``argv`` with ``env`` added."""
         script = self._folder / f"run-{time.monotonic_ns()}.sh"
         exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
-        script.write_text(f"#!/bin/sh\n{exports}printf 'bench: press enter\\n'\nread _ignored\n"
-                          f"exec {' '.join(shlex.quote(a) for a in argv)}\n")
+        script.write_text(
+            f"#!/bin/sh\n{exports}printf 'bench: press enter\\n'\nread _ignored\n"
+            f"exec {' '.join(shlex.quote(a) for a in argv)}\n"
+        )
         script.chmod(stat.S_IRWXU)  # the API key is in it: ours only
         pane_id, pid = self.command(
-            f"new-window -d -P -F '#{{pane_id}} #{{pane_pid}}' -t bench {shlex.quote(str(script))}")[0].split()
+            f"new-window -d -P -F '#{{pane_id}} #{{pane_pid}}' -t bench {shlex.quote(str(script))}"
+        )[0].split()
         pane = Pane(self, pane_id, int(pid))
         pane.wait_for(lambda s: any("bench: press enter" in line for line in s), timeout=10)
         return pane
@@ -174,8 +203,14 @@ class Pane:
         self.tmux.stats.capture_ms.append((time.perf_counter() - started) * 1000)
         return lines
 
-    def wait_for(self, condition: Callable[[list[str]], bool], *, since: float | None = None, timeout: float = 30.0,
-                 poll: float = 0.005) -> Stamp:
+    def wait_for(
+        self,
+        condition: Callable[[list[str]], bool],
+        *,
+        since: float | None = None,
+        timeout: float = 30.0,
+        poll: float = 0.005,
+    ) -> Stamp:
         """Capture after every output (and every ``poll`` s) until ``condition(screen)``.
 
         The frame's time: the arrival of the last %output before the satisfying capture returned, when
@@ -201,8 +236,9 @@ class Pane:
             lower = max(lower, issued)
             if now > deadline:
                 tail = "\n".join(line for line in lines if line.strip())
-                raise TimeoutError(f"the screen did not show what was awaited within {timeout:.0f} s; it shows:\n"
-                                   f"{tail}")
+                raise TimeoutError(
+                    f"the screen did not show what was awaited within {timeout:.0f} s; it shows:\n{tail}"
+                )
             with tmux._output:
                 if tmux._output_seq == seq:
                     tmux._output.wait(poll)
@@ -280,6 +316,12 @@ def console_env(url: str, key: str) -> dict[str, str]:
     # Bytecode as an installed console has it (pip compiles it at install): without this, a checkout run
     # with PYTHONDONTWRITEBYTECODE (as in CI shells) compiled the console's own modules from source at
     # every start, ~50-100 ms that no user pays. Kept out of the source tree; the warm-up run writes it.
-    return {"PROTECT_CONSOLE_URL": url, "PROTECT_CONSOLE_API_KEY": key, "XDG_CONFIG_HOME": config,
-            "TERM": "tmux-256color", "COLORTERM": "truecolor", "PYTHONDONTWRITEBYTECODE": "",
-            "PYTHONPYCACHEPREFIX": str(Path(tempfile.gettempdir()) / "protect-bench-pycache")}
+    return {
+        "PROTECT_CONSOLE_URL": url,
+        "PROTECT_CONSOLE_API_KEY": key,
+        "XDG_CONFIG_HOME": config,
+        "TERM": "tmux-256color",
+        "COLORTERM": "truecolor",
+        "PYTHONDONTWRITEBYTECODE": "",
+        "PYTHONPYCACHEPREFIX": str(Path(tempfile.gettempdir()) / "protect-bench-pycache"),
+    }

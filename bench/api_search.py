@@ -45,8 +45,11 @@ def main() -> None:
         with served(db.value, workers=args.workers) as service:
             rows, notes = run(service.url, service.key, db.users, picks, args.repeat)
     notes.append(machine_note())
-    print_table(f"API search and paging, {db.users:,} users, {db.label} ({db.note}), serve --workers {args.workers}",
-                rows, notes)
+    print_table(
+        f"API search and paging, {db.users:,} users, {db.label} ({db.note}), serve --workers {args.workers}",
+        rows,
+        notes,
+    )
 
 
 def run(url: str, key: str, total: int, picks: list[dict[str, str]], repeat: int) -> tuple[list[Row], list[str]]:
@@ -64,10 +67,14 @@ def run(url: str, key: str, total: int, picks: list[dict[str, str]], repeat: int
 
     def post(term: str):
         def call() -> Any:
-            response = client.post("/api/search/systemusers", params={"limit": 100},
-                                   json={"searchFilter": {"searchTerm": term, "fields": fields}})
+            response = client.post(
+                "/api/search/systemusers",
+                params={"limit": 100},
+                json={"searchFilter": {"searchTerm": term, "fields": fields}},
+            )
             response.raise_for_status()
             return response.json()
+
         return call
 
     three = {  # (label, call): the goal's rows
@@ -97,7 +104,8 @@ def run(url: str, key: str, total: int, picks: list[dict[str, str]], repeat: int
     if cursor:
         paging[f"page at row {deep:,} by keyset (after)"] = lambda: get({"after": cursor, "limit": 100})
         paging[f"page at row {deep:,} by keyset, count=false"] = lambda: get(
-            {"after": cursor, "limit": 100, "count": "false"})
+            {"after": cursor, "limit": 100, "count": "false"}
+        )
         paging["last page (before=end)"] = lambda: get({"before": "end", "limit": 100})
     else:
         notes.append("keyset rows skipped: the server returns no endCursor (keyset paging not there yet)")
@@ -105,8 +113,9 @@ def run(url: str, key: str, total: int, picks: list[dict[str, str]], repeat: int
     display = get({"filter": f"_id:$eq:{changer['id']}", "limit": 1})["results"][0]["displayname"]
 
     def rename(step: int) -> None:
-        response = client.put(f"/api/systemusers/{changer['id']}",
-                              json={"displayname": display if step % 2 else f"{display} (bench)"})
+        response = client.put(
+            f"/api/systemusers/{changer['id']}", json={"displayname": display if step % 2 else f"{display} (bench)"}
+        )
         response.raise_for_status()
 
     cold = {f"first after a change: '{term}'": search(term) for term in ("mar", "garcia", "son", "example")}
@@ -137,8 +146,9 @@ def run(url: str, key: str, total: int, picks: list[dict[str, str]], repeat: int
     rows = [Row(name, samples[name], GOAL_MS, note=found(name)) for name in three]
     pooled = [value for name in three for value in samples[name]]
     rows.append(Row("all 3+ character queries, pooled", pooled, GOAL_MS))
-    rows += [Row(name, samples[name], JUMP_GOAL_MS if name.startswith("exact") else None, note=found(name))
-             for name in other]
+    rows += [
+        Row(name, samples[name], JUMP_GOAL_MS if name.startswith("exact") else None, note=found(name)) for name in other
+    ]
     rows += [Row(name, samples[name], GOAL_MS, note=found(name)) for name in cold]
     for name in paging:
         first = (answers[name].get("results") or [{}])[0].get("username", "-")
@@ -146,12 +156,18 @@ def run(url: str, key: str, total: int, picks: list[dict[str, str]], repeat: int
     if cursor:
         offset_first = (answers[f"page at row {deep:,} by skip (offset)"].get("results") or [{}])[0].get("id")
         keyset_first = (answers[f"page at row {deep:,} by keyset (after)"].get("results") or [{}])[0].get("id")
-        notes.append("keyset page starts on the offset page's first row: "
-                     + ("yes" if offset_first == keyset_first else f"NO ({offset_first} vs {keyset_first})"))
-    notes.append("the 3+ character rows are repeats (exact counts kept until a name changes); the 'first after a "
-                 "change' rows count in full (a display name set, untimed, before each)")
-    notes.append(f"rare user picked from the database: {rare['username']} ({rare['email']}); "
-                 f"{repeat} samples per row, round-robin after one untimed call each")
+        notes.append(
+            "keyset page starts on the offset page's first row: "
+            + ("yes" if offset_first == keyset_first else f"NO ({offset_first} vs {keyset_first})")
+        )
+    notes.append(
+        "the 3+ character rows are repeats (exact counts kept until a name changes); the 'first after a "
+        "change' rows count in full (a display name set, untimed, before each)"
+    )
+    notes.append(
+        f"rare user picked from the database: {rare['username']} ({rare['email']}); "
+        f"{repeat} samples per row, round-robin after one untimed call each"
+    )
     return rows, notes
 
 

@@ -55,8 +55,7 @@ def main() -> None:
     poll = args.poll_ms / 1000
     with seeded_db(args.db, args.users, fresh=args.fresh) as db, served(db.value, workers=args.workers) as service:
         total = db.users
-        results: dict[str, list[float]] = {"Down, cursor moves": [], "Down, view scrolls": [], "PgDn": [],
-                                               "End": []}
+        results: dict[str, list[float]] = {"Down, cursor moves": [], "Down, view scrolls": [], "PgDn": [], "End": []}
         with Tmux() as tmux:
             pane = tmux.spawn(console_argv(), console_env(service.url, service.key))
             pane.go()
@@ -102,13 +101,24 @@ def main() -> None:
             bounded = tmux.stats.bounded
     print_table(
         f"Console keys, {total:,} users, 140x40 tmux, {db.label} ({db.note}), serve --workers {args.workers}",
-        [Row(f"{name}: key -> repaint", samples, GOAL_MS,
-             note=f"CPU per key: console {cpu[name][0] / max(1, len(samples)):.1f} ms, "
-                  f"serve {cpu[name][1] / max(1, len(samples)):.1f} ms")
-         for name, samples in results.items()],
-        [(f"frames timed by tmux %output (captures every <= {args.poll_ms:g} ms and after each output; capture "
-          f"round trip p50 {capture:.2f} ms; {bounded} frames timed by a capture's return, an upper "
-          f"bound); {args.gap_ms:g} ms idle between presses"), machine_note()],
+        [
+            Row(
+                f"{name}: key -> repaint",
+                samples,
+                GOAL_MS,
+                note=f"CPU per key: console {cpu[name][0] / max(1, len(samples)):.1f} ms, "
+                f"serve {cpu[name][1] / max(1, len(samples)):.1f} ms",
+            )
+            for name, samples in results.items()
+        ],
+        [
+            (
+                f"frames timed by tmux %output (captures every <= {args.poll_ms:g} ms and after each output; capture "
+                f"round trip p50 {capture:.2f} ms; {bounded} frames timed by a capture's return, an upper "
+                f"bound); {args.gap_ms:g} ms idle between presses"
+            ),
+            machine_note(),
+        ],
     )
 
 

@@ -84,12 +84,19 @@ def main() -> None:
                 pane.wait_gone()
     print_table(
         f"Console memory, {total:,} users, 140x40 tmux, {db.label} ({db.note}), serve --workers {args.workers}",
-        [Row("RSS at start (rows painted)", at_start, None, unit="MB"),
-         Row(f"RSS after PgDn past row {target:,}", after, GOAL_MB, unit="MB", judge="max"),
-         Row("largest RSS sampled while scrolling", during, GOAL_MB, unit="MB", judge="max"),
-         Row("VmHWM (peak RSS of the process)", peak, None, unit="MB"),
-         Row("time to scroll there", [s * 1000 for s in seconds], None, unit="ms",
-             note=f"reached row {reached:,}, PgDn at {args.rate:g}/s")],
+        [
+            Row("RSS at start (rows painted)", at_start, None, unit="MB"),
+            Row(f"RSS after PgDn past row {target:,}", after, GOAL_MB, unit="MB", judge="max"),
+            Row("largest RSS sampled while scrolling", during, GOAL_MB, unit="MB", judge="max"),
+            Row("VmHWM (peak RSS of the process)", peak, None, unit="MB"),
+            Row(
+                "time to scroll there",
+                [s * 1000 for s in seconds],
+                None,
+                unit="ms",
+                note=f"reached row {reached:,}, PgDn at {args.rate:g}/s",
+            ),
+        ],
         ["RSS from /proc/<pid>/status of the console process", machine_note()],
     )
 

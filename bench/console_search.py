@@ -57,8 +57,9 @@ def one_match(url: str, key: str, candidates: list[str], count: int) -> list[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_bench_arguments(parser, repeat=10)
-    parser.add_argument("--type-ms", type=float, default=40.0,
-                        help="time between the rest of the name and its last key (default 40)")
+    parser.add_argument(
+        "--type-ms", type=float, default=40.0, help="time between the rest of the name and its last key (default 40)"
+    )
     parser.add_argument("--poll-ms", type=float, default=5.0, help="longest wait between captures (default 5)")
     args = parser.parse_args()
     poll = args.poll_ms / 1000
@@ -74,8 +75,9 @@ def main() -> None:
             with Tmux() as tmux:
                 pane = tmux.spawn(console_argv(), console_env(service.url, service.key))
                 pane.go()
-                pane.wait_for(lambda s: label(s)[0] == home and not any("loading…" in x for x in s), timeout=60,
-                              poll=poll)
+                pane.wait_for(
+                    lambda s: label(s)[0] == home and not any("loading…" in x for x in s), timeout=60, poll=poll
+                )
                 time.sleep(0.5)  # start-up work (device columns) settles
                 for run, name in enumerate(names):  # the first name warms up: not counted
                     cpu_before = pane.cpu_ms(), cpu_ms(service.pid)
@@ -99,8 +101,9 @@ def main() -> None:
                         cpu[1] += cpu_ms(service.pid) - cpu_before[1]
                     pane.keys("Escape")
                     pane.keys("Escape")
-                    pane.wait_for(lambda s: label(s)[0] == home and not any("loading…" in x for x in s),
-                                  timeout=60, poll=poll)
+                    pane.wait_for(
+                        lambda s: label(s)[0] == home and not any("loading…" in x for x in s), timeout=60, poll=poll
+                    )
                     time.sleep(0.3)
                 pane.keys("q")
                 pane.wait_gone()
@@ -108,13 +111,26 @@ def main() -> None:
     typing = f"all but the last key at once, the last key {args.type_ms:g} ms later"
     print_table(
         f"Console search, {total:,} users, 140x40 tmux, {db.label} ({db.note}), serve --workers {args.workers}",
-        [Row("last key -> the one match painted", samples, GOAL_MS,
-             note=f"CPU per search (whole name): console {cpu[0] / max(1, len(samples)):.0f} ms, "
-                  f"serve {cpu[1] / max(1, len(samples)):.0f} ms")],
-        [(f"names typed {typing}, e.g. {names[1] if len(names) > 1 else names[0]}; one warm-up name not counted; "
-          f"{early} names left out because their prefix's answer was on screen before the last key"),
-         (f"frames timed by tmux %output (captures every <= {args.poll_ms:g} ms and after each output; capture "
-          f"round trip p50 {capture:.2f} ms)"), machine_note()],
+        [
+            Row(
+                "last key -> the one match painted",
+                samples,
+                GOAL_MS,
+                note=f"CPU per search (whole name): console {cpu[0] / max(1, len(samples)):.0f} ms, "
+                f"serve {cpu[1] / max(1, len(samples)):.0f} ms",
+            )
+        ],
+        [
+            (
+                f"names typed {typing}, e.g. {names[1] if len(names) > 1 else names[0]}; one warm-up name not counted; "
+                f"{early} names left out because their prefix's answer was on screen before the last key"
+            ),
+            (
+                f"frames timed by tmux %output (captures every <= {args.poll_ms:g} ms and after each output; capture "
+                f"round trip p50 {capture:.2f} ms)"
+            ),
+            machine_note(),
+        ],
     )
 
 

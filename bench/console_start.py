@@ -46,12 +46,22 @@ def main() -> None:
                 pane = tmux.spawn(console_argv(), env)
                 started = pane.go()
                 served_cpu = cpu_ms(service.pid)
-                shown = pane.wait_for(lambda s: any(total_re.search(line) for line in s), since=started, timeout=60,
-                                      poll=args.poll_ms / 1000)
+                shown = pane.wait_for(
+                    lambda s: any(total_re.search(line) for line in s),
+                    since=started,
+                    timeout=60,
+                    poll=args.poll_ms / 1000,
+                )
                 rows = pane.wait_for(
-                    lambda s: any(total_re.search(line) for line in s) and not any("loading…" in line for line in s)
-                    and sum("@" in line for line in s) >= 5,
-                    since=started, timeout=60, poll=args.poll_ms / 1000)
+                    lambda s: (
+                        any(total_re.search(line) for line in s)
+                        and not any("loading…" in line for line in s)
+                        and sum("@" in line for line in s) >= 5
+                    ),
+                    since=started,
+                    timeout=60,
+                    poll=args.poll_ms / 1000,
+                )
                 console_cpu.append(pane.cpu_ms())  # the process's whole life so far: start-up included
                 serve_cpu.append(cpu_ms(service.pid) - served_cpu)
                 if run:
@@ -65,13 +75,24 @@ def main() -> None:
             capture = statistics.median(tmux.stats.capture_ms)
     print_table(
         f"Console start, {total:,} users, 140x40 tmux, {db.label} ({db.note}), serve --workers {args.workers}",
-        [Row("start -> alternate screen (Python, imports, app)", to_first, None),
-         Row("start -> total on screen", to_total, GOAL_MS),
-         Row("start -> first rows painted", to_rows, None),
-         Row("console CPU until its rows were painted", console_cpu[1:], None,
-             note=f"serve CPU meanwhile p50 {sorted(serve_cpu)[len(serve_cpu) // 2]:.0f} ms")],
-        [(f"frames timed by tmux %output (captures every <= {args.poll_ms:g} ms and after each output; "
-          f"capture round trip p50 {capture:.2f} ms); one warm-up run not counted"), machine_note()],
+        [
+            Row("start -> alternate screen (Python, imports, app)", to_first, None),
+            Row("start -> total on screen", to_total, GOAL_MS),
+            Row("start -> first rows painted", to_rows, None),
+            Row(
+                "console CPU until its rows were painted",
+                console_cpu[1:],
+                None,
+                note=f"serve CPU meanwhile p50 {sorted(serve_cpu)[len(serve_cpu) // 2]:.0f} ms",
+            ),
+        ],
+        [
+            (
+                f"frames timed by tmux %output (captures every <= {args.poll_ms:g} ms and after each output; "
+                f"capture round trip p50 {capture:.2f} ms); one warm-up run not counted"
+            ),
+            machine_note(),
+        ],
     )
 
 

@@ -55,10 +55,11 @@ def main() -> None:
 
             results = asyncio.run(run())
     goals = {"search 'mar' (substring)": 50.0, "exact email lookup": 100.0}
-    print_table(f"Directory calls, {db.users:,} users, {db.label} ({db.note}), serve --workers {args.workers}",
-                [Row(name, samples, goals.get(name)) for name, samples in results.items()],
-                ["the console's ProtectClient (response models parsed) in this process; serve in its own",
-                 machine_note()])
+    print_table(
+        f"Directory calls, {db.users:,} users, {db.label} ({db.note}), serve --workers {args.workers}",
+        [Row(name, samples, goals.get(name)) for name, samples in results.items()],
+        ["the console's ProtectClient (response models parsed) in this process; serve in its own", machine_note()],
+    )
 
 
 if __name__ == "__main__":

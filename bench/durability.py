@@ -144,7 +144,8 @@ def postgres_lines(args: argparse.Namespace) -> tuple[list[Line], str]:
         import pgserver
 
     server = pgserver.get_server(  # type: ignore[attr-defined]  # pgserver re-exports it without __all__
-        Path(tempfile.mkdtemp(prefix="protect-bench-durability-pg-")), cleanup_mode="delete")
+        Path(tempfile.mkdtemp(prefix="protect-bench-durability-pg-")), cleanup_mode="delete"
+    )
     admin_url = server.get_uri("postgres")
     admin = create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
     lines: list[Line] = []
@@ -193,8 +194,16 @@ def served_lines(args: argparse.Namespace, folder: Path) -> tuple[list[Line], st
         valid = result.bodies.get("valid", 0)
         others = {k: v for k, v in result.bodies.items() if k != "valid"}
         meaning = MEANING["SQLite", level] if not others else f"{MEANING['SQLite', level]}; not valid: {others}"
-        lines.append(Line("SQLite", level, f"TOTP verify, serve -w {args.workers}, {args.clients} clients",
-                          result.latencies_ms, valid / args.seconds, f"goal >= {GOAL_RATE:,}/s valid; {meaning}"))
+        lines.append(
+            Line(
+                "SQLite",
+                level,
+                f"TOTP verify, serve -w {args.workers}, {args.clients} clients",
+                result.latencies_ms,
+                valid / args.seconds,
+                f"goal >= {GOAL_RATE:,}/s valid; {meaning}",
+            )
+        )
     os.environ.pop(SQLITE_SYNCHRONOUS_ENV, None)
     return lines, f"TOTP: {args.users:,} users seeded in {seeded:.1f} s, {len(enrolled):,} enrolled, half per level"
 
@@ -203,8 +212,16 @@ def _clients(
     served: Serve, key: str, shares: list[list[tuple[str, str]]], args: argparse.Namespace
 ) -> Callable[[], ClientResult]:
     return lambda: run_clients(
-        "127.0.0.1", served.port, PATH, key, processes=args.clients, connections=1,
-        make_source=make_source_factory(shares), classify=classify, warmup=args.warmup, seconds=args.seconds,
+        "127.0.0.1",
+        served.port,
+        PATH,
+        key,
+        processes=args.clients,
+        connections=1,
+        make_source=make_source_factory(shares),
+        classify=classify,
+        warmup=args.warmup,
+        seconds=args.seconds,
     )
 
 
@@ -212,8 +229,16 @@ def report(lines: list[Line], notes: list[str]) -> None:
     print("\nDurability: the cost of acknowledging a write only once it is on disk")
     head = ("store", "setting", "what", "n", "p50 ms", "p95 ms", "writes/s", "goal / what it protects against")
     rows = [
-        (ln.store, ln.setting, ln.what, f"{len(ln.latencies_ms)}", f"{percentile(ln.latencies_ms, 0.5):.2f}",
-         f"{percentile(ln.latencies_ms, 0.95):.2f}", f"{ln.per_second:,.0f}", ln.meaning)
+        (
+            ln.store,
+            ln.setting,
+            ln.what,
+            f"{len(ln.latencies_ms)}",
+            f"{percentile(ln.latencies_ms, 0.5):.2f}",
+            f"{percentile(ln.latencies_ms, 0.95):.2f}",
+            f"{ln.per_second:,.0f}",
+            ln.meaning,
+        )
         for ln in lines
     ]
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head) - 1)]
@@ -222,9 +247,19 @@ def report(lines: list[Line], notes: list[str]) -> None:
         print("  ".join(cells) + "  " + row[-1])
     for note in [*notes, machine_note()]:
         print(f"  {note}")
-    summary = [{"what": f"{ln.store} {ln.setting}: {ln.what}", "n": len(ln.latencies_ms),
-                "p50": percentile(ln.latencies_ms, 0.5), "p95": percentile(ln.latencies_ms, 0.95), "goal": None,
-                "unit": "ms", "verdict": "-", "note": f"{ln.per_second:,.0f} writes/s; {ln.meaning}"} for ln in lines]
+    summary = [
+        {
+            "what": f"{ln.store} {ln.setting}: {ln.what}",
+            "n": len(ln.latencies_ms),
+            "p50": percentile(ln.latencies_ms, 0.5),
+            "p95": percentile(ln.latencies_ms, 0.95),
+            "goal": None,
+            "unit": "ms",
+            "verdict": "-",
+            "note": f"{ln.per_second:,.0f} writes/s; {ln.meaning}",
+        }
+        for ln in lines
+    ]
     print("BENCH-JSON " + json.dumps({"title": "durability", "rows": summary}), flush=True)
 
 

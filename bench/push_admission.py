@@ -45,15 +45,19 @@ GOAL_RATE, GOAL_P99_MS = 1000, 50.0
 def reachable_users(store: Store) -> list[str]:
     now = Clock().now()
     with store.read() as conn:
-        return list(conn.execute(
-            select(users.c.id)
-            .join(devices, devices.c.user_id == users.c.id)
-            .where(
-                users.c.state != "SUSPENDED", users.c.account_locked.is_(False), devices.c.state == "active",
-                or_(users.c.push_blocked_until.is_(None), users.c.push_blocked_until <= now),
-            )
-            .order_by(users.c.id)
-        ).scalars())
+        return list(
+            conn.execute(
+                select(users.c.id)
+                .join(devices, devices.c.user_id == users.c.id)
+                .where(
+                    users.c.state != "SUSPENDED",
+                    users.c.account_locked.is_(False),
+                    devices.c.state == "active",
+                    or_(users.c.push_blocked_until.is_(None), users.c.push_blocked_until <= now),
+                )
+                .order_by(users.c.id)
+            ).scalars()
+        )
 
 
 def make_source_factory(
@@ -71,8 +75,9 @@ def make_source_factory(
             turn[conn] += 1
             if slot >= len(targets):
                 return None  # every user has had their pushes: stop this connection
-            return json.dumps({"userId": targets[slot], "resource": resource,
-                               "context": {"app": "bench", "location": "Loopback"}}).encode()
+            return json.dumps(
+                {"userId": targets[slot], "resource": resource, "context": {"app": "bench", "location": "Loopback"}}
+            ).encode()
 
         return next_body
 
@@ -97,9 +102,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--pushes-per-user", type=int, default=1)
     parser.add_argument("--cap", type=int, default=1, help="push.concurrentLimit.max for the run")
-    parser.add_argument("--rate", type=float, default=None,
-                        help="send this many requests per second in all, at a steady pace (default: as fast as "
-                             "answered; the goal's latency is read at --rate 1000)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="send this many requests per second in all, at a steady pace (default: as fast as "
+        "answered; the goal's latency is read at --rate 1000)",
+    )
     add_db_argument(parser, "push.db")
     args = parser.parse_args()
     if args.clients % args.processes:
@@ -113,21 +122,36 @@ def main() -> None:
             current, version = read_settings(conn)
         bench_admin = Principal(key_id="", name="bench", role=Role.ADMIN)
         patch = ProtectSettingsPatch.model_validate(
-            {"push": {"concurrentLimit": {"enabled": True, "max": args.cap}, "timeoutSeconds": 300}})
+            {"push": {"concurrentLimit": {"enabled": True, "max": args.cap}, "timeoutSeconds": 300}}
+        )
         update_settings(store, patch, etag_for(version), bench_admin, Clock().now())
         key = create_key(store, "bench-push", Role.SERVICE)
         db_value = store.target.value if store.target is not None else ""
         per_process = args.clients // args.processes
         source = make_source_factory(targets, args.clients, per_process, args.pushes_per_user, resource)
         with Serve(db_value, args.workers) as served:
-            result = measure(served, lambda: run_clients(
-                "127.0.0.1", served.port, PATH, key, processes=args.processes, connections=per_process,
-                make_source=source, classify=classify, warmup=args.warmup, seconds=args.seconds, rate=args.rate,
-            ))
+            result = measure(
+                served,
+                lambda: run_clients(
+                    "127.0.0.1",
+                    served.port,
+                    PATH,
+                    key,
+                    processes=args.processes,
+                    connections=per_process,
+                    make_source=source,
+                    classify=classify,
+                    warmup=args.warmup,
+                    seconds=args.seconds,
+                    rate=args.rate,
+                ),
+            )
         pending = and_(push_attempts.c.resource == resource, push_attempts.c.status == "pending")
         with store.read() as conn:
             per_user = conn.execute(
-                select(push_attempts.c.user_id, func.count().label("n")).where(pending).group_by(push_attempts.c.user_id)
+                select(push_attempts.c.user_id, func.count().label("n"))
+                .where(pending)
+                .group_by(push_attempts.c.user_id)
             ).all()
             attempts = conn.execute(
                 select(func.count()).select_from(push_attempts).where(push_attempts.c.resource == resource)
@@ -139,30 +163,37 @@ def main() -> None:
     report(args, db_name, len(targets), result, over, sum(r.n for r in per_user), attempts)
 
 
-def report(args: argparse.Namespace, db_name: str, reachable: int, result: ClientResult, over: int, pending: int,
-           attempts: int) -> None:
+def report(
+    args: argparse.Namespace, db_name: str, reachable: int, result: ClientResult, over: int, pending: int, attempts: int
+) -> None:
     lat = sorted(result.latencies_ms)
     rate = len(lat) / args.seconds
     p99 = percentile(lat, 0.99)
     kinds = ", ".join(f"{k}: {v:,}" for k, v in sorted(result.bodies.items())) or "none"
     pace = f"paced at {args.rate:,.0f}/s in all" if args.rate else "each sending as soon as answered"
-    print(f"\nPush admission over loopback: serve --workers {args.workers}, {args.clients} keep-alive clients ({pace}) in "
-          f"{args.processes} processes, {args.pushes_per_user} push(es) per user at once, cap {args.cap}, "
-          f"{reachable:,} reachable users; {db_name}")
+    print(
+        f"\nPush admission over loopback: serve --workers {args.workers}, {args.clients} keep-alive clients ({pace}) in "
+        f"{args.processes} processes, {args.pushes_per_user} push(es) per user at once, cap {args.cap}, "
+        f"{reachable:,} reachable users; {db_name}"
+    )
     print(f"measured for {args.seconds:g} s after {args.warmup:g} s of warm-up; database counts cover the whole run\n")
-    print(table([
-        ("decisions per second", f"{rate:,.0f}", f">= {GOAL_RATE:,}/s at 64 clients"),
-        ("p50 ms", f"{percentile(lat, 0.50):.2f}", ""),
-        ("p95 ms", f"{percentile(lat, 0.95):.2f}", ""),
-        ("p99 ms", f"{p99:.2f}", f"<= {GOAL_P99_MS:g} ms"),
-        ("max ms", f"{lat[-1] if lat else float('nan'):.2f}", ""),
-        ("answers (window)", kinds, ""),
-        ("attempts recorded (run)", f"{attempts:,}", ""),
-        ("pending in the database", f"{pending:,}", ""),
-        ("users over the cap", f"{over:,}", "0 (no over-admission)"),
-        ("connection errors", f"{result.errors}", "0"),
-        *cpu_rows(result),
-    ]))
+    print(
+        table(
+            [
+                ("decisions per second", f"{rate:,.0f}", f">= {GOAL_RATE:,}/s at 64 clients"),
+                ("p50 ms", f"{percentile(lat, 0.50):.2f}", ""),
+                ("p95 ms", f"{percentile(lat, 0.95):.2f}", ""),
+                ("p99 ms", f"{p99:.2f}", f"<= {GOAL_P99_MS:g} ms"),
+                ("max ms", f"{lat[-1] if lat else float('nan'):.2f}", ""),
+                ("answers (window)", kinds, ""),
+                ("attempts recorded (run)", f"{attempts:,}", ""),
+                ("pending in the database", f"{pending:,}", ""),
+                ("users over the cap", f"{over:,}", "0 (no over-admission)"),
+                ("connection errors", f"{result.errors}", "0"),
+                *cpu_rows(result),
+            ]
+        )
+    )
     met = rate >= GOAL_RATE and p99 <= GOAL_P99_MS and over == 0
     print(f"\ngoal: {'MET' if met else 'NOT MET'}")
 

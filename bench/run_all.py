@@ -29,24 +29,46 @@ def scripts(users: int, db: str, quick: bool) -> list[tuple[str, str, list[str]]
     """(row of the issue's table, script, arguments)."""
     few = quick
     return [
-        ("console start to the directory total", "console_start.py",
-         ["--users", str(users), "--db", db, "--repeat", "3" if few else "10"]),
-        ("Down / PgDn / End, key to repaint", "console_keys.py",
-         ["--users", str(users), "--db", db, "--repeat", "10" if few else "30"]),
-        ("search: last key to the one match painted", "console_search.py",
-         ["--users", str(users), "--db", db, "--repeat", "3" if few else "10"]),
-        ("API search, first page + totalCount", "api_search.py",
-         ["--users", str(users), "--db", db, "--repeat", "5" if few else "20"]),
-        ("console RSS after scrolling 100k rows", "console_rss.py",
-         ["--users", str(users), "--db", db, "--rows", str(min(users, 20_000 if few else 100_000))]),
-        ("VirtualTable widget work per key (no service)", "virtual_table.py",
-         ["--rows", str(users), "--moves", "50" if few else "200"]),
-        ("TOTP verification over loopback", "totp_verify.py",
-         ["--users", str(users), "--db", db, "--workers", "2", "--clients", "8",
-          "--seconds", "3" if few else "10"]),
-        ("push admission", "push_admission.py",
-         ["--users", str(users), "--db", db, "--workers", "2", "--clients", "64",
-          "--seconds", "3" if few else "10"]),
+        (
+            "console start to the directory total",
+            "console_start.py",
+            ["--users", str(users), "--db", db, "--repeat", "3" if few else "10"],
+        ),
+        (
+            "Down / PgDn / End, key to repaint",
+            "console_keys.py",
+            ["--users", str(users), "--db", db, "--repeat", "10" if few else "30"],
+        ),
+        (
+            "search: last key to the one match painted",
+            "console_search.py",
+            ["--users", str(users), "--db", db, "--repeat", "3" if few else "10"],
+        ),
+        (
+            "API search, first page + totalCount",
+            "api_search.py",
+            ["--users", str(users), "--db", db, "--repeat", "5" if few else "20"],
+        ),
+        (
+            "console RSS after scrolling 100k rows",
+            "console_rss.py",
+            ["--users", str(users), "--db", db, "--rows", str(min(users, 20_000 if few else 100_000))],
+        ),
+        (
+            "VirtualTable widget work per key (no service)",
+            "virtual_table.py",
+            ["--rows", str(users), "--moves", "50" if few else "200"],
+        ),
+        (
+            "TOTP verification over loopback",
+            "totp_verify.py",
+            ["--users", str(users), "--db", db, "--workers", "2", "--clients", "8", "--seconds", "3" if few else "10"],
+        ),
+        (
+            "push admission",
+            "push_admission.py",
+            ["--users", str(users), "--db", db, "--workers", "2", "--clients", "64", "--seconds", "3" if few else "10"],
+        ),
         ("seed --users N", "seed.py", ["--users", str(min(users, 100_000) if few else users)]),
     ]
 
@@ -60,7 +82,7 @@ def accepted(script: Path, args: list[str]) -> list[str]:
         if args[i].startswith("--"):
             has_value = i + 1 < len(args) and not args[i + 1].startswith("--")
             if args[i] in helptext:
-                kept.extend(args[i:i + 1 + has_value])
+                kept.extend(args[i : i + 1 + has_value])
             i += 1 + has_value
         else:
             kept.append(args[i])
@@ -71,8 +93,12 @@ def accepted(script: Path, args: list[str]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1_000_000)
-    parser.add_argument("--db", metavar="PATH|URL", default=None,
-                        help=f"SQLite file, postgresql:// URL, or {TEMP_PG} (default: the cached SQLite)")
+    parser.add_argument(
+        "--db",
+        metavar="PATH|URL",
+        default=None,
+        help=f"SQLite file, postgresql:// URL, or {TEMP_PG} (default: the cached SQLite)",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer samples")
     parser.add_argument("--only", nargs="*", default=None, help="script names to run (e.g. api_search console_rss)")
     parser.add_argument("--fresh", action="store_true", help="seed the cached database again")
@@ -91,14 +117,15 @@ def main() -> None:
             shown = " ".join(a if "://" not in a else "<db url>" for a in command[1:])
             print(f"\n[run_all] {row}: {shown}", flush=True)
             started = time.perf_counter()
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=HERE.parent,
-                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, text=True, cwd=HERE.parent, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            )
             tables: list[dict] = []
             lines: list[str] = []
             assert process.stdout is not None
             for line in process.stdout:
                 if line.startswith("BENCH-JSON "):
-                    tables.append(json.loads(line[len("BENCH-JSON "):]))
+                    tables.append(json.loads(line[len("BENCH-JSON ") :]))
                     continue
                 print(line, end="", flush=True)
                 lines.append(line.rstrip("\n"))
@@ -110,9 +137,11 @@ def main() -> None:
             if not tables:  # a script with its own table format: repeat it (from its title line on)
                 summary.append(f"{row} (bench/{name}, {took:.0f} s):")
                 shown = [x for x in lines if x.strip()]
-                start = max((i for i, x in enumerate(shown) if x.lstrip().startswith(("what", "operation"))),
-                            default=max(0, len(shown) - 16))
-                summary.extend(f"    {line}" for line in shown[max(0, start - 1):][:24])
+                start = max(
+                    (i for i, x in enumerate(shown) if x.lstrip().startswith(("what", "operation"))),
+                    default=max(0, len(shown) - 16),
+                )
+                summary.extend(f"    {line}" for line in shown[max(0, start - 1) :][:24])
                 continue
             for table in tables:
                 summary.append(f"{row} (bench/{name}, {took:.0f} s):")
@@ -123,9 +152,11 @@ def main() -> None:
                         summary.append(f"    {r['what']:<46} skipped  {r.get('note', '')}".rstrip())
                     else:
                         goal = "-" if r.get("goal") is None else f"<= {r['goal']:g}"
-                        summary.append(f"    {r['what']:<46} p50 {r['p50']:>9.1f}  p95 {r['p95']:>9.1f}  "
-                                       f"goal {goal:>8}  {r.get('verdict', '-'):<5} {r.get('unit', '')}"
-                                       f"{'  ' + r['note'] if r.get('note') else ''}")
+                        summary.append(
+                            f"    {r['what']:<46} p50 {r['p50']:>9.1f}  p95 {r['p95']:>9.1f}  "
+                            f"goal {goal:>8}  {r.get('verdict', '-'):<5} {r.get('unit', '')}"
+                            f"{'  ' + r['note'] if r.get('note') else ''}"
+                        )
     print(f"\n===== summary: {db.users:,} users, {db.label} =====")
     print("\n".join(summary))
 

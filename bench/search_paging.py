@@ -42,13 +42,21 @@ def bench(db: str, runs: int, limit: int) -> None:
         with store.read() as conn:
             total = conn.execute(select(func.count()).select_from(users)).scalar_one()
             # A real username with digits (the seed's collisions), as a support desk would paste it.
-            someone = conn.execute(select(users.c.username).where(users.c.username_ci.like("wei.lewis%"))
-                                   .order_by(users.c.username.desc()).limit(1)).scalar() or "wei.lewis"
+            someone = (
+                conn.execute(
+                    select(users.c.username)
+                    .where(users.c.username_ci.like("wei.lewis%"))
+                    .order_by(users.c.username.desc())
+                    .limit(1)
+                ).scalar()
+                or "wei.lewis"
+            )
 
         def page(skip: int = 0, **kw):
             def run():
                 with store.read() as conn:
                     return user_service.list_users(conn, now, skip=skip, limit=limit, **kw)
+
             return run
 
         depth = int(total * 0.9)
@@ -64,8 +72,10 @@ def bench(db: str, runs: int, limit: int) -> None:
             ("search 'garcia' + count", {"search": "garcia"}),
             ("search 'ma' + count (1-2 chars: substring, scans)", {"search": "ma"}),
             ("search 'mar', count=false", {"search": "mar", "count": False}),
-            ("search 'mar' page 2 by cursor, count=false", {"search": "mar", "count": False,
-                                                           "after": deep_search.endCursor}),
+            (
+                "search 'mar' page 2 by cursor, count=false",
+                {"search": "mar", "count": False, "after": deep_search.endCursor},
+            ),
             ("list + count (first page)", {}),
             (f"list, keyset page at row {depth:,} (count=false)", {"after": deep, "count": False}),
             (f"list, offset page at row {depth:,} (count=false)", {"skip": depth, "count": False}),

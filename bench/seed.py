@@ -59,7 +59,9 @@ def seed_once(db: str, users: int, rng_seed: int) -> tuple[float, float, dict]:
     started = time.perf_counter()
     done = subprocess.run(
         [PROTECT, "seed", "--users", str(users), "--seed", str(rng_seed), "--db", db, "--json"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
@@ -85,18 +87,36 @@ def main() -> None:
 
     at_goal = args.users == GOAL_USERS
     goal = f"<= {GOAL_SECONDS:g} s" if at_goal else f"(<= {GOAL_SECONDS:g} s at 1,000,000)"
-    print(f"\nprotect-console seed --users {args.users:,}  ({os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.2f} at the end: other work on the machine adds noise)")
-    print(f"{'users':>10}  {'store':<22}  {'seconds':>8}  {'cpu s':>7}  {'rows':>10}  {'rows/s':>9}  "
-          f"{'goal':<24}  verdict")
+    print(
+        f"\nprotect-console seed --users {args.users:,}  ({os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.2f} at the end: other work on the machine adds noise)"
+    )
+    print(
+        f"{'users':>10}  {'store':<22}  {'seconds':>8}  {'cpu s':>7}  {'rows':>10}  {'rows/s':>9}  "
+        f"{'goal':<24}  verdict"
+    )
     for seconds, cpu, rows in results:
         verdict = ("ok" if seconds <= GOAL_SECONDS else "MISS") if at_goal else "-"
-        print(f"{args.users:>10,}  {store:<22}  {seconds:>8.1f}  {cpu:>7.1f}  {rows:>10,}  {rows / seconds:>9,.0f}  "
-              f"{goal:<24}  {verdict}")
-    print("  cpu s: user + system time of the command and its row-making helper process (both cores: up to 2 x "
-          "seconds); PostgreSQL's own work is not in it")
-    summary = [{"users": args.users, "store": store, "seconds": round(s, 2), "cpuSeconds": round(c, 2), "rows": r,
-                "rowsPerSecond": round(r / s), "goal": GOAL_SECONDS if at_goal else None} for s, c, r in results]
+        print(
+            f"{args.users:>10,}  {store:<22}  {seconds:>8.1f}  {cpu:>7.1f}  {rows:>10,}  {rows / seconds:>9,.0f}  "
+            f"{goal:<24}  {verdict}"
+        )
+    print(
+        "  cpu s: user + system time of the command and its row-making helper process (both cores: up to 2 x "
+        "seconds); PostgreSQL's own work is not in it"
+    )
+    summary = [
+        {
+            "users": args.users,
+            "store": store,
+            "seconds": round(s, 2),
+            "cpuSeconds": round(c, 2),
+            "rows": r,
+            "rowsPerSecond": round(r / s),
+            "goal": GOAL_SECONDS if at_goal else None,
+        }
+        for s, c, r in results
+    ]
     print("BENCH-JSON " + json.dumps({"title": "seed", "rows": summary}), flush=True)
 
 

@@ -45,7 +45,7 @@ GOAL_RATE, FLOOR_RATE = 2000, 1000
 def code_at(key: bytes, step: int) -> str:
     mac = hmac.new(key, struct.pack(">Q", step), hashlib.sha1).digest()
     offset = mac[-1] & 0x0F
-    return f"{(struct.unpack('>I', mac[offset:offset + 4])[0] & 0x7FFFFFFF) % 1_000_000:06d}"
+    return f"{(struct.unpack('>I', mac[offset : offset + 4])[0] & 0x7FFFFFFF) % 1_000_000:06d}"
 
 
 def make_source_factory(shares: list[list[tuple[str, str]]]) -> Callable[[int], Source]:
@@ -80,10 +80,13 @@ def enrolled_secrets(store: Store) -> list[tuple[str, str]]:
         return [
             (r.id, secretbox.reveal(store, r.id, r.totp_secret))
             for r in conn.execute(
-                select(users.c.id, users.c.totp_secret).where(
-                    users.c.totp_status == "ENROLLED", users.c.totp_failures == 0,
+                select(users.c.id, users.c.totp_secret)
+                .where(
+                    users.c.totp_status == "ENROLLED",
+                    users.c.totp_failures == 0,
                     or_(users.c.totp_last_step.is_(None), users.c.totp_last_step < int(time.time()) // STEP),
-                ).order_by(users.c.id)
+                )
+                .order_by(users.c.id)
             )
         ]
 
@@ -106,10 +109,21 @@ def main() -> None:
         store.dispose()  # the service's workers are the only users of the database while it runs
         shares = list(chunks(secrets, args.clients))
         with Serve(db_value, args.workers) as served:
-            result = measure(served, lambda: run_clients(
-                "127.0.0.1", served.port, PATH, key, processes=args.clients, connections=1,
-                make_source=make_source_factory(shares), classify=classify, warmup=args.warmup, seconds=args.seconds,
-            ))
+            result = measure(
+                served,
+                lambda: run_clients(
+                    "127.0.0.1",
+                    served.port,
+                    PATH,
+                    key,
+                    processes=args.clients,
+                    connections=1,
+                    make_source=make_source_factory(shares),
+                    classify=classify,
+                    warmup=args.warmup,
+                    seconds=args.seconds,
+                ),
+            )
     report(args, db_name, len(secrets), result)
 
 
@@ -119,20 +133,26 @@ def report(args: argparse.Namespace, db_name: str, enrolled: int, result: Client
     total = len(lat)
     rate = valid / args.seconds
     others = ", ".join(f"{k}: {v:,}" for k, v in sorted(result.bodies.items()) if k != "valid") or "none"
-    print(f"\nTOTP verify over loopback: serve --workers {args.workers}, {args.clients} keep-alive clients "
-          f"(one process each), current codes, distinct users ({enrolled:,} enrolled); {db_name}")
+    print(
+        f"\nTOTP verify over loopback: serve --workers {args.workers}, {args.clients} keep-alive clients "
+        f"(one process each), current codes, distinct users ({enrolled:,} enrolled); {db_name}"
+    )
     print(f"measured for {args.seconds:g} s after {args.warmup:g} s of warm-up\n")
-    print(table([
-        ("valid codes per second", f"{rate:,.0f}", f">= {GOAL_RATE:,}/s (never < {FLOOR_RATE:,}/s)"),
-        ("answers per second", f"{total / args.seconds:,.0f}", ""),
-        ("p50 ms", f"{percentile(lat, 0.50):.2f}", ""),
-        ("p95 ms", f"{percentile(lat, 0.95):.2f}", ""),
-        ("p99 ms", f"{percentile(lat, 0.99):.2f}", ""),
-        ("max ms", f"{lat[-1] if lat else float('nan'):.2f}", ""),
-        ("not valid", others, "none"),
-        ("connection errors", f"{result.errors}", "0"),
-        *cpu_rows(result),
-    ]))
+    print(
+        table(
+            [
+                ("valid codes per second", f"{rate:,.0f}", f">= {GOAL_RATE:,}/s (never < {FLOOR_RATE:,}/s)"),
+                ("answers per second", f"{total / args.seconds:,.0f}", ""),
+                ("p50 ms", f"{percentile(lat, 0.50):.2f}", ""),
+                ("p95 ms", f"{percentile(lat, 0.95):.2f}", ""),
+                ("p99 ms", f"{percentile(lat, 0.99):.2f}", ""),
+                ("max ms", f"{lat[-1] if lat else float('nan'):.2f}", ""),
+                ("not valid", others, "none"),
+                ("connection errors", f"{result.errors}", "0"),
+                *cpu_rows(result),
+            ]
+        )
+    )
     verdict = "MET" if rate >= GOAL_RATE else ("below goal, above floor" if rate >= FLOOR_RATE else "BELOW FLOOR")
     print(f"\ngoal: {verdict}")
 

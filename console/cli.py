@@ -86,7 +86,7 @@ def flag_message(message: str) -> str:
     for part in message.split("; "):
         match = _FIELD_PREFIX.match(part)
         if match and match["field"] in FLAG_FOR_FIELD:
-            part = FLAG_FOR_FIELD[match["field"]] + ":" + part[match.end():]
+            part = FLAG_FOR_FIELD[match["field"]] + ":" + part[match.end() :]
         parts.append(part)
     return "; ".join(parts)
 
@@ -315,8 +315,17 @@ async def users_list(client: Any, args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"totalCount": total, "results": [_dump(u) for u in users]})
         return 0
-    table = _table("Username", "Name", "Email", "State", "Push", "TOTP", "WebAuthn", "ID",
-                   shrink=("ID", "Name", "WebAuthn", "State", "TOTP", "Push", "Email", "Username"))
+    table = _table(
+        "Username",
+        "Name",
+        "Email",
+        "State",
+        "Push",
+        "TOTP",
+        "WebAuthn",
+        "ID",
+        shrink=("ID", "Name", "WebAuthn", "State", "TOTP", "Push", "Email", "Username"),
+    )
     for u in users:
         e = u.mfaEnrollment
         state = _status(u.state)
@@ -326,8 +335,14 @@ async def users_list(client: Any, args: argparse.Namespace) -> int:
         if u.totpLock.locked:
             totp = _text("✗ locked", "red")
         table.add_row(
-            _text(u.username), _text(display.user_name(u)), _text(u.email), state,
-            display.enrollment_text(e.pushStatus), totp, display.enrollment_text(e.webAuthnStatus), _text(u.id, "dim"),
+            _text(u.username),
+            _text(display.user_name(u)),
+            _text(u.email),
+            state,
+            display.enrollment_text(e.pushStatus),
+            totp,
+            display.enrollment_text(e.webAuthnStatus),
+            _text(u.id, "dim"),
         )
     console = _console(args)
     _print_table(console, table)
@@ -393,20 +408,37 @@ async def users_show(client: Any, args: argparse.Namespace) -> int:
         facts.add_row(_text(label, "bold"), _status(value) if styled else _text(value))
     _print_table(console, facts)
     if devices:
-        table = _table("Device", "Make/model", "OS", "App", "Biometric", "State", "Enrolled", "Last used", "Diagnostics",
-                       shrink=("Diagnostics", "Last used", "Enrolled", "App", "OS", "Biometric", "Device"))
+        table = _table(
+            "Device",
+            "Make/model",
+            "OS",
+            "App",
+            "Biometric",
+            "State",
+            "Enrolled",
+            "Last used",
+            "Diagnostics",
+            shrink=("Diagnostics", "Last used", "Enrolled", "App", "OS", "Biometric", "Device"),
+        )
         for d in devices:
             table.add_row(
-                _text(d.name), _text(f"{d.device.make} {d.device.model}"), _text(f"{d.device.os} {d.device.osVersion}"),
-                _text(d.device.appVersion), _text("on" if d.device.uvEnabled else "off"), _text(d.state),
-                _text(_when(d.enrollmentDate)), _text(_when(d.lastUsedDate)),
+                _text(d.name),
+                _text(f"{d.device.make} {d.device.model}"),
+                _text(f"{d.device.os} {d.device.osVersion}"),
+                _text(d.device.appVersion),
+                _text("on" if d.device.uvEnabled else "off"),
+                _text(d.state),
+                _text(_when(d.enrollmentDate)),
+                _text(_when(d.lastUsedDate)),
                 _text("opted out" if d.privacy.diagnosticsOptOut else "shared"),
             )
         _print_table(console, table)
     else:
         console.print(_text("No push device enrolled."))
     if attempts.results:
-        _print_table(console, _attempts_table(attempts.results, title=f"Recent push attempts ({attempts.totalCount} in all)"))
+        _print_table(
+            console, _attempts_table(attempts.results, title=f"Recent push attempts ({attempts.totalCount} in all)")
+        )
     return 0
 
 
@@ -475,7 +507,8 @@ async def _devices_set_state(client: Any, args: argparse.Namespace, state: str) 
             lines.append(f"The push {what} is already {state}: nothing to {verb}.")
             continue
         consequence = (
-            "It can approve pushes again." if state == "active"
+            "It can approve pushes again."
+            if state == "active"
             else "It stops receiving and approving pushes until it is activated again."
         )
         _confirm(f"{verb.capitalize()} the push {what}? {consequence}", yes=args.yes, action=f"{verb[:-1]}ing")
@@ -505,8 +538,10 @@ def qr_lines(data: str, *, border: int = 2) -> list[str]:
     if len(rows) % 2:
         rows.append([True] * len(rows[0]))  # pad with a light row
     blocks = {(False, False): " ", (True, False): "▀", (False, True): "▄", (True, True): "█"}
-    return ["".join(blocks[(t, b)] for t, b in zip(top, bottom, strict=True))
-            for top, bottom in zip(rows[0::2], rows[1::2], strict=True)]
+    return [
+        "".join(blocks[(t, b)] for t, b in zip(top, bottom, strict=True))
+        for top, bottom in zip(rows[0::2], rows[1::2], strict=True)
+    ]
 
 
 def _print_qr(data: str) -> None:
@@ -528,7 +563,8 @@ async def enroll(client: Any, args: argparse.Namespace) -> int:
     _confirm(
         f"Create a push enrollment code for user {user.username}? Enrolling a new device replaces the current one."
         + warning,
-        yes=args.yes, action="creating an enrollment code",
+        yes=args.yes,
+        action="creating an enrollment code",
     )
     code = await client.create_enrollment(user.id)
     if args.json:
@@ -537,8 +573,10 @@ async def enroll(client: Any, args: argparse.Namespace) -> int:
     _print_qr(code.uri)
     minutes = max(0, round((code.expiresAt - display.now()).total_seconds() / 60))
     _out(f"Enrollment code for user {user.username}: {code.code}")
-    _out(f"Expires {_when(code.expiresAt)} (in about {minutes} min). Scan the QR code with the Protect app, "
-         "or type the code in it.")
+    _out(
+        f"Expires {_when(code.expiresAt)} (in about {minutes} min). Scan the QR code with the Protect app, "
+        "or type the code in it."
+    )
     _out(code.uri)
     return 0
 
@@ -566,8 +604,9 @@ async def mfa_reset(client: Any, args: argparse.Namespace) -> int:
         grace = "with no grace period (the user cannot pass MFA until they enroll again)"
     what = ", ".join(removes) if removes else "nothing enrolled"
     keeps = f"; keeps {', '.join(kept)}" if kept else ""
-    _confirm(f"Reset all MFA of user {user.username}: removes {what}{keeps}; {grace}?", yes=args.yes,
-             action="resetting MFA")
+    _confirm(
+        f"Reset all MFA of user {user.username}: removes {what}{keeps}; {grace}?", yes=args.yes, action="resetting MFA"
+    )
     after = await client.reset_mfa(user.id, grace_days=days or None)
     until = f"; grace period until {_when(after.mfa.exclusionUntil)}" if after.mfa.exclusion else "; no grace period"
     removed = f": removed {', '.join(removes)}" if removes else ""
@@ -594,16 +633,20 @@ async def totp_verify(client: Any, args: argparse.Namespace) -> int:
     user = await client.find_user(args.user)
     lock = user.totpLock
     if user.mfaEnrollment.totpStatus != models.EnrollmentStatus.ENROLLED:
-        raise _Failure(f"user {user.username} has no TOTP enrolled ({user.mfaEnrollment.totpStatus.value}): "
-                       "there is no code to check")
+        raise _Failure(
+            f"user {user.username} has no TOTP enrolled ({user.mfaEnrollment.totpStatus.value}): "
+            "there is no code to check"
+        )
     if lock.locked:
         raise _Failure(
             f"TOTP of user {user.username} is locked ({lock.failures} of {lock.maxFailures} wrong codes): every code "
             f"is refused until the lock-out ends or `protect-console totp reset {user.username}`; nothing was checked"
         )
     if lock.failures:
-        _say(f"note: {user.username} has {lock.failures} of {lock.maxFailures} wrong codes in the last 15 minutes; "
-             "a wrong code now counts toward the lock-out")
+        _say(
+            f"note: {user.username} has {lock.failures} of {lock.maxFailures} wrong codes in the last 15 minutes; "
+            "a wrong code now counts toward the lock-out"
+        )
     result = await client.verify_totp(user.id, args.code)
     if args.json:
         _print_json(_dump(result))
@@ -629,17 +672,29 @@ async def attack_stop(client: Any, args: argparse.Namespace) -> int:
     already = ""
     if user.pushBlock is not None:
         already = f" (already blocked until {_when(user.pushBlock.blockedUntil)}; this sets a new end)"
-    _confirm(f"Stop the push attack on user {user.username}: {', '.join(steps)}{already}?", yes=args.yes,
-             action="stopping the attack")
+    _confirm(
+        f"Stop the push attack on user {user.username}: {', '.join(steps)}{already}?",
+        yes=args.yes,
+        action="stopping the attack",
+    )
     result = await client.block_push(
-        user.id, minutes=args.minutes, cancel_pending=not args.keep_pending,
+        user.id,
+        minutes=args.minutes,
+        cancel_pending=not args.keep_pending,
         require_user_verification=args.require_biometric,
     )
-    parts = [f"new pushes refused until {_when(result.blockedUntil)}", f"{_plural(result.cancelled, 'pending push')} cancelled"]
+    parts = [
+        f"new pushes refused until {_when(result.blockedUntil)}",
+        f"{_plural(result.cancelled, 'pending push')} cancelled",
+    ]
     if args.require_biometric:
         parts.append("biometric approval required from now on")
-    return _done(args, result, f"Stopped the push attack on user {user.username}: {'; '.join(parts)}. "
-                               f"`protect-console attack lift {user.username}` lifts the block.")
+    return _done(
+        args,
+        result,
+        f"Stopped the push attack on user {user.username}: {'; '.join(parts)}. "
+        f"`protect-console attack lift {user.username}` lifts the block.",
+    )
 
 
 async def attack_lift(client: Any, args: argparse.Namespace) -> int:
@@ -648,8 +703,12 @@ async def attack_lift(client: Any, args: argparse.Namespace) -> int:
     nothing = f"No push block in force for user {user.username}: nothing to lift."
     if block is None:
         return _done(args, models.PushBlockLifted(lifted=False), nothing)
-    _confirm(f"Lift the push block on user {user.username} (until {_when(block.blockedUntil)}, by {block.blockedBy})? "
-             "New pushes are accepted again.", yes=args.yes, action="lifting the block")
+    _confirm(
+        f"Lift the push block on user {user.username} (until {_when(block.blockedUntil)}, by {block.blockedBy})? "
+        "New pushes are accepted again.",
+        yes=args.yes,
+        action="lifting the block",
+    )
     result = await client.lift_push_block(user.id)
     if not result.lifted:
         return _done(args, result, nothing)
@@ -660,9 +719,7 @@ async def attack_lift(client: Any, args: argparse.Namespace) -> int:
 
 
 # Names, ranges, checks and meanings: models.SETTINGS, as the service and the console read them.
-_SETTINGS_BY_NAME = {
-    name.lower(): setting for setting in models.SETTINGS for name in (setting.key, *setting.aliases)
-}
+_SETTINGS_BY_NAME = {name.lower(): setting for setting in models.SETTINGS for name in (setting.key, *setting.aliases)}
 
 
 _SETTING_NAMES = ", ".join(setting.key for setting in models.SETTINGS)
@@ -685,8 +742,12 @@ async def settings_get(client: Any, args: argparse.Namespace) -> int:
         return 0
     table = _table("Setting", "Value", "Allowed", "Meaning", prose=("Meaning",))
     for setting in models.SETTINGS:
-        table.add_row(_text(setting.key, "bold"), _text(setting.show(setting.read(document), unit=False)),
-                      _text(_allowed(setting)), _text(setting.meaning))
+        table.add_row(
+            _text(setting.key, "bold"),
+            _text(setting.show(setting.read(document), unit=False)),
+            _text(_allowed(setting)),
+            _text(setting.meaning),
+        )
     _print_table(_console(args), table)
     return 0
 
@@ -703,10 +764,16 @@ async def settings_set(client: Any, args: argparse.Namespace) -> int:
     settings, etag = await client.get_settings()
     old = spec.read(settings)
     if old == new:
-        return _done(args, settings.model_dump(mode="json"),
-                     f"{spec.key} is already {spec.show(new, unit=False)}: nothing to change.")
-    _confirm(f"Change {spec.key} from {spec.show(old, unit=False)} to {spec.show(new, unit=False)}?", yes=args.yes,
-             action="changing settings")
+        return _done(
+            args,
+            settings.model_dump(mode="json"),
+            f"{spec.key} is already {spec.show(new, unit=False)}: nothing to change.",
+        )
+    _confirm(
+        f"Change {spec.key} from {spec.show(old, unit=False)} to {spec.show(new, unit=False)}?",
+        yes=args.yes,
+        action="changing settings",
+    )
     try:
         updated, _ = await client.update_settings(spec.patch(new), etag)
     except PreconditionFailed:
@@ -714,8 +781,11 @@ async def settings_set(client: Any, args: argparse.Namespace) -> int:
             "someone else changed the settings since they were read; nothing changed. "
             "Run `protect-console settings get` and try again"
         ) from None
-    return _done(args, updated.model_dump(mode="json"),
-                 f"{spec.key}: {spec.show(old, unit=False)} -> {spec.show(spec.read(updated), unit=False)}")
+    return _done(
+        args,
+        updated.model_dump(mode="json"),
+        f"{spec.key}: {spec.show(old, unit=False)} -> {spec.show(spec.read(updated), unit=False)}",
+    )
 
 
 # ------------------------------------------------------- privacy, attempts
@@ -728,20 +798,42 @@ async def privacy(client: Any, args: argparse.Namespace) -> int:
         lambda skip, limit: client.privacy_devices(opted_out=opted_out, skip=skip, limit=limit), args.limit
     )
     if args.json:
-        _print_json({"summary": _dump(summary), "devices": {"totalCount": total, "results": [_dump(d) for d in devices]}})
+        _print_json(
+            {"summary": _dump(summary), "devices": {"totalCount": total, "results": [_dump(d) for d in devices]}}
+        )
         return 0
     console = _console(args)
     share = f"{summary.optedOut / summary.devices:.0%}" if summary.devices else "0%"
-    console.print(_text(f"{summary.devices} devices, {summary.optedOut} opted out of diagnostics ({share}), "
-                        f"{summary.optedIn} sharing."))
-    console.print(_text("Collected: app and device diagnostics and usage data for troubleshooting. "
-                        "Not collected: user information. Opted-out devices' reports are counted and dropped.", "dim"))
-    table = _table("User", "Email", "Device", "OS", "App", "Diagnostics", "Changed",
-                   shrink=("Changed", "App", "OS", "Device", "Email", "User"))
+    console.print(
+        _text(
+            f"{summary.devices} devices, {summary.optedOut} opted out of diagnostics ({share}), "
+            f"{summary.optedIn} sharing."
+        )
+    )
+    console.print(
+        _text(
+            "Collected: app and device diagnostics and usage data for troubleshooting. "
+            "Not collected: user information. Opted-out devices' reports are counted and dropped.",
+            "dim",
+        )
+    )
+    table = _table(
+        "User",
+        "Email",
+        "Device",
+        "OS",
+        "App",
+        "Diagnostics",
+        "Changed",
+        shrink=("Changed", "App", "OS", "Device", "Email", "User"),
+    )
     for d in devices:
         table.add_row(
-            _text(d.user.username), _text(d.user.email), _text(f"{d.device.make} {d.device.model}"),
-            _text(f"{d.device.os} {d.device.osVersion}"), _text(d.device.appVersion),
+            _text(d.user.username),
+            _text(d.user.email),
+            _text(f"{d.device.make} {d.device.model}"),
+            _text(f"{d.device.os} {d.device.osVersion}"),
+            _text(d.device.appVersion),
             _text("opted out", "yellow") if d.privacy.diagnosticsOptOut else _text("shared"),
             _text(_when(d.privacy.updatedAt)),
         )
@@ -751,13 +843,26 @@ async def privacy(client: Any, args: argparse.Namespace) -> int:
 
 
 def _attempts_table(attempts: Sequence[Any], title: str | None = None) -> Table:
-    table = _table("Created", "User", "Resource", "Status", "App", "Location", "IP", title=title,
-                   shrink=("Location", "App", "Created", "Resource", "IP", "Status", "User"))
+    table = _table(
+        "Created",
+        "User",
+        "Resource",
+        "Status",
+        "App",
+        "Location",
+        "IP",
+        title=title,
+        shrink=("Location", "App", "Created", "Resource", "IP", "Status", "User"),
+    )
     for a in attempts:
         table.add_row(
-            _text(_when(a.createdAt)), _text(a.username or a.userId), _text(a.resource),
+            _text(_when(a.createdAt)),
+            _text(a.username or a.userId),
+            _text(a.resource),
             display.push_status_text(a.status, fraud=a.fraud),
-            _text(a.context.app or ""), _text(a.context.location or ""), _text(a.context.ip or ""),
+            _text(a.context.app or ""),
+            _text(a.context.location or ""),
+            _text(a.context.ip or ""),
         )
     return table
 
@@ -855,13 +960,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     access_log = not args.no_access_log
     if args.workers > 1:
         store.dispose()  # each worker opens its own connections
-        serve_workers(db.value, host=args.host, port=args.port, workers=args.workers,
-                      metrics_require_key=args.metrics_key, limits=Limits.from_env(), access_log=access_log,
-                      access_log_file=access_log_file)
+        serve_workers(
+            db.value,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            metrics_require_key=args.metrics_key,
+            limits=Limits.from_env(),
+            access_log=access_log,
+            access_log_file=access_log_file,
+        )
         return 0
     try:
-        serve_app(create_app(store, metrics_require_key=args.metrics_key, limits=Limits.from_env()),
-                  host=args.host, port=args.port, access_log=access_log, access_log_file=access_log_file)
+        serve_app(
+            create_app(store, metrics_require_key=args.metrics_key, limits=Limits.from_env()),
+            host=args.host,
+            port=args.port,
+            access_log=access_log,
+            access_log_file=access_log_file,
+        )
     finally:
         store.dispose()
     return 0
@@ -897,8 +1014,12 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({**_key_dict(info), "key": key, "db": str(db)})
         return 0
-    limits = "".join([f", expires {_when(info.expires_at)}" if info.expires_at else "",
-                      f", only for {', '.join(info.resources)}" if info.resources else ""])
+    limits = "".join(
+        [
+            f", expires {_when(info.expires_at)}" if info.expires_at else "",
+            f", only for {', '.join(info.resources)}" if info.resources else "",
+        ]
+    )
     print(printable(f"Created {args.role} key {args.name.strip()!r} in {db}{limits}. It is shown once; store it now:"))
     print(key)
     return 0
@@ -908,10 +1029,18 @@ def _key_dict(key: Any) -> dict[str, Any]:
     from .server.clock import Clock
 
     iso = display.iso_z  # the store's naive times are UTC
-    return {"id": key.id, "prefix": key.prefix, "name": key.name, "role": key.role,
-            "status": key.status(Clock().now()).value, "created": iso(key.created_at), "lastUsed": iso(key.last_used_at),
-            "expires": iso(key.expires_at), "revoked": iso(key.revoked_at),
-            "resources": list(key.resources) if key.resources is not None else None}
+    return {
+        "id": key.id,
+        "prefix": key.prefix,
+        "name": key.name,
+        "role": key.role,
+        "status": key.status(Clock().now()).value,
+        "created": iso(key.created_at),
+        "lastUsed": iso(key.last_used_at),
+        "expires": iso(key.expires_at),
+        "revoked": iso(key.revoked_at),
+        "resources": list(key.resources) if key.resources is not None else None,
+    }
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
@@ -928,15 +1057,30 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         _print_json([_key_dict(k) for k in keys])
         return 0
     now = Clock().now()
-    table = _table("ID", "Prefix", "Name", "Role", "Status", "Created", "Last used", "Expires", "Resources",
-                   shrink=("Resources", "Created", "ID", "Expires", "Last used", "Name"))
+    table = _table(
+        "ID",
+        "Prefix",
+        "Name",
+        "Role",
+        "Status",
+        "Created",
+        "Last used",
+        "Expires",
+        "Resources",
+        shrink=("Resources", "Created", "ID", "Expires", "Last used", "Name"),
+    )
     for k in keys:
         status = k.status(now)
         when_ended = {models.ApiKeyStatus.REVOKED: k.revoked_at, models.ApiKeyStatus.EXPIRED: k.expires_at}.get(status)
         table.add_row(
-            _text(k.id, "dim"), _text(k.prefix), _text(k.name), _text(k.role),
+            _text(k.id, "dim"),
+            _text(k.prefix),
+            _text(k.name),
+            _text(k.role),
             _text(f"{status.value} {_when(when_ended)}" if when_ended else status.value, "red" if when_ended else ""),
-            _text(_when(k.created_at)), _text(_when(k.last_used_at)), _text(_when(k.expires_at)),
+            _text(_when(k.created_at)),
+            _text(_when(k.last_used_at)),
+            _text(_when(k.expires_at)),
             _text(", ".join(k.resources) if k.resources is not None else "any"),
         )
     console = _console(args)
@@ -965,11 +1109,15 @@ def _one_live_key(store: Any, ref: str, db: Any) -> tuple[Any, Any]:
 def _last_admin_warning(store: Any, key: Any) -> str:
     from .server.services.keys import list_keys
 
-    last_admin = key.role == models.Role.ADMIN and sum(
-        not k.revoked and k.role == models.Role.ADMIN for k in list_keys(store)
-    ) == 1
-    return " It is the last active admin key: nobody can change settings until `keys create` makes another." \
-        if last_admin else ""
+    last_admin = (
+        key.role == models.Role.ADMIN
+        and sum(not k.revoked and k.role == models.Role.ADMIN for k in list_keys(store)) == 1
+    )
+    return (
+        " It is the last active admin key: nobody can change settings until `keys create` makes another."
+        if last_admin
+        else ""
+    )
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
@@ -980,11 +1128,14 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     try:
         key, gone = _one_live_key(store, args.key, db)
         if key is None:
-            return _done(args, _key_dict(gone), f"Key {gone.name!r} ({gone.prefix}) is already revoked: nothing to revoke.")
+            return _done(
+                args, _key_dict(gone), f"Key {gone.name!r} ({gone.prefix}) is already revoked: nothing to revoke."
+            )
         _confirm(
             f"Revoke {key.role} key {key.name!r} ({key.prefix}, created {_when(key.created_at)})? Everything using it "
             f"is refused from now on.{_last_admin_warning(store, key)}",
-            yes=args.yes, action="revoking",
+            yes=args.yes,
+            action="revoking",
         )
         revoked = revoke_key(store, key.id)
     finally:
@@ -1004,10 +1155,16 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         key, gone = _one_live_key(store, args.key, db)
         if key is None:
             raise _Failure(f"key {gone.name!r} ({gone.prefix}) is revoked: `keys create` makes a new one")
-        then = f"keeps working for {_plural(args.grace_minutes, 'minute')}, then expires" if grace \
+        then = (
+            f"keeps working for {_plural(args.grace_minutes, 'minute')}, then expires"
+            if grace
             else "is refused from now on"
-        _confirm(f"Rotate {key.role} key {key.name!r} ({key.prefix})? A new key is printed once; the old one {then}.",
-                 yes=args.yes, action="rotating")
+        )
+        _confirm(
+            f"Rotate {key.role} key {key.name!r} ({key.prefix})? A new key is printed once; the old one {then}.",
+            yes=args.yes,
+            action="rotating",
+        )
         try:
             rotated = rotate_key(store, key.id, grace_seconds=grace)
         except KeyNotUsable as exc:
@@ -1021,8 +1178,12 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         _print_json({**_key_dict(new), "key": secret, "replaced": _key_dict(old), "db": str(db)})
         return 0
     ends = f"expires {_when(old.expires_at)}" if old.revoked_at is None else "is revoked"
-    print(printable(f"Rotated {new.role} key {new.name!r}: the old one ({old.prefix}) {ends}. "
-                    "The new key is shown once; store it now:"))
+    print(
+        printable(
+            f"Rotated {new.role} key {new.name!r}: the old one ({old.prefix}) {ends}. "
+            "The new key is shown once; store it now:"
+        )
+    )
     print(secret)
     return 0
 
@@ -1038,15 +1199,30 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     finally:
         store.dispose()
     if args.json:
-        _print_json({"ok": report.ok, "checked": report.checked, "lastId": report.last_id,
-                     "lastHash": report.last_hash, "brokenId": report.broken_id, "problem": report.problem})
+        _print_json(
+            {
+                "ok": report.ok,
+                "checked": report.checked,
+                "lastId": report.last_id,
+                "lastHash": report.last_hash,
+                "brokenId": report.broken_id,
+                "problem": report.problem,
+            }
+        )
     elif report.ok:
-        _out(f"Audit chain intact: {_plural(report.checked, 'event')} checked in {db}"
-             + (f", the last is {report.last_id} ({report.last_hash})." if report.last_id else "."))
+        _out(
+            f"Audit chain intact: {_plural(report.checked, 'event')} checked in {db}"
+            + (f", the last is {report.last_id} ({report.last_hash})." if report.last_id else ".")
+        )
     else:
         where = f"event {report.broken_id}" if report.broken_id is not None else "the chain"
-        print(printable(f"Audit chain broken at {where}: {report.problem} "
-                        f"({_plural(report.checked, 'event')} before it verified)"), file=sys.stderr)
+        print(
+            printable(
+                f"Audit chain broken at {where}: {report.problem} "
+                f"({_plural(report.checked, 'event')} before it verified)"
+            ),
+            file=sys.stderr,
+        )
     return 0 if report.ok else 1
 
 
@@ -1076,8 +1252,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     db = _db_path(args) if args.db or os.environ.get("PROTECT_DB") else None
     if db is not None:
         _open_store(db).dispose()  # a bad path or URL, or a database behind the code: one line, before any set-up
-    return run_demo(db=(db.path if db.path is not None else db) if db is not None else None, users=args.users,
-                    role=args.role, port=args.port)
+    return run_demo(
+        db=(db.path if db.path is not None else db) if db is not None else None,
+        users=args.users,
+        role=args.role,
+        port=args.port,
+    )
 
 
 # ------------------------------------------------------------------ secrets at rest (TOTP secrets' keys)
@@ -1149,27 +1329,42 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
             source = str(secretbox.box_of(store).source)
         finally:
             store.dispose()
-        return _done(args, {"keyId": kid, "source": source, "prepared": True},
-                     f"Added key {kid} to {source}, not used yet: copy it to every host serving this database, then "
-                     f"run `protect-console secrets rotate` (without --prepare).")
+        return _done(
+            args,
+            {"keyId": kid, "source": source, "prepared": True},
+            f"Added key {kid} to {source}, not used yet: copy it to every host serving this database, then "
+            f"run `protect-console secrets rotate` (without --prepare).",
+        )
     try:
         done = secretbox.rotate(store, Clock().now())
         source = str(secretbox.box_of(store).source)
     finally:
         store.dispose()
     if args.json:
-        _print_json({"keyId": done.key_id, "generated": done.generated, "reencrypted": done.reencrypted,
-                     "unreadable": done.unreadable, "previous": list(done.previous), "source": source})
+        _print_json(
+            {
+                "keyId": done.key_id,
+                "generated": done.generated,
+                "reencrypted": done.reencrypted,
+                "unreadable": done.unreadable,
+                "previous": list(done.previous),
+                "source": source,
+            }
+        )
         return 0
     made = f"Generated key {done.key_id} in {source}" if done.generated else f"Key {done.key_id} from {source}"
     _out(f"{made}; it is now current: new TOTP secrets are encrypted under it.")
     _out(f"Re-encrypted {_plural(done.reencrypted, 'secret')} under {done.key_id}.")
     if done.unreadable:
-        _out(f"{_plural(done.unreadable, 'secret')} could not be opened (plain text or altered) and were left: "
-             f"reset those users' TOTP (`secrets status` counts them).")
+        _out(
+            f"{_plural(done.unreadable, 'secret')} could not be opened (plain text or altered) and were left: "
+            f"reset those users' TOTP (`secrets status` counts them)."
+        )
     for kid in done.previous:
-        _out(f"Key {kid} is no longer needed by this database: `protect-console secrets retire {kid}` removes it "
-             f"(keep a copy while backups made before now may be restored).")
+        _out(
+            f"Key {kid} is no longer needed by this database: `protect-console secrets retire {kid}` removes it "
+            f"(keep a copy while backups made before now may be restored)."
+        )
     return 0
 
 
@@ -1195,9 +1390,13 @@ def _secrets_parser(sub: Any) -> None:
     secrets_sub = secrets.add_subparsers(dest="secrets_command", metavar="ACTION", required=True)
     status = secrets_sub.add_parser("status", help="key source, key ids and how many secrets each holds")
     rotate = secrets_sub.add_parser(
-        "rotate", help="make a new key current and re-encrypt every secret under it (services keep running)")
-    rotate.add_argument("--prepare", action="store_true",
-                        help="only add a new key to the key file (to copy to other hosts first); the next rotate uses it")
+        "rotate", help="make a new key current and re-encrypt every secret under it (services keep running)"
+    )
+    rotate.add_argument(
+        "--prepare",
+        action="store_true",
+        help="only add a new key to the key file (to copy to other hosts first); the next rotate uses it",
+    )
     retire = secrets_sub.add_parser("retire", help="forget a previous key once no secret is under it")
     retire.add_argument("key_id", metavar="KEY_ID", help="the key id (`secrets status` lists them)")
     for parser, run in ((status, cmd_secrets_status), (rotate, cmd_secrets_rotate), (retire, cmd_secrets_retire)):
@@ -1217,8 +1416,15 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise _Failure(f"cannot open database {db}: {exc.strerror or exc}") from None
     if args.json:
-        _print_json({"db": str(db), "from": before.revision, "to": after.revision, "head": after.head,
-                     "changed": before.revision != after.revision or not before.recorded})
+        _print_json(
+            {
+                "db": str(db),
+                "from": before.revision,
+                "to": after.revision,
+                "head": after.head,
+                "changed": before.revision != after.revision or not before.recorded,
+            }
+        )
         return 0
     if before.current:
         print(f"{db} is at schema {after.revision} (the latest): nothing to do.")
@@ -1243,8 +1449,15 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     except StoreError as exc:
         raise (UsageError if exc.exit_code == 2 else _Failure)(str(exc)) from None
     if args.json:
-        _print_json({"db": str(db), "revision": state.revision, "head": state.head, "upToDate": state.current,
-                     "recorded": state.recorded})
+        _print_json(
+            {
+                "db": str(db),
+                "revision": state.revision,
+                "head": state.head,
+                "upToDate": state.current,
+                "recorded": state.recorded,
+            }
+        )
         return 0
     if state.empty:
         print(f"{db}: empty (no schema yet; `protect-console db upgrade` or `serve` creates it)")
@@ -1254,8 +1467,7 @@ def cmd_db_current(args: argparse.Namespace) -> int:
         print(f"{db}: schema {state.revision}, unknown to this version (made by a newer release?)")
     else:
         made = ", made before migrations" if not state.recorded else ""
-        print(f"{db}: schema {state.revision}{made}; this version needs {state.head}: "
-              f"run `protect-console db upgrade`")
+        print(f"{db}: schema {state.revision}{made}; this version needs {state.head}: run `protect-console db upgrade`")
     return 0
 
 
@@ -1275,16 +1487,28 @@ def _connection_flags(parser: argparse.ArgumentParser, *, top: bool = False) -> 
     group = parser.add_argument_group(_CONNECTION_TITLE)
     group.add_argument("--profile", default=default, help="profile name in config.toml (default: default_profile)")
     group.add_argument("--url", default=default, help="backend URL, overriding the profile and PROTECT_CONSOLE_URL")
-    group.add_argument("--readonly", action="store_true", default=False if top else argparse.SUPPRESS,
-                       help="refuse every change, whatever the key allows")
+    group.add_argument(
+        "--readonly",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="refuse every change, whatever the key allows",
+    )
 
 
-def _twin(sub: Any, name: str, handler: Callable[..., Awaitable[int]], help: str, *, changing: bool = False,
-          tables: bool = False) -> argparse.ArgumentParser:
+def _twin(
+    sub: Any,
+    name: str,
+    handler: Callable[..., Awaitable[int]],
+    help: str,
+    *,
+    changing: bool = False,
+    tables: bool = False,
+) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
     _connection_flags(parser)
-    parser.add_argument("--json", action="store_true",
-                        help="print the API's JSON (for changes: the result object) instead of text")
+    parser.add_argument(
+        "--json", action="store_true", help="print the API's JSON (for changes: the result object) instead of text"
+    )
     if tables:
         parser.add_argument("--wide", action="store_true", help="show whole values (tables as wide as they need)")
     if changing:
@@ -1302,8 +1526,10 @@ def _user_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("user", metavar="USER", help="email, username or id")
 
 
-DB_HELP = ("SQLite file or postgresql://user:password@host:port/dbname (also ?host=/socket/dir); "
-           "default: $PROTECT_DB, else protect.db in the XDG data dir")
+DB_HELP = (
+    "SQLite file or postgresql://user:password@host:port/dbname (also ?host=/socket/dir); "
+    "default: $PROTECT_DB, else protect.db in the XDG data dir"
+)
 
 
 def _db_flag(parser: argparse.ArgumentParser) -> None:
@@ -1328,16 +1554,26 @@ def build_parser() -> argparse.ArgumentParser:
     _db_flag(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
-    serve.add_argument("--workers", type=_int_in(1, 64), default=1, metavar="N",
-                       help="worker processes sharing the port and the database (default 1)")
-    serve.add_argument("--metrics-key", action="store_true",
-                       help="require an API key (any valid one) for GET /metrics")
-    serve.add_argument("--secret-key-file", metavar="PATH",
-                       help="key file for TOTP secrets at rest (default: $PROTECT_SECRET_KEY_FILE, else <db>.key "
-                            "beside a SQLite file, or secret.key in the XDG data dir for PostgreSQL)")
+    serve.add_argument(
+        "--workers",
+        type=_int_in(1, 64),
+        default=1,
+        metavar="N",
+        help="worker processes sharing the port and the database (default 1)",
+    )
+    serve.add_argument("--metrics-key", action="store_true", help="require an API key (any valid one) for GET /metrics")
+    serve.add_argument(
+        "--secret-key-file",
+        metavar="PATH",
+        help="key file for TOTP secrets at rest (default: $PROTECT_SECRET_KEY_FILE, else <db>.key "
+        "beside a SQLite file, or secret.key in the XDG data dir for PostgreSQL)",
+    )
     access = serve.add_mutually_exclusive_group()
-    access.add_argument("--access-log", metavar="FILE",
-                        help="append the access log (one line per request, no query values) to FILE instead of stderr")
+    access.add_argument(
+        "--access-log",
+        metavar="FILE",
+        help="append the access log (one line per request, no query values) to FILE instead of stderr",
+    )
     access.add_argument("--no-access-log", action="store_true", help="write no access log")
     serve.set_defaults(run=cmd_serve)
 
@@ -1346,10 +1582,17 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys_sub.add_parser("create", help="create an API key; it is printed once, alone on the last line")
     create.add_argument("--name", required=True, help="who or what uses the key (shown in the audit log)")
     create.add_argument("--role", required=True, choices=_values(models.Role))
-    create.add_argument("--expires", metavar="WHEN",
-                        help="the key stops working after this: 90d, 12h, 30m, 2w, or an ISO date (UTC); default never")
-    create.add_argument("--resource", action="append", metavar="NAME",
-                        help="service keys: may push only for this resource (repeat for several); default any")
+    create.add_argument(
+        "--expires",
+        metavar="WHEN",
+        help="the key stops working after this: 90d, 12h, 30m, 2w, or an ISO date (UTC); default never",
+    )
+    create.add_argument(
+        "--resource",
+        action="append",
+        metavar="NAME",
+        help="service keys: may push only for this resource (repeat for several); default any",
+    )
     _db_flag(create)
     create.add_argument("--json", action="store_true", help="print name, role, prefix and the key as JSON")
     create.set_defaults(run=cmd_keys_create)
@@ -1370,8 +1613,13 @@ def build_parser() -> argparse.ArgumentParser:
         "rotate", help="replace a key: a new one (same name, role, resources) printed once, the old one revoked"
     )
     rotate.add_argument("key", metavar="ID|PREFIX|NAME", help="the key's id, its prefix (pc_xxxxx) or its name")
-    rotate.add_argument("--grace-minutes", type=_int_in(0, 30 * 24 * 60), default=0, metavar="N",
-                        help="the old key keeps working N minutes, then expires (default 0: revoked at once)")
+    rotate.add_argument(
+        "--grace-minutes",
+        type=_int_in(0, 30 * 24 * 60),
+        default=0,
+        metavar="N",
+        help="the old key keeps working N minutes, then expires (default 0: revoked at once)",
+    )
     _db_flag(rotate)
     rotate.add_argument("--json", action="store_true", help="print the new key and the old one's record as JSON")
     rotate.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
@@ -1394,11 +1642,19 @@ def build_parser() -> argparse.ArgumentParser:
     seed.set_defaults(run=cmd_seed)
 
     demo = sub.add_parser("demo", help="run the service with synthetic users and live activity, and open the console")
-    demo.add_argument("--db", metavar="PATH|URL", help="SQLite file or postgresql:// URL to use (default: $PROTECT_DB, "
-                      "else a fresh SQLite file in a temporary directory)")
+    demo.add_argument(
+        "--db",
+        metavar="PATH|URL",
+        help="SQLite file or postgresql:// URL to use (default: $PROTECT_DB, "
+        "else a fresh SQLite file in a temporary directory)",
+    )
     demo.add_argument("--users", type=_positive_int, default=5000, metavar="N", help="users to seed (default 5000)")
-    demo.add_argument("--role", choices=[r for r in _values(models.Role) if r != models.Role.SERVICE], default=models.Role.ADMIN.value,
-                      help="role of the console's key (default admin)")
+    demo.add_argument(
+        "--role",
+        choices=[r for r in _values(models.Role) if r != models.Role.SERVICE],
+        default=models.Role.ADMIN.value,
+        help="role of the console's key (default admin)",
+    )
     demo.add_argument("--port", type=_port, default=0, help="port for the service (default: any free port)")
     demo.set_defaults(run=cmd_demo)
 
@@ -1419,66 +1675,122 @@ def build_parser() -> argparse.ArgumentParser:
     users_sub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
     ls = _twin(users_sub, "list", users_list, "list users", tables=True)
     ls.add_argument("--search", metavar="S", help="case-insensitive search over username, email and names")
-    ls.add_argument("--filter", metavar="F", action="append", default=[],
-                    help="field:$op:value or field=value, repeatable (ANDed), e.g. mfaEnrollment.pushStatus=ENROLLED")
+    ls.add_argument(
+        "--filter",
+        metavar="F",
+        action="append",
+        default=[],
+        help="field:$op:value or field=value, repeatable (ANDed), e.g. mfaEnrollment.pushStatus=ENROLLED",
+    )
     ls.add_argument("--sort", metavar="FIELDS", help="e.g. 'username', '-created' or 'lastname'")
     ls.add_argument("--limit", type=_positive_int, default=20, metavar="N", help="how many users (default 20)")
-    show = _twin(users_sub, "show", users_show, "show one user, their push device and recent push attempts", tables=True)
+    show = _twin(
+        users_sub, "show", users_show, "show one user, their push device and recent push attempts", tables=True
+    )
     _user_arg(show)
     show.add_argument("--attempts", type=_positive_int, default=10, metavar="N", help="recent attempts to show")
     _user_arg(_twin(users_sub, "unlock", users_unlock, "unlock a locked account (admin)", changing=True))
-    _user_arg(_twin(users_sub, "delete", users_delete,
-                    "delete a user, their device, enrollment codes and pending pushes (admin); asks to type the "
-                    "username unless --yes", changing=True))
+    _user_arg(
+        _twin(
+            users_sub,
+            "delete",
+            users_delete,
+            "delete a user, their device, enrollment codes and pending pushes (admin); asks to type the "
+            "username unless --yes",
+            changing=True,
+        )
+    )
 
     devices = sub.add_parser("devices", help="push devices")
     devices_sub = devices.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
     _user_arg(_twin(devices_sub, "unenroll", devices_unenroll, "unenroll a user's push device", changing=True))
-    _user_arg(_twin(devices_sub, "deactivate", devices_deactivate,
-                    "deactivate a user's push device: it stops approving pushes (admin)", changing=True))
-    _user_arg(_twin(devices_sub, "activate", devices_activate, "activate a deactivated push device again (admin)",
-                    changing=True))
+    _user_arg(
+        _twin(
+            devices_sub,
+            "deactivate",
+            devices_deactivate,
+            "deactivate a user's push device: it stops approving pushes (admin)",
+            changing=True,
+        )
+    )
+    _user_arg(
+        _twin(
+            devices_sub, "activate", devices_activate, "activate a deactivated push device again (admin)", changing=True
+        )
+    )
 
-    _user_arg(_twin(sub, "enroll", enroll, "create a push enrollment code: prints the code, its expiry and a QR code",
-                    changing=True))
+    _user_arg(
+        _twin(
+            sub,
+            "enroll",
+            enroll,
+            "create a push enrollment code: prints the code, its expiry and a QR code",
+            changing=True,
+        )
+    )
 
     mfa = sub.add_parser("mfa", help="multi-factor enrollment")
     mfa_sub = mfa.add_subparsers(dest="mfa_command", metavar="ACTION", required=True)
-    reset = _twin(mfa_sub, "reset", mfa_reset, "reset all of a user's MFA (TOTP and push device; WebAuthn is kept)",
-                  changing=True)
+    reset = _twin(
+        mfa_sub, "reset", mfa_reset, "reset all of a user's MFA (TOTP and push device; WebAuthn is kept)", changing=True
+    )
     _user_arg(reset)
-    reset.add_argument("--grace-days", type=_int_in(0, models.GRACE_DAYS_MAX, " (0 = no grace period)"), default=0,
-                       metavar="N", help=f"days (0..{models.GRACE_DAYS_MAX}) the user may log in without MFA while "
-                                         "enrolling again; 0, the default, means none")
+    reset.add_argument(
+        "--grace-days",
+        type=_int_in(0, models.GRACE_DAYS_MAX, " (0 = no grace period)"),
+        default=0,
+        metavar="N",
+        help=f"days (0..{models.GRACE_DAYS_MAX}) the user may log in without MFA while "
+        "enrolling again; 0, the default, means none",
+    )
 
     totp = sub.add_parser("totp", help="TOTP verification codes")
     totp_sub = totp.add_subparsers(dest="totp_command", metavar="ACTION", required=True)
     _user_arg(_twin(totp_sub, "reset", totp_reset, "reset a user's TOTP secret (also lifts a lock)", changing=True))
-    verify = _twin(totp_sub, "verify", totp_verify,
-                   "check a caller's 6-digit code (exit 0 valid, 1 not valid; a wrong code counts toward the lock-out)")
+    verify = _twin(
+        totp_sub,
+        "verify",
+        totp_verify,
+        "check a caller's 6-digit code (exit 0 valid, 1 not valid; a wrong code counts toward the lock-out)",
+    )
     verify.set_defaults(changing=True)  # it counts toward the lock-out: a read-only profile refuses it
     _user_arg(verify)
     verify.add_argument("code", metavar="CODE", type=_totp_code, help="the 6 digits the caller reads out")
 
     attack = sub.add_parser("attack", help="stop a push-bombing attack on a user, or lift the block")
     attack_sub = attack.add_subparsers(dest="attack_command", metavar="ACTION", required=True)
-    stop = _twin(attack_sub, "stop", attack_stop,
-                 "cancel the user's pending pushes and refuse new ones for a while", changing=True)
+    stop = _twin(
+        attack_sub,
+        "stop",
+        attack_stop,
+        "cancel the user's pending pushes and refuse new ones for a while",
+        changing=True,
+    )
     _user_arg(stop)
     low, high = models.BLOCK_MINUTES
-    stop.add_argument("--minutes", type=_int_in(low, high), default=models.BLOCK_MINUTES_DEFAULT, metavar="N",
-                      help=f"how long new pushes are refused ({low}..{high}, default {models.BLOCK_MINUTES_DEFAULT})")
-    stop.add_argument("--require-biometric", action="store_true",
-                      help="from now on, this user's approvals need biometric or passcode verification")
+    stop.add_argument(
+        "--minutes",
+        type=_int_in(low, high),
+        default=models.BLOCK_MINUTES_DEFAULT,
+        metavar="N",
+        help=f"how long new pushes are refused ({low}..{high}, default {models.BLOCK_MINUTES_DEFAULT})",
+    )
+    stop.add_argument(
+        "--require-biometric",
+        action="store_true",
+        help="from now on, this user's approvals need biometric or passcode verification",
+    )
     stop.add_argument("--keep-pending", action="store_true", help="do not cancel the pushes already pending")
-    _user_arg(_twin(attack_sub, "lift", attack_lift, "lift the push block: new pushes are accepted again",
-                    changing=True))
+    _user_arg(
+        _twin(attack_sub, "lift", attack_lift, "lift the push block: new pushes are accepted again", changing=True)
+    )
 
     settings = sub.add_parser("settings", help="Protect settings")
     settings_sub = settings.add_subparsers(dest="settings_command", metavar="ACTION", required=True)
     _twin(settings_sub, "get", settings_get, "show the settings, their allowed ranges and meaning", tables=True)
-    sset = _twin(settings_sub, "set", settings_set, "change one setting (safe against concurrent changes)",
-                 changing=True)
+    sset = _twin(
+        settings_sub, "set", settings_set, "change one setting (safe against concurrent changes)", changing=True
+    )
     sset.add_argument("name", metavar="NAME", help=_SETTING_NAMES)
     sset.add_argument("value", metavar="VALUE", help="a whole number in range, or on/off")
 

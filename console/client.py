@@ -242,8 +242,9 @@ class WarmStart:
     and the request goes out as usual, with its retries and error reporting.
     """
 
-    def __init__(self, base_url: str, api_key: str, requests: Sequence[tuple[str, Params]], *,
-                 max_age: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, api_key: str, requests: Sequence[tuple[str, Params]], *, max_age: float = 10.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.max_age = max_age
         self._started = time.monotonic()
@@ -263,9 +264,12 @@ class WarmStart:
 
     def _run(self, api_key: str) -> None:
         try:
-            with httpx.Client(base_url=self.base_url, timeout=DEFAULT_TIMEOUT, verify=_unused_tls_context(),
-                              headers={"accept": "application/json", "user-agent": "protect-console",
-                                       "x-api-key": api_key}) as http:
+            with httpx.Client(
+                base_url=self.base_url,
+                timeout=DEFAULT_TIMEOUT,
+                verify=_unused_tls_context(),
+                headers={"accept": "application/json", "user-agent": "protect-console", "x-api-key": api_key},
+            ) as http:
                 for (path, params), answer in self._sends:
                     try:
                         response = http.get(path, params=list(params))
@@ -366,8 +370,7 @@ class _Http:
             raise InvalidConnection(f"cannot use the URL {self.shown_url}: {exc}") from None
         except UnicodeError:  # a bad host name or header: never repeat the header, it may be the key
             raise InvalidConnection(
-                f"cannot send a request to {self.shown_url}: the host name or the API key is not valid "
-                f"(check both)"
+                f"cannot send a request to {self.shown_url}: the host name or the API key is not valid (check both)"
             ) from None
 
     async def _attempts(self, method: str, path: str, deadline: float, **kwargs: Any) -> httpx.Response:
@@ -545,8 +548,9 @@ class ProtectClient(_Http):
 
         A server without keyset paging ignores those parameters: the answer says so
         (``cursors=False``), and the caller must then page with skip/limit only."""
-        path, params = self.user_page_request(skip=skip, limit=limit, sort=sort, filters=filters, search=search,
-                                              after=after, before=before, count=count)
+        path, params = self.user_page_request(
+            skip=skip, limit=limit, sort=sort, filters=filters, search=search, after=after, before=before, count=count
+        )
         return await self.cursor_page(SystemUser, path, params=params)
 
     @staticmethod
@@ -673,7 +677,9 @@ class ProtectClient(_Http):
 
     # --------------------------------------------------------- push devices
     async def push_endpoints(self, user_id: str) -> list[PushEndpoint]:
-        endpoints = _parse(list[PushEndpoint], await self.json("GET", f"/api/v2/users/{user_id}/pushendpoints"), "pushendpoints")
+        endpoints = _parse(
+            list[PushEndpoint], await self.json("GET", f"/api/v2/users/{user_id}/pushendpoints"), "pushendpoints"
+        )
         return cast("list[PushEndpoint]", endpoints)
 
     async def get_push_endpoint(self, user_id: str, endpoint_id: str) -> PushEndpoint:
@@ -683,7 +689,9 @@ class ProtectClient(_Http):
         self, user_id: str, endpoint_id: str, *, name: str | None = None, state: str | None = None
     ) -> PushEndpoint:
         body = {k: v for k, v in {"name": name, "state": state}.items() if v is not None}
-        return await self.model(PushEndpoint, "PATCH", f"/api/v2/users/{user_id}/pushendpoints/{endpoint_id}", json=body)
+        return await self.model(
+            PushEndpoint, "PATCH", f"/api/v2/users/{user_id}/pushendpoints/{endpoint_id}", json=body
+        )
 
     async def unenroll_device(self, user_id: str, endpoint_id: str) -> PushEndpoint:
         return await self.model(PushEndpoint, "DELETE", f"/api/v2/users/{user_id}/pushendpoints/{endpoint_id}")
@@ -826,7 +834,10 @@ class DeviceClient(_Http):
     ) -> DeviceSettingsResult:
         body = {
             k: v
-            for k, v in {"diagnosticsOptOut": diagnostics_opt_out, "notificationsEnabled": notifications_enabled}.items()
+            for k, v in {
+                "diagnosticsOptOut": diagnostics_opt_out,
+                "notificationsEnabled": notifications_enabled,
+            }.items()
             if v is not None
         }
         return await self.model(DeviceSettingsResult, "PUT", "/device/v1/settings", json=body)

@@ -60,7 +60,9 @@ class ConnectionProfile:
     readonly: bool = False
     theme: str = "textual-dark"
     timeout: float | None = None  # seconds for a request, retries included; None: the client's default
-    key_source: str = field(default="", compare=False)  # where the key came from ("$PROD_PROTECT_KEY", "api_key_command"), to say what to fix
+    key_source: str = field(
+        default="", compare=False
+    )  # where the key came from ("$PROD_PROTECT_KEY", "api_key_command"), to say what to fix
 
 
 # ------------------------------------------------------------------ the file
@@ -156,8 +158,10 @@ def _check_key(key: str, where: str) -> str:
         if char in "\r\n":
             problem = "contains a line break (CR/LF): set the key alone, on one line"
         elif not char.isascii():
-            problem = (f"contains a non-ASCII character (at position {position}): API keys are plain ASCII; "
-                       f"was it pasted with a typographic quote or a non-breaking space?")
+            problem = (
+                f"contains a non-ASCII character (at position {position}): API keys are plain ASCII; "
+                f"was it pasted with a typographic quote or a non-breaking space?"
+            )
         elif char.isspace() or not char.isprintable():
             problem = f"contains a space or control character (at position {position})"
         else:
@@ -358,9 +362,7 @@ def _resolve_key(name: str, settings: ProfileSettings | None, path: Path) -> str
     if settings.api_key_env is not None:
         key = os.environ.get(settings.api_key_env, "").strip()
         if not key:
-            raise ConfigError(
-                f"profile {name!r}: api_key_env names {settings.api_key_env}, which is not set or empty"
-            )
+            raise ConfigError(f"profile {name!r}: api_key_env names {settings.api_key_env}, which is not set or empty")
         return _check_key(key, f"profile {name!r}: ${settings.api_key_env} (its api_key_env)")
     if settings.api_key_command is not None:
         key = run_key_command(settings.api_key_command, profile=name)
@@ -413,7 +415,9 @@ def load_profile(
         chosen = explicit
     elif settings.default_profile is not None:
         if settings.default_profile not in settings.profiles:
-            raise ConfigError(f"{path}: default_profile {settings.default_profile!r} has no [profiles.{settings.default_profile}] table")
+            raise ConfigError(
+                f"{path}: default_profile {settings.default_profile!r} has no [profiles.{settings.default_profile}] table"
+            )
         chosen = settings.default_profile
     elif len(settings.profiles) == 1:
         chosen = next(iter(settings.profiles))

@@ -46,25 +46,62 @@ PHONES: tuple[tuple[str, str, Literal["iOS", "Android"], tuple[str, ...]], ...] 
 APP_VERSIONS = ("2.14.0", "2.13.2", "2.13.0", "2.12.1")
 
 RESOURCES = (
-    "Okta SSO", "VPN", "Salesforce", "GitHub", "AWS Console", "Workday", "Slack", "Google Workspace",
-    "Zoom", "Jira", "User Portal", "macOS login",
+    "Okta SSO",
+    "VPN",
+    "Salesforce",
+    "GitHub",
+    "AWS Console",
+    "Workday",
+    "Slack",
+    "Google Workspace",
+    "Zoom",
+    "Jira",
+    "User Portal",
+    "macOS login",
 )
 APPS = (
-    "Chrome 126 on macOS", "Safari 17 on macOS", "Edge 125 on Windows 11", "Firefox 127 on Ubuntu",
-    "GlobalProtect 6.2", "Cisco AnyConnect 4.10", "Chrome 126 on Windows 11", "JumpCloud Go",
+    "Chrome 126 on macOS",
+    "Safari 17 on macOS",
+    "Edge 125 on Windows 11",
+    "Firefox 127 on Ubuntu",
+    "GlobalProtect 6.2",
+    "Cisco AnyConnect 4.10",
+    "Chrome 126 on Windows 11",
+    "JumpCloud Go",
 )
 LOCATIONS = (
-    "Denver, CO, US", "Boulder, CO, US", "Austin, TX, US", "New York, NY, US", "London, GB",
-    "Dublin, IE", "Berlin, DE", "Toronto, CA", "Bengaluru, IN", "Sydney, AU",
+    "Denver, CO, US",
+    "Boulder, CO, US",
+    "Austin, TX, US",
+    "New York, NY, US",
+    "London, GB",
+    "Dublin, IE",
+    "Berlin, DE",
+    "Toronto, CA",
+    "Bengaluru, IN",
+    "Sydney, AU",
 )
 # The attacker signs in from far away, on a hosting provider, again and again.
 ATTACK_RESOURCE = "VPN"
 ATTACK_CONTEXT = {"app": "Unknown browser on Linux", "location": "Unknown (hosting provider)", "ip": "203.0.113.66"}
 
 COUNTERS = (
-    "cycles", "devices_enrolled", "pushes_created", "pushes_blocked", "approved", "denied", "ignored",
-    "fraud_reports", "attack_bursts", "diagnostics_sent", "diagnostics_stored", "diagnostics_dropped",
-    "diagnostics_toggles", "refused", "phones_retired", "errors",
+    "cycles",
+    "devices_enrolled",
+    "pushes_created",
+    "pushes_blocked",
+    "approved",
+    "denied",
+    "ignored",
+    "fraud_reports",
+    "attack_bursts",
+    "diagnostics_sent",
+    "diagnostics_stored",
+    "diagnostics_dropped",
+    "diagnostics_toggles",
+    "refused",
+    "phones_retired",
+    "errors",
 )
 # A phone's own calls answered with these mean its device is gone (unenrolled, MFA reset, user deleted
 # or deactivated from the console): that phone stops, which is the demo working, not an error.
@@ -177,9 +214,9 @@ class Simulator:
     def wait_until(self, predicate: Callable[[dict[str, int]], bool], timeout: float) -> bool:
         """Block until ``predicate(stats)`` holds (checked after every cycle) or ``timeout`` passes."""
         with self._changed:
-            return self._changed.wait_for(lambda: predicate(self.stats) or self.finished.is_set(), timeout) and predicate(
-                self.stats
-            )
+            return self._changed.wait_for(
+                lambda: predicate(self.stats) or self.finished.is_set(), timeout
+            ) and predicate(self.stats)
 
     def _count(self, name: str, n: int = 1) -> None:
         self._counts[name] += n
@@ -268,8 +305,12 @@ class Simulator:
     async def _enroll_one(self, admin: ProtectClient, user: SystemUser) -> _Phone | None:
         make, model, os_name, versions = self._rng.choice(PHONES)
         info = DeviceInfo(
-            make=make, model=model, os=os_name, osVersion=self._rng.choice(versions),
-            appVersion=self._rng.choice(APP_VERSIONS), uvEnabled=self._rng.random() < 0.7,
+            make=make,
+            model=model,
+            os=os_name,
+            osVersion=self._rng.choice(versions),
+            appVersion=self._rng.choice(APP_VERSIONS),
+            uvEnabled=self._rng.random() < 0.7,
         )
         owner = (user.firstname or user.username)[:40]
         device = DeviceClient(self.url, retries=1)
@@ -367,8 +408,10 @@ class Simulator:
                     continue
                 try:
                     await phone.client.respond(
-                        plan.attempt_id, plan.decision,
-                        user_verified=phone.info.uvEnabled, report_fraud=plan.report_fraud,
+                        plan.attempt_id,
+                        plan.decision,
+                        user_verified=phone.info.uvEnabled,
+                        report_fraud=plan.report_fraud,
                     )
                 except BackendUnavailable:
                     raise
@@ -434,7 +477,12 @@ class DemoServices:
 
 @contextlib.contextmanager
 def demo_services(
-    *, db: Path | DbTarget | None, users: int = 5000, role: str = "admin", port: int = 0, simulator_options: dict[str, Any] | None = None
+    *,
+    db: Path | DbTarget | None,
+    users: int = 5000,
+    role: str = "admin",
+    port: int = 0,
+    simulator_options: dict[str, Any] | None = None,
 ) -> Iterator[DemoServices]:
     """Seed (unless ``db`` already has users), serve on loopback, simulate; undo it all on exit."""
     import tempfile

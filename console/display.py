@@ -254,7 +254,11 @@ def day(when: datetime | None) -> str:
 
 
 def clock(
-    when: datetime, now: datetime | None = None, *, time: str = "%H:%M", other_day: str = "%Y-%m-%d %H:%M",
+    when: datetime,
+    now: datetime | None = None,
+    *,
+    time: str = "%H:%M",
+    other_day: str = "%Y-%m-%d %H:%M",
     zone: bool = False,
 ) -> str:
     """The local time (``14:05``) today, with the date (``other_day``) on another day; ``zone`` adds it."""

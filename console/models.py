@@ -99,11 +99,15 @@ EMAIL_PATTERN = f"^[^@{_SPACE_OR_CONTROL}]+@[^{_SPACE_OR_CONTROL}]*\\.[^{_SPACE_
 # Request text: any Unicode but NUL and lone surrogates.
 Text = Annotated[str, AfterValidator(_no_nul), _Pattern(TEXT_PATTERN)]
 Username = Annotated[
-    str, AfterValidator(_no_nul), _matching(USERNAME_PATTERN, "must be non-empty with no spaces or control characters"),
+    str,
+    AfterValidator(_no_nul),
+    _matching(USERNAME_PATTERN, "must be non-empty with no spaces or control characters"),
     _Pattern(USERNAME_PATTERN),
 ]
 Email = Annotated[
-    str, AfterValidator(_no_nul), _matching(EMAIL_PATTERN, "must be an email address like name@example.com"),
+    str,
+    AfterValidator(_no_nul),
+    _matching(EMAIL_PATTERN, "must be an email address like name@example.com"),
     _Pattern(EMAIL_PATTERN),
 ]
 # A free-form JSON object (a filter, a diagnostics report): keys and strings are text.
@@ -151,11 +155,13 @@ class Page(Wire, Generic[T]):
     results: list[T]
     # Left out when null (an empty page): a page without rows is exactly JumpCloud's envelope.
     startCursor: str | None = Field(
-        None, exclude_if=lambda v: v is None,
+        None,
+        exclude_if=lambda v: v is None,
         description="Cursor of the first row of `results` (pass it as `before`); absent when there are no rows.",
     )
     endCursor: str | None = Field(
-        None, exclude_if=lambda v: v is None,
+        None,
+        exclude_if=lambda v: v is None,
         description="Cursor of the last row of `results` (pass it as `after`); absent when there are no rows.",
     )
 
@@ -300,10 +306,14 @@ GRACE_DAYS_MAX = 365  # the longest grace period an MFA reset may give
 
 class ResetMfaRequest(Strict):
     # The schema says what _one_of checks: not both (a null one is as good as absent).
-    model_config = ConfigDict(json_schema_extra={"not": {
-        "required": ["exclusionDays", "exclusionUntil"],
-        "properties": {"exclusionDays": {"type": "integer"}, "exclusionUntil": {"type": "string"}},
-    }})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {
+                "required": ["exclusionDays", "exclusionUntil"],
+                "properties": {"exclusionDays": {"type": "integer"}, "exclusionUntil": {"type": "string"}},
+            }
+        }
+    )
 
     exclusion: StrictBool = False
     exclusionDays: int | None = Field(None, ge=1, le=GRACE_DAYS_MAX)
@@ -354,10 +364,17 @@ def os_version_pattern(os: str) -> str:
 class EnrollingDevice(DeviceInfo):
     """The device in an enrolment: as DeviceInfo, and a supported system (services/devices.py checks it)."""
 
-    model_config = ConfigDict(json_schema_extra={"allOf": [
-        {"if": {"properties": {"os": {"const": os}}}, "then": {"properties": {"osVersion": {"pattern": os_version_pattern(os)}}}}
-        for os in MIN_OS_MAJOR
-    ]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"os": {"const": os}}},
+                    "then": {"properties": {"osVersion": {"pattern": os_version_pattern(os)}}},
+                }
+                for os in MIN_OS_MAJOR
+            ]
+        }
+    )
 
 
 class DevicePrivacy(Wire):
@@ -466,59 +483,94 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
-        "push.concurrentLimit.enabled", "Limit concurrent push attempts", True,
+        "push.concurrentLimit.enabled",
+        "Limit concurrent push attempts",
+        True,
         "On: Protect blocks extra push notifications for the same resource while earlier ones are "
         "still pending, which protects users against push bombing. Off: no limit.",
         aliases=("push.limit-enabled",),
     ),
     Setting(
-        "push.concurrentLimit.max", "Max concurrent push attempts", 1,
+        "push.concurrentLimit.max",
+        "Max concurrent push attempts",
+        1,
         "Against fraudulent push attempts, Protect blocks more than this many notifications per "
         "user and resource within the timeout period. The user can try again after the timeout, "
         "or after approving or denying the first request.",
-        low=1, high=10, unit="per resource", aliases=("push.max-concurrent",),
+        low=1,
+        high=10,
+        unit="per resource",
+        aliases=("push.max-concurrent",),
     ),
     Setting(
-        "push.maxPendingPerUser", "Max pending pushes per user", 5,
+        "push.maxPendingPerUser",
+        "Max pending pushes per user",
+        5,
         "However the resource is named, Protect blocks more than this many pending notifications per user "
         "across all resources: varying the resource does not get past the limit above.",
-        low=1, high=50, unit="per user",
+        low=1,
+        high=50,
+        unit="per user",
     ),
     Setting(
-        "push.timeoutSeconds", "Push timeout", 60,
+        "push.timeoutSeconds",
+        "Push timeout",
+        60,
         "How long a user has to answer a push notification (sixty seconds by default); after that "
         "it expires. If a phone's clock is not set automatically, notifications may arrive expired.",
-        low=30, high=300, unit="seconds", aliases=("push.timeout",),
+        low=30,
+        high=300,
+        unit="seconds",
+        aliases=("push.timeout",),
     ),
     Setting(
-        "push.requireUserVerification", "Require biometric", False,
+        "push.requireUserVerification",
+        "Require biometric",
+        False,
         "Approvals must be confirmed with biometrics (Touch ID, Face ID) or the device passcode. "
         "Recommended against push bombing: an accidental tap is not enough to approve.",
         aliases=("push.require-biometric",),
     ),
     Setting(
-        "totp.maxFailures", "TOTP max failures", 5,
+        "totp.maxFailures",
+        "TOTP max failures",
+        5,
         "Wrong verification (TOTP) codes within 15 minutes before the user's TOTP is locked: for 1 minute, "
         "then 5, 15 and 60 minutes on repeated lock-outs. A good code does not clear the count; a TOTP reset "
         "by an admin unlocks at once.",
-        low=1, high=20, unit="codes", aliases=("totp.max-failures",),
+        low=1,
+        high=20,
+        unit="codes",
+        aliases=("totp.max-failures",),
     ),
     Setting(
-        "rateLimits.totpVerifyPerMinute", "TOTP checks rate limit", 3000,
+        "rateLimits.totpVerifyPerMinute",
+        "TOTP checks rate limit",
+        3000,
         "TOTP checks each API key, and each client address, may make per minute (all service processes "
         "together); more are refused with 429 until the minute ends.",
-        low=10, high=1_000_000, unit="per minute",
+        low=10,
+        high=1_000_000,
+        unit="per minute",
     ),
     Setting(
-        "rateLimits.pushPerMinute", "Push requests rate limit", 1200,
+        "rateLimits.pushPerMinute",
+        "Push requests rate limit",
+        1200,
         "Push requests each API key, and each client address, may make per minute; more are refused with 429.",
-        low=10, high=1_000_000, unit="per minute",
+        low=10,
+        high=1_000_000,
+        unit="per minute",
     ),
     Setting(
-        "rateLimits.enrollPerMinute", "Device enrolment rate limit", 60,
+        "rateLimits.enrollPerMinute",
+        "Device enrolment rate limit",
+        60,
         "Device enrolments each client address may attempt per minute (against guessing enrolment codes); "
         "more are refused with 429.",
-        low=1, high=10_000, unit="per minute",
+        low=1,
+        high=10_000,
+        unit="per minute",
     ),
 )
 SETTING: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
@@ -871,7 +923,9 @@ class ApiKeyCreate(Strict):
     role: Role
     expiresAt: datetime | None = Field(None, description="When the key stops working (null: never); in the future.")
     resources: list[str] | None = Field(
-        None, min_length=1, max_length=KEY_RESOURCES_MAX,
+        None,
+        min_length=1,
+        max_length=KEY_RESOURCES_MAX,
         description="Service keys only: pushes for any other resource are refused 403 (null: any resource).",
         json_schema_extra=_state_resource_items,
     )
@@ -893,7 +947,9 @@ class ApiKeyCreate(Strict):
 
 class ApiKeyRotate(Strict):
     graceSeconds: int = Field(
-        0, ge=0, le=30 * 86400,
+        0,
+        ge=0,
+        le=30 * 86400,
         description="How long the old key keeps working (it then expires); 0: revoked at once.",
     )
 

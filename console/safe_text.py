@@ -16,9 +16,7 @@ REPLACEMENT = "\ufffd"
 # C0/C1 controls and DEL would reach the terminal as escape sequences; bidi
 # embeddings/overrides/isolates reorder the rest of the line; line/paragraph
 # separators break table rows.  Zero-width joiners stay: emoji need them.
-_UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufff9-\ufffb]"
-)
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufff9-\ufffb]")
 
 
 def printable(value: object, *, max_length: int | None = None) -> str:

@@ -9,7 +9,7 @@ through the real API, on a fixed seed and a fixed service clock, with the consol
 the real console with Textual's Pilot and saves one SVG per screen next to this file: the same SVGs every run,
 so a diff of them is a change of the console. Every wait is on a condition (data loaded, modal open), never a
 bare sleep. The demo database is deleted at the end; the script fails if any API key shows up in an SVG.
-The snapshot tests (tests/test_snapshots.py) take the same scenes at 80x24.
+The snapshot tests (tests/tui/test_snapshots.py) take the same scenes at 80x24.
 """
 
 from __future__ import annotations

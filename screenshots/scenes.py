@@ -1,4 +1,4 @@
-"""The console's demo scenes, the same every run: shared by ``make_screenshots.py`` and ``tests/test_snapshots.py``.
+"""The console's demo scenes, the same every run: shared by ``make_screenshots.py`` and ``tests/tui/test_snapshots.py``.
 
 Determinism, on both sides of the wire:
 
@@ -197,8 +197,14 @@ async def make_activity(demo: Demo) -> None:
             chosen.extend((await admin.list_users(filters=no_phone, sort="username", skip=skip, limit=1)).results)
         for user in chosen:
             make, model, os_name, versions = rng.choice(PHONES)
-            info = DeviceInfo(make=make, model=model, os=os_name, osVersion=rng.choice(versions),
-                              appVersion="2.14.0", uvEnabled=rng.random() < 0.7)
+            info = DeviceInfo(
+                make=make,
+                model=model,
+                os=os_name,
+                osVersion=rng.choice(versions),
+                appVersion="2.14.0",
+                uvEnabled=rng.random() < 0.7,
+            )
             tick()
             code = await admin.create_enrollment(user.id)
             phone = DeviceClient(demo.url)
@@ -211,7 +217,10 @@ async def make_activity(demo: Demo) -> None:
             for _ in range(rng.choice((2, 3))):
                 tick()
                 created = await service.create_push(
-                    user.id, rng.choice(RESOURCES), app=rng.choice(APPS), location=rng.choice(LOCATIONS),
+                    user.id,
+                    rng.choice(RESOURCES),
+                    app=rng.choice(APPS),
+                    location=rng.choice(LOCATIONS),
                     ip=f"198.51.100.{rng.randrange(1, 255)}",
                 )
                 if n == 0:
@@ -219,16 +228,21 @@ async def make_activity(demo: Demo) -> None:
                 roll = rng.random()
                 decision = "approve" if roll < 0.8 else "deny"
                 tick()
-                await phone.respond(created.id, decision, user_verified=info.uvEnabled,
-                                    report_fraud=decision == "deny" and roll > 0.9)
+                await phone.respond(
+                    created.id, decision, user_verified=info.uvEnabled, report_fraud=decision == "deny" and roll > 0.9
+                )
         # Privacy: one phone opts out of diagnostics (its reports are dropped); the others send a few.
         for n, (_user, info, phone) in enumerate(phones):
             if n == 1:
                 tick()
                 await phone.settings(diagnostics_opt_out=True)
             for event in ("app_open", "push_received", "push_answered"):
-                report = {"event": event, "appVersion": info.appVersion, "os": f"{info.os} {info.osVersion}",
-                          "latencyMs": rng.randrange(80, 2500)}
+                report = {
+                    "event": event,
+                    "appVersion": info.appVersion,
+                    "os": f"{info.os} {info.osVersion}",
+                    "latencyMs": rng.randrange(80, 2500),
+                }
                 tick()
                 await phone.diagnostics(report)
 
@@ -245,8 +259,11 @@ async def make_activity(demo: Demo) -> None:
             except RateLimited:
                 pass
         # Someone who never had a phone, for the detail screen without a device.
-        demo.no_device = (await admin.list_users(filters=[*no_phone, "mfaEnrollment.totpStatus:$eq:NOT_ENROLLED"],
-                                                 sort="username", limit=1)).results[0]
+        demo.no_device = (
+            await admin.list_users(
+                filters=[*no_phone, "mfaEnrollment.totpStatus:$eq:NOT_ENROLLED"], sort="username", limit=1
+            )
+        ).results[0]
     finally:
         for closing in (admin, service, *(phone for _u, _i, phone in phones)):
             await closing.aclose()
@@ -341,9 +358,7 @@ def _console_modules() -> list[Any]:
 
     names = [info.name for info in pkgutil.walk_packages(console.__path__, "console.") if not info.ispkg]
     return [
-        importlib.import_module(name)
-        for name in names
-        if not name.startswith(("console.server.", "console.__main__"))
+        importlib.import_module(name) for name in names if not name.startswith(("console.server.", "console.__main__"))
     ]
 
 
@@ -498,8 +513,12 @@ async def ask_to_reset(pilot: Pilot[Any]) -> Any:
 
     detail = await on_screen(pilot, "UserDetailScreen", lambda s: s.user is not None)
     await pilot.press("T" if detail.user.mfaEnrollment.totpStatus == EnrollmentStatus.ENROLLED else "U")
-    confirm = await on_screen(pilot, "ConfirmScreen", lambda s: s.focused is not None and s.focused.id == "cancel",
-                              "the confirmation, Cancel focused")
+    confirm = await on_screen(
+        pilot,
+        "ConfirmScreen",
+        lambda s: s.focused is not None and s.focused.id == "cancel",
+        "the confirmation, Cancel focused",
+    )
     await settle(pilot, modal=True)
     return confirm
 
@@ -509,7 +528,9 @@ async def ask_to_stop_attack(pilot: Pilot[Any]) -> Any:
     await on_screen(pilot, "UserDetailScreen", lambda s: s.user is not None)
     await pilot.press("X")
     question = await on_screen(
-        pilot, "StopAttackScreen", lambda s: s.focused is not None and s.focused.id == "cancel",
+        pilot,
+        "StopAttackScreen",
+        lambda s: s.focused is not None and s.focused.id == "cancel",
         "the stop-attack question, Cancel focused",
     )
     await settle(pilot, modal=True)
@@ -519,7 +540,9 @@ async def ask_to_stop_attack(pilot: Pilot[Any]) -> Any:
 async def show_activity(pilot: Pilot[Any]) -> Any:
     await pilot.press("2")
     screen = await on_screen(
-        pilot, "ActivityScreen", lambda s: rows_loaded(s.table) and s.panel.checked and s.updated_at is not None,
+        pilot,
+        "ActivityScreen",
+        lambda s: rows_loaded(s.table) and s.panel.checked and s.updated_at is not None,
         "push attempts and the push-bombing panel",
     )
     await settle(pilot)
@@ -535,16 +558,18 @@ async def show_settings(pilot: Pilot[Any]) -> Any:
 
 async def show_privacy(pilot: Pilot[Any]) -> Any:
     await pilot.press("4")
-    screen = await on_screen(pilot, "PrivacyScreen", lambda s: s.summary is not None and rows_loaded(s.table),
-                             "privacy data")
+    screen = await on_screen(
+        pilot, "PrivacyScreen", lambda s: s.summary is not None and rows_loaded(s.table), "privacy data"
+    )
     await settle(pilot)
     return screen
 
 
 async def show_audit(pilot: Pilot[Any]) -> Any:
     await pilot.press("5")
-    screen = await on_screen(pilot, "AuditScreen", lambda s: rows_loaded(s.table) and (s.table.total or 0) > 0,
-                             "audit events")
+    screen = await on_screen(
+        pilot, "AuditScreen", lambda s: rows_loaded(s.table) and (s.table.total or 0) > 0, "audit events"
+    )
     await settle(pilot)
     return screen
 

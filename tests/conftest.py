@@ -42,8 +42,7 @@ SEED_USERS = 300
 SEED = 7
 
 STORES = ("sqlite", "postgresql")
-BOTH_STORES = ("test_server_", "test_qa_api", "test_qa_concurrency", "test_qa_secrets", "test_seed", "test_store_",
-               "test_ops_durability")
+SERVICE_TESTS = "tests.server."  # the service's tests run on both stores
 
 
 def _stores() -> list[str]:
@@ -54,14 +53,16 @@ def _stores() -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "store_kind" not in metafunc.fixturenames:
         return
-    module = metafunc.module.__name__.rpartition(".")[2]
-    if module.startswith(BOTH_STORES):  # others keep their test ids (and snapshot names): SQLite, no parameter
-        metafunc.parametrize("store_kind", _stores(), indirect=True, scope="module")
+    if not metafunc.module.__name__.startswith(SERVICE_TESTS):
+        return  # the console's tests keep their ids (and snapshot names): SQLite, no parameter
+    if any("store_kind" in mark.args[0] for mark in metafunc.definition.iter_markers("parametrize")):
+        return  # the module parametrizes the store itself
+    metafunc.parametrize("store_kind", _stores(), indirect=True, scope="module")
 
 
 @pytest.fixture(scope="module")
 def store_kind(request: pytest.FixtureRequest) -> str:
-    """"sqlite" or "postgresql": which store this module's services run on."""
+    """ "sqlite" or "postgresql": which store this module's services run on."""
     return getattr(request, "param", "sqlite")
 
 

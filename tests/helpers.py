@@ -19,8 +19,13 @@ PIXEL = DeviceInfo(make="Google", model="Pixel 8", os="Android", osVersion="14",
 
 async def new_user(api: ProtectClient, name: str, **fields: str):
     return await api.create_user(
-        SystemUserCreate(username=name, email=f"{name}@test.example", firstname=fields.get("first", "Test"),
-                         lastname=fields.get("last", "User"), displayname=fields.get("display", name))
+        SystemUserCreate(
+            username=name,
+            email=f"{name}@test.example",
+            firstname=fields.get("first", "Test"),
+            lastname=fields.get("last", "User"),
+            displayname=fields.get("display", name),
+        )
     )
 
 
@@ -32,7 +37,9 @@ async def enrolled_device(api: ProtectClient, url: str, user_id: str, device: De
     return phone
 
 
-async def wait_for(condition: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0, interval: float = 0.05) -> None:
+async def wait_for(
+    condition: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0, interval: float = 0.05
+) -> None:
     """Poll until ``condition`` holds; fail after ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

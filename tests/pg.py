@@ -26,8 +26,11 @@ class PgCluster:
     """A PostgreSQL server the tests may create and drop databases on."""
 
     def __init__(self, admin_url: str, server=None) -> None:
-        self.admin_url = make_url(admin_url.replace("postgresql://", "postgresql+psycopg://", 1)
-                                  if admin_url.startswith("postgresql://") else admin_url)
+        self.admin_url = make_url(
+            admin_url.replace("postgresql://", "postgresql+psycopg://", 1)
+            if admin_url.startswith("postgresql://")
+            else admin_url
+        )
         self._server = server
         self._prefix = f"protect_t{uuid.uuid4().hex[:6]}_"
         self._names = itertools.count(1)
@@ -75,8 +78,9 @@ class PgCluster:
             from pgserver import pg_ctl
 
             try:  # stop it ourselves, whatever pgserver knows, before its folder is deleted
-                pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self._server.pgdata, user=self._server.system_user,
-                       timeout=60)
+                pg_ctl(
+                    ["-w", "-m", "fast", "stop"], pgdata=self._server.pgdata, user=self._server.system_user, timeout=60
+                )
             except Exception:  # noqa: BLE001 - already stopped
                 pass
             self._server._postmaster_info = None  # stopped: pgserver only deletes the folder

@@ -23,7 +23,14 @@ import pyotp
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60.0  # two cores shared by several test runs: generous, and a bounded loop
-IPHONE = {"make": "Apple", "model": "iPhone 15", "os": "iOS", "osVersion": "17.4", "appVersion": "2.6.0", "uvEnabled": True}
+IPHONE = {
+    "make": "Apple",
+    "model": "iPhone 15",
+    "os": "iOS",
+    "osVersion": "17.4",
+    "appVersion": "2.6.0",
+    "uvEnabled": True,
+}
 
 
 def free_port() -> int:
@@ -61,11 +68,27 @@ class Served:
         self.port = self.port or free_port()
         env = {**os.environ, "TMPDIR": str(self.home / "tmp"), "PYTHONUNBUFFERED": "1"}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        argv = [sys.executable, "-m", "console", "serve", "--db", self.db, "--port", str(self.port),
-                "--workers", str(self.workers), *self.extra]
+        argv = [
+            sys.executable,
+            "-m",
+            "console",
+            "serve",
+            "--db",
+            self.db,
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            *self.extra,
+        ]
         with open(self.out, "wb") as out, open(self.log, "wb") as log:  # the child keeps its own copies
             self.proc = subprocess.Popen(
-                argv, cwd=ROOT, env=env, stdout=out, stderr=log, start_new_session=True,
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=log,
+                start_new_session=True,
             )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -119,8 +142,12 @@ class Served:
 
 def client(url: str, key: str = "", **headers: str) -> httpx.AsyncClient:
     all_headers = {"x-api-key": key, **headers} if key else dict(headers)
-    return httpx.AsyncClient(base_url=url, headers=all_headers, timeout=60,
-                             limits=httpx.Limits(max_connections=200, max_keepalive_connections=0))
+    return httpx.AsyncClient(
+        base_url=url,
+        headers=all_headers,
+        timeout=60,
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=0),
+    )
 
 
 async def create_user(http: httpx.AsyncClient, name: str) -> dict:
@@ -151,8 +178,11 @@ async def enroll_totp(http: httpx.AsyncClient, token: str) -> pyotp.TOTP:
 
 async def set_push_cap(http: httpx.AsyncClient, maximum: int) -> None:
     got = await http.get("/api/v2/protect/settings")
-    response = await http.patch("/api/v2/protect/settings", json={"push": {"concurrentLimit": {"enabled": True, "max": maximum}}},
-                                headers={"if-match": got.headers["etag"]})
+    response = await http.patch(
+        "/api/v2/protect/settings",
+        json={"push": {"concurrentLimit": {"enabled": True, "max": maximum}}},
+        headers={"if-match": got.headers["etag"]},
+    )
     assert response.status_code == 200, response.text
 
 
@@ -170,4 +200,3 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if got == want:
             return float(value)
     return 0.0
-

@@ -149,13 +149,21 @@ def _changed_copy(where: Path) -> Path:
 def test_a_range_changed_in_the_declaration_alone_reaches_the_service_the_cli_and_the_console(tmp_path: Path) -> None:
     copy = _changed_copy(tmp_path / "changed")
     report = tmp_path / "report.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(copy), str(ROOT)]), "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
-           "COLUMNS": "400"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(copy), str(ROOT)]),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "COLUMNS": "400",
+    }
     for name in ("PROTECT_CONSOLE_PROFILE", "PROTECT_CONSOLE_URL", "PROTECT_CONSOLE_API_KEY", "PROTECT_CONSOLE_DEBUG"):
         env.pop(name, None)
     done = subprocess.run(
         [sys.executable, "-m", "tests.test_settings_declared_once", "--probe", str(report)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(report.read_text())
@@ -225,7 +233,8 @@ async def _probe() -> dict[str, Any]:
             etag = (await http.get(settings_url)).headers["etag"]
             answer = await http.patch(settings_url, json=setting.patch(value), headers={"If-Match": etag})
             seen["service"][name] = [
-                answer.status_code, await current() if answer.is_success else answer.json()["message"]
+                answer.status_code,
+                await current() if answer.is_success else answer.json()["message"],
             ]
 
         # The CLI.

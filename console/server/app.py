@@ -59,7 +59,10 @@ class ProtectApp(FastAPI):
 
 
 def create_app(
-    store: Store | str | Path, *, clock: Clock | None = None, metrics_require_key: bool = False,
+    store: Store | str | Path,
+    *,
+    clock: Clock | None = None,
+    metrics_require_key: bool = False,
     limits: Limits | None = None,
 ) -> FastAPI:
     if not isinstance(store, Store):

@@ -16,7 +16,9 @@ from .services.common import Principal
 from .services.keys import cached_authenticate, identify
 from .store import Store
 
-_api_key = APIKeyHeader(name="x-api-key", auto_error=False, description="An API key issued by `protect-console keys create`.")
+_api_key = APIKeyHeader(
+    name="x-api-key", auto_error=False, description="An API key issued by `protect-console keys create`."
+)
 _device_token = HTTPBearer(auto_error=False, description="The token a device received at enrolment.")
 
 

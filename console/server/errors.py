@@ -112,7 +112,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body": not UTF-8
             errors = [{"field": "request body", "message": "is not valid JSON (not UTF-8)"}]
-            return JSONResponse({"message": "request body: is not valid JSON (not UTF-8)", "errors": errors}, status_code=422)
+            return JSONResponse(
+                {"message": "request body: is not valid JSON (not UTF-8)", "errors": errors}, status_code=422
+            )
         detail: object = exc.detail  # FastAPI's HTTPException takes any detail, Starlette's a str
         message = detail if isinstance(detail, str) else "request refused"
         headers = exc.headers
@@ -155,34 +157,55 @@ class ErrorResponses:
             "blockedUntil": "2026-01-01T14:05:00+00:00",
         },
     )
-    unauthorized = _error("Missing, invalid, revoked or expired credentials (`x-api-key`, or a device's token)",
-                          {"message": "invalid or revoked API key"})
+    unauthorized = _error(
+        "Missing, invalid, revoked or expired credentials (`x-api-key`, or a device's token)",
+        {"message": "invalid or revoked API key"},
+    )
     forbidden = _error(
         "The key's role lacks the permission", {"message": "role 'readonly' does not have permission 'push.block'"}
     )
     not_found = _error("No such thing: `message` says which", {"message": "user 5f0c1a2b3c4d5e6f7a8b9c0d not found"})
-    conflict = _error("The request conflicts with the current state; `message` says how",
-                      {"message": "username 'ada' is already taken"})
-    stale = _error("`If-Match` is not the current ETag: someone changed it since you read it; read it again",
-                   {"message": "settings were changed by someone else since you read them; read them again"})
-    precondition_required = _error("`If-Match` is missing: read first and send back the ETag",
-                                   {"message": "If-Match header is required: read the settings and send back their ETag"})
-    too_large = _error("The body is over the limit (1 MiB); refused before it is read",
-                       {"message": "request body larger than 1048576 bytes: refused before reading it"})
+    conflict = _error(
+        "The request conflicts with the current state; `message` says how",
+        {"message": "username 'ada' is already taken"},
+    )
+    stale = _error(
+        "`If-Match` is not the current ETag: someone changed it since you read it; read it again",
+        {"message": "settings were changed by someone else since you read them; read them again"},
+    )
+    precondition_required = _error(
+        "`If-Match` is missing: read first and send back the ETag",
+        {"message": "If-Match header is required: read the settings and send back their ETag"},
+    )
+    too_large = _error(
+        "The body is over the limit (1 MiB); refused before it is read",
+        {"message": "request body larger than 1048576 bytes: refused before reading it"},
+    )
     invalid = {
         "model": ValidationErrorBody,
         "description": "The request does not validate; `message` names the field (each one in `errors`)",
-        "content": {"application/json": {"example": {
-            "message": "minutes: Input should be less than or equal to 1440",
-            "errors": [{"field": "minutes", "message": "Input should be less than or equal to 1440"}],
-        }}},
+        "content": {
+            "application/json": {
+                "example": {
+                    "message": "minutes: Input should be less than or equal to 1440",
+                    "errors": [{"field": "minutes", "message": "Input should be less than or equal to 1440"}],
+                }
+            }
+        },
     }
-    throttled = _error("Too many requests, or locked out for now; retry after `Retry-After` seconds",
-                       {"message": "too many requests; try again in 12 s", "retryAfter": 12})
-    unavailable = _error("The database is not answering (an outage), or the service is busy; retry after "
-                         "`Retry-After` seconds", {"message": DATABASE_UNAVAILABLE})
-    bad_request = _error("Well-formed but refused: a cursor from another listing, a filter or date out of range; "
-                         "`message` names the parameter", {"message": "since: date-time out of range (1970..9000)"})
+    throttled = _error(
+        "Too many requests, or locked out for now; retry after `Retry-After` seconds",
+        {"message": "too many requests; try again in 12 s", "retryAfter": 12},
+    )
+    unavailable = _error(
+        "The database is not answering (an outage), or the service is busy; retry after `Retry-After` seconds",
+        {"message": DATABASE_UNAVAILABLE},
+    )
+    bad_request = _error(
+        "Well-formed but refused: a cursor from another listing, a filter or date out of range; "
+        "`message` names the parameter",
+        {"message": "since: date-time out of range (1970..9000)"},
+    )
 
     @staticmethod
     def table() -> dict[int, dict[str, Any]]:
@@ -248,8 +271,10 @@ def dependants(dependant: Dependant) -> Iterator[Dependant]:
 
 
 def _checks_role(route: APIRoute) -> bool:
-    return any(getattr(d.call, "__qualname__", "").startswith(("require.", "require_hot."))
-               for d in dependants(route.dependant))
+    return any(
+        getattr(d.call, "__qualname__", "").startswith(("require.", "require_hot."))
+        for d in dependants(route.dependant)
+    )
 
 
 def derived_statuses(operation: dict[str, Any], path: str, route: APIRoute | None) -> list[int]:
@@ -295,7 +320,8 @@ def _add_error_statuses(schema: dict[str, Any], routes: dict[tuple[str, str], AP
                     body = {}
                 if "schema" not in body:
                     example = body.get("example") or table.get(int(status), {}).get("content", {}).get(
-                        "application/json", {}).get("example")
+                        "application/json", {}
+                    ).get("example")
                     response["content"] = _content(model)
                     if example is not None:
                         response["content"]["application/json"]["example"] = example
@@ -304,7 +330,9 @@ def _add_error_statuses(schema: dict[str, Any], routes: dict[tuple[str, str], AP
 def document_errors(app: FastAPI, routers: Iterable[APIRouter]) -> None:
     """Make ``app``'s OpenAPI document every error status each operation can answer, each with the
     ``{"message"}`` body (see the table above). ``routers``: the API's routers, for what their routes check."""
-    routes = {(r.path, m): r for router in routers for r in router.routes if isinstance(r, APIRoute) for m in r.methods or ()}
+    routes = {
+        (r.path, m): r for router in routers for r in router.routes if isinstance(r, APIRoute) for m in r.methods or ()
+    }
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -77,7 +77,13 @@ async def _totp(app: FastAPI, actor: Principal, body: bytes, address: str | None
     request = TotpVerifyRequest.model_validate_json(body)
     state = app.state
     result = await _decide(
-        state.store, totp_service.verify_unaudited, state.store, actor, request.userId, request.code, state.clock.now(),
+        state.store,
+        totp_service.verify_unaudited,
+        state.store,
+        actor,
+        request.userId,
+        request.code,
+        state.clock.now(),
         address=address,
     )
     return 200, result.model_dump_json().encode(), []
@@ -116,7 +122,11 @@ class HotRoutes:
     def _route(self, path: str) -> Any:
         route = self._routes.get(path)
         if route is None:
-            route = next(r for r in resource.router.routes if getattr(r, "path", None) == path and "POST" in getattr(r, "methods", ()))
+            route = next(
+                r
+                for r in resource.router.routes
+                if getattr(r, "path", None) == path and "POST" in getattr(r, "methods", ())
+            )
             self._routes[path] = route
         return route
 
@@ -182,10 +192,13 @@ class HotRoutes:
         status, payload, headers = answer
         route = scope["route"] = self._route(scope["path"])
         try:
-            await send({
-                "type": "http.response.start", "status": status,
-                "headers": [(b"content-type", _JSON), (b"content-length", str(len(payload)).encode()), *headers],
-            })
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", _JSON), (b"content-length", str(len(payload)).encode()), *headers],
+                }
+            )
             await send({"type": "http.response.body", "body": payload})
         finally:
             count_http("POST", route.path, status, time.perf_counter() - started)
@@ -211,5 +224,3 @@ class HotRoutes:
             response = await response
         headers = [(k, v) for k, v in response.raw_headers if k not in (b"content-type", b"content-length")]
         return response.status_code, bytes(response.body), headers
-
-

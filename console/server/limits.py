@@ -36,7 +36,7 @@ from .metrics import METHODS, UNMATCHED, count_http
 LIMITS_ENV = "PROTECT_SERVE_LIMITS"  # set by `serve --workers N` for its worker processes
 MIB = 1024 * 1024
 FD_RESERVE = 64  # open files kept for the database, logs and the listening socket, out of RLIMIT_NOFILE
-API_PREFIX = "/api/"  # every route under it takes an x-api-key (tests/test_openapi_contract.py checks)
+API_PREFIX = "/api/"  # every route under it takes an x-api-key (tests/server/test_openapi_contract.py checks)
 
 _IDLE_ORDER = itertools.count()  # when a connection became idle, in order (the loop's clock is too coarse)
 
@@ -170,8 +170,11 @@ class RequestGuard:
         if self._device_paths is None:
             from .auth import current_device
 
-            self._device_paths = [r.path_regex for r in api_routes(self.fastapi.routes)
-                                  if any(d.call is current_device for d in dependants(r.dependant))]
+            self._device_paths = [
+                r.path_regex
+                for r in api_routes(self.fastapi.routes)
+                if any(d.call is current_device for d in dependants(r.dependant))
+            ]
         return any(pattern.match(path) for pattern in self._device_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -301,8 +304,14 @@ class GuardedH11Protocol(H11Protocol):
 
     def _make_room(self) -> None:
         """Close the connection idle the longest (no request in progress); with none idle, this new one."""
-        idle = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c is not self and not c._in_request()
-                and not c.transport.is_closing()]
+        idle = [
+            c
+            for c in self.connections
+            if isinstance(c, GuardedH11Protocol)
+            and c is not self
+            and not c._in_request()
+            and not c.transport.is_closing()
+        ]
         victim = min(idle, key=lambda c: c._idle_since) if idle else self
         victim.transport.close()
 

@@ -43,11 +43,13 @@ class TotpOutcome(StrEnum):
 
 
 HTTP_REQUESTS = Counter(
-    "protect_http_requests", "HTTP requests answered, by method, route template and status",
+    "protect_http_requests",
+    "HTTP requests answered, by method, route template and status",
     ["method", "route", "status"],
 )
 HTTP_LATENCY = Histogram(
-    "protect_http_request_duration_seconds", "Time to answer an HTTP request, by method and route template",
+    "protect_http_request_duration_seconds",
+    "Time to answer an HTTP request, by method and route template",
     ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
@@ -55,7 +57,8 @@ PUSH_ATTEMPTS = Counter("protect_push_attempts", "Push attempts by outcome", ["o
 TOTP_VERIFICATIONS = Counter("protect_totp_verifications", "TOTP verifications by outcome", ["outcome"])
 TOTP_LOCKOUTS = Counter("protect_totp_lockouts", "TOTP lock-outs started (too many wrong codes)")
 RATE_LIMITED = Counter(
-    "protect_rate_limited", "Requests refused with 429 by a rate limit, by route and subject (key or address)",
+    "protect_rate_limited",
+    "Requests refused with 429 by a rate limit, by route and subject (key or address)",
     ["route", "subject"],
 )
 
@@ -87,8 +90,10 @@ def rate_limited(route: str, subject: str) -> None:
 def _http_children(method: str, route: str, status: str) -> tuple[Any, Any]:
     children = _HTTP.get((method, route, status))
     if children is None:
-        children = (HTTP_REQUESTS.labels(method=method, route=route, status=status),
-                    HTTP_LATENCY.labels(method=method, route=route))
+        children = (
+            HTTP_REQUESTS.labels(method=method, route=route, status=status),
+            HTTP_LATENCY.labels(method=method, route=route),
+        )
         if len(_HTTP) < 10_000:  # routes x methods x statuses: a closed set, bounded all the same
             _HTTP[(method, route, status)] = children
     return children

@@ -61,8 +61,11 @@ class ServiceFormatter(uvicorn.logging.DefaultFormatter):
         for exc in reversed(chain):
             lines = str(exc).strip().splitlines()
             cut = " […]" if len(lines) > 1 else ""
-            parts.append("Traceback (most recent call last):\n" + "".join(traceback.format_tb(exc.__traceback__))
-                         + f"{type(exc).__module__}.{type(exc).__qualname__}: {lines[0] if lines else ''}{cut}")
+            parts.append(
+                "Traceback (most recent call last):\n"
+                + "".join(traceback.format_tb(exc.__traceback__))
+                + f"{type(exc).__module__}.{type(exc).__qualname__}: {lines[0] if lines else ''}{cut}"
+            )
         return "\n\nwhich led to:\n\n".join(parts)
 
 
@@ -70,7 +73,8 @@ def log_config(access_log: str | None = None) -> dict[str, Any]:
     """uvicorn's ``log_config`` for ``serve`` (every worker process applies it too): the service's and
     uvicorn's messages on stderr; the access lines on stderr, or appended to the file ``access_log``."""
     access_handler: dict[str, Any] = (
-        {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"} if access_log is None
+        {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
+        if access_log is None
         else {"class": "logging.FileHandler", "filename": access_log, "encoding": "utf-8", "delay": True}
     )
     return {
@@ -97,8 +101,12 @@ def log_config(access_log: str | None = None) -> dict[str, Any]:
 
 def declared_query_names(app: FastAPI) -> frozenset[str]:
     """Every query parameter name some route of ``app`` declares."""
-    return frozenset(param.alias for route in api_routes(app.routes)
-                     for dependant in dependants(route.dependant) for param in dependant.query_params)
+    return frozenset(
+        param.alias
+        for route in api_routes(app.routes)
+        for dependant in dependants(route.dependant)
+        for param in dependant.query_params
+    )
 
 
 def query_names(query_string: bytes, declared: frozenset[str]) -> str:
@@ -220,17 +228,42 @@ class ServerThread:
         self.stop()
 
 
-def serve_app(app: FastAPI, *, host: str, port: int, log_level: str = "info", access_log: bool = True,
-              access_log_file: str | None = None) -> None:
+def serve_app(
+    app: FastAPI,
+    *,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    access_log: bool = True,
+    access_log_file: str | None = None,
+) -> None:
     """``serve`` in one process: uvicorn in the foreground, with the app's limits (limits.py) and logs (above)."""
-    uvicorn.run(AccessLog(app) if access_log else app, host=host, port=port, log_level=log_level, lifespan="off",
-                log_config=log_config(access_log_file), access_log=False,
-                http=protocol_for(_limits_of(app)), loop=LOOP, **_limited(_limits_of(app)))
+    uvicorn.run(
+        AccessLog(app) if access_log else app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="off",
+        log_config=log_config(access_log_file),
+        access_log=False,
+        http=protocol_for(_limits_of(app)),
+        loop=LOOP,
+        **_limited(_limits_of(app)),
+    )
 
 
-def serve_workers(db: str, *, host: str, port: int, workers: int, metrics_require_key: bool = False,
-                  log_level: str = "info", access_log: bool = True, access_log_file: str | None = None,
-                  limits: Limits | None = None) -> None:
+def serve_workers(
+    db: str,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    metrics_require_key: bool = False,
+    log_level: str = "info",
+    access_log: bool = True,
+    access_log_file: str | None = None,
+    limits: Limits | None = None,
+) -> None:
     """``serve --workers N``: N uvicorn worker processes over the app factory, sharing one listening socket.
 
     Each worker opens its own connections to ``db``; they share nothing else. Metrics are
@@ -255,8 +288,18 @@ def serve_workers(db: str, *, host: str, port: int, workers: int, metrics_requir
         # A line per request cost about a fifth of a TOTP check's CPU (uvicorn's own line, bench/totp_verify.py).
         factory = f"{__name__}:app_from_env_with_access_log" if access_log else "console.server.app:app_from_env"
         uvicorn.run(
-            factory, factory=True, host=host, port=port, workers=workers, log_level=log_level, lifespan="off",
-            log_config=log_config(access_log_file), access_log=False, http=GUARDED_HTTP, loop=LOOP, **_limited(limits),
+            factory,
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            lifespan="off",
+            log_config=log_config(access_log_file),
+            access_log=False,
+            http=GUARDED_HTTP,
+            loop=LOOP,
+            **_limited(limits),
         )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

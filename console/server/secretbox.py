@@ -146,8 +146,10 @@ def write_key_file(path: Path, keys: list[str], *, create_only: bool = False) ->
 
     ``create_only``: only if there is no file yet (False when another process made it first)."""
     _make_dir(path.parent)
-    body = ("# Protect secret keys (TOTP secrets at rest), newest first. Back this file up; keep it 0600.\n"
-            + "".join(k + "\n" for k in keys)).encode()
+    body = (
+        "# Protect secret keys (TOTP secrets at rest), newest first. Back this file up; keep it 0600.\n"
+        + "".join(k + "\n" for k in keys)
+    ).encode()
     if create_only:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -203,8 +205,11 @@ class SecretBox:
         except OSError:
             return
         if mode & 0o077:
-            log.warning("%s is mode %s: anyone who can read it can read the TOTP secrets; chmod 600 it",
-                        self.source, oct(mode)[2:].zfill(3))
+            log.warning(
+                "%s is mode %s: anyone who can read it can read the TOTP secrets; chmod 600 it",
+                self.source,
+                oct(mode)[2:].zfill(3),
+            )
 
     def _stat(self) -> tuple[int, int, int] | None:
         if self.source.path is None:
@@ -272,8 +277,11 @@ def missing_key_error(source: KeySource, kids: list[str]) -> SecretKeyError:
 
 def registered(conn: Connection) -> list[tuple[str, bool]]:
     """The database's key ids and whether each is current, current first."""
-    rows = conn.execute(select(secret_keys.c.id, secret_keys.c.is_current)
-                        .order_by(secret_keys.c.is_current.desc(), secret_keys.c.created_at.desc(), secret_keys.c.id))
+    rows = conn.execute(
+        select(secret_keys.c.id, secret_keys.c.is_current).order_by(
+            secret_keys.c.is_current.desc(), secret_keys.c.created_at.desc(), secret_keys.c.id
+        )
+    )
     return [(r.id, bool(r.is_current)) for r in rows]
 
 
@@ -448,8 +456,11 @@ def _audit(conn: Connection, action: str, details: dict[str, Any], now: datetime
 
 
 def _key_lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="ascii").splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        line.strip()
+        for line in path.read_text(encoding="ascii").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def reencrypt(store: Store, box: SecretBox, kid: str) -> tuple[int, int]:
@@ -469,9 +480,13 @@ def _pass(store: Store, box: SecretBox, kid: str) -> tuple[int, int]:
         with store.read() as conn:
             rows = conn.execute(
                 select(users.c.id, users.c.totp_secret)
-                .where(users.c.id > after, users.c.totp_secret.is_not(None),
-                       users.c.totp_secret.not_like(_prefix(kid) + "%"))
-                .order_by(users.c.id).limit(BATCH)
+                .where(
+                    users.c.id > after,
+                    users.c.totp_secret.is_not(None),
+                    users.c.totp_secret.not_like(_prefix(kid) + "%"),
+                )
+                .order_by(users.c.id)
+                .limit(BATCH)
             ).all()
         if not rows:
             return changed, unreadable
@@ -484,10 +499,14 @@ def _pass(store: Store, box: SecretBox, kid: str) -> tuple[int, int]:
                 unreadable += 1
         with store.write() as conn:
             for user_id, stored, sealed in updates:
-                changed += conn.execute(
-                    update(users).where(users.c.id == user_id, users.c.totp_secret == stored)
-                    .values(totp_secret=sealed)
-                ).rowcount or 0
+                changed += (
+                    conn.execute(
+                        update(users)
+                        .where(users.c.id == user_id, users.c.totp_secret == stored)
+                        .values(totp_secret=sealed)
+                    ).rowcount
+                    or 0
+                )
 
 
 def retire(store: Store, kid: str, now: datetime) -> None:
@@ -519,10 +538,14 @@ def status(store: Store) -> dict[str, Any]:
         held = registered(conn)
         per_key = counts(conn)
     listed = [kid for kid, _ in held]
-    keys = [{"id": kid, "current": is_current, "inSource": kid in box.ids, "secrets": per_key.get(kid, 0)}
-            for kid, is_current in held]
-    keys += [{"id": kid, "current": False, "inSource": True, "secrets": per_key.get(kid, 0), "unused": True}
-             for kid in box.ids if kid not in listed]
+    keys = [
+        {"id": kid, "current": is_current, "inSource": kid in box.ids, "secrets": per_key.get(kid, 0)}
+        for kid, is_current in held
+    ]
+    keys += [
+        {"id": kid, "current": False, "inSource": True, "secrets": per_key.get(kid, 0), "unused": True}
+        for kid in box.ids
+        if kid not in listed
+    ]
     unknown = sum(n for k, n in per_key.items() if k and k not in listed and k not in box.ids)
     return {"source": str(box.source), "keys": keys, "plainText": per_key.get("", 0), "unknownKey": unknown}
-

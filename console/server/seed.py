@@ -46,36 +46,189 @@ from .services.common import digest, dumps
 from .store import Store, devices, diagnostics, folded, push_attempts, users
 
 FIRST = [
-    "James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David", "Elizabeth", "William",
-    "Barbara", "Richard", "Susan", "Joseph", "Jessica", "Thomas", "Sarah", "Charles", "Karen", "Christopher", "Lisa",
-    "Daniel", "Nancy", "Matthew", "Sandra", "Anthony", "Betty", "Mark", "Ashley", "José", "María", "Zoë", "Björn",
-    "Søren", "Chloé", "Łukasz", "Agnieszka", "Ngozi", "Chinedu", "Aiko", "Haruto", "Wei", "Mei", "Priya", "Arjun",
-    "Fatima", "Omar", "Yusuf", "Leila", "Olga", "Dmitri", "Anaïs", "François", "Siobhán", "Eoin", "Kai", "Noa",
-    "Mateo", "Lucía", "Ayşe", "Mehmet", "Thandiwe", "Sipho",
+    "James",
+    "Mary",
+    "Robert",
+    "Patricia",
+    "John",
+    "Jennifer",
+    "Michael",
+    "Linda",
+    "David",
+    "Elizabeth",
+    "William",
+    "Barbara",
+    "Richard",
+    "Susan",
+    "Joseph",
+    "Jessica",
+    "Thomas",
+    "Sarah",
+    "Charles",
+    "Karen",
+    "Christopher",
+    "Lisa",
+    "Daniel",
+    "Nancy",
+    "Matthew",
+    "Sandra",
+    "Anthony",
+    "Betty",
+    "Mark",
+    "Ashley",
+    "José",
+    "María",
+    "Zoë",
+    "Björn",
+    "Søren",
+    "Chloé",
+    "Łukasz",
+    "Agnieszka",
+    "Ngozi",
+    "Chinedu",
+    "Aiko",
+    "Haruto",
+    "Wei",
+    "Mei",
+    "Priya",
+    "Arjun",
+    "Fatima",
+    "Omar",
+    "Yusuf",
+    "Leila",
+    "Olga",
+    "Dmitri",
+    "Anaïs",
+    "François",
+    "Siobhán",
+    "Eoin",
+    "Kai",
+    "Noa",
+    "Mateo",
+    "Lucía",
+    "Ayşe",
+    "Mehmet",
+    "Thandiwe",
+    "Sipho",
 ]
 LAST = [
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez", "Hernandez",
-    "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin", "Lee", "Perez",
-    "Thompson", "White", "Harris", "Sanchez", "Clark", "Ramirez", "Lewis", "Robinson", "Müller", "Schröder", "Núñez",
-    "O'Brien", "Kowalski", "Nowak", "Okafor", "Adeyemi", "Tanaka", "Suzuki", "Chen", "Wang", "Patel", "Sharma",
-    "Haddad", "Khan", "Ivanova", "Petrov", "Dubois", "Lefèvre", "Ó Briain", "Nakamura", "Cohen", "Levi",
-    "Fernández", "Yılmaz", "Dlamini", "Nkosi", "van der Berg", "da Silva",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
+    "Sanchez",
+    "Clark",
+    "Ramirez",
+    "Lewis",
+    "Robinson",
+    "Müller",
+    "Schröder",
+    "Núñez",
+    "O'Brien",
+    "Kowalski",
+    "Nowak",
+    "Okafor",
+    "Adeyemi",
+    "Tanaka",
+    "Suzuki",
+    "Chen",
+    "Wang",
+    "Patel",
+    "Sharma",
+    "Haddad",
+    "Khan",
+    "Ivanova",
+    "Petrov",
+    "Dubois",
+    "Lefèvre",
+    "Ó Briain",
+    "Nakamura",
+    "Cohen",
+    "Levi",
+    "Fernández",
+    "Yılmaz",
+    "Dlamini",
+    "Nkosi",
+    "van der Berg",
+    "da Silva",
 ]
 DOMAINS = ["example.com", "corp.example", "acme.example", "globex.example"]
-IOS_MODELS = ["iPhone 12", "iPhone 13", "iPhone 13 mini", "iPhone 14", "iPhone 14 Pro", "iPhone 15", "iPhone 15 Pro Max", "iPhone 16", "iPhone SE (3rd generation)"]
+IOS_MODELS = [
+    "iPhone 12",
+    "iPhone 13",
+    "iPhone 13 mini",
+    "iPhone 14",
+    "iPhone 14 Pro",
+    "iPhone 15",
+    "iPhone 15 Pro Max",
+    "iPhone 16",
+    "iPhone SE (3rd generation)",
+]
 ANDROID_MODELS = [
-    ("Samsung", "Galaxy S21"), ("Samsung", "Galaxy S23"), ("Samsung", "Galaxy S24 Ultra"), ("Samsung", "Galaxy A54"),
-    ("Google", "Pixel 6"), ("Google", "Pixel 7a"), ("Google", "Pixel 8 Pro"), ("Google", "Pixel 9"),
-    ("OnePlus", "12"), ("Motorola", "moto g power"), ("Xiaomi", "Redmi Note 12"),
+    ("Samsung", "Galaxy S21"),
+    ("Samsung", "Galaxy S23"),
+    ("Samsung", "Galaxy S24 Ultra"),
+    ("Samsung", "Galaxy A54"),
+    ("Google", "Pixel 6"),
+    ("Google", "Pixel 7a"),
+    ("Google", "Pixel 8 Pro"),
+    ("Google", "Pixel 9"),
+    ("OnePlus", "12"),
+    ("Motorola", "moto g power"),
+    ("Xiaomi", "Redmi Note 12"),
 ]
 IOS_VERSIONS = ["15.8", "16.7.2", "17.4.1", "17.6", "18.1", "18.3"]
 ANDROID_VERSIONS = ["10", "11", "12", "13", "14", "15"]
 LEGACY = {"iOS": ["12.5.7"], "Android": ["7.1.2"]}  # enrolled before the minimum was raised
 APP_VERSIONS = ["2.3.1", "2.4.0", "2.5.2", "2.6.0"]
-RESOURCES = ["Okta SSO", "VPN", "Salesforce", "GitHub", "AWS Console", "Workday", "Jira", "Slack", "Zoom", "macOS login"]
+RESOURCES = [
+    "Okta SSO",
+    "VPN",
+    "Salesforce",
+    "GitHub",
+    "AWS Console",
+    "Workday",
+    "Jira",
+    "Slack",
+    "Zoom",
+    "macOS login",
+]
 LOCATIONS = [
-    "Denver, US", "Boulder, US", "London, GB", "Berlin, DE", "Paris, FR", "Madrid, ES", "Warsaw, PL", "Lagos, NG",
-    "Tokyo, JP", "Singapore, SG", "Bengaluru, IN", "São Paulo, BR", "Toronto, CA", "Sydney, AU",
+    "Denver, US",
+    "Boulder, US",
+    "London, GB",
+    "Berlin, DE",
+    "Paris, FR",
+    "Madrid, ES",
+    "Warsaw, PL",
+    "Lagos, NG",
+    "Tokyo, JP",
+    "Singapore, SG",
+    "Bengaluru, IN",
+    "São Paulo, BR",
+    "Toronto, CA",
+    "Sydney, AU",
 ]
 APPS = ["JumpCloud User Portal", "Okta", "Cisco AnyConnect", "Chrome on macOS", "Safari on iOS", "Edge on Windows"]
 BATCH = 10_000  # rows a batch: generated, then inserted (executemany or one COPY) while the next is made
@@ -110,7 +263,7 @@ def _slug(text: str) -> str:
 # random.Random.choice(seq) is seq[_randbelow(len(seq))], randrange(a, b) is a + _randbelow(b - a)
 # and uniform(a, b) is a + (b - a) * random(). The helpers below make the same draws from the same
 # generator (so a seed gives the same directory as the plain calls did) in one Python call instead
-# of three; tests/test_seed_bulk.py checks them against the plain calls.
+# of three; tests/server/test_seed_bulk.py checks them against the plain calls.
 
 
 def _picker(rng: random.Random, seq: Sequence[T]) -> Callable[[], T]:
@@ -170,17 +323,55 @@ def _stamp(moment: datetime) -> str:
 # Tuples in these column orders (timestamps as _stamp text); columns not named get their declared
 # default, or NULL (see _defaults).
 USER_COLUMNS = (
-    "id", "username", "email", "firstname", "lastname", "displayname", "state", "account_locked", "created",
-    "totp_secret", "totp_status", "push_status", "webauthn_status", "mfa_exclusion", "mfa_exclusion_until",
+    "id",
+    "username",
+    "email",
+    "firstname",
+    "lastname",
+    "displayname",
+    "state",
+    "account_locked",
+    "created",
+    "totp_secret",
+    "totp_status",
+    "push_status",
+    "webauthn_status",
+    "mfa_exclusion",
+    "mfa_exclusion_until",
 )
 DEVICE_COLUMNS = (
-    "id", "user_id", "name", "state", "make", "model", "os", "os_version", "app_version", "uv_enabled", "token_hash",
-    "enrolled_at", "last_used_at", "diagnostics_opt_out", "privacy_updated_at", "notifications_enabled",
+    "id",
+    "user_id",
+    "name",
+    "state",
+    "make",
+    "model",
+    "os",
+    "os_version",
+    "app_version",
+    "uv_enabled",
+    "token_hash",
+    "enrolled_at",
+    "last_used_at",
+    "diagnostics_opt_out",
+    "privacy_updated_at",
+    "notifications_enabled",
     "diagnostics_dropped",
 )
 ATTEMPT_COLUMNS = (
-    "id", "user_id", "device_id", "resource", "status", "fraud", "user_verified", "created_at",
-    "expires_at", "responded_at", "app", "location", "ip",
+    "id",
+    "user_id",
+    "device_id",
+    "resource",
+    "status",
+    "fraud",
+    "user_verified",
+    "created_at",
+    "expires_at",
+    "responded_at",
+    "app",
+    "location",
+    "ip",
 )
 REPORT_COLUMNS = ("device_id", "received_at", "payload")
 _D_ID, _D_OS, _D_OS_VERSION, _D_APP_VERSION, _D_OPT_OUT = (
@@ -224,13 +415,20 @@ class Summary:
 
 def _derived_columns() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """folded()'s columns for the login fields and for the name fields, in its order."""
-    return (tuple(folded({"username": "a", "email": "a@b"})),
-            tuple(folded({"firstname": "a", "lastname": "b", "displayname": "a b"})))
+    return (
+        tuple(folded({"username": "a", "email": "a@b"})),
+        tuple(folded({"firstname": "a", "lastname": "b", "displayname": "a b"})),
+    )
 
 
 def generate(
-    users_count: int, *, rng: random.Random, now: datetime, taken: set[str] | None = None,
-    summary: Summary | None = None, batch_size: int = BATCH,
+    users_count: int,
+    *,
+    rng: random.Random,
+    now: datetime,
+    taken: set[str] | None = None,
+    summary: Summary | None = None,
+    batch_size: int = BATCH,
 ) -> Iterator[Batch | Complete]:
     """The synthetic directory as batches of rows, parents first (no database involved).
 
@@ -275,7 +473,8 @@ def generate(
                 base = f"{_slug(first)}.{_slug(last)}"
                 probe = f"{base}0123456789@{'.'.join(DOMAINS)}"
                 as_is = login_columns == ("username_ci", "email_ci") and folded(
-                    {"username": probe, "email": probe}) == {"username_ci": probe, "email_ci": probe}
+                    {"username": probe, "email": probe}
+                ) == {"username_ci": probe, "email_ci": probe}
                 named = names[first, last] = (base, displayname, tuple(derived[c] for c in name_columns), as_is)
             base, displayname, name_values, as_is = named
             username = base
@@ -317,19 +516,49 @@ def generate(
                 opted_out = random_() < 0.20
                 device_id = f"{getrandbits(96):024x}"
                 enrolled_at = _stamp(enrolled)
-                add_device((
-                    device_id, user_id, model, "active" if random_() > 0.02 else "inactive", make, model, os_name,
-                    os_version, app_version_of(), random_() < 0.55, digest(secrets.token_urlsafe(16)), enrolled_at,
-                    _stamp(enrolled + (now - enrolled) * (0.5 + 0.5 * random_())), opted_out,
-                    enrolled_at if opted_out else None, random_() > 0.05, dropped_of() if opted_out else 0,
-                ))
+                add_device(
+                    (
+                        device_id,
+                        user_id,
+                        model,
+                        "active" if random_() > 0.02 else "inactive",
+                        make,
+                        model,
+                        os_name,
+                        os_version,
+                        app_version_of(),
+                        random_() < 0.55,
+                        digest(secrets.token_urlsafe(16)),
+                        enrolled_at,
+                        _stamp(enrolled + (now - enrolled) * (0.5 + 0.5 * random_())),
+                        opted_out,
+                        enrolled_at if opted_out else None,
+                        random_() > 0.05,
+                        dropped_of() if opted_out else 0,
+                    )
+                )
                 add_push_user((user_id, device_id))
-            add_user((
-                user_id, username, email, first, last, displayname, state, locked, _stamp(created),
-                totp_secret() if has_totp else None, "ENROLLED" if has_totp else "NOT_ENROLLED",
-                "ENROLLED" if has_push else "NOT_ENROLLED", "ENROLLED" if has_webauthn else "NOT_ENROLLED",
-                exclusion, exclusion_until, *logins, *name_values,
-            ))
+            add_user(
+                (
+                    user_id,
+                    username,
+                    email,
+                    first,
+                    last,
+                    displayname,
+                    state,
+                    locked,
+                    _stamp(created),
+                    totp_secret() if has_totp else None,
+                    "ENROLLED" if has_totp else "NOT_ENROLLED",
+                    "ENROLLED" if has_push else "NOT_ENROLLED",
+                    "ENROLLED" if has_webauthn else "NOT_ENROLLED",
+                    exclusion,
+                    exclusion_until,
+                    *logins,
+                    *name_values,
+                )
+            )
         all_devices.extend(device_rows)
         for batch in (Batch(users, user_columns, user_rows), Batch(devices, DEVICE_COLUMNS, device_rows)):
             summary.count(batch)
@@ -345,7 +574,8 @@ def generate(
     yield Complete((diagnostics,))
     del all_devices
     attempts = itertools.chain(
-        _attempts(rng, push_users, now), _bombing(rng, *push_users[0], now) if push_users else (),
+        _attempts(rng, push_users, now),
+        _bombing(rng, *push_users[0], now) if push_users else (),
     )
     for rows in _batches(attempts, batch_size):
         batch = Batch(push_attempts, ATTEMPT_COLUMNS, rows)
@@ -374,8 +604,10 @@ def _reports(rng: random.Random, device_rows: list[Row], now: datetime) -> Itera
         if device[_D_OPT_OUT] or not random_() < 0.3:
             continue
         payload = {
-            "appVersion": device[_D_APP_VERSION], "os": f"{device[_D_OS]} {device[_D_OS_VERSION]}",
-            "event": event_of(), "latencyMs": latency_of(),
+            "appVersion": device[_D_APP_VERSION],
+            "os": f"{device[_D_OS]} {device[_D_OS_VERSION]}",
+            "event": event_of(),
+            "latencyMs": latency_of(),
         }
         yield device[_D_ID], _stamp(now - timedelta(hours=72 * random_())), dumps(payload)  # uniform(0, 72)
 
@@ -400,16 +632,30 @@ def _attempts(rng: random.Random, push_users: list[tuple[str, str]], now: dateti
             )
             created_at = _stamp(created)
             yield (
-                f"{getrandbits(96):024x}", user_id, device_id, resource_of(), status,
-                status == "denied" and random_() < 0.2, status == "approved" and random_() < 0.6, created_at,
-                created_at if status == "blocked" else _stamp(created + minute), responded, app_of(), location_of(),
+                f"{getrandbits(96):024x}",
+                user_id,
+                device_id,
+                resource_of(),
+                status,
+                status == "denied" and random_() < 0.2,
+                status == "approved" and random_() < 0.6,
+                created_at,
+                created_at if status == "blocked" else _stamp(created + minute),
+                responded,
+                app_of(),
+                location_of(),
                 f"{ip_head()}.{octet()}.{octet()}.{last_octet()}",
             )
 
 
 def _attempt(
-    rng: random.Random, user_id: str, device_id: str, created: datetime, status: str | None = None,
-    resource: str | None = None, location: str | None = None,
+    rng: random.Random,
+    user_id: str,
+    device_id: str,
+    created: datetime,
+    status: str | None = None,
+    resource: str | None = None,
+    location: str | None = None,
 ) -> dict[str, Any]:
     if status is None:
         roll = rng.random()
@@ -417,12 +663,20 @@ def _attempt(
     responded = created + timedelta(seconds=rng.uniform(2, 40)) if status in ("approved", "denied") else None
     # Drawn in this order (the keys' order): a seed's history depends on it.
     return {
-        "id": _new_id(rng), "user_id": user_id, "username": None, "device_id": device_id,
+        "id": _new_id(rng),
+        "user_id": user_id,
+        "username": None,
+        "device_id": device_id,
         "resource": resource or rng.choice(RESOURCES),
-        "status": status, "fraud": status == "denied" and rng.random() < 0.2,
-        "user_verified": status == "approved" and rng.random() < 0.6, "created_at": created,
-        "expires_at": created if status == "blocked" else created + timedelta(seconds=60), "responded_at": responded,
-        "app": rng.choice(APPS), "location": location or rng.choice(LOCATIONS), "ip": _ip(rng),
+        "status": status,
+        "fraud": status == "denied" and rng.random() < 0.2,
+        "user_verified": status == "approved" and rng.random() < 0.6,
+        "created_at": created,
+        "expires_at": created if status == "blocked" else created + timedelta(seconds=60),
+        "responded_at": responded,
+        "app": rng.choice(APPS),
+        "location": location or rng.choice(LOCATIONS),
+        "ip": _ip(rng),
     }
 
 
@@ -508,8 +762,7 @@ def _sealed(batches: Iterable[Batch | Complete], seal: Callable[[str, str], str]
     for item in batches:
         if isinstance(item, Batch) and item.table is users:
             item.rows = [
-                row if row[at] is None else (*row[:at], seal(row[id_at], row[at]), *row[at + 1:])
-                for row in item.rows
+                row if row[at] is None else (*row[:at], seal(row[id_at], row[at]), *row[at + 1 :]) for row in item.rows
             ]
         yield item
 
@@ -660,7 +913,13 @@ APART_FROM = 50_000  # users: from this many up, a child process makes the rows 
 
 
 def _rows_for(
-    users_count: int, *, rng: random.Random, now: datetime, taken: set[str], summary: Summary, sealing: _Sealing,
+    users_count: int,
+    *,
+    rng: random.Random,
+    now: datetime,
+    taken: set[str],
+    summary: Summary,
+    sealing: _Sealing,
 ) -> Batches:
     """The rows to load, TOTP secrets sealed: made here, or (many) by a child process, which seals them too."""
     if users_count < APART_FROM:
@@ -677,7 +936,13 @@ _CHILD = (
 
 
 def _generated_apart(
-    users_count: int, *, rng: random.Random, now: datetime, taken: set[str], summary: Summary, sealing: _Sealing,
+    users_count: int,
+    *,
+    rng: random.Random,
+    now: datetime,
+    taken: set[str],
+    summary: Summary,
+    sealing: _Sealing,
 ) -> Batches:
     """generate()'s batches, made (and their TOTP secrets sealed) by a child process: generating and
     loading take a core each. Loading is the longer part, so the child seals (its key from the same

@@ -2,7 +2,7 @@
 
 One set of tables and queries serves both. The schema is made and changed only by the
 Alembic migrations in ``migrations/`` (``protect-console db upgrade``); ``metadata`` here
-must always equal what the latest migration produces (tests/test_store_migrations.py checks).
+must always equal what the latest migration produces (tests/server/test_store_migrations.py checks).
 
 Only portable SQL is used: CASE, LIKE with an
 explicit ESCAPE, ``SELECT ... FOR UPDATE`` (dropped by SQLite, honoured by
@@ -204,7 +204,9 @@ push_attempts = Table(
     Column("location", Text),
     Column("ip", String(64)),
 )
-Index("ix_push_cap", push_attempts.c.user_id, push_attempts.c.resource, push_attempts.c.status, push_attempts.c.expires_at)
+Index(
+    "ix_push_cap", push_attempts.c.user_id, push_attempts.c.resource, push_attempts.c.status, push_attempts.c.expires_at
+)
 Index("ix_push_user_created", push_attempts.c.user_id, push_attempts.c.created_at)
 Index("ix_push_created", push_attempts.c.created_at)
 Index("ix_push_status_created", push_attempts.c.status, push_attempts.c.created_at)
@@ -311,8 +313,23 @@ secret_keys = Table(
 SORTABLE_NAMES = ("firstname", "lastname")
 
 # Letters that NFKD does not decompose into a base letter plus marks (Ł, ø, đ...).
-_TRANSLIT = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE", "đ": "d", "Đ": "D",
-                           "ı": "i", "œ": "oe", "Œ": "OE", "þ": "th", "Þ": "TH"})
+_TRANSLIT = str.maketrans(
+    {
+        "ł": "l",
+        "Ł": "L",
+        "ø": "o",
+        "Ø": "O",
+        "æ": "ae",
+        "Æ": "AE",
+        "đ": "d",
+        "Đ": "D",
+        "ı": "i",
+        "œ": "oe",
+        "Œ": "OE",
+        "þ": "th",
+        "Þ": "TH",
+    }
+)
 
 
 def sort_key(text: str) -> str:
@@ -417,7 +434,7 @@ def parse_db(value: str | Path | DbTarget) -> DbTarget:
     name = scheme.group(1).lower()
     if name not in PG_SCHEMES:
         raise BadDatabaseUrl(f"unsupported database URL scheme {name + ':'!r}: --db takes {ACCEPTED_FORMS}")
-    rest = text[scheme.end():]
+    rest = text[scheme.end() :]
     if not rest.startswith("//"):
         raise BadDatabaseUrl(f"cannot parse the database URL (no // after {name}:): --db takes {ACCEPTED_FORMS}")
     try:
@@ -428,8 +445,9 @@ def parse_db(value: str | Path | DbTarget) -> DbTarget:
     except (ValueError, TypeError, ArgumentError) as exc:
         raise BadDatabaseUrl(f"cannot parse the database URL ({exc}): --db takes {ACCEPTED_FORMS}") from None
     if url.password == "":  # "user:@host": libpq's no password; shown without a "***"
-        url = URL.create(url.drivername, username=url.username, host=url.host, port=url.port,
-                         database=url.database, query=url.query)
+        url = URL.create(
+            url.drivername, username=url.username, host=url.host, port=url.port, database=url.database, query=url.query
+        )
     if any(not 0 < p < 65536 for p in ports):
         raise BadDatabaseUrl(f"the database URL's port is out of range: --db takes {ACCEPTED_FORMS}")
     return DbTarget(url)
@@ -557,8 +575,13 @@ class Store:
                 result = work(conn)
             except dbapi.Error as exc:
                 conn.discard()
-                if attempt == 1 and not self.is_sqlite and conn.reused and conn.statements <= 1 \
-                        and isinstance(exc, dbapi.OperationalError):
+                if (
+                    attempt == 1
+                    and not self.is_sqlite
+                    and conn.reused
+                    and conn.statements <= 1
+                    and isinstance(exc, dbapi.OperationalError)
+                ):
                     continue
                 raise DBAPIError.instance(None, None, exc, dbapi.Error, hide_parameters=True) from None
             except Exception:
@@ -892,8 +915,12 @@ def _postgres_engine(url: URL) -> Engine:
         if isinstance(parameters, dict):
             if any(isinstance(v, str) and "\x00" in v for v in parameters.values()):
                 parameters = {k: _no_nul(v) for k, v in parameters.items()}
-        elif (isinstance(parameters, (list, tuple)) and parameters and isinstance(parameters[0], dict)
-              and any(isinstance(v, str) and "\x00" in v for p in parameters for v in p.values())):
+        elif (
+            isinstance(parameters, (list, tuple))
+            and parameters
+            and isinstance(parameters[0], dict)
+            and any(isinstance(v, str) and "\x00" in v for p in parameters for v in p.values())
+        ):
             parameters = [{k: _no_nul(v) for k, v in p.items()} for p in parameters]
         return statement, parameters
 
@@ -913,7 +940,7 @@ def connect_reason(exc: BaseException) -> str:
     lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
     reason = lines[0] if lines else type(orig).__name__
     reason = re.sub(r"^connection (failed|is bad):\s*", "", reason)
-    reason = re.sub(r'^connection to server (at|on) .*? failed:\s*', "", reason)
+    reason = re.sub(r"^connection to server (at|on) .*? failed:\s*", "", reason)
     return reason.rstrip(".") or type(orig).__name__
 
 

@@ -29,8 +29,9 @@ def _lazy_screen(tab: Tab) -> Callable[[], Screen[Any]]:
     """A MODES factory importing the tab's screen on first use: start-up loads the first screen only."""
 
     def make() -> Screen[Any]:
-        screen_class: type[Screen[Any]] = getattr(importlib.import_module(f"{__package__}.screens.{tab.module}"),
-                                             tab.screen_class)
+        screen_class: type[Screen[Any]] = getattr(
+            importlib.import_module(f"{__package__}.screens.{tab.module}"), tab.screen_class
+        )
         return screen_class()
 
     return make
@@ -43,10 +44,7 @@ class ProtectConsoleApp(App[None]):
     TITLE = "Protect Console"
 
     # The first screen is imported with the app; the others on first use.
-    MODES = {
-        tab.mode: UsersScreen if tab.mode == HOME else _lazy_screen(tab)
-        for tab in TABS
-    }
+    MODES = {tab.mode: UsersScreen if tab.mode == HOME else _lazy_screen(tab) for tab in TABS}
     DEFAULT_MODE = HOME
 
     COMMANDS = App.COMMANDS | {ConsoleCommands}
@@ -72,7 +70,9 @@ class ProtectConsoleApp(App[None]):
         self.profile = profile
         self._owns_client = client is None
         # ``warm``: the first screen's requests, already sent by the CLI while this module loaded.
-        self.api: ProtectClient = client or ProtectClient(profile.url, profile.api_key, warm=warm, timeout=profile.timeout)
+        self.api: ProtectClient = client or ProtectClient(
+            profile.url, profile.api_key, warm=warm, timeout=profile.timeout
+        )
         self._open_user_ref = open_user
 
     # ------------------------------------------------------------ identity
@@ -201,8 +201,9 @@ class ProtectConsoleApp(App[None]):
                     what = describe_action(target, name)
                     reason = f"{what[:1].upper()}{what[1:]}: not available right now."
                 if reason:
-                    self.notify(printable(reason, max_length=300), title="Not now", severity="warning",
-                                timeout=4, markup=False)
+                    self.notify(
+                        printable(reason, max_length=300), title="Not now", severity="warning", timeout=4, markup=False
+                    )
                     return True
         return False
 
@@ -218,7 +219,9 @@ class ProtectConsoleApp(App[None]):
         if self.use_command_palette and not CommandPalette.is_open(self):  # type: ignore[arg-type]  # App[object] there
             self.push_screen(GuardedCommandPalette(id="--command-palette"))
 
-    def search_commands(self, commands: Sequence[CommandListItem], placeholder: str = "Search for commands…") -> AwaitMount:
+    def search_commands(
+        self, commands: Sequence[CommandListItem], placeholder: str = "Search for commands…"
+    ) -> AwaitMount:
         # Textual's own palettes (system commands, themes) get the same guard as ours.
         from textual.command import SimpleProvider
 

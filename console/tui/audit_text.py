@@ -73,8 +73,10 @@ def change_lines(details: dict[str, Any], at: datetime | None = None, *, short_i
         return _short(value, at, short_ids=short_ids)
 
     changes = details.get("changes")
-    if isinstance(changes, dict) and changes and all(
-        isinstance(c, dict) and ("before" in c or "after" in c) for c in changes.values()
+    if (
+        isinstance(changes, dict)
+        and changes
+        and all(isinstance(c, dict) and ("before" in c or "after" in c) for c in changes.values())
     ):
         return [f"{key}: {show(c.get('before'))} -> {show(c.get('after'))}" for key, c in changes.items()]
     if "before" not in details and "after" not in details:

@@ -46,7 +46,9 @@ def respond(attempt_id: str, body: PushResponse, device: Device, store: StoreDep
 
 
 @router.put("/settings", response_model=DeviceSettingsResult)
-def device_settings(body: DeviceSettingsUpdate, device: Device, store: StoreDep, clock: ClockDep) -> DeviceSettingsResult:
+def device_settings(
+    body: DeviceSettingsUpdate, device: Device, store: StoreDep, clock: ClockDep
+) -> DeviceSettingsResult:
     return device_service.update_device_settings(store, device, body, clock.now())
 
 

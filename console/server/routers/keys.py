@@ -15,7 +15,9 @@ from ..services import keys as key_service
 router = APIRouter(prefix="/api/v2/protect/keys", tags=["protect admin: API keys"])
 
 KeyId = Annotated[str, Path(min_length=1, max_length=64, description="The key's id (from the list).")]
-_NOT_USABLE: dict[int | str, dict[str, Any]] = {409: {"model": ErrorBody, "description": "The key is revoked or expired: create a new one instead"}}
+_NOT_USABLE: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "The key is revoked or expired: create a new one instead"}
+}
 
 
 _API_FIELDS = {"expires": "expiresAt", "resource": "resources"}  # the service names the CLI's flags
@@ -45,8 +47,9 @@ def create_key(body: ApiKeyCreate, actor: CanManageKeys, store: StoreDep, clock:
     except ValueError as exc:
         raise bad_request(f"expiresAt: {exc}") from None
     try:
-        key, info = key_service.issue_key(store, body.name, body.role, expires_at=expires, resources=body.resources,
-                                          actor=actor, clock=clock)
+        key, info = key_service.issue_key(
+            store, body.name, body.role, expires_at=expires, resources=body.resources, actor=actor, clock=clock
+        )
     except ValueError as exc:
         raise _refused(exc) from None
     return ApiKeyIssued(key=key, apiKey=info.wire(clock.now()))
@@ -71,7 +74,9 @@ def revoke_key(key_id: KeyId, actor: CanManageKeys, store: StoreDep, clock: Cloc
 
 
 @router.post(
-    "/{key_id}/rotate", response_model=ApiKeyIssued, status_code=201,
+    "/{key_id}/rotate",
+    response_model=ApiKeyIssued,
+    status_code=201,
     responses={**ErrorResponses.of(401, 403, 404, 422), **_NOT_USABLE},
 )
 def rotate_key(

@@ -19,7 +19,9 @@ router = APIRouter(tags=["operations"])
 log = logging.getLogger("protect.server")
 
 _metrics_key = APIKeyHeader(
-    name="x-api-key", auto_error=False, scheme_name="MetricsKey",
+    name="x-api-key",
+    auto_error=False,
+    scheme_name="MetricsKey",
     description="Any valid API key; needed only when the service runs with `--metrics-key`.",
 )
 
@@ -31,8 +33,13 @@ class Health(BaseModel):
 @router.get(
     "/healthz",
     response_model=Health,
-    responses={503: {"model": ErrorBody, "description": "The database does not answer a query",
-                     "content": {"application/json": {"example": {"message": DATABASE_UNAVAILABLE}}}}},
+    responses={
+        503: {
+            "model": ErrorBody,
+            "description": "The database does not answer a query",
+            "content": {"application/json": {"example": {"message": DATABASE_UNAVAILABLE}}},
+        }
+    },
 )
 def healthz(request: Request) -> Health | JSONResponse:
     """Liveness and readiness for load balancers: 200 while this process can query the database, else 503.
@@ -52,8 +59,10 @@ def healthz(request: Request) -> Health | JSONResponse:
     # The key is optional unless the service runs with `--metrics-key`: `{}` is "no key" in OpenAPI terms.
     openapi_extra={"security": [{}]},
     responses={
-        200: {"description": "Prometheus text exposition format (version 0.0.4)",
-              "content": {"text/plain": {"schema": {"type": "string"}}}},
+        200: {
+            "description": "Prometheus text exposition format (version 0.0.4)",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
         **ErrorResponses.of(401),
     },
 )

@@ -67,7 +67,9 @@ def patch_settings(
     return updated
 
 
-@router.post("/users/{user_id}/totp/reset", response_model=TotpResetResult, responses=ErrorResponses.of(401, 403, 404, 422))
+@router.post(
+    "/users/{user_id}/totp/reset", response_model=TotpResetResult, responses=ErrorResponses.of(401, 403, 404, 422)
+)
 def reset_totp(user_id: str, actor: CanResetTotp, store: StoreDep, clock: ClockDep) -> TotpResetResult:
     """Reset TOTP only (the push device stays); also lifts a failed-codes lock.
 
@@ -102,7 +104,9 @@ def block_push(
     return push_service.block_push(store, user_id, body or PushBlockRequest(), actor, clock.now())
 
 
-@router.delete("/users/{user_id}/push/block", response_model=PushBlockLifted, responses=ErrorResponses.of(401, 403, 404, 422))
+@router.delete(
+    "/users/{user_id}/push/block", response_model=PushBlockLifted, responses=ErrorResponses.of(401, 403, 404, 422)
+)
 def lift_push_block(user_id: str, actor: CanBlockPush, store: StoreDep, clock: ClockDep) -> PushBlockLifted:
     """Lift the user's push block. `lifted: false` when none was in force (nothing changed, nothing audited);
     otherwise audited as `push.unblock`. The per-user verification requirement stays.
@@ -116,7 +120,9 @@ Since = Query(
 )
 
 
-@router.get("/users/{user_id}/pushstats", response_model=PushStats, responses=ErrorResponses.of(400, 401, 403, 404, 422))
+@router.get(
+    "/users/{user_id}/pushstats", response_model=PushStats, responses=ErrorResponses.of(400, 401, 403, 404, 422)
+)
 def user_push_stats(
     user_id: str,
     _: CanRead,
@@ -140,7 +146,10 @@ def push_suspects(
     clock: ClockDep,
     since: IsoDateTime | None = Since,
     minHostile: int = Query(
-        BOMBING_THRESHOLD, ge=0, le=1_000_000, description="Blocked + denied attempts in the window that make a suspect."
+        BOMBING_THRESHOLD,
+        ge=0,
+        le=1_000_000,
+        description="Blocked + denied attempts in the window that make a suspect.",
     ),
     limit: int = Query(50, ge=1, le=PAGE_MAX),
 ) -> Page[PushStats]:
@@ -201,8 +210,16 @@ def push_attempts(
     `count=false`."""
     with store.read() as conn:
         return push_service.list_attempts(
-            conn, clock.now(), user_id=userId, status=status, since=since, skip=skip, limit=limit,
-            after=after, before=before, count=count,
+            conn,
+            clock.now(),
+            user_id=userId,
+            status=status,
+            since=since,
+            skip=skip,
+            limit=limit,
+            after=after,
+            before=before,
+            count=count,
         )
 
 
@@ -212,9 +229,13 @@ def audit_events(
     store: StoreDep,
     skip: int = Skip,
     limit: int = Limit,
-    actor: str | None = Query(None, max_length=1024, description="Exactly this actor (an API key's name, or `user:<username>`)."),
+    actor: str | None = Query(
+        None, max_length=1024, description="Exactly this actor (an API key's name, or `user:<username>`)."
+    ),
     action: str | None = Query(
-        None, max_length=64, description="Exactly this action (`push.block`), or a prefix when it ends with `.` (`push.`)."
+        None,
+        max_length=64,
+        description="Exactly this action (`push.block`), or a prefix when it ends with `.` (`push.`).",
     ),
     target: str | None = Query(None, max_length=1024, description="A user id or username (deleted users' too)."),
     kind: Literal["admin", "device"] | None = Query(
@@ -228,5 +249,15 @@ def audit_events(
 
     Keyset paging as the users list: `after`/`before` a page's cursor, `count=false`."""
     with store.read() as conn:
-        return audit_service.list_events(conn, skip, limit, actor=actor, action=action, target=target, kind=kind,
-                                         after=after, before=before, count=count)
+        return audit_service.list_events(
+            conn,
+            skip,
+            limit,
+            actor=actor,
+            action=action,
+            target=target,
+            kind=kind,
+            after=after,
+            before=before,
+            count=count,
+        )

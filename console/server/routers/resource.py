@@ -39,7 +39,9 @@ def create_push(body: PushRequest, request: Request, actor: CanPush, store: Stor
     """Send a push to the user's device, unless it is refused with 429 (recorded as a `blocked` attempt):
     while an admin's Stop-attack block is in force (`blockedUntil`), or when the concurrency cap is reached.
     Role: service, or admin."""
-    return push_service.create_attempt(store, body, clock.now(), actor=actor, address=ratelimit.client_address(request.client))
+    return push_service.create_attempt(
+        store, body, clock.now(), actor=actor, address=ratelimit.client_address(request.client)
+    )
 
 
 @router.get("/push/{attempt_id}", response_model=PushAttempt)
@@ -56,8 +58,16 @@ async def verify_totp(body: TotpVerifyRequest, request: Request, actor: CanVerif
     store, now = request.app.state.store, request.app.state.clock.now()
     if Permission.READ in ROLE_PERMISSIONS[actor.role]:
         result = await run_in_threadpool(
-            totp_service.verify_audited, store, body.userId, body.code, now, actor, address=ratelimit.client_address(request.client)
+            totp_service.verify_audited,
+            store,
+            body.userId,
+            body.code,
+            now,
+            actor,
+            address=ratelimit.client_address(request.client),
         )
     else:
-        result = totp_service.verify_unaudited(store, actor, body.userId, body.code, now, address=ratelimit.client_address(request.client))
+        result = totp_service.verify_unaudited(
+            store, actor, body.userId, body.code, now, address=ratelimit.client_address(request.client)
+        )
     return Response(result.model_dump_json(), media_type="application/json")

@@ -23,7 +23,8 @@ def list_systemusers(
     sort: str | None = Query(None, max_length=512, description="Space-separated fields; `-` prefix for descending."),
     filter: list[str] = Query([], description="Repeatable `field:$op:value`, ANDed."),
     search: str | None = Query(
-        None, max_length=NAME_MAX,
+        None,
+        max_length=NAME_MAX,
         description="Case-insensitive search over username, email, first and last name: every word must match "
         "some field (3+ characters anywhere in it, 1-2 characters at its start; a lone word of 1-2 characters "
         "anywhere). An exact username or email first, then usernames starting with the first word.",
@@ -37,8 +38,16 @@ def list_systemusers(
     conditions = user_service.parse_filter_strings(filter)
     with store.read() as conn:
         return user_service.list_users(
-            conn, clock.now(), skip=skip, limit=limit, sort=sort, conditions=conditions, search=search,
-            after=after, before=before, count=count,
+            conn,
+            clock.now(),
+            skip=skip,
+            limit=limit,
+            sort=sort,
+            conditions=conditions,
+            search=search,
+            after=after,
+            before=before,
+            count=count,
         )
 
 
@@ -59,9 +68,17 @@ def search_systemusers(
     conditions = user_service.parse_filter_body(body.filter)
     with store.read() as conn:
         return user_service.list_users(
-            conn, clock.now(), skip=skip, limit=limit, sort=sort, conditions=conditions,
-            search=body.searchFilter.searchTerm or None, search_fields=body.searchFilter.fields or ["username"],
-            after=after, before=before, count=count,
+            conn,
+            clock.now(),
+            skip=skip,
+            limit=limit,
+            sort=sort,
+            conditions=conditions,
+            search=body.searchFilter.searchTerm or None,
+            search_fields=body.searchFilter.fields or ["username"],
+            after=after,
+            before=before,
+            count=count,
         )
 
 

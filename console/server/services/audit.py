@@ -71,8 +71,14 @@ def record(
     else:
         name, kind, key_id, role = actor, "device", None, None
     event = {
-        "at": now, "actor": name, "actor_key_id": key_id, "actor_role": role, "action": action, "target": target,
-        "details": dumps(details), "kind": kind,
+        "at": now,
+        "actor": name,
+        "actor_key_id": key_id,
+        "actor_role": role,
+        "action": action,
+        "target": target,
+        "details": dumps(details),
+        "kind": kind,
     }
     head = conn.execute(_CHAIN_HEAD).first()
     prev = head.last_hash if head is not None else GENESIS
@@ -133,14 +139,18 @@ def verify_chain(conn: Connection) -> ChainReport:
         before = f"event {prev_id}'s hash" if prev_id is not None else "the start of the chain"
         if row.prev_hash != prev:
             return ChainReport(
-                checked, prev_id, row.id,
+                checked,
+                prev_id,
+                row.id,
                 f"its prev_hash ({_short(row.prev_hash)}) is not {before} ({_short(prev)}): an event before it "
                 "was deleted, inserted or moved",
             )
         computed = event_hash(row._mapping, row.prev_hash)
         if row.hash != computed:
             return ChainReport(
-                checked, prev_id, row.id,
+                checked,
+                prev_id,
+                row.id,
                 f"its fields do not match its hash (stored {_short(row.hash)}, computed {_short(computed)}): "
                 f"one of {', '.join(HASHED_FIELDS)} was changed",
             )
@@ -150,7 +160,9 @@ def verify_chain(conn: Connection) -> ChainReport:
         return ChainReport(checked, prev_id, None, "the chain head (table audit_chain) is missing")
     if (head.last_id, head.last_hash) != (prev_id or 0, prev):
         return ChainReport(
-            checked, prev_id, head.last_id,
+            checked,
+            prev_id,
+            head.last_id,
             f"the chain head names event {head.last_id} ({_short(head.last_hash)}) as the last, but the last is "
             f"{prev_id} ({_short(prev)}): events at the end were deleted or the head was changed",
         )
@@ -210,9 +222,17 @@ def list_events(
         totalCount=total,
         results=[
             AuditEvent(
-                id=r.id, at=to_wire(r.at), actor=r.actor, action=r.action, target=r.target,
-                targetName=r.username or r.target_name, details=loads(r.details), kind=r.kind,
-                actorKeyId=r.actor_key_id, actorRole=r.actor_role, hash=r.hash,
+                id=r.id,
+                at=to_wire(r.at),
+                actor=r.actor,
+                action=r.action,
+                target=r.target,
+                targetName=r.username or r.target_name,
+                details=loads(r.details),
+                kind=r.kind,
+                actorKeyId=r.actor_key_id,
+                actorRole=r.actor_role,
+                hash=r.hash,
             )
             for r in rows
         ],

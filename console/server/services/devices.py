@@ -49,10 +49,16 @@ def endpoint_from_row(row: Any) -> PushEndpoint:
         enrollmentDate=to_wire(row.enrolled_at),
         lastUsedDate=to_wire(row.last_used_at),
         device=DeviceInfo.model_construct(
-            make=row.make, model=row.model, os=row.os, osVersion=row.os_version, appVersion=row.app_version,
+            make=row.make,
+            model=row.model,
+            os=row.os,
+            osVersion=row.os_version,
+            appVersion=row.app_version,
             uvEnabled=bool(row.uv_enabled),
         ),
-        privacy=DevicePrivacy(diagnosticsOptOut=bool(row.diagnostics_opt_out), updatedAt=to_wire(row.privacy_updated_at)),
+        privacy=DevicePrivacy(
+            diagnosticsOptOut=bool(row.diagnostics_opt_out), updatedAt=to_wire(row.privacy_updated_at)
+        ),
     )
 
 
@@ -86,8 +92,12 @@ def patch_endpoint(
             if change.get("state") == "inactive":
                 cancel_pending_pushes(conn, user_id, now)
             record(
-                conn, actor, "device.update", user_id,
-                {"device": endpoint_id, "before": {k: row._mapping[k] for k in change}, "after": change}, now,
+                conn,
+                actor,
+                "device.update",
+                user_id,
+                {"device": endpoint_id, "before": {k: row._mapping[k] for k in change}, "after": change},
+                now,
             )
         return get_endpoint(conn, user_id, endpoint_id)
 
@@ -97,10 +107,16 @@ def unenroll(store: Store, user_id: str, endpoint_id: str, actor: Principal, now
         require_user(conn, user_id, lock=True)
         removed = endpoint_from_row(_require_endpoint(conn, user_id, endpoint_id))
         remove_push_device(conn, user_id, now)
-        conn.execute(update(users).where(users.c.id == user_id).values(push_status="NOT_ENROLLED", push_pending_until=None))
+        conn.execute(
+            update(users).where(users.c.id == user_id).values(push_status="NOT_ENROLLED", push_pending_until=None)
+        )
         record(
-            conn, actor, "device.unenroll", user_id,
-            {"before": removed.model_dump(mode="json"), "after": None}, now,
+            conn,
+            actor,
+            "device.unenroll",
+            user_id,
+            {"before": removed.model_dump(mode="json"), "after": None},
+            now,
         )
         return removed
 
@@ -117,7 +133,9 @@ def _normalise_code(code: str) -> str:
     return code.replace("-", "").replace(" ", "").upper()
 
 
-def create_enrollment_code(store: Store, user_id: str, actor: Principal, now: datetime, server_url: str) -> EnrollmentCode:
+def create_enrollment_code(
+    store: Store, user_id: str, actor: Principal, now: datetime, server_url: str
+) -> EnrollmentCode:
     code = _new_code()
     expires = now + ENROLLMENT_CODE_TTL
     with store.write() as conn:
@@ -131,7 +149,9 @@ def create_enrollment_code(store: Store, user_id: str, actor: Principal, now: da
         )
         if user.push_status != "ENROLLED":
             conn.execute(
-                update(users).where(users.c.id == user_id).values(push_status="PENDING_ACTIVATION", push_pending_until=expires)
+                update(users)
+                .where(users.c.id == user_id)
+                .values(push_status="PENDING_ACTIVATION", push_pending_until=expires)
             )
         record(conn, actor, "enrollment.create", user_id, {"expiresAt": expires.isoformat()}, now)
     uri = f"protect://enroll?code={quote(code)}&server={quote(server_url, safe='')}"
@@ -178,9 +198,20 @@ def enroll_device(
         d = body.device
         conn.execute(
             insert(devices).values(
-                id=device_id, user_id=user.id, name=body.name, state="active", make=d.make, model=d.model, os=d.os,
-                os_version=d.osVersion, app_version=d.appVersion, uv_enabled=d.uvEnabled, token_hash=digest(token),
-                enrolled_at=now, diagnostics_opt_out=False, notifications_enabled=True,
+                id=device_id,
+                user_id=user.id,
+                name=body.name,
+                state="active",
+                make=d.make,
+                model=d.model,
+                os=d.os,
+                os_version=d.osVersion,
+                app_version=d.appVersion,
+                uv_enabled=d.uvEnabled,
+                token_hash=digest(token),
+                enrolled_at=now,
+                diagnostics_opt_out=False,
+                notifications_enabled=True,
             )
         )
         conn.execute(update(users).where(users.c.id == user.id).values(push_status="ENROLLED", push_pending_until=None))
@@ -188,8 +219,12 @@ def enroll_device(
         if old is not None:
             record(conn, actor, "device.replace", user.id, {"before": old.id, "after": device_id}, now)
         record(
-            conn, actor, "device.enroll", user.id,
-            {"after": {"device": device_id, "model": d.model, "os": f"{d.os} {d.osVersion}"}}, now,
+            conn,
+            actor,
+            "device.enroll",
+            user.id,
+            {"after": {"device": device_id, "model": d.model, "os": f"{d.os} {d.osVersion}"}},
+            now,
         )
     return DeviceEnrollResult(deviceId=device_id, token=token)
 
@@ -204,13 +239,22 @@ def _audit_settings_change(conn: Connection, before: Any, changed: dict[str, Any
     username = conn.execute(select(users.c.username).where(users.c.id == before.user_id)).scalar()
     wire = {"diagnostics_opt_out": "diagnosticsOptOut", "notifications_enabled": "notificationsEnabled"}
     record(
-        conn, f"user:{username}", "device.settings", before.user_id,
-        {"device": before.id, "before": {wire[k]: bool(before._mapping[k]) for k in changed},
-         "after": {wire[k]: bool(v) for k, v in changed.items()}}, now,
+        conn,
+        f"user:{username}",
+        "device.settings",
+        before.user_id,
+        {
+            "device": before.id,
+            "before": {wire[k]: bool(before._mapping[k]) for k in changed},
+            "after": {wire[k]: bool(v) for k, v in changed.items()},
+        },
+        now,
     )
 
 
-def update_device_settings(store: Store, device: Any, body: DeviceSettingsUpdate, now: datetime) -> DeviceSettingsResult:
+def update_device_settings(
+    store: Store, device: Any, body: DeviceSettingsUpdate, now: datetime
+) -> DeviceSettingsResult:
     change: dict[str, Any] = {}
     if body.diagnosticsOptOut is not None:
         change["diagnostics_opt_out"] = body.diagnosticsOptOut
@@ -244,7 +288,9 @@ def receive_diagnostics(store: Store, device: Any, report: dict[str, Any], now: 
             raise ApiProblem(401, "device is no longer enrolled")
         if opted_out:
             conn.execute(
-                update(devices).where(devices.c.id == device.id).values(diagnostics_dropped=devices.c.diagnostics_dropped + 1)
+                update(devices)
+                .where(devices.c.id == device.id)
+                .values(diagnostics_dropped=devices.c.diagnostics_dropped + 1)
             )
             return False
         conn.execute(insert(diagnostics).values(device_id=device.id, received_at=now, payload=payload))
@@ -265,7 +311,11 @@ def privacy_summary(conn: Connection) -> PrivacySummary:
     total, opted_out, dropped = int(row[0]), int(row[1]), int(row[2])
     stored = conn.execute(select(func.count()).select_from(diagnostics)).scalar_one()
     return PrivacySummary(
-        devices=total, optedOut=opted_out, optedIn=total - opted_out, diagnosticsStored=stored, diagnosticsDropped=dropped
+        devices=total,
+        optedOut=opted_out,
+        optedIn=total - opted_out,
+        diagnosticsStored=stored,
+        diagnosticsDropped=dropped,
     )
 
 

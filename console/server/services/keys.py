@@ -58,21 +58,38 @@ class ApiKeyInfo:
 
     def wire(self, now: datetime) -> ApiKey:
         return ApiKey(
-            id=self.id, prefix=self.prefix, name=self.name, role=Role(self.role), status=self.status(now),
-            createdAt=to_wire(self.created_at), lastUsedAt=to_wire(self.last_used_at),
-            expiresAt=to_wire(self.expires_at), revokedAt=to_wire(self.revoked_at),
+            id=self.id,
+            prefix=self.prefix,
+            name=self.name,
+            role=Role(self.role),
+            status=self.status(now),
+            createdAt=to_wire(self.created_at),
+            lastUsedAt=to_wire(self.last_used_at),
+            expiresAt=to_wire(self.expires_at),
+            revokedAt=to_wire(self.revoked_at),
             resources=list(self.resources) if self.resources is not None else None,
         )
 
     def audit_details(self) -> dict[str, Any]:
-        return {"name": self.name, "role": self.role, "prefix": self.prefix,
-                "expiresAt": self.expires_at.isoformat() if self.expires_at else None,
-                "resources": list(self.resources) if self.resources is not None else None}
+        return {
+            "name": self.name,
+            "role": self.role,
+            "prefix": self.prefix,
+            "expiresAt": self.expires_at.isoformat() if self.expires_at else None,
+            "resources": list(self.resources) if self.resources is not None else None,
+        }
 
 
 _INFO_COLUMNS = (
-    api_keys.c.id, api_keys.c.name, api_keys.c.role, api_keys.c.prefix, api_keys.c.created_at, api_keys.c.revoked_at,
-    api_keys.c.expires_at, api_keys.c.last_used_at, api_keys.c.resources,
+    api_keys.c.id,
+    api_keys.c.name,
+    api_keys.c.role,
+    api_keys.c.prefix,
+    api_keys.c.created_at,
+    api_keys.c.revoked_at,
+    api_keys.c.expires_at,
+    api_keys.c.last_used_at,
+    api_keys.c.resources,
 )
 
 
@@ -81,9 +98,17 @@ def _resources(text: str | None) -> tuple[str, ...] | None:
 
 
 def _info(row: Any) -> ApiKeyInfo:  # a SQLAlchemy row
-    return ApiKeyInfo(id=row.id, name=row.name, role=row.role, prefix=row.prefix, created_at=row.created_at,
-                      revoked_at=row.revoked_at, expires_at=row.expires_at, last_used_at=row.last_used_at,
-                      resources=_resources(row.resources))
+    return ApiKeyInfo(
+        id=row.id,
+        name=row.name,
+        role=row.role,
+        prefix=row.prefix,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        expires_at=row.expires_at,
+        last_used_at=row.last_used_at,
+        resources=_resources(row.resources),
+    )
 
 
 def parse_expiry(text: str, now: datetime) -> datetime:
@@ -116,21 +141,37 @@ def _check_new_key(
     if resources is not None:
         scoped = tuple(dict.fromkeys(resources))  # matched exactly against the push's resource
         if role != Role.SERVICE:
-            raise ValueError(f"resource: only service keys push, so only they are scoped to resources (not {role.value})")
+            raise ValueError(
+                f"resource: only service keys push, so only they are scoped to resources (not {role.value})"
+            )
         if not scoped or any(not r.strip() or "\x00" in r for r in scoped):
             raise ValueError("resource: must have a visible character and no NUL")
     return name, scoped
 
 
-def _insert_key(conn: Any, name: str, role: Role, expires_at: datetime | None, resources: tuple[str, ...] | None,
-                now: datetime) -> tuple[str, ApiKeyInfo]:
+def _insert_key(
+    conn: Any, name: str, role: Role, expires_at: datetime | None, resources: tuple[str, ...] | None, now: datetime
+) -> tuple[str, ApiKeyInfo]:
     key = KEY_PREFIX + secrets.token_urlsafe(30)
-    info = ApiKeyInfo(id=new_id(), name=name, role=role.value, prefix=key[:8], created_at=now, expires_at=expires_at,
-                      resources=resources)
+    info = ApiKeyInfo(
+        id=new_id(),
+        name=name,
+        role=role.value,
+        prefix=key[:8],
+        created_at=now,
+        expires_at=expires_at,
+        resources=resources,
+    )
     conn.execute(
         insert(api_keys).values(
-            id=info.id, name=name, role=role.value, key_hash=digest(key), prefix=info.prefix, created_at=now,
-            expires_at=expires_at, resources=None if resources is None else dumps(list(resources)),
+            id=info.id,
+            name=name,
+            role=role.value,
+            key_hash=digest(key),
+            prefix=info.prefix,
+            created_at=now,
+            expires_at=expires_at,
+            resources=None if resources is None else dumps(list(resources)),
         )
     )
     return key, info
@@ -142,8 +183,13 @@ def _who(actor: Principal | str) -> Principal:
 
 
 def issue_key(
-    store: Store, name: str, role: Role | str, *, expires_at: datetime | None = None,
-    resources: list[str] | tuple[str, ...] | None = None, actor: Principal | str = LOCAL_ACTOR,
+    store: Store,
+    name: str,
+    role: Role | str,
+    *,
+    expires_at: datetime | None = None,
+    resources: list[str] | tuple[str, ...] | None = None,
+    actor: Principal | str = LOCAL_ACTOR,
     clock: Clock | None = None,
 ) -> tuple[str, ApiKeyInfo]:
     """Create a key (audited ``key.create``): the key in plain text, the only time it exists outside the caller."""
@@ -201,8 +247,9 @@ def revoke_key(
         if not done:
             return None
         info = _info(conn.execute(select(*_INFO_COLUMNS).where(api_keys.c.id == key_id)).one())
-        record(conn, _who(actor), "key.revoke", key_id, {"name": info.name, "role": info.role, "prefix": info.prefix},
-               now)
+        record(
+            conn, _who(actor), "key.revoke", key_id, {"name": info.name, "role": info.role, "prefix": info.prefix}, now
+        )
     return info
 
 
@@ -211,7 +258,11 @@ class KeyNotUsable(ValueError):
 
 
 def rotate_key(
-    store: Store, key_id: str, *, grace_seconds: int = 0, actor: Principal | str = LOCAL_ACTOR,
+    store: Store,
+    key_id: str,
+    *,
+    grace_seconds: int = 0,
+    actor: Principal | str = LOCAL_ACTOR,
     clock: Clock | None = None,
 ) -> tuple[str, ApiKeyInfo, ApiKeyInfo] | None:
     """A new key with the old one's name, role and resources (and its lifetime, if it had one), audited
@@ -227,8 +278,9 @@ def rotate_key(
         if old.status(now) != ApiKeyStatus.ACTIVE:
             raise KeyNotUsable(f"key {old.name!r} ({old.prefix}) is {old.status(now).value}: create a new one instead")
         lifetime = None if old.expires_at is None else old.expires_at - old.created_at
-        key, new = _insert_key(conn, old.name, Role(old.role), None if lifetime is None else now + lifetime,
-                               old.resources, now)
+        key, new = _insert_key(
+            conn, old.name, Role(old.role), None if lifetime is None else now + lifetime, old.resources, now
+        )
         if grace_seconds > 0:
             until = now + timedelta(seconds=grace_seconds)
             change: dict[str, Any] = {"expires_at": min(until, old.expires_at or until)}
@@ -236,9 +288,21 @@ def rotate_key(
             change = {"revoked_at": now}
         conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(**change))
         old = _info(conn.execute(select(*_INFO_COLUMNS).where(api_keys.c.id == key_id)).one())
-        record(conn, _who(actor), "key.rotate", key_id,
-               {"name": old.name, "role": old.role, "prefix": old.prefix, "graceSeconds": grace_seconds,
-                "newKeyId": new.id, "newPrefix": new.prefix}, now)
+        record(
+            conn,
+            _who(actor),
+            "key.rotate",
+            key_id,
+            {
+                "name": old.name,
+                "role": old.role,
+                "prefix": old.prefix,
+                "graceSeconds": grace_seconds,
+                "newKeyId": new.id,
+                "newPrefix": new.prefix,
+            },
+            now,
+        )
     return key, new, old
 
 
@@ -254,14 +318,20 @@ def _lookup(store: Store, key: str) -> Principal | None:
     """The key's principal if it exists and is not revoked (expired or not)."""
     with store.read() as conn:
         row = conn.execute(
-            select(api_keys.c.id, api_keys.c.name, api_keys.c.role, api_keys.c.expires_at, api_keys.c.resources)
-            .where(api_keys.c.key_hash == digest(key), api_keys.c.revoked_at.is_(None))
+            select(api_keys.c.id, api_keys.c.name, api_keys.c.role, api_keys.c.expires_at, api_keys.c.resources).where(
+                api_keys.c.key_hash == digest(key), api_keys.c.revoked_at.is_(None)
+            )
         ).first()
     if row is None:
         return None
     resources = _resources(row.resources)
-    return Principal(key_id=row.id, name=row.name, role=Role(row.role), expires_at=row.expires_at,
-                     resources=None if resources is None else frozenset(resources))
+    return Principal(
+        key_id=row.id,
+        name=row.name,
+        role=Role(row.role),
+        expires_at=row.expires_at,
+        resources=None if resources is None else frozenset(resources),
+    )
 
 
 def expired(principal: Principal, now: datetime) -> bool:
@@ -286,9 +356,13 @@ def touch(store: Store, principal: Principal, now: datetime) -> None:
     with store.write() as conn:
         conn.execute(
             update(api_keys)
-            .where(api_keys.c.id == principal.key_id,
-                   or_(api_keys.c.last_used_at.is_(None),
-                       api_keys.c.last_used_at < now - timedelta(seconds=LAST_USED_EVERY)))
+            .where(
+                api_keys.c.id == principal.key_id,
+                or_(
+                    api_keys.c.last_used_at.is_(None),
+                    api_keys.c.last_used_at < now - timedelta(seconds=LAST_USED_EVERY),
+                ),
+            )
             .values(last_used_at=now)
         )
 

@@ -31,8 +31,9 @@ class TotpFailures(NamedTuple):
     lockouts: int  # lock-outs in a row
 
     @classmethod
-    def of(cls, failures: int | None, failure_at: datetime | None, locked_until: datetime | None,
-           lockouts: int | None) -> TotpFailures:
+    def of(
+        cls, failures: int | None, failure_at: datetime | None, locked_until: datetime | None, lockouts: int | None
+    ) -> TotpFailures:
         return cls(int(failures or 0), failure_at, locked_until, int(lockouts or 0))
 
 
@@ -67,8 +68,11 @@ def totp_lock(state: TotpFailures, max_failures: int, now: datetime) -> TotpLock
     """What the admin API shows: the failures that count, and the lock-out in force."""
     locked = is_locked(state, now)
     return TotpLockState(
-        failures=counted_failures(state, now), maxFailures=max_failures, locked=locked,
-        lockedUntil=to_wire(state.locked_until) if locked else None, lockouts=_level(state, now),
+        failures=counted_failures(state, now),
+        maxFailures=max_failures,
+        locked=locked,
+        lockedUntil=to_wire(state.locked_until) if locked else None,
+        lockouts=_level(state, now),
     )
 
 

@@ -114,8 +114,9 @@ def labels(keys: Sequence[Key]) -> list[Any]:
     return [k.expr.label(f"_k{i}") for i, k in enumerate(keys)]
 
 
-def read(conn: Any, query: Any, keys: Sequence[Key], bound: list[Any] | None, reverse: bool, skip: int,
-         limit: int) -> list[Any]:
+def read(
+    conn: Any, query: Any, keys: Sequence[Key], bound: list[Any] | None, reverse: bool, skip: int, limit: int
+) -> list[Any]:
     """``query`` (selecting :func:`labels`) in the keys' order, past ``bound``; rows in forward order."""
     if bound is not None:
         query = query.where(beyond(keys, bound, reverse=reverse))

@@ -145,8 +145,9 @@ def list_attempts(
     fp = paging.fingerprint("pushattempts", user_id, status, since)
     bound, reverse = paging.window(keys, fp, after, before)
     total = conn.execute(select(func.count()).select_from(push_attempts).where(*where)).scalar_one() if count else None
-    rows = paging.read(conn, _select(now).add_columns(*paging.labels(keys)).where(*where), keys, bound, reverse, skip,
-                       limit)
+    rows = paging.read(
+        conn, _select(now).add_columns(*paging.labels(keys)).where(*where), keys, bound, reverse, skip, limit
+    )
     return Page[PushAttempt](totalCount=total, results=[_to_attempt(r) for r in rows], **paging.ends(rows, keys, fp))
 
 
@@ -184,8 +185,13 @@ _USER: BindParameter[Any] = bindparam("user_id")
 _NOW: BindParameter[Any] = bindparam("now", type_=DateTime)
 _ADMISSION = (
     select(
-        users.c.state, users.c.account_locked, push_block_until_expr(cast(datetime, _NOW)).label("blocked_until"),
-        devices.c.id, devices.c.state, settings_version.label("settings_version"), key_is_live.label("key_live"),
+        users.c.state,
+        users.c.account_locked,
+        push_block_until_expr(cast(datetime, _NOW)).label("blocked_until"),
+        devices.c.id,
+        devices.c.state,
+        settings_version.label("settings_version"),
+        key_is_live.label("key_live"),
     )
     .select_from(users.outerjoin(devices, devices.c.user_id == users.c.id))
     .where(users.c.id == _USER)
@@ -205,9 +211,16 @@ _PENDING = select(
     push_attempts.c.expires_at > _NOW,
 )
 _RECORD = insert(push_attempts).values(
-    id=bindparam("attempt_id"), user_id=bindparam("for_user"), device_id=bindparam("device"),
-    resource=bindparam("for_resource"), status=bindparam("outcome"), fraud=False, created_at=_NOW,
-    expires_at=bindparam("until", type_=DateTime), app=bindparam("ctx_app"), location=bindparam("ctx_location"),
+    id=bindparam("attempt_id"),
+    user_id=bindparam("for_user"),
+    device_id=bindparam("device"),
+    resource=bindparam("for_resource"),
+    status=bindparam("outcome"),
+    fraud=False,
+    created_at=_NOW,
+    expires_at=bindparam("until", type_=DateTime),
+    app=bindparam("ctx_app"),
+    location=bindparam("ctx_location"),
     ip=bindparam("ctx_ip"),
 )
 
@@ -251,9 +264,17 @@ def create_attempt(
         expires = now if refusal is not None else now + timedelta(seconds=cfg.push.timeoutSeconds)
         ctx = body.context
         conn.run(
-            _RECORD, attempt_id=attempt_id, for_user=body.userId, device=device_id, for_resource=body.resource,
-            outcome="blocked" if refusal is not None else "pending", now=now, until=expires,
-            ctx_app=ctx.app, ctx_location=ctx.location, ctx_ip=ctx.ip,
+            _RECORD,
+            attempt_id=attempt_id,
+            for_user=body.userId,
+            device=device_id,
+            for_resource=body.resource,
+            outcome="blocked" if refusal is not None else "pending",
+            now=now,
+            until=expires,
+            ctx_app=ctx.app,
+            ctx_location=ctx.location,
+            ctx_ip=ctx.ip,
         )
         return refusal, attempt_id, expires
 
@@ -283,17 +304,21 @@ def create_attempt(
     return PushCreated(id=attempt_id, status=PushStatus.PENDING, expiresAt=to_wire(expires))
 
 
-def _cap_refusal(store: Store, conn: RawConn, body: PushRequest, cfg: ProtectSettings, now: datetime) -> ApiProblem | None:
+def _cap_refusal(
+    store: Store, conn: RawConn, body: PushRequest, cfg: ProtectSettings, now: datetime
+) -> ApiProblem | None:
     """The concurrency caps, read under the user's lock: ``concurrentLimit`` per resource (when enabled), then
     ``maxPendingPerUser`` across all resources (always: varying the free-text resource must not get past it)."""
     limit = cfg.push.concurrentLimit
-    pending, earliest, pending_all, earliest_all = conn.one(_PENDING, user_id=body.userId, resource=body.resource,
-                                                            now=now)
+    pending, earliest, pending_all, earliest_all = conn.one(
+        _PENDING, user_id=body.userId, resource=body.resource, now=now
+    )
     if limit.enabled and pending >= limit.max:
         return PushCapReached(_seconds_until(store, earliest, now), limit.max)
     if pending_all >= cfg.push.maxPendingPerUser:
-        return PushCapReached(_seconds_until(store, earliest_all, now), cfg.push.maxPendingPerUser,
-                              across_resources=True)
+        return PushCapReached(
+            _seconds_until(store, earliest_all, now), cfg.push.maxPendingPerUser, across_resources=True
+        )
     return None
 
 
@@ -324,7 +349,10 @@ def pending_for_device(conn: Connection, device: Any, now: datetime) -> list[Dev
     )
     return [
         DevicePush(
-            id=r.id, resource=r.resource, createdAt=to_wire(r.created_at), expiresAt=to_wire(r.expires_at),
+            id=r.id,
+            resource=r.resource,
+            createdAt=to_wire(r.created_at),
+            expiresAt=to_wire(r.expires_at),
             context=PushContext.model_construct(app=r.app, location=r.location, ip=r.ip),
         )
         for r in rows
@@ -352,8 +380,10 @@ def respond(store: Store, device: Any, attempt_id: str, body: PushResponse, now:
             # The server clock decides; record the expiry so the history is plain.
             conn.execute(update(push_attempts).where(push_attempts.c.id == attempt_id).values(status="expired"))
             problem = ApiProblem(409, f"push attempt expired at {to_wire(row.expires_at).isoformat()}")
-        elif body.decision == "approve" and not body.userVerified and (
-            cfg.push.requireUserVerification or _user_requires_verification(conn, device.user_id)
+        elif (
+            body.decision == "approve"
+            and not body.userVerified
+            and (cfg.push.requireUserVerification or _user_requires_verification(conn, device.user_id))
         ):
             raise ApiProblem(422, "userVerified: approving requires biometric or passcode verification")
         else:
@@ -363,7 +393,9 @@ def respond(store: Store, device: Any, attempt_id: str, body: PushResponse, now:
                 update(push_attempts)
                 .where(push_attempts.c.id == attempt_id)
                 .values(
-                    status=status, responded_at=now, user_verified=body.userVerified,
+                    status=status,
+                    responded_at=now,
+                    user_verified=body.userVerified,
                     fraud=body.decision == "deny" and body.reportFraud,
                 )
             )
@@ -373,7 +405,6 @@ def respond(store: Store, device: Any, attempt_id: str, body: PushResponse, now:
     if problem is not None:
         raise problem
     return result
-
 
 
 def _user_requires_verification(conn: Connection, user_id: str) -> bool:
@@ -409,7 +440,9 @@ def block_push(store: Store, user_id: str, body: PushBlockRequest, actor: Princi
             update(users)
             .where(users.c.id == user_id)
             .values(
-                push_blocked_until=until, push_blocked_by=actor.name, push_blocked_at=now,
+                push_blocked_until=until,
+                push_blocked_by=actor.name,
+                push_blocked_at=now,
                 require_user_verification=require_uv,
             )
         )
@@ -418,8 +451,12 @@ def block_push(store: Store, user_id: str, body: PushBlockRequest, actor: Princi
             "requireUserVerification": require_uv,
         }
         record(
-            conn, actor, "push.block", user_id,
-            {"before": before, "after": after, "minutes": body.minutes, "cancelled": cancelled}, now,
+            conn,
+            actor,
+            "push.block",
+            user_id,
+            {"before": before, "after": after, "minutes": body.minutes, "cancelled": cancelled},
+            now,
         )
     push_outcome(PushOutcome.EXPIRED, cancelled)  # the cancelled pushes end as expired
     return PushBlockResult(blockedUntil=to_wire(until), cancelled=cancelled)
@@ -441,7 +478,10 @@ def lift_push_block(store: Store, user_id: str, actor: Principal, now: datetime)
             .values(push_blocked_until=None, push_blocked_by=None, push_blocked_at=None)
         )
         record(
-            conn, actor, "push.unblock", user_id,
+            conn,
+            actor,
+            "push.unblock",
+            user_id,
             {
                 "before": {"pushBlock": {"blockedUntil": to_wire(until).isoformat(), "blockedBy": row.push_blocked_by}},
                 "after": {"pushBlock": None},
@@ -513,24 +553,19 @@ def push_stats(
             select(users.c.id.label("id")).where(users.c.push_blocked_until > now),
         ).subquery("cand")
     block_until = push_block_until_expr(now)
-    query = (
-        select(
-            candidates.c.id,
-            func.coalesce(users.c.username, agg.c.kept_username, "").label("username"),
-            *(func.coalesce(agg.c[c], 0).label(c) for c in ("total", *(s.value for s in PushStatus), "fraud")),
-            agg.c.last_at,
-            block_until.label("blocked_until"),
-            users.c.push_blocked_by,
-            users.c.push_blocked_at,
-        )
-        .select_from(
-            candidates.outerjoin(agg, agg.c.user_id == candidates.c.id).outerjoin(users, users.c.id == candidates.c.id)
-        )
+    query = select(
+        candidates.c.id,
+        func.coalesce(users.c.username, agg.c.kept_username, "").label("username"),
+        *(func.coalesce(agg.c[c], 0).label(c) for c in ("total", *(s.value for s in PushStatus), "fraud")),
+        agg.c.last_at,
+        block_until.label("blocked_until"),
+        users.c.push_blocked_by,
+        users.c.push_blocked_at,
+    ).select_from(
+        candidates.outerjoin(agg, agg.c.user_id == candidates.c.id).outerjoin(users, users.c.id == candidates.c.id)
     )
     total = conn.execute(select(func.count()).select_from(candidates)).scalar_one()
-    rows = conn.execute(
-        query.order_by(hostile.desc(), agg.c.last_at.desc(), candidates.c.id).limit(limit)
-    ).all()
+    rows = conn.execute(query.order_by(hostile.desc(), agg.c.last_at.desc(), candidates.c.id).limit(limit)).all()
     resources = _resources(conn, [r.id for r in rows], start)
     results = [
         PushStats(

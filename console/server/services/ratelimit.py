@@ -103,8 +103,12 @@ def _upsert(dialect: str, n: int) -> Any:
     if statement is None:
         make = sqlite.insert if dialect == "sqlite" else postgresql.insert
         rows = [
-            {"route": bindparam("route"), "subject": bindparam(f"subject{i}"), "window_start": bindparam("window"),
-             "hits": 1}
+            {
+                "route": bindparam("route"),
+                "subject": bindparam(f"subject{i}"),
+                "window_start": bindparam("window"),
+                "hits": 1,
+            }
             for i in range(n)
         ]
         statement = _UPSERTS[(dialect, n)] = (

@@ -26,9 +26,7 @@ def etag_for(version: int) -> str:
 
 # The settings' version as a scalar subquery (0 before the first change): the hot routes read it in the
 # same statement as the user, and parse the document again only when it moved.
-settings_version = sql_func.coalesce(
-    select(settings.c.version).where(settings.c.id == ROW_ID).scalar_subquery(), 0
-)
+settings_version = sql_func.coalesce(select(settings.c.version).where(settings.c.id == ROW_ID).scalar_subquery(), 0)
 _DOC = select(settings.c.doc, settings.c.version).where(settings.c.id == ROW_ID)
 _CACHE = "settings"
 
@@ -103,9 +101,9 @@ def update_settings(
                 raise stale from None
         else:
             written = conn.execute(
-                update(settings).where(settings.c.id == ROW_ID, settings.c.version == version).values(
-                    doc=dumps(after), version=new_version
-                )
+                update(settings)
+                .where(settings.c.id == ROW_ID, settings.c.version == version)
+                .values(doc=dumps(after), version=new_version)
             ).rowcount
             if written != 1:
                 raise stale

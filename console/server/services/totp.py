@@ -39,7 +39,9 @@ def enroll(store: Store, device: Any, now: datetime) -> TotpEnrollResult:
         conn.execute(
             update(users)
             .where(users.c.id == user.id)
-            .values(totp_secret=_sealed(store, conn, user.id, secret), totp_status="ENROLLED", totp_last_step=None, **CLEAR)
+            .values(
+                totp_secret=_sealed(store, conn, user.id, secret), totp_status="ENROLLED", totp_last_step=None, **CLEAR
+            )
         )
         record(conn, f"user:{user.username}", "totp.enroll", user.id, {"replaced": user.totp_secret is not None}, now)
     uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=ISSUER)
@@ -85,19 +87,28 @@ def _failures(user: Any) -> TotpFailures:
 
 def _columns(state: TotpFailures) -> dict[str, Any]:
     return {
-        "totp_failures": state.failures, "totp_failure_at": state.failure_at,
-        "totp_locked_until": state.locked_until, "totp_lockouts": state.lockouts,
+        "totp_failures": state.failures,
+        "totp_failure_at": state.failure_at,
+        "totp_locked_until": state.locked_until,
+        "totp_lockouts": state.lockouts,
     }
 
 
 def _record_lockout(
-    conn: Any, actor: Principal | None, user_id: str, after: TotpFailures, lockout: timedelta, max_failures: int,
+    conn: Any,
+    actor: Principal | None,
+    user_id: str,
+    after: TotpFailures,
+    lockout: timedelta,
+    max_failures: int,
     now: datetime,
 ) -> None:
     """The lock-out's audit event, in the transaction that locks (actor: the key whose wrong code locked it)."""
     until = after.locked_until
     details = {
-        "failures": max_failures, "minutes": int(lockout.total_seconds() // 60), "lockouts": after.lockouts,
+        "failures": max_failures,
+        "minutes": int(lockout.total_seconds() // 60),
+        "lockouts": after.lockouts,
         "lockedUntil": until.replace(tzinfo=UTC).isoformat() if until is not None else None,  # set by a lock-out
     }
     record(conn, actor if actor is not None else "service", "totp.lockout", user_id, details, now)
@@ -139,16 +150,21 @@ def _check(
     return TotpVerifyResult(valid=True), step, TotpOutcome.VALID
 
 
-
 # ------------------------------------------------------------------ the hot path (unaudited checks)
 
 _USER: BindParameter[Any] = bindparam("user_id")
 _NOW = bindparam("now", type_=DateTime)
 # Everything one check needs in one statement: the user's TOTP state, the settings' version, the key's life.
 _READ = select(
-    users.c.totp_secret, users.c.totp_status, users.c.totp_last_step, users.c.totp_failures,
-    users.c.totp_failure_at, users.c.totp_locked_until, users.c.totp_lockouts,
-    settings_version.label("settings_version"), key_is_live.label("key_live"),
+    users.c.totp_secret,
+    users.c.totp_status,
+    users.c.totp_last_step,
+    users.c.totp_failures,
+    users.c.totp_failure_at,
+    users.c.totp_locked_until,
+    users.c.totp_lockouts,
+    settings_version.label("settings_version"),
+    key_is_live.label("key_live"),
 ).where(users.c.id == _USER)
 _SETTINGS_VERSION = select(settings_version.label("settings_version"))
 _NOT_LOCKED = or_(users.c.totp_locked_until.is_(None), users.c.totp_locked_until <= _NOW)
@@ -158,7 +174,10 @@ _NOT_LOCKED = or_(users.c.totp_locked_until.is_(None), users.c.totp_locked_until
 _ACCEPT = (
     update(users)
     .where(
-        users.c.id == _USER, users.c.totp_status == ENROLLED, users.c.totp_secret == bindparam("secret"), _NOT_LOCKED,
+        users.c.id == _USER,
+        users.c.totp_status == ENROLLED,
+        users.c.totp_secret == bindparam("secret"),
+        _NOT_LOCKED,
         or_(users.c.totp_last_step.is_(None), users.c.totp_last_step < bindparam("step")),
     )
     .values(totp_last_step=bindparam("step"))
@@ -166,14 +185,19 @@ _ACCEPT = (
 _COUNT_FAILURE = (
     update(users)
     .where(
-        users.c.id == _USER, users.c.totp_status == ENROLLED, users.c.totp_secret == bindparam("secret"), _NOT_LOCKED,
+        users.c.id == _USER,
+        users.c.totp_status == ENROLLED,
+        users.c.totp_secret == bindparam("secret"),
+        _NOT_LOCKED,
         users.c.totp_failures == bindparam("was_failures"),
         users.c.totp_failure_at.is_not_distinct_from(bindparam("was_failure_at", type_=DateTime)),
         users.c.totp_lockouts == bindparam("was_lockouts"),
     )
     .values(
-        totp_failures=bindparam("failures"), totp_failure_at=bindparam("failure_at", type_=DateTime),
-        totp_locked_until=bindparam("locked_until", type_=DateTime), totp_lockouts=bindparam("lockouts"),
+        totp_failures=bindparam("failures"),
+        totp_failure_at=bindparam("failure_at", type_=DateTime),
+        totp_locked_until=bindparam("locked_until", type_=DateTime),
+        totp_lockouts=bindparam("lockouts"),
     )
 )
 _ROUNDS = 32  # each round lost means another check on this user was decided meanwhile
@@ -236,8 +260,13 @@ def verify_unaudited(
             # Only wrong codes count toward the lock-out (see verify).
             after, lockout = after_wrong_code(state, now, max_failures)
             params = {
-                "user_id": user_id, "secret": user.totp_secret, "now": now, "was_failures": state.failures,
-                "was_failure_at": state.failure_at, "was_lockouts": state.lockouts, **_bind(after),
+                "user_id": user_id,
+                "secret": user.totp_secret,
+                "now": now,
+                "was_failures": state.failures,
+                "was_failure_at": state.failure_at,
+                "was_lockouts": state.lockouts,
+                **_bind(after),
             }
             if lockout is not None:
                 return _LockOut(result, outcome, params, after, lockout, max_failures)
@@ -251,8 +280,9 @@ def verify_unaudited(
             refusal: ApiProblem | None = None
             verdict: _Decided | _LockOut | None = None
             with conn.begin():
-                hits = ratelimit.count_raw(conn, ratelimit.Route.TOTP_VERIFY, key_id=actor.key_id, address=address,
-                                           now=now)
+                hits = ratelimit.count_raw(
+                    conn, ratelimit.Route.TOTP_VERIFY, key_id=actor.key_id, address=address, now=now
+                )
                 try:
                     verdict = check(conn, hits, conn.one(_READ, user_id=user_id, key_id=actor.key_id))
                 except ApiProblem as exc:
@@ -261,8 +291,9 @@ def verify_unaudited(
                 raise refusal
             return hits, verdict
         with conn.pipeline():
-            pending = ratelimit.submit_raw(conn, ratelimit.Route.TOTP_VERIFY, key_id=actor.key_id, address=address,
-                                           now=now)
+            pending = ratelimit.submit_raw(
+                conn, ratelimit.Route.TOTP_VERIFY, key_id=actor.key_id, address=address, now=now
+            )
             row = conn.one(_READ, user_id=user_id, key_id=actor.key_id)
             hits = pending.hits()
         return hits, check(conn, hits, row)
@@ -271,8 +302,9 @@ def verify_unaudited(
         hits, verdict = first(conn)
         for _ in range(_ROUNDS):
             if isinstance(verdict, _LockOut):
-                changed = _lock_out(store, actor, user_id, verdict.params, verdict.after, verdict.lockout,
-                                    verdict.max_failures, now)
+                changed = _lock_out(
+                    store, actor, user_id, verdict.params, verdict.after, verdict.lockout, verdict.max_failures, now
+                )
                 verdict = (verdict.result, verdict.outcome, True) if changed == 1 else None
             if verdict is not None:
                 return verdict
@@ -287,13 +319,23 @@ def verify_unaudited(
 
 
 def _bind(after: TotpFailures) -> dict[str, Any]:
-    return {"failures": after.failures, "failure_at": after.failure_at, "locked_until": after.locked_until,
-            "lockouts": after.lockouts}
+    return {
+        "failures": after.failures,
+        "failure_at": after.failure_at,
+        "locked_until": after.locked_until,
+        "lockouts": after.lockouts,
+    }
 
 
 def _lock_out(
-    store: Store, actor: Principal, user_id: str, params: dict[str, Any], after: TotpFailures, lockout: timedelta,
-    max_failures: int, now: datetime,
+    store: Store,
+    actor: Principal,
+    user_id: str,
+    params: dict[str, Any],
+    after: TotpFailures,
+    lockout: timedelta,
+    max_failures: int,
+    now: datetime,
 ) -> int:
     """The wrong code that locks: the conditional UPDATE and the audit event in one transaction."""
     with store.write() as conn:
@@ -340,8 +382,9 @@ def _opened(store: Store, user_id: str, user: Any) -> Any:
     except secretbox.SecretKeyError as exc:
         raise ApiProblem(503, exc.for_api) from None
     except secretbox.SecretUnreadable as exc:
-        raise ApiProblem(409, f"the stored TOTP secret of user {user_id} cannot be used: it {exc}; "
-                              f"reset TOTP and enrol again") from None
+        raise ApiProblem(
+            409, f"the stored TOTP secret of user {user_id} cannot be used: it {exc}; reset TOTP and enrol again"
+        ) from None
 
 
 def _sealed(store: Store, conn: Any, user_id: str, secret: str) -> str:

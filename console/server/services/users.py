@@ -162,7 +162,8 @@ def _to_user(row: Any, max_failures: int, now: datetime) -> SystemUser:
         ),
         totpLock=totp_lock(
             TotpFailures.of(row.totp_failures, row.totp_failure_at, row.totp_locked_until, row.totp_lockouts),
-            max_failures, now,
+            max_failures,
+            now,
         ),
         pushBlock=push_block_from(row.push_blocked_now, row.push_blocked_by, row.push_blocked_at),
         requireUserVerification=bool(row.require_user_verification),
@@ -420,8 +421,9 @@ def _starts_word(word: str, fields: Sequence[str]) -> ColumnElement[bool]:
 
 def _row_match(s: _Search) -> ColumnElement[bool]:
     """The search as a test of one row (LIKE on its folded fields): for walks along an index."""
-    return and_(*(_contains_word(w, s.fields) for w in s.substring_words),
-                *(_starts_word(w, s.fields) for w in s.prefix_words))
+    return and_(
+        *(_contains_word(w, s.fields) for w in s.substring_words), *(_starts_word(w, s.fields) for w in s.prefix_words)
+    )
 
 
 def _fts_query(s: _Search) -> str:
@@ -443,9 +445,7 @@ def _index_match(conn: Connection, s: _Search, fts_rows: int | None = None) -> C
     rowid = _users_rowid
     if s.prefix_words and _prefix_rows(conn, s) < (_fts_rows(conn, s) if fts_rows is None else fts_rows):
         rowid = literal_column("+users.rowid")
-    in_fts = rowid.in_(
-        select(_fts.c.rowid).where(literal_column(SEARCH_INDEX_TABLE).op("MATCH")(_fts_query(s)))
-    )
+    in_fts = rowid.in_(select(_fts.c.rowid).where(literal_column(SEARCH_INDEX_TABLE).op("MATCH")(_fts_query(s))))
     return and_(in_fts, *(_starts_word(w, s.fields) for w in s.prefix_words))
 
 
@@ -457,8 +457,12 @@ def _fts_rows(conn: Connection, s: _Search) -> int:
 def _prefix_rows(conn: Connection, s: _Search) -> int:
     """Rows in the smallest prefix word's ranges (index-only counts)."""
     return min(
-        sum(conn.execute(select(func.count()).select_from(users).where(_starts_with(users.c[f"{f}_ci"], w)))
-            .scalar_one() for f in s.fields)
+        sum(
+            conn.execute(
+                select(func.count()).select_from(users).where(_starts_with(users.c[f"{f}_ci"], w))
+            ).scalar_one()
+            for f in s.fields
+        )
         for w in s.prefix_words
     )
 
@@ -523,7 +527,7 @@ def _case_variants(word: str, cap: int = VARIANTS_MAX) -> list[str] | None:
                 found.append(prefix + char)
                 if len(found) > cap:
                     return False
-            elif rest.startswith(fold) and not extend(prefix + char, rest[len(fold):]):
+            elif rest.startswith(fold) and not extend(prefix + char, rest[len(fold) :]):
                 return False
         return True
 
@@ -550,8 +554,9 @@ class _Listing:
     def values(self, row: Any) -> list[Any]:
         return [row._mapping[f"_k{i}"] for i in range(len(self.keys))]
 
-    def read(self, match: Any, bound: list[Any] | None, reverse: bool, skip: int, limit: int,
-             counted: bool = False) -> list[Any]:
+    def read(
+        self, match: Any, bound: list[Any] | None, reverse: bool, skip: int, limit: int, counted: bool = False
+    ) -> list[Any]:
         """Rows in the keys' order (reversed: backwards from ``bound``), past ``bound`` when given.
 
         ``counted``: each row also carries ``_total``, how many rows match in all (one pass
@@ -566,8 +571,9 @@ class _Listing:
         return list(self.conn.execute(query))
 
 
-def _walk_search(listing: _Listing, s: _Search, bound: list[Any] | None, reverse: bool, skip: int,
-                 limit: int) -> list[Any]:
+def _walk_search(
+    listing: _Listing, s: _Search, bound: list[Any] | None, reverse: bool, skip: int, limit: int
+) -> list[Any]:
     """Rows ``skip`` to ``skip + limit`` in search order (exact, prefix, rest; by username), group by group.
 
     Each group walks an index in username order and tests each row, so a dense search (``mar``)
@@ -644,8 +650,11 @@ def _walk_plans(conn: Connection, on: bool) -> None:
     """
     if conn.dialect.name != "postgresql":
         return
-    for setting, walking in (("enable_bitmapscan", "off"), ("enable_sort", "off"),
-                             ("max_parallel_workers_per_gather", "0")):  # starting workers costs more than a page
+    for setting, walking in (
+        ("enable_bitmapscan", "off"),
+        ("enable_sort", "off"),
+        ("max_parallel_workers_per_gather", "0"),
+    ):  # starting workers costs more than a page
         conn.exec_driver_sql(f"SET LOCAL {setting} TO {walking if on else 'DEFAULT'}")
 
 
@@ -674,7 +683,10 @@ def list_users(
     else:
         keys = [Key(users.c.username), Key(users.c.id)]
     fp = paging.fingerprint(
-        "users", _sort_tokens(sort), list(s.words) if s else None, sorted(s.fields) if s else None,
+        "users",
+        _sort_tokens(sort),
+        list(s.words) if s else None,
+        sorted(s.fields) if s else None,
         sorted([f, op, str(v)] for f, op, v in conditions),
     )
     if after is not None and before is not None:
@@ -714,7 +726,9 @@ def list_users(
             # much is unknown): read the candidates whole while that stays affordable.
             sparse = fts_rows <= FILTERED_SPARSE_MAX
         else:
-            sparse = estimate is not None and estimate * estimate <= WALK_FACTOR * (skip + limit) * _directory_size(conn)
+            sparse = estimate is not None and estimate * estimate <= WALK_FACTOR * (skip + limit) * _directory_size(
+                conn
+            )
         if estimate == 0:
             rows, total = [], (0 if count else None)
         elif sparse:
@@ -818,8 +832,12 @@ def unlock_user(store: Store, user_id: str, actor: Principal, now: datetime) -> 
         if changed:
             conn.execute(update(users).where(users.c.id == user_id).values(account_locked=False))
             record(
-                conn, actor, "user.unlock", user_id,
-                {"before": {"account_locked": True}, "after": {"account_locked": False}}, now,
+                conn,
+                actor,
+                "user.unlock",
+                user_id,
+                {"before": {"account_locked": True}, "after": {"account_locked": False}},
+                now,
             )
         return get_user(conn, user_id, now), changed
 
@@ -839,7 +857,10 @@ def delete_user(store: Store, user_id: str, actor: Principal, now: datetime) -> 
         conn.execute(update(push_attempts).where(push_attempts.c.user_id == user_id).values(username=before.username))
         conn.execute(delete(users).where(users.c.id == user_id))
         record(
-            conn, actor, "user.delete", user_id,
+            conn,
+            actor,
+            "user.delete",
+            user_id,
             {
                 "before": before.model_dump(mode="json", by_alias=True),
                 "after": None,
@@ -857,7 +878,9 @@ def cancel_pending_pushes(conn: Connection, user_id: str, now: datetime) -> int:
     """Pending attempts end as expired when the device that could answer them goes away."""
     result = conn.execute(
         update(push_attempts)
-        .where(push_attempts.c.user_id == user_id, push_attempts.c.status == "pending", push_attempts.c.expires_at > now)
+        .where(
+            push_attempts.c.user_id == user_id, push_attempts.c.status == "pending", push_attempts.c.expires_at > now
+        )
         .values(status="expired", expires_at=now)
     )
     return result.rowcount or 0
@@ -887,8 +910,12 @@ def _clear_totp() -> dict[str, Any]:
 
 def _has_totp(row: Any) -> bool:
     """Whether a TOTP reset would change anything (a secret, an enrolment, or failures counted)."""
-    return (row.totp_secret is not None or row.totp_status != "NOT_ENROLLED" or bool(row.totp_failures)
-            or row.totp_locked_until is not None)
+    return (
+        row.totp_secret is not None
+        or row.totp_status != "NOT_ENROLLED"
+        or bool(row.totp_failures)
+        or row.totp_locked_until is not None
+    )
 
 
 def reset_totp(store: Store, user_id: str, actor: Principal, now: datetime) -> tuple[SystemUser, bool]:
@@ -899,9 +926,14 @@ def reset_totp(store: Store, user_id: str, actor: Principal, now: datetime) -> t
         if changed:
             conn.execute(update(users).where(users.c.id == user_id).values(**_clear_totp()))
             record(
-                conn, actor, "totp.reset", user_id,
-                {"before": {"totpStatus": row.totp_status, "failures": row.totp_failures},
-                 "after": {"totpStatus": "NOT_ENROLLED", "failures": 0}},
+                conn,
+                actor,
+                "totp.reset",
+                user_id,
+                {
+                    "before": {"totpStatus": row.totp_status, "failures": row.totp_failures},
+                    "after": {"totpStatus": "NOT_ENROLLED", "failures": 0},
+                },
                 now,
             )
         return get_user(conn, user_id, now), changed
@@ -933,14 +965,20 @@ def reset_mfa(store: Store, user_id: str, body: ResetMfaRequest, actor: Principa
         )
         device = remove_push_device(conn, user_id, now)
         codes = conn.execute(delete(enrollment_codes).where(enrollment_codes.c.user_id == user_id)).rowcount or 0
-        if device is None and not codes and not _has_totp(row) and all(
-            row._mapping[k] == v for k, v in new_values.items() if not k.startswith("totp_")
+        if (
+            device is None
+            and not codes
+            and not _has_totp(row)
+            and all(row._mapping[k] == v for k, v in new_values.items() if not k.startswith("totp_"))
         ):
             return before  # nothing to remove and no grace to start or end: no change, no audit event
         conn.execute(update(users).where(users.c.id == user_id).values(**new_values))
         after = get_user(conn, user_id, now)
         record(
-            conn, actor, "mfa.reset", user_id,
+            conn,
+            actor,
+            "mfa.reset",
+            user_id,
             {
                 "before": before.mfaEnrollment.model_dump(mode="json"),
                 "after": after.mfaEnrollment.model_dump(mode="json"),
@@ -954,4 +992,3 @@ def reset_mfa(store: Store, user_id: str, body: ResetMfaRequest, actor: Principa
 
 def count_users(conn: Connection) -> int:
     return conn.execute(select(func.count()).select_from(users)).scalar_one()
-

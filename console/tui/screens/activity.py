@@ -198,7 +198,9 @@ class ActivityScreen(ConsoleScreen):
         """The server's per-user aggregate over the bombing window: the same figures as the user's screen."""
         start = current_time() - BOMBING_WINDOW
         try:
-            page = await self.console_app.api.push_suspects(since=start, min_hostile=BOMBING_THRESHOLD, limit=SUSPECTS_LIMIT)
+            page = await self.console_app.api.push_suspects(
+                since=start, min_hostile=BOMBING_THRESHOLD, limit=SUSPECTS_LIMIT
+            )
         except ApiError as exc:
             self.panel.show_problem(f"not checked ({exc})")
             self.report_error(exc, retry=self.reload_data)

@@ -84,6 +84,7 @@ if TYPE_CHECKING:
     def _implements(app: ProtectConsoleApp) -> ConsoleAppLike:
         return app  # mypy: the app has everything the protocol promises
 
+
 # Actions the frame itself binds on every console screen: always available.
 FRAME_ACTIONS = frozenset({"reload"})
 
@@ -182,7 +183,9 @@ class ConsoleScreen(Screen[None]):
         for key, found in list(bindings.items()):
             if any(b.action == action for b in found):
                 # A new list: the class's merged bindings are shared by every instance.
-                bindings[key] = [dataclasses.replace(b, description=description) if b.action == action else b for b in found]
+                bindings[key] = [
+                    dataclasses.replace(b, description=description) if b.action == action else b for b in found
+                ]
         self.refresh_bindings()
 
     # ------------------------------------------------------------ errors

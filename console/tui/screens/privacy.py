@@ -120,7 +120,9 @@ class PrivacyScreen(ConsoleScreen):
 
     async def fetch_devices(self, skip: int, limit: int) -> tuple[int, list[Any]]:
         # Runs in the table's page worker; the filter is read when the page is asked for.
-        page = await self.console_app.api.privacy_devices(opted_out=True if self.opted_out_only else None, skip=skip, limit=limit)
+        page = await self.console_app.api.privacy_devices(
+            opted_out=True if self.opted_out_only else None, skip=skip, limit=limit
+        )
         return page.totalCount or 0, page.results  # counted: these requests never say count=false
 
     @work(exclusive=True, group="privacy-summary", exit_on_error=False)

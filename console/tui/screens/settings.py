@@ -86,10 +86,17 @@ class SettingsScreen(ConsoleScreen):
         Binding("e", "edit", "Edit", tooltip="Edit the highlighted setting"),
         # The list's own keys, on the screen too: typed ahead right after `3`, they arrive before the
         # new screen has given the list the focus, and must still move it.
-        *(Binding(key, f"move('{action}')", show=False) for key, action in (
-            ("j,down", "cursor_down"), ("k,up", "cursor_up"), ("pagedown", "page_down"), ("pageup", "page_up"),
-            ("home", "first"), ("end", "last"),
-        )),
+        *(
+            Binding(key, f"move('{action}')", show=False)
+            for key, action in (
+                ("j,down", "cursor_down"),
+                ("k,up", "cursor_up"),
+                ("pagedown", "page_down"),
+                ("pageup", "page_up"),
+                ("home", "first"),
+                ("end", "last"),
+            )
+        ),
     ]
     ACTION_PERMISSIONS = {"edit": Permission.SETTINGS_WRITE}
 
@@ -237,7 +244,9 @@ class SettingsScreen(ConsoleScreen):
         try:
             settings, new_etag = await self.console_app.api.update_settings(spec.patch(new), etag)
         except PreconditionFailed:
-            message = f"{spec.label} not changed: the settings were changed by someone else. Reloaded; check and edit again."
+            message = (
+                f"{spec.label} not changed: the settings were changed by someone else. Reloaded; check and edit again."
+            )
             self.notify(message, severity="warning", markup=False)
             self._status(Text(message, style="bold"))
             self.load_settings()

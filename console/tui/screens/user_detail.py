@@ -68,8 +68,19 @@ SHOWN_ATTEMPTS = 15  # drawn in the table; the counts come from the server's agg
 # Every action of this screen that needs the user loaded (all of them).
 USER_ACTIONS = frozenset(
     {
-        "unenroll", "reset_totp", "reset_mfa", "enroll_code", "verify", "deactivate_device", "activate_device",
-        "stop_attack", "lift_block", "unlock", "delete_user", "copy_user_email", "copy_user_id",
+        "unenroll",
+        "reset_totp",
+        "reset_mfa",
+        "enroll_code",
+        "verify",
+        "deactivate_device",
+        "activate_device",
+        "stop_attack",
+        "lift_block",
+        "unlock",
+        "delete_user",
+        "copy_user_email",
+        "copy_user_id",
     }
 )
 
@@ -117,8 +128,13 @@ def troubleshooting_hints(
     if block is not None:
         lift = " X lifts it." if can(Permission.PUSH_BLOCK) else ""
         hints.append(
-            ("bold red", (f"New pushes are blocked until {clock_zone(block.blockedUntil, now)} "
-                         f"(by {printable(block.blockedBy, max_length=60)}).{lift}"))
+            (
+                "bold red",
+                (
+                    f"New pushes are blocked until {clock_zone(block.blockedUntil, now)} "
+                    f"(by {printable(block.blockedBy, max_length=60)}).{lift}"
+                ),
+            )
         )
     hostile = stats.hostile if stats is not None else 0
     bombing = hostile >= BOMBING_THRESHOLD
@@ -148,8 +164,13 @@ def troubleshooting_hints(
             else "ask an admin or the help desk to reset TOTP"
         )
         hints.append(
-            ("bold red", (f"TOTP is locked after {lock.failures} wrong codes (limit {lock.maxFailures}): every code "
-                         f"is refused{_until(lock)}; {fix}."))
+            (
+                "bold red",
+                (
+                    f"TOTP is locked after {lock.failures} wrong codes (limit {lock.maxFailures}): every code "
+                    f"is refused{_until(lock)}; {fix}."
+                ),
+            )
         )
     if device is not None and device.state != "active":
         ways = []
@@ -166,8 +187,10 @@ def troubleshooting_hints(
             hints.append(
                 (
                     "red",
-                    (f"{device.device.os} {printable(device.device.osVersion)} is unsupported: Protect needs "
-                    f"{min_os_words()}. Update the OS or use TOTP/WebAuthn."),
+                    (
+                        f"{device.device.os} {printable(device.device.osVersion)} is unsupported: Protect needs "
+                        f"{min_os_words()}. Update the OS or use TOTP/WebAuthn."
+                    ),
                 )
             )
     recent = attempts[:10]
@@ -177,26 +200,33 @@ def troubleshooting_hints(
         hints.append(
             (
                 "yellow",
-                (f"{len(expired)} recent push(es) expired unanswered: check that the device clock is set "
-                "automatically, notifications are on for Protect, Do Not Disturb is off, and the phone has "
-                "Wi-Fi or data."),
+                (
+                    f"{len(expired)} recent push(es) expired unanswered: check that the device clock is set "
+                    "automatically, notifications are on for Protect, Do Not Disturb is off, and the phone has "
+                    "Wi-Fi or data."
+                ),
             )
         )
     if device is not None and device.device.os == "Android":
         hints.append(("", "Android: push notifications do not wake the device; the user must wake it first."))
     if device is not None and not device.device.uvEnabled:
         hints.append(("", "Biometric is off on the device: turning it on makes accidental approvals harder."))
-    new_code = "create a new enrollment code (E)" if can(Permission.ENROLL) else "ask the help desk for a new enrollment code"
+    new_code = (
+        "create a new enrollment code (E)" if can(Permission.ENROLL) else "ask the help desk for a new enrollment code"
+    )
     push = user.mfaEnrollment.pushStatus
     if push == EnrollmentStatus.PENDING_ACTIVATION:
-        hints.append(("yellow", "Push enrollment pending: the user has not scanned the code yet (codes last 10 minutes)."))
+        hints.append(
+            ("yellow", "Push enrollment pending: the user has not scanned the code yet (codes last 10 minutes).")
+        )
     elif push == EnrollmentStatus.ENROLLMENT_EXPIRED:
         hints.append(("yellow", f"Push enrollment expired: {new_code}."))
     elif device is None:
         hints.append(("", f"No push device: {new_code}; the app needs camera permission to scan it."))
     enrollment = user.mfaEnrollment
     if all(
-        s != EnrollmentStatus.ENROLLED for s in (enrollment.pushStatus, enrollment.totpStatus, enrollment.webAuthnStatus)
+        s != EnrollmentStatus.ENROLLED
+        for s in (enrollment.pushStatus, enrollment.totpStatus, enrollment.webAuthnStatus)
     ):
         hints.append(("yellow", "No MFA factor enrolled: the user can only log in during a grace period."))
     if user.account_locked:
@@ -226,7 +256,7 @@ def _device_words(device: PushEndpoint) -> str:
     info = device.device
     return (
         f"{printable(info.make)} {printable(info.model)} ({info.os} {printable(info.osVersion)}), "
-        f"named \"{printable(device.name, max_length=60)}\""
+        f'named "{printable(device.name, max_length=60)}"'
     )
 
 
@@ -457,7 +487,9 @@ class UserDetailScreen(ConsoleScreen):
         except ApiError as exc:
             if self.user is None:
                 what = "User not found" if isinstance(exc, NotFound) else "User not loaded"
-                self.query_one("#detail-title", Static).update(Text(f"{what}: {printable(self.user_ref, max_length=80)}"))
+                self.query_one("#detail-title", Static).update(
+                    Text(f"{what}: {printable(self.user_ref, max_length=80)}")
+                )
                 self._drop_pending(f"{what.lower()}")
             self.report_error(exc, self.load)
             return
@@ -569,8 +601,12 @@ class UserDetailScreen(ConsoleScreen):
                 self.pending_action = action  # acts on this screen's user as soon as it is here
             elif self.pending_action != action:
                 first = describe_action(self, self.pending_action)
-                self.notify(f"Still loading: {first} is waiting to run first.", title="Not now",
-                            severity="warning", markup=False)
+                self.notify(
+                    f"Still loading: {first} is waiting to run first.",
+                    title="Not now",
+                    severity="warning",
+                    markup=False,
+                )
             return
         reason = self.action_unavailable(action)
         if reason is not None:
@@ -678,7 +714,8 @@ class UserDetailScreen(ConsoleScreen):
         self.app.copy_to_clipboard(value)
         self.notify(
             f"Copied the {what} of {user_label(user)}: {printable(value, max_length=120)}",
-            title="Copied", markup=False,
+            title="Copied",
+            markup=False,
         )
 
     @work(exclusive=True, group="detail-action", exit_on_error=False)
@@ -733,7 +770,9 @@ class UserDetailScreen(ConsoleScreen):
 
     async def _do_reset_totp(self, user: SystemUser) -> None:
         await self._change(
-            "Reset TOTP", lambda: self.console_app.api.reset_totp(user.id), lambda _: f"TOTP reset for {user_label(user)}."
+            "Reset TOTP",
+            lambda: self.console_app.api.reset_totp(user.id),
+            lambda _: f"TOTP reset for {user_label(user)}.",
         )
 
     @work(exclusive=True, group="detail-action", exit_on_error=False)
@@ -756,8 +795,10 @@ class UserDetailScreen(ConsoleScreen):
         enrollment = user.mfaEnrollment
         removed: list[str] = []
         if device is not None:
-            removed.append(f"push device {printable(device.device.make)} {printable(device.device.model)} "
-                           f"(\"{printable(device.name, max_length=40)}\")")
+            removed.append(
+                f"push device {printable(device.device.make)} {printable(device.device.model)} "
+                f'("{printable(device.name, max_length=40)}")'
+            )
         elif enrollment.pushStatus == EnrollmentStatus.PENDING_ACTIVATION:
             removed.append("the pending push enrollment code")
         if enrollment.totpStatus != EnrollmentStatus.NOT_ENROLLED:
@@ -835,8 +876,12 @@ class UserDetailScreen(ConsoleScreen):
             # A code would be refused whatever the caller reads: say so, and offer the way out.
             words = f"TOTP of {user_label(user)} is {totp_lock_words(user)}: every code is refused until TOTP is reset."
             if not self._can(Permission.TOTP_RESET):
-                self.notify(words + " Ask an admin or the help desk to reset TOTP.", title="TOTP locked",
-                            severity="warning", markup=False)
+                self.notify(
+                    words + " Ask an admin or the help desk to reset TOTP.",
+                    title="TOTP locked",
+                    severity="warning",
+                    markup=False,
+                )
                 return
             body = Text(words + "\nReset TOTP instead? The user must enroll TOTP again.")
             question = self._question("TOTP is locked for", ". Reset TOTP instead?")
@@ -850,7 +895,9 @@ class UserDetailScreen(ConsoleScreen):
                 + (" and locks TOTP." if left <= 1 else f" ({left} left before TOTP locks).")
             )
         else:
-            warning = f"A wrong code counts toward the lock-out ({lock.maxFailures} wrong codes within 15 minutes lock TOTP)."
+            warning = (
+                f"A wrong code counts toward the lock-out ({lock.maxFailures} wrong codes within 15 minutes lock TOTP)."
+            )
         code = await self.ask(totp_code_prompt(self.label, warning))
         if not code:
             return
@@ -881,8 +928,9 @@ class UserDetailScreen(ConsoleScreen):
         body.append(user_label(user), style="bold")
         body.append(" and refuses new ones until the block ends (resources get 429 with its end).")
         if stats is not None:
-            body.append(f"\nIn the {window_words()}: {stats.blocked} blocked, {stats.denied} denied, "
-                        f"{stats.pending} pending.")
+            body.append(
+                f"\nIn the {window_words()}: {stats.blocked} blocked, {stats.denied} denied, {stats.pending} pending."
+            )
         question = self._question("Stop the push attack on")
         choice = await self.ask(StopAttackScreen(question, body, biometric_already=user.requireUserVerification))
         if choice is None:
@@ -921,9 +969,11 @@ class UserDetailScreen(ConsoleScreen):
             ConfirmScreen(self._question("Lift the push block on"), body, confirm_label="Lift (y)"),
             "Lift block",
             lambda: self.console_app.api.lift_push_block(user.id),
-            lambda lifted: f"Push block on {user_label(user)} lifted: pushes flow again."
-            if lifted.lifted
-            else f"No push block was in force for {user_label(user)} (it had ended): nothing changed.",
+            lambda lifted: (
+                f"Push block on {user_label(user)} lifted: pushes flow again."
+                if lifted.lifted
+                else f"No push block was in force for {user_label(user)} (it had ended): nothing changed."
+            ),
         )
 
     @work(exclusive=True, group="detail-action", exit_on_error=False)
@@ -931,7 +981,9 @@ class UserDetailScreen(ConsoleScreen):
         user = self.user
         if user is None:
             return
-        body = Text("The account is locked: the user cannot log in. Unlocking lets them log in again; MFA is unchanged.")
+        body = Text(
+            "The account is locked: the user cannot log in. Unlocking lets them log in again; MFA is unchanged."
+        )
         await self._confirm_change(
             ConfirmScreen(self._question("Unlock the account of"), body, confirm_label="Unlock (y)"),
             "Unlock",

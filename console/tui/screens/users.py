@@ -116,8 +116,14 @@ class UsersScreen(ConsoleScreen):
             yield Static("", id="users-filter", markup=False)
             yield TablePosition("#users-table", "users", id="users-count")
         yield VirtualTable(
-            self._columns(), None, page_size=USERS_PAGE_SIZE, empty_text="No users match", id="users-table", prefetch=True,
-            details=self._details, details_title=lambda user: user_label(user),
+            self._columns(),
+            None,
+            page_size=USERS_PAGE_SIZE,
+            empty_text="No users match",
+            id="users-table",
+            prefetch=True,
+            details=self._details,
+            details_title=lambda user: user_label(user),
         )
 
     def _columns(self) -> list[Column]:
@@ -149,8 +155,12 @@ class UsersScreen(ConsoleScreen):
             Column("push", "Push", 7, lambda u: enrollment_short(u.mfaEnrollment.pushStatus), sortable=True),
             Column("totp", "TOTP", 7, totp_short, sortable=True),
             Column(
-                "webauthn", "WebAuthn", 8, lambda u: enrollment_short(u.mfaEnrollment.webAuthnStatus),
-                sortable=True, drop_rank=4,
+                "webauthn",
+                "WebAuthn",
+                8,
+                lambda u: enrollment_short(u.mfaEnrollment.webAuthnStatus),
+                sortable=True,
+                drop_rank=4,
             ),
             Column("device", "Device", 22, device, min_width=15, flex=1, drop_rank=2),
             Column("last_used", "Last used", 9, last_used, drop_rank=3),
@@ -202,8 +212,14 @@ class UsersScreen(ConsoleScreen):
             api = self.console_app.api
             skip = request.offset if (request.after or request.before) else request.skip
             page = await api.user_page(
-                skip=skip, limit=request.limit, sort=sort, filters=filters, search=term,
-                after=request.after, before=request.before, count=request.count,
+                skip=skip,
+                limit=request.limit,
+                sort=sort,
+                filters=filters,
+                search=term,
+                after=request.after,
+                before=request.before,
+                count=request.count,
             )
             return PageAnswer(page.total, page.results, page.start_cursor, page.end_cursor, page.cursors)
 
@@ -484,8 +500,11 @@ def totp_long(user: SystemUser) -> Text:
     lock = user.totpLock
     text = enrollment_text(user.mfaEnrollment.totpStatus)
     if lock.locked:
-        return Text(f"locked ({lock.failures} of {lock.maxFailures} failures; a TOTP reset unlocks it)",
-                    style="bold red", end="")
+        return Text(
+            f"locked ({lock.failures} of {lock.maxFailures} failures; a TOTP reset unlocks it)",
+            style="bold red",
+            end="",
+        )
     if lock.failures:
         text.append(f", {lock.failures} of {lock.maxFailures} failures", style="yellow")
     return text

@@ -173,7 +173,9 @@ class BombingPanel(Vertical):
 
     def show_problem(self, message: str) -> None:
         self.problem = message
-        self.query_one("#bombing-title", Static).update(Text(f"Possible push bombing: {printable(message)}", style="dim"))
+        self.query_one("#bombing-title", Static).update(
+            Text(f"Possible push bombing: {printable(message)}", style="dim")
+        )
 
     def focus_list(self) -> bool:
         option_list = self.option_list
@@ -210,4 +212,3 @@ class BombingPanel(Vertical):
         event.stop()
         if event.option.id:
             self.post_message(self.UserChosen(event.option.id))
-

@@ -24,8 +24,14 @@ COMPACT_BELOW = 120  # columns: less padding between keys below this
 # header's tab line, and `?` / `q` work everywhere and are listed in help. Then `r` and Esc, which
 # work on every screen too (the user screen's seven actions need the whole of 80 columns).
 DROP_ORDER: tuple[str, ...] = (
-    "copy_user_id", "copy_user_email", "delete_user",  # the user screen's rare keys: in help and the palette
-    "command_palette", "quit", "help", "reload", "escape",
+    "copy_user_id",
+    "copy_user_email",
+    "delete_user",  # the user screen's rare keys: in help and the palette
+    "command_palette",
+    "quit",
+    "help",
+    "reload",
+    "escape",
 )
 
 

@@ -96,6 +96,7 @@ async def _ask(fetch: PageFetcher | CursorFetcher, request: PageRequest) -> Page
     total, rows = await cast(PageFetcher, fetch)(request.skip, request.limit)
     return PageAnswer(total, list(rows))
 
+
 RowKey = Callable[[Any], Hashable | None]
 """row -> its identity (kept highlighted across reloads), or None when it has none."""
 
@@ -110,6 +111,7 @@ def default_row_key(row: Any) -> Hashable | None:
     else:
         value = getattr(row, "id", None)
     return value if isinstance(value, Hashable) else None
+
 
 _PAGE_GROUP = "virtual-table-pages"
 _SEPARATOR = " "
@@ -159,7 +161,9 @@ def fit_columns(columns: list[Column], available: int, *, roomy: bool = False) -
     # droppable one: the droppable one goes first.
     shown = list(columns)
     while span([c.width if roomy or c.priority > 0 else c.narrowest for c in shown]) > available:
-        droppable = [(c.drop_rank, index) for index, c in enumerate(shown) if c.drop_rank > 0 and not (roomy and index == 0)]
+        droppable = [
+            (c.drop_rank, index) for index, c in enumerate(shown) if c.drop_rank > 0 and not (roomy and index == 0)
+        ]
         if not droppable:
             break
         del shown[max(droppable)[1]]
@@ -440,8 +444,12 @@ class VirtualTable(ScrollView, can_focus=True):
             # A server that pages by cursor answers "the last rows" without the total: asked beside the
             # first page, so End after a new sort or filter is in the cache as soon as the total is.
             # A callable, not a coroutine: a worker cancelled before it starts leaves no un-awaited coroutine.
-            self.run_worker(partial(self._load_tail, self._generation, fetch), group=_PAGE_GROUP, exit_on_error=False,  # type: ignore[arg-type]
-                            description="last rows")
+            self.run_worker(
+                partial(self._load_tail, self._generation, fetch),  # type: ignore[arg-type]
+                group=_PAGE_GROUP,
+                exit_on_error=False,
+                description="last rows",
+            )
         self.refresh()
 
     def reload(self, fetch: PageFetcher | CursorFetcher | None = None) -> None:
@@ -711,7 +719,9 @@ class VirtualTable(ScrollView, can_focus=True):
         if self._store_page(last, rows):
             self.refresh()  # End was pressed before it came: its rows replace "loading…" now
 
-    async def _load_page(self, page: int, generation: int, fetch: PageFetcher | CursorFetcher, request: PageRequest) -> None:
+    async def _load_page(
+        self, page: int, generation: int, fetch: PageFetcher | CursorFetcher, request: PageRequest
+    ) -> None:
         try:
             answer = await _ask(fetch, request)
         except Exception as error:  # noqa: BLE001 - any failure is shown, never raised into the app
@@ -1252,8 +1262,9 @@ class TablePosition(Static):
 
     DEFAULT_CSS = "TablePosition { width: auto; }"
 
-    def __init__(self, table: str, noun: str, *, suffix: str = "", id: str | None = None,
-                 classes: str | None = None) -> None:
+    def __init__(
+        self, table: str, noun: str, *, suffix: str = "", id: str | None = None, classes: str | None = None
+    ) -> None:
         super().__init__("", markup=False, id=id, classes=classes)
         self._selector = table
         self._shown_width = -1

@@ -36,14 +36,20 @@ def upgrade() -> None:
     op.add_column(
         "users", sa.Column("require_user_verification", sa.Boolean, nullable=False, server_default=sa.false())
     )
-    users = sa.table("users", sa.column("id"), sa.column("firstname"), sa.column("lastname"),
-                     sa.column("firstname_sort"), sa.column("lastname_sort"))
+    users = sa.table(
+        "users",
+        sa.column("id"),
+        sa.column("firstname"),
+        sa.column("lastname"),
+        sa.column("firstname_sort"),
+        sa.column("lastname_sort"),
+    )
     rows = bind.execute(sa.select(users.c.id, users.c.firstname, users.c.lastname)).all()
     if rows:
         bind.execute(
-            users.update().where(users.c.id == sa.bindparam("uid")).values(
-                firstname_sort=sa.bindparam("fs"), lastname_sort=sa.bindparam("ls")
-            ),
+            users.update()
+            .where(users.c.id == sa.bindparam("uid"))
+            .values(firstname_sort=sa.bindparam("fs"), lastname_sort=sa.bindparam("ls")),
             [{"uid": r.id, "fs": sort_key(r.firstname), "ls": sort_key(r.lastname)} for r in rows],
         )
     op.create_index("ix_users_lastname_sort", "users", ["lastname_sort", "firstname_sort", "id"])

@@ -20,8 +20,20 @@ branch_labels = None
 depends_on = None
 
 TEXT = {
-    "users": ("username", "email", "firstname", "lastname", "displayname", "username_ci", "email_ci", "firstname_ci",
-              "lastname_ci", "displayname_ci", "firstname_sort", "lastname_sort"),
+    "users": (
+        "username",
+        "email",
+        "firstname",
+        "lastname",
+        "displayname",
+        "username_ci",
+        "email_ci",
+        "firstname_ci",
+        "lastname_ci",
+        "displayname_ci",
+        "firstname_sort",
+        "lastname_sort",
+    ),
     "audit": ("actor", "target"),
 }
 
@@ -31,10 +43,12 @@ def upgrade() -> None:
         return
     for table, columns in TEXT.items():
         for column in columns:
-            op.alter_column(table, column, type_=sa.Text(collation="C"), existing_type=sa.Text(),
-                            existing_nullable=False)
-    op.alter_column("audit", "action", type_=sa.String(64, collation="C"), existing_type=sa.String(64),
-                    existing_nullable=False)
+            op.alter_column(
+                table, column, type_=sa.Text(collation="C"), existing_type=sa.Text(), existing_nullable=False
+            )
+    op.alter_column(
+        "audit", "action", type_=sa.String(64, collation="C"), existing_type=sa.String(64), existing_nullable=False
+    )
 
 
 def downgrade() -> None:

@@ -66,8 +66,10 @@ def _rewrite(conn: sa.Connection, which: sa.ColumnElement[bool], change: Callabl
     write = sa.update(_users).where(_users.c.id == sa.bindparam("uid")).values(totp_secret=sa.bindparam("value"))
     while True:
         rows = conn.execute(
-            sa.select(_users.c.id, _users.c.totp_secret).where(which, _users.c.id > after)
-            .order_by(_users.c.id).limit(BATCH)
+            sa.select(_users.c.id, _users.c.totp_secret)
+            .where(which, _users.c.id > after)
+            .order_by(_users.c.id)
+            .limit(BATCH)
         ).all()
         if not rows:
             return
@@ -78,8 +80,9 @@ def _rewrite(conn: sa.Connection, which: sa.ColumnElement[bool], change: Callabl
 def _set_width(old: int, new: int) -> None:
     conn = op.get_bind()
     if conn.dialect.name != "sqlite":
-        op.alter_column("users", "totp_secret", type_=sa.String(new), existing_type=sa.String(old),
-                        existing_nullable=True)
+        op.alter_column(
+            "users", "totp_secret", type_=sa.String(new), existing_type=sa.String(old), existing_nullable=True
+        )
         return
     # SQLite's documented way to change what does not touch the stored data (ALTER TABLE, "other kinds of
     # table schema changes"): edit the CREATE TABLE text and bump the schema version, in this transaction.
@@ -90,8 +93,9 @@ def _set_width(old: int, new: int) -> None:
     version = conn.exec_driver_sql("PRAGMA schema_version").scalar_one()
     conn.exec_driver_sql("PRAGMA writable_schema=ON")
     try:
-        conn.exec_driver_sql("UPDATE sqlite_master SET sql = replace(sql, ?, ?) WHERE type = 'table' AND name = 'users'",
-                             (before, after))
+        conn.exec_driver_sql(
+            "UPDATE sqlite_master SET sql = replace(sql, ?, ?) WHERE type = 'table' AND name = 'users'", (before, after)
+        )
         conn.exec_driver_sql(f"PRAGMA schema_version={int(version) + 1}")
     finally:
         conn.exec_driver_sql("PRAGMA writable_schema=OFF")

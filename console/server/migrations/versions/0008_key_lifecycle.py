@@ -26,7 +26,9 @@ def c_string(length: int) -> sa.types.TypeEngine[str]:
 
 NEW_COLUMNS = {
     "api_keys": (
-        sa.Column("expires_at", sa.DateTime()), sa.Column("last_used_at", sa.DateTime()), sa.Column("resources", sa.Text())
+        sa.Column("expires_at", sa.DateTime()),
+        sa.Column("last_used_at", sa.DateTime()),
+        sa.Column("resources", sa.Text()),
     ),
     "audit": (sa.Column("actor_key_id", c_string(24)), sa.Column("actor_role", c_string(16))),
 }

@@ -24,6 +24,7 @@ def c_string(length: int) -> sa.types.TypeEngine[str]:
     """Audit text in code point order on PostgreSQL too, as the table's other columns (0003)."""
     return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
 
+
 BATCH = 1000
 
 
@@ -41,9 +42,18 @@ def upgrade() -> None:
         sa.Column("last_hash", sa.String(64), nullable=False),
     )
     audit = sa.table(
-        "audit", sa.column("id"), sa.column("at", sa.DateTime()), sa.column("actor"), sa.column("actor_key_id"),
-        sa.column("actor_role"), sa.column("action"), sa.column("target"), sa.column("details"), sa.column("kind"),
-        sa.column("prev_hash"), sa.column("hash"),
+        "audit",
+        sa.column("id"),
+        sa.column("at", sa.DateTime()),
+        sa.column("actor"),
+        sa.column("actor_key_id"),
+        sa.column("actor_role"),
+        sa.column("action"),
+        sa.column("target"),
+        sa.column("details"),
+        sa.column("kind"),
+        sa.column("prev_hash"),
+        sa.column("hash"),
     )
     last_id, prev = 0, GENESIS
     while True:
@@ -56,8 +66,9 @@ def upgrade() -> None:
             updates.append({"row_id": row.id, "p": prev, "h": digest})
             last_id, prev = row.id, digest
         conn.execute(
-            audit.update().where(audit.c.id == sa.bindparam("row_id")).values(prev_hash=sa.bindparam("p"),
-                                                                               hash=sa.bindparam("h")),
+            audit.update()
+            .where(audit.c.id == sa.bindparam("row_id"))
+            .values(prev_hash=sa.bindparam("p"), hash=sa.bindparam("h")),
             updates,
         )
     conn.execute(chain.insert().values(id=1, last_id=last_id, last_hash=prev))
