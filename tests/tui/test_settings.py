@@ -101,6 +101,11 @@ async def test_editor_refuses_out_of_range_values_naming_the_field(backend) -> N
         await highlight(screen, pilot, "push.timeoutSeconds")
         await pilot.press("e")
         await type_value(app, pilot, "301")
+        # Said while typing, before Enter, and cleared once the value is back in range.
+        await wait_for(lambda: "300" in str(app.screen.query_one("#prompt-error").content))
+        await pilot.press("backspace", "0")
+        await wait_for(lambda: str(app.screen.query_one("#prompt-error").content) == "")
+        await pilot.press("backspace", "1")
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, PromptScreen), "an out-of-range value must not be accepted"

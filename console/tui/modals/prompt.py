@@ -34,8 +34,10 @@ class PromptScreen(ConsoleModal[str | None]):
         restrict: str | None = None,
         max_length: int = 0,
         submit_label: str = "OK",
+        check_as_typed: bool = False,
     ) -> None:
         super().__init__()
+        self._check_as_typed = check_as_typed  # the problem shows while typing, not only on Enter
         self._title = literal(title)
         self._label = literal(label)
         self._value = value
@@ -68,6 +70,10 @@ class PromptScreen(ConsoleModal[str | None]):
             self.query_one("#prompt-error", Static).update(Text(problem))
             return
         self.dismiss(value)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if self._check_as_typed and self._check is not None:
+            self.query_one("#prompt-error", Static).update(Text(self._check(event.value.strip()) or ""))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

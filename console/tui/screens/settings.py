@@ -57,6 +57,7 @@ def value_prompt(setting: Setting, current: int) -> PromptScreen:
         restrict=r"[0-9]*",
         max_length=len(str(high)),
         submit_label="Save",
+        check_as_typed=True,  # a range is easy to overshoot: say so before Enter
     )
 
 
