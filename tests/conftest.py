@@ -42,7 +42,6 @@ SEED_USERS = 300
 SEED = 7
 
 STORES = ("sqlite", "postgresql")
-SERVICE_TESTS = "tests.server."  # the service's tests run on both stores
 
 
 def _stores() -> list[str]:
@@ -50,19 +49,10 @@ def _stores() -> list[str]:
     return list(STORES) if wanted in ("", "both", "all") else [s for s in STORES if s in wanted.split(",")]
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "store_kind" not in metafunc.fixturenames:
-        return
-    if not metafunc.module.__name__.startswith(SERVICE_TESTS):
-        return  # the console's tests keep their ids (and snapshot names): SQLite, no parameter
-    if any("store_kind" in mark.args[0] for mark in metafunc.definition.iter_markers("parametrize")):
-        return  # the module parametrizes the store itself
-    metafunc.parametrize("store_kind", _stores(), indirect=True, scope="module")
-
-
 @pytest.fixture(scope="module")
 def store_kind(request: pytest.FixtureRequest) -> str:
-    """ "sqlite" or "postgresql": which store this module's services run on."""
+    """ "sqlite" or "postgresql": which store this module's services run on (tests/server's run on both;
+    the console's tests keep their ids and snapshot names: SQLite, no parameter)."""
     return getattr(request, "param", "sqlite")
 
 
