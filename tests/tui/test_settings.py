@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from textual.widgets import OptionList
+from textual.widgets import Input, OptionList
 
 from console.client import ProtectClient, RateLimited
 from console.models import SETTING, Role
@@ -11,8 +11,9 @@ from console.tui.app import ProtectConsoleApp
 from console.tui.modals.confirm import ConfirmScreen
 from console.tui.modals.prompt import PromptScreen
 from console.tui.screens.settings import SETTINGS, SettingsScreen
+from console.tui.screens.users import UsersScreen
 from tests.helpers import enrolled_device, new_user, wait_for
-from tests.tui.tui_helpers import SIZE, console_app, open_screen
+from tests.tui.tui_helpers import SIZE, burst, console_app, open_screen, toasts
 
 
 async def open_settings(app: ProtectConsoleApp, pilot) -> SettingsScreen:
@@ -140,7 +141,7 @@ async def test_a_concurrent_change_is_reported_and_reloaded(backend) -> None:
         await wait_for(lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.press("y")
         await wait_for(lambda: "changed by someone else" in status_of(screen))
-        assert any("changed by someone else" in n.message for n in app._notifications)
+        assert any("changed by someone else" in message for message in toasts(app))
         # Reloaded: the other admin's change is on screen, ours was not applied.
         await wait_for(lambda: screen.settings.push.timeoutSeconds == 90)
         assert screen.settings.push.concurrentLimit.max == 1
@@ -189,10 +190,6 @@ async def test_dead_backend_shows_the_banner_and_recovers(backend) -> None:
 
 
 # ---------------------------------------------------------------- issue 6: moving and editing typed ahead
-from textual.widgets import Input  # noqa: E402
-
-from console.tui.screens.users import UsersScreen  # noqa: E402
-from tests.tui.tui_helpers import burst, toasts  # noqa: E402
 
 
 def editor_key(app: ProtectConsoleApp) -> str:

@@ -227,7 +227,7 @@ async def test_the_page_cache_stays_bounded_after_scrolling_far(make_backend) ->
             table.cursor_row = target
             await wait_for(lambda target=target: table.row_at(target) is not None)
         await settled(app, pilot)
-        assert len(table._pages) <= table.max_pages
+        assert len(table.pages_held) <= table.max_pages
         assert len(table._ahead) <= table.max_ahead
         assert len(table._line_cache) <= 4 * table._body_height + 8
         assert len(app.screen.devices) <= app.screen.devices.maxsize

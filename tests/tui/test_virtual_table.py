@@ -118,7 +118,7 @@ async def test_cursor_moves_are_cheap_at_a_million_rows() -> None:
         await wait_for(pilot, lambda: table.row_at(654_321) is not None)
         await app.workers.wait_for_complete()
         assert source.calls == [(0, 100), (654_300, 100)]  # a jump fetches exactly the page it shows
-        assert len(table._pages) == 2
+        assert len(table.pages_held) == 2
         assert "user654321" in screen_text(app)
 
 
@@ -278,7 +278,7 @@ async def test_page_cache_is_bounded() -> None:
         for target in (5_000, 20_000, 40_000, 60_000, 80_000, 99_999):
             table.cursor_row = target
             await wait_for(pilot, lambda target=target: table.row_at(target) is not None)
-        assert len(table._pages) <= 4
+        assert len(table.pages_held) <= 4
         assert table.row_at(99_999) is not None
         assert len(source.calls) == len(set(source.calls))  # never the same page twice in flight
 

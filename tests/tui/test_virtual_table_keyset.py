@@ -180,7 +180,7 @@ async def test_scrolling_back_up_after_eviction_asks_before_the_page_below() -> 
             table.cursor_row = target
             await wait_for(pilot, lambda target=target: table.row_at(target) is not None)
         await settle(app, pilot)
-        assert 0 not in table._pages and 5 not in table._pages  # evicted
+        assert 0 not in table.pages_held and 5 not in table.pages_held  # evicted
         asked = len(source.requests)
         table.cursor_row = 550
         await wait_for(pilot, lambda: table.row_at(550) is not None)
@@ -199,7 +199,7 @@ async def test_page_cache_stays_bounded_while_scrolling_a_long_way() -> None:
             table.cursor_row = target
             await wait_for(pilot, lambda target=target: table.row_at(target) is not None)
         await settle(app, pilot)
-        assert len(table._pages) <= table.max_pages
+        assert len(table.pages_held) <= table.max_pages
         assert len(table._ahead) <= table.max_ahead
         assert len(table._cursors) <= 4 * table.max_pages + 64
 
