@@ -58,6 +58,7 @@ class ConsoleFooter(Footer):
         self.shown_keys: list[str] = []  # what the last compose kept (tests read it)
         self.source: Screen[Any] | None = None  # whose keys the last compose showed
         self._recompose_pending = False
+        self._composed: tuple[object, ...] = ()  # the signature of what the last compose showed
 
     def _available(self) -> int:
         return self.size.width or self.app.size.width
@@ -112,11 +113,9 @@ class ConsoleFooter(Footer):
                 )
         return items
 
-    def compose(self) -> ComposeResult:
-        if not self._bindings_ready:
-            return
+    def _plan(self) -> tuple[Screen[Any], list[Widget]]:
+        """Whose keys to show, and the keys that fit (the palette's and the rare ones dropped first)."""
         source = self.key_source()
-        self.source = source
         items: list[Widget] = self._footer_keys(source)
         available = self._available()
         compact = self.compact
@@ -136,6 +135,23 @@ class ConsoleFooter(Footer):
                 if name == action or name == f"app.{action}":
                     items.remove(item)
                     break
+        return source, items
+
+    def _signature(self, source: Screen[Any], items: list[Widget]) -> tuple[object, ...]:
+        """What a compose with these keys would show: equal signatures, equal footers."""
+        keys = tuple(
+            (item.key, item.key_display, item.description, item.action, item.tooltip, item.classes)
+            for item in items
+            if isinstance(item, FooterKey)
+        )
+        return id(source), self.compact, keys
+
+    def compose(self) -> ComposeResult:
+        if not self._bindings_ready:
+            return
+        source, items = self._plan()
+        self.source = source
+        self._composed = self._signature(source, items)
         self.shown_keys = [item.key for item in items if isinstance(item, FooterKey)]
         yield from items
 
@@ -176,8 +192,13 @@ class ConsoleFooter(Footer):
 
     async def _recompose_now(self) -> None:
         self._recompose_pending = False
-        if self.is_attached:
-            await self.recompose()
+        if not self.is_attached:
+            return
+        # Bindings are often "updated" to what they were (start-up sends four updates; two change nothing):
+        # a recompose mounts every key again, ~8 ms, so only when the keys on view would change.
+        if self._bindings_ready and self._signature(*self._plan()) == self._composed:
+            return
+        await self.recompose()
 
     def on_resize(self, event: events.Resize) -> None:
         self._fit_width()
