@@ -34,7 +34,6 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +44,9 @@ from sqlalchemy.engine import make_url
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _http_load import ClientResult, Serve, chunks, measure, run_clients
+from _http_load import Serve, chunks, measure
 from _store import lift_rate_limits, machine_note, percentile
-from totp_verify import GOAL_RATE, PATH, classify, enrolled_secrets, make_source_factory
+from totp_verify import GOAL_RATE, enrolled_secrets, totp_clients
 
 from console.models import Role, SystemUserCreate
 from console.server.clock import Clock
@@ -190,7 +189,7 @@ def served_lines(args: argparse.Namespace, folder: Path) -> tuple[list[Line], st
         os.environ[SQLITE_SYNCHRONOUS_ENV] = level
         shares = list(chunks(mine, args.clients))
         with Serve(str(db), args.workers) as served:
-            result = measure(served, _clients(served, key, shares, args))
+            result = measure(served, totp_clients(served, key, shares, args))
         valid = result.bodies.get("valid", 0)
         others = {k: v for k, v in result.bodies.items() if k != "valid"}
         meaning = MEANING["SQLite", level] if not others else f"{MEANING['SQLite', level]}; not valid: {others}"
@@ -206,23 +205,6 @@ def served_lines(args: argparse.Namespace, folder: Path) -> tuple[list[Line], st
         )
     os.environ.pop(SQLITE_SYNCHRONOUS_ENV, None)
     return lines, f"TOTP: {args.users:,} users seeded in {seeded:.1f} s, {len(enrolled):,} enrolled, half per level"
-
-
-def _clients(
-    served: Serve, key: str, shares: list[list[tuple[str, str]]], args: argparse.Namespace
-) -> Callable[[], ClientResult]:
-    return lambda: run_clients(
-        "127.0.0.1",
-        served.port,
-        PATH,
-        key,
-        processes=args.clients,
-        connections=1,
-        make_source=make_source_factory(shares),
-        classify=classify,
-        warmup=args.warmup,
-        seconds=args.seconds,
-    )
 
 
 def report(lines: list[Line], notes: list[str]) -> None:

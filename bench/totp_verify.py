@@ -91,6 +91,24 @@ def enrolled_secrets(store: Store) -> list[tuple[str, str]]:
         ]
 
 
+def totp_clients(
+    served: Serve, key: str, shares: list[list[tuple[str, str]]], args: argparse.Namespace
+) -> Callable[[], ClientResult]:
+    """One keep-alive client process per share of (user id, secret), each sending current codes."""
+    return lambda: run_clients(
+        "127.0.0.1",
+        served.port,
+        PATH,
+        key,
+        processes=args.clients,
+        connections=1,
+        make_source=make_source_factory(shares),
+        classify=classify,
+        warmup=args.warmup,
+        seconds=args.seconds,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=60000, help="users to seed when the database has none")
@@ -109,21 +127,7 @@ def main() -> None:
         store.dispose()  # the service's workers are the only users of the database while it runs
         shares = list(chunks(secrets, args.clients))
         with Serve(db_value, args.workers) as served:
-            result = measure(
-                served,
-                lambda: run_clients(
-                    "127.0.0.1",
-                    served.port,
-                    PATH,
-                    key,
-                    processes=args.clients,
-                    connections=1,
-                    make_source=make_source_factory(shares),
-                    classify=classify,
-                    warmup=args.warmup,
-                    seconds=args.seconds,
-                ),
-            )
+            result = measure(served, totp_clients(served, key, shares, args))
     report(args, db_name, len(secrets), result)
 
 
