@@ -314,9 +314,9 @@ def console_app(
 def console_time(demo: Demo) -> Iterator[None]:
     """The console's clock stopped at the service clock's now, and its local zone UTC, while in the block.
 
-    ``console.display.now`` is the one clock every relative time reads; it is replaced wherever it was imported
-    (``from ...display import now as current_time`` too). A console module that reads ``datetime.now`` itself
-    would make the shots depend on the day they are taken: it is refused, named. The activity screen's
+    ``console.display.now`` is the one clock every relative time reads, called through the module, so one patch
+    stops it. A console module holding its own copy of it (``from ...display import now``) or reading
+    ``datetime.now`` itself would make the shots depend on the day they are taken: it is refused, named. The activity screen's
     monotonic clock, which ages its data ("updated 0s ago"), is stopped as well."""
     import importlib
 
@@ -334,8 +334,10 @@ def console_time(demo: Demo) -> Iterator[None]:
     time.tzset()
     try:
         display = importlib.import_module("console.display")
-        for module, attribute in _names_of(display.now):
-            patch(module, attribute, demo.now)
+        copies = [f"{module.__name__}.{name}" for module, name in _names_of(display.now) if module is not display]
+        if copies:
+            raise RuntimeError(f"call console.display.now() through the module, not a copy: {', '.join(copies)}")
+        patch(display, "now", demo.now)
         activity = importlib.import_module("console.tui.screens.activity")
         patch(activity, "time", _FrozenTime(time.monotonic()))
         yield

@@ -15,9 +15,9 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import OptionList, Static
 
+from ... import display
 from ...client import ApiError
 from ...display import clock, push_status_text, since
-from ...display import now as current_time
 from ...models import BOMBING_THRESHOLD, BOMBING_WINDOW, Permission, PushAttempt, PushBlock, PushStatus
 from ...safe_text import printable
 from ..modals.confirm import ConfirmScreen
@@ -196,7 +196,7 @@ class ActivityScreen(ConsoleScreen):
     @work(exclusive=True, group="activity-bombing", exit_on_error=False)
     async def scan_for_bombing(self) -> None:
         """The server's per-user aggregate over the bombing window: the same figures as the user's screen."""
-        start = current_time() - BOMBING_WINDOW
+        start = display.now() - BOMBING_WINDOW
         try:
             page = await self.console_app.api.push_suspects(
                 since=start, min_hostile=BOMBING_THRESHOLD, limit=SUSPECTS_LIMIT
@@ -233,7 +233,7 @@ class ActivityScreen(ConsoleScreen):
             line.append(" · not loaded (r retries)", style="bold")
         line.append(f" · {self.status_filter or 'all'} (f)", style="dim")
         if self.updated_at is not None:
-            line.append(f" · updated {since(current_time() - timedelta(seconds=time.monotonic() - self.updated_at))}")
+            line.append(f" · updated {since(display.now() - timedelta(seconds=time.monotonic() - self.updated_at))}")
         if self.paused:
             line.append(" · PAUSED (p resumes)", style="bold yellow")
         else:
@@ -354,9 +354,7 @@ class ActivityScreen(ConsoleScreen):
             self.notify(f"Stop attack failed: {printable(str(exc), max_length=200)}", severity="error", markup=False)
             return
         me = self.console_app.whoami
-        block = PushBlock(
-            blockedUntil=result.blockedUntil, blockedBy=me.name if me else "you", blockedAt=current_time()
-        )
+        block = PushBlock(blockedUntil=result.blockedUntil, blockedBy=me.name if me else "you", blockedAt=display.now())
         self.panel.mark_stopped(suspect.user_id, block)
         extra = "; biometric approval required from now on" if choice.require_user_verification else ""
         self.notify(

@@ -41,6 +41,7 @@ from ..tabs import HOME
 from ..widgets.error_banner import ErrorBanner
 from ..widgets.footer import ConsoleFooter
 from ..widgets.header import ConsoleHeader
+from ..widgets.virtual_table import VirtualTable
 
 if TYPE_CHECKING:
     from ...client import ProtectClient
@@ -135,7 +136,7 @@ class ConsoleScreen(Screen[None]):
     @property
     def console_app(self) -> ConsoleAppLike:
         """``self.app``, typed as the console app (see :class:`ConsoleAppLike`)."""
-        return cast("ConsoleAppLike", self.app)
+        return console_app_of(self)
 
     def compose(self) -> ComposeResult:
         yield ConsoleHeader(self.TITLE)
@@ -271,8 +272,6 @@ class ConsoleScreen(Screen[None]):
         try:
             if selector:
                 return self.query(selector).first()
-            from ..widgets.virtual_table import VirtualTable
-
             return self.query(VirtualTable).first()
         except Exception:  # noqa: BLE001 - no such widget (yet)
             return None

@@ -25,6 +25,7 @@ from textual.css.query import NoMatches
 from textual.widget import Widget
 from textual.widgets import Static
 
+from ... import display
 from ...client import ApiError, NotFound
 from ...display import (
     ago,
@@ -37,7 +38,6 @@ from ...display import (
     user_name,
     window_words,
 )
-from ...display import now as current_time
 from ...models import (
     BOMBING_THRESHOLD,
     BOMBING_WINDOW,
@@ -507,7 +507,7 @@ class UserDetailScreen(ConsoleScreen):
         """The server's counts over the bombing window (the Activity panel's aggregate)."""
         api = self.console_app.api
         try:
-            return await api.push_stats(user_id, since=current_time() - BOMBING_WINDOW)
+            return await api.push_stats(user_id, since=display.now() - BOMBING_WINDOW)
         except NotFound:
             return None  # a service without the aggregate: no counts rather than wrong ones
 
@@ -523,7 +523,7 @@ class UserDetailScreen(ConsoleScreen):
         assert user is not None
         body = self.query_one("#detail-body", VerticalScroll)
         scroll_y = body.scroll_y  # a refresh never moves the admin's place
-        now = current_time()
+        now = display.now()
         hints = troubleshooting_hints(user, self.device, self.attempts, now, self.stats, self._can)
         for selector, renderable in (
             ("#detail-title", title_text(user, now)),
@@ -784,7 +784,7 @@ class UserDetailScreen(ConsoleScreen):
         if answer is None:
             return
         days = int(answer) if answer else 0
-        until = current_time() + timedelta(days=days)
+        until = display.now() + timedelta(days=days)
         grace = (
             f"Grace period: {days} day{'s' if days != 1 else ''} (until {stamp_zone(until)}) to log in without "
             "MFA while re-enrolling."
@@ -906,7 +906,7 @@ class UserDetailScreen(ConsoleScreen):
         except ApiError as exc:
             self._failed("Verify", exc)
             return
-        at = clock_zone(current_time())
+        at = clock_zone(display.now())
         if result.valid:
             self.caller_check = Text(f"✓ valid ({at})", style="bold green")
             self.notify(f"Code VALID for {user_label(user)}.", title="Caller verified", markup=False)

@@ -20,8 +20,8 @@ from textual.message import Message
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from ... import display
 from ...display import FRAUD_STYLE, PUSH_STATUS_STYLES, aware, clock, since, window_words
-from ...display import now as current_time
 from ...models import BOMBING_THRESHOLD, PushBlock, PushStats, PushStatus
 from ...safe_text import printable
 
@@ -70,7 +70,7 @@ def block_text(block: PushBlock) -> str:
 
 def suspect_prompt(suspect: Suspect, now: datetime | None = None, *, can_stop: bool = True) -> Text:
     """First line: who, how many refused, when last, where; second line (only when stopped): the block."""
-    now = now or current_time()
+    now = now or display.now()
     line = Text(no_wrap=True, overflow="ellipsis")
     line.append(f"{printable(suspect.username or suspect.user_id, max_length=24):<24} ", style="bold")
     line.append(f"{suspect.blocked:>3} blocked", style=PUSH_STATUS_STYLES[PushStatus.BLOCKED])
@@ -160,7 +160,7 @@ class BombingPanel(Vertical):
         option_list = self.option_list
         highlighted = option_list.highlighted_option.id if option_list.highlighted_option else None
         had_focus = self.screen.focused is option_list
-        now = current_time()
+        now = display.now()
         option_list.clear_options()
         option_list.add_options(Option(suspect_prompt(s, now, can_stop=self.can_stop), id=s.user_id) for s in suspects)
         option_list.display = bool(suspects)

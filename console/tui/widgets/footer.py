@@ -59,6 +59,7 @@ class ConsoleFooter(Footer):
         self.source: Screen[Any] | None = None  # whose keys the last compose showed
         self._recompose_pending = False
         self._composed: tuple[object, ...] = ()  # the signature of what the last compose showed
+        self._planned: tuple[Screen[Any], list[Widget]] | None = None
 
     def _available(self) -> int:
         return self.size.width or self.app.size.width
@@ -149,7 +150,8 @@ class ConsoleFooter(Footer):
     def compose(self) -> ComposeResult:
         if not self._bindings_ready:
             return
-        source, items = self._plan()
+        source, items = self._planned or self._plan()
+        self._planned = None
         self.source = source
         self._composed = self._signature(source, items)
         self.shown_keys = [item.key for item in items if isinstance(item, FooterKey)]
@@ -196,8 +198,11 @@ class ConsoleFooter(Footer):
             return
         # Bindings are often "updated" to what they were (start-up sends four updates; two change nothing):
         # a recompose mounts every key again, ~8 ms, so only when the keys on view would change.
-        if self._bindings_ready and self._signature(*self._plan()) == self._composed:
-            return
+        if self._bindings_ready:
+            plan = self._plan()
+            if self._signature(*plan) == self._composed:
+                return
+            self._planned = plan  # compose takes these keys rather than building them again
         await self.recompose()
 
     def on_resize(self, event: events.Resize) -> None:

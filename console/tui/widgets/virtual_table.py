@@ -409,6 +409,10 @@ class VirtualTable(ScrollView, can_focus=True):
         """Rows the last answer said exist, or None before the first answer."""
         return self._total
 
+    def add_follower(self, widget: Widget) -> None:
+        """Repaint ``widget`` (a label about the rows) in the same frame as the rows a key moves."""
+        self._followers.add(widget)
+
     @property
     def pages_held(self) -> list[int]:
         """The numbers of the pages held in memory, least recently used first."""
@@ -1289,7 +1293,7 @@ class TablePosition(Static):
     def _bind(self) -> None:
         table = self.screen.query_one(self._selector, VirtualTable)
         self._table = table
-        table._followers.add(self)  # repainted in the same frame as the rows a key moves
+        table.add_follower(self)  # repainted in the same frame as the rows a key moves
         self.watch(table, "cursor_row", self.update_position, init=False)
         self.watch(table, "row_count", self.update_position, init=False)
         self.watch(table, "load_failed", self.update_position)
