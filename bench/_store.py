@@ -117,13 +117,13 @@ def lift_rate_limits(store: Store) -> None:
 
     The throughput benchmarks send tens of thousands of requests a minute from one key and one address,
     as a busy login backend would; such a deployment raises ``rateLimits.*`` the same way."""
-    from console.models import SETTING_RANGES, ProtectSettingsPatch, Role
+    from console.models import SETTING, ProtectSettingsPatch, Role
     from console.server.clock import Clock
     from console.server.services.common import Principal
     from console.server.services.settings import etag_for, read_settings, update_settings
 
     limits = {
-        name.split(".", 1)[1]: SETTING_RANGES[name][1]
+        name.split(".", 1)[1]: SETTING[name].high
         for name in ("rateLimits.totpVerifyPerMinute", "rateLimits.pushPerMinute")
     }
     with store.read() as conn:

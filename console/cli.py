@@ -38,7 +38,6 @@ if TYPE_CHECKING:  # rich and the service load only when a command needs them
 
     from .server.store import DbTarget, Store
 
-PAGE_MAX = 100  # the API's largest page
 WIDE_COLUMNS = 10_000  # --wide: tables take the width their values need
 
 
@@ -270,7 +269,7 @@ async def _collect(fetch: Callable[[int, int], Awaitable[Any]], limit: int) -> t
     items: list[Any] = []
     total = 0
     while len(items) < limit:
-        page = await fetch(len(items), min(PAGE_MAX, limit - len(items)))
+        page = await fetch(len(items), min(models.PAGE_MAX, limit - len(items)))
         total = page.totalCount
         items.extend(page.results)
         if not page.results or len(items) >= total:

@@ -451,12 +451,10 @@ class Simulator:
 
 
 def _count_users(store: Any) -> int:
-    from sqlalchemy import func, select
-
-    from .server.store import users
+    from .server.services.users import count_users
 
     with store.read() as conn:
-        return int(conn.execute(select(func.count()).select_from(users)).scalar_one())
+        return count_users(conn)
 
 
 def _say(message: str) -> None:

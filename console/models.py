@@ -143,6 +143,9 @@ class Strict(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
 
+PAGE_MAX = 100  # the API's largest page: the service's limit, the CLI's page size
+
+
 class Page(Wire, Generic[T]):
     """JumpCloud's list envelope, with keyset cursors where the listing has them.
 
@@ -575,7 +578,6 @@ SETTINGS: tuple[Setting, ...] = (
 )
 SETTING: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
 # Allowed ranges by key, for the tools that only need those (benchmarks lifting the rate limits).
-SETTING_RANGES: dict[str, tuple[int, int]] = {s.key: s.range for s in SETTINGS if s.range is not None}
 
 
 def _value(key: str) -> Any:

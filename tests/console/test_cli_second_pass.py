@@ -588,7 +588,7 @@ def test_setting_names_are_the_consoles(cli: Any, capsys: pytest.CaptureFixture[
     assert code == 0 and out.strip() == "push.requireUserVerification: off -> on"
     code, out, err = run(capsys, "settings", "set", "push.max-concurrent", "4", "--yes")  # the old name still works
     assert code == 0 and out.strip() == "push.concurrentLimit.max: 3 -> 4"
-    low, high = models.SETTING_RANGES["totp.maxFailures"]
+    low, high = models.SETTING["totp.maxFailures"].range or (0, 0)
     code, out, err = run(capsys, "settings", "set", "totp.maxFailures", str(high + 1), "--yes")
     assert code == 2 and f"totp.maxFailures: must be between {low} and {high}" in one_error_line(err)
 

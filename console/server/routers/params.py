@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import Query
 
+from ...models import PAGE_MAX
+
 SKIP_MAX = 10_000_000
-PAGE_MAX = 100  # the largest page
 CURSOR_MAX = 4096  # characters: a cursor the service made is far shorter
 
 Skip = Query(0, ge=0, le=SKIP_MAX, description="Rows to skip (after the cursor, when `after`/`before` is given).")

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from ...models import (
     BOMBING_THRESHOLD,
+    PAGE_MAX,
     ROLE_PERMISSIONS,
     AuditEvent,
     EnrollmentCode,
@@ -33,7 +34,7 @@ from ..services import devices as device_service
 from ..services import push as push_service
 from ..services import settings as settings_service
 from ..services import users as user_service
-from .params import PAGE_MAX, After, Before, Count, Limit, Skip
+from .params import After, Before, Count, Limit, Skip
 
 router = APIRouter(prefix="/api/v2/protect", tags=["protect admin"])
 

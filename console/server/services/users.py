@@ -60,9 +60,6 @@ from .settings import read_settings
 ENROLLED = EnrollmentStatus.ENROLLED.value
 DEFAULT_GRACE_DAYS = 7
 MAX_GRACE_DAYS = 365  # same bound as exclusionDays: no open-ended MFA exemptions
-SEARCH_FIELDS = ("username", "email", "firstname", "lastname", "displayname")
-
-
 # ------------------------------------------------------------ status rules
 
 

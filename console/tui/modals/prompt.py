@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from rich.text import Text
@@ -10,7 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Static
 
-from ...models import GRACE_DAYS_MAX
+from ...models import GRACE_DAYS_MAX, TOTP_CODE_PATTERN
 from ...safe_text import printable
 from .base import ConsoleModal, literal
 
@@ -99,7 +100,7 @@ def check_grace_days(value: str) -> str | None:
 
 
 def check_totp_code(value: str) -> str | None:
-    if len(value) != 6 or not value.isdigit():
+    if not re.fullmatch(TOTP_CODE_PATTERN, value):
         return "code: enter the 6 digits the caller reads out"
     return None
 
