@@ -179,28 +179,47 @@ def _check_timeout(value: float) -> float:
 class ProfileSettings(BaseModel):
     """One ``[profiles.NAME]`` table: a backend and how to authenticate to it."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    # defer_build: the validator is built when a config file is read, not at every start (most starts have none).
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
-    url: str | None = Field(default=None)
-    """Base URL of the Protect API, e.g. ``https://protect.example.com``. Default ``http://127.0.0.1:8080``."""
+    url: str | None = Field(
+        default=None,
+        description="Base URL of the Protect API, e.g. ``https://protect.example.com``. Default ``http://127.0.0.1:8080``.",
+    )
 
-    api_key: SecretStr | None = Field(default=None)
-    """The API key itself. Prefer ``api_key_env`` or ``api_key_command``; if you use this, keep the file mode 600."""
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="The API key itself. Prefer ``api_key_env`` or ``api_key_command``; if you use this, keep the file mode 600.",
+    )
 
-    api_key_env: str | None = Field(default=None, min_length=1)
-    """Name of an environment variable holding the API key."""
+    api_key_env: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Name of an environment variable holding the API key.",
+    )
 
-    api_key_command: str | None = Field(default=None, min_length=1)
-    """A command printing the API key on stdout, e.g. ``pass show protect``. Run without a shell."""
+    api_key_command: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A command printing the API key on stdout, e.g. ``pass show protect``. Run without a shell.",
+    )
 
-    readonly: bool = Field(default=False)
-    """Hide and refuse every changing action, whatever the key's role allows."""
+    readonly: bool = Field(
+        default=False,
+        description="Hide and refuse every changing action, whatever the key's role allows.",
+    )
 
-    theme: str = Field(default=DEFAULT_THEME, min_length=1)
-    """Textual theme name for the console."""
+    theme: str = Field(
+        default=DEFAULT_THEME,
+        min_length=1,
+        description="Textual theme name for the console.",
+    )
 
-    timeout: float | None = Field(default=None, allow_inf_nan=False)
-    """Seconds a request may take, retries included, before the console says there is no answer. Default 10."""
+    timeout: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description="Seconds a request may take, retries included, before the console says there is no answer. Default 10.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -223,13 +242,18 @@ class ProfileSettings(BaseModel):
 class ConsoleSettings(BaseModel):
     """The whole ``config.toml``."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
-    default_profile: str | None = Field(default=None, min_length=1)
-    """Profile used when ``--profile`` is not given."""
+    default_profile: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Profile used when ``--profile`` is not given.",
+    )
 
-    profiles: dict[str, ProfileSettings] = Field(default_factory=dict)
-    """Named connection profiles, one ``[profiles.NAME]`` table each."""
+    profiles: dict[str, ProfileSettings] = Field(
+        default_factory=dict,
+        description="Named connection profiles, one ``[profiles.NAME]`` table each.",
+    )
 
 
 def default_config_path() -> Path:
