@@ -19,9 +19,12 @@ Both stores (migration 0010): ``users_search_version``, one row (``epoch``, ``ve
 change to the searchable columns moves on, in the writer's own transaction (triggers: per row on
 SQLite; on PostgreSQL per statement for inserts and deletes, so a ``COPY`` of a million users moves
 it once, and per updated row whose names differ). It keys the
-exact search counts a process keeps (:class:`CountCache`): a count is reused only while no user was
-added, removed or renamed since, by any process. ``epoch`` is random per database, so a count is
-never taken for another database's at the same version.
+exact search counts a process keeps (:class:`CountCache`). ``epoch`` is random per database, so a
+count is never taken for another database's at the same version.
+
+Both stores (migration 0011): ``users_search_changes``, the log of the names each version removed and
+added, written by the same triggers in the same transaction; a kept count is brought forward through it
+by matching only the changed names (see the log's section below).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 
+from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from .store import SEARCH_INDEX_TABLE as TABLE
@@ -110,14 +114,16 @@ def uninstall(conn: Connection) -> None:
 
 
 def drop_for_bulk_load(conn: Connection) -> None:
-    """Before a bulk insert into ``users``: stop maintaining the search index row by row.
+    """Before a bulk insert into ``users``: stop maintaining the search index and the change log row by row.
 
-    One rebuild at the end reads the names once, in rowid order, instead of a trigger per row
-    (and the version moves once).
+    One rebuild at the end reads the names once, in rowid order, instead of a trigger per row;
+    the version moves once, and the log's floor with it (the load is not logged).
     """
     if _sqlite(conn):
         drop_triggers(conn)
-        drop_triggers(conn, VERSION_TRIGGERS)
+        drop_triggers(conn, LOG_TRIGGERS)
+    else:
+        _drop_pg_log_triggers(conn)
 
 
 def restore_after_bulk_load(conn: Connection) -> None:
@@ -125,8 +131,10 @@ def restore_after_bulk_load(conn: Connection) -> None:
     if _sqlite(conn):
         rebuild(conn)
         create_triggers(conn)
-        conn.exec_driver_sql(_BUMP)
-        create_triggers(conn, VERSION_TRIGGERS)
+        create_triggers(conn, LOG_TRIGGERS)
+    else:
+        _create_pg_log_triggers(conn)
+    conn.exec_driver_sql(f"UPDATE {VERSION_TABLE} SET version = version + 1, floor = version + 1")
 
 
 # ------------------------------------------------------------ the version, and the counts it keys
@@ -178,27 +186,164 @@ def version(conn: Connection) -> tuple[str, int]:
 
 
 class CountCache:
-    """Exact counts by (epoch, version, query), the most recently used ``size`` of them. Thread-safe.
+    """Exact counts by query: ``(epoch, version, count)``, the most recently used ``size`` of them. Thread-safe.
 
-    Only repeats gain: a query asked for the first time since a change is counted in full. What it
-    answers is what counting would answer, for counts that depend on the searchable columns alone.
+    A count kept at one version is brought to a later one through the change log (services/users.py,
+    ``_kept_count``); one the log cannot bring forward is counted again in full.
     """
 
     def __init__(self, size: int = 512) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._counts: OrderedDict[Hashable, int] = OrderedDict()
+        self._counts: OrderedDict[Hashable, tuple[str, int, int]] = OrderedDict()
 
-    def get(self, key: Hashable) -> int | None:
+    def get(self, key: Hashable) -> tuple[str, int, int] | None:
         with self._lock:
             found = self._counts.get(key)
             if found is not None:
                 self._counts.move_to_end(key)
             return found
 
-    def put(self, key: Hashable, count: int) -> None:
+    def put(self, key: Hashable, kept: tuple[str, int, int]) -> None:
         with self._lock:
-            self._counts[key] = count
+            # Concurrent requests may bring one count forward out of order: the newest version wins.
+            found = self._counts.get(key)
+            if found is None or found[0] != kept[0] or found[1] <= kept[1]:
+                self._counts[key] = kept
             self._counts.move_to_end(key)
             while len(self._counts) > self._size:
                 self._counts.popitem(last=False)
+
+
+# ------------------------------------------------------------ the change log (migration 0011)
+#
+# ``users_search_changes``: the searchable names each version removed (sign -1) and added (sign +1),
+# written by the triggers that move the version, in the writer's transaction. An exact count kept at
+# version v is brought to the current version V by counting, with the search's own predicate, the
+# logged rows of versions v+1..V (added minus removed): a few rows instead of every match.
+# ``floor`` (on the version row): the log holds every change after it. Pruning moves it up; so does a
+# statement too large to log (a bulk load, a truncation): a count older than ``floor`` is counted again.
+
+LOG_TABLE = f"{TABLE}_changes"  # "users_search_" prefix: outside the schema comparison, like the version
+LOG_KEEP = 10_000  # versions of changes kept; a count further behind is counted in full
+LOG_PRUNE_EVERY = 1_000  # the trigger prunes when the version reaches a multiple of this
+LOG_STATEMENT_MAX = 1_000  # PostgreSQL: a statement changing more rows moves the floor instead of logging
+_LOG_COLS = f"version, sign, {_COLS}"
+_PRUNE = (  # SQLite (in a trigger body): when the version is a multiple of LOG_PRUNE_EVERY
+    f"DELETE FROM {LOG_TABLE} WHERE version <= "
+    f"(SELECT version - {LOG_KEEP} FROM {VERSION_TABLE} WHERE version % {LOG_PRUNE_EVERY} = 0); "
+    f"UPDATE {VERSION_TABLE} SET floor = version - {LOG_KEEP} "
+    f"WHERE version % {LOG_PRUNE_EVERY} = 0 AND floor < version - {LOG_KEEP}"
+)
+
+
+def _log_rows(sign: int, row: str) -> str:
+    values = ", ".join(f"{row}.{c}" for c in COLUMNS)
+    return f"INSERT INTO {LOG_TABLE} ({_LOG_COLS}) SELECT version, {sign}, {values} FROM {VERSION_TABLE}"
+
+
+_NAMES_DIFFER = " OR ".join(f"old.{c} IS NOT new.{c}" for c in COLUMNS)
+LOG_TRIGGERS = {  # SQLite: they replace 0010's VERSION_TRIGGERS (the same bump, and the log)
+    f"{LOG_TABLE}_ai": f"AFTER INSERT ON users BEGIN {_BUMP}; {_log_rows(1, 'new')}; {_PRUNE}; END",
+    f"{LOG_TABLE}_ad": f"AFTER DELETE ON users BEGIN {_BUMP}; {_log_rows(-1, 'old')}; {_PRUNE}; END",
+    f"{LOG_TABLE}_au": (
+        f"AFTER UPDATE OF {_COLS} ON users WHEN {_NAMES_DIFFER} BEGIN {_BUMP}; "
+        f"{_log_rows(-1, 'old')}; {_log_rows(1, 'new')}; {_PRUNE}; END"
+    ),
+}
+_PG_LOG = f"{LOG_TABLE}_write"
+# name -> (event, level, transition table): adding and removing users once a statement (their rows
+# from the statement's transition table), renames once a row.
+_PG_LOG_TRIGGERS = {
+    f"{LOG_TABLE}_ins": ("INSERT", "STATEMENT", "REFERENCING NEW TABLE AS changed_rows"),
+    f"{LOG_TABLE}_del": ("DELETE", "STATEMENT", "REFERENCING OLD TABLE AS changed_rows"),
+    f"{LOG_TABLE}_trunc": ("TRUNCATE", "STATEMENT", ""),
+    f"{LOG_TABLE}_upd": ("UPDATE", "ROW", ""),
+}
+
+
+def _pg_log_function() -> str:
+    changed = " OR ".join(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in COLUMNS)
+    old = ", ".join(f"OLD.{c}" for c in COLUMNS)
+    new = ", ".join(f"NEW.{c}" for c in COLUMNS)
+    prune = (
+        f"IF mod(v, {LOG_PRUNE_EVERY}) = 0 THEN DELETE FROM {LOG_TABLE} WHERE version <= v - {LOG_KEEP}; "
+        f"UPDATE {VERSION_TABLE} SET floor = greatest(floor, v - {LOG_KEEP}); END IF;"
+    )
+    # Whole statements (TG_LEVEL) read the transition table; its name is the same in both triggers.
+    return (
+        f"CREATE OR REPLACE FUNCTION {_PG_LOG}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "DECLARE v bigint; n bigint; sign smallint; BEGIN "
+        "IF TG_OP = 'UPDATE' THEN "
+        f"  IF NOT ({changed}) THEN RETURN NULL; END IF; "
+        f"  UPDATE {VERSION_TABLE} SET version = version + 1 RETURNING version INTO v; "
+        f"  INSERT INTO {LOG_TABLE} ({_LOG_COLS}) VALUES (v, -1, {old}), (v, 1, {new}); "
+        "ELSIF TG_OP = 'TRUNCATE' THEN "
+        f"  UPDATE {VERSION_TABLE} SET version = version + 1, floor = version + 1; RETURN NULL; "
+        "ELSE "
+        "  SELECT count(*) INTO n FROM (SELECT 1 FROM changed_rows "
+        f"LIMIT {LOG_STATEMENT_MAX + 1}) AS limited; "
+        "  IF n = 0 THEN RETURN NULL; END IF; "
+        f"  IF n > {LOG_STATEMENT_MAX} THEN "
+        f"    UPDATE {VERSION_TABLE} SET version = version + 1, floor = version + 1; RETURN NULL; "
+        "  END IF; "
+        f"  UPDATE {VERSION_TABLE} SET version = version + 1 RETURNING version INTO v; "
+        "  sign := CASE WHEN TG_OP = 'INSERT' THEN 1 ELSE -1 END; "
+        f"  INSERT INTO {LOG_TABLE} ({_LOG_COLS}) SELECT v, sign, {_COLS} FROM changed_rows; "
+        "END IF; "
+        f"{prune} RETURN NULL; END $$"
+    )
+
+
+def _create_pg_log_triggers(conn: Connection) -> None:
+    for name, (event, level, referencing) in _PG_LOG_TRIGGERS.items():
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name} ON users")
+        conn.exec_driver_sql(
+            f"CREATE TRIGGER {name} AFTER {event} ON users {referencing} FOR EACH {level} EXECUTE FUNCTION {_PG_LOG}()"
+        )
+
+
+def _drop_pg_log_triggers(conn: Connection) -> None:
+    for name in _PG_LOG_TRIGGERS:
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name} ON users")
+
+
+def install_log(conn: Connection) -> None:
+    """The change log, its floor, and the triggers that write it with the version (migration 0011)."""
+    sqlite = _sqlite(conn)
+    text = "TEXT" if sqlite else 'TEXT COLLATE "C"'  # the users' folded columns' type: the same comparisons
+    integer = "INTEGER" if sqlite else "BIGINT"
+    names = ", ".join(f"{c} {text} NOT NULL" for c in COLUMNS)
+    conn.exec_driver_sql(
+        f"CREATE TABLE IF NOT EXISTS {LOG_TABLE} (version {integer} NOT NULL, sign SMALLINT NOT NULL, {names})"
+    )
+    conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {LOG_TABLE}_version ON {LOG_TABLE} (version)")
+    # Counts kept at an older version have no log to come forward by: the floor starts at the current one.
+    # A database re-run from its inferred schema (made before migrations) may have the column already.
+    if "floor" not in {c["name"] for c in inspect(conn).get_columns(VERSION_TABLE)}:
+        conn.exec_driver_sql(f"ALTER TABLE {VERSION_TABLE} ADD COLUMN floor {integer} NOT NULL DEFAULT 0")
+    conn.exec_driver_sql(f"UPDATE {VERSION_TABLE} SET floor = version")
+    if sqlite:
+        drop_triggers(conn, VERSION_TRIGGERS)
+        create_triggers(conn, LOG_TRIGGERS)
+        return
+    for name in _PG_TRIGGERS:
+        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name} ON users")
+    conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {_PG_BUMP}()")
+    conn.exec_driver_sql(_pg_log_function())
+    _create_pg_log_triggers(conn)
+
+
+def uninstall_log(conn: Connection) -> None:
+    """Back to 0010: the version's own triggers, no log, no floor."""
+    if _sqlite(conn):
+        drop_triggers(conn, LOG_TRIGGERS)
+    else:
+        _drop_pg_log_triggers(conn)
+        conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {_PG_LOG}()")
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {LOG_TABLE}")
+    conn.exec_driver_sql(f"ALTER TABLE {VERSION_TABLE} DROP COLUMN floor")
+    epoch, at = version(conn)
+    conn.exec_driver_sql(f"DELETE FROM {VERSION_TABLE}")  # install_version makes the row again
+    install_version(conn)
+    conn.exec_driver_sql(f"UPDATE {VERSION_TABLE} SET epoch = '{epoch}', version = {at + 1}")

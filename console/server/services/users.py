@@ -407,19 +407,21 @@ def _starts_with(col: Any, prefix: str) -> ColumnElement[bool]:
     return and_(col >= prefix, col < upper) if upper is not None else col >= prefix
 
 
-def _contains_word(word: str, fields: Sequence[str]) -> ColumnElement[bool]:
+def _contains_word(word: str, fields: Sequence[str], names: Any = users.c) -> ColumnElement[bool]:
     pattern = f"%{_like_escape(word)}%"
-    return or_(*(users.c[f"{f}_ci"].like(pattern, escape="\\") for f in fields))
+    return or_(*(names[f"{f}_ci"].like(pattern, escape="\\") for f in fields))
 
 
-def _starts_word(word: str, fields: Sequence[str]) -> ColumnElement[bool]:
-    return or_(*(_starts_with(users.c[f"{f}_ci"], word) for f in fields))
+def _starts_word(word: str, fields: Sequence[str], names: Any = users.c) -> ColumnElement[bool]:
+    return or_(*(_starts_with(names[f"{f}_ci"], word) for f in fields))
 
 
-def _row_match(s: _Search) -> ColumnElement[bool]:
-    """The search as a test of one row (LIKE on its folded fields): for walks along an index."""
+def _row_match(s: _Search, names: Any = users.c) -> ColumnElement[bool]:
+    """The search as a test of one row (LIKE on its folded fields): for walks along an index, and (``names``:
+    the change log's columns) for the logged names that bring a kept count forward."""
     return and_(
-        *(_contains_word(w, s.fields) for w in s.substring_words), *(_starts_word(w, s.fields) for w in s.prefix_words)
+        *(_contains_word(w, s.fields, names) for w in s.substring_words),
+        *(_starts_word(w, s.fields, names) for w in s.prefix_words),
     )
 
 
@@ -472,13 +474,44 @@ def _count(conn: Connection, s: _Search | None, where: list[Any], fts_rows: int 
 
 
 _COUNTS = search_index.CountCache()
+_log = table(
+    search_index.LOG_TABLE, column("version"), column("sign"), *(column(c) for c in search_index.COLUMNS)
+)
+_version_row = table(search_index.VERSION_TABLE, column("epoch"), column("version"), column("floor"))
 
 
 def _count_key(conn: Connection, s: _Search | None) -> Hashable:
-    """What an unfiltered count depends on: the database (its URL: PostgreSQL databases made from one
-    template share an epoch) and its names' version, the words and fields."""
+    """What an unfiltered count depends on besides the names' version: the database (its URL: PostgreSQL
+    databases made from one template share an epoch), the words and fields."""
     where = str(conn.engine.url)  # the password masked
-    return (where, *search_index.version(conn), None if s is None else (s.words, tuple(sorted(s.fields))))
+    return (where, None if s is None else (s.words, tuple(sorted(s.fields))))
+
+
+def _kept_count(conn: Connection, key: Hashable, s: _Search | None) -> int | None:
+    """The count kept under ``key``, brought to the names' current version; None: count in full.
+
+    Kept at version v, it moves by the change log's rows of versions v+1..V (added minus removed) that
+    match the search: the same predicate (``_row_match``) on the logged folded names, in SQL, so it means
+    what the count means. The version, the floor and those rows are read in one statement (one snapshot).
+    """
+    kept = _COUNTS.get(key)
+    if kept is None:
+        return None
+    epoch, at, count = kept
+    usable = and_(_version_row.c.floor <= at, _version_row.c.version - at <= search_index.LOG_KEEP)
+    match = [] if s is None else [_row_match(s, _log.c)]
+    moved = (
+        select(func.coalesce(func.sum(_log.c.sign), 0))
+        .where(usable, _log.c.version > at, _log.c.version <= _version_row.c.version, *match)
+        .scalar_subquery()
+    )
+    row = conn.execute(select(_version_row.c.epoch, _version_row.c.version, _version_row.c.floor, moved)).one()
+    now_epoch, now_at, floor, delta = str(row[0]), int(row[1]), int(row[2]), int(row[3])
+    if now_epoch != epoch or now_at < at or floor > at or now_at - at > search_index.LOG_KEEP:
+        return None  # another database, or the log does not reach back to v (pruned, a bulk load)
+    if now_at != at:
+        _COUNTS.put(key, (epoch, now_at, count + delta))
+    return count + delta
 
 
 def _directory_size(conn: Connection) -> int:
@@ -696,10 +729,14 @@ def list_users(
         bound = paging.decode(before, fp, "before", len(keys))
     listing = _Listing(conn, now, keys, where, fp)
 
-    # A count that depends on the names alone (no filter) is kept, by the names' version: a repeat (the
-    # next page, the same search again) is answered without counting. The first time is counted in full.
+    # A count that depends on the names alone (no filter) is kept with the names' version: a repeat (the
+    # next page, the same search again, after changes too: see _kept_count) is answered without counting.
+    # The first time is counted in full.
     count_key = _count_key(conn, s) if count and not where else None
-    known = _COUNTS.get(count_key) if count_key is not None else None
+    known = _kept_count(conn, count_key, s) if count_key is not None else None
+    # A full count is kept only when no change committed between these two reads of the version (the
+    # count's statements may each see a newer state than the first read: the log must not apply twice).
+    counted_at = search_index.version(conn) if count_key is not None and known is None else None
     total: int | None = known
     if s is None:
         if count and total is None:
@@ -740,8 +777,8 @@ def list_users(
             rows = _walk_search(listing, s, bound, reverse, skip, limit)
         if count and total is None:
             total = _count(conn, s, where, fts_rows)
-    if count_key is not None and known is None and total is not None:
-        _COUNTS.put(count_key, total)
+    if counted_at is not None and total is not None and search_index.version(conn) == counted_at:
+        _COUNTS.put(count_key, (*counted_at, total))
     if reverse:
         rows.reverse()
     max_failures = _max_failures(conn)
