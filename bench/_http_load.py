@@ -36,6 +36,7 @@ class ClientResult:
     errors: int = 0
     answered: int = 0  # every answer, warm-up included (to divide the service's CPU time by)
     service_cpu: float = 0.0  # seconds, set by measure()
+    database_cpu: float | None = None  # PostgreSQL: seconds used by the service's backends (None: SQLite)
     machine_busy: float = 0.0  # seconds of CPU used by every process on the machine meanwhile
     elapsed: float = 0.0
 
@@ -230,9 +231,14 @@ def run_clients(
 
 def measure(served: Serve, run: Callable[[], ClientResult]) -> ClientResult:
     """``run()``, with the service's CPU time and the whole machine's over the same span."""
+    db_before = served.database_cpu()
     cpu, busy, started = served.cpu_seconds(), machine_busy_seconds(), time.perf_counter()
     result = run()
     result.service_cpu = served.cpu_seconds() - cpu
+    db_after = served.database_cpu()
+    if db_before is not None and db_after is not None:
+        # A backend opened meanwhile counts from its start; one closed meanwhile is lost (run_raw keeps its own).
+        result.database_cpu = sum(t - db_before.get(pid, 0.0) for pid, t in db_after.items())
     result.machine_busy = machine_busy_seconds() - busy
     result.elapsed = time.perf_counter() - started
     return result
@@ -242,6 +248,12 @@ def cpu_rows(result: ClientResult) -> list[tuple[str, str, str]]:
     """Table rows that tell the service's own cost from the machine's other load (other processes)."""
     per = result.service_cpu / result.answered * 1000 if result.answered else float("nan")
     cores = os.cpu_count() or 1
+    database = []
+    if result.database_cpu is not None and result.answered:
+        db_per = result.database_cpu / result.answered * 1000
+        database.append(
+            ("PostgreSQL CPU per answer ms", f"{db_per:.3f}", "(the service's backends; not the WAL writer)")
+        )
     return [
         (
             "service CPU per answer ms",
@@ -255,6 +267,7 @@ def cpu_rows(result: ClientResult) -> list[tuple[str, str, str]]:
             f"{result.machine_busy / result.elapsed:.2f} cores",
             f"of {cores}; service {result.service_cpu / result.elapsed:.2f}",
         ),
+        *database,
     ]
 
 
@@ -276,10 +289,13 @@ class Serve:
     def __init__(self, db: str, workers: int) -> None:
         self.db, self.workers = db, workers
         self.port = free_port()
+        self.app_name = f"protect-bench-serve-{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Serve:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # libpq names the service's PostgreSQL sessions, so database_cpu() finds their backends.
+        env["PGAPPNAME"] = self.app_name
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         import tempfile
 
@@ -336,6 +352,18 @@ class Serve:
             total += (int(fields[11]) + int(fields[12])) / ticks
         return total
 
+    def database_cpu(self) -> dict[int, float] | None:
+        """PostgreSQL: CPU seconds so far of each backend serving this service (by pid); None on SQLite."""
+        if not self.db.startswith("postgresql"):
+            return None
+        import psycopg
+
+        with psycopg.connect(self.db.replace("postgresql+psycopg:", "postgresql:", 1), autocommit=True) as conn:
+            pids = [r[0] for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (self.app_name,)
+            )]
+        return {pid: t for pid in pids if (t := _cpu_of(pid)) is not None}
+
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -344,6 +372,14 @@ class Serve:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
+
+
+def _cpu_of(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _children(pid: int) -> list[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -49,7 +50,20 @@ from ...models import (
 from ..clock import from_wire, to_wire
 from ..errors import ApiProblem, bad_request, not_found
 from ..metrics import PushOutcome, push_outcome
-from ..store import RawConn, Store, devices, push_attempts, users
+from ..store import (
+    BEGIN,
+    COMMIT,
+    SYNC,
+    Batch,
+    Blocking,
+    Decision,
+    Store,
+    devices,
+    push_attempts,
+    read_one,
+    users,
+    write_only,
+)
 from . import paging, ratelimit
 from .audit import record
 from .common import Principal, new_id
@@ -238,17 +252,40 @@ def create_attempt(
     in the same statement that reads the user.
     """
     require_resource(actor, body.resource)  # a service key scoped to other resources: 403, nothing recorded
+    return store.run_steps(partial(_admission, store, body, now, actor, address))
 
-    def decide(conn: RawConn, hits: ratelimit.Hits) -> tuple[ApiProblem | None, str, datetime]:
-        row = conn.one(_ADMISSION, user_id=body.userId, now=now, key_id=actor.key_id)
+
+async def create_attempt_async(
+    store: Store, body: PushRequest, now: datetime, *, actor: Principal, address: str | None = None
+) -> PushCreated:
+    """:func:`create_attempt` on the event loop (PostgreSQL's hot route: no thread)."""
+    require_resource(actor, body.resource)
+    return await store.run_steps_async(partial(_admission, store, body, now, actor, address))
+
+
+def _admission(
+    store: Store, body: PushRequest, now: datetime, actor: Principal, address: str | None
+) -> Decision[PushCreated]:
+    """:func:`create_attempt`'s rules, as steps (store.Step): run by either driver.
+
+    SQLite: the count in the admission's transaction (one pass of the write gate, one commit); an answer
+    refused before anything is recorded (429, 401, 404, 409) still commits the count. PostgreSQL, two round
+    trips: the count (committed by itself at a SYNC, so the key's and the address's counter rows, which
+    every push of theirs updates, are not held during admission), BEGIN, the user's row locked and read
+    and then their pending attempts counted; then the attempt recorded with the COMMIT."""
+    counting = ratelimit.Counting(store, ratelimit.Route.PUSH, key_id=actor.key_id, address=address, now=now)
+    admission = read_one(_ADMISSION, user_id=body.userId, now=now, key_id=actor.key_id)
+    pending = read_one(_PENDING, user_id=body.userId, resource=body.resource, now=now)
+
+    def decide(hits: ratelimit.Hits, row: Any, pending_row: Any) -> Decision[tuple[ApiProblem | None, datetime]]:
         if row is None:
-            if not conn.one(KEY_IS_LIVE, key_id=actor.key_id)[0]:
+            if not (yield read_one(KEY_IS_LIVE, key_id=actor.key_id))[0]:
                 raise revoked(store, actor)
             raise not_found(f"user {body.userId}")
         state, account_locked, blocked_until, device_id, device_state, version, key_live = row
         if not key_live:
             raise revoked(store, actor)
-        cfg = settings_at(store, conn, version)
+        cfg = yield Blocking(lambda conn: settings_at(store, conn, version), inline_first=True)
         hits.check(cfg)  # 429 before anything is recorded
         if state == "SUSPENDED" or account_locked:
             raise ApiProblem(409, f"user {body.userId} is suspended or locked")
@@ -259,11 +296,10 @@ def create_attempt(
         elif device_id is None or device_state != "active":
             raise ApiProblem(409, f"user {body.userId} has no active push device")
         else:
-            refusal = _cap_refusal(store, conn, body, cfg, now)
-        attempt_id = new_id()
+            refusal = _cap_refusal(store, pending_row, body, cfg, now)
         expires = now if refusal is not None else now + timedelta(seconds=cfg.push.timeoutSeconds)
         ctx = body.context
-        conn.run(
+        record = write_only(
             _RECORD,
             attempt_id=attempt_id,
             for_user=body.userId,
@@ -276,27 +312,24 @@ def create_attempt(
             ctx_location=ctx.location,
             ctx_ip=ctx.ip,
         )
-        return refusal, attempt_id, expires
+        yield Batch((record, COMMIT))  # one round trip on PostgreSQL
+        return refusal, expires
 
-    def admit(conn: RawConn) -> tuple[ApiProblem | None, str, datetime]:
-        if store.is_sqlite:
-            # The count in the admission's transaction: one pass of the write gate, one commit. An answer
-            # refused before anything is recorded (429, 401, 404, 409) still commits the count.
-            with conn.begin():
-                hits = ratelimit.count_raw(conn, ratelimit.Route.PUSH, key_id=actor.key_id, address=address, now=now)
-                try:
-                    return decide(conn, hits)
-                except ApiProblem as exc:
-                    problem = exc
-            raise problem
-        # PostgreSQL: counted by itself first (a short UPSERT), so the key's and the address's counter rows,
-        # which every push of theirs updates, are not held during admission.
-        hits = ratelimit.count_raw(conn, ratelimit.Route.PUSH, key_id=actor.key_id, address=address, now=now)
-        # BEGIN goes with the first read, and the INSERT with the COMMIT (three round trips).
-        with conn.pipeline(), conn.begin():
-            return decide(conn, hits)
-
-    refusal, attempt_id, expires = store.run_raw(admit)
+    attempt_id = new_id()
+    if store.is_sqlite:
+        yield BEGIN
+        hits = yield from counting.hits((yield counting.step))
+        try:
+            refusal, expires = yield from decide(hits, (yield admission), (yield pending))
+        except ApiProblem:
+            yield COMMIT  # refused before anything was recorded: the count commits all the same
+            raise
+    else:
+        # Read after the lock is held (the pipeline runs them in order), so the pending count sees every
+        # admission committed before ours.
+        counted, _, _, row, pending_row = yield Batch((counting.step, SYNC, BEGIN, admission, pending))
+        hits = yield from counting.hits(counted)
+        refusal, expires = yield from decide(hits, row, pending_row)
     if refusal is not None:
         push_outcome(_refusal_outcome(refusal))
         raise refusal  # after the commit: the blocked attempt stays recorded
@@ -304,16 +337,12 @@ def create_attempt(
     return PushCreated(id=attempt_id, status=PushStatus.PENDING, expiresAt=to_wire(expires))
 
 
-def _cap_refusal(
-    store: Store, conn: RawConn, body: PushRequest, cfg: ProtectSettings, now: datetime
-) -> ApiProblem | None:
+def _cap_refusal(store: Store, pending: Any, body: PushRequest, cfg: ProtectSettings, now: datetime) -> ApiProblem | None:
     """The concurrency caps, read under the user's lock: ``concurrentLimit`` per resource (when enabled), then
     ``maxPendingPerUser`` across all resources (always: varying the free-text resource must not get past it)."""
     limit = cfg.push.concurrentLimit
-    pending, earliest, pending_all, earliest_all = conn.one(
-        _PENDING, user_id=body.userId, resource=body.resource, now=now
-    )
-    if limit.enabled and pending >= limit.max:
+    pending_here, earliest, pending_all, earliest_all = pending
+    if limit.enabled and pending_here >= limit.max:
         return PushCapReached(_seconds_until(store, earliest, now), limit.max)
     if pending_all >= cfg.push.maxPendingPerUser:
         return PushCapReached(

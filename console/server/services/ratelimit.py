@@ -15,14 +15,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, delete
+from sqlalchemy import bindparam, delete, false, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from ...models import ProtectSettings
 from ..errors import ApiProblem
 from ..metrics import rate_limited
-from ..store import RawConn, Store, rate_limit_hits
+from ..store import Decision, Store, rate_limit_hits, write_only, write_rows
 from .settings import read_settings
 
 WINDOW_SECONDS = 60
@@ -136,63 +136,33 @@ def _params(route: Route, subjects: list[str], window: int) -> dict[str, Any]:
     return {"route": route.value, "window": window, **{f"subject{i}": s for i, s in enumerate(subjects)}}
 
 
-def count_raw(conn: RawConn, route: Route, *, key_id: str | None, address: str | None, now: datetime) -> Hits:
-    """The hot routes' count: one UPSERT on ``conn`` (:meth:`Store.run_raw`), in the caller's transaction when
-    one is open (on SQLite, then, under the write gate it already holds), else committed by itself."""
-    return submit_raw(conn, route, key_id=key_id, address=address, now=now).hits()
+class Counting:
+    """A hot route's count as a step (:class:`~console.server.store.Step`): the UPSERT, sent by the decision
+    (with its read, on PostgreSQL, in one round trip), then :meth:`hits` on the rows it returned."""
 
+    def __init__(self, store: Store, route: Route, *, key_id: str | None, address: str | None, now: datetime) -> None:
+        self.route = route
+        self.window, self.epoch = _window(now)
+        subjects = _subjects(key_id, address)
+        if subjects:
+            statement = _upsert(store.engine.dialect.name, len(subjects))
+            self.step = write_rows(statement, **_params(route, subjects, self.window))
+        else:
+            self.step = write_rows(_NOTHING)  # no subject to count (never on the hot routes: they need a key)
 
-class PendingHits:
-    """A count sent and not yet read (:func:`submit_raw`): :meth:`hits` reads it."""
-
-    def __init__(self, conn: RawConn, route: Route, window: int, epoch: int, cursor: Any) -> None:
-        self.conn, self.route, self.window, self.epoch, self.cursor = conn, route, window, epoch, cursor
-
-    def hits(self) -> Hits:
-        counts: dict[str, int] = {}
-        if self.cursor is not None:
-            counts = dict(self.cursor.fetchall())
-            self.cursor.close()
+    def hits(self, rows: list[Any]) -> Decision[Hits]:
+        """The counts; a new minute's first request also clears the windows before the last one."""
+        counts: dict[str, int] = dict(rows)
         if 1 in counts.values():
-            with self.conn.store.write_gate():
-                self.conn.run(_PRUNE, before=self.window - WINDOW_SECONDS)
+            yield write_only(_PRUNE, before=self.window - WINDOW_SECONDS)
         return Hits(self.route, self.window, self.epoch, counts)
 
 
-def submit_raw(conn: RawConn, route: Route, *, key_id: str | None, address: str | None, now: datetime) -> PendingHits:
-    """:func:`count_raw` in two halves: in a PostgreSQL pipeline (:meth:`RawConn.pipeline`) the UPSERT is only
-    queued, and goes to the server with the statements after it; ``.hits()`` reads it after them.
-
-    On SQLite it is run (and read) at once: a statement left unread there would still be running."""
-    store = conn.store
-    window, epoch = _window(now)
-    subjects = _subjects(key_id, address)
-    if not subjects:
-        return PendingHits(conn, route, window, epoch, None)
-    statement = _upsert(store.engine.dialect.name, len(subjects))
-    params = _params(route, subjects, window)
-    if store.is_sqlite:
-        with store.write_gate():
-            rows = conn.execute(statement, **params).fetchall()
-        return PendingHits(conn, route, window, epoch, _Read(rows))
-    return PendingHits(conn, route, window, epoch, conn.submit(statement, **params))
-
-
-class _Read:
-    """Rows already read, as a cursor hands them out."""
-
-    def __init__(self, rows: list[Any]) -> None:
-        self.rows = rows
-
-    def fetchall(self) -> list[Any]:
-        return self.rows
-
-    def close(self) -> None:
-        pass
+_NOTHING = select(rate_limit_hits.c.subject, rate_limit_hits.c.hits).where(false())
 
 
 def count(conn: Connection, route: Route, *, key_id: str | None, address: str | None, now: datetime) -> Hits:
-    """:func:`count_raw` on a SQLAlchemy connection (in the caller's transaction)."""
+    """The count on a SQLAlchemy connection (in the caller's transaction)."""
     window, epoch = _window(now)
     subjects = _subjects(key_id, address)
     if not subjects:

@@ -7,6 +7,7 @@ import binascii
 import hmac
 import struct
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, NamedTuple
 
 import pyotp
@@ -16,7 +17,7 @@ from ...models import Role, TotpEnrollResult, TotpVerifyResult
 from .. import secretbox
 from ..errors import ApiProblem, not_found
 from ..metrics import TotpOutcome, totp_lockout, totp_outcome
-from ..store import RawConn, Store, users
+from ..store import BEGIN, COMMIT, Batch, Blocking, Decision, Store, read_one, users, write_count
 from . import ratelimit
 from .audit import record
 from .common import Principal
@@ -237,25 +238,42 @@ def verify_unaudited(
     every check they make) stay locked only for the UPSERT's own implicit transaction.
 
     For service keys an unknown user gets the answer of a user without TOTP (no enumeration of users)."""
+    return store.run_steps(partial(_verify_steps, store, actor, user_id, code, now, address))
 
-    def check(conn: RawConn, hits: ratelimit.Hits, row: Any) -> _Decided | _LockOut | None:
+
+async def verify_unaudited_async(
+    store: Store, actor: Principal, user_id: str, code: str, now: datetime, *, address: str | None = None
+) -> TotpVerifyResult:
+    """:func:`verify_unaudited` on the event loop (PostgreSQL's hot route: no thread)."""
+    return await store.run_steps_async(partial(_verify_steps, store, actor, user_id, code, now, address))
+
+
+def _verify_steps(
+    store: Store, actor: Principal, user_id: str, code: str, now: datetime, address: str | None
+) -> Decision[TotpVerifyResult]:
+    """:func:`verify_unaudited`'s rules, as steps (store.Step): run by either driver."""
+    counting = ratelimit.Counting(store, ratelimit.Route.TOTP_VERIFY, key_id=actor.key_id, address=address, now=now)
+    read = read_one(_READ, user_id=user_id, key_id=actor.key_id)
+
+    def check(hits: ratelimit.Hits, row: Any) -> Decision[_Decided | _LockOut | None]:
         if row is None:
-            if not conn.one(KEY_IS_LIVE, key_id=actor.key_id)[0]:
+            if not (yield read_one(KEY_IS_LIVE, key_id=actor.key_id))[0]:
                 raise revoked(store, actor)
-            hits.check(settings_at(store, conn, conn.one(_SETTINGS_VERSION)[0]))
+            version = (yield read_one(_SETTINGS_VERSION))[0]
+            hits.check((yield _settings(version)))
             if actor.role == Role.SERVICE:
                 return TotpVerifyResult(valid=False, reason=NOT_ENROLLED), TotpOutcome.NOT_ENROLLED, False
             raise not_found(f"user {user_id}")
         if not row[8]:
             raise revoked(store, actor)
-        cfg = settings_at(store, conn, row[7])
+        cfg = yield _settings(row[7])
         hits.check(cfg)
         user = _TotpRow(*row[:3])
         state = TotpFailures.of(row[3], store.dt_out(row[4]), store.dt_out(row[5]), row[6])
         max_failures = cfg.totp.maxFailures
         result, step, outcome = _check(_opened(store, user_id, user), state, code, now, max_failures)
         if outcome is TotpOutcome.VALID:
-            changed = conn.write(_ACCEPT, user_id=user_id, secret=user.totp_secret, now=now, step=step)
+            changed = yield write_count(_ACCEPT, user_id=user_id, secret=user.totp_secret, now=now, step=step)
         elif outcome is TotpOutcome.WRONG_CODE:
             # Only wrong codes count toward the lock-out (see verify).
             after, lockout = after_wrong_code(state, now, max_failures)
@@ -270,52 +288,41 @@ def verify_unaudited(
             }
             if lockout is not None:
                 return _LockOut(result, outcome, params, after, lockout, max_failures)
-            changed = conn.write(_COUNT_FAILURE, **params)
+            changed = yield write_count(_COUNT_FAILURE, **params)
         else:
             return result, outcome, False  # not enrolled, locked, replay: nothing to record
         return (result, outcome, False) if changed == 1 else None
 
-    def first(conn: RawConn) -> tuple[ratelimit.Hits, _Decided | _LockOut | None]:
-        if store.is_sqlite:
-            refusal: ApiProblem | None = None
-            verdict: _Decided | _LockOut | None = None
-            with conn.begin():
-                hits = ratelimit.count_raw(
-                    conn, ratelimit.Route.TOTP_VERIFY, key_id=actor.key_id, address=address, now=now
-                )
-                try:
-                    verdict = check(conn, hits, conn.one(_READ, user_id=user_id, key_id=actor.key_id))
-                except ApiProblem as exc:
-                    refusal = exc  # refused requests count too: the count commits
-            if refusal is not None:
-                raise refusal
-            return hits, verdict
-        with conn.pipeline():
-            pending = ratelimit.submit_raw(
-                conn, ratelimit.Route.TOTP_VERIFY, key_id=actor.key_id, address=address, now=now
-            )
-            row = conn.one(_READ, user_id=user_id, key_id=actor.key_id)
-            hits = pending.hits()
-        return hits, check(conn, hits, row)
+    def _settings(version: int) -> Blocking:
+        return Blocking(lambda conn: settings_at(store, conn, version), inline_first=True)
 
-    def decide(conn: RawConn) -> _Decided:
-        hits, verdict = first(conn)
-        for _ in range(_ROUNDS):
-            if isinstance(verdict, _LockOut):
-                changed = _lock_out(
-                    store, actor, user_id, verdict.params, verdict.after, verdict.lockout, verdict.max_failures, now
-                )
-                verdict = (verdict.result, verdict.outcome, True) if changed == 1 else None
-            if verdict is not None:
-                return verdict
-            verdict = check(conn, hits, conn.one(_READ, user_id=user_id, key_id=actor.key_id))
-        raise ApiProblem(503, "too many simultaneous checks for this user; try again")
-
-    result, outcome, locked_out = store.run_raw(decide)
-    totp_outcome(outcome)
-    if locked_out:
-        totp_lockout()
-    return result
+    verdict: _Decided | _LockOut | None
+    if store.is_sqlite:
+        yield BEGIN
+        hits = yield from counting.hits((yield counting.step))
+        try:
+            verdict = yield from check(hits, (yield read))
+        except ApiProblem:
+            yield COMMIT  # refused requests count too: the count commits
+            raise
+        yield COMMIT
+    else:
+        counted, row = yield Batch((counting.step, read))
+        hits = yield from counting.hits(counted)
+        verdict = yield from check(hits, row)
+    for _ in range(_ROUNDS):
+        if isinstance(verdict, _LockOut):
+            lock = verdict
+            changed = yield Blocking(partial(_locking_out, store, actor, user_id, lock, now))
+            verdict = (lock.result, lock.outcome, True) if changed == 1 else None
+        if verdict is not None:
+            result, outcome, locked_out = verdict
+            totp_outcome(outcome)
+            if locked_out:
+                totp_lockout()
+            return result
+        verdict = yield from check(hits, (yield read))
+    raise ApiProblem(503, "too many simultaneous checks for this user; try again")
 
 
 def _bind(after: TotpFailures) -> dict[str, Any]:
@@ -325,6 +332,11 @@ def _bind(after: TotpFailures) -> dict[str, Any]:
         "locked_until": after.locked_until,
         "lockouts": after.lockouts,
     }
+
+
+def _locking_out(store: Store, actor: Principal, user_id: str, lock: _LockOut, now: datetime, _conn: Any) -> int:
+    """A Blocking step: :func:`_lock_out` (on a connection of its own: durable, unlike the hot ones)."""
+    return _lock_out(store, actor, user_id, lock.params, lock.after, lock.lockout, lock.max_failures, now)
 
 
 def _lock_out(
