@@ -19,7 +19,15 @@ so the machine's noise spreads over all of them. Rows:
 * the first search after a change: the service keeps the exact counts of unfiltered searches until a
   user is added, removed or renamed (by the names' version, migration 0010), so the rows above are
   repeats after their first call. Here a user's display name is set (untimed, and put back at the
-  end) before each sample, so each is counted in full: what a search costs the first time.
+  end) before each sample: the count kept before it is brought forward through the change log
+  (migration 0011), not counted again;
+* a cold process: `serve` started anew (no counts kept), one request that counts nothing (the exact
+  email) untimed, then the first search of a common or near-universal word, counted in full.
+  The database's pages are warm in the OS cache (the same files were just read): not a cold machine.
+
+Each row's note gives the server's CPU per request: the `serve` process (every thread) plus, on
+PostgreSQL, the database backends serving it, from /proc's schedstat (nanoseconds of CPU); unlike
+the wall-clock figures it barely moves with other work on the machine.
 """
 
 from __future__ import annotations
@@ -27,10 +35,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 from _store import Row, add_bench_arguments, machine_note, print_table, seeded_db, served, some_users
+
+from console.server.store import _connected, parse_db
 
 GOAL_MS = 50.0
 JUMP_GOAL_MS = 100.0
@@ -39,11 +51,15 @@ JUMP_GOAL_MS = 100.0
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_bench_arguments(parser, repeat=20)
+    parser.add_argument("--cold", type=int, default=3, help="cold-process samples per word (0: none)")
     args = parser.parse_args()
     with seeded_db(args.db, args.users, fresh=args.fresh) as db:
         picks = some_users(db.value, 3)
         with served(db.value, workers=args.workers) as service:
-            rows, notes = run(service.url, service.key, db.users, picks, args.repeat)
+            cpu = ServerCpu(db.value, service.pid)
+            rows, notes = run(service.url, service.key, db.users, picks, args.repeat, cpu)
+            cpu.close()
+        rows += cold_rows(db.value, args.workers, picks[0], args.cold)
     notes.append(machine_note())
     print_table(
         f"API search and paging, {db.users:,} users, {db.label} ({db.note}), serve --workers {args.workers}",
@@ -52,7 +68,89 @@ def main() -> None:
     )
 
 
-def run(url: str, key: str, total: int, picks: list[dict[str, str]], repeat: int) -> tuple[list[Row], list[str]]:
+class ServerCpu:
+    """CPU time (ms) of the service: every thread of `serve`, and on PostgreSQL its database backends."""
+
+    def __init__(self, db: str, pid: int) -> None:
+        self.pid = pid
+        self.engine = None if parse_db(db).is_sqlite else _connected(parse_db(db))
+        self.backends: list[int] = []
+
+    def find_backends(self) -> None:
+        """After the first requests: the backends holding the service's connections (not this one)."""
+        if self.engine is not None:
+            with self.engine.connect() as conn:
+                self.backends = list(
+                    conn.exec_driver_sql(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    ).scalars()
+                )
+
+    def ms(self) -> float:
+        total = 0
+        for path in [*Path(f"/proc/{self.pid}/task").glob("*/schedstat"), *(Path(f"/proc/{b}/schedstat") for b in self.backends)]:
+            try:
+                total += int(path.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass  # a thread or backend that ended meanwhile
+        return total / 1e6
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+
+
+def timed(call: Callable[[], Any], cpu: ServerCpu) -> tuple[float, float, Any]:
+    """(wall ms, server CPU ms, answer) of one request."""
+    used = cpu.ms()
+    started = time.perf_counter()
+    answer = call()
+    wall = (time.perf_counter() - started) * 1000
+    return wall, cpu.ms() - used, answer
+
+
+def cold_rows(db: str, workers: int, rare: dict[str, str], repeat: int) -> list[Row]:
+    """The first search of a word in a process that has counted nothing yet, ``repeat`` times each."""
+    words = ("example", "son")
+    samples: dict[str, list[float]] = {w: [] for w in words}
+    used: dict[str, list[float]] = {w: [] for w in words}
+    found: dict[str, Any] = {}
+    for _, word in zip(range(repeat * len(words)), itertools.cycle(words)):
+        with served(db, workers=workers) as service:
+            cpu = ServerCpu(db, service.pid)
+            with httpx.Client(base_url=service.url, headers={"x-api-key": service.key}, timeout=60) as client:
+                lookup = {"filter": f"email:$eq:{rare['email']}", "limit": 1}
+                client.get("/api/systemusers", params=lookup).raise_for_status()  # counts nothing
+                cpu.find_backends()
+
+                def search(term: str = word) -> Any:
+                    response = client.get("/api/systemusers", params={"search": term, "limit": 100})
+                    response.raise_for_status()
+                    return response.json()
+
+                wall, spent, found[word] = timed(search, cpu)
+            cpu.close()
+        samples[word].append(wall)
+        used[word].append(spent)
+    return [
+        Row(
+            f"cold process, first search: '{word}'",
+            samples[word],
+            GOAL_MS,
+            note=f"{found[word].get('totalCount', 0):,} found; server CPU {_mean(used[word]):.1f} ms/op",
+        )
+        for word in words
+        if samples[word]
+    ]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def run(
+    url: str, key: str, total: int, picks: list[dict[str, str]], repeat: int, cpu: ServerCpu
+) -> tuple[list[Row], list[str]]:
     client = httpx.Client(base_url=url, headers={"x-api-key": key}, timeout=60)
     rare = picks[0]
     fields = ["username", "email", "firstname", "lastname", "displayname"]
@@ -121,18 +219,20 @@ def run(url: str, key: str, total: int, picks: list[dict[str, str]], repeat: int
     cold = {f"first after a change: '{term}'": search(term) for term in ("mar", "garcia", "son", "example")}
     calls = {**three, **other, **paging, **cold}
     samples: dict[str, list[float]] = {name: [] for name in calls}
+    used: dict[str, list[float]] = {name: [] for name in calls}
     answers: dict[str, Any] = {}
     for name, call in calls.items():  # one untimed call each: connections, caches, the first query plan
         answers[name] = call()
+    cpu.find_backends()
     changes = 0
     try:
         for _, (name, call) in zip(range(repeat * len(calls)), itertools.cycle(calls.items())):
             if name in cold:
                 rename(changes)
                 changes += 1
-            started = time.perf_counter()
-            call()
-            samples[name].append((time.perf_counter() - started) * 1000)
+            wall, spent, _ = timed(call, cpu)
+            samples[name].append(wall)
+            used[name].append(spent)
     finally:
         if changes % 2:
             rename(changes)
@@ -141,7 +241,10 @@ def run(url: str, key: str, total: int, picks: list[dict[str, str]], repeat: int
     def found(name: str) -> str:
         page = answers[name]
         count = page.get("totalCount")
-        return f"{'?' if count is None else f'{count:,}'} found, {len(page.get('results', []))} on the page"
+        return (
+            f"{'?' if count is None else f'{count:,}'} found, {len(page.get('results', []))} on the page; "
+            f"server CPU {_mean(used[name]):.1f} ms/op"
+        )
 
     rows = [Row(name, samples[name], GOAL_MS, note=found(name)) for name in three]
     pooled = [value for name in three for value in samples[name]]
@@ -152,7 +255,7 @@ def run(url: str, key: str, total: int, picks: list[dict[str, str]], repeat: int
     rows += [Row(name, samples[name], GOAL_MS, note=found(name)) for name in cold]
     for name in paging:
         first = (answers[name].get("results") or [{}])[0].get("username", "-")
-        rows.append(Row(name, samples[name], None, note=f"first row {first}"))
+        rows.append(Row(name, samples[name], None, note=f"first row {first}; server CPU {_mean(used[name]):.1f} ms/op"))
     if cursor:
         offset_first = (answers[f"page at row {deep:,} by skip (offset)"].get("results") or [{}])[0].get("id")
         keyset_first = (answers[f"page at row {deep:,} by keyset (after)"].get("results") or [{}])[0].get("id")
@@ -161,8 +264,8 @@ def run(url: str, key: str, total: int, picks: list[dict[str, str]], repeat: int
             + ("yes" if offset_first == keyset_first else f"NO ({offset_first} vs {keyset_first})")
         )
     notes.append(
-        "the 3+ character rows are repeats (exact counts kept until a name changes); the 'first after a "
-        "change' rows count in full (a display name set, untimed, before each)"
+        "the 3+ character rows follow changes too (the 'first after a change' rows set a display name, untimed, "
+        "before each): their kept counts come forward through the change log; the cold-process rows count in full"
     )
     notes.append(
         f"rare user picked from the database: {rare['username']} ({rare['email']}); "

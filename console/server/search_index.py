@@ -308,11 +308,22 @@ def _drop_pg_log_triggers(conn: Connection) -> None:
         conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name} ON users")
 
 
+COUNTS_TABLE = f"{TABLE}_counts"
+STORED_MIN = 10_000  # a count of fewer matches is cheap to make again: not stored
+
+
 def install_log(conn: Connection) -> None:
-    """The change log, its floor, and the triggers that write it with the version (migration 0011)."""
+    """The change log, its floor, and the triggers that write it with the version; the stored counts
+    (migration 0011)."""
     sqlite = _sqlite(conn)
     text = "TEXT" if sqlite else 'TEXT COLLATE "C"'  # the users' folded columns' type: the same comparisons
     integer = "INTEGER" if sqlite else "BIGINT"
+    # Exact counts of large searches at a version, shared by every process and kept across restarts: a
+    # process that has not counted a search yet brings the stored count forward through the log instead.
+    conn.exec_driver_sql(
+        f"CREATE TABLE IF NOT EXISTS {COUNTS_TABLE} (query {text} PRIMARY KEY, epoch TEXT NOT NULL, "
+        f"version {integer} NOT NULL, total {integer} NOT NULL)"
+    )
     names = ", ".join(f"{c} {text} NOT NULL" for c in COLUMNS)
     conn.exec_driver_sql(
         f"CREATE TABLE IF NOT EXISTS {LOG_TABLE} (version {integer} NOT NULL, sign SMALLINT NOT NULL, {names})"
@@ -342,6 +353,7 @@ def uninstall_log(conn: Connection) -> None:
         _drop_pg_log_triggers(conn)
         conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {_PG_LOG}()")
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {LOG_TABLE}")
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {COUNTS_TABLE}")
     conn.exec_driver_sql(f"ALTER TABLE {VERSION_TABLE} DROP COLUMN floor")
     epoch, at = version(conn)
     conn.exec_driver_sql(f"DELETE FROM {VERSION_TABLE}")  # install_version makes the row again

@@ -275,3 +275,60 @@ def test_counts_stay_exact_with_concurrent_writers_and_another_process(new_db, m
     finally:
         ours.dispose()
         theirs.dispose()
+
+
+def test_a_process_that_never_counted_takes_a_stored_count_forward(new_db, monkeypatch) -> None:
+    """Large counts are stored in the database with their version; a process that has not counted a search
+    (a new one: its own counts emptied here, or another process) brings the stored count forward instead."""
+    db = new_db()
+    store = open_store(db)
+    try:
+        seed_directory(store, 120, rng_seed=5)
+        stored_counts_come_forward(db, store, monkeypatch)
+    finally:
+        store.dispose()
+
+
+def stored_counts_come_forward(db: str, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search_index, "STORED_MIN", 0)  # store every count (the real floor is 10,000 matches)
+    assert_exact(store)  # counted in full, kept and stored
+    with store.read() as conn:
+        stored = conn.exec_driver_sql(f"SELECT count(*) FROM {search_index.COUNTS_TABLE}").scalar_one()
+    assert stored == len(QUERIES)
+    mary = new_user(store, "mary.stored", lastname="Sonnenberg")
+    rename(store, mary, username="STRASSE.stored")
+    monkeypatch.setattr(user_service, "_COUNTS", search_index.CountCache())  # a process that never counted
+    assert_exact(store, monkeypatch)
+    child = subprocess.run(
+        [sys.executable, "-c", STORED_CHILD, db],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == 0, child.stderr
+    assert json.loads(child.stdout) == [scan_total(store, *q) for q in QUERIES]
+    # A stored count the log cannot reach (a bulk load moved the floor), or another database's (epoch), is
+    # not taken: counted again.
+    seed_directory(store, 200, rng_seed=9)
+    monkeypatch.setattr(user_service, "_COUNTS", search_index.CountCache())
+    with pytest.raises(AssertionError, match="counted in full"):
+        assert_exact(store, monkeypatch)
+    assert_exact(store)
+    with store.write() as conn:
+        conn.exec_driver_sql(f"UPDATE {search_index.VERSION_TABLE} SET epoch = 'another database'")
+    monkeypatch.setattr(user_service, "_COUNTS", search_index.CountCache())
+    with pytest.raises(AssertionError, match="counted in full"):
+        assert_exact(store, monkeypatch)
+    assert_exact(store)
+
+
+STORED_CHILD = """
+import json, sys
+import pytest
+from console.server.store import open_store
+from tests.server.test_search_counts import QUERIES, no_full_counts, search_total
+store = open_store(sys.argv[1])
+with pytest.MonkeyPatch.context() as m, no_full_counts(m):  # a new process: every total from the stored counts
+    print(json.dumps([search_total(store, *q) for q in QUERIES]))
+store.dispose()
+"""

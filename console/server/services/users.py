@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,8 +32,9 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ...models import (
     EnrollmentStatus,
@@ -478,6 +480,7 @@ _log = table(
     search_index.LOG_TABLE, column("version"), column("sign"), *(column(c) for c in search_index.COLUMNS)
 )
 _version_row = table(search_index.VERSION_TABLE, column("epoch"), column("version"), column("floor"))
+_stored = table(search_index.COUNTS_TABLE, column("query"), column("epoch"), column("version"), column("total"))
 
 
 def _count_key(conn: Connection, s: _Search | None) -> Hashable:
@@ -487,17 +490,22 @@ def _count_key(conn: Connection, s: _Search | None) -> Hashable:
     return (where, None if s is None else (s.words, tuple(sorted(s.fields))))
 
 
+def _stored_query(s: _Search | None) -> str:
+    """The search's key among the stored counts: its folded words and its fields."""
+    return json.dumps(None if s is None else [list(s.words), sorted(s.fields)])
+
+
 def _kept_count(conn: Connection, key: Hashable, s: _Search | None) -> int | None:
-    """The count kept under ``key``, brought to the names' current version; None: count in full.
+    """The count kept under ``key`` (or else stored by any process), brought to the names' current version;
+    None: count in full.
 
     Kept at version v, it moves by the change log's rows of versions v+1..V (added minus removed) that
     match the search: the same predicate (``_row_match``) on the logged folded names, in SQL, so it means
-    what the count means. The version, the floor and those rows are read in one statement (one snapshot).
+    what the count means. The version, the floor, the stored count and those rows are read in one
+    statement (one snapshot).
     """
     kept = _COUNTS.get(key)
-    if kept is None:
-        return None
-    epoch, at, count = kept
+    at: Any = literal(kept[1]) if kept is not None else _stored.c.version
     usable = and_(_version_row.c.floor <= at, _version_row.c.version - at <= search_index.LOG_KEEP)
     match = [] if s is None else [_row_match(s, _log.c)]
     moved = (
@@ -505,13 +513,62 @@ def _kept_count(conn: Connection, key: Hashable, s: _Search | None) -> int | Non
         .where(usable, _log.c.version > at, _log.c.version <= _version_row.c.version, *match)
         .scalar_subquery()
     )
-    row = conn.execute(select(_version_row.c.epoch, _version_row.c.version, _version_row.c.floor, moved)).one()
+    now = [_version_row.c.epoch, _version_row.c.version, _version_row.c.floor]
+    if kept is not None:
+        row = conn.execute(select(*now, moved)).one()
+        epoch, at, count = kept
+    else:
+        stored = _version_row.join(_stored, _stored.c.query == _stored_query(s))
+        found = conn.execute(
+            select(*now, moved, _stored.c.epoch, _stored.c.version, _stored.c.total).select_from(stored)
+        ).first()
+        if found is None:
+            return None
+        row, epoch, at, count = found, str(found[4]), int(found[5]), int(found[6])
     now_epoch, now_at, floor, delta = str(row[0]), int(row[1]), int(row[2]), int(row[3])
     if now_epoch != epoch or now_at < at or floor > at or now_at - at > search_index.LOG_KEEP:
         return None  # another database, or the log does not reach back to v (pruned, a bulk load)
-    if now_at != at:
+    if kept is None or now_at != at:
         _COUNTS.put(key, (epoch, now_at, count + delta))
     return count + delta
+
+
+def _keep_count(conn: Connection, key: Hashable, s: _Search | None, counted_at: tuple[str, int], total: int) -> None:
+    """Keep a full count made at ``counted_at`` (this process), and store a large one for the others.
+
+    Storing is a small write in its own transaction, best effort: it waits for no other writer (SQLite:
+    a busy database is not waited for), and a failure only means the next process counts again.
+    """
+    _COUNTS.put(key, (*counted_at, total))
+    if total < search_index.STORED_MIN:
+        return
+    epoch, at = counted_at
+    query = _stored_query(s)
+    upsert = (
+        f"INSERT INTO {search_index.COUNTS_TABLE} (query, epoch, version, total) VALUES (:q, :e, :v, :t) "
+        f"ON CONFLICT (query) DO UPDATE SET epoch = excluded.epoch, version = excluded.version, "
+        f"total = excluded.total WHERE {search_index.COUNTS_TABLE}.epoch <> excluded.epoch "
+        f"OR {search_index.COUNTS_TABLE}.version < excluded.version"
+    )
+    sqlite = conn.dialect.name == "sqlite"
+    try:
+        with conn.engine.connect() as writer:
+            raw = writer.connection.dbapi_connection
+            if sqlite and raw is not None:  # outside SQLAlchemy's transaction (the driver's autocommit)
+                raw.execute("PRAGMA busy_timeout = 0")
+            try:
+                with writer.execution_options(sqlite_begin="IMMEDIATE").begin():
+                    if not sqlite:
+                        writer.exec_driver_sql("SET LOCAL lock_timeout = '50ms'")
+                    writer.execute(sql_text(upsert), {"q": query, "e": epoch, "v": at, "t": total})
+            finally:
+                if sqlite and raw is not None:
+                    raw.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+    except DBAPIError:
+        pass  # busy, or a read-only database: the count stays this process's own
+
+
+_SQLITE_BUSY_MS = 30_000  # the store's own busy_timeout (store.py), put back on the connection
 
 
 def _directory_size(conn: Connection) -> int:
@@ -680,12 +737,20 @@ def _walk_plans(conn: Connection, on: bool) -> None:
     """
     if conn.dialect.name != "postgresql":
         return
-    for setting, walking in (
-        ("enable_bitmapscan", "off"),
-        ("enable_sort", "off"),
-        ("max_parallel_workers_per_gather", "0"),
-    ):  # starting workers costs more than a page
-        conn.exec_driver_sql(f"SET LOCAL {setting} TO {walking if on else 'DEFAULT'}")
+    # One round trip for the three (set_config(..., true) is SET LOCAL); back: each setting's RESET value.
+    names = ", ".join(f"'{name}'" for name in _WALK_SETTINGS)
+    if on:
+        values = ", ".join(f"set_config('{name}', '{value}', true)" for name, value in _WALK_SETTINGS.items())
+        conn.exec_driver_sql(f"SELECT {values}")
+    else:
+        conn.exec_driver_sql(f"SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name IN ({names})")
+
+
+_WALK_SETTINGS = {
+    "enable_bitmapscan": "off",
+    "enable_sort": "off",
+    "max_parallel_workers_per_gather": "0",  # starting workers costs more than a page
+}
 
 
 def list_users(
@@ -778,7 +843,7 @@ def list_users(
         if count and total is None:
             total = _count(conn, s, where, fts_rows)
     if counted_at is not None and total is not None and search_index.version(conn) == counted_at:
-        _COUNTS.put(count_key, (*counted_at, total))
+        _keep_count(conn, count_key, s, counted_at, total)
     if reverse:
         rows.reverse()
     max_failures = _max_failures(conn)

@@ -9,6 +9,9 @@ written with the version by the same triggers, in the writer's transaction (they
 ``users_search_version.floor``: the log holds every change after it (pruning and bulk loads move it).
 A process's exact count at version v is brought to V by matching the logged rows of v+1..V with the
 search's predicate instead of counting every match (console/server/search_index.py).
+``users_search_counts``: large exact counts (query, epoch, version, total) stored by whichever process
+made them, so that a process that has not counted a search yet (a new one, another worker) brings the
+stored count forward the same way.
 """
 
 from alembic import op
