@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,12 +104,29 @@ class Tmux:
         self._replies.get(timeout=10)  # the attach's own (empty) reply block: commands and replies pair up from here
 
     # ------------------------------------------------------------ control mode
-    def _read(self) -> None:
+    def _lines(self) -> Iterator[tuple[float, bytes]]:
+        """Control-mode lines, each with the moment the read that completed it returned.
+
+        Whole chunks, not a line at a time: iterating the unbuffered pipe (``bufsize=0``) read it one
+        byte per system call, and a scrolled frame (~30 KB, ~60 KB once tmux escapes it) then took the
+        reader tens of milliseconds, which the benchmark counted as the console's latency.
+        """
         assert self._client.stdout is not None
-        block: list[str] | None = None
-        for raw in self._client.stdout:
+        fd = self._client.stdout.fileno()
+        pending = b""
+        while True:
+            chunk = os.read(fd, 1 << 16)
             now = time.perf_counter()
-            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if not chunk:
+                return
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                yield now, line
+
+    def _read(self) -> None:
+        block: list[str] | None = None
+        for now, raw in self._lines():
+            line = raw.decode("utf-8", "replace")
             if block is not None:
                 if line.startswith(("%end ", "%error ")):
                     self._replies.put((line.startswith("%end "), block))

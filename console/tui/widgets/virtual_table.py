@@ -229,9 +229,6 @@ def _fit_plain(plain: str, width: int) -> str:
     return set_cell_size(plain, max(0, width - 1)) + "…"
 
 
-_SEPARATOR_SEGMENT = Segment(_SEPARATOR)
-
-
 def _fit(text: Text, width: int) -> Text:
     """Pad or crop ``text`` to exactly ``width`` cells (wide characters counted as two)."""
     length = cell_len(text.plain)
@@ -392,6 +389,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self._base_style: Style | None = None
         self._layout_width: int | None = None
         self._row_width = self._span(self._layout)
+        self._virtual_rows = 1  # rows the virtual size counts (the last known total)
         self._update_virtual_size()
         self._followers: WeakSet[Widget] = WeakSet()  # labels painted with the rows (TablePosition)
         self._view_key: tuple[Size, bool, bool] | None = None
@@ -570,7 +568,13 @@ class VirtualTable(ScrollView, can_focus=True):
         self.row_count = total
 
     def _update_virtual_size(self) -> None:
-        rows = self._total if self._total is not None else 1
+        # While a new query's total is unknown the extent stays as it was: a re-sort or a filter of
+        # the same list (mostly the same count) then changes no size. Each size change lays out the
+        # whole screen and hides and shows the scrollbar, which re-fits the columns: four layouts,
+        # 60-150 ms on a busy machine, in the frames after `S` (End or PgDn waited for them).
+        if self._total is not None:
+            self._virtual_rows = self._total
+        rows = self._virtual_rows
         # +1 for the header line, which is drawn on screen line 0 whatever the scroll.
         self.virtual_size = Size(self._row_width, max(rows, 1) + 1)
 
@@ -733,6 +737,9 @@ class VirtualTable(ScrollView, can_focus=True):
                 self._inflight.discard(page)
                 self._failed.add(page)
                 self.load_failed = True
+                if self._total is None:  # nothing to scroll through: no extent kept from the last query
+                    self._virtual_rows = 1
+                    self._update_virtual_size()
                 self._settle_anchor()
                 self.refresh()
                 self.post_message(self.LoadFailed(self, error))
@@ -889,6 +896,43 @@ class VirtualTable(ScrollView, can_focus=True):
         self._header_cache = None
         self._line_cache.clear()
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """The lines in ``crop``, each the *same* Strip object as long as its row is unchanged.
+
+        Textual's styles cache wraps every line it renders in a new Strip, so the line filter
+        (truecolour), the compositor's cut and the escape sequences were all redone for every row on
+        screen at each scroll, although only one row was new (a Down that scrolls: 38 rows). With no
+        border, padding, outline, tint, hatch or opacity that wrapping changes nothing, and returning
+        our cached strip lets those steps hit the caches Textual keeps on each Strip. Anything else
+        takes Textual's own path.
+        """
+        styles = self.styles
+        if (
+            self._border_title is not None
+            or self._border_subtitle is not None
+            or any(styles.gutter)
+            or any(edge for edge, _color in styles.outline)
+            or styles.tint.a
+            or self.opacity != 1.0
+            or styles.text_opacity != 1.0
+            or (styles.has_rule("hatch") and styles.hatch != "none")
+        ):
+            return super().render_lines(crop)
+        width = self.region.width
+        base_background, background = self.background_colors
+        fill = self._styles_cache.get_inner_outer(base_background, background)[0].rich_style  # as Textual pads
+        filters = self.get_line_filters()
+        strips: list[Strip] = []
+        for y in crop.line_range:
+            strip = self.render_line(y).adjust_cell_length(width, fill)
+            for line_filter in filters:
+                strip = strip.apply_filter(line_filter, background)
+            strips.append(strip)
+        if crop.column_span != (0, width):
+            x1, x2 = crop.column_span
+            strips = [strip.crop(x1, x2) for strip in strips]
+        return strips
+
     def render_line(self, y: int) -> Strip:
         # A scrollbar appearing narrows the content without a Resize: catch it here (an int compare).
         if self._relayout():
@@ -965,16 +1009,33 @@ class VirtualTable(ScrollView, can_focus=True):
         """One row as segments, each cell exactly its width: no Rich Text built for plain cells.
 
         ``base`` (the widget's own style) is built into each segment's style here, rather than
-        applied to the finished line as a second Strip (a Strip costs more than the segments)."""
+        applied to the finished line as a second Strip (a Strip costs more than the segments).
+        Neighbouring cells of one style (most of a row, separators included) make one segment:
+        Textual writes every segment as its own escape sequence (~45 bytes of colour each), and
+        the compositor, its filters and the terminal pay per segment too (a scrolled 140x40
+        screen was ~29 KB, 17 segments a row)."""
         console = self.app.console
         segments: list[Segment] = []
         if not base:
             base = None
-        separator = _SEPARATOR_SEGMENT if base is None else Segment(_SEPARATOR, base)
         styles = self._cell_styles
+        run: list[str] = []  # texts of the run in ``run_style``, not yet a segment
+        run_style: Style | None = base
+
+        def add(text: str, style: Style | None) -> None:
+            nonlocal run_style
+            if style is not run_style and style != run_style:
+                if run:
+                    segments.append(Segment("".join(run), run_style))
+                    run.clear()
+                run_style = style
+            run.append(text)
+
+        first = True
         for column, width in self._layout:  # only the shown columns are rendered
-            if segments:
-                segments.append(separator)
+            if not first:
+                add(_SEPARATOR, base)
+            first = False
             try:
                 value = column.render(row)
             except Exception:  # noqa: BLE001 - one odd row must not take the table down
@@ -984,7 +1045,8 @@ class VirtualTable(ScrollView, can_focus=True):
             if isinstance(value, Text):
                 if value.spans:  # styled parts: Rich does the work (rare)
                     cell = _fit(_safe_cell(value), width).render(console)
-                    segments.extend(cell if base is None else Segment.apply_style(cell, base))
+                    for segment in cell if base is None else Segment.apply_style(cell, base):
+                        add(segment.text, segment.style)
                     continue
                 key = (value.style, base)
                 combined = styles.get(key)
@@ -997,9 +1059,11 @@ class VirtualTable(ScrollView, can_focus=True):
                     if len(styles) > 256:
                         styles.clear()
                     styles[key] = combined
-                segments.append(Segment(_fit_plain(printable(value.plain), width), combined))
+                add(_fit_plain(printable(value.plain), width), combined)
             else:
-                segments.append(Segment(_fit_plain(printable(value), width), base))
+                add(_fit_plain(printable(value), width), base)
+        if run:
+            segments.append(Segment("".join(run), run_style))
         return segments
 
     def _render_header(self) -> Text:
@@ -1273,6 +1337,9 @@ class TablePosition(Static):
         self._selector = table
         self._shown_width = -1
         self._shown: tuple[str, str] | None = None
+        self._css_min_width = 0
+        self._held = 0  # the widest position shown since the total changed, kept by a min-width
+        self._width_total: int | None = None
         self.noun = noun
         self._suffix = suffix
         self._table: VirtualTable | None = None
@@ -1288,6 +1355,8 @@ class TablePosition(Static):
             self.update_position()
 
     def on_mount(self) -> None:
+        minimum = self.styles.min_width
+        self._css_min_width = (minimum.cells or 0) if minimum is not None and minimum.is_cells else 0
         self.call_after_refresh(self._bind)
 
     def _bind(self) -> None:
@@ -1307,10 +1376,27 @@ class TablePosition(Static):
             return  # unchanged (a page landed, the toolbar was refreshed): no repaint
         self._shown = (label, style)
         # A cursor move changes digits, rarely the width: only a new width needs a layout pass
-        # (one per key re-laid and repainted the whole screen, several frames' worth of work).
+        # (one per key re-laid and repainted the whole screen, several frames' worth of work). While
+        # the total stays the same the widget keeps the widest position it has shown (a min-width set
+        # with the growth, in the same layout pass): End, Home and the re-sorts between lay out once,
+        # not per key (End from row 1 of a million: 10-20 ms of layout and a whole-screen repaint).
+        # "loading…" and "not loaded" are shown at their own width and set no minimum.
+        total = self._table.total
+        layout = False
+        if total is not None and total != self._width_total:
+            self._width_total = total
+            if self._held:  # another total: the positions' own widths again
+                self._held = 0
+                self.styles.min_width = None  # (the stylesheet's minimum)
         width = cell_len(label)
-        self.update(Text(label, style=style), layout=width != self._shown_width)
-        self._shown_width = width
+        if total is not None and width > self._held and self._shown_width >= 0:
+            self._held = width
+            self.styles.min_width = max(width + self.styles.gutter.width, self._css_min_width)
+        target = max(width, self._held)  # the content width the widget is laid out for
+        if target != self._shown_width:
+            self._shown_width = target
+            layout = True
+        self.update(Text(label, style=style), layout=layout)
 
     @property
     def label(self) -> str:
