@@ -609,7 +609,10 @@ class Store:
     async def run_steps_async(self, decision: Callable[[], Decision[T]]) -> T:
         """:meth:`run_steps` on the event loop, on PostgreSQL: an asynchronous psycopg connection, so a
         decision waits for its round trips without a thread (no hop, no fight for the GIL). The same
-        retry, errors and session settings as :meth:`run_raw`; a :class:`Blocking` step runs in a thread."""
+        retry, errors and session settings as :meth:`run_raw`; a :class:`Blocking` step runs in a thread.
+        On SQLite it is :meth:`run_steps` (microseconds under the write gate: less than any hop)."""
+        if self.is_sqlite:
+            return self.run_steps(decision)
         dbapi = self._dbapi()
         for attempt in (1, 2):
             conn = await self._take_async()
