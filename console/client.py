@@ -17,7 +17,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
@@ -229,6 +229,8 @@ def _iso(value: datetime) -> str:
 
 
 Params = list[tuple[str, "str | int"]]
+# (path, params, the answer) -> the GETs a warm start sends next (see WarmStart.begin)
+FollowUp = Callable[[str, Params, httpx.Response], Sequence[tuple[str, Params]]]
 
 
 class WarmStart:
@@ -243,24 +245,43 @@ class WarmStart:
     """
 
     def __init__(
-        self, base_url: str, api_key: str, requests: Sequence[tuple[str, Params]], *, max_age: float = 10.0
+        self,
+        base_url: str,
+        api_key: str,
+        requests: Sequence[tuple[str, Params]],
+        *,
+        follow: FollowUp | None = None,
+        max_age: float = 10.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.max_age = max_age
         self._started = time.monotonic()
+        self._follow = follow
         self._answers: dict[tuple[str, tuple[tuple[str, str | int], ...]], Future[httpx.Response]] = {}
-        for path, params in requests:
-            self._answers[(path, tuple(params))] = Future()
-        self._sends = list(self._answers.items())  # the thread's own list: take() pops from the dict
+        self._sends: list[tuple[tuple[str, tuple[tuple[str, str | int], ...]], Future[httpx.Response]]] = []
+        self._add(requests)
         self._thread = threading.Thread(target=self._run, args=(api_key,), name="warm-start", daemon=True)
         self._thread.start()
 
     @classmethod
-    def begin(cls, base_url: str, api_key: str, requests: Sequence[tuple[str, Params]]) -> WarmStart | None:
-        """Start, for a plain-http URL without a proxy (else None: nothing to gain over TLS set-up twice)."""
+    def begin(
+        cls, base_url: str, api_key: str, requests: Sequence[tuple[str, Params]], *, follow: FollowUp | None = None
+    ) -> WarmStart | None:
+        """Start, for a plain-http URL without a proxy (else None: nothing to gain over TLS set-up twice).
+
+        ``follow(path, params, response)``: further GETs to send once that answer is in (the pages the
+        first screen asks for next, which need a cursor from the first page)."""
         if not _no_tls_needed(base_url) or not api_key:
             return None
-        return cls(base_url, api_key, requests)
+        return cls(base_url, api_key, requests, follow=follow)
+
+    def _add(self, requests: Sequence[tuple[str, Params]]) -> None:
+        for path, params in requests:
+            key = (path, tuple(params))
+            if key not in self._answers:
+                answer: Future[httpx.Response] = Future()
+                self._answers[key] = answer
+                self._sends.append((key, answer))  # the thread's own list: take() pops from the dict
 
     def _run(self, api_key: str) -> None:
         try:
@@ -270,7 +291,10 @@ class WarmStart:
                 verify=_unused_tls_context(),
                 headers={"accept": "application/json", "user-agent": "protect-console", "x-api-key": api_key},
             ) as http:
-                for (path, params), answer in self._sends:
+                sent = 0
+                while sent < len(self._sends):  # follow-ups are appended while this runs
+                    (path, params), answer = self._sends[sent]
+                    sent += 1
                     try:
                         response = http.get(path, params=list(params))
                         response.read()
@@ -278,10 +302,29 @@ class WarmStart:
                         answer.set_exception(exc)
                         continue
                     answer.set_result(response)
+                    if self._follow is not None and response.status_code < 400:
+                        try:
+                            self._add(self._follow(path, list(params), response))
+                        except Exception:  # noqa: BLE001 - an answer it cannot read: nothing to follow
+                            pass
         except Exception as exc:  # noqa: BLE001
             for _request, answer in self._sends:
                 if not answer.done():
                     answer.set_exception(exc)
+
+    def take_now(self, path: str, params: Params) -> httpx.Response | None:
+        """The early answer to exactly this GET if it has already arrived (never waits), else None.
+
+        Nothing is used up when it has not arrived yet: the request's :meth:`take` still gets it."""
+        key = (path, tuple(params))
+        answer = self._answers.get(key)
+        if answer is None or not answer.done() or time.monotonic() - self._started > self.max_age:
+            return None
+        del self._answers[key]
+        if answer.exception() is not None:
+            return None
+        response = answer.result()
+        return response if response.status_code < 400 else None
 
     async def take(self, path: str, params: Any) -> httpx.Response | None:
         """The early answer to exactly this GET (once), or None."""
@@ -516,6 +559,20 @@ class ProtectClient(_Http):
     # ------------------------------------------------------------- identity
     async def whoami(self) -> WhoAmI:
         return await self.model(WhoAmI, "GET", ProtectClient.WHOAMI_PATH)
+
+    def whoami_if_answered(self) -> WhoAmI | None:
+        """Who the key is, from the warm start's answer if it is already here (no waiting), else None.
+
+        The console sets it before its first screen is built, so the keys and the header are right in
+        the first frame instead of being redrawn when the answer would have been taken later."""
+        path = ProtectClient.WHOAMI_PATH
+        early = self._warm.take_now(path, []) if self._warm is not None else None
+        if early is None:
+            return None
+        try:
+            return cast(WhoAmI, _parse(WhoAmI, self.decode(early, path), path))
+        except ApiError:
+            return None  # asked again as usual, and reported if it is still wrong
 
     # ---------------------------------------------------------------- users
     async def list_users(

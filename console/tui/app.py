@@ -74,6 +74,11 @@ class ProtectConsoleApp(App[None]):
             profile.url, profile.api_key, warm=warm, timeout=profile.timeout
         )
         self._open_user_ref = open_user
+        # Known before the first screen is composed when the warm start has it: no rebinding, no second
+        # footer and header later (set_reactive: there is nothing to tell yet).
+        me = self.api.whoami_if_answered()
+        if me is not None:
+            self.set_reactive(ProtectConsoleApp.whoami, me)
 
     # ------------------------------------------------------------ identity
     @property
@@ -110,7 +115,8 @@ class ProtectConsoleApp(App[None]):
     def on_mount(self) -> None:
         if self.profile.theme in self.available_themes:
             self.theme = self.profile.theme
-        self.load_whoami()
+        if self.whoami is None:
+            self.load_whoami()
         if not self.is_headless:  # a terminal session (tests run headless, many apps to a process)
             self.set_timer(SETTLE_AFTER, settle_memory)
         if self._open_user_ref:

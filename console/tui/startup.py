@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import httpx
+
     from ..client import Params
 
 USERS_PAGE_SIZE = 100
@@ -38,6 +40,33 @@ def first_requests() -> list[tuple[str, Params]]:
         (ProtectClient.WHOAMI_PATH, []),
         ProtectClient.user_page_request(skip=0, limit=USERS_PAGE_SIZE, sort=USERS_DEFAULT_SORT),
     ]
+
+
+def next_requests(path: str, params: Params, answer: httpx.Response) -> list[tuple[str, Params]]:
+    """After the first page: the pages the Users table asks for as soon as it is in, by its cursors.
+
+    The table (widgets/virtual_table.py) prefetches, before the first frame is drawn, the page after
+    the first one (``after`` its end cursor) and the last page (``before=end``, as many rows as the
+    last page holds), neither counted. Answered early too, the first frame needs no request of the
+    console's own (its async HTTP machinery, ~30 ms of imports, loads after it). Should the table ask
+    otherwise, these answers go unused and it asks as usual (tests/tui/test_start_warm.py notices).
+    """
+    from ..client import CURSOR_END, ProtectClient
+
+    if (path, params) != first_requests()[1]:
+        return []
+    body = answer.json()
+    end = body.get("endCursor") if isinstance(body, dict) else None
+    total = body.get("totalCount") if isinstance(body, dict) else None
+    if not isinstance(end, str) or not isinstance(total, int) or total <= USERS_PAGE_SIZE:
+        return []  # one page in all, or a server without cursors: nothing more is asked at once
+    size, sort = USERS_PAGE_SIZE, USERS_DEFAULT_SORT
+    requests = [ProtectClient.user_page_request(limit=size, sort=sort, after=end, count=False)]
+    last = (total - 1) // size
+    if last >= 3:  # (nearer, the table asks for it after its neighbour's cursor instead)
+        rows = total - last * size
+        requests.append(ProtectClient.user_page_request(limit=rows, sort=sort, before=CURSOR_END, count=False))
+    return requests
 
 
 @contextmanager
