@@ -395,6 +395,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self._view_key: tuple[Size, bool, bool] | None = None
         self._cell_styles: dict[tuple[str | Style, Style | None], Style | None] = {}  # (cell style, base) -> combined
         self._view_size = (0, 0)
+        self._frame_view: tuple[int, int] | None = None  # _view() while render_lines runs
 
     def on_mount(self) -> None:
         super().on_mount()  # type: ignore[no-untyped-call]  # Textual's ScrollView.on_mount is unannotated
@@ -585,6 +586,8 @@ class VirtualTable(ScrollView, can_focus=True):
         it several times per line (about a tenth of a PgDn's time). It only changes with the
         widget's size, its scrollbars or its styles.
         """
+        if self._frame_view is not None:
+            return self._frame_view
         key = (self.outer_size, self.show_vertical_scrollbar, self.show_horizontal_scrollbar)
         if key != self._view_key:
             gutter = self.gutter
@@ -906,6 +909,14 @@ class VirtualTable(ScrollView, can_focus=True):
         our cached strip lets those steps hit the caches Textual keeps on each Strip. Anything else
         takes Textual's own path.
         """
+        self._frame_view = None
+        self._frame_view = self._view()  # read once per frame, not several times per line
+        try:
+            return self._render_lines(crop)
+        finally:
+            self._frame_view = None
+
+    def _render_lines(self, crop: Region) -> list[Strip]:
         styles = self.styles
         if (
             self._border_title is not None
