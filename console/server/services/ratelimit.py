@@ -143,7 +143,7 @@ class Counting:
     def __init__(self, store: Store, route: Route, *, key_id: str | None, address: str | None, now: datetime) -> None:
         self.route = route
         self.window, self.epoch = _window(now)
-        subjects = _subjects(key_id, address)
+        self.subjects = subjects = _subjects(key_id, address)
         if subjects:
             statement = _upsert(store.engine.dialect.name, len(subjects))
             self.step = write_rows(statement, **_params(route, subjects, self.window))

@@ -11,13 +11,13 @@ from functools import partial
 from typing import Any, NamedTuple
 
 import pyotp
-from sqlalchemy import BindParameter, DateTime, bindparam, or_, select, update
+from sqlalchemy import BindParameter, DateTime, bindparam, or_, select, true, update
 
 from ...models import Role, TotpEnrollResult, TotpVerifyResult
 from .. import secretbox
 from ..errors import ApiProblem, not_found
 from ..metrics import TotpOutcome, totp_lockout, totp_outcome
-from ..store import BEGIN, COMMIT, Batch, Blocking, Decision, Store, read_one, users, write_count
+from ..store import BEGIN, COMMIT, Batch, Blocking, Decision, Step, Store, read_one, users, write_count
 from . import ratelimit
 from .audit import record
 from .common import Principal
@@ -204,6 +204,22 @@ _COUNT_FAILURE = (
 _ROUNDS = 32  # each round lost means another check on this user was decided meanwhile
 
 
+_FUSED_READS: dict[int, Any] = {}  # by the UPSERT statement's id (one per number of subjects, kept by ratelimit)
+
+
+def _counted_read(counting: ratelimit.Counting, user_id: str, key_id: str) -> Step:
+    """PostgreSQL: the count and the read in one statement (the UPSERT as a CTE): (subject, hits, *_READ)."""
+    statement = counting.step.statement
+    fused = _FUSED_READS.get(id(statement))
+    if fused is None:
+        counted = statement.cte("counted")
+        read = _READ.subquery("checked")
+        fused = _FUSED_READS[id(statement)] = select(counted.c.subject, counted.c.hits, *read.c).select_from(
+            counted.outerjoin(read, true())
+        )
+    return Step(fused, {**counting.step.params, "user_id": user_id, "key_id": key_id}, "all", writes=True)
+
+
 class _TotpRow(NamedTuple):
     totp_secret: str | None
     totp_status: str
@@ -234,8 +250,8 @@ def verify_unaudited(
 
     SQLite: the count, the read and the UPDATE in one transaction (one pass of the write gate, one commit);
     a refusal (429, 401, 404) commits the count all the same. PostgreSQL: the count and the read in one
-    round trip (a pipeline), the UPDATE by itself: the count's rows (one per key and per address, shared by
-    every check they make) stay locked only for the UPSERT's own implicit transaction.
+    statement (the UPSERT as a CTE), the UPDATE by itself: the count's rows (one per key and per address,
+    shared by every check they make) stay locked only for that statement's own implicit transaction.
 
     For service keys an unknown user gets the answer of a user without TOTP (no enumeration of users)."""
     return store.run_steps(partial(_verify_steps, store, actor, user_id, code, now, address))
@@ -306,6 +322,11 @@ def _verify_steps(
             yield COMMIT  # refused requests count too: the count commits
             raise
         yield COMMIT
+    elif counting.subjects:
+        # One statement, not a pipeline of two: less of psycopg's work per check (~28% fewer Python calls).
+        rows = yield _counted_read(counting, user_id, actor.key_id)
+        hits = yield from counting.hits([r[:2] for r in rows])
+        verdict = yield from check(hits, rows[0][2:] if rows and rows[0][-1] is not None else None)
     else:
         counted, row = yield Batch((counting.step, read))
         hits = yield from counting.hits(counted)
