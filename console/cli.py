@@ -886,13 +886,13 @@ async def attempts(client: Any, args: argparse.Namespace) -> int:
 
 def cmd_tui(args: argparse.Namespace) -> int:
     profile = _profile(args)
-    from .tui.startup import console_memory, first_requests
+    from .tui.startup import console_memory, first_requests, next_requests
 
     with console_memory():  # no cyclic GC while the UI loads (tui/startup.py says why)
         from .client import WarmStart
 
         # The first screen's requests go out now and are answered while Textual loads (~0.3 s).
-        warm = WarmStart.begin(profile.url, profile.api_key, first_requests())
+        warm = WarmStart.begin(profile.url, profile.api_key, first_requests(), follow=next_requests)
         from .tui.app import ProtectConsoleApp  # Textual only when the console runs
 
         app = ProtectConsoleApp(profile, open_user=args.user, warm=warm)
