@@ -16,8 +16,10 @@ import inspect
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar
 
+import anyio
 from fastapi import FastAPI
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -44,32 +46,31 @@ MAX_BODY = 64 * 1024  # the hot routes' bodies are a few hundred bytes
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
 
-# PostgreSQL: at most this many hot decisions in the database at once per process, each on its own
-# asynchronous connection on the event loop (store.run_steps_async: no thread, so no hop and no fight for
-# the GIL). Each holds its connection for a round trip or two of well under a millisecond (commits do not
-# wait for the flush: store.HOT_ROUTES_SYNCHRONOUS_COMMIT), so a few keep both cores busy, and as few
-# connections stay open (16 idle at most per process).
-HOT_CONNECTIONS = 8
+# PostgreSQL: the hot decisions run in at most this many threads per process (anyio's default pool is 40).
+# Each holds its thread for one or two round trips of well under a millisecond (commits do not wait for the
+# flush: store.HOT_ROUTES_SYNCHRONOUS_COMMIT), so a few keep both cores busy; with 32 threads per process
+# fighting for the GIL the service spent ~2.0 ms of CPU per push admission, with 8 ~1.1 ms (bench/push_admission.py,
+# 64 clients, a loaded machine), and it keeps as few connections open (run_raw keeps up to 16 idle). The same
+# decisions on the event loop (async psycopg, no thread) measured no less CPU per answer and got less of a
+# shared machine: 235-301 against 623-827 TOTP checks/s in threads (bench/totp_verify.py, load 8-9).
+HOT_THREADS = 8
 
 
-async def _decide(
-    store: Store, sync: Callable[..., T], in_loop: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
-) -> T:
-    """Run a hot decision: inline on SQLite (microseconds under the write gate, less than any hop), on the
-    event loop on PostgreSQL (network round trips: several decisions wait for theirs at once; measured
-    112/s inline and blocking, 680/s in 8 threads, push admission)."""
+async def _decide(store: Store, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a hot decision: inline on SQLite (microseconds under the write gate, less than a thread hop),
+    in a thread on PostgreSQL (network round trips: inline, a worker would have one request in the
+    database at a time; measured 112/s inline against 680/s in 8 threads, push admission)."""
     if store.is_sqlite:
-        return sync(*args, **kwargs)
+        return work(*args, **kwargs)
     loop = asyncio.get_running_loop()
-    slots = _SLOTS.get(loop)
-    if slots is None:
-        slots = _SLOTS[loop] = asyncio.Semaphore(HOT_CONNECTIONS)
-    async with slots:
-        return await in_loop(*args, **kwargs)
+    limiter = _LIMITERS.get(loop)
+    if limiter is None:
+        limiter = _LIMITERS[loop] = anyio.CapacityLimiter(HOT_THREADS)
+    return await anyio.to_thread.run_sync(partial(work, *args, **kwargs), limiter=limiter)
 
 
-# One semaphore per event loop (it belongs to the loop it was made on; tests run several).
-_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+# One limiter per event loop (a limiter belongs to the loop it was made on; tests run several).
+_LIMITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
 
 
 async def _totp(app: FastAPI, actor: Principal, body: bytes, address: str | None) -> Answer | None:
@@ -80,7 +81,6 @@ async def _totp(app: FastAPI, actor: Principal, body: bytes, address: str | None
     result = await _decide(
         state.store,
         totp_service.verify_unaudited,
-        totp_service.verify_unaudited_async,
         state.store,
         actor,
         request.userId,
@@ -95,14 +95,7 @@ async def _push(app: FastAPI, actor: Principal, body: bytes, address: str | None
     request = PushRequest.model_validate_json(body)
     store = app.state.store
     created = await _decide(
-        store,
-        push_service.create_attempt,
-        push_service.create_attempt_async,
-        store,
-        request,
-        app.state.clock.now(),
-        actor=actor,
-        address=address,
+        store, push_service.create_attempt, store, request, app.state.clock.now(), actor=actor, address=address
     )
     return 201, created.model_dump_json().encode(), []
 

@@ -21,7 +21,6 @@ import os
 import re
 import threading
 import unicodedata
-import weakref
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -476,10 +475,6 @@ class Store:
         self._prepared: dict[object, Prepared] = {}
         self._idle: list[Any] = []  # PostgreSQL: autocommit connections kept for run_raw
         self._idle_lock = threading.Lock()
-        # PostgreSQL: run_steps_async's connections, per event loop (an async connection belongs to its loop).
-        self._async_idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = (
-            weakref.WeakKeyDictionary()
-        )
         self._pinned = threading.local()  # SQLite: the event loop thread's own connection for run_raw
         self._all_pinned: list[Any] = []  # every thread's, to close on dispose
         self.caches: dict[str, Any] = {}  # per process: the services' small caches (keys, settings)
@@ -606,57 +601,6 @@ class Store:
         replaced and the decision run again from the start."""
         return self.run_raw(lambda conn: conn.drive(decision()))
 
-    async def run_steps_async(self, decision: Callable[[], Decision[T]]) -> T:
-        """:meth:`run_steps` on the event loop, on PostgreSQL: an asynchronous psycopg connection, so a
-        decision waits for its round trips without a thread (no hop, no fight for the GIL). The same
-        retry, errors and session settings as :meth:`run_raw`; a :class:`Blocking` step runs in a thread.
-        On SQLite it is :meth:`run_steps` (microseconds under the write gate: less than any hop)."""
-        if self.is_sqlite:
-            return self.run_steps(decision)
-        dbapi = self._dbapi()
-        for attempt in (1, 2):
-            conn = await self._take_async()
-            try:
-                result = await conn.drive(decision())
-            except dbapi.Error as exc:
-                conn.discard()
-                if attempt == 1 and conn.reused and conn.statements <= 1 and isinstance(exc, dbapi.OperationalError):
-                    continue
-                raise DBAPIError.instance(None, None, exc, dbapi.Error, hide_parameters=True) from None
-            except Exception:
-                await conn.give_back()  # a refusal (ApiProblem): any transaction was rolled back on the way out
-                raise
-            except BaseException:
-                conn.discard()
-                raise
-            await conn.give_back()
-            return result
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _take_async(self) -> AsyncRawConn:
-        loop = asyncio.get_running_loop()
-        idle = self._async_idle.get(loop)
-        if idle:
-            return AsyncRawConn(self, idle.pop(), reused=True)
-        import psycopg
-
-        cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
-        cparams.setdefault("connect_timeout", 10)  # as _postgres_engine's
-        try:
-            conn = await psycopg.AsyncConnection.connect(*cargs, **cparams, autocommit=True, prepare_threshold=0)
-            # As run_raw's connections (HOT_ROUTES_SYNCHRONOUS_COMMIT): this connection serves the hot routes only.
-            await conn.execute(f"SET synchronous_commit = {HOT_ROUTES_SYNCHRONOUS_COMMIT}")
-        except psycopg.Error as exc:
-            raise DBAPIError.instance(None, None, exc, psycopg.Error, hide_parameters=True) from None
-        return AsyncRawConn(self, conn, reused=False)
-
-    def _keep_async(self, conn: Any) -> None:
-        idle = self._async_idle.setdefault(asyncio.get_running_loop(), [])
-        if len(idle) < 16:
-            idle.append(conn)
-        else:
-            conn.pgconn.finish()
-
     def _dbapi(self) -> Any:
         """The DB-API module (sqlite3, psycopg): its ``Error`` classes."""
         return self.engine.dialect.dbapi
@@ -711,10 +655,6 @@ class Store:
         conn.close()
 
     def dispose(self) -> None:
-        for kept in list(self._async_idle.values()):
-            for conn in kept:
-                conn.pgconn.finish()  # the socket closed at once; no event loop needed
-            kept.clear()
         with self._idle_lock:
             idle, self._idle = self._idle, []
             pinned, self._all_pinned = self._all_pinned, []
@@ -853,7 +793,7 @@ class RawConn:
             with self.conn.pipeline() as pipeline:
                 cursors = [self._queue(step, pipeline) for step in op.steps]
             return [_read(cursor, step) for cursor, step in zip(cursors, op.steps, strict=True)]
-        if type(op) is Blocking:
+        if type(op) is Call:
             return op.work(self)
         return self._mark(op)
 
@@ -917,8 +857,8 @@ class RawConn:
 # ------------------------------------------------------------ hot decisions as steps
 #
 # A hot decision (services/totp.py, services/push.py) is a generator that yields what it needs from the
-# database and gets each answer back: the rules are written once, and run on a blocking connection
-# (run_steps: SQLite, and the FastAPI routes) or on the event loop (run_steps_async: PostgreSQL's hot routes).
+# database and gets each answer back (Store.run_steps drives it on a run_raw connection): the rules say what
+# they read and write, and the store decides how it travels (on PostgreSQL a Batch is one round trip).
 
 
 class Step(NamedTuple):
@@ -965,16 +905,14 @@ class Batch(NamedTuple):
     steps: tuple[Step | Mark, ...]
 
 
-class Blocking(NamedTuple):
-    """Rare work done with a blocking :class:`RawConn` (a settings reload, a lock-out's durable transaction):
-    ``work(conn)``. On the event loop it is first tried with no connection (``inline_first``: work that
-    often needs none, a cache hit) and, if it does need one, run in a thread."""
+class Call(NamedTuple):
+    """``work(conn)`` with the decision's :class:`RawConn` (a settings reload on a version change, a lock-out's
+    durable transaction of its own): its result."""
 
-    work: Callable[[Any], Any]
-    inline_first: bool = False
+    work: Callable[[RawConn], Any]
 
 
-Op = Step | Batch | Mark | Blocking
+Op = Step | Batch | Mark | Call
 Decision = Generator[Op, Any, T]
 
 
@@ -995,125 +933,6 @@ def _read(cursor: Any, step: Step | Mark) -> Any:
         return _fetched(cursor, step.fetch)
     finally:
         cursor.close()
-
-
-class NeedsConnection(Exception):
-    """Raised by :data:`NO_CONNECTION`: the work needs a round trip after all."""
-
-
-class _NoConnection:
-    def __getattr__(self, name: str) -> Any:
-        raise NeedsConnection(name)
-
-
-NO_CONNECTION: Any = _NoConnection()
-
-
-class AsyncRawConn:
-    """One asynchronous psycopg connection (autocommit) for :meth:`Store.run_steps_async`."""
-
-    def __init__(self, store: Store, conn: Any, *, reused: bool) -> None:
-        self.store, self.conn, self.reused = store, conn, reused
-        self.statements = 0
-        self._cursor: Any = None
-        self._in_tx = False
-
-    async def drive(self, decision: Decision[T]) -> T:
-        value: Any = None
-        try:
-            while True:
-                try:
-                    op = decision.send(value)
-                except StopIteration as stop:
-                    result: T = stop.value
-                    return result
-                value = await self._perform(op)
-        finally:
-            if self._in_tx:
-                self._in_tx = False
-                try:
-                    await self.conn.execute("ROLLBACK")
-                except Exception:  # noqa: BLE001 - a broken connection: run_steps_async discards it
-                    pass
-
-    async def _perform(self, op: Op) -> Any:
-        store = self.store
-        if type(op) is Step:
-            prepared = store.prepare(op.statement)
-            self.statements += 1
-            if self._cursor is None:
-                self._cursor = self.conn.cursor()
-            await self._cursor.execute(prepared.sql, _pg_args(prepared, op.params))
-            return await _fetched_async(self._cursor, op.fetch)
-        if type(op) is Batch:
-            self.statements += 1
-            cursors: list[Any] = []
-            async with self.conn.pipeline() as pipeline:
-                for step in op.steps:
-                    if type(step) is Step:
-                        prepared = store.prepare(step.statement)
-                        cursor = self.conn.cursor()
-                        await cursor.execute(prepared.sql, _pg_args(prepared, step.params))
-                        cursors.append(cursor)
-                        continue
-                    if step is SYNC:
-                        await pipeline.sync()
-                    else:
-                        await self._mark(step)
-                    cursors.append(None)
-            results: list[Any] = []
-            for cursor, step in zip(cursors, op.steps, strict=True):
-                if cursor is None or type(step) is not Step:
-                    results.append(None)
-                    continue
-                results.append(await _fetched_async(cursor, step.fetch))
-                await cursor.close()
-            return results
-        if type(op) is Blocking:
-            if op.inline_first:
-                try:
-                    return op.work(NO_CONNECTION)
-                except NeedsConnection:
-                    pass
-            import anyio.to_thread
-
-            return await anyio.to_thread.run_sync(store.run_raw, op.work)
-        await self._mark(op)
-        return None
-
-    async def _mark(self, mark: Any) -> None:
-        await self.conn.execute(mark.sql)
-        self._in_tx = mark is BEGIN
-
-    async def give_back(self) -> None:
-        if self._cursor is not None:
-            await self._cursor.close()
-            self._cursor = None
-        self.store._keep_async(self.conn)
-
-    def discard(self) -> None:
-        try:
-            self.conn.pgconn.finish()
-        except Exception:  # noqa: BLE001 - already broken
-            pass
-
-
-def _pg_args(prepared: Prepared, params: dict[str, Any]) -> dict[str, Any]:
-    values = {**prepared.defaults, **params} if prepared.defaults else params
-    # PostgreSQL text cannot hold NUL: as RawConn._args.
-    if any(type(v) is str and "\x00" in v for v in values.values()):
-        return {k: _no_nul(v) for k, v in values.items()}
-    return values
-
-
-async def _fetched_async(cursor: Any, fetch: str) -> Any:
-    if fetch == "one":
-        return await cursor.fetchone()
-    if fetch == "all":
-        return await cursor.fetchall()
-    if fetch == "rowcount":
-        return int(cursor.rowcount)
-    return None
 
 
 # Durability of an acknowledged write on SQLite (WAL mode). FULL syncs the WAL to disk at every commit, so a

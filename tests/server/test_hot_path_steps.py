@@ -1,11 +1,10 @@
-"""The hot decisions written as steps (store.Step): one set of rules, two drivers, the same answers.
+"""The hot decisions written as steps (store.Step, driven by Store.run_steps): the same answers on both stores.
 
-``run_steps`` (a blocking connection: SQLite, and the FastAPI routes) and ``run_steps_async`` (an
-asynchronous psycopg connection on the event loop: PostgreSQL's hot routes; SQLite runs the blocking
-driver) decide TOTP checks and push admissions. These tests call the services directly, on both stores,
-mixing the drivers on one user: replay, lock-out with its audit event, the push cap under a race, rate
-limits, a refusal inside a transaction, the event-loop connections' session settings and their
-replacement when the server drops one.
+TOTP checks and push admissions are generators of steps; on PostgreSQL a Batch is one round trip (a
+pipeline with BEGIN, COMMIT and SYNC marks) and the TOTP count and read one statement. These tests call the
+services directly, on both stores, from several threads at once as the hot routes do: replay, lock-out with
+its audit event, the push cap under a race, rate limits, a refusal inside a transaction, the hot connections'
+session settings and their replacement when the server drops one.
 """
 
 from __future__ import annotations
@@ -119,34 +118,32 @@ def reachable(hot: Hot) -> str:
         )
 
 
-async def test_a_code_is_accepted_once_whichever_driver_decides(hot: Hot) -> None:
+def test_a_code_is_accepted_once_and_the_next_step_after_it(hot: Hot) -> None:
     [(user_id, totp)] = enrolled(hot, 1)
     at = now()
     step = totp_service.current_step(at)
     code = totp.generate_otp(step)
-    first = await totp_service.verify_unaudited_async(hot.store, hot.actor, user_id, code, at)
+    first = totp_service.verify_unaudited(hot.store, hot.actor, user_id, code, at)
     again = totp_service.verify_unaudited(hot.store, hot.actor, user_id, code, at)
     assert (first.valid, again.valid, again.reason) == (True, False, "code was already used")
     later = totp.generate_otp(step + 1)
     assert totp_service.verify_unaudited(hot.store, hot.actor, user_id, later, at).valid
-    replay = await totp_service.verify_unaudited_async(hot.store, hot.actor, user_id, later, at)
+    replay = totp_service.verify_unaudited(hot.store, hot.actor, user_id, later, at)
     assert (replay.valid, replay.reason) == (False, "code was already used")
 
 
-async def test_a_code_raced_on_the_event_loop_and_in_threads_is_accepted_once(hot: Hot) -> None:
+async def test_a_code_raced_in_16_threads_is_accepted_once(hot: Hot) -> None:
     [(user_id, totp)] = enrolled(hot, 1)
     at = now()
     code = totp.generate_otp(totp_service.current_step(at))
-    in_loop = [totp_service.verify_unaudited_async(hot.store, hot.actor, user_id, code, at) for _ in range(12)]
-    in_threads = [
-        asyncio.to_thread(totp_service.verify_unaudited, hot.store, hot.actor, user_id, code, at) for _ in range(4)
-    ]
-    results = await asyncio.gather(*in_loop, *in_threads)
+    results = await asyncio.gather(
+        *(asyncio.to_thread(totp_service.verify_unaudited, hot.store, hot.actor, user_id, code, at) for _ in range(16))
+    )
     assert sum(r.valid for r in results) == 1
     assert {r.reason for r in results if not r.valid} == {"code was already used"}
 
 
-async def test_wrong_codes_on_the_event_loop_lock_out_after_max_failures_with_the_audit_event(hot: Hot) -> None:
+def test_wrong_codes_lock_out_after_max_failures_with_the_audit_event(hot: Hot) -> None:
     [(user_id, totp)] = enrolled(hot, 1)
     with hot.store.read() as conn:
         max_failures = read_settings(conn)[0].totp.maxFailures
@@ -154,9 +151,9 @@ async def test_wrong_codes_on_the_event_loop_lock_out_after_max_failures_with_th
     right = totp.generate_otp(totp_service.current_step(at))
     wrong = f"{(int(right) + 500_000) % 1_000_000:06d}"
     for _ in range(max_failures):
-        result = await totp_service.verify_unaudited_async(hot.store, hot.actor, user_id, wrong, at)
+        result = totp_service.verify_unaudited(hot.store, hot.actor, user_id, wrong, at)
         assert (result.valid, result.reason) == (False, totp_service.WRONG_CODE)
-    locked = await totp_service.verify_unaudited_async(hot.store, hot.actor, user_id, right, at)
+    locked = totp_service.verify_unaudited(hot.store, hot.actor, user_id, right, at)
     assert not locked.valid and locked.reason is not None and locked.reason.startswith("TOTP locked until")
     with hot.store.read() as conn:
         events = conn.execute(
@@ -165,23 +162,19 @@ async def test_wrong_codes_on_the_event_loop_lock_out_after_max_failures_with_th
     assert len(events) == 1
 
 
-async def test_the_push_cap_admits_exactly_one_of_admissions_raced_over_both_drivers(hot: Hot) -> None:
+async def test_the_push_cap_admits_exactly_one_of_16_admissions_raced_in_threads(hot: Hot) -> None:
     hot.settings({"push": {"concurrentLimit": {"enabled": True, "max": 1}}})
     user_id = reachable(hot)
     body = PushRequest.model_validate({"userId": user_id, "resource": "hot-steps-race"})
     at = now()
 
-    async def attempt(coroutine: object) -> object:
+    def attempt() -> object:
         try:
-            return await coroutine  # type: ignore[misc]
+            return push_service.create_attempt(hot.store, body, at, actor=hot.actor)
         except ApiProblem as exc:
             return exc
 
-    in_loop = [attempt(push_service.create_attempt_async(hot.store, body, at, actor=hot.actor)) for _ in range(12)]
-    in_threads = [
-        attempt(asyncio.to_thread(push_service.create_attempt, hot.store, body, at, actor=hot.actor)) for _ in range(4)
-    ]
-    results = await asyncio.gather(*in_loop, *in_threads)
+    results = await asyncio.gather(*(asyncio.to_thread(attempt) for _ in range(16)))
     refused = [r for r in results if isinstance(r, push_service.PushCapReached)]
     assert (len(results) - len(refused), len(refused)) == (1, 15), results
     with hot.store.read() as conn:
@@ -195,7 +188,7 @@ async def test_the_push_cap_admits_exactly_one_of_admissions_raced_over_both_dri
     assert recorded == {"pending": 1, "blocked": 15}
 
 
-async def test_rate_limits_refuse_on_the_event_loop_and_count_the_refused(hot: Hot) -> None:
+def test_rate_limits_refuse_and_count_the_refused(hot: Hot) -> None:
     key = create_key(hot.store, "hot-steps-limited", Role.SERVICE)
     actor = authenticate(hot.store, key)
     assert actor is not None
@@ -209,7 +202,7 @@ async def test_rate_limits_refuse_on_the_event_loop_and_count_the_refused(hot: H
         answers = []
         for _ in range(12):
             try:
-                answers.append((await totp_service.verify_unaudited_async(hot.store, actor, user_id, code, at)).valid)
+                answers.append(totp_service.verify_unaudited(hot.store, actor, user_id, code, at).valid)
             except RateLimited as exc:
                 answers.append(exc.status)
         assert answers == [True] + [False] * 9 + [429, 429]  # the code once, then replays, then refused
@@ -245,23 +238,14 @@ def _in_one_transaction(marker: str, window: int) -> Decision[int]:
     return int(counted[0])
 
 
-@pytest.mark.parametrize("driver", ["blocking", "event loop"])
-async def test_a_refusal_inside_a_transaction_rolls_it_back_and_the_connection_serves_the_next(
-    hot: Hot, driver: str
-) -> None:
-    marker = f"refused-{driver}"
-    refused = partial(_refused_after_a_write, marker)
-    if driver == "blocking":
-        with pytest.raises(ApiProblem):
-            hot.store.run_steps(refused)
-    else:
-        with pytest.raises(ApiProblem):
-            await hot.store.run_steps_async(refused)
+def test_a_refusal_inside_a_transaction_rolls_it_back_and_the_connection_serves_the_next(hot: Hot) -> None:
+    marker = "refused"
+    with pytest.raises(ApiProblem):
+        hot.store.run_steps(partial(_refused_after_a_write, marker))
     assert hot.store.run_steps(partial(_count, marker)) == 0
-    assert await hot.store.run_steps_async(partial(_count, marker)) == 0
-    # A batch with its own transaction on the same (kept) connections: not nested in a leftover one.
+    # A batch with its own transaction on the same (kept) connection: not nested in a leftover one.
     assert hot.store.run_steps(partial(_in_one_transaction, marker, 1)) == 1
-    assert await hot.store.run_steps_async(partial(_in_one_transaction, marker, 2)) == 2
+    assert hot.store.run_steps(partial(_in_one_transaction, marker, 2)) == 2
     with hot.store.write() as conn:
         conn.execute(delete(rate_limit_hits).where(rate_limit_hits.c.route == "test"))
 
@@ -275,23 +259,23 @@ def _backend_pid() -> Decision[int]:
     return int((yield read_one(text("SELECT pg_backend_pid()")))[0])
 
 
-async def test_the_event_loop_connections_commit_without_waiting_for_the_flush(hot: Hot, store_kind: str) -> None:
-    """As run_raw's (store.HOT_ROUTES_SYNCHRONOUS_COMMIT; README, Durability): for the session only."""
+def test_the_steps_connections_commit_without_waiting_for_the_flush(hot: Hot, store_kind: str) -> None:
+    """run_raw's (store.HOT_ROUTES_SYNCHRONOUS_COMMIT; README, Durability): for the session only."""
     if store_kind != "postgresql":
-        pytest.skip("SQLite runs the blocking driver (test_ops_durability checks its connection)")
-    assert await hot.store.run_steps_async(_setting) == ("off", "session")
+        pytest.skip("PostgreSQL's setting (test_ops_durability checks SQLite's)")
+    assert hot.store.run_steps(_setting) == ("off", "session")
 
 
-async def test_an_event_loop_connection_dropped_by_the_server_is_replaced(hot: Hot, store_kind: str) -> None:
+def test_a_connection_dropped_by_the_server_is_replaced_before_the_decision(hot: Hot, store_kind: str) -> None:
     if store_kind != "postgresql":
         pytest.skip("PostgreSQL's connections")
-    pid = await hot.store.run_steps_async(_backend_pid)
+    pid = hot.store.run_steps(_backend_pid)
     with hot.store.write() as conn:
         assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
     [(user_id, totp)] = enrolled(hot, 1)
     at = now()
-    result = await totp_service.verify_unaudited_async(
+    result = totp_service.verify_unaudited(
         hot.store, hot.actor, user_id, totp.generate_otp(totp_service.current_step(at)), at
     )
     assert result.valid  # decided on a new connection, the dead one dropped
-    assert await hot.store.run_steps_async(_backend_pid) != pid
+    assert hot.store.run_steps(_backend_pid) != pid

@@ -55,7 +55,7 @@ from ..store import (
     COMMIT,
     SYNC,
     Batch,
-    Blocking,
+    Call,
     Decision,
     Store,
     devices,
@@ -255,18 +255,10 @@ def create_attempt(
     return store.run_steps(partial(_admission, store, body, now, actor, address))
 
 
-async def create_attempt_async(
-    store: Store, body: PushRequest, now: datetime, *, actor: Principal, address: str | None = None
-) -> PushCreated:
-    """:func:`create_attempt` on the event loop (PostgreSQL's hot route: no thread)."""
-    require_resource(actor, body.resource)
-    return await store.run_steps_async(partial(_admission, store, body, now, actor, address))
-
-
 def _admission(
     store: Store, body: PushRequest, now: datetime, actor: Principal, address: str | None
 ) -> Decision[PushCreated]:
-    """:func:`create_attempt`'s rules, as steps (store.Step): run by either driver.
+    """:func:`create_attempt`'s rules, as steps (store.Step).
 
     SQLite: the count in the admission's transaction (one pass of the write gate, one commit); an answer
     refused before anything is recorded (429, 401, 404, 409) still commits the count. PostgreSQL, two round
@@ -285,7 +277,7 @@ def _admission(
         state, account_locked, blocked_until, device_id, device_state, version, key_live = row
         if not key_live:
             raise revoked(store, actor)
-        cfg = yield Blocking(lambda conn: settings_at(store, conn, version), inline_first=True)
+        cfg = yield Call(lambda conn: settings_at(store, conn, version))
         hits.check(cfg)  # 429 before anything is recorded
         if state == "SUSPENDED" or account_locked:
             raise ApiProblem(409, f"user {body.userId} is suspended or locked")

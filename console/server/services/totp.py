@@ -17,7 +17,7 @@ from ...models import Role, TotpEnrollResult, TotpVerifyResult
 from .. import secretbox
 from ..errors import ApiProblem, not_found
 from ..metrics import TotpOutcome, totp_lockout, totp_outcome
-from ..store import BEGIN, COMMIT, Batch, Blocking, Decision, Step, Store, read_one, users, write_count
+from ..store import BEGIN, COMMIT, Batch, Call, Decision, Step, Store, read_one, users, write_count
 from . import ratelimit
 from .audit import record
 from .common import Principal
@@ -257,17 +257,10 @@ def verify_unaudited(
     return store.run_steps(partial(_verify_steps, store, actor, user_id, code, now, address))
 
 
-async def verify_unaudited_async(
-    store: Store, actor: Principal, user_id: str, code: str, now: datetime, *, address: str | None = None
-) -> TotpVerifyResult:
-    """:func:`verify_unaudited` on the event loop (PostgreSQL's hot route: no thread)."""
-    return await store.run_steps_async(partial(_verify_steps, store, actor, user_id, code, now, address))
-
-
 def _verify_steps(
     store: Store, actor: Principal, user_id: str, code: str, now: datetime, address: str | None
 ) -> Decision[TotpVerifyResult]:
-    """:func:`verify_unaudited`'s rules, as steps (store.Step): run by either driver."""
+    """:func:`verify_unaudited`'s rules, as steps (store.Step)."""
     counting = ratelimit.Counting(store, ratelimit.Route.TOTP_VERIFY, key_id=actor.key_id, address=address, now=now)
     read = read_one(_READ, user_id=user_id, key_id=actor.key_id)
 
@@ -309,8 +302,8 @@ def _verify_steps(
             return result, outcome, False  # not enrolled, locked, replay: nothing to record
         return (result, outcome, False) if changed == 1 else None
 
-    def _settings(version: int) -> Blocking:
-        return Blocking(lambda conn: settings_at(store, conn, version), inline_first=True)
+    def _settings(version: int) -> Call:
+        return Call(lambda conn: settings_at(store, conn, version))
 
     verdict: _Decided | _LockOut | None
     if store.is_sqlite:
@@ -334,7 +327,7 @@ def _verify_steps(
     for _ in range(_ROUNDS):
         if isinstance(verdict, _LockOut):
             lock = verdict
-            changed = yield Blocking(partial(_locking_out, store, actor, user_id, lock, now))
+            changed = yield Call(partial(_locking_out, store, actor, user_id, lock, now))
             verdict = (lock.result, lock.outcome, True) if changed == 1 else None
         if verdict is not None:
             result, outcome, locked_out = verdict
@@ -356,7 +349,7 @@ def _bind(after: TotpFailures) -> dict[str, Any]:
 
 
 def _locking_out(store: Store, actor: Principal, user_id: str, lock: _LockOut, now: datetime, _conn: Any) -> int:
-    """A Blocking step: :func:`_lock_out` (on a connection of its own: durable, unlike the hot ones)."""
+    """A Call step: :func:`_lock_out` (on a connection of its own: durable, unlike the hot ones)."""
     return _lock_out(store, actor, user_id, lock.params, lock.after, lock.lockout, lock.max_failures, now)
 
 
