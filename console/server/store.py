@@ -734,22 +734,6 @@ class RawConn:
         """The first row (a tuple), or None."""
         return self.execute(statement, **params).fetchone()
 
-    def rowcount(self, statement: Any, **params: Any) -> int:
-        return int(self.execute(statement, **params).rowcount)
-
-    def run(self, statement: Any, **params: Any) -> None:
-        """A statement whose result is not needed (in a pipeline it waits for the next sync)."""
-        self.execute(statement, **params)
-
-    def pipeline(self) -> Any:
-        """PostgreSQL: statements sent without waiting for each answer until one is read (fewer round trips)."""
-        return contextlib.nullcontext() if self.store.is_sqlite else self.conn.pipeline()
-
-    def write(self, statement: Any, **params: Any) -> int:
-        """One statement that writes, committed by itself (on SQLite under the write gate); its rowcount."""
-        with self.store.write_gate():
-            return self.rowcount(statement, **params)
-
     @contextmanager
     def begin(self) -> Iterator[RawConn]:
         """A transaction: on SQLite under the write gate with ``BEGIN IMMEDIATE``."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 
 import pyotp
@@ -279,3 +279,25 @@ def test_a_connection_dropped_by_the_server_is_replaced_before_the_decision(hot:
     )
     assert result.valid  # decided on a new connection, the dead one dropped
     assert hot.store.run_steps(_backend_pid) != pid
+
+
+@pytest.mark.parametrize("route", ["totp", "push"])
+def test_a_new_minutes_first_request_clears_the_windows_before_the_last(hot: Hot, route: str) -> None:
+    """Push admission clears them after its COMMIT (not in the transaction that locks the user), TOTP at once."""
+    key = create_key(hot.store, f"hot-steps-prune-{route}", Role.SERVICE)
+    actor = authenticate(hot.store, key)
+    assert actor is not None
+    at = now()
+    window = int(at.replace(tzinfo=UTC).timestamp()) // 60 * 60
+    old = {"route": "test", "subject": f"prune-{route}", "hits": 1}
+    with hot.store.write() as conn:
+        conn.execute(insert(rate_limit_hits), [{**old, "window_start": window - 180}, {**old, "window_start": window - 60}])
+    if route == "push":
+        body = PushRequest.model_validate({"userId": reachable(hot), "resource": "hot-steps-prune"})
+        assert push_service.create_attempt(hot.store, body, at, actor=actor).status == "pending"
+    else:
+        [(user_id, totp)] = enrolled(hot, 1)
+        assert totp_service.verify_unaudited(hot.store, actor, user_id, totp.now(), at).valid
+    with hot.store.read() as conn:
+        kept = conn.execute(select(rate_limit_hits.c.window_start).where(rate_limit_hits.c.subject == old["subject"]))
+        assert [w for (w,) in kept] == [window - 60]

@@ -320,8 +320,10 @@ def _admission(
         # Read after the lock is held (the pipeline runs them in order), so the pending count sees every
         # admission committed before ours.
         counted, _, _, row, pending_row = yield Batch((counting.step, SYNC, BEGIN, admission, pending))
-        hits = yield from counting.hits(counted)
+        hits, prune = counting.tally(counted)
         refusal, expires = yield from decide(hits, row, pending_row)
+        if prune is not None:
+            yield prune  # after the COMMIT: old windows' rows are not held by the admission's transaction
     if refusal is not None:
         push_outcome(_refusal_outcome(refusal))
         raise refusal  # after the commit: the blocked attempt stays recorded

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 from ...models import ProtectSettings
 from ..errors import ApiProblem
 from ..metrics import rate_limited
-from ..store import Decision, Store, rate_limit_hits, write_only, write_rows
+from ..store import Decision, Step, Store, rate_limit_hits, write_only, write_rows
 from .settings import read_settings
 
 WINDOW_SECONDS = 60
@@ -152,10 +152,17 @@ class Counting:
 
     def hits(self, rows: list[Any]) -> Decision[Hits]:
         """The counts; a new minute's first request also clears the windows before the last one."""
+        hits, prune = self.tally(rows)
+        if prune is not None:
+            yield prune
+        return hits
+
+    def tally(self, rows: list[Any]) -> tuple[Hits, Step | None]:
+        """The counts, and the clearing a new minute's first request owes (to run outside a transaction
+        that locks other rows)."""
         counts: dict[str, int] = dict(rows)
-        if 1 in counts.values():
-            yield write_only(_PRUNE, before=self.window - WINDOW_SECONDS)
-        return Hits(self.route, self.window, self.epoch, counts)
+        prune = write_only(_PRUNE, before=self.window - WINDOW_SECONDS) if 1 in counts.values() else None
+        return Hits(self.route, self.window, self.epoch, counts), prune
 
 
 _NOTHING = select(rate_limit_hits.c.subject, rate_limit_hits.c.hits).where(false())
