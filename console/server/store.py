@@ -14,7 +14,6 @@ All timestamps are naive UTC.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import functools
 import os
@@ -697,7 +696,7 @@ class RawConn:
         self.store, self.conn, self.fairy, self.reused, self.pinned = store, conn, fairy, reused, pinned
         self.statements = 0
         self._cursor: Any = None
-        self._tx: contextlib.ExitStack | None = None  # SQLite: an open BEGIN step
+        self._tx: Any = None  # SQLite: an open BEGIN step (the begin() context, entered)
         self._in_tx = False  # PostgreSQL: an open BEGIN step
 
     def _args(self, prepared: Prepared, params: dict[str, Any]) -> Any:
@@ -766,7 +765,7 @@ class RawConn:
 
     def _perform(self, op: Op) -> Any:
         if type(op) is Step:
-            if op.writes:
+            if op.writes and self._tx is None and self.store.is_sqlite:  # inside BEGIN the gate is held already
                 with self.store.write_gate():
                     return _fetched(self.execute(op.statement, **op.params), op.fetch)
             return _fetched(self.execute(op.statement, **op.params), op.fetch)
@@ -793,11 +792,12 @@ class RawConn:
     def _mark(self, mark: Any) -> None:
         if self.store.is_sqlite:
             if mark is BEGIN:
-                self._tx = contextlib.ExitStack()
-                self._tx.enter_context(self.begin())
+                tx = self.begin()
+                tx.__enter__()
+                self._tx = tx
             elif mark is COMMIT and self._tx is not None:
                 tx, self._tx = self._tx, None
-                tx.close()
+                tx.__exit__(None, None, None)
         elif mark is not SYNC:
             self.conn.execute(mark.sql)  # autocommit: BEGIN opens a transaction block, COMMIT ends it
             self._in_tx = mark is BEGIN
@@ -806,7 +806,12 @@ class RawConn:
         """A decision that stopped inside its transaction (a refusal, an error): roll it back."""
         if self._tx is not None:
             tx, self._tx = self._tx, None
-            tx.__exit__(RuntimeError, RuntimeError("decision stopped"), None)  # rolls back
+            stopped = RuntimeError("decision stopped")
+            try:
+                tx.__exit__(RuntimeError, stopped, None)  # rolls back, then re-raises ``stopped``
+            except RuntimeError as exc:
+                if exc is not stopped:
+                    raise
         if self._in_tx:
             self._in_tx = False
             try:
