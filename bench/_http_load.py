@@ -359,9 +359,10 @@ class Serve:
         import psycopg
 
         with psycopg.connect(self.db.replace("postgresql+psycopg:", "postgresql:", 1), autocommit=True) as conn:
-            pids = [r[0] for r in conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (self.app_name,)
-            )]
+            pids = [
+                r[0]
+                for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (self.app_name,))
+            ]
         return {pid: t for pid in pids if (t := _cpu_of(pid)) is not None}
 
     def __exit__(self, *exc: object) -> None:

@@ -91,7 +91,10 @@ class ServerCpu:
 
     def ms(self) -> float:
         total = 0
-        for path in [*Path(f"/proc/{self.pid}/task").glob("*/schedstat"), *(Path(f"/proc/{b}/schedstat") for b in self.backends)]:
+        for path in [
+            *Path(f"/proc/{self.pid}/task").glob("*/schedstat"),
+            *(Path(f"/proc/{b}/schedstat") for b in self.backends),
+        ]:
             try:
                 total += int(path.read_text().split()[0])
             except (OSError, ValueError, IndexError):

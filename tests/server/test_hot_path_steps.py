@@ -291,7 +291,9 @@ def test_a_new_minutes_first_request_clears_the_windows_before_the_last(hot: Hot
     window = int(at.replace(tzinfo=UTC).timestamp()) // 60 * 60
     old = {"route": "test", "subject": f"prune-{route}", "hits": 1}
     with hot.store.write() as conn:
-        conn.execute(insert(rate_limit_hits), [{**old, "window_start": window - 180}, {**old, "window_start": window - 60}])
+        conn.execute(
+            insert(rate_limit_hits), [{**old, "window_start": window - 180}, {**old, "window_start": window - 60}]
+        )
     if route == "push":
         body = PushRequest.model_validate({"userId": reachable(hot), "resource": "hot-steps-prune"})
         assert push_service.create_attempt(hot.store, body, at, actor=actor).status == "pending"

@@ -331,7 +331,9 @@ def _admission(
     return PushCreated(id=attempt_id, status=PushStatus.PENDING, expiresAt=to_wire(expires))
 
 
-def _cap_refusal(store: Store, pending: Any, body: PushRequest, cfg: ProtectSettings, now: datetime) -> ApiProblem | None:
+def _cap_refusal(
+    store: Store, pending: Any, body: PushRequest, cfg: ProtectSettings, now: datetime
+) -> ApiProblem | None:
     """The concurrency caps, read under the user's lock: ``concurrentLimit`` per resource (when enabled), then
     ``maxPendingPerUser`` across all resources (always: varying the free-text resource must not get past it)."""
     limit = cfg.push.concurrentLimit

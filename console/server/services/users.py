@@ -476,9 +476,7 @@ def _count(conn: Connection, s: _Search | None, where: list[Any], fts_rows: int 
 
 
 _COUNTS = search_index.CountCache()
-_log = table(
-    search_index.LOG_TABLE, column("version"), column("sign"), *(column(c) for c in search_index.COLUMNS)
-)
+_log = table(search_index.LOG_TABLE, column("version"), column("sign"), *(column(c) for c in search_index.COLUMNS))
 _version_row = table(search_index.VERSION_TABLE, column("epoch"), column("version"), column("floor"))
 _stored = table(search_index.COUNTS_TABLE, column("query"), column("epoch"), column("version"), column("total"))
 
