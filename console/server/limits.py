@@ -6,7 +6,8 @@ Two layers, both acting before a request body is read:
   request: it caps the requests in progress (503), refuses a body over ``max_body`` (413) from its
   ``Content-Length`` or while reading a chunked one, and checks the ``x-api-key`` of an ``/api/`` request
   that carries a body (401), so an unauthenticated client cannot make the service read or parse one.
-* :class:`GuardedH11Protocol`, uvicorn's h11 protocol with two additions: a connection must complete
+* :class:`ConnectionGuard`, mixed into uvicorn's HTTP protocols (:class:`GuardedH11Protocol` here,
+  ``httptools_protocol.GuardedHttpToolsProtocol`` when httptools is installed): a connection must complete
   each request head within ``header_timeout`` seconds of opening (or of its previous answer), so idle
   and slow-header connections are closed; and the open connections stay under ``max_connections``
   (from the open-file limit) by closing the longest-idle one when a new one arrives.
@@ -16,6 +17,7 @@ The values live in :class:`Limits`; ``serve`` passes them to its worker processe
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -245,14 +247,20 @@ class RequestGuard:
         await response(scope, receive, send)
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, with a deadline for each request head and a cap on open connections.
+class ConnectionGuard(asyncio.Protocol):
+    """The head deadline and the connection cap (module doc), mixed into uvicorn's HTTP protocols.
 
-    ``limits`` is set on a subclass per server (:func:`protocol_for`); this class itself, which ``serve``'s
-    worker processes load by name, reads them from ``PROTECT_SERVE_LIMITS``.
+    The protocol calls :meth:`_head_complete` once a request head is parsed. ``limits`` is set on a
+    subclass per server (:func:`protocol_for`); the classes themselves, which ``serve``'s worker
+    processes load by name, read them from ``PROTECT_SERVE_LIMITS``.
     """
 
     limits: Limits | None = None
+    # uvicorn's protocols set these
+    transport: Any
+    loop: Any
+    connections: Any
+    cycle: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -273,18 +281,18 @@ class GuardedH11Protocol(H11Protocol):
         self._cancel_head_deadline()
         super().connection_lost(exc)
 
-    def handle_events(self) -> None:
-        super().handle_events()
-        if self._head_deadline is not None and self._in_request():
-            self._cancel_head_deadline()  # the head is complete: the app has the request now
-
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
+        super().on_response_complete()  # type: ignore[misc]  # uvicorn's protocols define it
+        # A pipelined request may have started in it: its head is already in.
+        if not self.transport.is_closing() and not self._in_request():
             self._await_head()
 
+    def _head_complete(self) -> None:
+        if self._head_deadline is not None and self._in_request():
+            self._cancel_head_deadline()  # the app has the request now
+
     def _in_request(self) -> bool:
-        cycle: Any = self.cycle  # None until the first request comes (uvicorn types it as always set)
+        cycle = self.cycle  # None until the first request comes (uvicorn types it as always set)
         return cycle is not None and not cycle.response_complete
 
     def _await_head(self) -> None:
@@ -307,15 +315,20 @@ class GuardedH11Protocol(H11Protocol):
         idle = [
             c
             for c in self.connections
-            if isinstance(c, GuardedH11Protocol)
-            and c is not self
-            and not c._in_request()
-            and not c.transport.is_closing()
+            if isinstance(c, ConnectionGuard) and c is not self and not c._in_request() and not c.transport.is_closing()
         ]
         victim = min(idle, key=lambda c: c._idle_since) if idle else self
         victim.transport.close()
 
 
-def protocol_for(limits: Limits) -> type[GuardedH11Protocol]:
-    """The protocol class for one in-process server (tests, the demo): its own limits, not the environment's."""
-    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"limits": limits})
+class GuardedH11Protocol(ConnectionGuard, H11Protocol):
+    """uvicorn's pure-Python h11 protocol with the guards: used when httptools is not installed."""
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        self._head_complete()
+
+
+def protocol_for(limits: Limits, protocol: type[ConnectionGuard]) -> type[ConnectionGuard]:
+    """``protocol`` for one in-process server (tests, the demo): its own limits, not the environment's."""
+    return type(protocol.__name__, (protocol,), {"limits": limits})

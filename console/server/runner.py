@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import traceback
@@ -15,15 +16,29 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import api_routes, dependants
-from .limits import LIMITS_ENV, GuardedH11Protocol, Limits, protocol_for
+from .limits import LIMITS_ENV, ConnectionGuard, GuardedH11Protocol, Limits, protocol_for
 
-# uvloop for the event loop (a dependency, see pyproject; named so a missing one fails loudly). The HTTP
-# parser stays h11 (limits.GuardedH11Protocol): httptools measured no faster on the hot routes here (2,463 vs
-# 2,524 TOTP checks/s, bench/totp_verify.py, 2 workers) and answers a header with a control character (an
-# If-Match from a hostile client) with a bare "400 Invalid HTTP request" before the app can name the header.
+# uvloop for the event loop (a dependency, see pyproject; named so a missing one fails loudly).
 LOOP = "uvloop"
-# The h11 protocol with the connection limits (limits.py); worker processes load it by this name.
-GUARDED_HTTP = f"{GuardedH11Protocol.__module__}:{GuardedH11Protocol.__qualname__}"
+HTTP_ENV = "PROTECT_SERVE_HTTP"  # "h11": the pure-Python parser even with httptools installed (an A/B, a fallback)
+
+
+def guarded_protocol() -> type[ConnectionGuard]:
+    """The HTTP protocol with the connection limits (limits.py): httptools' when it is installed (a
+    dependency, see pyproject; a fifth of h11's CPU per request), else h11's."""
+    if os.environ.get(HTTP_ENV, "").lower() != "h11":
+        try:
+            from .httptools_protocol import GuardedHttpToolsProtocol
+        except ImportError:
+            pass
+        else:
+            return GuardedHttpToolsProtocol
+    return GuardedH11Protocol
+
+
+def _by_name(protocol: type[ConnectionGuard]) -> str:
+    """How ``serve --workers``' processes load ``protocol`` (uvicorn imports it by name)."""
+    return f"{protocol.__module__}:{protocol.__qualname__}"
 
 
 # ----------------------------------------------------------------------------------------------- logs
@@ -172,10 +187,20 @@ def _limits_of(app: FastAPI) -> Limits:
 
 
 class ServerThread:
-    """uvicorn on ``host:port`` in a daemon thread. Port 0 picks a free port, kept across restarts."""
+    """uvicorn on ``host:port`` in a daemon thread. Port 0 picks a free port, kept across restarts.
+    ``protocol``: the HTTP protocol, by default the one ``serve`` uses (tests run the limits on both)."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, *, quiet: bool = True) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        quiet: bool = True,
+        protocol: type[ConnectionGuard] | None = None,
+    ) -> None:
         self.app = app
+        self.protocol = protocol or guarded_protocol()
         self.host = host
         self.port = port
         self.quiet = quiet
@@ -196,7 +221,7 @@ class ServerThread:
             log_config=None if self.quiet else uvicorn.config.LOGGING_CONFIG,
             log_level="critical" if self.quiet else "info",
             lifespan="off",
-            http=protocol_for(_limits_of(self.app)),
+            http=protocol_for(_limits_of(self.app), self.protocol),
             loop=LOOP,
             **_limited(_limits_of(self.app)),
         )
@@ -246,7 +271,7 @@ def serve_app(
         lifespan="off",
         log_config=log_config(access_log_file),
         access_log=False,
-        http=protocol_for(_limits_of(app)),
+        http=protocol_for(_limits_of(app), guarded_protocol()),
         loop=LOOP,
         **_limited(_limits_of(app)),
     )
@@ -270,7 +295,6 @@ def serve_workers(
     collected in prometheus-client's multiprocess mode in a temporary directory made here
     (before any worker imports prometheus-client) and removed when the service stops.
     """
-    import os
     import shutil
     import tempfile
 
@@ -297,7 +321,7 @@ def serve_workers(
             lifespan="off",
             log_config=log_config(access_log_file),
             access_log=False,
-            http=GUARDED_HTTP,
+            http=_by_name(guarded_protocol()),
             loop=LOOP,
             **_limited(limits),
         )

@@ -23,7 +23,8 @@ import pytest
 
 from console.models import Role
 from console.server.app import create_app
-from console.server.limits import LIMITS_ENV, MIB, Limits
+from console.server.httptools_protocol import GuardedHttpToolsProtocol
+from console.server.limits import LIMITS_ENV, MIB, GuardedH11Protocol, Limits
 from console.server.runner import ServerThread
 from console.server.services.keys import create_key
 from console.server.store import Store, open_store
@@ -96,13 +97,14 @@ def admin_key(store: Store) -> str:
     return create_key(store, "limits-admin", Role.ADMIN)
 
 
-@pytest.fixture
-def serve(store: Store) -> Iterator[Callable[..., str]]:
-    """``serve(**limits) -> url``: the service on this store with these limits."""
+@pytest.fixture(params=[GuardedHttpToolsProtocol, GuardedH11Protocol], ids=lambda p: p.__name__)
+def serve(store: Store, request: pytest.FixtureRequest) -> Iterator[Callable[..., str]]:
+    """``serve(**limits) -> url``: the service on this store with these limits, on each HTTP protocol
+    ``serve`` may run (httptools' when installed, h11's otherwise)."""
     servers: list[ServerThread] = []
 
     def start(**limits: object) -> str:
-        server = ServerThread(create_app(store, limits=Limits(**limits)))
+        server = ServerThread(create_app(store, limits=Limits(**limits)), protocol=request.param)
         servers.append(server)
         return server.start()
 
