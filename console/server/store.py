@@ -707,9 +707,10 @@ class RawConn:
                 if isinstance(value, datetime):
                     args[i] = self.store.dt_in(value)
             return args
-        # PostgreSQL text cannot hold NUL; as in the engine's hook, U+FFFD keeps it a value that matches nothing.
-        if any(type(v) is str and "\x00" in v for v in values.values()):
-            return {k: _no_nul(v) for k, v in values.items()}
+        # PostgreSQL text cannot hold NUL; as in the engine's hook, U+FFFD keeps it a value that matches nothing
+        # (also in the arrays of a batch's statements).
+        if any((type(v) is str and "\x00" in v) or (type(v) is list and _has_nul(v)) for v in values.values()):
+            return {k: [_no_nul(x) for x in v] if type(v) is list else _no_nul(v) for k, v in values.items()}
         return values
 
     def execute(self, statement: Any, **params: Any) -> Any:
@@ -1029,6 +1030,10 @@ def _private_file(path: Path) -> None:
         pass  # another process made it meanwhile
     except OSError:
         pass  # SQLite reports why it cannot open the file
+
+
+def _has_nul(values: list[Any]) -> bool:
+    return any(type(x) is str and "\x00" in x for x in values)
 
 
 def _no_nul(value: object) -> object:

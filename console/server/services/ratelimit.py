@@ -11,11 +11,12 @@ requests count too: a client that keeps hammering stays refused until the minute
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, delete, false, select
+from sqlalchemy import bindparam, delete, false, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -166,6 +167,51 @@ class Counting:
 
 
 _NOTHING = select(rate_limit_hits.c.subject, rate_limit_hits.c.hits).where(false())
+
+# PostgreSQL: each subject's requests of a batch added in one UPSERT (the rows in the order given).
+_COUNT_MANY = text(
+    "INSERT INTO rate_limit_hits (route, subject, window_start, hits)"
+    " SELECT CAST(:route AS VARCHAR), v.subject, CAST(:window AS BIGINT), v.n"
+    " FROM unnest(CAST(:subjects AS TEXT[]), CAST(:ns AS INTEGER[])) AS v(subject, n)"
+    " ON CONFLICT (route, subject, window_start) DO UPDATE SET hits = rate_limit_hits.hits + excluded.hits"
+    " RETURNING subject, hits"
+)
+
+
+def _lock_order(subject: str) -> tuple[bool, str]:
+    """Keys before addresses, as one request counts them (:func:`_subjects`): batches and single requests
+    lock the counter rows in one order, so they cannot deadlock."""
+    return not subject.startswith(KEY), subject
+
+
+class CountingMany:
+    """The counts of requests decided together (PostgreSQL, console/server/batching.py): one UPSERT adds each
+    subject's number of requests, and each request gets the count it would have got had they come one after
+    another in the batch's order."""
+
+    def __init__(self, route: Route, requests: list[tuple[str | None, str | None]], *, now: datetime) -> None:
+        self.route = route
+        self.window, self.epoch = _window(now)
+        self._subjects = [_subjects(key_id, address) for key_id, address in requests]
+        self._totals = totals = Counter(s for subjects in self._subjects for s in subjects)
+        ordered = sorted(totals, key=_lock_order)
+        params = {"route": route.value, "window": self.window, "subjects": ordered, "ns": [totals[s] for s in ordered]}
+        self.step = write_rows(_COUNT_MANY, **params) if ordered else write_rows(_NOTHING)
+
+    def tally(self, rows: list[Any]) -> tuple[list[Hits], Step | None]:
+        """Each request's counts, and the clearing a new minute's first request owes (see :meth:`Counting.tally`)."""
+        reached: dict[str, int] = dict(rows)
+        before = {s: reached[s] - n for s, n in self._totals.items()}
+        hits = []
+        for subjects in self._subjects:
+            counts = {}
+            for s in subjects:
+                before[s] += 1
+                counts[s] = before[s]
+            hits.append(Hits(self.route, self.window, self.epoch, counts))
+        fresh = any(reached[s] == n for s, n in self._totals.items())  # some subject's row made by this batch
+        prune = write_only(_PRUNE, before=self.window - WINDOW_SECONDS) if fresh else None
+        return hits, prune
 
 
 def count(conn: Connection, route: Route, *, key_id: str | None, address: str | None, now: datetime) -> Hits:

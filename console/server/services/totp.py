@@ -11,13 +11,26 @@ from functools import partial
 from typing import Any, NamedTuple
 
 import pyotp
-from sqlalchemy import BindParameter, DateTime, bindparam, or_, select, true, update
+from sqlalchemy import BindParameter, DateTime, bindparam, or_, select, text, true, update
 
-from ...models import Role, TotpEnrollResult, TotpVerifyResult
+from ...models import ProtectSettings, Role, TotpEnrollResult, TotpVerifyResult
 from .. import secretbox
 from ..errors import ApiProblem, not_found
 from ..metrics import TotpOutcome, totp_lockout, totp_outcome
-from ..store import BEGIN, COMMIT, Batch, Call, Decision, Step, Store, read_one, users, write_count
+from ..store import (
+    BEGIN,
+    COMMIT,
+    SYNC,
+    Batch,
+    Call,
+    Decision,
+    Step,
+    Store,
+    read_one,
+    users,
+    write_count,
+    write_rows,
+)
 from . import ratelimit
 from .audit import record
 from .common import Principal
@@ -369,6 +382,174 @@ def _lock_out(
         if changed == 1:
             _record_lockout(conn, actor, user_id, after, lockout, max_failures, now)
     return changed
+
+
+# ------------------------------------------------------------------ checks decided together (PostgreSQL)
+
+
+class TotpCheck(NamedTuple):
+    """One unaudited check waiting for its batch (console/server/batching.py)."""
+
+    actor: Principal
+    user_id: str
+    code: str
+    address: str | None
+
+
+# The users of a batch (i: their place in it, from 1), and the accepting UPDATE for many: _ACCEPT's
+# conditions, each row's own secret and step. A user is in a batch once, so the ids returned are the accepted.
+_READ_MANY = text(
+    "SELECT v.i, u.totp_secret, u.totp_status, u.totp_last_step, u.totp_failures, u.totp_failure_at,"
+    " u.totp_locked_until, u.totp_lockouts"
+    " FROM unnest(CAST(:user_ids AS TEXT[])) WITH ORDINALITY AS v(id, i) JOIN users u ON u.id = v.id"
+)
+_ACCEPT_MANY = text(
+    "UPDATE users SET totp_last_step = v.step"
+    " FROM unnest(CAST(:user_ids AS TEXT[]), CAST(:secrets AS TEXT[]), CAST(:steps AS BIGINT[])) AS v(id, secret, step)"
+    " WHERE users.id = v.id AND users.totp_status = 'ENROLLED' AND users.totp_secret = v.secret"
+    " AND (users.totp_locked_until IS NULL OR users.totp_locked_until <= :now)"
+    " AND (users.totp_last_step IS NULL OR users.totp_last_step < v.step)"
+    " RETURNING users.id"
+)
+# The settings' version and which of the batch's keys are live (not revoked), as _READ reads them for one.
+_LIVE_KEYS = text("ARRAY(SELECT id FROM api_keys WHERE id = ANY(CAST(:keys AS TEXT[])) AND revoked_at IS NULL)")
+_META = select(settings_version.label("settings_version"), _LIVE_KEYS)
+
+
+def verify_many(store: Store, checks: list[TotpCheck], now: datetime) -> list[TotpVerifyResult | Exception]:
+    """:func:`verify_unaudited` for checks of distinct users that arrived together (PostgreSQL), each with the
+    answer (or the refusal to raise) it would have got alone: one round trip counts them all, reads every user,
+    the settings' version and which keys are live; the decisions are :func:`_check`'s; one more round trip
+    writes them (one UPDATE for the accepted codes, the wrong codes' own). A check whose write changed nothing
+    (a check in another batch or process decided on the user first) is read and decided again."""
+    return store.run_steps(partial(_verify_many_steps, store, checks, now))
+
+
+def _verify_many_steps(
+    store: Store, checks: list[TotpCheck], now: datetime
+) -> Decision[list[TotpVerifyResult | Exception]]:
+    counting = ratelimit.CountingMany(
+        ratelimit.Route.TOTP_VERIFY, [(c.actor.key_id, c.address) for c in checks], now=now
+    )
+    meta = read_one(_META, keys=sorted({c.actor.key_id for c in checks}))
+    counted, _, read, (version, live) = yield Batch(
+        (counting.step, SYNC, Step(_READ_MANY, {"user_ids": [c.user_id for c in checks]}, "all"), meta)
+    )
+    hits, prune = counting.tally(counted)
+    outcomes: list[TotpVerifyResult | Exception | None] = [None] * len(checks)
+    decided: list[tuple[TotpOutcome, bool]] = []
+    undecided = list(range(len(checks)))
+    for _ in range(_ROUNDS):
+        cfg = yield Call(partial(_settings_at, store, version))
+        rows = {row[0] - 1: row[1:] for row in read}
+        live_keys = set(live or ())
+        accepts: list[tuple[int, str, int]] = []
+        failures: list[tuple[int, Step]] = []
+        lockouts: list[tuple[int, _LockOut]] = []
+        for i in undecided:
+            check = checks[i]
+            try:
+                if check.actor.key_id not in live_keys:
+                    raise revoked(store, check.actor)
+                hits[i].check(cfg)
+                row = rows.get(i)
+                if row is None:
+                    if check.actor.role != Role.SERVICE:
+                        raise not_found(f"user {check.user_id}")
+                    outcomes[i] = TotpVerifyResult(valid=False, reason=NOT_ENROLLED)
+                    decided.append((TotpOutcome.NOT_ENROLLED, False))
+                    continue
+                user = _TotpRow(*row[:3])
+                state = TotpFailures.of(row[3], row[4], row[5], row[6])
+                max_failures = cfg.totp.maxFailures
+                result, step, outcome = _check(
+                    _opened(store, check.user_id, user), state, check.code, now, max_failures
+                )
+            except ApiProblem as exc:
+                outcomes[i] = exc
+                continue
+            if outcome is TotpOutcome.VALID:
+                assert step is not None and user.totp_secret is not None
+                accepts.append((i, user.totp_secret, step))
+            elif outcome is TotpOutcome.WRONG_CODE:
+                after, lockout = after_wrong_code(state, now, max_failures)
+                params = {
+                    "user_id": check.user_id,
+                    "secret": user.totp_secret,
+                    "now": now,
+                    "was_failures": state.failures,
+                    "was_failure_at": state.failure_at,
+                    "was_lockouts": state.lockouts,
+                    **_bind(after),
+                }
+                if lockout is not None:
+                    lockouts.append((i, _LockOut(result, outcome, params, after, lockout, max_failures)))
+                else:
+                    failures.append((i, write_count(_COUNT_FAILURE, **params)))
+                continue
+            else:
+                outcomes[i] = result  # not enrolled, locked, replay: nothing to record
+                decided.append((outcome, False))
+                continue
+        # One round trip; each write its own transaction (a SYNC after each), the accepted rows in id order,
+        # so batches in several processes lock users in one order.
+        accepts.sort(key=lambda a: checks[a[0]].user_id)
+        writes: list[Step] = []
+        if accepts:
+            writes.append(
+                write_rows(
+                    _ACCEPT_MANY,
+                    user_ids=[checks[i].user_id for i, _, _ in accepts],
+                    secrets=[secret for _, secret, _ in accepts],
+                    steps=[step for _, _, step in accepts],
+                    now=now,
+                )
+            )
+        writes.extend(step for _, step in failures)
+        done = (yield Batch(tuple(x for w in writes for x in (w, SYNC)))) if writes else []
+        lost: list[int] = []
+        if accepts:
+            accepted = {row[0] for row in done[0]}
+            for i, _, _ in accepts:
+                if checks[i].user_id in accepted:
+                    outcomes[i] = TotpVerifyResult(valid=True)
+                    decided.append((TotpOutcome.VALID, False))
+                else:
+                    lost.append(i)
+        for (i, _), changed in zip(failures, done[2 * bool(accepts) :: 2], strict=True):
+            if changed == 1:
+                outcomes[i] = TotpVerifyResult(valid=False, reason=WRONG_CODE)
+                decided.append((TotpOutcome.WRONG_CODE, False))
+            else:
+                lost.append(i)
+        for i, lock in lockouts:
+            changed = yield Call(partial(_locking_out, store, checks[i].actor, checks[i].user_id, lock, now))
+            if changed == 1:
+                outcomes[i] = lock.result
+                decided.append((lock.outcome, True))
+            else:
+                lost.append(i)
+        if not lost:
+            break
+        undecided = sorted(lost)
+        read, (version, live) = yield Batch(
+            (Step(_READ_MANY, {"user_ids": [checks[i].user_id for i in undecided]}, "all"), meta)
+        )
+        read = [(undecided[row[0] - 1] + 1, *row[1:]) for row in read]  # places in the batch, as the first read
+    else:
+        for i in undecided:
+            outcomes[i] = ApiProblem(503, "too many simultaneous checks for this user; try again")
+    if prune is not None:
+        yield prune
+    for outcome, locked_out in decided:
+        totp_outcome(outcome)
+        if locked_out:
+            totp_lockout()
+    return [o if o is not None else ApiProblem(503, "not decided") for o in outcomes]
+
+
+def _settings_at(store: Store, version: int, conn: Any) -> ProtectSettings:
+    return settings_at(store, conn, version)
 
 
 def verify_audited(
