@@ -342,11 +342,7 @@ class UsersScreen(ConsoleScreen):
         event.stop()
         # The box's value now, not the event's: typed ahead, Enter's binding can run before the letters
         # typed just before it reached the box (they are in the box by the time this is handled).
-        term = self.query_one("#users-search", Input).value.strip()
-        if term != self.search_term:
-            self.workers.cancel_group(self, "users-search")
-            self.search_term = term
-            self.requery()
+        term = self._search_now()
         self.set_focus(self.table)  # now, not after the keys already typed
         self._open_single = True
         self._enter_term = term
@@ -366,6 +362,16 @@ class UsersScreen(ConsoleScreen):
         if user is not None:
             self._enter_term = None
             self.console_app.open_user(user.id)
+
+    def _search_now(self) -> str:
+        """Query the box's term now, not after the debounce: the keys typed after Enter or Down act on
+        its results (the table holds them until they are in), not on the list shown before. Returns it."""
+        term = self.query_one("#users-search", Input).value.strip()
+        if term != self.search_term:
+            self.workers.cancel_group(self, "users-search")
+            self.search_term = term
+            self.requery()
+        return term
 
     @work(exclusive=True, group="users-exact", exit_on_error=False)
     async def _open_exact(self, term: str) -> None:
@@ -416,11 +422,26 @@ class UsersScreen(ConsoleScreen):
         return super().escape_one_level()
 
     def action_results(self) -> None:
+        """Down in the search box: to the results of what it holds.
+
+        The app runs this binding as the key arrives, before the letters typed just before it are in
+        the box (they wait in the box's own queue): the term is read after them, and the keys typed
+        meanwhile (Down, Enter) wait in the table for those results. Typed ahead, Enter here used to
+        open a user of the list shown before the term was sent.
+        """
+        self.table.hold_keys()
+        self.query_one("#users-search", Input).call_later(self._results_after_typing)
         self.set_focus(self.table)
+
+    def _results_after_typing(self) -> None:
+        self._search_now()
+        self.table.release_keys()  # (after a new query, the held keys wait for its rows instead)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "results":
-            return self.query_one("#users-search", Input).has_focus
+            # The focus now, not `has_focus`: that is set when the box handles its Focus event, after the
+            # letters typed ahead of this Down (which then slipped through to the old list's rows).
+            return self.focused is self.query_one("#users-search", Input)
         return super().check_action(action, parameters)
 
     # ------------------------------------------------------------ copy

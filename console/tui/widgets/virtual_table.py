@@ -378,6 +378,11 @@ class VirtualTable(ScrollView, can_focus=True):
         self._failed: set[int] = set()
         self._wanted: set[int] = set()
         self._request_scheduled = False
+        # Keys typed ahead of the rows they act on (a move before a new query's total is in, Enter on a
+        # row still loading), in order: replayed as the answers land, never dropped for being early.
+        self._held: list[Callable[[], None]] = []
+        self._replaying = False
+        self._query_coming = False  # hold_keys(): every key waits for the query its owner is about to set
         # Laid out for one width at a time; until the widget knows its width, at preferred widths.
         self._layout: list[tuple[Column, int]] = [(c, c.width) for c in self.columns]
         self._layout_version = 0  # bumped whenever _layout changes: cached lines drawn before are stale
@@ -427,6 +432,10 @@ class VirtualTable(ScrollView, can_focus=True):
             return
         self._fetch = fetch
         self._anchor = None
+        if self._query_coming:  # the keys held were typed for this query (see hold_keys)
+            self._query_coming = False
+        else:
+            self._held.clear()  # keys typed before this query acted on the old one (the cursor starts at row 1)
         self._generation += 1
         self.workers.cancel_group(self, _PAGE_GROUP)
         self._pages.clear()
@@ -467,6 +476,7 @@ class VirtualTable(ScrollView, can_focus=True):
         if self._fetch is None:
             return
         self._generation += 1
+        self._held.clear()
         self.workers.cancel_group(self, _PAGE_GROUP)
         self._inflight.clear()
         self._failed.clear()
@@ -505,6 +515,17 @@ class VirtualTable(ScrollView, can_focus=True):
         for page in sorted(wanted):
             self._want(page)
         self.refresh()
+
+    def hold_keys(self) -> None:
+        """Hold the keys that move or open, in order, for a query about to be set: until the next
+        :meth:`set_fetch` has its rows, or :meth:`release_keys` (no new query after all)."""
+        self._query_coming = True
+
+    def release_keys(self) -> None:
+        """No new query is coming after :meth:`hold_keys`: the held keys act on the rows there are."""
+        if self._query_coming:
+            self._query_coming = False
+            self._replay_held()
 
     def row_at(self, index: int) -> Any | None:
         """The cached row at ``index``, or None if it is not loaded."""
@@ -729,6 +750,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self._wanted.discard(last)
         if self._store_page(last, rows):
             self.refresh()  # End was pressed before it came: its rows replace "loading…" now
+        self._replay_held()  # Enter typed on the last row before it came
 
     async def _load_page(
         self, page: int, generation: int, fetch: PageFetcher | CursorFetcher, request: PageRequest
@@ -740,6 +762,7 @@ class VirtualTable(ScrollView, can_focus=True):
                 self._inflight.discard(page)
                 self._failed.add(page)
                 self.load_failed = True
+                self._replay_held()  # what waited for this page acts on what there is (or nothing)
                 if self._total is None:  # nothing to scroll through: no extent kept from the last query
                     self._virtual_rows = 1
                     self._update_virtual_size()
@@ -778,6 +801,7 @@ class VirtualTable(ScrollView, can_focus=True):
             if self.cursor_row >= max(total, 1):
                 self._move_cursor(max(0, total - 1))
         moved = self._settle_anchor()
+        moved = self._replay_held() or moved
         if shown or total_changed or moved:
             self.refresh()  # a page fetched ahead of the view is drawn when it scrolls in
         self.post_message(self.Loaded(self, total, shown or total_changed or moved))
@@ -1205,23 +1229,69 @@ class VirtualTable(ScrollView, can_focus=True):
         self.cursor_row = index
         self._paint_together()
 
+    def _waits(self, action: Callable[[], None]) -> bool:
+        """Whether ``action`` (a key's) must wait for rows still being fetched to act as the typist meant.
+
+        A move needs the total (before it, every index is clamped to row 1: End after a re-sort landed
+        there); Enter needs the highlighted row itself. A page that failed makes nothing wait: the key
+        acts on what there is, as it would once the error shows.
+        """
+        if self._query_coming:
+            return True
+        if self._fetch is None:
+            return False
+        if self._total is None:
+            return 0 not in self._failed
+        if action == self.action_select and self._total:
+            page = self.cursor_row // self.page_size
+            if self.row_at(self.cursor_row) is None and page not in self._failed:
+                self._want(page)
+                return True
+        return False
+
+    def _held_back(self, action: Callable[[], None]) -> bool:
+        """Queue ``action`` behind the keys already waiting, or when it must wait itself; True when queued."""
+        if self._replaying or not (self._held or self._waits(action)):
+            return False
+        self._held.append(action)
+        return True
+
+    def _replay_held(self) -> bool:
+        """Run the keys typed ahead whose rows are in, in order; returns whether any ran."""
+        ran = False
+        while self._held and not self._waits(self._held[0]):
+            action = self._held.pop(0)
+            self._replaying = True
+            try:
+                action()
+            finally:
+                self._replaying = False
+            ran = True
+        return ran
+
     def action_cursor_up(self) -> None:
-        self._move_to(self.cursor_row - 1)
+        if not self._held_back(self.action_cursor_up):
+            self._move_to(self.cursor_row - 1)
 
     def action_cursor_down(self) -> None:
-        self._move_to(self.cursor_row + 1)
+        if not self._held_back(self.action_cursor_down):
+            self._move_to(self.cursor_row + 1)
 
     def action_page_up(self) -> None:
-        self._move_to(self.cursor_row - self._body_height)
+        if not self._held_back(self.action_page_up):
+            self._move_to(self.cursor_row - self._body_height)
 
     def action_page_down(self) -> None:
-        self._move_to(self.cursor_row + self._body_height)
+        if not self._held_back(self.action_page_down):
+            self._move_to(self.cursor_row + self._body_height)
 
     def action_first(self) -> None:
-        self._move_to(0)
+        if not self._held_back(self.action_first):
+            self._move_to(0)
 
     def action_last(self) -> None:
-        self._move_to((self._total or 1) - 1)
+        if not self._held_back(self.action_last):
+            self._move_to((self._total or 1) - 1)
 
     @property
     def hidden_right(self) -> bool:
@@ -1270,7 +1340,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self.app.push_screen(RowDetailsScreen(title, lines))
 
     def action_select(self) -> None:
-        if not self._total:
+        if self._held_back(self.action_select) or not self._total:
             return
         row = self.row_at(self.cursor_row)
         if row is not None:
