@@ -81,27 +81,39 @@ BATCH_SIZE = 64
 BATCHES_IN_FLIGHT = 2
 
 
-def _totp_batcher(app: FastAPI) -> Batcher[totp_service.TotpCheck, Any]:
-    """This app's TOTP batcher on the running loop (made on first use)."""
+def _batcher(app: FastAPI, route: str) -> Batcher[Any, Any]:
+    """This app's batcher for ``route`` on the running loop (made on first use)."""
     loop = asyncio.get_running_loop()
     batchers = _BATCHERS.setdefault(loop, {})
-    batcher = batchers.get(id(app))
+    batcher = batchers.get((id(app), route))
     if batcher is None:
         state = app.state
         limiter = _LIMITERS.get(loop)
         if limiter is None:
             limiter = _LIMITERS[loop] = anyio.CapacityLimiter(HOT_THREADS)
-        batcher = batchers[id(app)] = Batcher(
-            lambda checks: totp_service.verify_many(state.store, checks, state.clock.now()),
-            lambda check: check.user_id,
-            limiter=limiter,
-            max_size=BATCH_SIZE,
-            in_flight=BATCHES_IN_FLIGHT,
-        )
+        if route == TOTP_VERIFY:
+            batcher = Batcher(
+                lambda checks: totp_service.verify_many(state.store, checks, state.clock.now()),
+                lambda check: check.user_id,
+                limiter=limiter,
+                max_size=BATCH_SIZE,
+                in_flight=BATCHES_IN_FLIGHT,
+            )
+        else:
+            batcher = Batcher(
+                lambda admissions: push_service.create_many(state.store, admissions, state.clock.now()),
+                lambda admission: admission.body.userId,
+                limiter=limiter,
+                max_size=BATCH_SIZE,
+                in_flight=BATCHES_IN_FLIGHT,
+            )
+        batchers[(id(app), route)] = batcher
     return batcher
 
 
-_BATCHERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, Any]] = weakref.WeakKeyDictionary()
+_BATCHERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, str], Any]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def _totp(app: FastAPI, actor: Principal, body: bytes, address: str | None) -> Answer | None:
@@ -111,7 +123,7 @@ async def _totp(app: FastAPI, actor: Principal, body: bytes, address: str | None
     state = app.state
     if not state.store.is_sqlite:
         check = totp_service.TotpCheck(actor, request.userId, request.code, address)
-        result = await _totp_batcher(app).decide(check)
+        result = await _batcher(app, TOTP_VERIFY).decide(check)
         return 200, result.model_dump_json().encode(), []
     result = await _decide(
         state.store,
@@ -129,6 +141,9 @@ async def _totp(app: FastAPI, actor: Principal, body: bytes, address: str | None
 async def _push(app: FastAPI, actor: Principal, body: bytes, address: str | None) -> Answer | None:
     request = PushRequest.model_validate_json(body)
     store = app.state.store
+    if not store.is_sqlite:
+        created = await _batcher(app, PUSH).decide(push_service.PushAdmission(actor, request, address))
+        return 201, created.model_dump_json().encode(), []
     created = await _decide(
         store, push_service.create_attempt, store, request, app.state.clock.now(), actor=actor, address=address
     )

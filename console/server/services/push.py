@@ -10,21 +10,25 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import (
+    ARRAY,
     BindParameter,
     ColumnElement,
     DateTime,
     Select,
+    String,
     Subquery,
     and_,
+    any_,
     bindparam,
     case,
     func,
     insert,
     literal,
     select,
+    text,
     true,
     union,
     update,
@@ -57,6 +61,7 @@ from ..store import (
     Batch,
     Call,
     Decision,
+    Step,
     Store,
     devices,
     push_attempts,
@@ -69,6 +74,7 @@ from .audit import record
 from .common import Principal, new_id
 from .keys import KEY_IS_LIVE, key_is_live, require_resource, revoked
 from .settings import read_settings, settings_at, settings_version
+from .totp import BATCH_META
 from .users import cancel_pending_pushes, push_block_from, push_block_until_expr, require_user
 
 
@@ -329,6 +335,152 @@ def _admission(
         raise refusal  # after the commit: the blocked attempt stays recorded
     push_outcome(PushOutcome.ADMITTED)
     return PushCreated(id=attempt_id, status=PushStatus.PENDING, expiresAt=to_wire(expires))
+
+
+# ------------------------------------------------------------ admissions decided together (PostgreSQL)
+
+
+class PushAdmission(NamedTuple):
+    """One admission waiting for its batch (console/server/batching.py)."""
+
+    actor: Principal
+    body: PushRequest
+    address: str | None
+
+
+# _ADMISSION for the users of a batch, locked in id order (batches in several processes cannot deadlock).
+_ADMISSION_MANY = (
+    select(
+        users.c.id,
+        users.c.state,
+        users.c.account_locked,
+        push_block_until_expr(cast(datetime, _NOW)).label("blocked_until"),
+        devices.c.id,
+        devices.c.state,
+    )
+    .select_from(users.outerjoin(devices, devices.c.user_id == users.c.id))
+    .where(users.c.id == any_(bindparam("user_ids", type_=ARRAY(String))))
+    .order_by(users.c.id)
+    .with_for_update(of=users)
+)
+# _PENDING for each (user, resource) of a batch (i: its place in the batch, from 1).
+_PENDING_MANY = text(
+    "SELECT v.i, COALESCE(SUM(CASE WHEN p.resource = v.resource THEN 1 ELSE 0 END), 0),"
+    " MIN(CASE WHEN p.resource = v.resource THEN p.expires_at END), COUNT(p.id), MIN(p.expires_at)"
+    " FROM unnest(CAST(:user_ids AS TEXT[]), CAST(:resources AS TEXT[])) WITH ORDINALITY AS v(user_id, resource, i)"
+    " LEFT JOIN push_attempts p ON p.user_id = v.user_id AND p.status = 'pending' AND p.expires_at > :now"
+    " GROUP BY v.i"
+)
+_RECORD_MANY = text(
+    "INSERT INTO push_attempts (id, user_id, device_id, resource, status, fraud, created_at, expires_at, app,"
+    " location, ip)"
+    " SELECT v.id, v.user_id, v.device_id, v.resource, v.status, false, :now, v.expires_at, v.app, v.location, v.ip"
+    " FROM unnest(CAST(:ids AS TEXT[]), CAST(:user_ids AS TEXT[]), CAST(:device_ids AS TEXT[]),"
+    " CAST(:resources AS TEXT[]), CAST(:statuses AS TEXT[]), CAST(:expires AS TIMESTAMP[]), CAST(:apps AS TEXT[]),"
+    " CAST(:locations AS TEXT[]), CAST(:ips AS TEXT[]))"
+    " AS v(id, user_id, device_id, resource, status, expires_at, app, location, ip)"
+)
+
+
+def create_many(store: Store, admissions: list[PushAdmission], now: datetime) -> list[PushCreated | Exception]:
+    """:func:`create_attempt` for admissions of distinct users that arrived together (PostgreSQL), each with the
+    answer (or the refusal to raise) it would have got alone: one round trip counts them all (committed by
+    itself), then in one transaction locks every user's row (in id order), reads them and counts their pending
+    attempts; the decisions are :func:`create_attempt`'s; one more round trip records them and commits."""
+    return store.run_steps(partial(_admit_many, store, admissions, now))
+
+
+def _admit_many(
+    store: Store, admissions: list[PushAdmission], now: datetime
+) -> Decision[list[PushCreated | Exception]]:
+    outcomes: list[PushCreated | Exception | None] = [None] * len(admissions)
+    counted_ones: list[int] = []
+    for i, admission in enumerate(admissions):
+        try:
+            require_resource(admission.actor, admission.body.resource)  # 403, nothing counted or recorded
+        except ApiProblem as exc:
+            outcomes[i] = exc
+        else:
+            counted_ones.append(i)
+    if not counted_ones:
+        return [o for o in outcomes if o is not None]
+    batch = [admissions[i] for i in counted_ones]
+    counting = ratelimit.CountingMany(ratelimit.Route.PUSH, [(a.actor.key_id, a.address) for a in batch], now=now)
+    user_ids = [a.body.userId for a in batch]
+    counted, meta, _, _, read, pending = yield Batch(
+        (
+            counting.step,
+            read_one(BATCH_META, keys=sorted({a.actor.key_id for a in batch})),
+            SYNC,
+            BEGIN,
+            Step(_ADMISSION_MANY, {"user_ids": user_ids, "now": now}, "all"),
+            Step(
+                _PENDING_MANY, {"user_ids": user_ids, "resources": [a.body.resource for a in batch], "now": now}, "all"
+            ),
+        )
+    )
+    hits, prune = counting.tally(counted)
+    version, live = meta
+    live_keys = set(live or ())
+    cfg = yield Call(lambda conn: settings_at(store, conn, version))
+    rows = {row[0]: row[1:] for row in read}
+    pendings = {row[0] - 1: row[1:] for row in pending}
+    records: list[tuple[int, str, str, ApiProblem | None, datetime]] = []  # (place, attempt id, device, ...)
+    for j, admission in enumerate(batch):
+        body, actor = admission.body, admission.actor
+        try:
+            if actor.key_id not in live_keys:
+                raise revoked(store, actor)
+            row = rows.get(body.userId)
+            if row is None:
+                raise not_found(f"user {body.userId}")
+            state, account_locked, blocked_until, device_id, device_state = row
+            hits[j].check(cfg)  # 429 before anything is recorded
+            if state == "SUSPENDED" or account_locked:
+                raise ApiProblem(409, f"user {body.userId} is suspended or locked")
+            refusal: ApiProblem | None = None
+            if blocked_until is not None:
+                refusal = PushBlocked(blocked_until, now)  # checked before the device, as create_attempt does
+            elif device_id is None or device_state != "active":
+                raise ApiProblem(409, f"user {body.userId} has no active push device")
+            else:
+                refusal = _cap_refusal(store, pendings[j], body, cfg, now)
+        except ApiProblem as exc:
+            outcomes[counted_ones[j]] = exc
+            continue
+        expires = now if refusal is not None else now + timedelta(seconds=cfg.push.timeoutSeconds)
+        records.append((j, new_id(), device_id, refusal, expires))
+    steps: list[Step | Any] = []
+    if records:
+        ctxs = [batch[j].body.context for j, *_ in records]
+        steps.append(
+            write_only(
+                _RECORD_MANY,
+                ids=[attempt_id for _, attempt_id, *_ in records],
+                user_ids=[batch[j].body.userId for j, *_ in records],
+                device_ids=[device for _, _, device, _, _ in records],
+                resources=[batch[j].body.resource for j, *_ in records],
+                statuses=["blocked" if refusal is not None else "pending" for *_, refusal, _ in records],
+                expires=[expires for *_, expires in records],
+                apps=[c.app for c in ctxs],
+                locations=[c.location for c in ctxs],
+                ips=[c.ip for c in ctxs],
+                now=now,
+            )
+        )
+    yield Batch((*steps, COMMIT))  # refusals before recording commit their counts all the same (at the SYNC)
+    if prune is not None:
+        yield prune  # after the COMMIT, as create_attempt does
+    for j, attempt_id, _, refusal, expires in records:
+        if refusal is not None:
+            push_outcome(_refusal_outcome(refusal))
+            outcomes[counted_ones[j]] = refusal  # the blocked attempt stays recorded
+        else:
+            push_outcome(PushOutcome.ADMITTED)
+            outcomes[counted_ones[j]] = PushCreated(
+                id=attempt_id, status=PushStatus.PENDING, expiresAt=to_wire(expires)
+            )
+    return [o if o is not None else ApiProblem(503, "not decided") for o in outcomes]
 
 
 def _cap_refusal(

@@ -411,9 +411,10 @@ _ACCEPT_MANY = text(
     " AND (users.totp_last_step IS NULL OR users.totp_last_step < v.step)"
     " RETURNING users.id"
 )
-# The settings' version and which of the batch's keys are live (not revoked), as _READ reads them for one.
+# The settings' version and which of a batch's keys are live (not revoked), as _READ reads them for one
+# (push.py's batches too).
 _LIVE_KEYS = text("ARRAY(SELECT id FROM api_keys WHERE id = ANY(CAST(:keys AS TEXT[])) AND revoked_at IS NULL)")
-_META = select(settings_version.label("settings_version"), _LIVE_KEYS)
+BATCH_META = select(settings_version.label("settings_version"), _LIVE_KEYS)
 
 
 def verify_many(store: Store, checks: list[TotpCheck], now: datetime) -> list[TotpVerifyResult | Exception]:
@@ -431,7 +432,7 @@ def _verify_many_steps(
     counting = ratelimit.CountingMany(
         ratelimit.Route.TOTP_VERIFY, [(c.actor.key_id, c.address) for c in checks], now=now
     )
-    meta = read_one(_META, keys=sorted({c.actor.key_id for c in checks}))
+    meta = read_one(BATCH_META, keys=sorted({c.actor.key_id for c in checks}))
     counted, _, read, (version, live) = yield Batch(
         (counting.step, SYNC, Step(_READ_MANY, {"user_ids": [c.user_id for c in checks]}, "all"), meta)
     )
