@@ -386,7 +386,14 @@ def create_many(store: Store, admissions: list[PushAdmission], now: datetime) ->
     """:func:`create_attempt` for admissions of distinct users that arrived together (PostgreSQL), each with the
     answer (or the refusal to raise) it would have got alone: one round trip counts them all (committed by
     itself), then in one transaction locks every user's row (in id order), reads them and counts their pending
-    attempts; the decisions are :func:`create_attempt`'s; one more round trip records them and commits."""
+    attempts; the decisions are :func:`create_attempt`'s; one more round trip records them and commits.
+    An admission alone takes :func:`create_attempt`'s path."""
+    if len(admissions) == 1:
+        admission = admissions[0]
+        try:
+            return [create_attempt(store, admission.body, now, actor=admission.actor, address=admission.address)]
+        except ApiProblem as exc:
+            return [exc]
     return store.run_steps(partial(_admit_many, store, admissions, now))
 
 

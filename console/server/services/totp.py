@@ -422,7 +422,16 @@ def verify_many(store: Store, checks: list[TotpCheck], now: datetime) -> list[To
     answer (or the refusal to raise) it would have got alone: one round trip counts them all, reads every user,
     the settings' version and which keys are live; the decisions are :func:`_check`'s; one more round trip
     writes them (one UPDATE for the accepted codes, the wrong codes' own). A check whose write changed nothing
-    (a check in another batch or process decided on the user first) is read and decided again."""
+    (a check in another batch or process decided on the user first) is read and decided again.
+
+    A check alone takes :func:`verify_unaudited`'s path: its count and read are one statement (fewer round
+    trips' worth of work than the batch's, which measured more CPU per check at ~1.3 checks a batch)."""
+    if len(checks) == 1:
+        check = checks[0]
+        try:
+            return [verify_unaudited(store, check.actor, check.user_id, check.code, now, address=check.address)]
+        except ApiProblem as exc:
+            return [exc]
     return store.run_steps(partial(_verify_many_steps, store, checks, now))
 
 
