@@ -260,6 +260,22 @@ class Pane:
                 if tmux._output_seq == seq:
                     tmux._output.wait(poll)
 
+    def wait_quiet(self, quiet: float, *, timeout: float = 30.0) -> None:
+        """Until the console has written nothing and used no CPU for ``quiet`` seconds (what a key just
+        caused, pages fetched ahead and deferred work included, is over). CPU is read in 10 ms ticks."""
+        deadline = time.perf_counter() + timeout
+        since, cpu = time.perf_counter(), self.cpu_ms()
+        while True:
+            time.sleep(0.02)
+            now, used = time.perf_counter(), self.cpu_ms()
+            last = self.last_output()
+            if used != cpu or (last is not None and last > since):
+                since, cpu = now, used
+            elif now - since >= quiet:
+                return
+            if now > deadline:
+                raise TimeoutError(f"the console was not quiet for {quiet:g} s within {timeout:.0f} s")
+
     def first_output(self) -> float | None:
         """When the pane's program switched to the alternate screen (a full-screen app's first output)."""
         with self.tmux._output:

@@ -11,7 +11,10 @@ The real `protect-console` runs in a 140x40 tmux window against the real `protec
   no `loading…` row on screen (when the move crosses into a page not fetched yet, the fetch counts:
   the user waits for it);
 * End, ``--repeat`` times: key sent -> the frame at the last row with its rows painted. Before each End
-  the sort is reversed (`S`, untimed), so every End is a fresh query, never a page the console holds.
+  the sort is reversed (`S`, untimed), so every End is a fresh query, never a page the console holds;
+  then the bench waits until the console is quiet (``--settle-ms`` with no output and no CPU: the new
+  order's pages fetched ahead, the device details of the rows shown), so End is timed alone, not with
+  the work `S` started. ``--settle-ms 0`` times End 50 ms after `S` painted, as before.
 
 "Key sent" is when the benchmark handed the key to tmux (it writes it to the console's pty); the
 frame time is tmux's %output for the frame (bench/_terminal.py), so the figure is what a person at
@@ -51,6 +54,12 @@ def main() -> None:
     add_bench_arguments(parser, repeat=30)
     parser.add_argument("--gap-ms", type=float, default=50.0, help="idle time between presses (default 50)")
     parser.add_argument("--poll-ms", type=float, default=5.0, help="longest wait between captures (default 5)")
+    parser.add_argument(
+        "--settle-ms",
+        type=float,
+        default=500.0,
+        help="quiet time (no output, no CPU) awaited after `S`, before End (default 500; 0: none)",
+    )
     args = parser.parse_args()
     poll = args.poll_ms / 1000
     with seeded_db(args.db, args.users, fresh=args.fresh) as db, served(db.value, workers=args.workers) as service:
@@ -94,6 +103,8 @@ def main() -> None:
             for _ in range(args.repeat):
                 pane.keys("S")  # reverse the sort: a fresh query, the cursor back on row 1
                 pane.wait_for(lambda s: (position(s) or (0, 0))[0] == 1 and painted(s), timeout=30, poll=poll)
+                if args.settle_ms > 0:
+                    pane.wait_quiet(args.settle_ms / 1000)
                 press("End", lambda s: (position(s) or (0, 0))[0] == total and painted(s))
             pane.keys("q")
             pane.wait_gone()
@@ -115,7 +126,7 @@ def main() -> None:
             (
                 f"frames timed by tmux %output (captures every <= {args.poll_ms:g} ms and after each output; capture "
                 f"round trip p50 {capture:.2f} ms; {bounded} frames timed by a capture's return, an upper "
-                f"bound); {args.gap_ms:g} ms idle between presses"
+                f"bound); {args.gap_ms:g} ms idle between presses; End after {args.settle_ms:g} ms of quiet after `S`"
             ),
             machine_note(),
         ],
