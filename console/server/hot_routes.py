@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..models import ROLE_PERMISSIONS, Permission, PushRequest, TotpVerifyRequest
+from ..models import ROLE_PERMISSIONS, Permission, PushCreated, PushRequest, TotpVerifyRequest
 from .batching import Batcher
 from .limits import key_problem, read_limited, replay, too_large
 from .metrics import count_http
@@ -74,48 +74,37 @@ async def _decide(store: Store, work: Callable[..., T], *args: Any, **kwargs: An
 _LIMITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
 
 
-# PostgreSQL: the decisions that arrive together are decided together (console/server/batching.py), at most
-# BATCH_SIZE in one and BATCHES_IN_FLIGHT batches at a time per process: while one is in the database the
-# next gathers what arrives meanwhile. One in flight makes the larger batches: push admission at 64 clients,
-# 1,132/s p99 116 ms with one, 916/s p99 168 ms with two, 392/s p99 535 ms one decision at a time (a loaded
-# machine, load 5-8; bench/push_admission.py).
+# PostgreSQL: the push admissions that arrive together are decided together (console/server/batching.py),
+# at most BATCH_SIZE in one and BATCHES_IN_FLIGHT batches at a time per process: while one is in the database
+# the next gathers what arrives meanwhile. One in flight makes the larger batches: at 64 clients 1,132/s p99
+# 116 ms with one, 916/s p99 168 ms with two, 392/s p99 535 ms one admission at a time (a loaded machine,
+# load 5-8; bench/push_admission.py). TOTP checks stay one at a time: batched (services.totp had it, see git
+# history) they measured 0.1 ms more service CPU per check at 8 clients, where batches held ~1.3-2 checks.
 BATCH_SIZE = 64
 BATCHES_IN_FLIGHT = 1
 
 
-def _batcher(app: FastAPI, route: str) -> Batcher[Any, Any]:
-    """This app's batcher for ``route`` on the running loop (made on first use)."""
+def _push_batcher(app: FastAPI) -> Batcher[push_service.PushAdmission, PushCreated]:
+    """This app's push batcher on the running loop (made on first use)."""
     loop = asyncio.get_running_loop()
     batchers = _BATCHERS.setdefault(loop, {})
-    batcher = batchers.get((id(app), route))
+    batcher = batchers.get(id(app))
     if batcher is None:
         state = app.state
         limiter = _LIMITERS.get(loop)
         if limiter is None:
             limiter = _LIMITERS[loop] = anyio.CapacityLimiter(HOT_THREADS)
-        if route == TOTP_VERIFY:
-            batcher = Batcher(
-                lambda checks: totp_service.verify_many(state.store, checks, state.clock.now()),
-                lambda check: check.user_id,
-                limiter=limiter,
-                max_size=BATCH_SIZE,
-                in_flight=BATCHES_IN_FLIGHT,
-            )
-        else:
-            batcher = Batcher(
-                lambda admissions: push_service.create_many(state.store, admissions, state.clock.now()),
-                lambda admission: admission.body.userId,
-                limiter=limiter,
-                max_size=BATCH_SIZE,
-                in_flight=BATCHES_IN_FLIGHT,
-            )
-        batchers[(id(app), route)] = batcher
+        batcher = batchers[id(app)] = Batcher(
+            lambda admissions: push_service.create_many(state.store, admissions, state.clock.now()),
+            lambda admission: admission.body.userId,
+            limiter=limiter,
+            max_size=BATCH_SIZE,
+            in_flight=BATCHES_IN_FLIGHT,
+        )
     return batcher
 
 
-_BATCHERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, str], Any]] = (
-    weakref.WeakKeyDictionary()
-)
+_BATCHERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, Any]] = weakref.WeakKeyDictionary()
 
 
 async def _totp(app: FastAPI, actor: Principal, body: bytes, address: str | None) -> Answer | None:
@@ -123,10 +112,6 @@ async def _totp(app: FastAPI, actor: Principal, body: bytes, address: str | None
         return None  # the support desk's check is audited: the FastAPI route does it
     request = TotpVerifyRequest.model_validate_json(body)
     state = app.state
-    if not state.store.is_sqlite:
-        check = totp_service.TotpCheck(actor, request.userId, request.code, address)
-        result = await _batcher(app, TOTP_VERIFY).decide(check)
-        return 200, result.model_dump_json().encode(), []
     result = await _decide(
         state.store,
         totp_service.verify_unaudited,
@@ -144,7 +129,7 @@ async def _push(app: FastAPI, actor: Principal, body: bytes, address: str | None
     request = PushRequest.model_validate_json(body)
     store = app.state.store
     if not store.is_sqlite:
-        created = await _batcher(app, PUSH).decide(push_service.PushAdmission(actor, request, address))
+        created = await _push_batcher(app).decide(push_service.PushAdmission(actor, request, address))
         return 201, created.model_dump_json().encode(), []
     created = await _decide(
         store, push_service.create_attempt, store, request, app.state.clock.now(), actor=actor, address=address

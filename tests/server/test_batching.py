@@ -1,9 +1,9 @@
-"""Hot decisions batched (console/server/batching.py; services.totp.verify_many, services.push.create_many).
+"""Push admissions batched (console/server/batching.py, services.push.create_many).
 
 The batcher: a lone item goes at once, the same subject twice never shares a batch, a refusal reaches only
-its own request. The batch decisions (PostgreSQL): each check or admission gets the answer it would have
-got alone (replay, wrong codes to the lock-out, unknown users, revoked keys, rate limits counted in the
-batch's order), and batches raced in threads over the same users keep the push cap (no over-admission).
+its own request. The batch decisions (PostgreSQL): each admission gets the answer it would have got alone
+(admitted, over the cap, unknown user, revoked key, rate limits counted in the batch's order), and batches
+raced in threads over the same users keep the push cap (no over-admission).
 """
 
 from __future__ import annotations
@@ -12,18 +12,17 @@ import asyncio
 import threading
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from console.models import PushRequest, Role
 from console.server.batching import Batcher
 from console.server.errors import ApiProblem
 from console.server.services import push as push_service
-from console.server.services import totp as totp_service
 from console.server.services.keys import authenticate, create_key, revoke_key
 from console.server.services.ratelimit import RateLimited
 from console.server.services.settings import read_settings
-from console.server.store import audit, push_attempts, rate_limit_hits
-from tests.server.test_hot_path_steps import Hot, enrolled, hot, now, reachable
+from console.server.store import push_attempts, rate_limit_hits, users
+from tests.server.test_hot_path_steps import Hot, hot, now, reachable
 
 __all__ = ["hot"]  # the module's fixture, shared
 
@@ -63,81 +62,6 @@ def _pg_only(store_kind: str) -> None:
         pytest.skip("the batches are PostgreSQL's (SQLite decides inline under its write gate)")
 
 
-def test_a_batch_answers_each_check_as_alone(hot: Hot, store_kind: str) -> None:
-    _pg_only(store_kind)
-    (a, totp_a), (b, totp_b), (c, totp_c) = enrolled(hot, 3)
-    gone = authenticate(hot.store, create_key(hot.store, "batch-revoked", Role.SERVICE))
-    assert gone is not None
-    revoke_key(hot.store, gone.key_id)
-    at = now()
-    right_c = totp_c.generate_otp(totp_service.current_step(at))
-    wrong_c = f"{(int(right_c) + 500_000) % 1_000_000:06d}"
-    checks = [
-        totp_service.TotpCheck(hot.actor, a, totp_a.generate_otp(totp_service.current_step(at)), None),
-        totp_service.TotpCheck(hot.actor, b, totp_b.generate_otp(totp_service.current_step(at)), "10.0.0.9"),
-        totp_service.TotpCheck(hot.actor, c, wrong_c, None),
-        totp_service.TotpCheck(hot.actor, "0" * 24, "123456", None),
-        totp_service.TotpCheck(gone, "1" * 24, "123456", None),
-    ]
-    first = totp_service.verify_many(hot.store, checks, at)
-    assert [getattr(r, "valid", None) for r in first[:4]] == [True, True, False, False]
-    assert [getattr(r, "reason", None) for r in first[2:4]] == [totp_service.WRONG_CODE, totp_service.NOT_ENROLLED]
-    assert isinstance(first[4], ApiProblem) and first[4].status == 401
-    again = totp_service.verify_many(hot.store, checks[:2], at)
-    assert [(r.valid, r.reason) for r in again] == [(False, "code was already used")] * 2  # type: ignore[union-attr]
-    with hot.store.read() as conn:
-        assert (
-            conn.execute(select(totp_service.users.c.totp_failures).where(totp_service.users.c.id == c)).scalar() == 1
-        )
-
-
-def test_wrong_codes_in_batches_lock_out_at_max_failures_with_one_audit_event(hot: Hot, store_kind: str) -> None:
-    _pg_only(store_kind)
-    pairs = enrolled(hot, 2)
-    with hot.store.read() as conn:
-        max_failures = read_settings(conn)[0].totp.maxFailures
-    at = now()
-    wrong = [
-        totp_service.TotpCheck(
-            hot.actor, user_id, f"{(int(t.generate_otp(totp_service.current_step(at))) + 1) % 1_000_000:06d}", None
-        )
-        for user_id, t in pairs
-    ]
-    for _ in range(max_failures):
-        assert [r.reason for r in totp_service.verify_many(hot.store, wrong, at)] == [totp_service.WRONG_CODE] * 2  # type: ignore[union-attr]
-    right = [
-        totp_service.TotpCheck(hot.actor, u, t.generate_otp(totp_service.current_step(at)), None) for u, t in pairs
-    ]
-    locked = totp_service.verify_many(hot.store, right, at)
-    assert all(not r.valid and (r.reason or "").startswith("TOTP locked until") for r in locked)  # type: ignore[union-attr]
-    with hot.store.read() as conn:
-        events = conn.execute(
-            select(audit.c.target).where(audit.c.action == "totp.lockout", audit.c.target.in_([u for u, _ in pairs]))
-        ).all()
-    assert sorted(t for (t,) in events) == sorted(u for u, _ in pairs)
-
-
-def test_a_batch_counts_its_checks_in_order_against_the_rate_limit(hot: Hot, store_kind: str) -> None:
-    _pg_only(store_kind)
-    actor = authenticate(hot.store, create_key(hot.store, "batch-limited", Role.SERVICE))
-    assert actor is not None
-    with hot.store.read() as conn:
-        before = read_settings(conn)[0].rateLimits.totpVerifyPerMinute
-    hot.settings({"rateLimits": {"totpVerifyPerMinute": 10}})
-    try:
-        at = now()
-        checks = [totp_service.TotpCheck(actor, f"{i:024d}", "123456", None) for i in range(12)]
-        outcomes = totp_service.verify_many(hot.store, checks, at)
-    finally:
-        hot.settings({"rateLimits": {"totpVerifyPerMinute": before}})
-    assert [isinstance(o, RateLimited) for o in outcomes] == [False] * 10 + [True] * 2
-    with hot.store.read() as conn:
-        hits = conn.execute(
-            select(rate_limit_hits.c.hits).where(rate_limit_hits.c.subject == f"key:{actor.key_id}")
-        ).scalar()
-    assert hits == 12  # the refused count too
-
-
 async def test_push_batches_raced_in_threads_admit_one_per_user_under_a_cap_of_one(hot: Hot, store_kind: str) -> None:
     _pg_only(store_kind)
     hot.settings({"push": {"concurrentLimit": {"enabled": True, "max": 1}}})
@@ -174,10 +98,6 @@ async def test_push_batches_raced_in_threads_admit_one_per_user_under_a_cap_of_o
 
 def reachable_other(hot: Hot, other: str) -> str:
     """A second user a push can reach (reachable() picks the last by id; this one is before it)."""
-    from sqlalchemy import update
-
-    from console.server.store import users
-
     with hot.store.write() as conn:
         conn.execute(update(users).where(users.c.id == other).values(account_locked=True))
     try:
@@ -185,3 +105,47 @@ def reachable_other(hot: Hot, other: str) -> str:
     finally:
         with hot.store.write() as conn:
             conn.execute(update(users).where(users.c.id == other).values(account_locked=False))
+
+
+def test_a_push_batch_answers_each_admission_as_alone(hot: Hot, store_kind: str) -> None:
+    _pg_only(store_kind)
+    gone = authenticate(hot.store, create_key(hot.store, "batch-revoked", Role.SERVICE))
+    assert gone is not None
+    revoke_key(hot.store, gone.key_id)
+    user_id = reachable(hot)
+
+    def admission(actor: object, user: str) -> push_service.PushAdmission:
+        body = PushRequest.model_validate({"userId": user, "resource": "batch-alone"})
+        return push_service.PushAdmission(actor, body, "10.0.0.7")  # type: ignore[arg-type]
+
+    at = now()
+    admitted, unknown, revoked = push_service.create_many(
+        hot.store, [admission(hot.actor, user_id), admission(hot.actor, "0" * 24), admission(gone, "1" * 24)], at
+    )
+    assert isinstance(admitted, push_service.PushCreated) and admitted.status == "pending"
+    assert isinstance(unknown, ApiProblem) and unknown.status == 404
+    assert isinstance(revoked, ApiProblem) and revoked.status == 401
+
+
+def test_a_push_batch_counts_its_admissions_in_order_against_the_rate_limit(hot: Hot, store_kind: str) -> None:
+    _pg_only(store_kind)
+    actor = authenticate(hot.store, create_key(hot.store, "batch-limited", Role.SERVICE))
+    assert actor is not None
+    with hot.store.read() as conn:
+        before = read_settings(conn)[0].rateLimits.pushPerMinute
+        some_users = [u for (u,) in conn.execute(select(users.c.id).order_by(users.c.id).limit(12))]
+    hot.settings({"rateLimits": {"pushPerMinute": 10}})
+    try:
+        admissions = [
+            push_service.PushAdmission(actor, PushRequest.model_validate({"userId": u, "resource": "lim"}), None)
+            for u in some_users
+        ]
+        outcomes = push_service.create_many(hot.store, admissions, now())
+    finally:
+        hot.settings({"rateLimits": {"pushPerMinute": before}})
+    assert [isinstance(o, RateLimited) for o in outcomes] == [False] * 10 + [True] * 2
+    with hot.store.read() as conn:
+        hits = conn.execute(
+            select(rate_limit_hits.c.hits).where(rate_limit_hits.c.subject == f"key:{actor.key_id}")
+        ).scalar()
+    assert hits == 12  # the refused count too

@@ -74,7 +74,6 @@ from .audit import record
 from .common import Principal, new_id
 from .keys import KEY_IS_LIVE, key_is_live, require_resource, revoked
 from .settings import read_settings, settings_at, settings_version
-from .totp import BATCH_META
 from .users import cancel_pending_pushes, push_block_from, push_block_until_expr, require_user
 
 
@@ -371,6 +370,9 @@ _PENDING_MANY = text(
     " LEFT JOIN push_attempts p ON p.user_id = v.user_id AND p.status = 'pending' AND p.expires_at > :now"
     " GROUP BY v.i"
 )
+# The settings' version and which of a batch's keys are live (not revoked), as _ADMISSION reads them for one.
+_LIVE_KEYS = text("ARRAY(SELECT id FROM api_keys WHERE id = ANY(CAST(:keys AS TEXT[])) AND revoked_at IS NULL)")
+_META = select(settings_version.label("settings_version"), _LIVE_KEYS)
 _RECORD_MANY = text(
     "INSERT INTO push_attempts (id, user_id, device_id, resource, status, fraud, created_at, expires_at, app,"
     " location, ip)"
@@ -417,7 +419,7 @@ def _admit_many(
     counted, meta, _, _, read, pending = yield Batch(
         (
             counting.step,
-            read_one(BATCH_META, keys=sorted({a.actor.key_id for a in batch})),
+            read_one(_META, keys=sorted({a.actor.key_id for a in batch})),
             SYNC,
             BEGIN,
             Step(_ADMISSION_MANY, {"user_ids": user_ids, "now": now}, "all"),
