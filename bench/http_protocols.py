@@ -46,16 +46,23 @@ def request(path: str, key: str, body: bytes) -> bytes:
     ).encode() + body
 
 
+def received(sock: socket.socket) -> bytes:
+    data = sock.recv(65536)
+    if not data:
+        raise ConnectionError("the service closed the connection")
+    return data
+
+
 def exchange(sock: socket.socket, buffer: bytearray, data: bytes) -> int:
     """Send one request, read its answer (by Content-Length); the status."""
     sock.sendall(data)
     while b"\r\n\r\n" not in buffer:
-        buffer += sock.recv(65536)
+        buffer += received(sock)
     end = buffer.index(b"\r\n\r\n") + 4
     head = bytes(buffer[:end]).lower()
     length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
     while len(buffer) < end + length:
-        buffer += sock.recv(65536)
+        buffer += received(sock)
     del buffer[: end + length]
     return int(head.split()[1])
 
@@ -92,13 +99,11 @@ def main() -> None:
             raw = b32decode(secret + "=" * (-len(secret) % 8), casefold=True)
             return f'{{"userId":"{uid}","code":"{code_at(raw, int(time.time()) // STEP)}"}}'.encode()
 
-        servers, sockets, buffers = {}, {}, {}
+        servers = {}
         try:
             for name, value in PROTOCOLS.items():
                 os.environ[HTTP_ENV] = value
                 servers[name] = Serve(db_value, 1).__enter__()
-                sockets[name] = socket.create_connection(("127.0.0.1", servers[name].port))
-                buffers[name] = bytearray()
             os.environ.pop(HTTP_ENV, None)
             cpu: dict[str, list[float]] = {name: [] for name in PROTOCOLS}
             statuses: dict[str, dict[int, int]] = {name: {} for name in PROTOCOLS}
@@ -110,15 +115,17 @@ def main() -> None:
                     position += args.burst
                     data = [request(path, key, body(uid, secret)) for uid, secret in batch]
                     before = servers[name].cpu_seconds()
-                    for item in data:
-                        status = exchange(sockets[name], buffers[name], item)
-                        statuses[name][status] = statuses[name].get(status, 0) + 1
+                    # A connection per burst: an idle one is closed after the keep-alive timeout meanwhile.
+                    with socket.create_connection(("127.0.0.1", servers[name].port)) as sock:
+                        buffer = bytearray()
+                        for item in data:
+                            status = exchange(sock, buffer, item)
+                            statuses[name][status] = statuses[name].get(status, 0) + 1
                     if round_:
                         cpu[name].append((servers[name].cpu_seconds() - before) / len(data) * 1000)
         finally:
-            for name in list(servers):
-                sockets[name].close()
-                servers[name].__exit__(None, None, None)
+            for served in servers.values():
+                served.__exit__(None, None, None)
     diffs = [a - b for a, b in zip(cpu["h11"], cpu["httptools"], strict=True)]
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     print(f"\nservice CPU per {args.route} answer, ms, {args.rounds} rounds of {args.burst}; {db_name}; load {load}\n")
