@@ -38,7 +38,7 @@ from textual.worker import Worker, WorkerState
 
 from ...client import Unauthorized
 from ...models import Permission
-from ..frame_timer import FrameTimer, IdleCollector, frame_timer
+from ..frame_timer import FrameTimer, frame_timer
 from ..tabs import HOME
 from ..widgets.error_banner import ErrorBanner
 from ..widgets.footer import ConsoleFooter
@@ -135,11 +135,6 @@ class ConsoleScreen(Screen[None]):
         self._retry: Callable[[], object] | None = None
         self._last_error: BaseException | None = None
         self._frame_timer: FrameTimer | None = None
-        self._collector = IdleCollector(self)
-
-    def _on_timer_update(self) -> None:
-        super()._on_timer_update()
-        self._collector.after_frame()  # a collection that is nearly due waits for a pause, not a key's frame
 
     @property
     def _update_timer(self) -> Timer:
