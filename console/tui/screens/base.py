@@ -31,14 +31,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message_pump import MessagePump
-from textual.screen import UPDATE_PERIOD, ModalScreen, Screen
-from textual.timer import Timer
+from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.worker import Worker, WorkerState
 
 from ...client import Unauthorized
 from ...models import Permission
-from ..frame_timer import FrameTimer, frame_timer
 from ..tabs import HOME
 from ..widgets.error_banner import ErrorBanner
 from ..widgets.footer import ConsoleFooter
@@ -134,16 +132,6 @@ class ConsoleScreen(Screen[None]):
         super().__init__(name=name, id=id, classes=classes)
         self._retry: Callable[[], object] | None = None
         self._last_error: BaseException | None = None
-        self._frame_timer: FrameTimer | None = None
-
-    @property
-    def _update_timer(self) -> Timer:
-        # Paced from the last frame, not Textual's grid (see frame_timer): a key that follows a
-        # page landing or a label change by a few ms no longer waits 17-33 ms to start its frame.
-        timer = self._frame_timer
-        if timer is None:
-            timer = self._frame_timer = frame_timer(self, UPDATE_PERIOD, self._on_timer_update, "screen_update")
-        return timer
 
     @property
     def console_app(self) -> ConsoleAppLike:
