@@ -283,18 +283,9 @@ def _admission(
         if not key_live:
             raise revoked(store, actor)
         cfg = yield Call(lambda conn: settings_at(store, conn, version))
-        hits.check(cfg)  # 429 before anything is recorded
-        if state == "SUSPENDED" or account_locked:
-            raise ApiProblem(409, f"user {body.userId} is suspended or locked")
-        refusal: ApiProblem | None = None
-        if blocked_until is not None:
-            # Stop attack is in force (checked before the device: the block is the answer that matters).
-            refusal = PushBlocked(store.dt_out(blocked_until), now)
-        elif device_id is None or device_state != "active":
-            raise ApiProblem(409, f"user {body.userId} has no active push device")
-        else:
-            refusal = _cap_refusal(store, pending_row, body, cfg, now)
-        expires = now if refusal is not None else now + timedelta(seconds=cfg.push.timeoutSeconds)
+        refusal, expires = _admission_rules(
+            store, body, cfg, hits, (state, account_locked, blocked_until), device_id, device_state, pending_row, now
+        )
         ctx = body.context
         record = write_only(
             _RECORD,
@@ -444,20 +435,20 @@ def _admit_many(
             if row is None:
                 raise not_found(f"user {body.userId}")
             state, account_locked, blocked_until, device_id, device_state = row
-            hits[j].check(cfg)  # 429 before anything is recorded
-            if state == "SUSPENDED" or account_locked:
-                raise ApiProblem(409, f"user {body.userId} is suspended or locked")
-            refusal: ApiProblem | None = None
-            if blocked_until is not None:
-                refusal = PushBlocked(blocked_until, now)  # checked before the device, as create_attempt does
-            elif device_id is None or device_state != "active":
-                raise ApiProblem(409, f"user {body.userId} has no active push device")
-            else:
-                refusal = _cap_refusal(store, pendings[j], body, cfg, now)
+            refusal, expires = _admission_rules(
+                store,
+                body,
+                cfg,
+                hits[j],
+                (state, account_locked, blocked_until),
+                device_id,
+                device_state,
+                pendings[j],
+                now,
+            )
         except ApiProblem as exc:
             outcomes[counted_ones[j]] = exc
             continue
-        expires = now if refusal is not None else now + timedelta(seconds=cfg.push.timeoutSeconds)
         records.append((j, new_id(), device_id, refusal, expires))
     steps: list[Step | Any] = []
     if records:
@@ -490,6 +481,35 @@ def _admit_many(
                 id=attempt_id, status=PushStatus.PENDING, expiresAt=to_wire(expires)
             )
     return [o if o is not None else ApiProblem(503, "not decided") for o in outcomes]
+
+
+def _admission_rules(
+    store: Store,
+    body: PushRequest,
+    cfg: ProtectSettings,
+    hits: ratelimit.Hits,
+    user: tuple[Any, Any, Any],
+    device_id: Any,
+    device_state: Any,
+    pending_row: Any,
+    now: datetime,
+) -> tuple[ApiProblem | None, datetime]:
+    """The admission rules for one push, once for both paths: raises the refusals that record nothing;
+    returns (the refusal recorded as a blocked attempt, or None; the attempt's expiry)."""
+    state, account_locked, blocked_until = user
+    hits.check(cfg)  # 429 before anything is recorded
+    if state == "SUSPENDED" or account_locked:
+        raise ApiProblem(409, f"user {body.userId} is suspended or locked")
+    refusal: ApiProblem | None = None
+    if blocked_until is not None:
+        # Stop attack is in force (checked before the device: the block is the answer that matters).
+        refusal = PushBlocked(store.dt_out(blocked_until), now)
+    elif device_id is None or device_state != "active":
+        raise ApiProblem(409, f"user {body.userId} has no active push device")
+    else:
+        refusal = _cap_refusal(store, pending_row, body, cfg, now)
+    expires = now if refusal is not None else now + timedelta(seconds=cfg.push.timeoutSeconds)
+    return refusal, expires
 
 
 def _cap_refusal(
