@@ -27,6 +27,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     select,
     text,
     true,
@@ -216,6 +217,12 @@ _ADMISSION = (
     .where(users.c.id == _USER)
     .with_for_update(of=users)
 )
+# A user's pending attempts are found through the user (a handful of rows), never through the status index:
+# "pending" is rare in the statistics (a seeded or quiet table has none), so PostgreSQL estimated one pending
+# row in all and read every pending attempt of every user for each admission (1M users, 11,000 pending:
+# 1,400 pages and 1.7 ms per admission, 26-88 ms per batch). ``|| ''`` keeps the status index out of reach.
+_PENDING_SQL = "(p.status || '') = 'pending'"  # for text() statements that name push_attempts "p"
+IS_PENDING = (push_attempts.c.status + literal_column("''", String)) == literal_column("'pending'")
 # Read after the lock is held, so it counts every admission committed before ours: the user's pending
 # attempts for this resource and across all resources, and when the earliest of each expires.
 _FOR_RESOURCE = push_attempts.c.resource == bindparam("resource")
@@ -226,7 +233,7 @@ _PENDING = select(
     func.min(push_attempts.c.expires_at),
 ).where(
     push_attempts.c.user_id == _USER,
-    push_attempts.c.status == "pending",
+    IS_PENDING,
     push_attempts.c.expires_at > _NOW,
 )
 _RECORD = insert(push_attempts).values(
@@ -358,7 +365,7 @@ _PENDING_MANY = text(
     "SELECT v.i, COALESCE(SUM(CASE WHEN p.resource = v.resource THEN 1 ELSE 0 END), 0),"
     " MIN(CASE WHEN p.resource = v.resource THEN p.expires_at END), COUNT(p.id), MIN(p.expires_at)"
     " FROM unnest(CAST(:user_ids AS TEXT[]), CAST(:resources AS TEXT[])) WITH ORDINALITY AS v(user_id, resource, i)"
-    " LEFT JOIN push_attempts p ON p.user_id = v.user_id AND p.status = 'pending' AND p.expires_at > :now"
+    f" LEFT JOIN push_attempts p ON p.user_id = v.user_id AND {_PENDING_SQL} AND p.expires_at > :now"
     " GROUP BY v.i"
 )
 # The settings' version and which of a batch's keys are live (not revoked), as _ADMISSION reads them for one.
@@ -547,7 +554,7 @@ def pending_for_device(conn: Connection, device: Any, now: datetime) -> list[Dev
         select(push_attempts)
         .where(
             push_attempts.c.user_id == device.user_id,
-            push_attempts.c.status == "pending",
+            IS_PENDING,
             push_attempts.c.expires_at > now,
         )
         .order_by(push_attempts.c.created_at.desc())
