@@ -41,24 +41,25 @@ def _state(db: str) -> tuple[str, list[tuple], list[str] | None]:
 
 
 def test_0012_upgrades_a_table_with_users_and_downgrades(new_db) -> None:
-    _migrate(new_db, "upgrade", "0011")
-    store = _raw(new_db)
+    db = new_db(migrated=False)
+    _migrate(db, "upgrade", "0011")
+    store = _raw(db)
     try:
         seed_directory(store, 30)
     finally:
         store.dispose()
-    revision, users, options = _state(new_db)
+    revision, users, options = _state(db)
     assert (revision, len(users), options) == ("0011", 30, None)
 
-    _migrate(new_db, "upgrade", "0012")  # on PostgreSQL: the table rewritten with room on its pages
-    after = _state(new_db)
+    _migrate(db, "upgrade", "0012")  # on PostgreSQL: the table rewritten with room on its pages
+    after = _state(db)
     assert after[:2] == ("0012", users)
-    sqlite = parse_db(new_db).is_sqlite
+    sqlite = parse_db(db).is_sqlite
     assert after[2] == (None if sqlite else [f"fillfactor={USERS_FILLFACTOR}"])
 
-    _migrate(new_db, "downgrade", "0011")
-    assert _state(new_db) == ("0011", users, None)
+    _migrate(db, "downgrade", "0011")
+    assert _state(db) == ("0011", users, None)
 
-    _migrate(new_db, "upgrade", "head")
-    assert _state(new_db)[:2] == ("0012", users)
-    open_store(new_db).dispose()  # the code accepts the schema it leaves
+    _migrate(db, "upgrade", "head")
+    assert _state(db)[:2] == ("0012", users)
+    open_store(db).dispose()  # the code accepts the schema it leaves
