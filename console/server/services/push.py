@@ -27,7 +27,6 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    literal_column,
     select,
     text,
     true,
@@ -58,6 +57,7 @@ from ..metrics import PushOutcome, push_outcome
 from ..store import (
     BEGIN,
     COMMIT,
+    PUSH_IS_PENDING,
     SYNC,
     Batch,
     Call,
@@ -217,12 +217,7 @@ _ADMISSION = (
     .where(users.c.id == _USER)
     .with_for_update(of=users)
 )
-# A user's pending attempts are found through the user (a handful of rows), never through the status index:
-# "pending" is rare in the statistics (a seeded or quiet table has none), so PostgreSQL estimated one pending
-# row in all and read every pending attempt of every user for each admission (1M users, 11,000 pending:
-# 1,400 pages and 1.7 ms per admission, 26-88 ms per batch). ``|| ''`` keeps the status index out of reach.
-_PENDING_SQL = "(p.status || '') = 'pending'"  # for text() statements that name push_attempts "p"
-IS_PENDING = (push_attempts.c.status + literal_column("''", String)) == literal_column("'pending'")
+_PENDING_SQL = "(p.status || '') = 'pending'"  # PUSH_IS_PENDING for text() statements that name push_attempts "p"
 # Read after the lock is held, so it counts every admission committed before ours: the user's pending
 # attempts for this resource and across all resources, and when the earliest of each expires.
 _FOR_RESOURCE = push_attempts.c.resource == bindparam("resource")
@@ -233,7 +228,7 @@ _PENDING = select(
     func.min(push_attempts.c.expires_at),
 ).where(
     push_attempts.c.user_id == _USER,
-    IS_PENDING,
+    PUSH_IS_PENDING,
     push_attempts.c.expires_at > _NOW,
 )
 _RECORD = insert(push_attempts).values(
@@ -554,7 +549,7 @@ def pending_for_device(conn: Connection, device: Any, now: datetime) -> list[Dev
         select(push_attempts)
         .where(
             push_attempts.c.user_id == device.user_id,
-            IS_PENDING,
+            PUSH_IS_PENDING,
             push_attempts.c.expires_at > now,
         )
         .order_by(push_attempts.c.created_at.desc())

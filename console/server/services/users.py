@@ -51,7 +51,7 @@ from ...models import (
 from .. import search_index
 from ..clock import from_wire, to_wire
 from ..errors import ApiProblem, bad_request, conflict, not_found
-from ..store import SEARCH_INDEX_TABLE, Store, devices, enrollment_codes, folded, push_attempts, users
+from ..store import PUSH_IS_PENDING, SEARCH_INDEX_TABLE, Store, devices, enrollment_codes, folded, push_attempts, users
 from . import paging
 from .audit import keep_target_name, record
 from .common import Principal, new_id
@@ -975,9 +975,7 @@ def cancel_pending_pushes(conn: Connection, user_id: str, now: datetime) -> int:
     """Pending attempts end as expired when the device that could answer them goes away."""
     result = conn.execute(
         update(push_attempts)
-        .where(
-            push_attempts.c.user_id == user_id, push_attempts.c.status == "pending", push_attempts.c.expires_at > now
-        )
+        .where(push_attempts.c.user_id == user_id, PUSH_IS_PENDING, push_attempts.c.expires_at > now)
         .values(status="expired", expires_at=now)
     )
     return result.rowcount or 0
