@@ -661,7 +661,7 @@ class _Listing:
         return list(self.conn.execute(query))
 
 
-def _walk_match(conn: Connection, s: _Search) -> ColumnElement[bool]:
+def _walk_match(dialect: str, s: _Search) -> ColumnElement[bool]:
     """The search as a test of one row for the walks along the username index.
 
     PostgreSQL: the same test written so that no index can answer it (``strpos`` for ``LIKE '%w%'``,
@@ -671,7 +671,7 @@ def _walk_match(conn: Connection, s: _Search) -> ColumnElement[bool]:
     them for the top 100 (``son``: 100,000 rows). The walk is only chosen when the count says the
     matches are dense. SQLite: the LIKEs (FTS5 is not an index its planner uses for them).
     """
-    if conn.dialect.name != "postgresql":
+    if dialect != "postgresql":
         return _row_match(s)
 
     def contains(word: str, col: Any) -> ColumnElement[bool]:
@@ -696,8 +696,34 @@ def _walk_search(
     groups before it left of the page (``LIMIT`` from their counts: none once the page is full, so a rest
     group that is sparse is not walked at all then). The page's rows are read whole by id at the end.
     """
-    need = skip + limit
-    match = _walk_match(listing.conn, s)
+    dialect = listing.conn.dialect.name
+    if bound is None and not listing.where:  # a search's first pages: the same walk again and again
+        pages = _first_pages_walk(dialect, s, reverse, skip + limit)
+    else:
+        pages = _pages_walk(dialect, s, listing.where, bound, reverse, skip + limit)
+    if pages is None:
+        return []
+    keys = [pages.c.grp, pages.c.username, pages.c.id]
+    query = (
+        listing.select()
+        .join_from(users, pages, users.c.id == pages.c.id)
+        .order_by(*(k.desc() if reverse else k.asc() for k in keys))
+        .offset(skip)
+        .limit(limit)
+    )
+    return list(listing.conn.execute(query))
+
+
+@functools.lru_cache(maxsize=64)
+def _first_pages_walk(dialect: str, s: _Search, reverse: bool, need: int) -> Any:
+    """:func:`_pages_walk` without filters or a cursor, built once (its variants and branches cost a
+    few ms of Python, a statement that holds no clock or user values can be run again as it is)."""
+    return _pages_walk(dialect, s, [], None, reverse, need)
+
+
+def _pages_walk(dialect: str, s: _Search, where: list[Any], bound: list[Any] | None, reverse: bool, need: int) -> Any:
+    """The first ``need`` (username, id, grp) of the search in its order, a subquery; None: no group to read."""
+    match = _walk_match(dialect, s)
     by_name = [Key(users.c.username), Key(users.c.id)]
     order = [k.order(reverse) for k in by_name]
     groups = [EXACT, PREFIX, REST][::-1] if reverse else [EXACT, PREFIX, REST]
@@ -722,7 +748,7 @@ def _walk_search(
             conds = [match, rank == group]
         if within is not None:
             conds.append(beyond(by_name, within, reverse=reverse))
-        names = select(users.c.username, users.c.id, literal(group).label("grp")).where(*listing.where, *conds)
+        names = select(users.c.username, users.c.id, literal(group).label("grp")).where(*where, *conds)
         left: Any = need
         if walked:
             taken = sum((select(func.count()).select_from(w).scalar_subquery() for w in walked), literal(0))
@@ -742,17 +768,8 @@ def _walk_search(
             part = names.order_by(*order).limit(left)
         walked.append(part.cte(f"walk_{group}"))
     if not walked:
-        return []
-    pages = union_all(*(select(w) for w in walked)).subquery("walked")
-    keys = [pages.c.grp, pages.c.username, pages.c.id]
-    query = (
-        listing.select()
-        .join_from(users, pages, users.c.id == pages.c.id)
-        .order_by(*(k.desc() if reverse else k.asc() for k in keys))
-        .offset(skip)
-        .limit(limit)
-    )
-    return list(listing.conn.execute(query))
+        return None
+    return union_all(*(select(w) for w in walked)).subquery("walked")
 
 
 def _plan_search(conn: Connection, walking: bool) -> None:
