@@ -8,7 +8,6 @@ so that the same rule serves both the filters and the output.
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -590,11 +589,17 @@ def _folds_to() -> dict[str, tuple[tuple[str, str], ...]]:
     """first character of a case fold -> (character, its fold), for the characters that fold to
     something else (a character that folds to itself is added where it is needed)."""
     found: dict[str, list[tuple[str, str]]] = {}
-    # Case mappings end in plane 1 (Adlam); beyond, every character folds to itself.
-    for char in itertools.chain(map(chr, range(0xD800)), map(chr, range(0xE000, 0x20000))):
-        fold = char.casefold()
-        if fold != char:
-            found.setdefault(fold[0], []).append((char, fold))
+    # Case mappings end in plane 1 (Adlam); beyond, every character folds to itself. A block of 256 that
+    # folds to itself whole is passed over at once: a new process's first search spends ~9 ms here, not
+    # ~20 (a character at a time). Surrogates fold to themselves: never found.
+    for start in range(0, 0x20000, 256):
+        block = "".join(map(chr, range(start, start + 256)))
+        if block.casefold() == block:
+            continue
+        for char in block:
+            fold = char.casefold()
+            if fold != char:
+                found.setdefault(fold[0], []).append((char, fold))
     return {k: tuple(v) for k, v in found.items()}
 
 
@@ -656,99 +661,127 @@ class _Listing:
         return list(self.conn.execute(query))
 
 
+def _walk_match(dialect: str, s: _Search) -> ColumnElement[bool]:
+    """The search as a test of one row for the walks along the username index.
+
+    PostgreSQL: the same test written so that no index can answer it (``strpos`` for ``LIKE '%w%'``,
+    ``left`` for a prefix range; equal on the "C"-collated folded columns), so the planner walks the
+    username index and stops at the page. Given the trigram LIKEs, it guesses a few hundred matches for
+    a word that matches a tenth of the directory and reads them all through the trigram bitmap to sort
+    them for the top 100 (``son``: 100,000 rows). The walk is only chosen when the count says the
+    matches are dense. SQLite: the LIKEs (FTS5 is not an index its planner uses for them).
+    """
+    if dialect != "postgresql":
+        return _row_match(s)
+
+    def contains(word: str, col: Any) -> ColumnElement[bool]:
+        return func.strpos(col, literal(word, col.type)) > 0
+
+    def starts(word: str, col: Any) -> ColumnElement[bool]:
+        return func.left(col, len(word)) == literal(word, col.type)
+
+    return and_(
+        *(or_(*(contains(w, users.c[f"{f}_ci"]) for f in s.fields)) for w in s.substring_words),
+        *(or_(*(starts(w, users.c[f"{f}_ci"]) for f in s.fields)) for w in s.prefix_words),
+    )
+
+
 def _walk_search(
     listing: _Listing, s: _Search, bound: list[Any] | None, reverse: bool, skip: int, limit: int
 ) -> list[Any]:
-    """Rows ``skip`` to ``skip + limit`` in search order (exact, prefix, rest; by username), group by group.
+    """Rows ``skip`` to ``skip + limit`` in search order (exact, prefix, rest; by username), in one statement.
 
-    Each group walks an index in username order and tests each row, so a dense search (``mar``)
-    stops after a page's worth of rows instead of reading and sorting every match. The groups
-    read names and ids only; the page's rows are read whole at the end, by id.
+    Each group walks an index in username order and tests each row, so a dense search (``mar``) stops
+    after a page's worth of rows instead of reading and sorting every match. A group reads only what the
+    groups before it left of the page (``LIMIT`` from their counts: none once the page is full, so a rest
+    group that is sparse is not walked at all then). The page's rows are read whole by id at the end.
     """
-    need = skip + limit
-    row_match = _row_match(s)
+    dialect = listing.conn.dialect.name
+    if bound is None and not listing.where:  # a search's first pages: the same walk again and again
+        pages = _first_pages_walk(dialect, s, reverse, skip + limit)
+    else:
+        pages = _pages_walk(dialect, s, listing.where, bound, reverse, skip + limit)
+    if pages is None:
+        return []
+    keys = [pages.c.grp, pages.c.username, pages.c.id]
+    query = (
+        listing.select()
+        .join_from(users, pages, users.c.id == pages.c.id)
+        .order_by(*(k.desc() if reverse else k.asc() for k in keys))
+        .offset(skip)
+        .limit(limit)
+    )
+    return list(listing.conn.execute(query))
+
+
+@functools.lru_cache(maxsize=64)
+def _first_pages_walk(dialect: str, s: _Search, reverse: bool, need: int) -> Any:
+    """:func:`_pages_walk` without filters or a cursor, built once (its variants and branches cost a
+    few ms of Python, a statement that holds no clock or user values can be run again as it is)."""
+    return _pages_walk(dialect, s, [], None, reverse, need)
+
+
+def _pages_walk(dialect: str, s: _Search, where: list[Any], bound: list[Any] | None, reverse: bool, need: int) -> Any:
+    """The first ``need`` (username, id, grp) of the search in its order, a subquery; None: no group to read."""
+    match = _walk_match(dialect, s)
     by_name = [Key(users.c.username), Key(users.c.id)]
-    names = select(users.c.username, users.c.id).where(*listing.where)
+    order = [k.order(reverse) for k in by_name]
     groups = [EXACT, PREFIX, REST][::-1] if reverse else [EXACT, PREFIX, REST]
     rank = _rank(s)
-    out: list[Any] = []  # (username, id) in order
-    walking = False
+    exact = or_(users.c.username_ci == s.exact, users.c.email_ci == s.exact) if s.exact else None
+    walked: list[Any] = []  # each group's (username, id, grp) as a CTE, in the order read
     for group in groups:
         if bound is not None and (group > bound[0] if reverse else group < bound[0]):
             continue
-        within = bound[1:] if bound is not None and group == bound[0] else None
-        if group == EXACT and not s.exact:
+        if group == EXACT and exact is None:
             continue
-        variants = _case_variants(s.lead) if group == PREFIX else None
-        # The prefix group as one range of username_ci (no variants) is read by that index and sorted.
-        walk = group == REST or (group == PREFIX and bool(variants) and len(variants or ()) > 1)
-        if walking != walk:
-            walking = walk
-            _walk_plans(listing.conn, walking)
-        exact = or_(users.c.username_ci == s.exact, users.c.email_ci == s.exact) if s.exact else None
+        within = bound[1:] if bound is not None and group == bound[0] else None
         if group == EXACT:
-            conds: list[Any] = [row_match, exact]
+            conds: list[Any] = [match, exact]
         elif group == PREFIX:
             conds = [_starts_with(users.c.username_ci, s.lead)]
             if exact is not None:
                 conds.append(~exact)
             if not (len(s.words) == 1 and "username" in s.fields):
-                conds.append(row_match)  # else implied: a username starting with the word contains it
+                conds.append(match)  # else implied: a username starting with the word contains it
         else:
-            conds = [row_match, rank == group]
+            conds = [match, rank == group]
         if within is not None:
             conds.append(beyond(by_name, within, reverse=reverse))
-        order = [k.order(reverse) for k in by_name]
-        left = need - len(out)
+        names = select(users.c.username, users.c.id, literal(group).label("grp")).where(*where, *conds)
+        left: Any = need
+        if walked:
+            taken = sum((select(func.count()).select_from(w).scalar_subquery() for w in walked), literal(0))
+            left = case((taken < need, need - taken), else_=0)
+        variants = _case_variants(s.lead) if group == PREFIX else None
         if variants and len(variants) > 1:
-            # The username index in ranges, one per case variant (in one statement), merged here:
-            # no sort of the whole group, which can hold a tenth of the directory.
-            ranges: list[Any] = [
-                names.where(*conds, _starts_with(users.c.username, v)).order_by(*order).limit(left).subquery()
+            # The username index in ranges, one per case variant, merged: no sort of the whole group,
+            # which can hold a tenth of the directory. (One username_ci range, when there are too many
+            # variants or one, is read by that index and sorted.)
+            ranges = [
+                select(names.where(_starts_with(users.c.username, v)).order_by(*order).limit(need).subquery())
                 for v in variants
             ]
-            parts = [select(r) for r in ranges]
-            found = sorted((tuple(r) for r in listing.conn.execute(union_all(*parts))), reverse=reverse)
-            out.extend(found[:left])
+            merged = union_all(*ranges).subquery()
+            part = select(merged).order_by(*(Key(merged.c[k.expr.name]).order(reverse) for k in by_name)).limit(left)
         else:
-            out.extend(tuple(r) for r in listing.conn.execute(names.where(*conds).order_by(*order).limit(left)))
-        if len(out) >= need:
-            break
+            part = names.order_by(*order).limit(left)
+        walked.append(part.cte(f"walk_{group}"))
+    if not walked:
+        return None
+    return union_all(*(select(w) for w in walked)).subquery("walked")
+
+
+def _plan_search(conn: Connection, walking: bool) -> None:
+    """PostgreSQL, for the rest of the request's transaction, in one round trip: plan each search statement
+    with its words (psycopg prepares a statement run often, and a generic plan cannot see the pattern: it
+    may walk every user for a rare one); and for a walk (``walking``), no parallel workers, which cost
+    more to start than the page costs to read."""
+    settings = {"plan_cache_mode": "force_custom_plan"}
     if walking:
-        _walk_plans(listing.conn, False)
-    ids = [user_id for _, user_id in out[skip:need]]
-    if not ids:
-        return []
-    by_id = {r.id: r for r in listing.conn.execute(listing.select(users.c.id.in_(ids)))}
-    return [by_id[i] for i in ids if i in by_id]
-
-
-def _walk_plans(conn: Connection, on: bool) -> None:
-    """PostgreSQL: walk the username index for the prefix and rest groups (``on``), or plan as usual.
-
-    The planner guesses a few hundred matches for a word that matches a tenth of the directory (its
-    trigram estimates), so it reads them all through the trigram or prefix bitmap and sorts them for the
-    top 100 (``son``: 20,000 rows read at 200,000 users; the count was not the cost there). The walk
-    is chosen only when the matches are known to be dense; without bitmaps and sorts the plan left is
-    the ordered index scan that stops after a page. The exact group keeps its two unique lookups, and a
-    prefix group read as one username_ci range (too many case variants) its range read.
-    """
-    if conn.dialect.name != "postgresql":
-        return
-    # One round trip for the three (set_config(..., true) is SET LOCAL); back: each setting's RESET value.
-    names = ", ".join(f"'{name}'" for name in _WALK_SETTINGS)
-    if on:
-        values = ", ".join(f"set_config('{name}', '{value}', true)" for name, value in _WALK_SETTINGS.items())
-        conn.exec_driver_sql(f"SELECT {values}")
-    else:
-        conn.exec_driver_sql(f"SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name IN ({names})")
-
-
-_WALK_SETTINGS = {
-    "enable_bitmapscan": "off",
-    "enable_sort": "off",
-    "max_parallel_workers_per_gather": "0",  # starting workers costs more than a page
-}
+        settings["max_parallel_workers_per_gather"] = "0"
+    values = ", ".join(f"set_config('{name}', '{value}', true)" for name, value in settings.items())
+    conn.exec_driver_sql(f"SELECT {values}")
 
 
 def list_users(
@@ -806,10 +839,10 @@ def list_users(
             total = _count(conn, None, where)
         rows = listing.read(None, bound, reverse, skip, limit)
     else:
-        if conn.dialect.name == "postgresql":
-            # psycopg prepares a statement run often; a generic plan cannot see the pattern and may walk
-            # every user for a rare one. Plan each search with its words.
-            conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
+        planned = False  # PostgreSQL: _plan_search sent (once a request when the page needs no count first)
+        if conn.dialect.name == "postgresql" and count and total is None:
+            _plan_search(conn, walking=False)  # the count is planned with its words too
+            planned = True
         # How many match (exactly, or at most: the FTS count alone, which is cheap) chooses the plan.
         if known is not None and _uses_fts(conn, s) and not s.prefix_words:
             fts_rows: int | None = known  # the FTS count is the count then (see _count)
@@ -826,6 +859,9 @@ def list_users(
             sparse = estimate is not None and estimate * estimate <= WALK_FACTOR * (skip + limit) * _directory_size(
                 conn
             )
+        walking = not (estimate == 0 or sparse or sort)
+        if conn.dialect.name == "postgresql" and estimate != 0 and (walking or not planned):
+            _plan_search(conn, walking)
         if estimate == 0:
             rows, total = [], (0 if count else None)
         elif sparse:
