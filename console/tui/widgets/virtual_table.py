@@ -1383,9 +1383,7 @@ class VirtualTable(ScrollView, can_focus=True):
     def watch_scroll_y(self, old_value: float, new_value: float) -> None:
         super().watch_scroll_y(old_value, new_value)
         if self.prefetch and self._total:
-            # The pages around the new view are asked for once this frame is painted: sent before it,
-            # their requests (and an answer that came quickly) delayed the frame of End or PgDn.
-            self.call_after_refresh(self._prefetch)
+            self._prefetch()  # the pages around the new view are asked for (cheap when they are cached)
 
     def watch_cursor_row(self, old: int, new: int) -> None:
         if not self._moving:
