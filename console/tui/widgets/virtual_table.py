@@ -1205,15 +1205,18 @@ class VirtualTable(ScrollView, can_focus=True):
         line = strip.crop_extend(scroll_x, scroll_x + self._view()[0], base).adjust_cell_length(width, fill)
         for line_filter in filters:
             line = line.apply_filter(line_filter, background)
+        # Only what the compositor has worked out already (its own properties would work it out and
+        # keep it, from a map that may be about to change).
         compositor = self.screen._compositor
-        geometry = compositor.visible_widgets.get(self)
-        if geometry is None:
+        visible, lines_cuts = compositor._visible_widgets, compositor._cuts
+        geometry = None if visible is None or lines_cuts is None else visible.get(self)
+        if lines_cuts is None or geometry is None:
             return
         region = geometry[0].intersection(geometry[1])
-        if region.height < 2:
+        if region.height < 2 or region.y + 1 >= len(lines_cuts):
             return
         first, last = region.column_span
-        cuts = [cut for cut in compositor.cuts[region.y + 1] if last >= cut >= first]  # a row's screen line
+        cuts = [cut for cut in lines_cuts[region.y + 1] if last >= cut >= first]  # a row's screen line
         console = self.app.console
         for piece in line.divide([cut - region.x for cut in cuts[1:]]):
             piece.render(console)
