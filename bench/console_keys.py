@@ -20,7 +20,8 @@ The real `protect-console` runs in a 140x40 tmux window against the real `protec
 frame time is tmux's %output for the frame (bench/_terminal.py), so the figure is what a person at
 the terminal sees, minus their terminal's own drawing. ``--gap-ms`` of idle separate the presses.
 Beside each row: the CPU time the console and the service processes spent per key (from
-/proc/<pid>/stat, 10 ms ticks summed over the presses), which a busy machine does not inflate.
+/proc/<pid>/stat, 10 ms ticks summed over the presses), which a busy machine does not inflate, and
+the console's CPU in the idle gap before each key (what it does while keys rest, e.g. drawing ahead).
 """
 
 from __future__ import annotations
@@ -71,11 +72,14 @@ def main() -> None:
             pane.wait_for(lambda s: position(s) == (1, total) and painted(s), timeout=60, poll=poll)
             time.sleep(0.5)  # let the start-up work (device columns) settle
 
-            cpu: dict[str, list[float]] = {name: [0.0, 0.0] for name in results}  # console, serve
+            # console, serve (key sent -> frame), console during the gap before the key (idle work)
+            cpu: dict[str, list[float]] = {name: [0.0, 0.0, 0.0] for name in results}
 
             def press(key: str, done) -> None:
+                idle = pane.cpu_ms()
                 time.sleep(args.gap_ms / 1000)
                 console, server = pane.cpu_ms(), cpu_ms(service.pid)
+                cpu[label][2] += console - idle
                 sent = pane.keys(key)
                 frame = pane.wait_for(done, since=sent, timeout=30, poll=poll)
                 results[label].append((frame.at - sent) * 1000)
@@ -118,7 +122,8 @@ def main() -> None:
                 samples,
                 GOAL_MS,
                 note=f"CPU per key: console {cpu[name][0] / max(1, len(samples)):.1f} ms, "
-                f"serve {cpu[name][1] / max(1, len(samples)):.1f} ms",
+                f"serve {cpu[name][1] / max(1, len(samples)):.1f} ms; "
+                f"console in the gap before it {cpu[name][2] / max(1, len(samples)):.1f} ms",
             )
             for name, samples in results.items()
         ],

@@ -281,11 +281,16 @@ class UsersScreen(ConsoleScreen):
         self.report_error(event.error, self.reload_data)
 
     def _highlight_moved(self, *_: object) -> None:
-        # c / C act on the highlighted user: the footer changes only when there starts or stops being one.
-        has_user = self.highlighted_user() is not None
-        if has_user != self._had_user:
-            self._had_user = has_user
+        # c / C act on the highlighted user: the footer changes only when the table starts or stops
+        # having users, not when the cursor lands on a row still loading (PgDn, End). That flicker
+        # recomposed the footer twice per such key, each a layout of the whole screen (~10-25 ms).
+        has_users = self._has_users()
+        if has_users != self._had_user:
+            self._had_user = has_users
             self.refresh_bindings()
+
+    def _has_users(self) -> bool:
+        return bool(self.table.total)
 
     @on(VirtualTable.ColumnsChanged, "#users-table")
     def _columns_changed(self, event: VirtualTable.ColumnsChanged) -> None:
@@ -450,7 +455,7 @@ class UsersScreen(ConsoleScreen):
         return table.row_at(table.cursor_row) if table.total else None
 
     def action_unavailable(self, action: str) -> str | None:
-        if action in ("copy_email", "copy_id") and self.highlighted_user() is None:
+        if action in ("copy_email", "copy_id") and not self._has_users():
             return "No user highlighted to copy from yet."
         return super().action_unavailable(action)
 

@@ -11,32 +11,39 @@ recomputed on resize), so nothing is ever measured over the data.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from math import ceil
 from typing import Any, Self, cast
 from weakref import WeakSet
 
 from rich.cells import cell_len, set_cell_size
+from rich.color import Color as RichColor
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.color import Color
 from textual.containers import Vertical, VerticalScroll
+from textual.filter import LineFilter
 from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import ModalScreen
 from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollBar, ScrollBarRender
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
 from ...client import CURSOR_END
 from ...safe_text import printable
+from ..startup import collect_while_idle
 
 PageFetcher = Callable[[int, int], Awaitable[tuple[int, list[Any]]]]
 """``(skip, limit) -> (totalCount, rows)``: plain offset paging (any list API)."""
@@ -208,6 +215,16 @@ def fit_columns(columns: list[Column], available: int, *, roomy: bool = False) -
     return list(zip(shown, widths, strict=True))
 
 
+# Drawing ahead: a PgDn or End paints a screen of rows not drawn yet (36 at 140x40, ~0.2 ms each,
+# most of its frame). Once no frame has been painted for DRAW_AHEAD_AFTER seconds (the keys rest),
+# the rows the next key most likely shows are drawn into the line cache, DRAW_AHEAD_STEP rows per
+# turn of the event loop, so a key arriving meanwhile waits ~1-2 ms at most; the cache keeps
+# LINES_KEPT_SCREENS screens of lines (the view, the next and the previous screen, the last).
+DRAW_AHEAD_AFTER = 0.03
+DRAW_AHEAD_STEP = 8
+LINES_KEPT_SCREENS = 4
+
+
 def _safe_cell(value: str | Text) -> Text:
     """A cell as literal Text with control characters replaced (``printable`` is 1:1, spans survive)."""
     if isinstance(value, Text):
@@ -221,7 +238,8 @@ def _safe_cell(value: str | Text) -> Text:
 
 def _fit_plain(plain: str, width: int) -> str:
     """:func:`_fit` for an unstyled string: exactly ``width`` cells."""
-    length = cell_len(plain)
+    # ASCII after printable() has no control characters left: one cell each (most names and emails).
+    length = len(plain) if plain.isascii() else cell_len(plain)
     if length == width:
         return plain
     if length < width:
@@ -244,6 +262,92 @@ def _fit(text: Text, width: int) -> Text:
         if span.start < len(cropped.plain):
             cropped.spans.append(span)
     return cropped
+
+
+class _TableScrollBar(ScrollBar):
+    """A vertical scrollbar that hands back the lines it drew while its thumb stays on the same cells.
+
+    Over a million rows the thumb moves one eighth of a cell every few thousand rows, but Textual's
+    scrollbar redraws all its lines at every scroll (its position changed), through Rich and the
+    styles cache: a third of the console's CPU for a PgDn. Returning the same Strips also lets the
+    compositor's own caches on them hit.
+    """
+
+    _drawn: tuple[tuple[object, ...], list[Strip]] | None = None
+    _line_key: tuple[object, ...] = ()
+    _line_strips: dict[Segment, Strip] = {}
+
+    def _thumb(self) -> tuple[int, int] | None:
+        """Where ScrollBarRender puts the thumb, in eighths of a cell (None: no thumb)."""
+        window = ceil(self.window_size if self.window_size < self.window_virtual_size else 0)
+        virtual = ceil(self.window_virtual_size)
+        size = self.size.height if self.vertical else self.size.width
+        if not (window and size and virtual and size != virtual):
+            return None
+        thumb = max(1, window / (virtual / size))
+        start = int((size - thumb) * (self.position / (virtual - window)) * len(ScrollBarRender.VERTICAL_BARS))
+        return start, start + ceil(thumb * len(ScrollBarRender.VERTICAL_BARS))
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        if self.renderer is not ScrollBarRender:
+            return super().render_lines(crop)
+        parent = self.parent
+        styles = parent.styles if isinstance(parent, Widget) else None
+        key = (
+            crop,
+            self.size,
+            self._thumb(),
+            self.thickness,
+            self.grabbed is not None,
+            self.mouse_over,
+            # what ScrollBar.render reads for its colours
+            None if styles is None else (styles.scrollbar_background, styles.scrollbar_color),
+            None if styles is None else (styles.scrollbar_background_hover, styles.scrollbar_color_hover),
+            None if styles is None else (styles.scrollbar_background_active, styles.scrollbar_color_active),
+            None if not isinstance(parent, Widget) else parent.background_colors,
+            self.screen.styles.scrollbar_color,
+        )
+        drawn = self._drawn
+        if drawn is not None and drawn[0] == key:
+            return drawn[1]
+        # The thumb moved (End, Home, a long scroll): the bar has only a few kinds of line (track above,
+        # track below, thumb, its eighth-cell ends), each drawn once through Textual and then reused.
+        lines = self._bar_segments() if crop == Region(0, 0, *self.size) else None
+        if self._line_key != key[1:2] + key[3:]:  # all but the crop and the thumb
+            self._line_key = key[1:2] + key[3:]
+            self._line_strips = {}
+        known = self._line_strips
+        strips: list[Strip] | None = None
+        if lines is not None:
+            found = [known.get(segment) for segment in lines]
+            if all(strip is not None for strip in found):
+                strips = cast(list[Strip], found)
+        if strips is None:
+            strips = super().render_lines(crop)
+            if lines is not None and len(lines) == len(strips) and len(known) < 64:
+                known.update(zip(lines, strips, strict=True))
+        self._drawn = (key, strips)
+        return strips
+
+    def _bar_segments(self) -> list[Segment] | None:
+        """The segment of each line of the bar, as ScrollBarRender makes them (None: not that case)."""
+        if not self.vertical or self.screen.styles.scrollbar_color.a == 0:
+            return None
+        bar = self.render()
+        if not isinstance(bar, ScrollBarRender):
+            return None
+        style = bar.style if isinstance(bar.style, Style) else self.app.console.get_style(bar.style)
+        segments = bar.render_bar(
+            size=self.size.height,
+            window_size=bar.window_size,
+            virtual_size=bar.virtual_size,
+            position=bar.position,
+            vertical=True,
+            thickness=self.size.width,
+            back_color=style.bgcolor or RichColor.parse("#555555"),
+            bar_color=style.color or RichColor.parse("bright_magenta"),
+        )
+        return [segment for segment in segments.segments if segment.text != "\n"]
 
 
 class VirtualTable(ScrollView, can_focus=True):
@@ -390,6 +494,10 @@ class VirtualTable(ScrollView, can_focus=True):
         # Scrolling a line or a screen back redraws from here; a full refresh() clears it (new data,
         # device details, a clock), and the cursor's line is never cached.
         self._line_cache: OrderedDict[int, tuple[Any, int, Strip]] = OrderedDict()
+        # Rows drawn ahead into that cache once the keys rest (see _schedule_draw_ahead).
+        self._draw_ahead_handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._draw_ahead_queue: list[int] = []
+        self._finish: tuple[int, Style, tuple[LineFilter, ...], Color] | None = None
         self._header_cache: tuple[tuple[int, str | None, bool, int], Strip] | None = None
         self._base_style: Style | None = None
         self._layout_width: int | None = None
@@ -401,6 +509,23 @@ class VirtualTable(ScrollView, can_focus=True):
         self._cell_styles: dict[tuple[str | Style, Style | None], Style | None] = {}  # (cell style, base) -> combined
         self._view_size = (0, 0)
         self._frame_view: tuple[int, int] | None = None  # _view() while render_lines runs
+
+    @property
+    def vertical_scrollbar(self) -> ScrollBar:
+        """Textual's vertical scrollbar, as :class:`_TableScrollBar` (created on first use, as Textual does)."""
+        if self._vertical_scrollbar is not None:
+            return self._vertical_scrollbar
+        self._vertical_scrollbar = scroll_bar = _TableScrollBar(
+            vertical=True, name="vertical", thickness=self.scrollbar_size_vertical
+        )
+        scroll_bar.display = False
+        self.app._start_widget(self, scroll_bar)
+        return scroll_bar
+
+    def on_unmount(self) -> None:
+        if self._draw_ahead_handle is not None:
+            self._draw_ahead_handle.cancel()
+            self._draw_ahead_handle = None
 
     def on_mount(self) -> None:
         super().on_mount()  # type: ignore[no-untyped-call]  # Textual's ScrollView.on_mount is unannotated
@@ -939,6 +1064,7 @@ class VirtualTable(ScrollView, can_focus=True):
             return self._render_lines(crop)
         finally:
             self._frame_view = None
+            self._schedule_draw_ahead()
 
     def _render_lines(self, crop: Region) -> list[Strip]:
         styles = self.styles
@@ -957,6 +1083,7 @@ class VirtualTable(ScrollView, can_focus=True):
         base_background, background = self.background_colors
         fill = self._styles_cache.get_inner_outer(base_background, background)[0].rich_style  # as Textual pads
         filters = self.get_line_filters()
+        self._finish = (width, fill, tuple(filters), background)  # for the rows drawn ahead (_warm)
         strips: list[Strip] = []
         for y in crop.line_range:
             strip = self.render_line(y).adjust_cell_length(width, fill)
@@ -1020,25 +1147,109 @@ class VirtualTable(ScrollView, can_focus=True):
         self._pages.move_to_end(page)
         row = rows[offset]
         if not cursor:
-            cached = self._line_cache.get(index)
-            if cached is not None and cached[0] is row and cached[1] == self._layout_version:
-                return cached[2]
+            return self._plain_row_strip(index, row, base)
         segments = self._row_segments(row, base)
         length = self._row_width
-        if cursor:
-            style = self.get_component_rich_style("virtual-table--cursor")
-            segments = list(Segment.apply_style(segments, post_style=style))
-            full = max(length, self._view()[0])
-            if full > length:
-                segments.append(Segment(" " * (full - length), base + style if base else style))
-                length = full
-        strip = Strip(segments, length)
-        if not cursor:
-            self._line_cache[index] = (row, self._layout_version, strip)
+        style = self.get_component_rich_style("virtual-table--cursor")
+        segments = list(Segment.apply_style(segments, post_style=style))
+        full = max(length, self._view()[0])
+        if full > length:
+            segments.append(Segment(" " * (full - length), base + style if base else style))
+            length = full
+        return Strip(segments, length)
+
+    def _plain_row_strip(self, index: int, row: Any, base: Style) -> Strip:
+        """Row ``index`` (not the cursor's) from the line cache, drawn and kept there on a miss."""
+        cached = self._line_cache.get(index)
+        if cached is not None and cached[0] is row and cached[1] == self._layout_version:
             self._line_cache.move_to_end(index)
-            if len(self._line_cache) > 4 * self._body_height + 8:
-                self._line_cache.popitem(last=False)
+            return cached[2]
+        strip = Strip(self._row_segments(row, base), self._row_width)
+        self._line_cache[index] = (row, self._layout_version, strip)
+        if len(self._line_cache) > LINES_KEPT_SCREENS * self._body_height + 8:
+            self._line_cache.popitem(last=False)
         return strip
+
+    # ------------------------------------------------------------ drawing ahead, while keys rest
+    def _schedule_draw_ahead(self) -> None:
+        """(Re)start the wait for the keys to rest; called as the rows are painted."""
+        if self._draw_ahead_handle is not None:
+            self._draw_ahead_handle.cancel()
+        self._draw_ahead_queue = []
+        # The event loop's own timer, not a Textual one: this runs at every frame (a handle, no task).
+        self._draw_ahead_handle = asyncio.get_running_loop().call_later(DRAW_AHEAD_AFTER, self._draw_ahead_start)
+
+    def _draw_ahead_targets(self) -> list[int]:
+        """Rows the next key most likely shows, nearest first: a line down and up, the next screen
+        (PgDn), the last (End) and the previous one (PgUp). With the view's own lines that is the
+        line cache's LINES_KEPT_SCREENS screens, so none of them pushes another out."""
+        total = self._total or 0
+        top = int(self.scroll_offset.y)
+        height = self._body_height
+        order = [top + height, top - 1, *range(top + height + 1, top + 2 * height)]
+        order += range(max(0, total - height), total)
+        order += range(top - 2, top - height - 1, -1)
+        return [index for index in order if 0 <= index < total and not top <= index < top + height]
+
+    def _warm(self, strip: Strip, base: Style) -> None:
+        """Take a row drawn ahead through what the frame showing it will do, as the last frame did:
+        render_line's crop, _render_lines' padding and filters, the compositor's cut at the other
+        widgets' edges (the scrollbar's) and the escape sequences. Each step keeps its result on the
+        Strip it was given, so that frame finds them done (half of a PgDn's frame otherwise). Should
+        anything differ by then (a scroll sideways, a new style), those caches simply miss."""
+        finish = self._finish
+        if finish is None:
+            return
+        width, fill, filters, background = finish
+        scroll_x = int(self.scroll_offset.x)
+        line = strip.crop_extend(scroll_x, scroll_x + self._view()[0], base).adjust_cell_length(width, fill)
+        for line_filter in filters:
+            line = line.apply_filter(line_filter, background)
+        # Only what the compositor has worked out already (its own properties would work it out and
+        # keep it, from a map that may be about to change).
+        compositor = self.screen._compositor
+        visible, lines_cuts = compositor._visible_widgets, compositor._cuts
+        geometry = None if visible is None or lines_cuts is None else visible.get(self)
+        if lines_cuts is None or geometry is None:
+            return
+        region = geometry[0].intersection(geometry[1])
+        if region.height < 2 or region.y + 1 >= len(lines_cuts):
+            return
+        first, last = region.column_span
+        cuts = [cut for cut in lines_cuts[region.y + 1] if last >= cut >= first]  # a row's screen line
+        console = self.app.console
+        for piece in line.divide([cut - region.x for cut in cuts[1:]]):
+            piece.render(console)
+
+    def _draw_ahead_start(self) -> None:
+        self._draw_ahead_handle = None
+        if not self.is_attached or not self._total or self._layout_width is None or self._base_style is None:
+            return
+        self._draw_ahead_queue = self._draw_ahead_targets()
+        self._draw_ahead_step()  # (and then the collector, when its turn is near)
+
+    def _draw_ahead_step(self) -> None:
+        """Draw a few rows into the line cache, then yield to the event loop (a key waits one step at most)."""
+        self._draw_ahead_handle = None
+        queue = self._draw_ahead_queue
+        base = self._base_style
+        if base is None or not self.is_attached:
+            return
+        drawn = 0
+        while queue and drawn < DRAW_AHEAD_STEP:
+            index = queue.pop(0)
+            row = self.row_at(index)  # only rows already fetched: drawing ahead never asks for a page
+            if row is None or index == self.cursor_row:
+                continue
+            cached = self._line_cache.get(index)
+            if cached is not None and cached[0] is row and cached[1] == self._layout_version:
+                continue
+            self._warm(self._plain_row_strip(index, row, base), base)
+            drawn += 1
+        if queue:
+            self._draw_ahead_handle = asyncio.get_running_loop().call_soon(self._draw_ahead_step)
+        elif not self.app.is_headless:  # a terminal session (tests run many apps to a process)
+            collect_while_idle()
 
     def _row_segments(self, row: Any, base: Style | None = None) -> list[Segment]:
         """One row as segments, each cell exactly its width: no Rich Text built for plain cells.
