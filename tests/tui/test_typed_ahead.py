@@ -145,3 +145,24 @@ async def test_a_search_typed_then_down_lands_on_the_final_results(big_backend) 
         assert screen.focused is table
         assert table.cursor_row == 2
         assert screen.highlighted_user().id == found.results[2].id
+
+
+async def test_keys_typed_after_the_enter_that_opens_a_user_act_on_that_users_screen(big_backend) -> None:
+    """Down, Enter, D with no pause: the deletion is asked about on the detail screen of the user Enter opened
+    (D waits there for the user to load), never dropped and never taken by the list behind it."""
+    from textual.widgets import Static
+
+    from console.tui.modals.prompt import PromptScreen
+
+    app = console_app(big_backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready_table(app, pilot)
+        burst(app, ["down", "enter", "D"])
+        await wait_for(lambda: isinstance(app.screen, PromptScreen))
+        question, detail, below = app.screen, app.screen_stack[-2], app.screen_stack[-3]
+        assert isinstance(detail, UserDetailScreen) and isinstance(below, UsersScreen)
+        second = await expected_at(big_backend, 1, "username")
+        assert detail.user is not None and detail.user.id == second
+        assert any(detail.user.username in str(w.render()) for w in question.query(Static))
+        await pilot.press("escape")
+        await wait_for(lambda: app.screen is detail)

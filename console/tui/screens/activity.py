@@ -113,7 +113,13 @@ class ActivityScreen(ConsoleScreen):
         with Horizontal(id="activity-status-row"):
             yield TablePosition("#activity-attempts", "attempts", id="activity-position")
             yield Static(Text("Loading push attempts…"), id="activity-status")
-        yield AttemptsTable(ATTEMPT_COLUMNS, self.fetch_attempts, empty_text="No push attempts", id="activity-attempts")
+        yield AttemptsTable(
+            ATTEMPT_COLUMNS,
+            self.fetch_attempts,
+            empty_text="No push attempts",
+            id="activity-attempts",
+            on_select=self._open_attempt_user,
+        )
         yield BombingPanel(id="bombing-panel")
 
     def on_mount(self) -> None:
@@ -405,6 +411,5 @@ class ActivityScreen(ConsoleScreen):
     def _open_suspect(self, event: BombingPanel.UserChosen) -> None:
         self.console_app.open_user(event.user_id)
 
-    @on(VirtualTable.RowSelected, "#activity-attempts")
     def _open_attempt_user(self, event: VirtualTable.RowSelected) -> None:
         self.console_app.open_user(event.row.userId)

@@ -127,7 +127,9 @@ class AuditScreen(ConsoleScreen):
         with Horizontal(id="audit-status-row"):
             yield TablePosition("#audit-events", self.filter.noun, id="audit-position")
             yield Static(Text("Loading audit log…"), id="audit-status")
-        yield VirtualTable(AUDIT_COLUMNS, self.fetch_events, empty_text="No events", id="audit-events")
+        yield VirtualTable(
+            AUDIT_COLUMNS, self.fetch_events, empty_text="No events", id="audit-events", on_select=self._open
+        )
 
     @property
     def table(self) -> VirtualTable:
@@ -236,6 +238,5 @@ class AuditScreen(ConsoleScreen):
         self.report_error(event.error, retry=self.reload_data)
         self._update_status(self.table.total)
 
-    @on(VirtualTable.RowSelected, "#audit-events")
     def _open(self, event: VirtualTable.RowSelected) -> None:
         self.app.push_screen(AuditDetailScreen(event.row))

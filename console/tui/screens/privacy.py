@@ -109,7 +109,9 @@ class PrivacyScreen(ConsoleScreen):
         with Horizontal(id="privacy-filter-row"):
             yield TablePosition("#privacy-devices", "devices", id="privacy-position")
             yield Static(self._filter_text(), id="privacy-filter")
-        yield VirtualTable(DEVICE_COLUMNS, self.fetch_devices, empty_text="No devices", id="privacy-devices")
+        yield VirtualTable(
+            DEVICE_COLUMNS, self.fetch_devices, empty_text="No devices", id="privacy-devices", on_select=self._open_user
+        )
 
     def on_mount(self) -> None:
         self.load_summary()
@@ -193,6 +195,5 @@ class PrivacyScreen(ConsoleScreen):
         self.report_error(event.error, retry=self.reload_data)
         self._update_filter_line()
 
-    @on(VirtualTable.RowSelected, "#privacy-devices")
     def _open_user(self, event: VirtualTable.RowSelected) -> None:
         self.console_app.open_user(event.row.user.id)

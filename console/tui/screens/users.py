@@ -139,6 +139,7 @@ class UsersScreen(ConsoleScreen):
             prefetch=True,
             details=self._details,
             details_title=lambda user: user_label(user),
+            on_select=self._open,
         )
 
     def _columns(self) -> list[Column]:
@@ -296,7 +297,6 @@ class UsersScreen(ConsoleScreen):
     def _columns_changed(self, event: VirtualTable.ColumnsChanged) -> None:
         self._schedule_devices()  # widened: the device columns may have just appeared
 
-    @on(VirtualTable.RowSelected, "#users-table")
     def _open(self, event: VirtualTable.RowSelected) -> None:
         self.console_app.open_user(event.row.id)
 

@@ -443,11 +443,16 @@ class VirtualTable(ScrollView, can_focus=True):
         row_key: RowKey | None = default_row_key,
         details: RowDetails | None = None,
         details_title: Callable[[Any], str] | None = None,
+        on_select: Callable[[VirtualTable.RowSelected], object] | None = None,
         name: str | None = None,
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
+        # Enter's handler, called while the key is handled (not by message, which the next typed-ahead key
+        # would overtake): a screen it pushes is on top before that key is routed, so `Enter V` asks for
+        # the code on the user Enter opened. Without one, RowSelected is posted.
+        self._on_select = on_select
         self.columns = list(columns)
         self.page_size = max(1, page_size)
         self.empty_text = empty_text
@@ -1554,8 +1559,13 @@ class VirtualTable(ScrollView, can_focus=True):
         if self._held_back(self.action_select) or not self._total:
             return
         row = self.row_at(self.cursor_row)
-        if row is not None:
-            self.post_message(self.RowSelected(self, self.cursor_row, row))
+        if row is None:
+            return
+        selected = self.RowSelected(self, self.cursor_row, row)
+        if self._on_select is not None:
+            self._on_select(selected)
+        else:
+            self.post_message(selected)
 
     def on_click(self, event: events.Click) -> None:
         if event.y < 1 or not self._total:
