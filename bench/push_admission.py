@@ -40,6 +40,7 @@ from console.server.store import Store, devices, push_attempts, users
 
 PATH = "/api/v2/protect/push"
 GOAL_RATE, GOAL_P99_MS = 1000, 50.0
+KEPT_PACE = 0.99  # paced runs (--rate): the share of the offered requests answered in the window
 
 
 def reachable_users(store: Store) -> list[str]:
@@ -171,6 +172,9 @@ def report(
     p99 = percentile(lat, 0.99)
     kinds = ", ".join(f"{k}: {v:,}" for k, v in sorted(result.bodies.items())) or "none"
     pace = f"paced at {args.rate:,.0f}/s in all" if args.rate else "each sending as soon as answered"
+    rate_goal = (
+        f">= {KEPT_PACE:.0%} of the {args.rate:,.0f}/s offered" if args.rate else f">= {GOAL_RATE:,}/s at 64 clients"
+    )
     print(
         f"\nPush admission over loopback: serve --workers {args.workers}, {args.clients} keep-alive clients ({pace}) in "
         f"{args.processes} processes, {args.pushes_per_user} push(es) per user at once, cap {args.cap}, "
@@ -180,7 +184,7 @@ def report(
     print(
         table(
             [
-                ("decisions per second", f"{rate:,.0f}", f">= {GOAL_RATE:,}/s at 64 clients"),
+                ("decisions per second", f"{rate:,.0f}", rate_goal),
                 ("p50 ms", f"{percentile(lat, 0.50):.2f}", ""),
                 ("p95 ms", f"{percentile(lat, 0.95):.2f}", ""),
                 ("p99 ms", f"{p99:.2f}", f"<= {GOAL_P99_MS:g} ms"),
@@ -194,7 +198,10 @@ def report(
             ]
         )
     )
-    met = rate >= GOAL_RATE and p99 <= GOAL_P99_MS and over == 0
+    # Paced, the rate is what was offered: the service must keep pace with it (the most it answers is the
+    # unpaced run's figure); unpaced, every connection is busy and the rate is the most it answers.
+    kept_pace = rate >= KEPT_PACE * args.rate if args.rate else rate >= GOAL_RATE
+    met = kept_pace and p99 <= GOAL_P99_MS and over == 0
     print(f"\ngoal: {'MET' if met else 'NOT MET'}")
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from _store import TEMP_PG, seeded_db
 
 HERE = Path(__file__).resolve().parent
+GOAL_PUSH_RATE = 1000  # push_admission.GOAL_RATE: its p99 goal is read at this offered rate
 
 
 def scripts(users: int, db: str, quick: bool) -> list[tuple[str, str, list[str]]]:
@@ -65,9 +66,17 @@ def scripts(users: int, db: str, quick: bool) -> list[tuple[str, str, list[str]]
             ["--users", str(users), "--db", db, "--workers", "2", "--clients", "8", "--seconds", "3" if few else "10"],
         ),
         (
-            "push admission",
+            "push admission, as fast as answered (the most per second)",
             "push_admission.py",
             ["--users", str(users), "--db", db, "--workers", "2", "--clients", "64", "--seconds", "3" if few else "10"],
+        ),
+        (
+            "push admission paced at 1,000/s (the goal's p99)",
+            "push_admission.py",
+            [
+                *("--users", str(users), "--db", db, "--workers", "2", "--clients", "64"),
+                *("--seconds", "3" if few else "10", "--rate", str(GOAL_PUSH_RATE)),
+            ],
         ),
         ("seed --users N", "seed.py", ["--users", str(min(users, 100_000) if few else users)]),
     ]
