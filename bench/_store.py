@@ -470,7 +470,27 @@ def print_table(title: str, rows: list[Row], notes: list[str] = ()) -> None:  # 
 
 def machine_note() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{os.cpu_count()} cores, load average {load:.2f} at the end (other work on the machine adds noise)"
+    return (
+        f"{os.cpu_count()} cores, load average {load:.2f} at the end (other work on the machine adds noise); "
+        f"this core's speed: {python_loop_ms():.0f} ms for {CALIBRATION_LOOP:,} Python additions"
+    )
+
+
+CALIBRATION_LOOP = 1_000_000
+
+
+def python_loop_ms() -> float:
+    """The best of three timings of a fixed pure-Python loop: the same machine measured 65-80 ms on
+    2026-12-03, when every console and service figure was ~1.5x the 2026-12-02 one for the same code.
+    Figures from runs whose loop times differ are not comparable."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(CALIBRATION_LOOP):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
 
 
 __all__ = [
