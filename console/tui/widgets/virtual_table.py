@@ -486,7 +486,8 @@ class VirtualTable(ScrollView, can_focus=True):
         self._inflight: set[int] = set()
         self._failed: set[int] = set()
         self._wanted: set[int] = set()
-        self._request_scheduled = False
+        self._request_scheduled = False  # a call to _start_requests is on its way (soon, or after the frame)
+        self._request_soon = False  # ... and it is the soon one (a page on screen is wanted)
         # Keys typed ahead of the rows they act on (a move before a new query's total is in, Enter on a
         # row still loading), in order: replayed as the answers land, never dropped for being early.
         self._held: list[Callable[[], None]] = []
@@ -763,12 +764,19 @@ class VirtualTable(ScrollView, can_focus=True):
         if self._page_generation.get(page) == self._generation and (page in self._pages or page in self._ahead):
             return
         self._wanted.add(page)
-        if not self._request_scheduled:
+        if page in self._visible_pages():
+            if not self._request_soon:
+                self._request_scheduled = self._request_soon = True
+                self.call_later(self._start_requests)
+        elif not self._request_scheduled:
+            # Only pages fetched ahead: asked for once this frame is painted, so that a quick answer (and
+            # its parsing) never lands between a key and its frame (End: 9.3 ms of console CPU per key
+            # on SQLite, where answers come back within the frame, against 6.7 on PostgreSQL).
             self._request_scheduled = True
-            self.call_later(self._start_requests)
+            self.call_after_refresh(self._start_requests)
 
     def _start_requests(self) -> None:
-        self._request_scheduled = False
+        self._request_scheduled = self._request_soon = False
         wanted, self._wanted = self._wanted, set()
         visible = set(self._visible_pages())
         ahead = self._prefetch_pages()
