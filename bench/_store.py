@@ -480,9 +480,9 @@ CALIBRATION_LOOP = 1_000_000
 
 
 def python_loop_ms() -> float:
-    """The best of three timings of a fixed pure-Python loop: the same machine measured 65-80 ms on
-    2026-12-03, when every console and service figure was ~1.5x the 2026-12-02 one for the same code.
-    Figures from runs whose loop times differ are not comparable."""
+    """The best of three timings of a fixed pure-Python loop: the core's speed during the run. On the quiet
+    2-core machine it took 27-50 ms from one run to the next on 2026-12-03, and the same code's figures
+    moved with it: runs whose loop times differ are not comparable."""
     best = float("inf")
     for _ in range(3):
         started = time.perf_counter()
