@@ -12,7 +12,6 @@ services/settings.py).
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import time
@@ -105,14 +104,4 @@ def app_from_env() -> FastAPI:
         logging.getLogger("uvicorn.error").error("worker not started: the database does not answer: %s", reason)
         time.sleep(WORKER_RETRY_SECONDS)
         raise SystemExit(1) from None
-    app = create_app(store, metrics_require_key=os.environ.get(METRICS_KEY_ENV) == "1", limits=Limits.from_env())
-    keep_startup_out_of_gc()
-    return app
-
-
-def keep_startup_out_of_gc() -> None:
-    """Move what start-up made (the app, its schemas, the store's compiled statements) out of the collector's
-    reach: every full collection would walk them again, and one landed in a new process's first search
-    (~60 ms of its CPU, bench/api_search.py). Called once per serving process, never per app (tests make many)."""
-    gc.collect()
-    gc.freeze()
+    return create_app(store, metrics_require_key=os.environ.get(METRICS_KEY_ENV) == "1", limits=Limits.from_env())

@@ -263,9 +263,6 @@ def serve_app(
     access_log_file: str | None = None,
 ) -> None:
     """``serve`` in one process: uvicorn in the foreground, with the app's limits (limits.py) and logs (above)."""
-    from .app import keep_startup_out_of_gc
-
-    keep_startup_out_of_gc()
     uvicorn.run(
         AccessLog(app) if access_log else app,
         host=host,
