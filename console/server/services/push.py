@@ -217,7 +217,6 @@ _ADMISSION = (
     .where(users.c.id == _USER)
     .with_for_update(of=users)
 )
-_PENDING_SQL = "(p.status || '') = 'pending'"  # PUSH_IS_PENDING for text() statements that name push_attempts "p"
 # Read after the lock is held, so it counts every admission committed before ours: the user's pending
 # attempts for this resource and across all resources, and when the earliest of each expires.
 _FOR_RESOURCE = push_attempts.c.resource == bindparam("resource")
@@ -355,12 +354,14 @@ _ADMISSION_MANY = (
     .order_by(users.c.id)
     .with_for_update(of=users)
 )
-# _PENDING for each (user, resource) of a batch (i: its place in the batch, from 1).
+# _PENDING for each (user, resource) of a batch (i: its place in the batch, from 1). PostgreSQL only (unnest).
 _PENDING_MANY = text(
-    "SELECT v.i, COALESCE(SUM(CASE WHEN p.resource = v.resource THEN 1 ELSE 0 END), 0),"
-    " MIN(CASE WHEN p.resource = v.resource THEN p.expires_at END), COUNT(p.id), MIN(p.expires_at)"
+    "SELECT v.i, COALESCE(SUM(CASE WHEN push_attempts.resource = v.resource THEN 1 ELSE 0 END), 0),"
+    " MIN(CASE WHEN push_attempts.resource = v.resource THEN push_attempts.expires_at END),"
+    " COUNT(push_attempts.id), MIN(push_attempts.expires_at)"
     " FROM unnest(CAST(:user_ids AS TEXT[]), CAST(:resources AS TEXT[])) WITH ORDINALITY AS v(user_id, resource, i)"
-    f" LEFT JOIN push_attempts p ON p.user_id = v.user_id AND {_PENDING_SQL} AND p.expires_at > :now"
+    " LEFT JOIN push_attempts ON push_attempts.user_id = v.user_id"
+    f" AND {PUSH_IS_PENDING} AND push_attempts.expires_at > :now"
     " GROUP BY v.i"
 )
 # The settings' version and which of a batch's keys are live (not revoked), as _ADMISSION reads them for one.

@@ -111,7 +111,7 @@ class UsersScreen(ConsoleScreen):
         self.devices: LRUCache[str, PushEndpoint | None] = LRUCache(DEVICES_KEPT)
         self._open_single = False  # Enter in the search box: open the user if the answer has exactly one
         self._enter_term: str | None = None  # the term Enter was pressed on, until a user opens for it
-        self._had_user = False
+        self._had_users = False
         self._frame_timer: FrameTimer | None = None
         self._toolbar_text = ""  # what the filter/sort label shows (set again only when it changes)
 
@@ -286,8 +286,8 @@ class UsersScreen(ConsoleScreen):
         # having users, not when the cursor lands on a row still loading (PgDn, End). That flicker
         # recomposed the footer twice per such key, each a layout of the whole screen (~10-25 ms).
         has_users = self._has_users()
-        if has_users != self._had_user:
-            self._had_user = has_users
+        if has_users != self._had_users:
+            self._had_users = has_users
             self.refresh_bindings()
 
     def _has_users(self) -> bool:

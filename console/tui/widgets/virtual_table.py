@@ -1171,12 +1171,17 @@ class VirtualTable(ScrollView, can_focus=True):
             length = full
         return Strip(segments, length)
 
+    def _cached_line(self, index: int, row: Any) -> Strip | None:
+        """Row ``index``'s line from the line cache, if drawn from this very row in the current layout."""
+        cached = self._line_cache.get(index)
+        return cached[2] if cached is not None and cached[0] is row and cached[1] == self._layout_version else None
+
     def _plain_row_strip(self, index: int, row: Any, base: Style) -> Strip:
         """Row ``index`` (not the cursor's) from the line cache, drawn and kept there on a miss."""
-        cached = self._line_cache.get(index)
-        if cached is not None and cached[0] is row and cached[1] == self._layout_version:
+        cached = self._cached_line(index, row)
+        if cached is not None:
             self._line_cache.move_to_end(index)
-            return cached[2]
+            return cached
         strip = Strip(self._row_segments(row, base), self._row_width)
         self._line_cache[index] = (row, self._layout_version, strip)
         if len(self._line_cache) > LINES_KEPT_SCREENS * self._body_height + 8:
@@ -1254,8 +1259,7 @@ class VirtualTable(ScrollView, can_focus=True):
             row = self.row_at(index)  # only rows already fetched: drawing ahead never asks for a page
             if row is None or index == self.cursor_row:
                 continue
-            cached = self._line_cache.get(index)
-            if cached is not None and cached[0] is row and cached[1] == self._layout_version:
+            if self._cached_line(index, row) is not None:
                 continue
             self._warm(self._plain_row_strip(index, row, base), base)
             drawn += 1
