@@ -117,19 +117,22 @@ WARM_CONNECTIONS = 2  # a search's own, and the one that stores its count (servi
 
 def warm_up(app: FastAPI) -> None:
     """In a serving process, before it listens: what would otherwise land in its first requests (a new
-    process's first search cost 55-75 ms against 15-30 ms after, bench/first_search.py). The search
+    process's first search cost 55-75 ms against 15-30 ms after, bench/first_search.py): the search
     statements compiled (services/users.py, warm_search), the pool's first connections opened, and one full
-    collection, which resets the collector's count of long-lived objects: with start-up's objects counted,
-    the first full collection (~60 ms over them) comes only after a quarter as many more have piled up.
+    garbage collection. A new process has counted no long-lived objects yet, so its first full collection
+    (~60 ms over start-up's objects) comes after ten young ones, within the first requests; after one here,
+    the next waits until a quarter as many objects again have piled up. (``gc.freeze()`` instead made the
+    SQLite outage test fail: see commit e78171b.)
 
     Once per serving process (``serve``, each worker), never per app: tests make many. Best effort: a
     database that fails here fails the first request as it would have anyway."""
     store = app.state.store
     try:
         with contextlib.ExitStack() as opened:
-            conns = [opened.enter_context(store.engine.connect()) for _ in range(WARM_CONNECTIONS)]
-            with conns[0].begin():
-                warm_search(conns[0], app.state.clock.now())
+            for _ in range(WARM_CONNECTIONS):  # each in use while the next opens: the pool keeps both
+                conn = opened.enter_context(store.engine.connect())
+                with conn.begin():  # on each: its statements prepared, and PostgreSQL's backend its catalogs read
+                    warm_search(conn, app.state.clock.now())
     except SQLAlchemyError as exc:
         logging.getLogger("uvicorn.error").warning("warm-up skipped: %s", exc.__class__.__name__)
     gc.collect()
