@@ -922,6 +922,7 @@ def warm_search(conn: Connection, now: datetime) -> None:
     ``LIMIT 0`` (neither store runs a statement's plan for no row), no count is stored or kept in the process,
     and the walks built here are not kept either."""
     dialect = conn.dialect.name
+    list_users(conn, now, skip=0, limit=1, count=False)  # the plain listing's page and what every answer reads
     nobody = _Search((_NOBODY,), SEARCH_FIELDS, _NOBODY)
     _kept_count(conn, ("warm", _NOBODY), nobody)  # the stored count's statement: nothing stored under this word
     search_index.version(conn)
