@@ -16,6 +16,7 @@ import contextlib
 import gc
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,9 @@ def app_from_env() -> FastAPI:
         time.sleep(WORKER_RETRY_SECONDS)
         raise SystemExit(1) from None
     app = create_app(store, metrics_require_key=os.environ.get(METRICS_KEY_ENV) == "1", limits=Limits.from_env())
-    warm_up(app)
+    # Beside the worker's first requests, not before them: a worker that listens late takes no share of the
+    # first connections (the kernel hands them to the workers already accepting on the shared socket).
+    threading.Thread(target=warm_up, args=(app,), name="protect-warm-up", daemon=True).start()
     return app
 
 
@@ -124,15 +127,15 @@ def warm_up(app: FastAPI) -> None:
     the next waits until a quarter as many objects again have piled up. (``gc.freeze()`` instead made the
     SQLite outage test fail: see commit e78171b.)
 
-    Once per serving process (``serve``, each worker), never per app: tests make many. Best effort: a
-    database that fails here fails the first request as it would have anyway."""
+    Once per serving process (``serve``; each ``--workers`` process, beside its first requests), never per
+    app: tests make many. Best effort: a database that fails here fails the first request as it would anyway."""
     store = app.state.store
     try:
         with contextlib.ExitStack() as opened:
-            for _ in range(WARM_CONNECTIONS):  # each in use while the next opens: the pool keeps both
+            for n in range(WARM_CONNECTIONS):  # each in use while the next opens: the pool keeps both
                 conn = opened.enter_context(store.engine.connect())
-                with conn.begin():  # on each: its statements prepared, and PostgreSQL's backend its catalogs read
-                    warm_search(conn, app.state.clock.now())
+                with conn.begin():
+                    warm_search(conn, app.state.clock.now(), walks=n == 0)  # compiled once, for the engine
     except SQLAlchemyError as exc:
         logging.getLogger("uvicorn.error").warning("warm-up skipped: %s", exc.__class__.__name__)
     gc.collect()

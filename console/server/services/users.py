@@ -901,26 +901,32 @@ def list_users(
 _NOBODY = "zqxjzqxj"  # a word for the counts the warm-up runs: nobody's name holds it, so they read next to nothing
 
 
+# Numbers of case variants worth a statement each at start-up (~10 ms to compile one): what most words of 3-4
+# letters have (a-z: 2 each, 3 for some: k and s anywhere, a, f, h, i, j, t, w and y last; 16 at most, more
+# are walked as one range, as are 5+ letters). Another number is compiled by its first search.
+WARM_VARIANTS = (1, 4, 6, 8, 12, 16)
+
+
 @functools.cache
 def _walk_shapes() -> tuple[str, ...]:
-    """One word for each number of case variants a word can have (1 to VARIANTS_MAX, more walk as one): the
-    walk's prefix group reads a username range per variant, so each number is another statement to compile.
-    Words of 3-4 of these characters have every number (``f`` and ``l`` for the ligatures, ``s`` for sharp s and long s)."""
+    """A word for each number in WARM_VARIANTS: the walk's prefix group reads a username range per case
+    variant of the word, so each number is another statement to compile."""
     shapes: dict[int, str] = {}
-    for word in ("".join(chars) for size in (3, 4) for chars in itertools.product("0afls", repeat=size)):
+    for word in ("".join(chars) for size in (3, 4) for chars in itertools.product("0abs", repeat=size)):
         variants = _case_variants(word)
         shapes.setdefault(len(variants) if variants else 1, word)
-    return tuple(shapes.values())
+    return tuple(shapes[n] for n in WARM_VARIANTS)
 
 
-def warm_search(conn: Connection, now: datetime) -> None:
+def warm_search(conn: Connection, now: datetime, *, walks: bool = True) -> None:
     """Before a process serves: compile (and on PostgreSQL, plan) the statements of a first search of one word
     over the default fields, which SQLAlchemy then keeps by shape. In a new process they cost its first search
     more than running them does (bench/first_search.py). The case-fold table is built too.
 
     Reads next to nothing and keeps nothing: the counts are of a word nobody has, the pages are asked for with
     ``LIMIT 0`` (neither store runs a statement's plan for no row), no count is stored or kept in the process,
-    and the walks built here are not kept either."""
+    and the walks built here are not kept either. ``walks=False``: the rest alone (another connection of the
+    pool: its statements prepared, on PostgreSQL its backend's catalogs read)."""
     dialect = conn.dialect.name
     list_users(conn, now, skip=0, limit=1, count=False)  # the plain listing's page and what every answer reads
     nobody = _Search((_NOBODY,), SEARCH_FIELDS, _NOBODY)
@@ -933,7 +939,7 @@ def warm_search(conn: Connection, now: datetime) -> None:
     listing.read(_index_match(conn, nobody), None, False, 0, 1, counted=True)  # few matches: read whole
     if dialect == "postgresql":
         _plan_search(conn, walking=True)
-    for word in _walk_shapes():  # many matches: the walks, one statement per shape
+    for word in _walk_shapes() if walks else ():  # many matches: the walks, one statement per shape
         s = _Search((word,), SEARCH_FIELDS, word)
         listing = _Listing(conn, now, [Key(_rank(s)), Key(users.c.username), Key(users.c.id)], [], "")
         pages = _pages_walk(dialect, s, [], None, False, 1)
