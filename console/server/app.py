@@ -12,14 +12,17 @@ services/settings.py).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from starlette.types import Receive, Scope, Send
 
 from .clock import Clock
@@ -29,6 +32,7 @@ from .hot_routes import HOT_PATHS, HotRoutes
 from .limits import Limits, RequestGuard
 from .metrics import MetricsMiddleware
 from .routers import device, keys, ops, protect, pushendpoints, resource, systemusers
+from .services.users import warm_search
 from .store import CannotConnect, Store, connect_reason, open_store
 
 # The resource router first: its two hot routes are matched before the admin API's many others
@@ -104,4 +108,34 @@ def app_from_env() -> FastAPI:
         logging.getLogger("uvicorn.error").error("worker not started: the database does not answer: %s", reason)
         time.sleep(WORKER_RETRY_SECONDS)
         raise SystemExit(1) from None
-    return create_app(store, metrics_require_key=os.environ.get(METRICS_KEY_ENV) == "1", limits=Limits.from_env())
+    app = create_app(store, metrics_require_key=os.environ.get(METRICS_KEY_ENV) == "1", limits=Limits.from_env())
+    # Beside the worker's first requests, not before them: a worker that listens late takes no share of the
+    # first connections (the kernel hands them to the workers already accepting on the shared socket).
+    threading.Thread(target=warm_up, args=(app,), name="protect-warm-up", daemon=True).start()
+    return app
+
+
+WARM_CONNECTIONS = 2  # a search's own, and the one that stores its count (services/users.py, _keep_count)
+
+
+def warm_up(app: FastAPI) -> None:
+    """In a serving process, before it listens: what would otherwise land in its first requests (a new
+    process's first search cost 55-75 ms against 15-30 ms after, bench/first_search.py): the search
+    statements compiled (services/users.py, warm_search), the pool's first connections opened, and one full
+    garbage collection. A new process has counted no long-lived objects yet, so its first full collection
+    (~60 ms over start-up's objects) comes after ten young ones, within the first requests; after one here,
+    the next waits until a quarter as many objects again have piled up. (``gc.freeze()`` instead made the
+    SQLite outage test fail: see commit e78171b.)
+
+    Once per serving process (``serve``; each ``--workers`` process, beside its first requests), never per
+    app: tests make many. Best effort: a database that fails here fails the first request as it would anyway."""
+    store = app.state.store
+    try:
+        with contextlib.ExitStack() as opened:
+            for n in range(WARM_CONNECTIONS):  # each in use while the next opens: the pool keeps both
+                conn = opened.enter_context(store.engine.connect())
+                with conn.begin():
+                    warm_search(conn, app.state.clock.now(), walks=n == 0)  # compiled once, for the engine
+    except SQLAlchemyError as exc:
+        logging.getLogger("uvicorn.error").warning("warm-up skipped: %s", exc.__class__.__name__)
+    gc.collect()

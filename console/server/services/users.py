@@ -8,6 +8,7 @@ so that the same rule serves both the filters and the output.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -343,6 +344,7 @@ def _like_escape(term: str) -> str:
 # match some field. Results: the user whose username or email is exactly the query first, then
 # usernames starting with the first word, then the rest; by username within each group.
 
+SEARCH_FIELDS = ("username", "email", "firstname", "lastname")  # a search's fields unless it names them
 SHORT = 3  # words shorter than this have no trigram
 EXACT, PREFIX, REST = 0, 1, 2
 # Plan choice: walk the username index (checking each row) when matches are dense enough that
@@ -703,15 +705,19 @@ def _walk_search(
         pages = _pages_walk(dialect, s, listing.where, bound, reverse, skip + limit)
     if pages is None:
         return []
+    return list(listing.conn.execute(_page_of_walk(listing, pages, reverse, skip, limit)))
+
+
+def _page_of_walk(listing: _Listing, pages: Any, reverse: bool, skip: int, limit: int) -> Any:
+    """The page's rows read whole by id, in the walk's order."""
     keys = [pages.c.grp, pages.c.username, pages.c.id]
-    query = (
+    return (
         listing.select()
         .join_from(users, pages, users.c.id == pages.c.id)
         .order_by(*(k.desc() if reverse else k.asc() for k in keys))
         .offset(skip)
         .limit(limit)
     )
-    return list(listing.conn.execute(query))
 
 
 @functools.lru_cache(maxsize=64)
@@ -793,7 +799,7 @@ def list_users(
     sort: str | None = None,
     conditions: Sequence[tuple[str, str, Any]] = (),
     search: str | None = None,
-    search_fields: Sequence[str] = ("username", "email", "firstname", "lastname"),
+    search_fields: Sequence[str] = SEARCH_FIELDS,
     after: str | None = None,
     before: str | None = None,
     count: bool = True,
@@ -888,6 +894,57 @@ def list_users(
         startCursor=paging.encode(listing.values(rows[0]), fp) if rows else None,
         endCursor=paging.encode(listing.values(rows[-1]), fp) if rows else None,
     )
+
+
+# ------------------------------------------------------------------ a serving process's first search
+
+_NOBODY = "zqxjzqxj"  # a word for the counts the warm-up runs: nobody's name holds it, so they read next to nothing
+
+
+# Numbers of case variants worth a statement each at start-up (~10 ms to compile one): what most words of 3-4
+# letters have (a-z: 2 each, 3 for some: k and s anywhere, a, f, h, i, j, t, w and y last; 16 at most, more
+# are walked as one range, as are 5+ letters). Another number is compiled by its first search.
+WARM_VARIANTS = (1, 4, 6, 8, 12, 16)
+
+
+@functools.cache
+def _walk_shapes() -> tuple[str, ...]:
+    """A word for each number in WARM_VARIANTS: the walk's prefix group reads a username range per case
+    variant of the word, so each number is another statement to compile."""
+    shapes: dict[int, str] = {}
+    for word in ("".join(chars) for size in (3, 4) for chars in itertools.product("0abs", repeat=size)):
+        variants = _case_variants(word)
+        shapes.setdefault(len(variants) if variants else 1, word)
+    return tuple(shapes[n] for n in WARM_VARIANTS)
+
+
+def warm_search(conn: Connection, now: datetime, *, walks: bool = True) -> None:
+    """Before a process serves: compile (and on PostgreSQL, plan) the statements of a first search of one word
+    over the default fields, which SQLAlchemy then keeps by shape. In a new process they cost its first search
+    more than running them does (bench/first_search.py). The case-fold table is built too.
+
+    Reads next to nothing and keeps nothing: the counts are of a word nobody has, the pages are asked for with
+    ``LIMIT 0`` (neither store runs a statement's plan for no row), no count is stored or kept in the process,
+    and the walks built here are not kept either. ``walks=False``: the rest alone (another connection of the
+    pool: its statements prepared, on PostgreSQL its backend's catalogs read)."""
+    dialect = conn.dialect.name
+    list_users(conn, now, skip=0, limit=1, count=False)  # the plain listing's page and what every answer reads
+    nobody = _Search((_NOBODY,), SEARCH_FIELDS, _NOBODY)
+    _kept_count(conn, ("warm", _NOBODY), nobody)  # the stored count's statement: nothing stored under this word
+    search_index.version(conn)
+    if dialect == "postgresql":
+        _plan_search(conn, walking=False)
+    _count(conn, nobody, [])
+    listing = _Listing(conn, now, [Key(_rank(nobody)), Key(users.c.username), Key(users.c.id)], [], "")
+    listing.read(_index_match(conn, nobody), None, False, 0, 1, counted=True)  # few matches: read whole
+    if dialect == "postgresql":
+        _plan_search(conn, walking=True)
+    for word in _walk_shapes() if walks else ():  # many matches: the walks, one statement per shape
+        s = _Search((word,), SEARCH_FIELDS, word)
+        listing = _Listing(conn, now, [Key(_rank(s)), Key(users.c.username), Key(users.c.id)], [], "")
+        pages = _pages_walk(dialect, s, [], None, False, 1)
+        if pages is not None:
+            conn.execute(_page_of_walk(listing, pages, False, 0, 0))
 
 
 def get_user(conn: Connection, user_id: str, now: datetime) -> SystemUser:

@@ -1,0 +1,113 @@
+"""A serving process warms up before it listens (app.warm_up): it answers exactly as a process that did not,
+and the warm-up leaves nothing behind (no count stored in the database or kept in the process, no walk kept)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from console.server import search_index
+from console.server.app import create_app, warm_up
+from console.server.seed import seed_directory
+from console.server.services import users as user_service
+from console.server.store import Store, open_store
+
+# Dense and sparse words (walked and read whole), a word of 5+ letters (no case variants walked), one
+# nobody has, 1-2 characters, several words, an exact username, five fields, a reversed page.
+SEARCHES: list[dict[str, object]] = [
+    {"search": "son"},
+    {"search": "mar"},
+    {"search": "example"},
+    {"search": "Garcia"},
+    {"search": "zqxjzqxj"},
+    {"search": "ma"},
+    {"search": "mary g"},
+    {"search": "tally.warm"},
+    {"search": "tally", "search_fields": ["username", "email", "firstname", "lastname", "displayname"]},
+    {"search": "son", "before": "end"},
+]
+
+CHILD = """
+import json, sys
+from console.server.app import create_app, warm_up
+from console.server.clock import Clock
+from console.server.services import users as user_service
+from console.server.store import open_store
+from tests.server.test_warm_up import SEARCHES
+store = open_store(sys.argv[1])
+app = create_app(store)
+if sys.argv[2] == "warm":
+    warm_up(app)
+pages = []
+with store.read() as conn:
+    for search in SEARCHES:
+        page = user_service.list_users(conn, Clock().now(), skip=0, limit=7, **search)
+        following = None
+        if page.endCursor and "before" not in search:
+            following = user_service.list_users(conn, Clock().now(), skip=0, limit=7, after=page.endCursor, **search)
+        pages.append([page.totalCount, [u.id for u in page.results], following and [u.id for u in following.results]])
+print(json.dumps(pages))
+store.dispose()
+"""
+
+
+@pytest.fixture
+def db(new_db) -> str:
+    db = new_db()
+    store = open_store(db)
+    seed_directory(store, 300, rng_seed=11)
+    with store.write() as conn:
+        conn.exec_driver_sql(
+            "UPDATE users SET username = 'tally.warm', username_ci = 'tally.warm' "
+            "WHERE id = (SELECT min(id) FROM users)"
+        )
+    store.dispose()
+    return db
+
+
+def pages_in_a_new_process(db: str, mode: str) -> list:
+    child = subprocess.run([sys.executable, "-c", CHILD, db, mode], capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr
+    return json.loads(child.stdout)
+
+
+def test_a_warmed_process_answers_as_a_cold_one(db) -> None:
+    cold = pages_in_a_new_process(db, "cold")
+    assert pages_in_a_new_process(db, "warm") == cold
+    assert any(total and total > 7 for total, _, _ in cold)  # pages that walk, not only small answers
+    assert [total for total, _, _ in cold][SEARCHES.index({"search": "zqxjzqxj"})] == 0
+
+
+def stored_counts(store: Store) -> list:
+    with store.read() as conn:
+        return [tuple(r) for r in conn.exec_driver_sql(f"SELECT * FROM {search_index.COUNTS_TABLE} ORDER BY query")]
+
+
+@pytest.mark.parametrize("users", [0, 120])
+def test_warming_up_keeps_and_stores_nothing(new_db, monkeypatch, users) -> None:
+    store = open_store(new_db())
+    try:
+        if users:
+            seed_directory(store, users, rng_seed=5)
+        monkeypatch.setattr(search_index, "STORED_MIN", 0)  # every count a search makes would be stored
+        monkeypatch.setattr(user_service, "_COUNTS", search_index.CountCache())
+        user_service._first_pages_walk.cache_clear()
+        before = stored_counts(store)
+        warm_up(create_app(store))
+        assert stored_counts(store) == before
+        assert not user_service._COUNTS._counts
+        assert user_service._first_pages_walk.cache_info().currsize == 0
+    finally:
+        store.dispose()
+
+
+def test_the_walk_shapes_cover_the_common_numbers_of_case_variants() -> None:
+    """One warm word per common number of username ranges a word's walk reads (more than 16 are walked as one)."""
+    counts = [len(user_service._case_variants(w) or [w]) for w in user_service._walk_shapes()]
+    assert counts == list(user_service.WARM_VARIANTS)
+    for word in ("example", "garcia", "mar", "son", "anna", "amy", "ann1", "ab12"):  # names, digits
+        variants = user_service._case_variants(word)
+        assert (len(variants) if variants else 1) in user_service.WARM_VARIANTS
