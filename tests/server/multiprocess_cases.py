@@ -31,6 +31,7 @@ from tests.serve_helpers import (
 )
 
 RACE = 64  # the issue's figure: 64 concurrent pushes for one user and resource
+RACE_ATTEMPTS = 4  # races run, each for a new user, until one is answered by more than one process
 PUSH_ROUTE = "/api/v2/protect/push"
 
 
@@ -74,47 +75,58 @@ class CrossProcessRules:
     async def test_push_cap_admits_exactly_max_of_64_concurrent_pushes(self, deployment: Deployment) -> None:
         admins = await self._admins(deployment)
         try:
-            http = admins[0]
-            user = await create_user(http, "cap.race")
-            await enroll(http, user["_id"])
-            await set_push_cap(http, 3)
-            before = [per_process_requests(s, PUSH_ROUTE) for s in deployment.instances]
-            metrics_before = [(await a.get("/metrics")).text for a in admins]
-            answers = await asyncio.gather(
-                *(
-                    admins[i % len(admins)].post(PUSH_ROUTE, json={"userId": user["_id"], "resource": "vpn"})
-                    for i in range(RACE)
-                )
-            )
-            statuses = sorted(a.status_code for a in answers)
-            assert statuses.count(201) == 3, statuses
-            assert statuses.count(429) == RACE - 3, statuses
-            assert all("retryAfter" in a.json() for a in answers if a.status_code == 429)
-            # The race really was spread over processes: count, per process, the pushes each one answered.
-            # (A single-worker instance got its round-robin share by construction.)
+            await set_push_cap(admins[0], 3)
+            # Which worker accepts a new connection is the kernel's choice, and one worker woken with all 64
+            # waiting may take them all: each race must hold the cap, and a race answered by one process
+            # alone proves nothing across processes, so it is run again (for a new user) until one is spread.
             served_by: list[str] = []
-            for instance, old in zip(deployment.instances, before, strict=True):
-                if instance.workers == 1:
-                    served_by.append(f"instance on port {instance.port}")
-                    continue
-                now = per_process_requests(instance, PUSH_ROUTE)
-                served_by += [f"pid {pid}" for pid, n in now.items() if n > old.get(pid, 0)]
-            assert len(served_by) >= 2, f"one process answered all {RACE} pushes: {served_by}"
-            # The history agrees: 3 pending, 61 blocked (refusals are recorded).
-            listed = await http.get("/api/v2/protect/pushattempts", params={"userId": user["_id"], "limit": 100})
-            rows = listed.json()["results"]
-            assert sum(r["status"] == "pending" for r in rows) == 3
-            assert sum(r["status"] == "blocked" for r in rows) == RACE - 3
-            # Metrics summed over every worker (whichever one answers /metrics).
-            metrics_after = [(await a.get("/metrics")).text for a in admins]
-            for outcome, n in (("admitted", 3), ("blocked_cap", RACE - 3)):
-                delta = sum(
-                    metric_value(t, "protect_push_attempts_total", outcome=outcome) for t in metrics_after
-                ) - sum(metric_value(t, "protect_push_attempts_total", outcome=outcome) for t in metrics_before)
-                assert delta == n, (outcome, delta)
+            for attempt in range(RACE_ATTEMPTS):
+                served_by = await self._cap_race(deployment, admins, f"cap.race{attempt}")
+                if len(served_by) >= 2:
+                    break
+            assert len(served_by) >= 2, f"one process answered all {RACE} pushes, {RACE_ATTEMPTS} times: {served_by}"
         finally:
             for a in admins:
                 await a.aclose()
+
+    async def _cap_race(self, deployment: Deployment, admins: list[httpx.AsyncClient], username: str) -> list[str]:
+        """64 pushes at once for a new user with the cap at 3; returns which processes answered them."""
+        http = admins[0]
+        user = await create_user(http, username)
+        await enroll(http, user["_id"])
+        before = [per_process_requests(s, PUSH_ROUTE) for s in deployment.instances]
+        metrics_before = [(await a.get("/metrics")).text for a in admins]
+        answers = await asyncio.gather(
+            *(
+                admins[i % len(admins)].post(PUSH_ROUTE, json={"userId": user["_id"], "resource": "vpn"})
+                for i in range(RACE)
+            )
+        )
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses.count(201) == 3, statuses
+        assert statuses.count(429) == RACE - 3, statuses
+        assert all("retryAfter" in a.json() for a in answers if a.status_code == 429)
+        # The history agrees: 3 pending, 61 blocked (refusals are recorded).
+        listed = await http.get("/api/v2/protect/pushattempts", params={"userId": user["_id"], "limit": 100})
+        rows = listed.json()["results"]
+        assert sum(r["status"] == "pending" for r in rows) == 3
+        assert sum(r["status"] == "blocked" for r in rows) == RACE - 3
+        # Metrics summed over every worker (whichever one answers /metrics).
+        metrics_after = [(await a.get("/metrics")).text for a in admins]
+        for outcome, n in (("admitted", 3), ("blocked_cap", RACE - 3)):
+            delta = sum(metric_value(t, "protect_push_attempts_total", outcome=outcome) for t in metrics_after) - sum(
+                metric_value(t, "protect_push_attempts_total", outcome=outcome) for t in metrics_before
+            )
+            assert delta == n, (outcome, delta)
+        # Per process, the pushes each one answered (a single-worker instance got its round-robin share by construction).
+        served_by: list[str] = []
+        for instance, old in zip(deployment.instances, before, strict=True):
+            if instance.workers == 1:
+                served_by.append(f"instance on port {instance.port}")
+                continue
+            now = per_process_requests(instance, PUSH_ROUTE)
+            served_by += [f"pid {pid}" for pid, n in now.items() if n > old.get(pid, 0)]
+        return served_by
 
     async def test_one_totp_code_sent_at_once_everywhere_is_accepted_once(self, deployment: Deployment) -> None:
         admins = await self._admins(deployment)
