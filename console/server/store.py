@@ -903,21 +903,41 @@ class Numbered:
     name: bytes
     sql: bytes
     order: tuple[str, ...]
+    types: tuple[int, ...]  # the parameters' type oids (0: the server infers it, from the cast the SQL has)
     defaults: dict[str, Any]
+
+
+# The parameters the psycopg dialect does not cast in the SQL, typed as psycopg types them (bool, int, datetime).
+_OIDS = {"BOOLEAN": 16, "SMALLINT": 21, "INTEGER": 23, "BIGINT": 20, "TIMESTAMP": 1114}
+
+
+def _oid(sql_type: Any) -> int:
+    try:
+        name = str(sql_type.compile(dialect=_numbering_dialect()))
+    except Exception:  # noqa: BLE001 - a type without a name (NullType): the server infers it
+        return 0
+    if name == "TIMESTAMP WITH TIME ZONE":
+        return 1184
+    return _OIDS.get(name.split(" ")[0], 0)
+
+
+@functools.cache
+def _numbering_dialect() -> Any:
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+    return PGDialect_psycopg(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
 
 
 def numbered(store: Store, statement: Any) -> Numbered:
     """``statement`` compiled once with ``$n`` parameters (the psycopg dialect's SQL, casts included)."""
     found = store._numbered.get(statement)
     if found is None:
-        from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
-
-        compiled = statement.compile(dialect=PGDialect_psycopg(paramstyle="numeric_dollar"))  # type: ignore[no-untyped-call]
+        compiled = statement.compile(dialect=_numbering_dialect())
+        order = tuple(compiled.positiontup)
+        types = tuple(_oid(compiled.binds[name].type) for name in order)
         defaults = {k: v for k, v in compiled.params.items() if v is not None}
         name = f"protect_loop_{len(store._numbered)}".encode()
-        found = store._numbered[statement] = Numbered(
-            name, str(compiled).encode(), tuple(compiled.positiontup), defaults
-        )
+        found = store._numbered[statement] = Numbered(name, str(compiled).encode(), order, types, defaults)
     return found
 
 
@@ -985,7 +1005,7 @@ class LoopDriver:
         args = [_as_text(values[name]) for name in statement.order]
         for _ in range(2):
             if statement.name not in prepared:
-                pgconn.send_prepare(statement.name, statement.sql)
+                pgconn.send_prepare(statement.name, statement.sql, param_types=statement.types)
                 await self._answer(pgconn)
                 prepared.add(statement.name)
             pgconn.send_query_prepared(statement.name, args)
