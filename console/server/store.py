@@ -941,26 +941,23 @@ def numbered(store: Store, statement: Any) -> Numbered:
     return found
 
 
-def _str_text(value: str) -> bytes:
-    return str(_no_nul(value)).encode()  # as RawConn._args
-
-
-# A parameter in PostgreSQL's text form, by its exact type (the statements cast every parameter: nothing is
-# inferred). Another type is a TypeError: a hot statement has no other.
-_AS_TEXT: dict[type, Callable[[Any], bytes | None]] = {
-    str: _str_text,
-    int: lambda value: str(value).encode(),
-    bool: lambda value: b"t" if value else b"f",
-    datetime: lambda value: value.isoformat().encode(),
-    type(None): lambda _value: None,
-}
-
-
 def _as_text(value: Any) -> bytes | None:
-    convert = _AS_TEXT.get(type(value))
-    if convert is None:
-        raise TypeError(f"a hot statement's parameter of type {type(value).__name__}")
-    return convert(value)
+    """A parameter in PostgreSQL's text form, by its exact type (the most frequent first): nothing else reaches
+    a hot statement, anything else is a TypeError. NUL becomes U+FFFD, as in RawConn._args."""
+    kind = type(value)
+    if kind is str:
+        chars: str = value
+        return (chars.replace("\x00", "\ufffd") if "\x00" in chars else chars).encode()
+    if kind is int:
+        return b"%d" % value
+    if value is None:
+        return None
+    if kind is datetime:
+        moment: datetime = value
+        return moment.isoformat().encode()
+    if kind is bool:
+        return b"t" if value else b"f"
+    raise TypeError(f"a hot statement's parameter of type {kind.__name__}")
 
 
 class LoopDriver:
