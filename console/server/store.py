@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import functools
+import itertools
 import os
 import re
 import threading
@@ -485,6 +486,7 @@ class Store:
         self._lock_pid = 0
         self._prepared: dict[object, Prepared] = {}
         self._numbered: dict[object, Numbered] = {}  # PostgreSQL, for LoopDriver
+        self._numbering = itertools.count()  # their names: next() is atomic, loops in several threads share a store
         self._idle: list[Any] = []  # PostgreSQL: autocommit connections kept for run_raw
         self._idle_lock = threading.Lock()
         self._pinned = threading.local()  # SQLite: the event loop thread's own connection for run_raw
@@ -936,7 +938,7 @@ def numbered(store: Store, statement: Any) -> Numbered:
         order = tuple(compiled.positiontup)
         types = tuple(_oid(compiled.binds[name].type) for name in order)
         defaults = {k: v for k, v in compiled.params.items() if v is not None}
-        name = f"protect_loop_{len(store._numbered)}".encode()
+        name = f"protect_loop_{next(store._numbering)}".encode()
         found = store._numbered[statement] = Numbered(name, str(compiled).encode(), order, types, defaults)
     return found
 
@@ -1035,6 +1037,8 @@ class LoopDriver:
         from psycopg import errors, pq
 
         self.waiting = True
+        while pgconn.flush():  # psycopg's connections are non-blocking: what the socket did not take yet
+            await self._writable(pgconn.socket)
         answer = error = None
         while True:
             while pgconn.is_busy():
@@ -1058,6 +1062,14 @@ class LoopDriver:
             await ready
         finally:
             self.loop.remove_reader(fd)
+
+    async def _writable(self, fd: int) -> None:
+        ready = self.loop.create_future()
+        self.loop.add_writer(fd, _set_ready, ready)
+        try:
+            await ready
+        finally:
+            self.loop.remove_writer(fd)
 
 
 def _undefined_statement() -> type[Exception]:
