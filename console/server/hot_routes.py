@@ -16,8 +16,7 @@ import inspect
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 from fastapi import FastAPI
@@ -35,9 +34,6 @@ from .services import totp as totp_service
 from .services.common import Principal
 from .services.keys import cached_authenticate
 from .services.ratelimit import client_address
-from .store import Store
-
-T = TypeVar("T")
 
 TOTP_VERIFY = "/api/v2/protect/totp/verify"
 PUSH = "/api/v2/protect/push"
@@ -47,27 +43,14 @@ MAX_BODY = 64 * 1024  # the hot routes' bodies are a few hundred bytes
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
 
-# PostgreSQL: the hot decisions run in at most this many threads per process (anyio's default pool is 40).
+# PostgreSQL: the push batches are decided in threads, at most this many per process (anyio's default pool is 40).
 # Each holds its thread for one or two round trips of well under a millisecond (commits do not wait for the
-# flush: store.HOT_ROUTES_SYNCHRONOUS_COMMIT), so a few keep both cores busy; with 32 threads per process
-# fighting for the GIL the service spent ~2.0 ms of CPU per push admission, with 8 ~1.1 ms (bench/push_admission.py,
-# 64 clients, a loaded machine), and it keeps as few connections open (run_raw keeps up to 16 idle). The same
-# decisions on the event loop (async psycopg, no thread) measured no less CPU per answer and got less of a
-# shared machine: 235-301 against 623-827 TOTP checks/s in threads (bench/totp_verify.py, load 8-9).
+# flush: store.HOT_ROUTES_SYNCHRONOUS_COMMIT); with 32 threads per process fighting for the GIL the service
+# spent ~2.0 ms of CPU per push admission, with 8 ~1.1 ms (bench/push_admission.py, 64 clients, a loaded
+# machine). TOTP checks take no thread: their two statements are awaited on the event loop
+# (Store.run_steps_on_loop), which cut the service's CPU per check by about a third against 8 threads.
+# On SQLite both decide inline: microseconds under the write gate, less than a thread hop.
 HOT_THREADS = 8
-
-
-async def _decide(store: Store, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a hot decision: inline on SQLite (microseconds under the write gate, less than a thread hop),
-    in a thread on PostgreSQL (network round trips: inline, a worker would have one request in the
-    database at a time; measured 112/s inline against 680/s in 8 threads, push admission)."""
-    if store.is_sqlite:
-        return work(*args, **kwargs)
-    loop = asyncio.get_running_loop()
-    limiter = _LIMITERS.get(loop)
-    if limiter is None:
-        limiter = _LIMITERS[loop] = anyio.CapacityLimiter(HOT_THREADS)
-    return await anyio.to_thread.run_sync(partial(work, *args, **kwargs), limiter=limiter)
 
 
 # One limiter per event loop (a limiter belongs to the loop it was made on; tests run several).
@@ -111,17 +94,13 @@ async def _totp(app: FastAPI, actor: Principal, body: bytes, address: str | None
     if Permission.READ in ROLE_PERMISSIONS[actor.role]:
         return None  # the support desk's check is audited: the FastAPI route does it
     request = TotpVerifyRequest.model_validate_json(body)
-    state = app.state
-    result = await _decide(
-        state.store,
-        totp_service.verify_unaudited,
-        state.store,
-        actor,
-        request.userId,
-        request.code,
-        state.clock.now(),
-        address=address,
-    )
+    store, now = app.state.store, app.state.clock.now()
+    if store.is_sqlite:  # microseconds under the write gate: inline (see HOT_THREADS)
+        result = totp_service.verify_unaudited(store, actor, request.userId, request.code, now, address=address)
+    else:  # round trips awaited on the loop: no thread per check (Store.run_steps_on_loop)
+        result = await totp_service.verify_unaudited_on_loop(
+            store, actor, request.userId, request.code, now, address=address
+        )
     return 200, result.model_dump_json().encode(), []
 
 
@@ -131,9 +110,7 @@ async def _push(app: FastAPI, actor: Principal, body: bytes, address: str | None
     if not store.is_sqlite:
         created = await _push_batcher(app).decide(push_service.PushAdmission(actor, request, address))
         return 201, created.model_dump_json().encode(), []
-    created = await _decide(
-        store, push_service.create_attempt, store, request, app.state.clock.now(), actor=actor, address=address
-    )
+    created = push_service.create_attempt(store, request, app.state.clock.now(), actor=actor, address=address)
     return 201, created.model_dump_json().encode(), []
 
 

@@ -31,12 +31,18 @@ _DOC = select(settings.c.doc, settings.c.version).where(settings.c.id == ROW_ID)
 _CACHE = "settings"
 
 
+def cached_settings(store: Store, version: int) -> ProtectSettings | None:
+    """The settings at ``version`` when the per-process cache holds that version, else None (see settings_at)."""
+    cached: tuple[int, ProtectSettings] | None = store.caches.get(_CACHE)
+    return cached[1] if cached is not None and cached[0] == version else None
+
+
 def settings_at(store: Store, conn: Any, version: int) -> ProtectSettings:
     """The settings at ``version`` (read in the caller's statement): from the per-process cache when it is
     that version, else read again (``conn`` is a :class:`~console.server.store.RawConn`)."""
-    cached: tuple[int, ProtectSettings] | None = store.caches.get(_CACHE)
-    if cached is not None and cached[0] == version:
-        return cached[1]
+    cached = cached_settings(store, version)
+    if cached is not None:
+        return cached
     current, version = _from_row(conn.one(_DOC))
     store.caches[_CACHE] = (version, current)
     return current

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import pyotp
 from sqlalchemy import BindParameter, DateTime, bindparam, or_, select, true, update
 
-from ...models import Role, TotpEnrollResult, TotpVerifyResult
+from ...models import ProtectSettings, Role, TotpEnrollResult, TotpVerifyResult
 from .. import secretbox
 from ..errors import ApiProblem, not_found
 from ..metrics import TotpOutcome, totp_lockout, totp_outcome
@@ -23,7 +23,7 @@ from .audit import record
 from .common import Principal
 from .keys import KEY_IS_LIVE, key_is_live, revoked
 from .lockout import CLEAR, TotpFailures, after_wrong_code, is_locked
-from .settings import read_settings, settings_at, settings_version
+from .settings import cached_settings, read_settings, settings_at, settings_version
 from .users import ENROLLED, require_user
 
 STEP_SECONDS = 30
@@ -256,6 +256,13 @@ def verify_unaudited(
     return store.run_steps(partial(_verify_steps, store, actor, user_id, code, now, address))
 
 
+async def verify_unaudited_on_loop(
+    store: Store, actor: Principal, user_id: str, code: str, now: datetime, *, address: str | None = None
+) -> TotpVerifyResult:
+    """:func:`verify_unaudited` on PostgreSQL, its statements awaited on the event loop (Store.run_steps_on_loop)."""
+    return await store.run_steps_on_loop(partial(_verify_steps, store, actor, user_id, code, now, address))
+
+
 def _verify_steps(
     store: Store, actor: Principal, user_id: str, code: str, now: datetime, address: str | None
 ) -> Decision[TotpVerifyResult]:
@@ -268,13 +275,13 @@ def _verify_steps(
             if not (yield read_one(KEY_IS_LIVE, key_id=actor.key_id))[0]:
                 raise revoked(store, actor)
             version = (yield read_one(_SETTINGS_VERSION))[0]
-            hits.check((yield _settings(version)))
+            hits.check((yield from _settings(version)))
             if actor.role == Role.SERVICE:
                 return TotpVerifyResult(valid=False, reason=NOT_ENROLLED), TotpOutcome.NOT_ENROLLED, False
             raise not_found(f"user {user_id}")
         if not row[8]:
             raise revoked(store, actor)
-        cfg = yield _settings(row[7])
+        cfg = yield from _settings(row[7])
         hits.check(cfg)
         user = _TotpRow(*row[:3])
         state = TotpFailures.of(row[3], store.dt_out(row[4]), store.dt_out(row[5]), row[6])
@@ -301,8 +308,13 @@ def _verify_steps(
             return result, outcome, False  # not enrolled, locked, replay: nothing to record
         return (result, outcome, False) if changed == 1 else None
 
-    def _settings(version: int) -> Call:
-        return Call(lambda conn: settings_at(store, conn, version))
+    def _settings(version: int) -> Decision[ProtectSettings]:
+        """From the process's cache when it holds ``version`` (no step: on the loop a Call is a thread hop)."""
+        cached = cached_settings(store, version)
+        if cached is not None:
+            return cached
+        settings: ProtectSettings = yield Call(lambda conn: settings_at(store, conn, version))
+        return settings
 
     verdict: _Decided | _LockOut | None
     if store.is_sqlite:
