@@ -7,11 +7,16 @@ import io
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import pyotp
 import pytest
 
 from console.client import DeviceClient, ProtectClient
 from console.models import DeviceInfo, SystemUserCreate
+
+if TYPE_CHECKING:
+    from console.server.store import Store
 
 IPHONE = DeviceInfo(make="Apple", model="iPhone 15", os="iOS", osVersion="17.4", appVersion="2.6.0", uvEnabled=True)
 PIXEL = DeviceInfo(make="Google", model="Pixel 8", os="Android", osVersion="14", appVersion="2.6.0", uvEnabled=False)
@@ -72,3 +77,25 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     code = main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def unused_totp_users(store: Store, n: int) -> list[tuple[str, pyotp.TOTP]]:
+    """``n`` users with TOTP enrolled and never verified, with their secret (opened as the bench does).
+
+    Taken: their last step is set to 0, so no later call picks them (step 0 is long past, so any
+    current code is still new)."""
+    from sqlalchemy import select, update
+
+    from console.server import secretbox
+    from console.server.store import users
+
+    with store.write() as conn:
+        rows = conn.execute(
+            select(users.c.id, users.c.totp_secret)
+            .where(users.c.totp_status == "ENROLLED", users.c.totp_last_step.is_(None), users.c.totp_failures == 0)
+            .order_by(users.c.id)
+            .limit(n)
+        ).all()
+        conn.execute(update(users).where(users.c.id.in_([r.id for r in rows])).values(totp_last_step=0))
+    assert len(rows) == n
+    return [(r.id, pyotp.TOTP(secretbox.reveal(store, r.id, r.totp_secret))) for r in rows]

@@ -15,12 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 
-import pyotp
 import pytest
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, text
 
 from console.models import ProtectSettingsPatch, PushRequest, Role
-from console.server import secretbox
 from console.server.clock import Clock
 from console.server.errors import ApiProblem
 from console.server.services import push as push_service
@@ -44,6 +42,7 @@ from console.server.store import (
     users,
     write_count,
 )
+from tests.helpers import unused_totp_users
 
 ADMIN = Principal(key_id="", name="test", role=Role.ADMIN)
 
@@ -78,21 +77,6 @@ def hot(new_db: Callable[..., str]) -> Iterator[Hot]:
         store.dispose()
 
 
-def enrolled(hot: Hot, n: int) -> list[tuple[str, pyotp.TOTP]]:
-    """``n`` users with TOTP enrolled and no verification yet, with their secret (opened as the bench does)."""
-    with hot.store.write() as conn:
-        rows = conn.execute(
-            select(users.c.id, users.c.totp_secret)
-            .where(users.c.totp_status == "ENROLLED", users.c.totp_last_step.is_(None), users.c.totp_failures == 0)
-            .order_by(users.c.id)
-            .limit(n)
-        ).all()
-        # Taken: no later test picks them (step 0 is long past, so any current code is still new).
-        conn.execute(update(users).where(users.c.id.in_([r.id for r in rows])).values(totp_last_step=0))
-    assert len(rows) == n
-    return [(r.id, pyotp.TOTP(secretbox.reveal(hot.store, r.id, r.totp_secret))) for r in rows]
-
-
 def reachable(hot: Hot) -> str:
     with hot.store.read() as conn:
         return str(
@@ -119,7 +103,7 @@ def reachable(hot: Hot) -> str:
 
 
 def test_a_code_is_accepted_once_and_the_next_step_after_it(hot: Hot) -> None:
-    [(user_id, totp)] = enrolled(hot, 1)
+    [(user_id, totp)] = unused_totp_users(hot.store, 1)
     at = now()
     step = totp_service.current_step(at)
     code = totp.generate_otp(step)
@@ -133,7 +117,7 @@ def test_a_code_is_accepted_once_and_the_next_step_after_it(hot: Hot) -> None:
 
 
 async def test_a_code_raced_in_16_threads_is_accepted_once(hot: Hot) -> None:
-    [(user_id, totp)] = enrolled(hot, 1)
+    [(user_id, totp)] = unused_totp_users(hot.store, 1)
     at = now()
     code = totp.generate_otp(totp_service.current_step(at))
     results = await asyncio.gather(
@@ -144,7 +128,7 @@ async def test_a_code_raced_in_16_threads_is_accepted_once(hot: Hot) -> None:
 
 
 def test_wrong_codes_lock_out_after_max_failures_with_the_audit_event(hot: Hot) -> None:
-    [(user_id, totp)] = enrolled(hot, 1)
+    [(user_id, totp)] = unused_totp_users(hot.store, 1)
     with hot.store.read() as conn:
         max_failures = read_settings(conn)[0].totp.maxFailures
     at = now()
@@ -196,7 +180,7 @@ def test_rate_limits_refuse_and_count_the_refused(hot: Hot) -> None:
         before = read_settings(conn)[0].rateLimits.totpVerifyPerMinute
     hot.settings({"rateLimits": {"totpVerifyPerMinute": 10}})  # the smallest allowed
     try:
-        [(user_id, totp)] = enrolled(hot, 1)
+        [(user_id, totp)] = unused_totp_users(hot.store, 1)
         at = now()
         code = totp.generate_otp(totp_service.current_step(at))
         answers = []
@@ -272,7 +256,7 @@ def test_a_connection_dropped_by_the_server_is_replaced_before_the_decision(hot:
     pid = hot.store.run_steps(_backend_pid)
     with hot.store.write() as conn:
         assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
-    [(user_id, totp)] = enrolled(hot, 1)
+    [(user_id, totp)] = unused_totp_users(hot.store, 1)
     at = now()
     result = totp_service.verify_unaudited(
         hot.store, hot.actor, user_id, totp.generate_otp(totp_service.current_step(at)), at
@@ -298,7 +282,7 @@ def test_a_new_minutes_first_request_clears_the_windows_before_the_last(hot: Hot
         body = PushRequest.model_validate({"userId": reachable(hot), "resource": "hot-steps-prune"})
         assert push_service.create_attempt(hot.store, body, at, actor=actor).status == "pending"
     else:
-        [(user_id, totp)] = enrolled(hot, 1)
+        [(user_id, totp)] = unused_totp_users(hot.store, 1)
         assert totp_service.verify_unaudited(hot.store, actor, user_id, totp.now(), at).valid
     with hot.store.read() as conn:
         kept = conn.execute(select(rate_limit_hits.c.window_start).where(rate_limit_hits.c.subject == old["subject"]))

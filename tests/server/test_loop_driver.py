@@ -14,19 +14,18 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import partial
 
-import pyotp
 import pytest
-from sqlalchemy import BigInteger, Boolean, DateTime, String, bindparam, select, text, update
+from sqlalchemy import BigInteger, Boolean, DateTime, String, bindparam, select, text
 
 from console.models import Role
-from console.server import secretbox
 from console.server.clock import Clock
 from console.server.errors import ApiProblem
 from console.server.services import totp as totp_service
 from console.server.services.common import Principal
 from console.server.services.keys import authenticate, create_key
 from console.server.services.settings import read_settings
-from console.server.store import BEGIN, Decision, Store, audit, open_store, read_one, users, write_count
+from console.server.store import BEGIN, Decision, Store, audit, open_store, read_one, write_count
+from tests.helpers import unused_totp_users
 
 
 @pytest.fixture(scope="module")
@@ -45,27 +44,13 @@ def hot(new_db: Callable[..., str], store_kind: str) -> Iterator[tuple[Store, Pr
         store.dispose()
 
 
-def enrolled(store: Store, n: int) -> list[tuple[str, pyotp.TOTP]]:
-    """``n`` enrolled users no test has used yet, with their secret."""
-    with store.write() as conn:
-        rows = conn.execute(
-            select(users.c.id, users.c.totp_secret)
-            .where(users.c.totp_status == "ENROLLED", users.c.totp_last_step.is_(None), users.c.totp_failures == 0)
-            .order_by(users.c.id)
-            .limit(n)
-        ).all()
-        conn.execute(update(users).where(users.c.id.in_([r.id for r in rows])).values(totp_last_step=0))
-    assert len(rows) == n
-    return [(r.id, pyotp.TOTP(secretbox.reveal(store, r.id, r.totp_secret))) for r in rows]
-
-
 def now() -> datetime:
     return Clock().now()
 
 
 async def test_a_code_is_accepted_once_then_the_next_step(hot: tuple[Store, Principal]) -> None:
     store, actor = hot
-    [(user_id, totp)] = enrolled(store, 1)
+    [(user_id, totp)] = unused_totp_users(store, 1)
     at = now()
     step = totp_service.current_step(at)
     code = totp.generate_otp(step)
@@ -79,7 +64,7 @@ async def test_a_code_raced_in_16_checks_on_the_loop_and_in_threads_is_accepted_
     hot: tuple[Store, Principal],
 ) -> None:
     store, actor = hot
-    [(user_id, totp)] = enrolled(store, 1)
+    [(user_id, totp)] = unused_totp_users(store, 1)
     at = now()
     code = totp.generate_otp(totp_service.current_step(at))
     on_loop = [totp_service.verify_unaudited_on_loop(store, actor, user_id, code, at) for _ in range(8)]
@@ -91,7 +76,7 @@ async def test_a_code_raced_in_16_checks_on_the_loop_and_in_threads_is_accepted_
 
 async def test_wrong_codes_lock_out_after_max_failures_with_the_audit_event(hot: tuple[Store, Principal]) -> None:
     store, actor = hot
-    [(user_id, totp)] = enrolled(store, 1)
+    [(user_id, totp)] = unused_totp_users(store, 1)
     with store.read() as conn:
         max_failures = read_settings(conn)[0].totp.maxFailures
     at = now()
@@ -144,7 +129,7 @@ def _refused_in_a_transaction() -> Decision[None]:
 
 async def test_statements_are_prepared_again_after_psycopg_deallocated_them(hot: tuple[Store, Principal]) -> None:
     store, actor = hot
-    users_ = enrolled(store, 2)
+    users_ = unused_totp_users(store, 2)
     pid = await store.run_steps_on_loop(_backend_pid)
     (user_id, totp) = users_[0]
     at = now()
@@ -164,6 +149,6 @@ async def test_a_connection_dropped_by_the_server_is_replaced_before_the_decisio
     pid = await store.run_steps_on_loop(_backend_pid)
     with store.write() as conn:
         assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
-    [(user_id, totp)] = enrolled(store, 1)
+    [(user_id, totp)] = unused_totp_users(store, 1)
     assert (await totp_service.verify_unaudited_on_loop(store, actor, user_id, totp.now(), now())).valid
     assert await store.run_steps_on_loop(_backend_pid) != pid
