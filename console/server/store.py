@@ -729,9 +729,9 @@ def still_the_file(engine: Engine, fairy: Any) -> bool:
     """What the pool checks at checkout when health.watch_sqlite_file watches the engine, for a kept connection."""
     if not getattr(engine, "_protect_watched", False):
         return True
-    from .health import _IDENTITY, _identity
+    from .health import opened_this_file
 
-    return bool(fairy.info.get(_IDENTITY) == _identity(Path(str(engine.url.database))))
+    return opened_this_file(fairy.info, Path(str(engine.url.database)))
 
 
 @dataclass(frozen=True)

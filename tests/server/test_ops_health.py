@@ -209,3 +209,28 @@ async def test_sqlite_outage_every_call_503_then_recovers_by_itself(served, tmp_
     log = s.log.read_text()
     assert "Traceback" not in log
     assert "database unavailable: unable to open database file" in log
+
+
+def test_a_connection_opened_before_the_file_was_watched_is_not_trusted_once_it_moves(tmp_path: Path) -> None:
+    """The store opens connections before the app watches its file (open_store's checks): one of those, still in
+    the pool when the file moves away, has no identity recorded, and must not pass for the missing file's."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from console.server.health import watch_sqlite_file
+    from console.server.store import open_store, parse_db
+
+    db = tmp_path / "protect.db"
+    store = open_store(parse_db(str(db)))
+    try:
+        with store.engine.connect() as conn:  # opened unwatched, then kept by the pool
+            conn.execute(text("SELECT 1"))
+        watch_sqlite_file(store.engine, db)
+        _move(tmp_path, tmp_path / "away")
+        with pytest.raises(OperationalError, match="missing"), store.engine.connect() as conn:
+            conn.execute(text("SELECT count(*) FROM users"))
+        _move(tmp_path / "away", tmp_path)
+        with store.engine.connect() as conn:  # the file is back: a new connection opens it
+            assert conn.execute(text("SELECT count(*) FROM users")).scalar() == 0
+    finally:
+        store.dispose()
