@@ -124,8 +124,9 @@ def warm_up(app: FastAPI) -> None:
     statements compiled (services/users.py, warm_search), the pool's first connections opened, and one full
     garbage collection. A new process has counted no long-lived objects yet, so its first full collection
     (~60 ms over start-up's objects) comes after ten young ones, within the first requests; after one here,
-    the next waits until a quarter as many objects again have piled up. (``gc.freeze()`` instead made the
-    SQLite outage test fail: see commit e78171b.)
+    the next waits until a quarter as many objects again have piled up. (``gc.freeze()`` was tried first and
+    reverted in e78171b for an outage-test failure with the symptom of a bug found later: pooled connections
+    with no file identity, see health.opened_this_file.)
 
     Once per serving process (``serve``; each ``--workers`` process, beside its first requests), never per
     app: tests make many. Best effort: a database that fails here fails the first request as it would anyway."""
