@@ -588,16 +588,8 @@ class Store:
             try:
                 result = work(conn)
             except dbapi.Error as exc:
-                conn.discard()
-                if (
-                    attempt == 1
-                    and not self.is_sqlite
-                    and conn.reused
-                    and conn.statements <= 1
-                    and isinstance(exc, dbapi.OperationalError)
-                ):
-                    continue
-                raise DBAPIError.instance(None, None, exc, dbapi.Error, hide_parameters=True) from None
+                self._retry_or_raise(conn, exc, attempt)
+                continue
             except Exception:
                 conn.give_back()  # a refusal (ApiProblem): any transaction was rolled back on the way out
                 raise
@@ -627,21 +619,14 @@ class Store:
         loop = asyncio.get_running_loop()
         dbapi = self._dbapi()
         for attempt in (1, 2):
-            with self._idle_lock:
-                idle = self._idle.pop() if self._idle else None
-            conn = (
-                RawConn(self, idle, None, reused=True)
-                if idle is not None
-                else await loop.run_in_executor(None, self._take_raw)
-            )
+            idle = self._take_idle()
+            conn = idle if idle is not None else await loop.run_in_executor(None, self._take_raw)
             driver = LoopDriver(self, conn, loop)
             try:
                 result = await driver.drive(decision())
             except dbapi.Error as exc:
-                conn.discard()
-                if attempt == 1 and conn.reused and conn.statements <= 1 and isinstance(exc, dbapi.OperationalError):
-                    continue
-                raise DBAPIError.instance(None, None, exc, dbapi.Error, hide_parameters=True) from None
+                self._retry_or_raise(conn, exc, attempt)
+                continue
             except Exception:
                 if driver.waiting:  # stopped with a statement's answer still to come: not reusable
                     conn.discard()
@@ -658,6 +643,28 @@ class Store:
     def _dbapi(self) -> Any:
         """The DB-API module (sqlite3, psycopg): its ``Error`` classes."""
         return self.engine.dialect.dbapi
+
+    def _retry_or_raise(self, conn: RawConn, exc: Exception, attempt: int) -> None:
+        """After a database error on ``conn`` (discarded here): returns when the work is worth running once more,
+        on another connection (a kept PostgreSQL one that failed on its first statement died while it waited:
+        the server restarted meanwhile); else raises the error as SQLAlchemy's (so the API answers 503)."""
+        conn.discard()
+        dbapi = self._dbapi()
+        if (
+            attempt == 1
+            and not self.is_sqlite
+            and conn.reused
+            and conn.statements <= 1
+            and isinstance(exc, dbapi.OperationalError)
+        ):
+            return
+        raise DBAPIError.instance(None, None, exc, dbapi.Error, hide_parameters=True) from None
+
+    def _take_idle(self) -> RawConn | None:
+        """PostgreSQL: an autocommit connection kept for run_raw, if one is idle."""
+        with self._idle_lock:
+            conn = self._idle.pop() if self._idle else None
+        return RawConn(self, conn, None, reused=True) if conn is not None else None
 
     def _take_raw(self) -> RawConn:
         fairy: Any
@@ -680,10 +687,9 @@ class Store:
                     with self._idle_lock:
                         self._all_pinned.append(fairy)
                 return RawConn(self, fairy.driver_connection, fairy, reused=True, pinned=True)
-            with self._idle_lock:
-                conn = self._idle.pop() if self._idle else None
-            if conn is not None:
-                return RawConn(self, conn, None, reused=True)
+            idle = self._take_idle()
+            if idle is not None:
+                return idle
             fairy = self.engine.raw_connection()
             conn = fairy.driver_connection
             assert conn is not None  # a connection just made
@@ -988,10 +994,7 @@ class LoopDriver:
                 else:  # rare: a settings reload, a lock-out's own transaction, a batch
                     value = await self.loop.run_in_executor(None, self.conn._perform, op)
         finally:
-            if self.conn._cursor is not None:
-                self.conn._cursor.close()
-                self.conn._cursor = None
-            self.conn._end_transaction()
+            self.conn._end_transaction()  # (the cursor a thread's step opened is closed by give_back/discard)
 
     async def _step(self, step: Step) -> Any:
         statement = numbered(self.store, step.statement)
