@@ -32,7 +32,7 @@ from .hot_routes import HOT_PATHS, HotRoutes
 from .limits import Limits, RequestGuard
 from .metrics import MetricsMiddleware
 from .routers import device, keys, ops, protect, pushendpoints, resource, systemusers
-from .services.users import warm_search
+from .services.users import gather_counts, warm_search
 from .store import CannotConnect, Store, connect_reason, open_store
 
 # The resource router first: its two hot routes are matched before the admin API's many others
@@ -111,8 +111,13 @@ def app_from_env() -> FastAPI:
     app = create_app(store, metrics_require_key=os.environ.get(METRICS_KEY_ENV) == "1", limits=Limits.from_env())
     # Beside the worker's first requests, not before them: a worker that listens late takes no share of the
     # first connections (the kernel hands them to the workers already accepting on the shared socket).
-    threading.Thread(target=warm_up, args=(app,), name="protect-warm-up", daemon=True).start()
+    threading.Thread(target=warm_up_then_gather, args=(app,), name="protect-warm-up", daemon=True).start()
     return app
+
+
+def warm_up_then_gather(app: FastAPI) -> None:
+    warm_up(app)
+    keep_counts_gathered(app)
 
 
 WARM_CONNECTIONS = 2  # a search's own, and the one that stores its count (services/users.py, _keep_count)
@@ -140,3 +145,33 @@ def warm_up(app: FastAPI) -> None:
     except SQLAlchemyError as exc:
         logging.getLogger("uvicorn.error").warning("warm-up skipped: %s", exc.__class__.__name__)
     gc.collect()
+
+
+GATHER_CHECK_SECONDS = 60.0  # between looks at whether the search counts are due to be gathered
+
+
+def keep_counts_gathered(app: FastAPI, stop: threading.Event | None = None) -> None:
+    """In a serving process, for its life (a daemon thread) or until ``stop`` is set: gather the search counts
+    whenever they are due (services/users.py, gather_counts: after a bulk load, or once the names changed
+    enough), one process at a time. A database that fails is tried again at the next look."""
+    log = logging.getLogger("uvicorn.error")
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            stored = gather_counts(app.state.store)
+        except SQLAlchemyError as exc:
+            log.warning("search counts not gathered: %s", exc.__class__.__name__)
+        else:
+            if stored is not None:
+                log.info("search counts gathered: %d stored in %.0f s", stored, time.monotonic() - started)
+        stop.wait(GATHER_CHECK_SECONDS)
+
+
+def start_gathering_counts(app: FastAPI) -> threading.Event:
+    """Start keep_counts_gathered in a daemon thread; set the event returned to stop it."""
+    stop = threading.Event()
+    thread = threading.Thread(target=keep_counts_gathered, args=(app, stop), name="protect-count-gathering")
+    thread.daemon = True
+    thread.start()
+    return stop

@@ -263,9 +263,10 @@ def serve_app(
     access_log_file: str | None = None,
 ) -> None:
     """``serve`` in one process: uvicorn in the foreground, with the app's limits (limits.py) and logs (above)."""
-    from .app import warm_up
+    from .app import start_gathering_counts, warm_up
 
     warm_up(app)
+    start_gathering_counts(app)
     uvicorn.run(
         AccessLog(app) if access_log else app,
         host=host,

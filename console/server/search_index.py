@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections import OrderedDict
-from collections.abc import Hashable
+from collections import Counter, OrderedDict
+from collections.abc import Hashable, Iterable, Sequence
 
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
@@ -359,3 +359,37 @@ def uninstall_log(conn: Connection) -> None:
     conn.exec_driver_sql(f"DELETE FROM {VERSION_TABLE}")  # install_version makes the row again
     install_version(conn)
     conn.exec_driver_sql(f"UPDATE {VERSION_TABLE} SET epoch = '{epoch}', version = {at + 1}")
+
+
+# ------------------------------------------------------------ words worth counting before anyone searches
+
+
+def frequent_substrings(rows: Iterable[Sequence[str]], min_rows: float, shortest: int) -> list[str]:
+    """The substrings of ``shortest``+ characters, without whitespace (a search's words have none), found in at
+    least ``min_rows`` of ``rows`` (a row: one user's folded names; a string is found in the row when any one
+    name holds it), the most frequent first.
+
+    Level by level (Apriori): a string of n+1 characters is in no more rows than either of its two substrings
+    of n characters, so only those with both frequent are looked for. A sample of 5,000 users takes ~1 s.
+    """
+    sample = list(rows)
+    found: dict[str, int] = {}
+    frequent: set[str] | None = None
+    size = shortest
+    while frequent is None or frequent:
+        seen: Counter[str] = Counter()
+        for names in sample:
+            here: set[str] = set()
+            for name in names:
+                for i in range(len(name) - size + 1):
+                    piece = name[i : i + size]
+                    if frequent is None:
+                        if not any(c.isspace() for c in piece):
+                            here.add(piece)
+                    elif piece[:-1] in frequent and piece[1:] in frequent:
+                        here.add(piece)
+            seen.update(here)
+        frequent = {piece for piece, rows_with in seen.items() if rows_with >= min_rows}
+        found.update((piece, seen[piece]) for piece in frequent)
+        size += 1
+    return sorted(found, key=lambda piece: (-found[piece], piece))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import random
+import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -496,14 +498,27 @@ def _stored_query(s: _Search | None) -> str:
 
 def _kept_count(conn: Connection, key: Hashable, s: _Search | None) -> int | None:
     """The count kept under ``key`` (or else stored by any process), brought to the names' current version;
-    None: count in full.
+    None: count in full."""
+    kept = _COUNTS.get(key)
+    now = _brought_forward(conn, s, kept)
+    if now is None:
+        return None
+    if kept is None or now[1] != kept[1]:
+        _COUNTS.put(key, now)
+    return now[2]
+
+
+def _brought_forward(
+    conn: Connection, s: _Search | None, kept: tuple[str, int, int] | None
+) -> tuple[str, int, int] | None:
+    """``kept`` (epoch, version, count), or else the count stored for ``s``, at the names' current version:
+    (epoch, version, count); None: none stored, or one the log cannot bring forward.
 
     Kept at version v, it moves by the change log's rows of versions v+1..V (added minus removed) that
     match the search: the same predicate (``_row_match``) on the logged folded names, in SQL, so it means
     what the count means. The version, the floor, the stored count and those rows are read in one
     statement (one snapshot).
     """
-    kept = _COUNTS.get(key)
     at: Any = literal(kept[1]) if kept is not None else _stored.c.version
     usable = and_(_version_row.c.floor <= at, _version_row.c.version - at <= search_index.LOG_KEEP)
     match = [] if s is None else [_row_match(s, _log.c)]
@@ -527,9 +542,7 @@ def _kept_count(conn: Connection, key: Hashable, s: _Search | None) -> int | Non
     now_epoch, now_at, floor, delta = str(row[0]), int(row[1]), int(row[2]), int(row[3])
     if now_epoch != epoch or now_at < at or floor > at or now_at - at > search_index.LOG_KEEP:
         return None  # another database, or the log does not reach back to v (pruned, a bulk load)
-    if kept is None or now_at != at:
-        _COUNTS.put(key, (epoch, now_at, count + delta))
-    return count + delta
+    return epoch, now_at, count + delta
 
 
 def _keep_count(conn: Connection, key: Hashable, s: _Search | None, counted_at: tuple[str, int], total: int) -> None:
@@ -539,8 +552,12 @@ def _keep_count(conn: Connection, key: Hashable, s: _Search | None, counted_at: 
     a busy database is not waited for), and a failure only means the next process counts again.
     """
     _COUNTS.put(key, (*counted_at, total))
-    if total < search_index.STORED_MIN:
-        return
+    if total >= search_index.STORED_MIN:
+        _store_count(conn, s, counted_at, total)
+
+
+def _store_count(conn: Connection, s: _Search | None, counted_at: tuple[str, int], total: int) -> None:
+    """Store a count made at ``counted_at`` for every process (unless one as new or newer is stored)."""
     epoch, at = counted_at
     query = _stored_query(s)
     upsert = (
@@ -945,6 +962,164 @@ def warm_search(conn: Connection, now: datetime, *, walks: bool = True) -> None:
         pages = _pages_walk(dialect, s, [], None, False, 1)
         if pages is not None:
             conn.execute(_page_of_walk(listing, pages, False, 0, 0))
+
+
+# ------------------------------------------------------------------ counts gathered before anyone searches
+#
+# The first count ever of a common word reads every match: ~250 ms for a word most of a million users have
+# ("example"), where a stored count brought forward through the log takes a few. So a serving process
+# gathers them ahead, like a database's ANALYZE: it reads a sample of users, finds the words (substrings of
+# their folded names) that enough of them have for their count to be stored (STORED_MIN), counts each in
+# full and stores it. The log then keeps them exact. Again after a bulk load (the log's floor moved past
+# them) or once the names changed GATHER_AGAIN times (the stored counts near the log's reach, and new
+# common words may have appeared). One process at a time: a claim in the marker row.
+
+GATHERED = json.dumps("gathered")  # the marker's key among the stored counts (a search's key is a list or null)
+GATHER_SAMPLE = 5_000  # users read to find the words worth counting
+GATHER_AGAIN = search_index.LOG_KEEP // 2  # changes to the names after which the counts are gathered again
+GATHER_CLAIM_SECONDS = 900  # a claim older than this is a stopped process's: another one gathers
+
+_marker = _stored.alias("gathered")
+
+
+def gathering_due(conn: Connection, now: float, min_rows: int) -> tuple[str, int, Any] | None:
+    """``(epoch, version, marker)`` when the counts should be gathered now (``marker``: the marker row's
+    ``(epoch, version, total)`` as read, or None), else None: too few users for any count to be stored,
+    gathered at a version the log still reaches, or claimed by a process still at it. ``now``: Unix time."""
+    enough = select(func.count()).select_from(select(literal(1)).select_from(users).limit(min_rows).subquery())
+    if conn.execute(enough).scalar_one() < min_rows:
+        return None
+    joined = _version_row.outerjoin(_marker, _marker.c.query == GATHERED)
+    row = conn.execute(
+        select(
+            _version_row.c.epoch,
+            _version_row.c.version,
+            _version_row.c.floor,
+            _marker.c.epoch,
+            _marker.c.version,
+            _marker.c.total,
+        ).select_from(joined)
+    ).one()
+    epoch, at, floor = str(row[0]), int(row[1]), int(row[2])
+    marker = None if row[3] is None else (str(row[3]), int(row[4]), int(row[5]))
+    if marker is not None and marker[0] == epoch and marker[1] >= floor:
+        claimed_at = -marker[2]  # a claim's total: minus the Unix time it was made
+        if marker[2] < 0 and now - claimed_at < GATHER_CLAIM_SECONDS:
+            return None
+        if marker[2] >= 0 and at - marker[1] < GATHER_AGAIN:
+            return None
+    return epoch, at, marker
+
+
+def claim_gathering(conn: Connection, due: tuple[str, int, Any], now: float) -> bool:
+    """Claim the gathering due (in the caller's write transaction); False: another process claimed it first."""
+    epoch, at, marker = due
+    values = {"q": GATHERED, "e": epoch, "v": at, "t": -int(now)}
+    if marker is None:
+        claim = f"INSERT INTO {search_index.COUNTS_TABLE} (query, epoch, version, total) VALUES (:q, :e, :v, :t) "
+        claim += "ON CONFLICT (query) DO NOTHING"
+    else:
+        claim = f"UPDATE {search_index.COUNTS_TABLE} SET epoch = :e, version = :v, total = :t "
+        claim += "WHERE query = :q AND epoch = :old_e AND version = :old_v AND total = :old_t"
+        values |= {"old_e": marker[0], "old_v": marker[1], "old_t": marker[2]}
+    return conn.execute(sql_text(claim), values).rowcount == 1
+
+
+def finish_gathering(conn: Connection, due: tuple[str, int, Any], now: float, words: int) -> None:
+    """Mark the gathering claimed at ``now`` done: ``words`` counts stored at ``due``'s version or later."""
+    epoch, at, _ = due
+    conn.execute(
+        sql_text(
+            f"UPDATE {search_index.COUNTS_TABLE} SET total = :words "
+            "WHERE query = :q AND epoch = :e AND version = :v AND total = :t"
+        ),
+        {"words": words, "q": GATHERED, "e": epoch, "v": at, "t": -int(now)},
+    )
+
+
+def sample_names(conn: Connection, size: int) -> tuple[list[tuple[str, ...]], int]:
+    """About ``size`` users' folded names in the default search fields, chosen at random (by rowid on SQLite,
+    by page on PostgreSQL: neither reads the whole table); and how many users there are (SQLite: at most)."""
+    names = [users.c[f"{f}_ci"] for f in SEARCH_FIELDS]
+    if conn.dialect.name == "sqlite":
+        total = _directory_size(conn)
+        rowids = random.sample(range(1, total + 1), min(size, total))
+        query = select(*names).where(_users_rowid.in_(rowids))
+    else:
+        total = conn.execute(select(func.count()).select_from(users)).scalar_one()
+        share = min(100.0, 200.0 * size / max(total, 1))  # twice the sample's share of the pages, then picked
+        sampled = users.tablesample(func.system(share))
+        query = select(*(sampled.c[f"{f}_ci"] for f in SEARCH_FIELDS))
+    rows = [tuple(row) for row in conn.execute(query)]
+    return random.sample(rows, min(size, len(rows))), total
+
+
+def gather_word(conn: Connection, word: str, min_rows: int) -> bool:
+    """Store the count of a lone ``word`` over the default fields when at least ``min_rows`` match: brought
+    forward from the one stored before when the log reaches it, else counted in full. False: a count stored
+    recently enough already (or not a search's word), or fewer match."""
+    s = _parse_search(word, SEARCH_FIELDS)
+    if s is None or s.words != (word,) or not s.indexed_words:
+        return False
+    fresh = _version_row.join(
+        _stored, and_(_stored.c.query == _stored_query(s), _stored.c.epoch == _version_row.c.epoch)
+    )
+    kept = (
+        select(_stored.c.version)
+        .select_from(fresh)
+        .where(_stored.c.version >= _version_row.c.floor, _version_row.c.version - _stored.c.version < GATHER_AGAIN)
+    )
+    if conn.execute(kept).first() is not None:
+        return False
+    forward = _brought_forward(conn, s, None)  # stored long ago, but the log still reaches it: no full count
+    if forward is not None:
+        epoch, at, total = forward
+        _store_count(conn, s, (epoch, at), total)
+        return total >= min_rows
+    counted_at = search_index.version(conn)
+    if conn.dialect.name == "postgresql":
+        _plan_search(conn, walking=False)
+        conn.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")  # background work: one core
+    total = _count(conn, s, [])
+    if total < min_rows or search_index.version(conn) != counted_at:
+        return False
+    _store_count(conn, s, counted_at, total)
+    return True
+
+
+def gather_counts(
+    store: Store,
+    *,
+    min_rows: int | None = None,
+    sample: int = GATHER_SAMPLE,
+    pause: float = 1.0,
+    clock: Callable[[], float] = time.time,
+) -> int | None:
+    """Gather the stored counts when due: how many were stored; None when not due, or claimed by
+    another process. Each count in its own read transaction, then ``pause`` times as long idle (background
+    work beside the requests). ``min_rows``: search_index.STORED_MIN unless given."""
+    min_rows = search_index.STORED_MIN if min_rows is None else min_rows
+    with store.read() as conn:
+        due = gathering_due(conn, clock(), min_rows)
+    if due is None:
+        return None
+    claimed_at = clock()
+    with store.write() as conn:
+        if not claim_gathering(conn, due, claimed_at):
+            return None
+    with store.read() as conn:
+        names, total = sample_names(conn, sample)
+    # Half the sample's share a word with min_rows matches has: the sample's noise does not drop it.
+    words = search_index.frequent_substrings(names, min_rows * len(names) / max(total, 1) / 2, SHORT)
+    stored = 0
+    for word in words:
+        started = time.monotonic()
+        with store.read() as conn:
+            stored += gather_word(conn, word, min_rows)
+        time.sleep((time.monotonic() - started) * pause)
+    with store.write() as conn:
+        finish_gathering(conn, due, claimed_at, stored)
+    return stored
 
 
 def get_user(conn: Connection, user_id: str, now: datetime) -> SystemUser:

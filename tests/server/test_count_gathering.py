@@ -1,0 +1,203 @@
+"""Search counts gathered before anyone searches (services/users.py, gather_counts), on both stores.
+
+A serving process finds the words enough users have for their count to be stored, counts each in full and
+stores it, so that the first search of such a word anywhere is answered from the stored count. Here the
+directory is small and the threshold lowered to match: every substring of the names that at least
+``MIN_ROWS`` users have must be stored, with the exact count, and a new process answers each without
+counting.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from console.server import search_index
+from console.server.app import create_app, start_gathering_counts
+from console.server.seed import seed_directory
+from console.server.services import users as user_service
+from console.server.store import Store, open_store
+from tests.server.test_search_counts import new_user, no_full_counts, rename, scan_total, search_total
+
+MIN_ROWS = 25
+FIELDS = tuple(user_service.SEARCH_FIELDS)
+
+
+@pytest.fixture
+def store(new_db) -> Iterator[Store]:
+    store = open_store(new_db())
+    seed_directory(store, 200, rng_seed=11)
+    yield store
+    store.dispose()
+
+
+def stored_counts(store: Store) -> dict[str, int]:
+    """word -> stored total, for the stored counts of one word over the default fields."""
+    with store.read() as conn:
+        rows = conn.exec_driver_sql(f"SELECT query, total FROM {search_index.COUNTS_TABLE}").all()
+    found = {}
+    for query, total in rows:
+        key = json.loads(query)
+        if isinstance(key, list) and len(key[0]) == 1 and key[1] == sorted(FIELDS):
+            found[key[0][0]] = int(total)
+    return found
+
+
+def stored_versions(store: Store) -> dict[str, int]:
+    with store.read() as conn:
+        rows = conn.exec_driver_sql(f"SELECT query, version FROM {search_index.COUNTS_TABLE}").all()
+    return {query: int(version) for query, version in rows if query != user_service.GATHERED}
+
+
+def marker(store: Store) -> tuple[int, int] | None:
+    with store.read() as conn:
+        row = conn.execute(
+            select(user_service._stored.c.version, user_service._stored.c.total).where(
+                user_service._stored.c.query == user_service.GATHERED
+            )
+        ).first()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def frequent_by_definition(store: Store) -> set[str]:
+    """Every substring (3+ characters, no whitespace) that at least MIN_ROWS users have in a default field."""
+    with store.read() as conn:
+        rows = conn.execute(select(*(user_service.users.c[f"{f}_ci"] for f in FIELDS))).all()
+    having: dict[str, int] = {}
+    for names in rows:
+        pieces = {
+            name[i:j]
+            for name in names
+            for i in range(len(name))
+            for j in range(i + user_service.SHORT, len(name) + 1)
+            if not any(c.isspace() for c in name[i:j])
+        }
+        for piece in pieces:
+            having[piece] = having.get(piece, 0) + 1
+    return {piece for piece, n in having.items() if n >= MIN_ROWS}
+
+
+def gather(store: Store, **kwargs) -> int | None:
+    return user_service.gather_counts(store, min_rows=MIN_ROWS, pause=0, **kwargs)
+
+
+def test_every_frequent_word_is_stored_with_its_exact_count(store, monkeypatch) -> None:
+    expected = frequent_by_definition(store)
+    assert len(expected) > 20  # the seed's domains and common names: enough to mean something
+    stored = gather(store)
+    counts = stored_counts(store)
+    assert stored == len(counts)
+    assert set(counts) == expected
+    assert counts == {word: scan_total(store, word, FIELDS) for word in expected}
+    assert marker(store) is not None and marker(store)[1] == stored
+    # A process that never counted (its own counts emptied) answers each gathered word from the stored count.
+    monkeypatch.setattr(user_service, "_COUNTS", search_index.CountCache())
+    with no_full_counts(monkeypatch):
+        assert {word: search_total(store, word, FIELDS) for word in expected} == counts
+
+
+def test_gathered_counts_stay_exact_after_changes(store, monkeypatch) -> None:
+    gather(store)
+    word = max(stored_counts(store).items(), key=lambda item: item[1])[0]
+    mary = new_user(store, f"mary.{word}")
+    rename(store, mary, username="someone.else", email="someone@else.test")
+    new_user(store, f"{word}.twice", lastname=word)
+    monkeypatch.setattr(user_service, "_COUNTS", search_index.CountCache())
+    with no_full_counts(monkeypatch):
+        assert search_total(store, word, FIELDS) == scan_total(store, word, FIELDS)
+
+
+def test_gathered_once_until_due_again(store, monkeypatch) -> None:
+    first = gather(store)
+    assert first
+    assert gather(store) is None  # done at a version the log reaches well
+    # Names changed GATHER_AGAIN times: due again; the log still reaches the counts stored: each brought
+    # forward and stored again at the new version, none counted in full (only the words that fell short).
+    monkeypatch.setattr(user_service, "GATHER_AGAIN", 2)
+    before = stored_counts(store)
+    someone = new_user(store, "gather.again", lastname="Example")
+    rename(store, someone, username="gather.again.example")
+    counted: list[str] = []
+    count = user_service._count
+
+    def counting(conn, s, where, *args):
+        counted.append(s.words[0])
+        return count(conn, s, where, *args)
+
+    monkeypatch.setattr(user_service, "_count", counting)
+    assert gather(store) == first
+    assert counted and not set(counted) & set(before)
+    assert marker(store) is not None and marker(store)[1] == first
+    with store.read() as conn:
+        now = search_index.version(conn)[1]
+    assert set(stored_versions(store).values()) == {now}
+    assert stored_counts(store) == {word: scan_total(store, word, FIELDS) for word in stored_counts(store)}
+    # A bulk load (on PostgreSQL: more than LOG_STATEMENT_MAX users in one statement) moves the log's floor
+    # past every stored count: due again, each counted again.
+    seed_directory(store, search_index.LOG_STATEMENT_MAX + 1, rng_seed=12)
+    again = gather(store)
+    assert again
+    assert stored_counts(store) == {word: scan_total(store, word, FIELDS) for word in frequent_by_definition(store)}
+
+
+def test_one_process_gathers_at_a_time(store) -> None:
+    now = 1_000_000_000.0
+    with store.read() as conn:
+        due = user_service.gathering_due(conn, now, MIN_ROWS)
+    assert due is not None
+    with store.write() as conn:
+        assert user_service.claim_gathering(conn, due, now)
+    with store.write() as conn:
+        assert not user_service.claim_gathering(conn, due, now)  # the same state claimed twice: only once
+    # Claimed by a process still at it: not due; a claim older than GATHER_CLAIM_SECONDS is taken over.
+    assert gather(store, clock=lambda: now + 1) is None
+    assert stored_counts(store) == {}
+    assert gather(store, clock=lambda: now + user_service.GATHER_CLAIM_SECONDS + 1)
+    assert marker(store) is not None and marker(store)[1] == len(stored_counts(store))
+
+
+def test_too_few_users_gathers_nothing(new_db) -> None:
+    store = open_store(new_db())
+    try:
+        seed_directory(store, MIN_ROWS - 1, rng_seed=3)
+        assert gather(store) is None
+        assert marker(store) is None and stored_counts(store) == {}
+    finally:
+        store.dispose()
+
+
+def test_sampling_finds_the_words_most_users_have() -> None:
+    """The mining alone, on a sample: what a sample shows often enough, and nothing else."""
+    rows = [("ann.lee", "ann.lee@acme.example"), ("bob.lee", "bob@acme.example"), ("eve", "eve@other.test")]
+    found = search_index.frequent_substrings(rows, 2, 3)
+    pieces = {
+        name[i:j] for names in rows for name in names for i in range(len(name)) for j in range(i + 3, len(name) + 1)
+    }
+    assert set(found) == {piece for piece in pieces if rows_with(rows, piece) >= 2}
+    assert "acme.example" in found and ".lee" in found and "ann" not in found
+    having = [rows_with(rows, piece) for piece in found]
+    assert having == sorted(having, reverse=True)  # the most frequent first (their counts cost the most)
+    assert not any(" " in piece for piece in search_index.frequent_substrings([("a bc d",)] * 3, 2, 3))
+
+
+def rows_with(rows: list[tuple[str, ...]], piece: str) -> int:
+    return sum(any(piece in name for name in names) for names in rows)
+
+
+def test_a_serving_process_gathers_in_the_background(store, monkeypatch) -> None:
+    """The thread every `serve` process starts (app.py, keep_counts_gathered): it gathers while the app serves."""
+    monkeypatch.setattr(search_index, "STORED_MIN", MIN_ROWS)
+    app = create_app(store)
+    stop = start_gathering_counts(app)
+    try:
+        deadline = time.monotonic() + 60
+        while (marker(store) is None or marker(store)[1] < 0) and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling for the condition (the thread's work), not waiting a fixed time
+    finally:
+        stop.set()
+    assert marker(store) is not None and marker(store)[1] == len(stored_counts(store)) > 0
+    assert set(stored_counts(store)) == frequent_by_definition(store)
