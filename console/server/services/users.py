@@ -977,7 +977,7 @@ def warm_search(conn: Connection, now: datetime, *, walks: bool = True) -> None:
 GATHERED = json.dumps("gathered")  # the marker's key among the stored counts (a search's key is a list or null)
 GATHER_SAMPLE = 5_000  # users read to find the words worth counting
 GATHER_AGAIN = search_index.LOG_KEEP // 2  # changes to the names after which the counts are gathered again
-GATHER_CLAIM_SECONDS = 900  # a claim older than this is a stopped process's: another one gathers
+GATHER_CLAIM_SECONDS = 3_600  # a claim older than this is a stopped process's (gathering 1M users on PostgreSQL: ~12 min)
 
 _marker = _stored.alias("gathered")
 
