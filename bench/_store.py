@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fcntl
 import json
 import math
@@ -316,12 +317,12 @@ def _pg_database(admin_url: str, name: str, users: int, fresh: bool) -> SeededDb
 
 @contextlib.contextmanager
 def seeded_db(value: str | None, users: int, *, fresh: bool = False) -> Iterator[SeededDb]:
-    """A database holding ``users`` seeded users (see the module docstring)."""
+    """A database holding ``users`` seeded users (see the module docstring), its search counts gathered."""
     with contextlib.ExitStack() as stack:
         if value is None:
-            yield _sqlite_cached(CACHE / f"protect-bench-{users}.db", users, fresh)
+            db = _sqlite_cached(CACHE / f"protect-bench-{users}.db", users, fresh)
         elif value == TEMP_PG:
-            yield _pg_database(_pg_cluster(stack), f"bench_{users}", users, fresh)
+            db = _pg_database(_pg_cluster(stack), f"bench_{users}", users, fresh)
         else:
             target = parse_db(value)
             count = _user_count(value)
@@ -330,7 +331,20 @@ def seeded_db(value: str | None, users: int, *, fresh: bool = False) -> Iterator
             else:
                 why = f"used as it is ({count:,} users already)"
                 users = count
-            yield SeededDb(value, f"{'SQLite' if target.is_sqlite else 'PostgreSQL'} {target}", users, why)
+            db = SeededDb(value, f"{'SQLite' if target.is_sqlite else 'PostgreSQL'} {target}", users, why)
+        yield _gathered(db)
+
+
+def _gathered(db: SeededDb) -> SeededDb:
+    """The search counts gathered before anything is timed (`protect-console db gather-counts`): else the
+    first `serve` gathers them in the background, beside the requests being timed."""
+    print(f"[bench] protect-console db gather-counts --db {parse_db(db.value)} ...", file=sys.stderr, flush=True)
+    done = json.loads(_run(["db", "gather-counts", "--db", db.value, "--json"]).stdout)
+    if done["gathered"]:
+        return dataclasses.replace(
+            db, note=f"{db.note}; search counts gathered now: {done['stored']:,} in {done['seconds']} s"
+        )
+    return db
 
 
 # ------------------------------------------------------------------ the real service

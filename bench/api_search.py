@@ -22,9 +22,11 @@ so the machine's noise spreads over all of them. Rows:
   end) before each sample: the count kept before it is brought forward through the change log
   (migration 0011), not counted again;
 * a cold process: `serve` started anew (no counts of its own), one request that counts nothing (the
-  exact email) untimed, then the first search of a common or near-universal word: with the count an
-  earlier process stored in the database (users_search_counts, brought forward through the log), and
-  the first count ever (the stored counts deleted before the process starts), counted in full.
+  exact email) untimed, then its first search: of a word many users have, whose count the gathering
+  stored (`protect-console db gather-counts`, which seeded_db runs before anything is timed, as `serve`
+  does in the background after a bulk load) and the process brings forward through the log; and first
+  counts ever (that query's stored count deleted before the process starts) of what the gathering
+  leaves to searches: a lone word fewer than STORED_MIN users have, and several words.
   The database's pages are warm in the OS cache (the same files were just read): not a cold machine.
 
 Each row's note gives the server's CPU per request: the `serve` process (every thread) plus, on
@@ -43,8 +45,10 @@ from typing import Any
 
 import httpx
 from _store import Row, add_bench_arguments, machine_note, print_table, seeded_db, served, some_users
+from sqlalchemy import text as sql_text
 
 from console.server import search_index
+from console.server.services.users import GATHERED, stored_count_key
 from console.server.store import _connected, parse_db
 
 GOAL_MS = 50.0
@@ -116,16 +120,24 @@ def timed(call: Callable[[], Any], cpu: ServerCpu) -> tuple[float, float, Any]:
 
 
 def cold_rows(db: str, workers: int, rare: dict[str, str], repeat: int) -> list[Row]:
-    """The first search of a word in a process that has counted nothing yet, ``repeat`` times each: with
-    the count stored by an earlier process, and counted for the first time ever."""
-    # Each word's first count ever (the stored counts deleted), then a new process that finds it stored.
-    cases = [(word, stored) for word in ("example", "son") for stored in (False, True)]
+    """The first search of a query in a process that has counted nothing yet, ``repeat`` times each: a word many
+    users have (its count stored by the gathering, or by an earlier search), and first counts ever of what the
+    gathering leaves to be counted in full: a lone word fewer than STORED_MIN users have, and several words
+    (only lone words are gathered)."""
+    first_name = rare["firstname"].split()[0].casefold()
+    cases = [
+        ("example", True),
+        ("son", True),
+        (first_name, False),
+        (f"{first_name} example", False),
+        ("son example", False),
+    ]
     samples: dict[tuple[str, bool], list[float]] = {c: [] for c in cases}
     used: dict[tuple[str, bool], list[float]] = {c: [] for c in cases}
     found: dict[tuple[str, bool], Any] = {}
     for _, (word, stored) in zip(range(repeat * len(cases)), itertools.cycle(cases)):
         if not stored:
-            forget_stored_counts(db)
+            forget_stored_counts(db, word)
         with served(db, workers=workers) as service:
             cpu = ServerCpu(db, service.pid)
             with httpx.Client(base_url=service.url, headers={"x-api-key": service.key}, timeout=60) as client:
@@ -144,7 +156,7 @@ def cold_rows(db: str, workers: int, rare: dict[str, str], repeat: int) -> list[
         used[word, stored].append(spent)
     return [
         Row(
-            f"cold process, '{word}': {'count stored before' if stored else 'first count ever'}",
+            f"cold process, '{word}': {'count stored (gathered)' if stored else 'first count ever'}",
             samples[word, stored],
             GOAL_MS,
             note=f"{found[word, stored].get('totalCount', 0):,} found; server CPU {_mean(used[word, stored]):.1f} ms/op",
@@ -154,12 +166,17 @@ def cold_rows(db: str, workers: int, rare: dict[str, str], repeat: int) -> list[
     ]
 
 
-def forget_stored_counts(db: str) -> None:
-    """Delete the counts processes stored (a cache: the next search counts in full and stores again)."""
+def forget_stored_counts(db: str, search: str | None = None) -> None:
+    """Delete the stored count of ``search``, or else all of them (by searches and by the gathering): the next
+    search counts in full. Not the gathering's marker: no process gathers them again meanwhile."""
     engine = _connected(parse_db(db))
     try:
         with engine.begin() as conn:
-            conn.exec_driver_sql(f"DELETE FROM {search_index.COUNTS_TABLE}")
+            if search is None:
+                forget, values = "query <> :marker", {"marker": GATHERED}
+            else:
+                forget, values = "query = :key", {"key": stored_count_key(search)}
+            conn.execute(sql_text(f"DELETE FROM {search_index.COUNTS_TABLE} WHERE {forget}"), values)
     finally:
         engine.dispose()
 

@@ -1437,6 +1437,31 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_gather_counts(args: argparse.Namespace) -> int:
+    from .server.services.users import gather_counts
+
+    db = _db_path(args)
+    store = _open_store(db, must_exist=True)
+    started = time.monotonic()
+    try:
+        stored = gather_counts(store, pause=0)
+    finally:
+        store.dispose()
+    seconds = time.monotonic() - started
+    if args.json:
+        _print_json(
+            {"db": str(db), "gathered": stored is not None, "stored": stored or 0, "seconds": round(seconds, 1)}
+        )
+    elif stored is None:
+        print(
+            f"{db}: nothing to do (the counts are gathered already, a serving process is gathering them, "
+            "or too few users match any search for its count to be kept)."
+        )
+    else:
+        print(f"Stored the counts of {stored:,} common searches in {seconds:.1f} s.")
+    return 0
+
+
 def cmd_db_current(args: argparse.Namespace) -> int:
     from .server.store import StoreError, database_state
 
@@ -1669,6 +1694,14 @@ def build_parser() -> argparse.ArgumentParser:
     _db_flag(dbcur)
     dbcur.add_argument("--json", action="store_true", help="print JSON")
     dbcur.set_defaults(run=cmd_db_current)
+    gather = db_sub.add_parser(
+        "gather-counts",
+        help="count ahead the searches many users match, so their first search is fast "
+        "(what `serve` does in the background after a bulk load; safe to run again)",
+    )
+    _db_flag(gather)
+    gather.add_argument("--json", action="store_true", help="print JSON")
+    gather.set_defaults(run=cmd_db_gather_counts)
 
     users = sub.add_parser("users", help="list, show, unlock and delete users")
     users_sub = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)

@@ -21,6 +21,7 @@ from console.server.app import create_app, start_gathering_counts
 from console.server.seed import seed_directory
 from console.server.services import users as user_service
 from console.server.store import Store, open_store
+from tests.helpers import run_cli
 from tests.server.test_search_counts import new_user, no_full_counts, rename, scan_total, search_total
 
 MIN_ROWS = 25
@@ -201,3 +202,22 @@ def test_a_serving_process_gathers_in_the_background(store, monkeypatch) -> None
         stop.set()
     assert marker(store) is not None and marker(store)[1] == len(stored_counts(store)) > 0
     assert set(stored_counts(store)) == frequent_by_definition(store)
+
+
+def test_the_cli_gathers_once(new_db, capsys, monkeypatch) -> None:
+    """`protect-console db gather-counts`: what a serving process does, at once (after an import, say)."""
+    db = new_db()
+    store = open_store(db)
+    try:
+        seed_directory(store, 200, rng_seed=11)
+        code, out, _ = run_cli(capsys, "db", "gather-counts", "--db", db, "--json")
+        assert code == 0 and json.loads(out)["stored"] == 0  # 10,000 matches at the least: nothing kept here
+        monkeypatch.setattr(search_index, "STORED_MIN", MIN_ROWS)
+        code, out, _ = run_cli(capsys, "db", "gather-counts", "--db", db, "--json")
+        assert code == 0
+        assert json.loads(out)["stored"] == len(stored_counts(store)) > 0
+        assert set(stored_counts(store)) == frequent_by_definition(store)
+        code, out, _ = run_cli(capsys, "db", "gather-counts", "--db", db)
+        assert code == 0 and "nothing to do" in out
+    finally:
+        store.dispose()

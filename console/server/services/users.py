@@ -491,6 +491,11 @@ def _count_key(conn: Connection, s: _Search | None) -> Hashable:
     return (where, None if s is None else (s.words, tuple(sorted(s.fields))))
 
 
+def stored_count_key(search: str | None, fields: Sequence[str] = SEARCH_FIELDS) -> str:
+    """The key a search's count is stored under (users_search_counts.query)."""
+    return _stored_query(_parse_search(search, fields))
+
+
 def _stored_query(s: _Search | None) -> str:
     """The search's key among the stored counts: its folded words and its fields."""
     return json.dumps(None if s is None else [list(s.words), sorted(s.fields)])
@@ -977,7 +982,9 @@ def warm_search(conn: Connection, now: datetime, *, walks: bool = True) -> None:
 GATHERED = json.dumps("gathered")  # the marker's key among the stored counts (a search's key is a list or null)
 GATHER_SAMPLE = 5_000  # users read to find the words worth counting
 GATHER_AGAIN = search_index.LOG_KEEP // 2  # changes to the names after which the counts are gathered again
-GATHER_CLAIM_SECONDS = 3_600  # a claim older than this is a stopped process's (gathering 1M users on PostgreSQL: ~12 min)
+GATHER_CLAIM_SECONDS = (
+    3_600  # a claim older than this is a stopped process's (gathering 1M users on PostgreSQL: ~12 min)
+)
 
 _marker = _stored.alias("gathered")
 
