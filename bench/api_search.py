@@ -124,7 +124,7 @@ def cold_rows(db: str, workers: int, rare: dict[str, str], repeat: int) -> list[
     users have (its count stored by the gathering, or by an earlier search), and first counts ever of what the
     gathering leaves to be counted in full: a lone word fewer than STORED_MIN users have, and several words
     (only lone words are gathered)."""
-    first_name = rare["firstname"].split()[0].casefold()
+    first_name = rare["username"].split(".")[0].casefold()  # the seed's usernames: first.last + digits
     cases = [
         ("example", True),
         ("son", True),

@@ -215,6 +215,26 @@ class CountCache:
                 self._counts.popitem(last=False)
 
 
+class RecentSet:
+    """The ``size`` most recently added keys. Thread-safe."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._keys: OrderedDict[Hashable, None] = OrderedDict()
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._keys
+
+    def add(self, key: Hashable) -> None:
+        with self._lock:
+            self._keys[key] = None
+            self._keys.move_to_end(key)
+            while len(self._keys) > self._size:
+                self._keys.popitem(last=False)
+
+
 # ------------------------------------------------------------ the change log (migration 0011)
 #
 # ``users_search_changes``: the searchable names each version removed (sign -1) and added (sign +1),

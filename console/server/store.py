@@ -106,6 +106,8 @@ users = Table(
 )
 Index("ux_users_username_ci", users.c.username_ci, unique=True)
 Index("ux_users_email_ci", users.c.email_ci, unique=True)
+# SQLite only (migration 0013): a search's usernames-starting-with-the-word group read from the index alone.
+Index("ix_users_username_ci_order", users.c.username_ci, users.c.username, users.c.id).ddl_if(dialect="sqlite")
 # (column, id) pairs match the list's ORDER BY ..., id so paging walks an index.
 Index("ix_users_username_id", users.c.username, users.c.id)
 Index("ix_users_created_id", users.c.created, users.c.id)

@@ -46,7 +46,7 @@ from tests.helpers import run_cli
 REPO = Path(__file__).resolve().parents[2]
 ADMIN = Principal("k1", "test-admin", Role.ADMIN)
 # The tables of the first migration, parents first.
-HEAD = "0012"
+HEAD = "0013"
 TABLES_0001 = ("users", "devices", "diagnostics", "enrollment_codes", "push_attempts", "settings", "api_keys", "audit")
 
 
