@@ -8,8 +8,10 @@ JSON is parsed: ``GET /api/systemusers?search=...&limit=100`` (what the console'
 first page and the exact ``totalCount``. Queries go round-robin (one untimed call of each first),
 so the machine's noise spreads over all of them. Rows:
 
-* 3+ character queries (the goal): common and rare substrings, a whole username that exists, a
-  string that matches nobody, the whole directory's email domain; their pooled p95 is judged too;
+* 3+ character queries (the goal): common and rare substrings, first and last names (one late in the
+  alphabet, one of 5+ letters, one with a diacritic whose users' usernames spell it without: their
+  matches all come late in username order), a whole username that exists, a string that matches
+  nobody, the whole directory's email domain; their pooled p95 is judged too;
 * 1-2 characters and several words (`mary g`): reported, the issue sets no figure for them;
 * POST /api/search/systemusers over all five name fields;
 * the page at 90 % depth: by ``skip`` (offset) and by keyset (``after=<endCursor of the page before>``,
@@ -215,6 +217,9 @@ def run(
     three = {  # (label, call): the goal's rows
         "search 'mar' (common, 3 chars)": search("mar"),
         "search 'garcia' (a last name)": search("garcia"),
+        "search 'tanaka' (a last name late in the alphabet)": search("tanaka"),
+        "search 'karen' (a first name of 5 letters)": search("karen"),
+        "search 'zoë' (usernames say zoe)": search("zoë"),
         "search 'son' (inside many names)": search("son"),
         f"search '{rare['username'][-7:]}' (rare digits)": search(rare["username"][-7:]),
         "search whole username (1 match)": search(rare["username"]),
@@ -226,6 +231,7 @@ def run(
         "search 'ma' (2 chars)": search("ma"),
         "search 'Mary Garcia' (2 words)": search("Mary Garcia"),
         "search 'mary g' (word + 1 char)": search("mary g"),
+        "search 'ó briain' (1 char + word)": search("ó briain"),
         "POST search 'garcia', 5 fields": post("garcia"),
         "exact email (filter email:$eq)": lambda: get({"filter": f"email:$eq:{rare['email']}", "limit": 1}),
     }
