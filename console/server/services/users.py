@@ -7,9 +7,11 @@ so that the same rule serves both the filters and the output.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import json
+import math
 import random
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -734,7 +736,7 @@ def _walk_search(
     skip: int,
     limit: int,
     by_fts: bool = False,
-    cap: int | None = None,
+    cap: int | str | None = None,
 ) -> list[Any]:
     """Rows ``skip`` to ``skip + limit`` in search order (exact, prefix, rest; by username), in one statement.
 
@@ -767,7 +769,7 @@ def _page_of_walk(listing: _Listing, pages: Any, reverse: bool, skip: int, limit
 
 @functools.lru_cache(maxsize=64)
 def _first_pages_walk(
-    dialect: str, s: _Search, reverse: bool, need: int, by_fts: bool = False, cap: int | None = None
+    dialect: str, s: _Search, reverse: bool, need: int, by_fts: bool = False, cap: int | str | None = None
 ) -> Any:
     """:func:`_pages_walk` without filters or a cursor, built once (its variants and branches cost a
     few ms of Python, a statement that holds no clock or user values can be run again as it is)."""
@@ -782,10 +784,11 @@ def _pages_walk(
     reverse: bool,
     need: int,
     by_fts: bool = False,
-    cap: int | None = None,
+    cap: int | str | None = None,
 ) -> Any:
     """The first ``need`` (username, id, grp) of the search in its order, a subquery; None: no group to read.
-    ``cap``: the last group walks at most that many names (fewer rows then: see list_users)."""
+    ``cap``: the last group walks at most that many names (fewer rows then: see list_users), or (a name) up
+    to that name."""
     match = _walk_match(dialect, s, by_fts)
     by_name = [Key(users.c.username), Key(users.c.id)]
     order = [k.order(reverse) for k in by_name]
@@ -839,9 +842,12 @@ def _pages_walk(
     return union_all(*(select(w) for w in walked)).subquery("walked")
 
 
-def _walk_edge(within: list[Any] | None, reverse: bool, cap: int) -> ColumnElement[bool]:
+def _walk_edge(within: list[Any] | None, reverse: bool, cap: int | str) -> ColumnElement[bool]:
     """The walk stops ``cap`` names past where it starts: at the name found by skipping that many entries
-    of the username index (read alone, ~1 ms), or at the last name when fewer are left."""
+    of the username index (read alone: SQLite, ~1 ms), or at the last name when fewer are left; or at the
+    name ``cap``."""
+    if isinstance(cap, str):
+        return users.c.username >= cap if reverse else users.c.username <= cap
     by_name = [Key(users.c.username), Key(users.c.id)]
     start = [beyond(by_name, within, reverse=reverse)] if within is not None else []
     order = [k.order(reverse) for k in by_name]
@@ -849,6 +855,38 @@ def _walk_edge(within: list[Any] | None, reverse: bool, cap: int) -> ColumnEleme
     if reverse:
         return users.c.username >= func.coalesce(edge, select(func.min(users.c.username)).scalar_subquery())
     return users.c.username <= func.coalesce(edge, select(func.max(users.c.username)).scalar_subquery())
+
+
+_NAME_BOUNDS: dict[str, tuple[float, list[str], float]] = {}  # database URL -> (read at, bounds, rows per bucket)
+_NAME_BOUNDS_LIFE = 600.0  # seconds the statistics are used before they are read again
+
+
+def _pg_walk_edge(conn: Connection, start: str | None, reverse: bool) -> str | None:
+    """PostgreSQL: a name about WALK_CAP names past ``start`` (or the index's end), from the planner's
+    statistics (the histogram of ``users.username``: each bucket about as many rows); None: none known, or
+    fewer left. Skipping entries as on SQLite would fetch a heap row per entry on pages that updates (TOTP
+    codes) keep from being all-visible: ~20 ms for 15,000, on every walk."""
+    where = str(conn.engine.url)
+    found = _NAME_BOUNDS.get(where)
+    if found is None or time.monotonic() - found[0] > _NAME_BOUNDS_LIFE:
+        row = conn.exec_driver_sql(
+            "SELECT s.histogram_bounds::text::text[], c.reltuples FROM pg_stats s JOIN pg_class c "
+            "ON c.relname = s.tablename AND c.relnamespace = to_regnamespace(s.schemaname) "
+            "WHERE s.schemaname = current_schema() AND s.tablename = 'users' AND s.attname = 'username'"
+        ).first()
+        bounds = list(row[0] or []) if row is not None else []
+        per_bucket = float(row[1]) / max(len(bounds) - 1, 1) if row is not None and bounds else 0.0
+        found = (time.monotonic(), bounds, per_bucket)
+        _NAME_BOUNDS[where] = found
+    _, bounds, per_bucket = found
+    if not bounds or per_bucket <= 0:
+        return None
+    step = max(1, math.ceil(WALK_CAP / per_bucket))
+    if reverse:
+        at = len(bounds) if start is None else bisect.bisect_left(bounds, start)
+        return bounds[at - step] if at - step >= 0 else None
+    at = 0 if start is None else bisect.bisect_right(bounds, start)
+    return bounds[at + step - 1] if at + step - 1 < len(bounds) else None
 
 
 def _plan_search(conn: Connection, walking: bool) -> None:
@@ -957,7 +995,10 @@ def list_users(
             # (``zoë``: users named Zoë are zoe.*, the walk passed ~985,000 names: 2.5-4 s). So it stops
             # after WALK_CAP names and, if the page is then short of matches there are, reads them whole.
             # A search whose walk fell short once in this process is read whole from then on.
-            cap = WALK_CAP_FTS if by_fts else WALK_CAP
+            cap: int | str | None = WALK_CAP_FTS if by_fts else WALK_CAP
+            if conn.dialect.name == "postgresql":
+                start = bound[1] if bound is not None and bound[0] == REST else None
+                cap = _pg_walk_edge(conn, start, reverse)
             short = (s.words, s.fields) in _WALKS_SHORT
             rows = [] if short else _walk_search(listing, s, bound, reverse, skip, limit, by_fts, cap)
             exact_total = total if total is not None else (fts_rows if not where and not s.prefix_words else None)
