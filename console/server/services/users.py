@@ -1066,11 +1066,16 @@ def warm_search(conn: Connection, now: datetime, *, walks: bool = True) -> None:
     listing.read(_index_match(conn, nobody), None, False, 0, 1, counted=True)  # few matches: read whole
     if dialect == "postgresql":
         _plan_search(conn, walking=True)
+    # The walks' edge as list_users sets it (on PostgreSQL the statistics it comes from are read here).
+    cap = _pg_walk_edge(conn, None, False) if dialect == "postgresql" else WALK_CAP
     for word in _walk_shapes() if walks else ():  # many matches: the walks, one statement per shape
         s = _Search((word,), SEARCH_FIELDS, word)
         listing = _Listing(conn, now, [Key(_rank(s)), Key(users.c.username), Key(users.c.id)], [], "")
-        pages = _pages_walk(dialect, s, [], None, False, 1)
+        pages = _pages_walk(dialect, s, [], None, False, 1, cap=cap)
         if pages is not None:
+            conn.execute(_page_of_walk(listing, pages, False, 0, 0))
+        if dialect == "sqlite":  # and the walk by FTS rowid (a word of middling count)
+            pages = _pages_walk(dialect, s, [], None, False, 1, by_fts=True, cap=WALK_CAP_FTS)
             conn.execute(_page_of_walk(listing, pages, False, 0, 0))
 
 
