@@ -881,12 +881,13 @@ def _pg_walk_edge(conn: Connection, start: str | None, reverse: bool) -> str | N
     _, bounds, per_bucket = found
     if not bounds or per_bucket <= 0:
         return None
+    # bounds[i] .. bounds[i + 1] is one bucket; the walk's first one may be partly behind ``start``: one more.
     step = max(1, math.ceil(WALK_CAP / per_bucket))
     if reverse:
-        at = len(bounds) if start is None else bisect.bisect_left(bounds, start)
+        at = len(bounds) - 1 if start is None else bisect.bisect_left(bounds, start) - 1
         return bounds[at - step] if at - step >= 0 else None
     at = 0 if start is None else bisect.bisect_right(bounds, start)
-    return bounds[at + step - 1] if at + step - 1 < len(bounds) else None
+    return bounds[at + step] if at + step < len(bounds) else None
 
 
 def _plan_search(conn: Connection, walking: bool) -> None:
