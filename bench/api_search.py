@@ -27,8 +27,8 @@ so the machine's noise spreads over all of them. Rows:
   exact email) untimed, then its first search: of a word many users have, whose count the gathering
   stored (`protect-console db gather-counts`, which seeded_db runs before anything is timed, as `serve`
   does in the background after a bulk load) and the process brings forward through the log; and first
-  counts ever (that query's stored count deleted before the process starts) of what the gathering
-  leaves to searches: a lone word fewer than STORED_MIN users have, and several words.
+  counts ever (that query's stored count deleted before the process starts): a lone first name (its
+  cost before the gathering reaches it), and several words, which the gathering leaves to searches.
   The database's pages are warm in the OS cache (the same files were just read): not a cold machine.
 
 Each row's note gives the server's CPU per request: the `serve` process (every thread) plus, on
@@ -123,9 +123,9 @@ def timed(call: Callable[[], Any], cpu: ServerCpu) -> tuple[float, float, Any]:
 
 def cold_rows(db: str, workers: int, rare: dict[str, str], repeat: int) -> list[Row]:
     """The first search of a query in a process that has counted nothing yet, ``repeat`` times each: a word many
-    users have (its count stored by the gathering, or by an earlier search), and first counts ever of what the
-    gathering leaves to be counted in full: a lone word fewer than STORED_MIN users have, and several words
-    (only lone words are gathered)."""
+    users have (its count stored by the gathering, or by an earlier search), and first counts ever (that
+    search's stored count deleted): a lone first name (what a word costs before the gathering reaches it),
+    and several words, which the gathering leaves to searches (only lone words are gathered)."""
     first_name = rare["username"].split(".")[0].casefold()  # the seed's usernames: first.last + digits
     cases = [
         ("example", True),
