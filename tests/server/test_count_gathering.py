@@ -221,3 +221,24 @@ def test_the_cli_gathers_once(new_db, capsys, monkeypatch) -> None:
         assert code == 0 and "nothing to do" in out
     finally:
         store.dispose()
+
+
+def test_a_word_everyone_has_is_left_out_of_a_count(store, monkeypatch) -> None:
+    """Every seeded email holds ``example``: ``<word> example`` counts as ``<word>`` (both gathered), without
+    counting; two words that each only some users have are counted in full."""
+    everyone = scan_total(store, "", FIELDS)
+    assert scan_total(store, "example", FIELDS) == everyone  # the premise
+    gather(store)
+    partial = sorted((n, w) for w, n in stored_counts(store).items() if n < everyone and w not in "example.com")
+    (_, word), (_, other) = partial[0], partial[-1]
+    monkeypatch.setattr(user_service, "_COUNTS", search_index.CountCache())  # a process that never counted
+    with no_full_counts(monkeypatch):
+        assert search_total(store, f"{word} example", FIELDS) == scan_total(store, word, FIELDS)
+        assert search_total(store, f"EXAMPLE {word}", FIELDS) == scan_total(store, f"example {word}", FIELDS)
+        with pytest.raises(AssertionError, match="counted in full"):
+            search_total(store, f"{word} {other}", FIELDS)
+    assert search_total(store, f"{word} {other}", FIELDS) == scan_total(store, f"{word} {other}", FIELDS)
+    # Once a user without the word is added, it is not everyone's: counted in full, and exact.
+    new_user(store, "nobody.special", email="nobody@else.test")
+    monkeypatch.setattr(user_service, "_COUNTS", search_index.CountCache())
+    assert search_total(store, f"{word} example", FIELDS) == scan_total(store, f"{word} example", FIELDS)

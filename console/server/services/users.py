@@ -510,13 +510,44 @@ def _stored_query(s: _Search | None) -> str:
 def _kept_count(conn: Connection, key: Hashable, s: _Search | None) -> int | None:
     """The count kept under ``key`` (or else stored by any process), brought to the names' current version;
     None: count in full."""
+    found = _kept_at(conn, key, s)
+    return None if found is None else found[1]
+
+
+def _kept_at(conn: Connection, key: Hashable, s: _Search | None) -> tuple[int, int] | None:
+    """(version, count): :func:`_kept_count` with the version it is exact at."""
     kept = _COUNTS.get(key)
     now = _brought_forward(conn, s, kept)
     if now is None:
         return None
     if kept is None or now[1] != kept[1]:
         _COUNTS.put(key, now)
-    return now[2]
+    return now[1], now[2]
+
+
+def _count_without_universal(conn: Connection, s: _Search) -> int | None:
+    """The count of a search of several words, from kept counts, when some word matches every user: the
+    search then matches whom the other words match (a company's mail domain, or ``example`` in the seed:
+    ``son example`` counts as ``son``, whose count the gathering stored). None: no such word, or a count
+    not kept (counted in full then). Every count read must be exact at one version."""
+    everyone = _kept_at(conn, _count_key(conn, None), None)
+    if everyone is None or len(s.words) < 2:
+        return None
+    rest = list(s.words)
+    for word in s.indexed_words:
+        alone = _Search((word,), s.fields, word)
+        found = _kept_at(conn, _count_key(conn, alone), alone)
+        if found == everyone:
+            rest.remove(word)
+    if len(rest) == len(s.words):
+        return None
+    if not rest:
+        return everyone[1]
+    if len(rest) == 1 and len(rest[0]) < SHORT:
+        return None  # alone, a word of 1-2 characters would match as a substring, not as a prefix
+    reduced = _Search(tuple(rest), s.fields, " ".join(rest))
+    found = _kept_at(conn, _count_key(conn, reduced), reduced)
+    return found[1] if found is not None and found[0] == everyone[0] else None
 
 
 def _brought_forward(
@@ -948,6 +979,8 @@ def list_users(
     # The first time is counted in full.
     count_key = _count_key(conn, s) if count and not where else None
     known = _kept_count(conn, count_key, s) if count_key is not None else None
+    if known is None and count_key is not None and s is not None:
+        known = _count_without_universal(conn, s)
     # A full count is kept only when no change committed between these two reads of the version (the
     # count's statements may each see a newer state than the first read: the log must not apply twice).
     counted_at = search_index.version(conn) if count_key is not None and known is None else None
@@ -1227,6 +1260,11 @@ def gather_counts(
             return None
     with store.read() as conn:
         names, total = sample_names(conn, sample)
+        # The directory's total too: a word whose count equals it matches everyone (_count_without_universal).
+        counted_at = search_index.version(conn)
+        everyone = conn.execute(select(func.count()).select_from(users)).scalar_one()
+        if search_index.version(conn) == counted_at:
+            _store_count(conn, None, counted_at, everyone)
     # Half the sample's share a word with min_rows matches has: the sample's noise does not drop it.
     words = search_index.frequent_substrings(names, min_rows * len(names) / max(total, 1) / 2, SHORT)
     stored = 0
