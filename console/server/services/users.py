@@ -530,8 +530,10 @@ def _count_without_universal(conn: Connection, s: _Search) -> int | None:
     search then matches whom the other words match (a company's mail domain, or ``example`` in the seed:
     ``son example`` counts as ``son``, whose count the gathering stored). None: no such word, or a count
     not kept (counted in full then). Every count read must be exact at one version."""
+    if len(s.words) < 2:
+        return None
     everyone = _kept_at(conn, _count_key(conn, None), None)
-    if everyone is None or len(s.words) < 2:
+    if everyone is None:
         return None
     rest = list(s.words)
     for word in s.indexed_words:
@@ -1029,12 +1031,14 @@ def list_users(
             # (``zoë``: users named Zoë are zoe.*, the walk passed ~985,000 names: 2.5-4 s). So it stops
             # after WALK_CAP names and, if the page is then short of matches there are, reads them whole.
             # A search whose walk fell short once in this process is read whole from then on.
-            cap: int | str | None = WALK_CAP_FTS if by_fts else WALK_CAP
-            if conn.dialect.name == "postgresql":
-                start = bound[1] if bound is not None and bound[0] == REST else None
-                cap = _pg_walk_edge(conn, start, reverse)
             short = (s.words, s.fields) in _WALKS_SHORT
-            rows = [] if short else _walk_search(listing, s, bound, reverse, skip, limit, by_fts, cap)
+            rows = []
+            if not short:
+                cap: int | str | None = WALK_CAP_FTS if by_fts else WALK_CAP
+                if conn.dialect.name == "postgresql":
+                    start = bound[1] if bound is not None and bound[0] == REST else None
+                    cap = _pg_walk_edge(conn, start, reverse)
+                rows = _walk_search(listing, s, bound, reverse, skip, limit, by_fts, cap)
             exact_total = total if total is not None else (fts_rows if not where and not s.prefix_words else None)
             complete = bound is None and exact_total is not None and skip + len(rows) >= exact_total
             if len(rows) < limit and not complete:
@@ -1126,9 +1130,8 @@ def warm_search(conn: Connection, now: datetime, *, walks: bool = True) -> None:
 GATHERED = json.dumps("gathered")  # the marker's key among the stored counts (a search's key is a list or null)
 GATHER_SAMPLE = 5_000  # users read to find the words worth counting
 GATHER_AGAIN = search_index.LOG_KEEP // 2  # changes to the names after which the counts are gathered again
-GATHER_CLAIM_SECONDS = (
-    3_600  # a claim older than this is a stopped process's (gathering 1M users on PostgreSQL: ~12 min)
-)
+# A claim older than this is a stopped process's (gathering 1M users on PostgreSQL takes ~12 min).
+GATHER_CLAIM_SECONDS = 3_600
 
 _marker = _stored.alias("gathered")
 
@@ -1188,21 +1191,19 @@ def finish_gathering(conn: Connection, due: tuple[str, int, Any], now: float, wo
     )
 
 
-def sample_names(conn: Connection, size: int) -> tuple[list[tuple[str, ...]], int]:
-    """About ``size`` users' folded names in the default search fields, chosen at random (by rowid on SQLite,
-    by page on PostgreSQL: neither reads the whole table); and how many users there are (SQLite: at most)."""
-    names = [users.c[f"{f}_ci"] for f in SEARCH_FIELDS]
+def sample_names(conn: Connection, size: int, everyone: int) -> list[tuple[str, ...]]:
+    """About ``size`` of the ``everyone`` users' folded names in the default search fields, chosen at random (by
+    rowid on SQLite, by page on PostgreSQL: neither reads the whole table)."""
     if conn.dialect.name == "sqlite":
-        total = _directory_size(conn)
-        rowids = random.sample(range(1, total + 1), min(size, total))
-        query = select(*names).where(_users_rowid.in_(rowids))
+        highest = _directory_size(conn)  # the highest rowid
+        rowids = random.sample(range(1, highest + 1), min(size, highest))
+        query = select(*(users.c[f"{f}_ci"] for f in SEARCH_FIELDS)).where(_users_rowid.in_(rowids))
     else:
-        total = conn.execute(select(func.count()).select_from(users)).scalar_one()
-        share = min(100.0, 200.0 * size / max(total, 1))  # twice the sample's share of the pages, then picked
+        share = min(100.0, 200.0 * size / max(everyone, 1))  # twice the sample's share of the pages, then picked
         sampled = users.tablesample(func.system(share))
         query = select(*(sampled.c[f"{f}_ci"] for f in SEARCH_FIELDS))
     rows = [tuple(row) for row in conn.execute(query)]
-    return random.sample(rows, min(size, len(rows))), total
+    return random.sample(rows, min(size, len(rows)))
 
 
 def gather_word(conn: Connection, word: str, min_rows: int) -> bool:
@@ -1259,14 +1260,15 @@ def gather_counts(
         if not claim_gathering(conn, due, claimed_at):
             return None
     with store.read() as conn:
-        names, total = sample_names(conn, sample)
-        # The directory's total too: a word whose count equals it matches everyone (_count_without_universal).
+        # The directory's total is stored too: a word whose count equals it matches everyone
+        # (_count_without_universal).
         counted_at = search_index.version(conn)
         everyone = conn.execute(select(func.count()).select_from(users)).scalar_one()
         if search_index.version(conn) == counted_at:
             _store_count(conn, None, counted_at, everyone)
+        names = sample_names(conn, sample, everyone)
     # Half the sample's share a word with min_rows matches has: the sample's noise does not drop it.
-    words = search_index.frequent_substrings(names, min_rows * len(names) / max(total, 1) / 2, SHORT)
+    words = search_index.frequent_substrings(names, min_rows * len(names) / max(everyone, 1) / 2, SHORT)
     stored = 0
     for word in words:
         started = time.monotonic()
