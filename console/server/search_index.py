@@ -19,7 +19,7 @@ Both stores (migration 0010): ``users_search_version``, one row (``epoch``, ``ve
 change to the searchable columns moves on, in the writer's own transaction (triggers: per row on
 SQLite; on PostgreSQL per statement for inserts and deletes, so a ``COPY`` of a million users moves
 it once, and per updated row whose names differ). It keys the
-exact search counts a process keeps (:class:`CountCache`). ``epoch`` is random per database, so a
+exact search counts a process keeps (:class:`VersionedCache`). ``epoch`` is random per database, so a
 count is never taken for another database's at the same version.
 
 Both stores (migration 0011): ``users_search_changes``, the log of the names each version removed and
@@ -33,12 +33,15 @@ import secrets
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Hashable, Iterable, Sequence
+from typing import Generic, TypeVar
 
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from .store import SEARCH_INDEX_TABLE as TABLE
 from .store import SEARCHABLE
+
+V = TypeVar("V")
 
 COLUMNS = tuple(f"{name}_ci" for name in SEARCHABLE)
 _COLS = ", ".join(COLUMNS)
@@ -185,54 +188,40 @@ def version(conn: Connection) -> tuple[str, int]:
     return str(row[0]), int(row[1])
 
 
-class CountCache:
-    """Exact counts by query: ``(epoch, version, count)``, the most recently used ``size`` of them. Thread-safe.
+class VersionedCache(Generic[V]):
+    """Facts about the names by query, each exact at one version: ``(epoch, version, value)``, the most
+    recently used ``size`` of them. Thread-safe.
 
-    A count kept at one version is brought to a later one through the change log (services/users.py,
-    ``_kept_count``); one the log cannot bring forward is counted again in full.
+    services/users.py keeps exact counts here (brought to a later version through the change log,
+    ``_kept_count``; one the log cannot bring forward is counted again in full), and where a search's
+    matches begin in username order (``_walk_start``).
     """
 
     def __init__(self, size: int = 512) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._counts: OrderedDict[Hashable, tuple[str, int, int]] = OrderedDict()
+        self._kept: OrderedDict[Hashable, tuple[str, int, V]] = OrderedDict()
 
-    def get(self, key: Hashable) -> tuple[str, int, int] | None:
+    def get(self, key: Hashable) -> tuple[str, int, V] | None:
         with self._lock:
-            found = self._counts.get(key)
+            found = self._kept.get(key)
             if found is not None:
-                self._counts.move_to_end(key)
+                self._kept.move_to_end(key)
             return found
 
-    def put(self, key: Hashable, kept: tuple[str, int, int]) -> None:
+    def put(self, key: Hashable, kept: tuple[str, int, V]) -> None:
         with self._lock:
-            # Concurrent requests may bring one count forward out of order: the newest version wins.
-            found = self._counts.get(key)
+            # Concurrent requests may bring one fact forward out of order: the newest version wins.
+            found = self._kept.get(key)
             if found is None or found[0] != kept[0] or found[1] <= kept[1]:
-                self._counts[key] = kept
-            self._counts.move_to_end(key)
-            while len(self._counts) > self._size:
-                self._counts.popitem(last=False)
+                self._kept[key] = kept
+            self._kept.move_to_end(key)
+            while len(self._kept) > self._size:
+                self._kept.popitem(last=False)
 
-
-class RecentSet:
-    """The ``size`` most recently added keys. Thread-safe."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._lock = threading.Lock()
-        self._keys: OrderedDict[Hashable, None] = OrderedDict()
-
-    def __contains__(self, key: Hashable) -> bool:
+    def discard(self, key: Hashable) -> None:
         with self._lock:
-            return key in self._keys
-
-    def add(self, key: Hashable) -> None:
-        with self._lock:
-            self._keys[key] = None
-            self._keys.move_to_end(key)
-            while len(self._keys) > self._size:
-                self._keys.popitem(last=False)
+            self._kept.pop(key, None)
 
 
 # ------------------------------------------------------------ the change log (migration 0011)

@@ -96,7 +96,7 @@ def test_every_frequent_word_is_stored_with_its_exact_count(store, monkeypatch) 
     assert counts == {word: scan_total(store, word, FIELDS) for word in expected}
     assert marker(store) is not None and marker(store)[1] == stored
     # A process that never counted (its own counts emptied) answers each gathered word from the stored count.
-    monkeypatch.setattr(user_service, "_COUNTS", search_index.CountCache())
+    monkeypatch.setattr(user_service, "_COUNTS", search_index.VersionedCache[int]())
     with no_full_counts(monkeypatch):
         assert {word: search_total(store, word, FIELDS) for word in expected} == counts
 
@@ -107,7 +107,7 @@ def test_gathered_counts_stay_exact_after_changes(store, monkeypatch) -> None:
     mary = new_user(store, f"mary.{word}")
     rename(store, mary, username="someone.else", email="someone@else.test")
     new_user(store, f"{word}.twice", lastname=word)
-    monkeypatch.setattr(user_service, "_COUNTS", search_index.CountCache())
+    monkeypatch.setattr(user_service, "_COUNTS", search_index.VersionedCache[int]())
     with no_full_counts(monkeypatch):
         assert search_total(store, word, FIELDS) == scan_total(store, word, FIELDS)
 
@@ -231,7 +231,7 @@ def test_a_word_everyone_has_is_left_out_of_a_count(store, monkeypatch) -> None:
     gather(store)
     partial = sorted((n, w) for w, n in stored_counts(store).items() if n < everyone and w not in "example.com")
     (_, word), (_, other) = partial[0], partial[-1]
-    monkeypatch.setattr(user_service, "_COUNTS", search_index.CountCache())  # a process that never counted
+    monkeypatch.setattr(user_service, "_COUNTS", search_index.VersionedCache[int]())  # a process that never counted
     with no_full_counts(monkeypatch):
         assert search_total(store, f"{word} example", FIELDS) == scan_total(store, word, FIELDS)
         assert search_total(store, f"EXAMPLE {word}", FIELDS) == scan_total(store, f"example {word}", FIELDS)
@@ -240,5 +240,5 @@ def test_a_word_everyone_has_is_left_out_of_a_count(store, monkeypatch) -> None:
     assert search_total(store, f"{word} {other}", FIELDS) == scan_total(store, f"{word} {other}", FIELDS)
     # Once a user without the word is added, it is not everyone's: counted in full, and exact.
     new_user(store, "nobody.special", email="nobody@else.test")
-    monkeypatch.setattr(user_service, "_COUNTS", search_index.CountCache())
+    monkeypatch.setattr(user_service, "_COUNTS", search_index.VersionedCache[int]())
     assert search_total(store, f"{word} example", FIELDS) == scan_total(store, f"{word} example", FIELDS)

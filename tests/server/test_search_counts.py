@@ -313,7 +313,7 @@ def stored_counts_come_forward(db: str, store: Store, monkeypatch: pytest.Monkey
     assert stored == len(QUERIES)
     mary = new_user(store, "mary.stored", lastname="Sonnenberg")
     rename(store, mary, username="STRASSE.stored")
-    monkeypatch.setattr(user_service, "_COUNTS", search_index.CountCache())  # a process that never counted
+    monkeypatch.setattr(user_service, "_COUNTS", search_index.VersionedCache[int]())  # a process that never counted
     assert_exact(store, monkeypatch)
     child = subprocess.run(
         [sys.executable, "-c", STORED_CHILD, db],
@@ -326,13 +326,13 @@ def stored_counts_come_forward(db: str, store: Store, monkeypatch: pytest.Monkey
     # A stored count the log cannot reach (a bulk load moved the floor), or another database's (epoch), is
     # not taken: counted again.
     seed_directory(store, 200, rng_seed=9)
-    monkeypatch.setattr(user_service, "_COUNTS", search_index.CountCache())
+    monkeypatch.setattr(user_service, "_COUNTS", search_index.VersionedCache[int]())
     with pytest.raises(AssertionError, match="counted in full"):
         assert_exact(store, monkeypatch)
     assert_exact(store)
     with store.write() as conn:
         conn.exec_driver_sql(f"UPDATE {search_index.VERSION_TABLE} SET epoch = 'another database'")
-    monkeypatch.setattr(user_service, "_COUNTS", search_index.CountCache())
+    monkeypatch.setattr(user_service, "_COUNTS", search_index.VersionedCache[int]())
     with pytest.raises(AssertionError, match="counted in full"):
         assert_exact(store, monkeypatch)
     assert_exact(store)

@@ -93,12 +93,12 @@ def test_warming_up_keeps_and_stores_nothing(new_db, monkeypatch, users) -> None
         if users:
             seed_directory(store, users, rng_seed=5)
         monkeypatch.setattr(search_index, "STORED_MIN", 0)  # every count a search makes would be stored
-        monkeypatch.setattr(user_service, "_COUNTS", search_index.CountCache())
+        monkeypatch.setattr(user_service, "_COUNTS", search_index.VersionedCache[int]())
         user_service._first_pages_walk.cache_clear()
         before = stored_counts(store)
         warm_up(create_app(store))
         assert stored_counts(store) == before
-        assert not user_service._COUNTS._counts
+        assert not user_service._COUNTS._kept
         assert user_service._first_pages_walk.cache_info().currsize == 0
     finally:
         store.dispose()
