@@ -14,13 +14,14 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from console.server import search_index
 from console.server.app import create_app, start_gathering_counts
+from console.server.clock import Clock
 from console.server.seed import seed_directory
 from console.server.services import users as user_service
-from console.server.store import Store, open_store
+from console.server.store import Store, open_store, users
 from tests.helpers import run_cli
 from tests.server.test_search_counts import new_user, no_full_counts, rename, scan_total, search_total
 
@@ -242,3 +243,47 @@ def test_a_word_everyone_has_is_left_out_of_a_count(store, monkeypatch) -> None:
     new_user(store, "nobody.special", email="nobody@else.test")
     monkeypatch.setattr(user_service, "_COUNTS", search_index.VersionedCache[int]())
     assert search_total(store, f"{word} example", FIELDS) == scan_total(store, f"{word} example", FIELDS)
+
+
+def search_page(store: Store, term: str, limit: int = 100) -> list[str]:
+    with store.read() as conn:
+        page = user_service.list_users(conn, Clock().now(), skip=0, limit=limit, search=term)
+    return [u.username for u in page.results]
+
+
+def scanned_page(store: Store, term: str, limit: int = 100) -> list[str]:
+    """The page by definition: every user tested with the search's predicate, in its order (rank, username)."""
+    s = user_service._parse_search(term, FIELDS)
+    assert s is not None
+    with store.read() as conn:
+        rows = conn.execute(
+            select(users.c.username).where(user_service._row_match(s)).order_by(user_service._rank(s), users.c.username)
+        )
+        return [name for (name,) in rows][:limit]
+
+
+def test_a_word_everyone_has_is_left_out_of_the_index_read(store, monkeypatch) -> None:
+    """SQLite: ``<word> example`` reads the FTS matches of ``<word>`` alone (``example``'s list is every user's),
+    with the same page; once a user without ``example`` is added, both words again, and that user is not found."""
+    gather(store)
+    word = min((n, w) for w, n in stored_counts(store).items() if len(w) >= 3 and "example" not in w)[1]
+    monkeypatch.setattr(user_service, "_COUNTS", search_index.VersionedCache[int]())
+    matched: list[str] = []
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def fts_queries(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "MATCH" in statement:
+            values = parameters.values() if isinstance(parameters, dict) else parameters
+            matched.extend(p for p in values if isinstance(p, str) and p.startswith("{"))  # an FTS5 query
+
+    term = f"{word} example"
+    assert search_page(store, term) == scanned_page(store, term)
+    if store.is_sqlite:
+        assert matched and not any("example" in m for m in matched)
+    new_user(store, f"x{word}.outside", email=f"{word}@elsewhere.test")  # has the word, not ``example``
+    matched.clear()
+    found = search_page(store, term, limit=10_000)
+    assert f"x{word}.outside" not in found and found == scanned_page(store, term, limit=10_000)
+    if store.is_sqlite:
+        assert any("example" in m for m in matched)
+    event.remove(store.engine, "before_cursor_execute", fts_queries)

@@ -8,6 +8,7 @@ so that the same rule serves both the filters and the output.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import itertools
 import json
@@ -372,6 +373,9 @@ class _Search:
     words: tuple[str, ...]  # case-folded
     fields: tuple[str, ...]
     exact: str  # the whole query, folded and trimmed: an exact username or email sorts first
+    # SQLite: indexed words that every user has in the request's snapshot (by kept counts: list_users), left
+    # out of the FTS query, which then means the same set without reading their long lists (``example``).
+    everyone: tuple[str, ...] = ()
 
     @property
     def substring_words(self) -> tuple[str, ...]:
@@ -440,7 +444,8 @@ def _row_match(s: _Search, names: Any = users.c) -> ColumnElement[bool]:
 
 def _fts_query(s: _Search) -> str:
     columns = " ".join(f"{f}_ci" for f in s.fields)
-    return " AND ".join(f'{{{columns}}} : "{w.replace(chr(34), chr(34) * 2)}"' for w in s.indexed_words)
+    words = [w for w in s.indexed_words if w not in s.everyone]
+    return " AND ".join(f'{{{columns}}} : "{w.replace(chr(34), chr(34) * 2)}"' for w in words)
 
 
 def _uses_fts(conn: Connection, s: _Search) -> bool:
@@ -527,24 +532,33 @@ def _kept_at(conn: Connection, key: Hashable, s: _Search | None) -> tuple[int, i
     return now[1], now[2]
 
 
-def _count_without_universal(conn: Connection, s: _Search) -> int | None:
-    """The count of a search of several words, from kept counts, when some word matches every user: the
-    search then matches whom the other words match (a company's mail domain, or ``example`` in the seed:
-    ``son example`` counts as ``son``, whose count the gathering stored). None: no such word, or a count
-    not kept (counted in full then). Every count read must be exact at one version."""
+def _universal_words(conn: Connection, s: _Search) -> tuple[tuple[str, ...], tuple[int, int] | None]:
+    """The indexed words of a search of several words that every user has (a company's mail domain, or
+    ``example`` in the seed), by kept counts equal to the directory's at one version; and the directory's
+    (version, count). Nothing when a count is not kept: it is not known then."""
     if len(s.words) < 2:
-        return None
+        return (), None
     everyone = _kept_at(conn, _count_key(conn, None), None)
     if everyone is None:
-        return None
-    rest = list(s.words)
-    for word in s.indexed_words:
+        return (), None
+    universal = []
+    for word in dict.fromkeys(s.indexed_words):
         alone = _Search((word,), s.fields, word)
-        found = _kept_at(conn, _count_key(conn, alone), alone)
-        if found == everyone:
-            rest.remove(word)
-    if len(rest) == len(s.words):
+        if _kept_at(conn, _count_key(conn, alone), alone) == everyone:
+            universal.append(word)
+    return tuple(universal), everyone
+
+
+def _count_without_universal(
+    conn: Connection, s: _Search, universal: tuple[str, ...], everyone: tuple[int, int] | None
+) -> int | None:
+    """The count of a search of several words, from kept counts, when some words match every user
+    (:func:`_universal_words`): the search then matches whom the other words match (``son example``
+    counts as ``son``, whose count the gathering stored). None: no such word, or a count not kept (counted
+    in full then). Every count read must be exact at one version."""
+    if not universal or everyone is None:
         return None
+    rest = [w for w in s.words if w not in universal]
     if not rest:
         return everyone[1]
     if len(rest) == 1 and len(rest[0]) < SHORT:
@@ -855,8 +869,11 @@ def _pages_walk(
                 # Not the exact group's rows, by id: the group is then read from the username_ci index
                 # alone (ix_users_username_ci_order), not a users row per candidate (``karen``: 15,868).
                 conds.append(users.c.id.not_in(select(walked[0].c.id)) if walked else ~exact)
-            if not (len(s.words) == 1 and "username" in s.fields):
-                conds.append(match)  # else implied: a username starting with the word contains it
+            # A username starting with the lead word has it (as a substring, and as a prefix); a word everyone
+            # has needs no test either. Only other words are tested (an FTS rowid list read for it costs ms).
+            implied = {s.lead, *s.everyone} if "username" in s.fields else set(s.everyone)
+            if set(s.words) - implied:
+                conds.append(match)
         else:
             conds = [match, rank == group]
             if cap is not None:
@@ -934,6 +951,8 @@ def _pg_walk_edge(conn: Connection, start: str | None, reverse: bool) -> str | N
     at = 0 if start is None else bisect.bisect_right(bounds, start)
     return bounds[at + step] if at + step < len(bounds) else None
 
+
+_UserPage = Page[SystemUser]  # made once: pydantic keeps a parametrized model only while it is referenced
 
 WHOLE = None  # _walk_start: the search's matches are read whole, not walked
 _UNKNOWN = ""  # _walk_start: not known where the matches begin (walk from the index's start)
@@ -1034,8 +1053,15 @@ def list_users(
     # The first time is counted in full.
     count_key = _count_key(conn, s) if count and not where else None
     known = _kept_count(conn, count_key, s) if count_key is not None else None
+    universal: tuple[str, ...] = ()
+    everyone = None
+    if s is not None and ((known is None and count_key is not None) or _uses_fts(conn, s)):
+        universal, everyone = _universal_words(conn, s)
     if known is None and count_key is not None and s is not None:
-        known = _count_without_universal(conn, s)
+        known = _count_without_universal(conn, s, universal, everyone)
+    if s is not None and _uses_fts(conn, s) and universal and set(s.indexed_words) - set(universal):
+        # SQLite reads the request in one snapshot: the counts above hold for every statement after them.
+        s = dataclasses.replace(s, everyone=universal)
     # A full count is kept only when no change committed between these two reads of the version (the
     # count's statements may each see a newer state than the first read: the log must not apply twice).
     counted_at = search_index.version(conn) if count_key is not None and known is None else None
@@ -1119,7 +1145,7 @@ def list_users(
         rows.reverse()
     max_failures = _max_failures(conn)
     results = [_to_user(r, max_failures, now) for r in rows]
-    return Page[SystemUser](
+    return _UserPage(
         totalCount=total if count else None,
         results=results,
         startCursor=paging.encode(listing.values(rows[0]), fp) if rows else None,
