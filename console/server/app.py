@@ -33,7 +33,7 @@ from .limits import Limits, RequestGuard
 from .metrics import MetricsMiddleware
 from .routers import device, keys, ops, protect, pushendpoints, resource, systemusers
 from .services.users import gather_counts, warm_search
-from .store import CannotConnect, Store, connect_reason, open_store
+from .store import CannotConnect, Store, buffer_advice, connect_reason, open_store
 
 # The resource router first: its two hot routes are matched before the admin API's many others
 # (routing tries each route in order). No path of one router shadows another's.
@@ -137,6 +137,10 @@ def warm_up(app: FastAPI) -> None:
     app: tests make many. Best effort: a database that fails here fails the first request as it would anyway."""
     store = app.state.store
     try:
+        with store.read() as conn:
+            advice = buffer_advice(conn)
+        if advice:
+            logging.getLogger("uvicorn.error").warning("%s", advice)
         with contextlib.ExitStack() as opened:
             for n in range(WARM_CONNECTIONS):  # each in use while the next opens: the pool keeps both
                 conn = opened.enter_context(store.engine.connect())

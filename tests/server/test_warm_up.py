@@ -13,7 +13,7 @@ from console.server import search_index
 from console.server.app import create_app, warm_up
 from console.server.seed import seed_directory
 from console.server.services import users as user_service
-from console.server.store import Store, open_store
+from console.server.store import Store, buffer_advice, open_store
 
 # Dense and sparse words (walked and read whole), a word of 5+ letters (no case variants walked), one
 # nobody has, 1-2 characters, several words, an exact username, five fields, a reversed page.
@@ -111,3 +111,23 @@ def test_the_walk_shapes_cover_the_common_numbers_of_case_variants() -> None:
     for word in ("example", "garcia", "mar", "son", "anna", "amy", "ann1", "ab12"):  # names, digits
         variants = user_service._case_variants(word)
         assert (len(variants) if variants else 1) in user_service.WARM_VARIANTS
+
+
+def test_a_small_postgresql_buffer_cache_is_named_at_warm_up(new_db, caplog) -> None:
+    """PostgreSQL: shared_buffers smaller than what a search reads gets a warning (store.buffer_advice) naming the
+    setting and its value; the tests' small directory fits, so warm-up says nothing. SQLite has no such cache."""
+    store = open_store(new_db())
+    try:
+        with store.read() as conn:
+            shown = None if store.is_sqlite else conn.exec_driver_sql("SHOW shared_buffers").scalar()
+            too_small = buffer_advice(conn, need=2**50)
+            assert buffer_advice(conn, need=1) is None
+        if store.is_sqlite:
+            assert too_small is None
+        else:
+            assert too_small is not None and f"shared_buffers is {shown}" in too_small
+        with caplog.at_level("WARNING"):
+            warm_up(create_app(store))
+        assert "shared_buffers" not in caplog.text
+    finally:
+        store.dispose()
