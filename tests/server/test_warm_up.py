@@ -8,9 +8,12 @@ import subprocess
 import sys
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import default
 
 from console.server import search_index
 from console.server.app import create_app, warm_up
+from console.server.clock import Clock
 from console.server.seed import seed_directory
 from console.server.services import users as user_service
 from console.server.store import Store, buffer_advice, open_store
@@ -100,6 +103,64 @@ def test_warming_up_keeps_and_stores_nothing(new_db, monkeypatch, users) -> None
         assert stored_counts(store) == before
         assert not user_service._COUNTS._kept
         assert user_service._first_pages_walk.cache_info().currsize == 0
+    finally:
+        store.dispose()
+
+
+# First searches of each shape warm_up compiles: one word (1 character to many), two, a word and a prefix, a word
+# every user has beside another, words spelt with diacritics (their parameters typed as any other word's).
+FIRST_SEARCHES = [
+    "example",
+    "m",
+    "k",
+    "ma",
+    "son",
+    "garcia",
+    "mary g",
+    "ó briain",
+    "zoë",
+    "maria example",
+    "son example",
+    "tally warm",
+    "kowalski maria",
+    "qqxz",
+]
+
+
+@pytest.mark.parametrize("limit", [1, 100])
+def test_after_warming_up_a_first_search_compiles_no_statement(db, limit, monkeypatch) -> None:
+    """Whether the page is walked (dense: ``limit=1`` of 300) or read whole, counted or counted already: every
+    statement these searches run was compiled by the warm-up (SQLAlchemy's cache, by shape). The words of 1-2
+    characters have stored counts, as the gathering stores them for common ones (counting them reads every user:
+    no warm-up runs that)."""
+    stored_min = search_index.STORED_MIN
+    monkeypatch.setattr(search_index, "STORED_MIN", 0)
+    gathered = open_store(db)
+    try:
+        with gathered.read() as conn:
+            for search in ("m", "k", "ma"):
+                user_service.list_users(conn, Clock().now(), skip=0, limit=1, search=search)
+    finally:
+        gathered.dispose()
+    monkeypatch.setattr(search_index, "STORED_MIN", stored_min)
+    monkeypatch.setattr(user_service, "_COUNTS", search_index.VersionedCache[int]())  # a new process's
+    store = open_store(db)
+    try:
+        warm_up(create_app(store))
+        compiled: list[str] = []
+
+        @event.listens_for(store.engine, "before_cursor_execute")
+        def note(conn, cursor, statement, params, context, executemany) -> None:
+            if context is not None and context.compiled is not None and context.cache_hit == default.CACHE_MISS:
+                compiled.append(statement)
+
+        totals = []
+        with store.read() as conn:
+            for search in FIRST_SEARCHES:
+                page = user_service.list_users(conn, Clock().now(), skip=0, limit=limit, search=search)
+                totals.append(page.totalCount)
+        assert compiled == [], "\n\n".join(compiled)
+        assert totals[0] == 300 and any(t and 1 < t < 300 for t in totals)  # dense and sparse both ran
     finally:
         store.dispose()
 

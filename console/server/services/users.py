@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    String,
     and_,
     case,
     column,
@@ -448,6 +449,12 @@ def _fts_query(s: _Search) -> str:
     return " AND ".join(f'{{{columns}}} : "{w.replace(chr(34), chr(34) * 2)}"' for w in words)
 
 
+def _fts_match(s: _Search) -> ColumnElement[bool]:
+    """``users_search MATCH <the search>``; the query typed, as a word's own type (Unicode for ``zoë``) would
+    make another statement to compile."""
+    return literal_column(SEARCH_INDEX_TABLE).op("MATCH")(literal(_fts_query(s), String))
+
+
 def _uses_fts(conn: Connection, s: _Search) -> bool:
     return conn.dialect.name == "sqlite" and bool(s.indexed_words)
 
@@ -462,12 +469,12 @@ def _index_match(conn: Connection, s: _Search, fts_rows: int | None = None) -> C
     rowid = _users_rowid
     if s.prefix_words and _prefix_rows(conn, s) < (_fts_rows(conn, s) if fts_rows is None else fts_rows):
         rowid = literal_column("+users.rowid")
-    in_fts = rowid.in_(select(_fts.c.rowid).where(literal_column(SEARCH_INDEX_TABLE).op("MATCH")(_fts_query(s))))
+    in_fts = rowid.in_(select(_fts.c.rowid).where(_fts_match(s)))
     return and_(in_fts, *(_starts_word(w, s.fields) for w in s.prefix_words))
 
 
 def _fts_rows(conn: Connection, s: _Search) -> int:
-    query = select(func.count()).select_from(_fts).where(literal_column(SEARCH_INDEX_TABLE).op("MATCH")(_fts_query(s)))
+    query = select(func.count()).select_from(_fts).where(_fts_match(s))
     return conn.execute(query).scalar_one()
 
 
@@ -492,7 +499,11 @@ def _count(conn: Connection, s: _Search | None, where: list[Any], fts_rows: int 
 
 
 _COUNTS = search_index.VersionedCache[int]()
-_log = table(search_index.LOG_TABLE, column("version"), column("sign"), *(column(c) for c in search_index.COLUMNS))
+# The folded names typed: else a word's parameter takes its type from the word (Unicode for ``zoë``, String for
+# ``zoe``), and each is another statement to compile.
+_log = table(
+    search_index.LOG_TABLE, column("version"), column("sign"), *(column(c, String) for c in search_index.COLUMNS)
+)
 _version_row = table(search_index.VERSION_TABLE, column("epoch"), column("version"), column("floor"))
 _stored = table(search_index.COUNTS_TABLE, column("query"), column("epoch"), column("version"), column("total"))
 
@@ -758,9 +769,7 @@ def _walk_match(dialect: str, s: _Search, by_fts: bool = False) -> ColumnElement
     matches are dense. SQLite: the LIKEs (FTS5 is not an index its planner uses for them).
     """
     if by_fts:
-        in_fts = literal_column("+users.rowid").in_(
-            select(_fts.c.rowid).where(literal_column(SEARCH_INDEX_TABLE).op("MATCH")(_fts_query(s)))
-        )
+        in_fts = literal_column("+users.rowid").in_(select(_fts.c.rowid).where(_fts_match(s)))
         return and_(in_fts, *(_starts_word(w, s.fields) for w in s.prefix_words))
     if dialect != "postgresql":
         return _row_match(s)
@@ -1156,12 +1165,13 @@ def list_users(
 # ------------------------------------------------------------------ a serving process's first search
 
 _NOBODY = "zqxjzqxj"  # a word for the counts the warm-up runs: nobody's name holds it, so they read next to nothing
+_NOBODY_PREFIX = "~"  # the same for a word of 1-2 characters (a prefix: ``mary g``)
 
 
-# Numbers of case variants worth a statement each at start-up (~10 ms to compile one): what most words of 3-4
+# Numbers of case variants worth a statement each at start-up (~10 ms to compile one): what most words of 1-4
 # letters have (a-z: 2 each, 3 for some: k and s anywhere, a, f, h, i, j, t, w and y last; 16 at most, more
 # are walked as one range, as are 5+ letters). Another number is compiled by its first search.
-WARM_VARIANTS = (1, 4, 6, 8, 12, 16)
+WARM_VARIANTS = (1, 2, 3, 4, 6, 8, 12, 16)
 
 
 @functools.cache
@@ -1175,10 +1185,25 @@ def _walk_shapes() -> tuple[str, ...]:
     return tuple(shapes[n] for n in WARM_VARIANTS)
 
 
+def _warm_walks(dialect: str) -> list[_Search]:
+    """The searches whose walks warm_search compiles: a word for each number of case variants; and two words,
+    and a word with a word of 1-2 characters (``karen example``, ``mary g``: each number of words is another
+    shape of every statement)."""
+    words = [_Search((w,), SEARCH_FIELDS, w) for w in _walk_shapes()]
+    # Led by a name of 5+ letters (one range: ``karen``), or of 3 letters (8 or 12 variants: ``son``).
+    leads = [_NOBODY, *(w for w in _walk_shapes() if len(w) == SHORT and len(_case_variants(w) or ()) in (8, 12))]
+    for lead, extra in itertools.product(leads, (_NOBODY[::-1], _NOBODY_PREFIX)):
+        words.append(_Search((lead, extra), SEARCH_FIELDS, f"{lead} {extra}"))
+        if dialect == "sqlite" and len(extra) >= SHORT:  # a word everyone has: no test in the prefix group
+            words.append(dataclasses.replace(words[-1], everyone=(extra,)))
+    return words
+
+
 def warm_search(conn: Connection, now: datetime, *, walks: bool = True) -> None:
-    """Before a process serves: compile (and on PostgreSQL, plan) the statements of a first search of one word
-    over the default fields, which SQLAlchemy then keeps by shape. In a new process they cost its first search
-    more than running them does (bench/first_search.py). The case-fold table is built too.
+    """Before a process serves: compile (and on PostgreSQL, plan) the statements of a first search over the
+    default fields, which SQLAlchemy then keeps by shape: of one word, of two, and of a word and a prefix
+    (``mary g``). In a new process they cost its first search more than running them does
+    (bench/first_search.py). The case-fold table is built too.
 
     Reads next to nothing and keeps nothing: the counts are of a word nobody has, the pages are asked for with
     ``LIMIT 0`` (neither store runs a statement's plan for no row), no count is stored or kept in the process,
@@ -1186,25 +1211,32 @@ def warm_search(conn: Connection, now: datetime, *, walks: bool = True) -> None:
     pool: its statements prepared, on PostgreSQL its backend's catalogs read)."""
     dialect = conn.dialect.name
     list_users(conn, now, skip=0, limit=1, count=False)  # the plain listing's page and what every answer reads
-    nobody = _Search((_NOBODY,), SEARCH_FIELDS, _NOBODY)
-    _kept_count(conn, ("warm", _NOBODY), nobody)  # the stored count's statement: nothing stored under this word
-    search_index.version(conn)
-    if dialect == "postgresql":
-        _plan_search(conn, walking=False)
-    _count(conn, nobody, [])
-    listing = _Listing(conn, now, [Key(_rank(nobody)), Key(users.c.username), Key(users.c.id)], [], "")
-    listing.read(_index_match(conn, nobody), None, False, 0, 1, counted=True)  # few matches: read whole
+    at = (*search_index.version(conn), 0)  # a count kept at the current version: the log has nothing after it
+    for search in (None, _Search((_NOBODY,), SEARCH_FIELDS, _NOBODY)):  # the directory's count, a word's
+        _brought_forward(conn, search, None)  # the count stored: none for this word
+        _brought_forward(conn, search, at)  # a count this process keeps (a search of several words reads both)
+    for extra in ((), (_NOBODY[::-1],), (_NOBODY_PREFIX,)):
+        nobody = _Search((_NOBODY, *extra), SEARCH_FIELDS, " ".join((_NOBODY, *extra)))
+        _brought_forward(conn, nobody, None)
+        if dialect == "postgresql":
+            _plan_search(conn, walking=False)
+        _count(conn, nobody, [])
+        listing = _Listing(conn, now, [Key(_rank(nobody)), Key(users.c.username), Key(users.c.id)], [], "")
+        for counted in (True, False):  # few matches: read whole (counting them too, or counted already)
+            listing.read(_index_match(conn, nobody), None, False, 0, 1, counted=counted)
+    short = _Search((_NOBODY_PREFIX,), SEARCH_FIELDS, _NOBODY_PREFIX)  # a word of 1-2 characters: no index
+    listing = _Listing(conn, now, [Key(_rank(short)), Key(users.c.username), Key(users.c.id)], [], "")
+    listing.read(_index_match(conn, short), None, False, 0, 0)  # LIMIT 0: not a pass over every user
     if dialect == "postgresql":
         _plan_search(conn, walking=True)
     # The walks' edge as list_users sets it (on PostgreSQL the statistics it comes from are read here).
     cap = _pg_walk_edge(conn, None, False) if dialect == "postgresql" else WALK_CAP
-    for word in _walk_shapes() if walks else ():  # many matches: the walks, one statement per shape
-        s = _Search((word,), SEARCH_FIELDS, word)
+    for s in _warm_walks(dialect) if walks else ():  # many matches: the walks, one statement per shape
         listing = _Listing(conn, now, [Key(_rank(s)), Key(users.c.username), Key(users.c.id)], [], "")
         pages = _pages_walk(dialect, s, [], None, False, 1, cap=cap)
         if pages is not None:
             conn.execute(_page_of_walk(listing, pages, False, 0, 0))
-        if dialect == "sqlite":  # and the walk by FTS rowid (a word of middling count)
+        if dialect == "sqlite" and s.indexed_words:  # and the walk by FTS rowid (a word of middling count)
             pages = _pages_walk(dialect, s, [], None, False, 1, by_fts=True, cap=WALK_CAP_FTS)
             conn.execute(_page_of_walk(listing, pages, False, 0, 0))
 
