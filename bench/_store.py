@@ -333,6 +333,8 @@ def _pg_database(admin_url: str, name: str, users: int, fresh: bool) -> SeededDb
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     note_file = PG_DATA.with_name(f"{PG_DATA.name}.{name}.json")
     try:
+        with admin.connect() as conn:  # huge pages: see store.buffer_advice (the host's vm.nr_hugepages)
+            huge = conn.execute(text("SELECT current_setting('huge_pages_status', true)")).scalar() or "unknown"
         with _locked(PG_DATA.with_name(f"{PG_DATA.name}.{name}.bench-lock")):
             why = _ready(url, users, note_file, fresh)
             if why is None:
@@ -346,7 +348,10 @@ def _pg_database(admin_url: str, name: str, users: int, fresh: bool) -> SeededDb
     finally:
         admin.dispose()
     return SeededDb(
-        url, f"PostgreSQL {parse_db(url)} (pgserver, {PG_DATA}, shared_buffers {pg_shared_buffers()})", users, why
+        url,
+        f"PostgreSQL {parse_db(url)} (pgserver, {PG_DATA}, shared_buffers {pg_shared_buffers()}, huge pages {huge})",
+        users,
+        why,
     )
 
 

@@ -1325,27 +1325,43 @@ def _postgres_engine(url: URL) -> Engine:
     return engine
 
 
-def buffer_advice(conn: Connection, need: int | None = None) -> str | None:
+HUGE_PAGES_FROM = 2**30  # shared_buffers from which huge pages are advised
+
+
+def buffer_advice(conn: Connection, need: int | None = None, huge_from: int = HUGE_PAGES_FROM) -> str | None:
     """PostgreSQL: a warning when ``shared_buffers`` is smaller than ``need`` bytes (by default the users table
     with its indexes and TOAST, what a search reads); None: large enough, or SQLite (whose pages are the OS
     cache's). With 1,000,000 users (about 1 GB of them) under the 128 MB default, a search of a middling
     word read most of its ~15,000 pages from the OS one syscall at a time: 55-72 ms against 23-27 ms with
-    the database's pages in shared buffers (``tanaka``, ``karen``; bench/api_search.py, 2026-12-03)."""
+    the database's pages in shared buffers (``tanaka``, ``karen``; bench/api_search.py, 2026-12-03).
+
+    Else, from ``huge_from`` bytes of it, when the server runs without huge pages (``huge_pages_status``,
+    PostgreSQL 17+): each new connection then maps every buffer it reads one 4 kB page at a time, and a
+    first search in a new process paid ~6,500 page faults, 57 ms against 21-28 ms with huge pages
+    (``karen`` counted, 2026-12-04)."""
     if conn.dialect.name != "postgresql":
         return None
     row = conn.exec_driver_sql(
         "SELECT pg_size_bytes(current_setting('shared_buffers')), pg_total_relation_size('users'), "
-        "current_setting('shared_buffers')"
+        "current_setting('shared_buffers'), current_setting('huge_pages_status', true), "
+        "current_setting('shared_memory_size_in_huge_pages', true)"
     ).one()
     buffers, users_bytes, shown = int(row[0]), int(row[1]), str(row[2])
     need = users_bytes if need is None else need
-    if buffers >= need:
-        return None
-    return (
-        f"PostgreSQL shared_buffers is {shown}, less than the users table and its indexes "
-        f"({need / 2**20:,.0f} MB): searches read their pages from the operating system, 2-3x slower at a "
-        f"million users. PostgreSQL's guidance for a dedicated server is a quarter of its memory."
-    )
+    if buffers < need:
+        return (
+            f"PostgreSQL shared_buffers is {shown}, less than the users table and its indexes "
+            f"({need / 2**20:,.0f} MB): searches read their pages from the operating system, 2-3x slower at a "
+            f"million users. PostgreSQL's guidance for a dedicated server is a quarter of its memory."
+        )
+    if buffers >= huge_from and row[3] == "off":
+        return (
+            f"PostgreSQL runs its {shown} of shared_buffers without huge pages: each new connection maps the "
+            f"buffers it reads 4 kB at a time, which can double a new process's first searches. Reserve them on "
+            f"the database's host (vm.nr_hugepages = {row[4]}, PostgreSQL's shared_memory_size_in_huge_pages) "
+            f"and restart it."
+        )
+    return None
 
 
 def _engine(target: DbTarget) -> Engine:

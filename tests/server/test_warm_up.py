@@ -174,6 +174,24 @@ def test_the_walk_shapes_cover_the_common_numbers_of_case_variants() -> None:
         assert (len(variants) if variants else 1) in user_service.WARM_VARIANTS
 
 
+def test_shared_buffers_without_huge_pages_are_named(new_db) -> None:
+    """PostgreSQL 17+: large shared_buffers without huge pages get advice naming vm.nr_hugepages and the number
+    the server needs; with huge pages in use (or below the size from which they are advised), none."""
+    store = open_store(new_db())
+    try:
+        with store.read() as conn:
+            status = None if store.is_sqlite else conn.exec_driver_sql("SHOW huge_pages_status").scalar()
+            needed = None if store.is_sqlite else conn.exec_driver_sql("SHOW shared_memory_size_in_huge_pages").scalar()
+            advice = buffer_advice(conn, need=1, huge_from=1)
+            assert buffer_advice(conn, need=1, huge_from=2**50) is None
+        if status == "off":
+            assert advice is not None and f"vm.nr_hugepages = {needed}" in advice
+        else:
+            assert advice is None  # SQLite, or huge pages in use
+    finally:
+        store.dispose()
+
+
 def test_a_small_postgresql_buffer_cache_is_named_at_warm_up(new_db, caplog) -> None:
     """PostgreSQL: shared_buffers smaller than what a search reads gets a warning (store.buffer_advice) naming the
     setting and its value; the tests' small directory fits, so warm-up says nothing. SQLite has no such cache."""
